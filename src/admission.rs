@@ -1,0 +1,242 @@
+//! [`Admission`], the handle to one admission pool.
+
+use std::{fmt, sync::Arc};
+
+use bytesize::ByteSize;
+use http::HeaderValue;
+
+use crate::{
+    AdmissionConfig, AdmissionLayer, ConfigError, MemoryBudget, MemorySource, Snapshot,
+    controller::{Controller, Settings},
+    metrics, sampler, system_memory,
+};
+
+/// One admission pool: its limits, queue and memory sampler, shared by every layer made from
+/// it. Clones share the pool.
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+///
+/// #[global_allocator]
+/// static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let admission = tower_admission::Admission::from_env()?;
+/// println!("{admission}"); // the effective configuration
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .layer(admission.layer());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, app).await?;
+/// # Ok(()) }
+/// ```
+///
+/// A sampler thread refreshes the memory reading every sample interval; it stops once the
+/// pool and everything made from it are dropped.
+#[derive(Clone)]
+pub struct Admission {
+    controller: Arc<Controller>,
+    description: Arc<str>,
+}
+
+impl Admission {
+    /// Builds a pool from the `ADMISSION_*` environment variables, reading memory from
+    /// jemalloc (see [`Admission::new`]).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::new(AdmissionConfig::from_env()?)
+    }
+
+    /// Builds a pool that reads memory from jemalloc's statistics.
+    ///
+    /// Fails if the configuration is invalid, or if a memory budget is set and jemalloc is
+    /// not the global allocator (or the `jemalloc` feature is off): a budget that cannot be
+    /// measured must not look enforced. With the budget `off`, jemalloc is still used for
+    /// the `memory_bytes` figure when available.
+    pub fn new(config: AdmissionConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        #[cfg(feature = "jemalloc")]
+        match crate::JemallocMemory::new() {
+            Ok(source) => Self::with_memory_source(config, source),
+            Err(_) if config.memory_budget == MemoryBudget::Off => {
+                Self::with_memory_source(config, Unmeasured)
+            }
+            Err(error) => Err(error.into()),
+        }
+        #[cfg(not(feature = "jemalloc"))]
+        if config.memory_budget == MemoryBudget::Off {
+            Self::with_memory_source(config, Unmeasured)
+        } else {
+            Err(crate::MemoryError::NoSource.into())
+        }
+    }
+
+    /// Builds a pool that reads memory from `source`: a [`ManualMemory`](crate::ManualMemory)
+    /// in tests, or a source of your own.
+    pub fn with_memory_source(
+        config: AdmissionConfig,
+        source: impl MemorySource,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let (budget, budget_text) = resolve_budget(config.memory_budget)?;
+        if budget.is_some_and(|budget| config.request_estimate >= budget) {
+            return Err(ConfigError::Invalid {
+                setting: "request_estimate",
+                reason: "must be smaller than the memory budget".into(),
+            });
+        }
+        let settings = Settings {
+            max_concurrency: config.max_concurrency,
+            budget,
+            queue_capacity: config.queue_capacity,
+            queue_timeout: config.queue_timeout,
+            request_estimate: config.request_estimate,
+            retry_after: HeaderValue::from(config.retry_after_secs),
+            bypass: config.bypass.clone(),
+        };
+        let description = describe(&config, &budget_text, source.name());
+        let controller = Arc::new(Controller::new(settings, Arc::new(source)));
+        metrics::describe();
+        sampler::spawn(&controller, config.sample_interval)
+            .map_err(|e| ConfigError::Sampler(e.to_string()))?;
+        Ok(Self {
+            controller,
+            description: description.into(),
+        })
+    }
+
+    /// A layer that applies this pool's admission control.
+    pub fn layer(&self) -> AdmissionLayer {
+        AdmissionLayer::new(Arc::clone(&self.controller))
+    }
+
+    /// The pool's live figures.
+    pub fn snapshot(&self) -> Snapshot {
+        self.controller.snapshot()
+    }
+}
+
+impl fmt::Display for Admission {
+    /// The effective configuration, one setting a line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission")
+            .field("controller", &self.controller)
+            .finish()
+    }
+}
+
+/// The budget in bytes (`None` when off), and how it was arrived at.
+fn resolve_budget(budget: MemoryBudget) -> Result<(Option<u64>, String), ConfigError> {
+    let iec = |bytes: u64| ByteSize::b(bytes).display().iec().to_string();
+    Ok(match budget {
+        MemoryBudget::Off => (None, "off".into()),
+        MemoryBudget::Bytes(bytes) => (Some(bytes), iec(bytes)),
+        MemoryBudget::Percent(pct) => {
+            let limit = system_memory::memory_limit().map_err(ConfigError::SystemMemory)?;
+            let bytes = (limit.bytes as f64 * pct / 100.0) as u64;
+            let text = format!(
+                "{} ({pct}% of {} {})",
+                iec(bytes),
+                iec(limit.bytes),
+                limit.origin
+            );
+            (Some(bytes.max(1)), text)
+        }
+    })
+}
+
+fn describe(config: &AdmissionConfig, budget: &str, source: &str) -> String {
+    let bypass = if config.bypass.is_empty() {
+        "none".to_owned()
+    } else {
+        config.bypass.join(", ")
+    };
+    format!(
+        "tower-admission effective configuration:\n\
+         \x20 max concurrency   {}\n\
+         \x20 memory budget     {budget}\n\
+         \x20 memory source     {source}\n\
+         \x20 request estimate  Content-Length + {}\n\
+         \x20 queue capacity    {}\n\
+         \x20 queue timeout     {}\n\
+         \x20 sample interval   {}\n\
+         \x20 bypass            {bypass}\n\
+         \x20 retry-after       {} s",
+        config.max_concurrency,
+        ByteSize::b(config.request_estimate).display().iec(),
+        config.queue_capacity,
+        humantime::format_duration(config.queue_timeout),
+        humantime::format_duration(config.sample_interval),
+        config.retry_after_secs,
+    )
+}
+
+/// The source used when the budget is off and jemalloc is unavailable: memory is not read.
+#[derive(Debug)]
+struct Unmeasured;
+
+impl MemorySource for Unmeasured {
+    fn allocated_bytes(&self) -> u64 {
+        0
+    }
+
+    fn name(&self) -> &'static str {
+        "none (budget off, jemalloc is not the global allocator)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualMemory;
+
+    #[test]
+    fn display_is_one_readable_block() {
+        let config = AdmissionConfig::default()
+            .memory_budget_bytes(512 << 20)
+            .bypass(["/health", "/metrics"]);
+        let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+        let text = admission.to_string();
+        assert!(text.contains("max concurrency   256"), "{text}");
+        assert!(text.contains("memory budget     512.0 MiB"), "{text}");
+        assert!(
+            text.contains("bypass            /health, /metrics"),
+            "{text}"
+        );
+        assert!(text.contains("queue timeout     1s"), "{text}");
+    }
+
+    #[test]
+    fn percentage_budgets_resolve_against_the_machine() {
+        let (bytes, text) = resolve_budget(MemoryBudget::Percent(50.0)).unwrap();
+        let limit = system_memory::memory_limit().unwrap();
+        assert_eq!(bytes, Some(limit.bytes / 2));
+        assert!(text.contains("50% of"), "{text}");
+    }
+
+    #[test]
+    fn invalid_configurations_do_not_start() {
+        let config = AdmissionConfig::default().max_concurrency(0);
+        assert!(Admission::with_memory_source(config, ManualMemory::new(0)).is_err());
+        let config = AdmissionConfig::default()
+            .memory_budget_bytes(1000)
+            .request_estimate(1000);
+        assert!(Admission::with_memory_source(config, ManualMemory::new(0)).is_err());
+    }
+
+    #[cfg(feature = "jemalloc")]
+    #[test]
+    fn a_budget_without_jemalloc_as_global_allocator_is_refused() {
+        // Unit tests run on the system allocator, so jemalloc's statistics see nothing.
+        let config = AdmissionConfig::default().memory_budget_bytes(1 << 30);
+        let error = Admission::new(config).unwrap_err();
+        assert!(error.to_string().contains("global allocator"), "{error}");
+        let off = AdmissionConfig::default().memory_budget(MemoryBudget::Off);
+        assert!(Admission::new(off).is_ok());
+    }
+}

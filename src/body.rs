@@ -1,0 +1,112 @@
+//! The response body, which carries the admission permit until the body ends.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+
+use crate::permit::Permit;
+
+pin_project! {
+    /// The body of a response that passed through [`AdmissionService`](crate::AdmissionService):
+    /// the inner service's body, which holds the request's slot and memory reservation until
+    /// it ends or is dropped, or the layer's own rejection text.
+    ///
+    /// Holding the permit for the body's lifetime matters for streaming responses: the
+    /// handler has returned, but the work (and its memory) goes on until the last frame.
+    pub struct AdmissionBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner {
+            #[pin]
+            body: B,
+            permit: Option<Permit>,
+        },
+        Rejected {
+            #[pin]
+            body: Full<Bytes>,
+        },
+    }
+}
+
+impl<B> AdmissionBody<B> {
+    pub(crate) fn inner(body: B, permit: Option<Permit>) -> Self {
+        Self {
+            kind: Kind::Inner { body, permit },
+        }
+    }
+
+    pub(crate) fn rejected(text: Bytes) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                body: Full::new(text),
+            },
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for AdmissionBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Inner { permit, .. } => {
+                if permit.is_some() {
+                    "Inner (admitted)"
+                } else {
+                    "Inner"
+                }
+            }
+            Kind::Rejected { .. } => "Rejected",
+        };
+        f.debug_tuple("AdmissionBody").field(&kind).finish()
+    }
+}
+
+impl<B> Body for AdmissionBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { mut body, permit } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                if matches!(frame, None | Some(Err(_))) || body.is_end_stream() {
+                    // Done: let the next request in now, not when hyper drops the body.
+                    drop(permit.take());
+                }
+                Poll::Ready(frame)
+            }
+            KindProj::Rejected { body } => body.poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body, .. } => body.is_end_stream(),
+            Kind::Rejected { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body, .. } => body.size_hint(),
+            Kind::Rejected { body } => body.size_hint(),
+        }
+    }
+}

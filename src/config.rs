@@ -1,0 +1,585 @@
+//! Configuration: a builder, `from_env`, parsing and validation.
+
+use std::{ffi::OsString, fmt, time::Duration};
+
+use bytesize::ByteSize;
+
+/// Environment variable names, the contract of [`AdmissionConfig::from_env`].
+pub(crate) mod vars {
+    pub(crate) const MAX_CONCURRENCY: &str = "ADMISSION_MAX_CONCURRENCY";
+    pub(crate) const MEMORY_BUDGET: &str = "ADMISSION_MEMORY_BUDGET";
+    pub(crate) const QUEUE_CAPACITY: &str = "ADMISSION_QUEUE_CAPACITY";
+    pub(crate) const QUEUE_TIMEOUT: &str = "ADMISSION_QUEUE_TIMEOUT";
+    pub(crate) const SAMPLE_INTERVAL: &str = "ADMISSION_SAMPLE_INTERVAL";
+    pub(crate) const BYPASS: &str = "ADMISSION_BYPASS";
+    pub(crate) const RETRY_AFTER: &str = "ADMISSION_RETRY_AFTER";
+
+    pub(crate) const ALL: [&str; 7] = [
+        MAX_CONCURRENCY,
+        MEMORY_BUDGET,
+        QUEUE_CAPACITY,
+        QUEUE_TIMEOUT,
+        SAMPLE_INTERVAL,
+        BYPASS,
+        RETRY_AFTER,
+    ];
+    pub(crate) const PREFIX: &str = "ADMISSION_";
+}
+
+const INTEGER_AT_LEAST_1: &str = "an integer >= 1, such as 256";
+const INTEGER_AT_LEAST_0: &str = "an integer >= 0, such as 1024";
+const SIZE_FORMS: &str =
+    "a size such as 512MiB, 2GB or 1048576 (bytes), a percentage in (0, 100] such as 75%, or off";
+const DURATION_FORMS: &str = "a duration greater than zero, such as 250ms or 2s";
+const BYPASS_FORMS: &str =
+    "comma-separated path prefixes starting with '/', such as /health,/metrics";
+
+/// How much allocated memory the process may hold before requests wait.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryBudget {
+    /// No memory limit: only the concurrency limit applies.
+    Off,
+    /// A fixed number of bytes.
+    Bytes(u64),
+    /// A percentage in (0, 100] of the process's cgroup v2 `memory.max`, or of physical
+    /// memory when no cgroup limit applies; resolved once, when the admission pool is built.
+    Percent(f64),
+}
+
+impl fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryBudget::Off => f.write_str("off"),
+            MemoryBudget::Bytes(bytes) => write!(f, "{}", ByteSize::b(*bytes).display().iec()),
+            MemoryBudget::Percent(pct) => write!(f, "{pct}%"),
+        }
+    }
+}
+
+/// The settings of one admission pool.
+///
+/// Start from [`AdmissionConfig::default`] (the defaults of the environment contract) or
+/// [`AdmissionConfig::from_env`], adjust with the builder methods, then build an
+/// [`Admission`](crate::Admission), which validates the whole.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_admission::{AdmissionConfig, MemoryBudget};
+///
+/// let config = AdmissionConfig::default()
+///     .max_concurrency(32)
+///     .memory_budget(MemoryBudget::Percent(50.0))
+///     .queue_capacity(100)
+///     .queue_timeout(Duration::from_millis(250));
+/// assert_eq!(config.get_max_concurrency(), 32);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionConfig {
+    pub(crate) max_concurrency: usize,
+    pub(crate) memory_budget: MemoryBudget,
+    pub(crate) queue_capacity: usize,
+    pub(crate) queue_timeout: Duration,
+    pub(crate) sample_interval: Duration,
+    pub(crate) bypass: Vec<String>,
+    pub(crate) retry_after_secs: u32,
+    pub(crate) request_estimate: u64,
+}
+
+impl Default for AdmissionConfig {
+    /// The defaults of the environment contract: 256 in flight, 75 % of memory, 1024 waiters,
+    /// a 1 s queue timeout, a 10 ms sample interval, no bypass, `Retry-After: 1`.
+    fn default() -> Self {
+        Self {
+            max_concurrency: 256,
+            memory_budget: MemoryBudget::Percent(75.0),
+            queue_capacity: 1024,
+            queue_timeout: Duration::from_secs(1),
+            sample_interval: Duration::from_millis(10),
+            bypass: Vec::new(),
+            retry_after_secs: 1,
+            request_estimate: 64 * 1024,
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// The defaults, overridden by the `ADMISSION_*` environment variables.
+    ///
+    /// Fails on a malformed value, a value that is not UTF-8, or an unknown `ADMISSION_*`
+    /// name; the error names the variable, the value and the accepted forms.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::default().apply_env()
+    }
+
+    /// `self`, overridden by the `ADMISSION_*` environment variables that are set.
+    ///
+    /// Use it to change a default that the environment may still override, as the example
+    /// server does for its bypass list.
+    pub fn apply_env(self) -> Result<Self, ConfigError> {
+        self.apply_vars(std::env::vars_os())
+    }
+
+    /// `self`, overridden by the `ADMISSION_*` entries of `vars`; other names are ignored.
+    ///
+    /// ```
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// let config = AdmissionConfig::default()
+    ///     .apply_vars([("ADMISSION_MAX_CONCURRENCY", "8"), ("PATH", "/bin")])
+    ///     .unwrap();
+    /// assert_eq!(config.get_max_concurrency(), 8);
+    ///
+    /// let err = AdmissionConfig::default()
+    ///     .apply_vars([("ADMISSION_QUEUE_TIMOUT", "2s")])
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("ADMISSION_QUEUE_TIMEOUT"));
+    /// ```
+    pub fn apply_vars<I, K, V>(mut self, vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        for (name, value) in vars {
+            let name = name.into();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(vars::PREFIX) {
+                continue;
+            }
+            let Some(var) = vars::ALL.iter().copied().find(|known| *known == name) else {
+                return Err(ConfigError::UnknownVariable {
+                    name: name.to_owned(),
+                    suggestion: nearest_known(name),
+                });
+            };
+            let value = value
+                .into()
+                .into_string()
+                .map_err(|raw| ConfigError::NotUnicode {
+                    var,
+                    value: raw.to_string_lossy().into_owned(),
+                })?;
+            self.apply_var(var, &value)?;
+        }
+        Ok(self)
+    }
+
+    fn apply_var(&mut self, var: &'static str, value: &str) -> Result<(), ConfigError> {
+        let malformed = |expected: &'static str| ConfigError::Malformed {
+            var,
+            value: value.to_owned(),
+            expected,
+        };
+        let trimmed = value.trim();
+        match var {
+            vars::MAX_CONCURRENCY => {
+                self.max_concurrency = parse_integer(trimmed)
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| malformed(INTEGER_AT_LEAST_1))?;
+            }
+            vars::MEMORY_BUDGET => {
+                self.memory_budget = parse_budget(trimmed).ok_or_else(|| malformed(SIZE_FORMS))?;
+            }
+            vars::QUEUE_CAPACITY => {
+                self.queue_capacity =
+                    parse_integer(trimmed).ok_or_else(|| malformed(INTEGER_AT_LEAST_0))?;
+            }
+            vars::QUEUE_TIMEOUT => {
+                self.queue_timeout =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            vars::SAMPLE_INTERVAL => {
+                self.sample_interval =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            vars::BYPASS => {
+                self.bypass = parse_bypass(trimmed).ok_or_else(|| malformed(BYPASS_FORMS))?;
+            }
+            vars::RETRY_AFTER => {
+                self.retry_after_secs =
+                    parse_integer(trimmed).ok_or_else(|| malformed(INTEGER_AT_LEAST_0))?;
+            }
+            _ => unreachable!("every name in vars::ALL is handled"),
+        }
+        Ok(())
+    }
+
+    /// At most this many requests in flight (`ADMISSION_MAX_CONCURRENCY`); at least 1.
+    pub fn max_concurrency(mut self, max: usize) -> Self {
+        self.max_concurrency = max;
+        self
+    }
+
+    /// The memory budget (`ADMISSION_MEMORY_BUDGET`).
+    pub fn memory_budget(mut self, budget: MemoryBudget) -> Self {
+        self.memory_budget = budget;
+        self
+    }
+
+    /// Shorthand for `memory_budget(MemoryBudget::Bytes(bytes))`.
+    pub fn memory_budget_bytes(self, bytes: u64) -> Self {
+        self.memory_budget(MemoryBudget::Bytes(bytes))
+    }
+
+    /// At most this many requests wait (`ADMISSION_QUEUE_CAPACITY`); 0 sheds at once.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// The longest a request waits in the queue before a 503 (`ADMISSION_QUEUE_TIMEOUT`).
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// How often the memory reading is refreshed (`ADMISSION_SAMPLE_INTERVAL`); four times
+    /// as often while memory is within 10 % of the budget.
+    pub fn sample_interval(mut self, interval: Duration) -> Self {
+        self.sample_interval = interval;
+        self
+    }
+
+    /// Path prefixes that skip admission (`ADMISSION_BYPASS`), such as `/health`.
+    ///
+    /// A prefix matches whole path segments: `/health` matches `/health` and
+    /// `/health/live`, not `/healthcare`.
+    pub fn bypass<I, P>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.bypass = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Seconds announced in `Retry-After` on a 503 (`ADMISSION_RETRY_AFTER`).
+    pub fn retry_after_secs(mut self, secs: u32) -> Self {
+        self.retry_after_secs = secs;
+        self
+    }
+
+    /// Bytes reserved for each admitted request on top of its `Content-Length` (default
+    /// 64 KiB): what a request is expected to allocate before the next memory sample sees it.
+    pub fn request_estimate(mut self, bytes: u64) -> Self {
+        self.request_estimate = bytes;
+        self
+    }
+
+    /// The configured concurrency limit.
+    pub fn get_max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    /// The configured memory budget, before a percentage is resolved.
+    pub fn get_memory_budget(&self) -> MemoryBudget {
+        self.memory_budget
+    }
+
+    /// Checks every setting; [`Admission`](crate::Admission) calls it before starting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.max_concurrency == 0 {
+            return invalid("max_concurrency", "must be at least 1");
+        }
+        match self.memory_budget {
+            MemoryBudget::Bytes(0) => return invalid("memory_budget", "must be more than 0 bytes"),
+            MemoryBudget::Percent(pct) if !(pct > 0.0 && pct <= 100.0) => {
+                return invalid("memory_budget", "a percentage must be in (0, 100]");
+            }
+            _ => {}
+        }
+        if self.queue_timeout.is_zero() {
+            return invalid("queue_timeout", "must be greater than zero");
+        }
+        if self.sample_interval.is_zero() {
+            return invalid("sample_interval", "must be greater than zero");
+        }
+        if let Some(bad) = self.bypass.iter().find(|p| !p.starts_with('/')) {
+            return invalid("bypass", &format!("prefix {bad:?} must start with '/'"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_integer<T: std::str::FromStr>(value: &str) -> Option<T> {
+    // `FromStr` for integers accepts a leading '+'; the contract speaks of plain integers.
+    if value.starts_with('+') {
+        return None;
+    }
+    value.parse().ok()
+}
+
+fn parse_budget(value: &str) -> Option<MemoryBudget> {
+    if value.eq_ignore_ascii_case("off") {
+        return Some(MemoryBudget::Off);
+    }
+    if let Some(pct) = value.strip_suffix('%') {
+        let pct: f64 = pct.trim_end().parse().ok()?;
+        return (pct > 0.0 && pct <= 100.0).then_some(MemoryBudget::Percent(pct));
+    }
+    // bytesize saturates instead of failing on overflow; a saturated value is a typo.
+    let bytes = value.parse::<ByteSize>().ok()?.as_u64();
+    (bytes > 0 && bytes < u64::MAX).then_some(MemoryBudget::Bytes(bytes))
+}
+
+fn parse_duration(value: &str) -> Option<Duration> {
+    humantime::parse_duration(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+fn parse_bypass(value: &str) -> Option<Vec<String>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.starts_with('/').then(|| p.to_owned()))
+        .collect()
+}
+
+fn nearest_known(name: &str) -> Option<&'static str> {
+    vars::ALL
+        .iter()
+        .copied()
+        .map(|known| (strsim::levenshtein(name, known), known))
+        .min()
+        .filter(|(distance, _)| *distance <= 6)
+        .map(|(_, known)| known)
+}
+
+/// Why a configuration was refused. Nothing starts with a bad configuration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An environment variable holds a value of the wrong form.
+    #[error("{var}={value:?} is not valid: expected {expected}")]
+    Malformed {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// The accepted forms.
+        expected: &'static str,
+    },
+    /// An environment variable's value is not UTF-8.
+    #[error("{var}={value:?} is not valid UTF-8")]
+    NotUnicode {
+        /// The variable.
+        var: &'static str,
+        /// Its value, with invalid bytes replaced.
+        value: String,
+    },
+    /// An `ADMISSION_*` variable that this crate does not know: most likely a typo.
+    #[error("unknown variable {name}{}; known: {}", suggestion.map(|s| format!(" (did you mean {s}?)")).unwrap_or_default(), vars::ALL.join(", "))]
+    UnknownVariable {
+        /// The unknown name.
+        name: String,
+        /// The nearest known name.
+        suggestion: Option<&'static str>,
+    },
+    /// A setting made through the builder is out of range.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// The builder setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The memory budget cannot be enforced: no usable memory source.
+    #[error(
+        "the memory budget cannot be enforced: {0}; set ADMISSION_MEMORY_BUDGET=off to use the concurrency limit alone"
+    )]
+    MemorySource(#[from] crate::MemoryError),
+    /// A percentage budget needs the memory limit, which could not be read.
+    #[error("cannot resolve a percentage memory budget: {0}")]
+    SystemMemory(String),
+    /// The sampler thread could not be started.
+    #[error("cannot start the memory sampler thread: {0}")]
+    Sampler(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(name: &str, value: &str) -> Result<AdmissionConfig, ConfigError> {
+        AdmissionConfig::default().apply_vars([(name, value)])
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = AdmissionConfig::default();
+        assert_eq!(c.max_concurrency, 256);
+        assert_eq!(c.memory_budget, MemoryBudget::Percent(75.0));
+        assert_eq!(c.queue_capacity, 1024);
+        assert_eq!(c.queue_timeout, Duration::from_secs(1));
+        assert_eq!(c.sample_interval, Duration::from_millis(10));
+        assert!(c.bypass.is_empty());
+        assert_eq!(c.retry_after_secs, 1);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn sizes_in_every_accepted_form() {
+        let cases = [
+            ("512MiB", MemoryBudget::Bytes(512 << 20)),
+            ("2GB", MemoryBudget::Bytes(2_000_000_000)),
+            ("2GiB", MemoryBudget::Bytes(2 << 30)),
+            ("64KB", MemoryBudget::Bytes(64_000)),
+            ("64KiB", MemoryBudget::Bytes(64 << 10)),
+            ("1048576", MemoryBudget::Bytes(1_048_576)),
+            ("100B", MemoryBudget::Bytes(100)),
+            (" 512 MiB ", MemoryBudget::Bytes(512 << 20)),
+            ("75%", MemoryBudget::Percent(75.0)),
+            ("100%", MemoryBudget::Percent(100.0)),
+            ("12.5%", MemoryBudget::Percent(12.5)),
+            ("off", MemoryBudget::Off),
+            ("OFF", MemoryBudget::Off),
+        ];
+        for (value, expected) in cases {
+            let c = apply(vars::MEMORY_BUDGET, value).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(c.memory_budget, expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn malformed_sizes_name_variable_value_and_forms() {
+        for value in [
+            "",
+            "0",
+            "0%",
+            "101%",
+            "-5",
+            "-5%",
+            "abc",
+            "12XB",
+            "nan%",
+            "inf",
+            "1.5",
+            "20000000TiB",
+            "99999999999999999999",
+            "5 %%",
+        ] {
+            let err = apply(vars::MEMORY_BUDGET, value).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("ADMISSION_MEMORY_BUDGET"), "{text}");
+            assert!(text.contains(&format!("{value:?}")), "{text}");
+            assert!(text.contains("512MiB"), "{text}");
+        }
+    }
+
+    #[test]
+    fn integers() {
+        assert_eq!(
+            apply(vars::MAX_CONCURRENCY, "8").unwrap().max_concurrency,
+            8
+        );
+        assert_eq!(apply(vars::QUEUE_CAPACITY, "0").unwrap().queue_capacity, 0);
+        assert_eq!(apply(vars::RETRY_AFTER, "0").unwrap().retry_after_secs, 0);
+        for value in ["0", "-1", "+3", "1.5", "ten", "", "99999999999999999999999"] {
+            let err = apply(vars::MAX_CONCURRENCY, value).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Malformed {
+                        var: vars::MAX_CONCURRENCY,
+                        ..
+                    }
+                ),
+                "{value}"
+            );
+        }
+        for value in ["-1", "x", "4294967296"] {
+            assert!(apply(vars::RETRY_AFTER, value).is_err(), "{value}");
+            assert!(apply(vars::QUEUE_CAPACITY, "-1").is_err());
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let c = apply(vars::QUEUE_TIMEOUT, "250ms").unwrap();
+        assert_eq!(c.queue_timeout, Duration::from_millis(250));
+        let c = apply(vars::SAMPLE_INTERVAL, "2s").unwrap();
+        assert_eq!(c.sample_interval, Duration::from_secs(2));
+        for value in ["0s", "0ms", "10", "-1s", "soon", ""] {
+            let err = apply(vars::QUEUE_TIMEOUT, value).unwrap_err();
+            assert!(err.to_string().contains("250ms"), "{err}");
+        }
+    }
+
+    #[test]
+    fn bypass_lists() {
+        let c = apply(vars::BYPASS, "/health, /metrics,").unwrap();
+        assert_eq!(c.bypass, ["/health", "/metrics"]);
+        assert!(apply(vars::BYPASS, "").unwrap().bypass.is_empty());
+        assert!(apply(vars::BYPASS, "health").is_err());
+    }
+
+    #[test]
+    fn unknown_names_suggest_the_nearest() {
+        let err = apply("ADMISSION_MAX_CONCURENCY", "3").unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::UnknownVariable {
+                name: "ADMISSION_MAX_CONCURENCY".into(),
+                suggestion: Some(vars::MAX_CONCURRENCY),
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("did you mean ADMISSION_MAX_CONCURRENCY?")
+        );
+        let err = apply("ADMISSION_", "3").unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownVariable { .. }));
+    }
+
+    #[test]
+    fn other_variables_are_ignored() {
+        let c = AdmissionConfig::default()
+            .apply_vars([("HOME", "/root"), ("admission_max_concurrency", "x")])
+            .unwrap();
+        assert_eq!(c, AdmissionConfig::default());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_values_are_named() {
+        use std::os::unix::ffi::OsStringExt;
+        let value = OsString::from_vec(vec![b'1', 0xff]);
+        let err = AdmissionConfig::default()
+            .apply_vars([(OsString::from(vars::MAX_CONCURRENCY), value)])
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::NotUnicode {
+                var: vars::MAX_CONCURRENCY,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn builder_values_are_validated() {
+        let bad = [
+            AdmissionConfig::default().max_concurrency(0),
+            AdmissionConfig::default().memory_budget_bytes(0),
+            AdmissionConfig::default().memory_budget(MemoryBudget::Percent(0.0)),
+            AdmissionConfig::default().memory_budget(MemoryBudget::Percent(f64::NAN)),
+            AdmissionConfig::default().queue_timeout(Duration::ZERO),
+            AdmissionConfig::default().sample_interval(Duration::ZERO),
+            AdmissionConfig::default().bypass(["health"]),
+        ];
+        for config in bad {
+            assert!(
+                matches!(config.validate(), Err(ConfigError::Invalid { .. })),
+                "{config:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,704 @@
+//! The shared admission state: in-flight count, reserved bytes and the bounded FIFO queue.
+//!
+//! A request is admitted while `in_flight < max_concurrency` and
+//! `memory + reserved + estimate <= budget`, where `memory` is the sampler's last reading and
+//! `reserved` sums the estimates of the requests admitted since. Otherwise it queues, unless
+//! the queue is full.
+//!
+//! **Order.** Waiters are admitted strictly first in, first out, and a new arrival never
+//! overtakes a waiter (no barging). A large request at the head therefore holds back smaller
+//! ones behind it until memory frees up: the price of never starving large requests.
+//!
+//! **Progress.** When nothing is in flight, the head is admitted even over the memory budget:
+//! memory held by caches or leaks must not wedge the service. Such admissions are counted.
+//!
+//! **Cancel safety.** A [`Ticket`] dropped while queued leaves the queue at once; one dropped
+//! after its grant but before it was observed gives the grant back. Wakers are collected
+//! under the lock and woken after it is released.
+//!
+//! Nothing here depends on tokio or on jemalloc: time is the response future's business, and
+//! memory comes through [`MemorySource`].
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use crate::{MemorySource, log_throttle::LogThrottle, permit::Permit, snapshot::Snapshot};
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The queue was full when the request arrived.
+    QueueFull,
+    /// The request waited for the whole queue timeout.
+    QueueTimeout,
+    /// The request declared a `Content-Length` above the whole memory budget.
+    TooLarge,
+}
+
+impl Reason {
+    /// The label used in metrics and response bodies: `queue_full`, `queue_timeout` or
+    /// `too_large`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::QueueFull => "queue_full",
+            Reason::QueueTimeout => "queue_timeout",
+            Reason::TooLarge => "too_large",
+        }
+    }
+
+    pub(crate) const ALL: [Reason; 3] = [Reason::QueueFull, Reason::QueueTimeout, Reason::TooLarge];
+}
+
+/// The limit that held a request back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Requests in flight.
+    Concurrency,
+    /// The memory budget.
+    Memory,
+}
+
+impl Limit {
+    /// The label used in metrics and response bodies: `concurrency` or `memory`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Limit::Concurrency => "concurrency",
+            Limit::Memory => "memory",
+        }
+    }
+
+    pub(crate) const ALL: [Limit; 2] = [Limit::Concurrency, Limit::Memory];
+}
+
+/// A request the layer answered itself, with why. The layer inserts it into the extensions
+/// of the 503 or 413 response, so outer layers can tell it from the service's own errors.
+///
+/// ```
+/// use tower_admission::{Limit, Reason, Rejection};
+///
+/// fn describe(response: &http::Response<()>) -> Option<String> {
+///     let rejection = response.extensions().get::<Rejection>()?;
+///     Some(format!("{} ({})", rejection.reason().as_str(), rejection.limit().as_str()))
+/// }
+/// # assert_eq!(describe(&http::Response::new(())), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rejection {
+    reason: Reason,
+    limit: Limit,
+}
+
+impl Rejection {
+    pub(crate) const fn new(reason: Reason, limit: Limit) -> Self {
+        Self { reason, limit }
+    }
+
+    /// Why the request was refused.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// Which limit was hit.
+    pub fn limit(&self) -> Limit {
+        self.limit
+    }
+}
+
+/// The resolved settings of one pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) max_concurrency: usize,
+    pub(crate) budget: Option<u64>,
+    pub(crate) queue_capacity: usize,
+    pub(crate) queue_timeout: Duration,
+    pub(crate) request_estimate: u64,
+    /// The `Retry-After` value, built once.
+    pub(crate) retry_after: http::HeaderValue,
+    pub(crate) bypass: Vec<String>,
+}
+
+impl Settings {
+    /// Whether `path` skips admission: it equals a prefix or continues it with a new segment.
+    pub(crate) fn bypasses(&self, path: &str) -> bool {
+        self.bypass.iter().any(|prefix| {
+            path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+            })
+        })
+    }
+}
+
+/// What [`Controller::acquire`] decided.
+#[derive(Debug)]
+pub(crate) enum Acquired {
+    Admitted(Permit),
+    Queued(Ticket),
+    Rejected(Rejection),
+}
+
+struct Waiter {
+    estimate: u64,
+    waker: Option<Waker>,
+}
+
+#[derive(Default)]
+struct State {
+    in_flight: usize,
+    reserved: u64,
+    /// Keyed by arrival number, so iteration order is FIFO and a cancelled waiter leaves in
+    /// O(log n) without unsafe intrusive lists.
+    queue: BTreeMap<u64, Waiter>,
+    next_ticket: u64,
+}
+
+/// One admission pool, shared behind an `Arc` by every layer, service, future and body.
+pub(crate) struct Controller {
+    pub(crate) settings: Settings,
+    memory: Arc<dyn MemorySource>,
+    state: Mutex<State>,
+    // Mirrors of `State`, written under the lock, so snapshots never take it.
+    in_flight: AtomicUsize,
+    queued: AtomicUsize,
+    reserved: AtomicU64,
+    admitted: AtomicU64,
+    admitted_over_budget: AtomicU64,
+    rejected: [[AtomicU64; 2]; 3],
+    shed_log: LogThrottle,
+    over_budget_log: LogThrottle,
+}
+
+impl fmt::Debug for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Controller")
+            .field("settings", &self.settings)
+            .field("memory", &self.memory)
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
+}
+
+impl Controller {
+    pub(crate) fn new(settings: Settings, memory: Arc<dyn MemorySource>) -> Self {
+        Self {
+            settings,
+            memory,
+            state: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            reserved: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            admitted_over_budget: AtomicU64::new(0),
+            rejected: Default::default(),
+            shed_log: LogThrottle::new(Duration::from_secs(1)),
+            over_budget_log: LogThrottle::new(Duration::from_secs(1)),
+        }
+    }
+
+    pub(crate) fn memory(&self) -> &dyn MemorySource {
+        &*self.memory
+    }
+
+    /// Admits, queues or rejects a request that declared `declared` body bytes.
+    pub(crate) fn acquire(self: &Arc<Self>, declared: Option<u64>) -> Acquired {
+        let declared = declared.unwrap_or(0);
+        if self.settings.budget.is_some_and(|budget| declared > budget) {
+            return Acquired::Rejected(self.reject(Reason::TooLarge, Limit::Memory));
+        }
+        let estimate = declared.saturating_add(self.settings.request_estimate);
+        let memory = self.memory.allocated_bytes();
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            match self.blocking_limit(&state, memory, estimate) {
+                None => {}
+                // Progress guarantee; `in_flight == 0` implies the limit is memory.
+                Some(_) if state.in_flight == 0 => self.note_over_budget(memory),
+                Some(_) => return self.enqueue(state, memory, estimate),
+            }
+            self.admit(&mut state, estimate);
+            self.mirror(&state);
+            drop(state);
+            return Acquired::Admitted(Permit::new(Arc::clone(self), estimate));
+        }
+        self.enqueue(state, memory, estimate)
+    }
+
+    fn enqueue(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, State>,
+        memory: u64,
+        estimate: u64,
+    ) -> Acquired {
+        if state.queue.len() >= self.settings.queue_capacity {
+            let limit = self.limit_for(&state, memory, estimate);
+            drop(state);
+            return Acquired::Rejected(self.reject(Reason::QueueFull, limit));
+        }
+        let id = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.insert(
+            id,
+            Waiter {
+                estimate,
+                waker: None,
+            },
+        );
+        self.mirror(&state);
+        drop(state);
+        tracing::trace!(estimate, "request queued");
+        Acquired::Queued(Ticket {
+            controller: Arc::clone(self),
+            id,
+            estimate,
+            settled: false,
+        })
+    }
+
+    /// Gives back what an admitted request held, then admits the waiters that now fit.
+    pub(crate) fn release(&self, estimate: u64) {
+        let memory = self.memory.allocated_bytes();
+        let mut state = self.lock();
+        debug_assert!(state.in_flight > 0 && state.reserved >= estimate);
+        state.in_flight = state.in_flight.saturating_sub(1);
+        state.reserved = state.reserved.saturating_sub(estimate);
+        let wakers = self.grant(&mut state, memory);
+        self.mirror(&state);
+        drop(state);
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Called after each fresh memory sample: a lower reading may let waiters in.
+    pub(crate) fn on_sample(&self) {
+        if self.queued.load(Relaxed) == 0 {
+            return;
+        }
+        let memory = self.memory.allocated_bytes();
+        let mut state = self.lock();
+        let wakers = self.grant(&mut state, memory);
+        self.mirror(&state);
+        drop(state);
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Removes ticket `id` from the queue. Returns the limit that kept it waiting if it was
+    /// still queued, `None` if it had been granted meanwhile.
+    fn leave_queue(&self, id: u64, estimate: u64) -> Option<Limit> {
+        let memory = self.memory.allocated_bytes();
+        let mut state = self.lock();
+        state.queue.remove(&id)?;
+        let limit = self.limit_for(&state, memory, estimate);
+        // The head may have left: those behind it may fit now.
+        let wakers = self.grant(&mut state, memory);
+        self.mirror(&state);
+        drop(state);
+        wakers.into_iter().for_each(Waker::wake);
+        Some(limit)
+    }
+
+    /// Admits waiters from the head while they fit; returns their wakers, to be woken once
+    /// the lock is released.
+    fn grant(&self, state: &mut State, memory: u64) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        while let Some(estimate) = state.queue.first_key_value().map(|(_, w)| w.estimate) {
+            match self.blocking_limit(state, memory, estimate) {
+                None => {}
+                Some(_) if state.in_flight == 0 => self.note_over_budget(memory),
+                Some(_) => break,
+            }
+            let Some((_, waiter)) = state.queue.pop_first() else {
+                break;
+            };
+            self.admit(state, estimate);
+            wakers.extend(waiter.waker);
+        }
+        wakers
+    }
+
+    fn admit(&self, state: &mut State, estimate: u64) {
+        state.in_flight += 1;
+        state.reserved = state.reserved.saturating_add(estimate);
+        self.admitted.fetch_add(1, Relaxed);
+    }
+
+    /// The limit a request of `estimate` bytes would hit now, if any.
+    fn blocking_limit(&self, state: &State, memory: u64, estimate: u64) -> Option<Limit> {
+        if state.in_flight >= self.settings.max_concurrency {
+            return Some(Limit::Concurrency);
+        }
+        let budget = self.settings.budget?;
+        let needed = memory
+            .saturating_add(state.reserved)
+            .saturating_add(estimate);
+        (needed > budget).then_some(Limit::Memory)
+    }
+
+    /// The limit to blame for a request that cannot be admitted. When the request itself
+    /// would fit, a waiter ahead of it is held back, and only memory can do that.
+    fn limit_for(&self, state: &State, memory: u64, estimate: u64) -> Limit {
+        self.blocking_limit(state, memory, estimate)
+            .unwrap_or(Limit::Memory)
+    }
+
+    fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
+        let total = self.rejected[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
+        // At 100k rejections/s a line per rejection would be its own outage.
+        if let Some(suppressed) = self.shed_log.allow() {
+            tracing::warn!(
+                reason = reason.as_str(),
+                limit = limit.as_str(),
+                total,
+                suppressed,
+                "request shed"
+            );
+        }
+        Rejection::new(reason, limit)
+    }
+
+    fn note_over_budget(&self, memory: u64) {
+        let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
+        if let Some(suppressed) = self.over_budget_log.allow() {
+            tracing::warn!(
+                memory,
+                budget = self.settings.budget,
+                total,
+                suppressed,
+                "nothing in flight: admitting one request over the memory budget"
+            );
+        }
+    }
+
+    fn mirror(&self, state: &State) {
+        self.in_flight.store(state.in_flight, Relaxed);
+        self.queued.store(state.queue.len(), Relaxed);
+        self.reserved.store(state.reserved, Relaxed);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent at every unlock, and nothing in this module panics while
+        // holding the lock; never let a poisoned lock take the request path down.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut rejected = [[0; 2]; 3];
+        for (row, counters) in rejected.iter_mut().zip(&self.rejected) {
+            for (value, counter) in row.iter_mut().zip(counters) {
+                *value = counter.load(Relaxed);
+            }
+        }
+        Snapshot {
+            in_flight: self.in_flight.load(Relaxed),
+            queued: self.queued.load(Relaxed),
+            memory_bytes: self.memory.allocated_bytes(),
+            reserved_bytes: self.reserved.load(Relaxed),
+            memory_budget_bytes: self.settings.budget,
+            max_concurrency: self.settings.max_concurrency,
+            queue_capacity: self.settings.queue_capacity,
+            admitted: self.admitted.load(Relaxed),
+            admitted_over_budget: self.admitted_over_budget.load(Relaxed),
+            rejected,
+        }
+    }
+}
+
+/// A place in the queue. Dropping it leaves the queue, or gives back a grant not yet taken.
+#[must_use]
+pub(crate) struct Ticket {
+    controller: Arc<Controller>,
+    id: u64,
+    estimate: u64,
+    /// Whether the grant was taken as a permit, or the ticket left the queue.
+    settled: bool,
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("id", &self.id)
+            .field("estimate", &self.estimate)
+            .field("settled", &self.settled)
+            .finish()
+    }
+}
+
+impl Ticket {
+    /// Ready with the permit once granted; otherwise registers `cx`'s waker.
+    pub(crate) fn poll_grant(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
+        if self.settled {
+            // Polled again after completion: a caller bug, answered without a second permit.
+            return Poll::Pending;
+        }
+        let mut state = self.controller.lock();
+        if let Some(waiter) = state.queue.get_mut(&self.id) {
+            match &mut waiter.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        drop(state);
+        self.settled = true;
+        Poll::Ready(Permit::new(Arc::clone(&self.controller), self.estimate))
+    }
+
+    /// The deadline passed: leave the queue with a rejection, unless the grant came first.
+    pub(crate) fn expire(&mut self) -> Result<Permit, Rejection> {
+        self.settled = true;
+        match self.controller.leave_queue(self.id, self.estimate) {
+            Some(limit) => Err(self.controller.reject(Reason::QueueTimeout, limit)),
+            None => Ok(Permit::new(Arc::clone(&self.controller), self.estimate)),
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled
+            && self
+                .controller
+                .leave_queue(self.id, self.estimate)
+                .is_none()
+        {
+            // Granted, but the future was dropped before it noticed.
+            self.controller.release(self.estimate);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::atomic::AtomicUsize, task::Wake};
+
+    use super::*;
+    use crate::ManualMemory;
+
+    const MIB: u64 = 1 << 20;
+
+    fn controller(
+        max: usize,
+        budget: Option<u64>,
+        capacity: usize,
+    ) -> (Arc<Controller>, ManualMemory) {
+        let memory = ManualMemory::new(0);
+        let settings = Settings {
+            max_concurrency: max,
+            budget,
+            queue_capacity: capacity,
+            queue_timeout: Duration::from_secs(1),
+            request_estimate: MIB,
+            retry_after: http::HeaderValue::from_static("1"),
+            bypass: vec!["/health".into(), "/static/".into()],
+        };
+        (
+            Arc::new(Controller::new(settings, Arc::new(memory.clone()))),
+            memory,
+        )
+    }
+
+    fn admitted(a: Acquired) -> Permit {
+        match a {
+            Acquired::Admitted(p) => p,
+            other => panic!("expected admission, got {other:?}"),
+        }
+    }
+
+    fn queued(a: Acquired) -> Ticket {
+        match a {
+            Acquired::Queued(t) => t,
+            other => panic!("expected a queue place, got {other:?}"),
+        }
+    }
+
+    fn rejected(a: Acquired) -> Rejection {
+        match a {
+            Acquired::Rejected(r) => r,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn poll(ticket: &mut Ticket, waker: &Arc<CountingWaker>) -> Poll<Permit> {
+        let waker = Waker::from(Arc::clone(waker));
+        ticket.poll_grant(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn concurrency_limit_then_queue_then_shed() {
+        let (c, _) = controller(2, None, 1);
+        let a = admitted(c.acquire(None));
+        let _b = admitted(c.acquire(None));
+        let _queued = queued(c.acquire(None));
+        let r = rejected(c.acquire(None));
+        assert_eq!(r, Rejection::new(Reason::QueueFull, Limit::Concurrency));
+        let s = c.snapshot();
+        assert_eq!((s.in_flight, s.queued, s.admitted), (2, 1, 2));
+        assert_eq!(s.rejected(Reason::QueueFull, Limit::Concurrency), 1);
+        drop(a);
+        assert_eq!(c.snapshot().in_flight, 2, "the waiter took the freed slot");
+        assert_eq!(c.snapshot().queued, 0);
+    }
+
+    #[test]
+    fn zero_capacity_sheds_at_once() {
+        let (c, _) = controller(1, None, 0);
+        let _a = admitted(c.acquire(None));
+        assert_eq!(rejected(c.acquire(None)).reason(), Reason::QueueFull);
+    }
+
+    #[test]
+    fn memory_budget_counts_reservations_and_declared_length() {
+        let (c, memory) = controller(100, Some(10 * MIB), 10);
+        memory.set(5 * MIB);
+        let _a = admitted(c.acquire(Some(2 * MIB))); // reserves 3 MiB: 8 of 10
+        assert_eq!(c.snapshot().reserved_bytes, 3 * MIB);
+        let _b = admitted(c.acquire(None)); // 1 MiB: 9 of 10
+        let _c = admitted(c.acquire(None)); // 10 of 10: still fits
+        let mut d = queued(c.acquire(None));
+        assert_eq!(
+            rejected(c.acquire(Some(11 * MIB))),
+            Rejection::new(Reason::TooLarge, Limit::Memory)
+        );
+        // A lower reading lets the waiter in at the next sample.
+        memory.set(4 * MIB);
+        let waker = Arc::new(CountingWaker::default());
+        assert!(poll(&mut d, &waker).is_pending());
+        c.on_sample();
+        assert_eq!(waker.0.load(Relaxed), 1);
+        assert!(poll(&mut d, &waker).is_ready());
+    }
+
+    #[test]
+    fn fifo_without_barging() {
+        // The head needs 8 MiB, which does not fit; a small arrival must not overtake it.
+        let (c, memory) = controller(100, Some(10 * MIB), 10);
+        memory.set(2 * MIB);
+        let first = admitted(c.acquire(None)); // 3 of 10
+        let mut big = queued(c.acquire(Some(7 * MIB))); // 3 + 8 > 10
+        let mut small = queued(c.acquire(None)); // 3 + 1 would fit, but queues behind
+        let waker = Arc::new(CountingWaker::default());
+        assert!(poll(&mut big, &waker).is_pending());
+        assert!(poll(&mut small, &waker).is_pending());
+        drop(first); // 2 + 8 fits; 2 + 8 + 1 does not
+        let Poll::Ready(big_permit) = poll(&mut big, &waker) else {
+            panic!("head first")
+        };
+        assert!(poll(&mut small, &waker).is_pending());
+        drop(big_permit);
+        assert!(poll(&mut small, &waker).is_ready());
+        assert_eq!(waker.0.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn head_leaving_lets_the_next_in() {
+        let (c, memory) = controller(100, Some(10 * MIB), 10);
+        memory.set(2 * MIB);
+        let _first = admitted(c.acquire(None));
+        let big = queued(c.acquire(Some(7 * MIB)));
+        let mut small = queued(c.acquire(None));
+        let waker = Arc::new(CountingWaker::default());
+        assert!(poll(&mut small, &waker).is_pending());
+        drop(big);
+        assert_eq!(waker.0.load(Relaxed), 1);
+        assert!(poll(&mut small, &waker).is_ready());
+    }
+
+    #[test]
+    fn progress_guarantee_when_nothing_is_in_flight() {
+        let (c, memory) = controller(4, Some(10 * MIB), 10);
+        memory.set(50 * MIB);
+        let first = admitted(c.acquire(None));
+        assert_eq!(c.snapshot().admitted_over_budget, 1);
+        let mut second = queued(c.acquire(None));
+        drop(first);
+        let waker = Arc::new(CountingWaker::default());
+        assert!(
+            poll(&mut second, &waker).is_ready(),
+            "the head goes when nothing is in flight"
+        );
+        assert_eq!(c.snapshot().admitted_over_budget, 2);
+    }
+
+    #[test]
+    fn expiry_rejects_with_the_blocking_limit() {
+        let (c, _) = controller(1, None, 10);
+        let _a = admitted(c.acquire(None));
+        let mut t = queued(c.acquire(None));
+        assert_eq!(
+            t.expire().unwrap_err(),
+            Rejection::new(Reason::QueueTimeout, Limit::Concurrency)
+        );
+        drop(t);
+        let s = c.snapshot();
+        assert_eq!((s.in_flight, s.queued), (1, 0));
+        assert_eq!(s.rejected(Reason::QueueTimeout, Limit::Concurrency), 1);
+    }
+
+    #[test]
+    fn expiry_after_a_grant_admits() {
+        let (c, _) = controller(1, None, 10);
+        let a = admitted(c.acquire(None));
+        let mut t = queued(c.acquire(None));
+        drop(a);
+        let permit = t.expire().expect("granted before the deadline");
+        drop(t);
+        assert_eq!(c.snapshot().in_flight, 1);
+        drop(permit);
+        assert_eq!(c.snapshot().in_flight, 0);
+    }
+
+    #[test]
+    fn dropping_a_granted_ticket_gives_the_grant_back() {
+        let (c, _) = controller(1, Some(100 * MIB), 10);
+        let a = admitted(c.acquire(None));
+        let t = queued(c.acquire(None));
+        let mut behind = queued(c.acquire(None));
+        drop(a); // grants `t`
+        assert_eq!(c.snapshot().reserved_bytes, MIB);
+        drop(t); // never observed: the slot passes on
+        let waker = Arc::new(CountingWaker::default());
+        let Poll::Ready(_permit) = poll(&mut behind, &waker) else {
+            panic!("granted")
+        };
+        let s = c.snapshot();
+        assert_eq!((s.in_flight, s.queued, s.reserved_bytes), (1, 0, MIB));
+    }
+
+    #[test]
+    fn everything_returns_to_zero() {
+        let (c, _) = controller(2, Some(100 * MIB), 4);
+        let permits: Vec<_> = (0..2).map(|_| admitted(c.acquire(Some(10)))).collect();
+        let tickets: Vec<_> = (0..4).map(|_| queued(c.acquire(Some(10)))).collect();
+        drop(tickets);
+        drop(permits);
+        let s = c.snapshot();
+        assert_eq!((s.in_flight, s.queued, s.reserved_bytes), (0, 0, 0));
+    }
+
+    #[test]
+    fn bypass_matches_whole_segments() {
+        let (c, _) = controller(1, None, 0);
+        let s = &c.settings;
+        assert!(s.bypasses("/health"));
+        assert!(s.bypasses("/health/live"));
+        assert!(!s.bypasses("/healthcare"));
+        assert!(!s.bypasses("/"));
+        assert!(s.bypasses("/static/app.js"));
+        assert!(!s.bypasses("/static"));
+    }
+}

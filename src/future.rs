@@ -1,0 +1,185 @@
+//! [`ResponseFuture`], the future returned by [`AdmissionService`](crate::AdmissionService).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::{AdmissionBody, Rejection, controller::Ticket, metrics, permit::Permit, response};
+
+pin_project! {
+    /// Response future of [`AdmissionService`](crate::AdmissionService).
+    ///
+    /// It waits for admission when the request was queued, then drives the inner service's
+    /// future, and moves the permit into the response body. Dropping it while queued leaves
+    /// the queue at once; dropping it later releases the permit.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Called {
+            #[pin]
+            future: S::Future,
+            permit: Option<Permit>,
+        },
+        // Boxed: the queued path is the slow path, and this keeps the common future small.
+        Queued {
+            waiting: Pin<Box<Waiting<S, B>>>,
+        },
+        Rejected {
+            rejection: Rejection,
+            retry_after: HeaderValue,
+        },
+    }
+}
+
+pin_project! {
+    struct Waiting<S, B> {
+        ticket: Ticket,
+        #[pin]
+        deadline: Sleep,
+        queued_at: Instant,
+        // The readied inner service and the request, taken once admitted.
+        call: Option<(S, Request<B>)>,
+        retry_after: HeaderValue,
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn called(future: S::Future, permit: Option<Permit>) -> Self {
+        Self {
+            state: State::Called { future, permit },
+        }
+    }
+
+    pub(crate) fn queued(
+        ticket: Ticket,
+        timeout: Duration,
+        service: S,
+        request: Request<B>,
+        retry_after: HeaderValue,
+    ) -> Self {
+        let queued_at = Instant::now();
+        let waiting = Waiting {
+            ticket,
+            deadline: tokio::time::sleep_until(queued_at + timeout),
+            queued_at,
+            call: Some((service, request)),
+            retry_after,
+        };
+        Self {
+            state: State::Queued {
+                waiting: Box::pin(waiting),
+            },
+        }
+    }
+
+    pub(crate) fn rejected(rejection: Rejection, retry_after: HeaderValue) -> Self {
+        Self {
+            state: State::Rejected {
+                rejection,
+                retry_after,
+            },
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<AdmissionBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let (permit, (mut service, request)) = match this.state.as_mut().project() {
+                StateProj::Called { future, permit } => {
+                    let response = ready!(future.poll(cx))?;
+                    let permit = permit.take();
+                    return Poll::Ready(
+                        Ok(response.map(|body| AdmissionBody::inner(body, permit))),
+                    );
+                }
+                StateProj::Rejected {
+                    rejection,
+                    retry_after,
+                } => return Poll::Ready(Ok(response::rejection(*rejection, retry_after))),
+                StateProj::Queued { waiting } => {
+                    let waiting = waiting.as_mut().project();
+                    let granted = match waiting.ticket.poll_grant(cx) {
+                        Poll::Ready(permit) => Ok(permit),
+                        Poll::Pending => {
+                            ready!(waiting.deadline.poll(cx));
+                            waiting.ticket.expire()
+                        }
+                    };
+                    metrics::record_queue_wait(waiting.queued_at.elapsed());
+                    match (granted, waiting.call.take()) {
+                        (Ok(permit), Some(call)) => (permit, call),
+                        (Err(rejection), _) => {
+                            let retry_after = waiting.retry_after.clone();
+                            this.state.set(State::Rejected {
+                                rejection,
+                                retry_after,
+                            });
+                            continue;
+                        }
+                        (Ok(_), None) => {
+                            unreachable!("the state leaves Queued as soon as `call` is taken")
+                        }
+                    }
+                }
+            };
+            let future = service.call(request);
+            this.state.set(State::Called {
+                future,
+                permit: Some(permit),
+            });
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { permit, .. } => {
+                if permit.is_some() {
+                    "Called (admitted)"
+                } else {
+                    "Called"
+                }
+            }
+            State::Queued { .. } => "Queued",
+            State::Rejected { .. } => "Rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,115 @@
+//! Admission control for HTTP services: admit a request only while **both** the number of
+//! requests in flight and the process's live allocated bytes stay under their limits; queue
+//! the rest in a bounded FIFO queue with a deadline, or shed them at once with
+//! `503 Service Unavailable` and `Retry-After`.
+//!
+//! A concurrency limit alone bounds memory only if someone guesses the right count, and the
+//! right count changes with request size. An unbounded queue turns overload into latency and
+//! memory. This layer replaces the guess with a measured budget (jemalloc's own statistics,
+//! refreshed by a dedicated thread), keeps the queue bounded in length and time, and lets
+//! health checks bypass it.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+//!
+//! # fn main() -> Result<(), tower_admission::ConfigError> {
+//! // In a real service: `let admission = Admission::from_env()?;` with jemalloc as the
+//! // global allocator. Here a manual memory source keeps the example self-contained.
+//! let config = AdmissionConfig::default()
+//!     .max_concurrency(64)
+//!     .memory_budget_bytes(512 << 20)
+//!     .bypass(["/health"]);
+//! let admission = Admission::with_memory_source(config, ManualMemory::new(0))?;
+//!
+//! let app: Router = Router::new()
+//!     .route("/work", get(|| async { "done" }))
+//!     .route("/health", get(|| async { "ok" }))
+//!     .layer(admission.layer());
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Every `layer()` and every clone of the service share one controller, so the limits are
+//! process-wide even though axum's `Router::layer` wraps each route separately.
+//!
+//! # Ordering
+//!
+//! Place the admission layer *outside* per-request timeouts and handlers, and *inside*
+//! tracing and metrics layers that should see the 503s it produces:
+//!
+//! ```text
+//!         requests
+//!            |
+//!            v
+//! +----- TraceLayer -----+
+//! | +-- AdmissionLayer -+ |
+//! | | +- TimeoutLayer -+ | |
+//! | | |    handler     | | |
+//! | | +----------------+ | |
+//! | +--------------------+ |
+//! +-----------------------+
+//!            |
+//!            v
+//!         responses
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `jemalloc` (default): read live memory from jemalloc through `tikv-jemalloc-ctl`. The
+//!   process must use [`Jemalloc`] as its global allocator.
+//! - `metrics` (default): publish the figures through the `metrics` facade.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::all
+)]
+#![doc(test(attr(deny(warnings))))]
+
+mod admission;
+mod body;
+mod config;
+mod controller;
+pub mod future;
+mod layer;
+mod log_throttle;
+pub mod memory;
+mod metrics;
+mod permit;
+mod response;
+mod sampler;
+mod service;
+mod snapshot;
+mod system_memory;
+
+pub use admission::Admission;
+pub use body::AdmissionBody;
+pub use config::{AdmissionConfig, ConfigError, MemoryBudget};
+pub use controller::{Limit, Reason, Rejection};
+pub use layer::AdmissionLayer;
+pub use memory::{ManualMemory, MemoryError, MemorySource};
+pub use service::AdmissionService;
+pub use snapshot::Snapshot;
+
+#[cfg(feature = "jemalloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
+pub use memory::JemallocMemory;
+
+/// jemalloc as a global allocator, re-exported so the version always matches the one whose
+/// statistics this crate reads.
+///
+/// ```no_run
+/// #[global_allocator]
+/// static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
+/// # fn main() {}
+/// ```
+#[cfg(feature = "jemalloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
+pub use tikv_jemallocator::Jemalloc;

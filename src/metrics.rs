@@ -1,0 +1,107 @@
+//! The figures of DESIGN.md's metrics contract, through the `metrics` facade.
+//!
+//! Gauges and counters are published by the sampler thread from a [`Snapshot`], so the
+//! request path pays nothing for them; only the queue-wait histogram is recorded per request,
+//! and only for requests that waited.
+
+use std::time::Duration;
+
+use crate::snapshot::Snapshot;
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use std::time::Duration;
+
+    use metrics::{
+        Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    };
+
+    use crate::{Limit, Reason, snapshot::Snapshot};
+
+    pub(crate) fn describe() {
+        describe_gauge!(
+            "admission_in_flight",
+            "Requests admitted and not yet finished."
+        );
+        describe_gauge!("admission_queued", "Requests waiting for admission.");
+        describe_gauge!(
+            "admission_memory_bytes",
+            Unit::Bytes,
+            "Live allocated bytes, as last sampled."
+        );
+        describe_gauge!(
+            "admission_reserved_bytes",
+            Unit::Bytes,
+            "Bytes reserved by requests in flight."
+        );
+        describe_gauge!(
+            "admission_memory_budget_bytes",
+            Unit::Bytes,
+            "The memory budget (+Inf when off)."
+        );
+        describe_gauge!("admission_max_concurrency", "The concurrency limit.");
+        describe_gauge!("admission_queue_capacity", "The queue's capacity.");
+        describe_counter!("admission_admitted_total", "Requests admitted.");
+        describe_counter!(
+            "admission_admitted_over_budget_total",
+            "Requests admitted over the memory budget because nothing else was in flight."
+        );
+        describe_counter!(
+            "admission_rejected_total",
+            "Requests refused, by reason and limit."
+        );
+        describe_histogram!(
+            "admission_queue_wait_seconds",
+            Unit::Seconds,
+            "Time spent queued by the requests that waited."
+        );
+    }
+
+    pub(crate) fn publish(s: &Snapshot) {
+        gauge!("admission_in_flight").set(s.in_flight as f64);
+        gauge!("admission_queued").set(s.queued as f64);
+        gauge!("admission_memory_bytes").set(s.memory_bytes as f64);
+        gauge!("admission_reserved_bytes").set(s.reserved_bytes as f64);
+        gauge!("admission_memory_budget_bytes")
+            .set(s.memory_budget_bytes.map_or(f64::INFINITY, |b| b as f64));
+        gauge!("admission_max_concurrency").set(s.max_concurrency as f64);
+        gauge!("admission_queue_capacity").set(s.queue_capacity as f64);
+        counter!("admission_admitted_total").absolute(s.admitted);
+        counter!("admission_admitted_over_budget_total").absolute(s.admitted_over_budget);
+        for reason in Reason::ALL {
+            for limit in Limit::ALL {
+                if reason == Reason::TooLarge && limit == Limit::Concurrency {
+                    continue; // only memory can make a request too large
+                }
+                counter!("admission_rejected_total", "reason" => reason.as_str(), "limit" => limit.as_str())
+                    .absolute(s.rejected(reason, limit));
+            }
+        }
+    }
+
+    pub(crate) fn record_queue_wait(wait: Duration) {
+        histogram!("admission_queue_wait_seconds").record(wait.as_secs_f64());
+    }
+}
+
+/// Describes the metrics to the installed recorder.
+pub(crate) fn describe() {
+    #[cfg(feature = "metrics")]
+    enabled::describe();
+}
+
+/// Publishes the gauges and counters.
+pub(crate) fn publish(snapshot: &Snapshot) {
+    #[cfg(feature = "metrics")]
+    enabled::publish(snapshot);
+    #[cfg(not(feature = "metrics"))]
+    let _ = snapshot;
+}
+
+/// Records how long a request waited in the queue.
+pub(crate) fn record_queue_wait(wait: Duration) {
+    #[cfg(feature = "metrics")]
+    enabled::record_queue_wait(wait);
+    #[cfg(not(feature = "metrics"))]
+    let _ = wait;
+}

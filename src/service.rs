@@ -1,0 +1,142 @@
+//! [`AdmissionService`], the middleware itself.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use tower_service::Service;
+
+use crate::{
+    AdmissionBody, Snapshot,
+    controller::{Acquired, Controller},
+    future::ResponseFuture,
+};
+
+/// Admits each request only while the pool's concurrency and memory limits allow; queues or
+/// rejects the rest with `503` (or `413`) responses of its own.
+///
+/// Made by [`AdmissionLayer`](crate::AdmissionLayer). Clones share one pool. The inner error
+/// type passes through unchanged, and the service is ready whenever the inner one is: the
+/// decision happens in `call`, so axum (which treats services as always ready) needs no
+/// `HandleErrorLayer`.
+///
+/// Queued requests wait on a tokio timer, so the service runs on a tokio runtime with time
+/// enabled (as axum and hyper-util do). The inner service must be `Clone`: a queued request
+/// keeps the readied service until it is admitted.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, StatusCode};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let config = AdmissionConfig::default().memory_budget_bytes(1 << 20);
+/// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+/// let service = ServiceBuilder::new()
+///     .layer(admission.layer())
+///     .service(service_fn(|_: Request<String>| async {
+///         Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
+///     }));
+///
+/// // A body declared larger than the whole budget is refused at once.
+/// let request = Request::builder()
+///     .header("content-length", "2000000")
+///     .body(String::new())
+///     .unwrap();
+/// let response = service.clone().oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+///
+/// let response = service.oneshot(Request::new(String::new())).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AdmissionService<S> {
+    inner: S,
+    controller: Arc<Controller>,
+}
+
+impl<S> AdmissionService<S> {
+    pub(crate) fn new(inner: S, controller: Arc<Controller>) -> Self {
+        Self { inner, controller }
+    }
+
+    /// The live figures of the pool this service belongs to.
+    pub fn snapshot(&self) -> Snapshot {
+        self.controller.snapshot()
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AdmissionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: http_body::Body<Data = Bytes>,
+{
+    type Response = Response<AdmissionBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let settings = &self.controller.settings;
+        if settings.bypasses(request.uri().path()) {
+            return ResponseFuture::called(self.inner.call(request), None);
+        }
+        match self.controller.acquire(declared_length(&request)) {
+            Acquired::Admitted(permit) => {
+                ResponseFuture::called(self.inner.call(request), Some(permit))
+            }
+            Acquired::Queued(ticket) => {
+                // The readied service goes with the request; this one gets a fresh clone,
+                // which the next `poll_ready` readies.
+                let clone = self.inner.clone();
+                let readied = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::queued(
+                    ticket,
+                    settings.queue_timeout,
+                    readied,
+                    request,
+                    settings.retry_after.clone(),
+                )
+            }
+            Acquired::Rejected(rejection) => {
+                ResponseFuture::rejected(rejection, settings.retry_after.clone())
+            }
+        }
+    }
+}
+
+/// The body size the client declared in `Content-Length`, if any.
+fn declared_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

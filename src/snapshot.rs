@@ -1,0 +1,54 @@
+//! A lock-free view of one admission pool's live figures.
+
+use crate::{Limit, Reason};
+
+/// The live figures of an admission pool, read without taking its lock.
+///
+/// ```
+/// use tower_admission::{Admission, AdmissionConfig, Limit, ManualMemory, Reason};
+///
+/// let admission = Admission::with_memory_source(
+///     AdmissionConfig::default().memory_budget_bytes(1 << 30),
+///     ManualMemory::new(4096),
+/// )
+/// .unwrap();
+/// let snapshot = admission.snapshot();
+/// assert_eq!(snapshot.in_flight, 0);
+/// assert_eq!(snapshot.memory_bytes, 4096);
+/// assert_eq!(snapshot.rejected(Reason::QueueFull, Limit::Memory), 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Requests admitted and not yet finished (including their response bodies).
+    pub in_flight: usize,
+    /// Requests waiting in the queue.
+    pub queued: usize,
+    /// The memory source's last reading.
+    pub memory_bytes: u64,
+    /// Bytes reserved by the requests in flight.
+    pub reserved_bytes: u64,
+    /// The memory budget, `None` when off.
+    pub memory_budget_bytes: Option<u64>,
+    /// The concurrency limit.
+    pub max_concurrency: usize,
+    /// The queue's capacity.
+    pub queue_capacity: usize,
+    /// Requests admitted since start.
+    pub admitted: u64,
+    /// Of those, admitted over the memory budget because nothing else was in flight.
+    pub admitted_over_budget: u64,
+    pub(crate) rejected: [[u64; 2]; 3],
+}
+
+impl Snapshot {
+    /// Requests refused since start for `reason` at `limit`.
+    pub fn rejected(&self, reason: Reason, limit: Limit) -> u64 {
+        self.rejected[reason as usize][limit as usize]
+    }
+
+    /// Requests refused since start, for any reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().flatten().sum()
+    }
+}
