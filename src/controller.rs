@@ -55,7 +55,8 @@ impl Reason {
         }
     }
 
-    pub(crate) const ALL: [Reason; 3] = [Reason::QueueFull, Reason::QueueTimeout, Reason::TooLarge];
+    /// Every reason, for iterating over counters.
+    pub const ALL: [Reason; 3] = [Reason::QueueFull, Reason::QueueTimeout, Reason::TooLarge];
 }
 
 /// The limit that held a request back.
@@ -77,7 +78,8 @@ impl Limit {
         }
     }
 
-    pub(crate) const ALL: [Limit; 2] = [Limit::Concurrency, Limit::Memory];
+    /// Every limit, for iterating over counters.
+    pub const ALL: [Limit; 2] = [Limit::Concurrency, Limit::Memory];
 }
 
 /// A request the layer answered itself, with why. The layer inserts it into the extensions

@@ -55,6 +55,8 @@ mod enabled {
             Unit::Seconds,
             "Time spent queued by the requests that waited."
         );
+        // Registered up front, so the histogram is scraped (empty) before anyone waits.
+        let _ = histogram!("admission_queue_wait_seconds");
     }
 
     pub(crate) fn publish(s: &Snapshot) {

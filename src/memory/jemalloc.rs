@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tikv_jemalloc_ctl::{Access, AsName, Mib, epoch, epoch_mib, stats};
+use tikv_jemalloc_ctl::{Access, AsName, Mib, epoch, epoch_mib, stats, thread};
 
 use super::{MemoryError, MemorySource};
 
@@ -11,7 +11,7 @@ use super::{MemoryError, MemorySource};
 const TCACHE_BYTES: &[u8] = b"stats.arenas.4096.tcache_bytes\0";
 
 /// The size of the allocation that proves jemalloc is the global allocator.
-const PROBE_BYTES: usize = 8 << 20;
+const PROBE_BYTES: usize = 1 << 20;
 
 /// Reads `stats.allocated` less thread-cache bytes from jemalloc.
 ///
@@ -38,8 +38,9 @@ pub struct JemallocMemory {
 }
 
 impl JemallocMemory {
-    /// Resolves the statistics and checks that jemalloc is the global allocator, by watching
-    /// `stats.allocated` grow across an 8 MiB allocation.
+    /// Resolves the statistics and checks that jemalloc is the global allocator: a 1 MiB
+    /// allocation must show in this thread's `thread.allocated` counter, which other threads'
+    /// activity cannot disturb.
     pub fn new() -> Result<Self, MemoryError> {
         let source = Self {
             epoch: epoch::mib().map_err(read_error("epoch"))?,
@@ -50,12 +51,14 @@ impl JemallocMemory {
                 .map_err(read_error("stats.arenas.all.tcache_bytes"))?,
             last: AtomicU64::new(0),
         };
-        let before = source.read_allocated()?;
-        let probe = std::hint::black_box(vec![1u8; PROBE_BYTES]);
-        let during = source.read_allocated()?;
-        drop(probe);
-        // Other threads may free memory meanwhile; half the probe is a safe margin.
-        if during < before + (PROBE_BYTES / 2) as u64 {
+        let thread_allocated = || {
+            thread::allocatedp::read()
+                .map(|counter| counter.get())
+                .map_err(read_error("thread.allocatedp"))
+        };
+        let before = thread_allocated()?;
+        drop(std::hint::black_box(vec![1u8; PROBE_BYTES]));
+        if thread_allocated()?.wrapping_sub(before) < PROBE_BYTES as u64 {
             return Err(MemoryError::NotGlobalAllocator {
                 probe_mib: (PROBE_BYTES >> 20) as u64,
             });

@@ -1,0 +1,138 @@
+//! The service in-process, driven through tower's `ServiceExt`: error pass-through, shared
+//! pools, deadlines under tokio's paused clock, and tokio's cooperative budget.
+
+use std::{convert::Infallible, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_admission::{
+    Admission, AdmissionConfig, Limit, ManualMemory, MemoryBudget, Reason, Rejection,
+};
+
+fn admission(config: AdmissionConfig) -> Admission {
+    Admission::with_memory_source(
+        config.memory_budget(MemoryBudget::Off),
+        ManualMemory::new(0),
+    )
+    .unwrap()
+}
+
+async fn ok(_: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+}
+
+#[derive(Debug, PartialEq)]
+struct Boom;
+
+#[tokio::test]
+async fn the_inner_error_type_passes_through() {
+    let admission = admission(AdmissionConfig::default());
+    let service = ServiceBuilder::new()
+        .layer(admission.layer())
+        .service(service_fn(|_: Request<()>| async {
+            Err::<Response<Full<Bytes>>, _>(Boom)
+        }));
+    let error: Boom = service.oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(error, Boom);
+    assert_eq!(
+        admission.snapshot().in_flight,
+        0,
+        "an error releases the permit"
+    );
+}
+
+#[tokio::test]
+async fn every_layer_call_shares_one_pool() {
+    let admission = admission(
+        AdmissionConfig::default()
+            .max_concurrency(1)
+            .queue_capacity(0),
+    );
+    let first = admission.layer().layer(service_fn(ok));
+    let second = admission.layer().layer(service_fn(ok));
+    let held = first.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(
+        admission.snapshot().in_flight,
+        1,
+        "the body holds the permit"
+    );
+    let shed = second.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        shed.extensions()
+            .get::<Rejection>()
+            .map(|r| (r.reason(), r.limit())),
+        Some((Reason::QueueFull, Limit::Concurrency))
+    );
+    drop(held);
+    assert_eq!(admission.snapshot().in_flight, 0);
+    let served = second.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_is_exact_under_a_paused_clock() {
+    let timeout = Duration::from_secs(1);
+    let admission = admission(
+        AdmissionConfig::default()
+            .max_concurrency(1)
+            .queue_timeout(timeout),
+    );
+    let service = admission.layer().layer(service_fn(ok));
+    let held = service.clone().oneshot(Request::new(())).await.unwrap();
+    let waiter = tokio::spawn(service.oneshot(Request::new(())));
+    tokio::task::yield_now().await;
+    assert_eq!(admission.snapshot().queued, 1);
+    tokio::time::advance(timeout - Duration::from_millis(1)).await;
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "left the queue before its deadline");
+    tokio::time::advance(Duration::from_millis(2)).await;
+    let response = waiter.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.extensions().get::<Rejection>().map(|r| r.reason()),
+        Some(Reason::QueueTimeout)
+    );
+    assert_eq!(admission.snapshot().queued, 0);
+    drop(held);
+    assert_eq!(admission.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_before_the_deadline_admits_the_waiter() {
+    let admission = admission(AdmissionConfig::default().max_concurrency(1));
+    let service = admission.layer().layer(service_fn(ok));
+    let held = service.clone().oneshot(Request::new(())).await.unwrap();
+    let waiter = tokio::spawn(service.oneshot(Request::new(())));
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    drop(held);
+    let response = waiter.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Shed decisions are made synchronously in `call`, never read from a `Pending` of a tokio
+/// primitive, which tokio's cooperative budget can force on a task that has done 128 units of
+/// work without yielding. A long run of calls in one task must never be shed.
+#[tokio::test(flavor = "current_thread")]
+async fn shed_decisions_ignore_the_coop_budget() {
+    let admission = admission(
+        AdmissionConfig::default()
+            .max_concurrency(1)
+            .queue_capacity(0),
+    );
+    let mut service = admission.layer().layer(service_fn(ok));
+    for _ in 0..2_000 {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(admission.snapshot().rejected_total(), 0);
+}
