@@ -86,7 +86,7 @@ impl Limit {
 /// of the 503 or 413 response, so outer layers can tell it from the service's own errors.
 ///
 /// ```
-/// use tower_admission::{Limit, Reason, Rejection};
+/// use tower_admission::Rejection;
 ///
 /// fn describe(response: &http::Response<()>) -> Option<String> {
 ///     let rejection = response.extensions().get::<Rejection>()?;

@@ -18,7 +18,7 @@ pub use jemalloc::JemallocMemory;
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use tower_admission::{MemoryError, MemorySource};
+/// use tower_admission::MemorySource;
 ///
 /// /// Counts bytes that the application tracks itself, such as a cache's size.
 /// #[derive(Debug, Default)]
