@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 
-use crate::permit::Permit;
+use crate::{Rejection, permit::Permit};
 
 pin_project! {
     /// The body of a response that passed through [`AdmissionService`](crate::AdmissionService):
@@ -34,6 +34,7 @@ pin_project! {
             permit: Option<Permit>,
         },
         Rejected {
+            rejection: Rejection,
             #[pin]
             body: Full<Bytes>,
         },
@@ -47,11 +48,23 @@ impl<B> AdmissionBody<B> {
         }
     }
 
-    pub(crate) fn rejected(text: Bytes) -> Self {
+    pub(crate) fn rejected(rejection: Rejection, text: Bytes) -> Self {
         Self {
             kind: Kind::Rejected {
+                rejection,
                 body: Full::new(text),
             },
+        }
+    }
+
+    /// Why the layer refused the request, if this is the layer's own `503` or `413`.
+    ///
+    /// Carried in the body rather than the response extensions, which would cost two
+    /// allocations per rejection on the path that must stay cheapest under overload.
+    pub fn rejection(&self) -> Option<Rejection> {
+        match &self.kind {
+            Kind::Rejected { rejection, .. } => Some(*rejection),
+            Kind::Inner { .. } => None,
         }
     }
 }
@@ -92,21 +105,21 @@ where
                 }
                 Poll::Ready(frame)
             }
-            KindProj::Rejected { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            KindProj::Rejected { body, .. } => body.poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body, .. } => body.is_end_stream(),
-            Kind::Rejected { body } => body.is_end_stream(),
+            Kind::Rejected { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body, .. } => body.size_hint(),
-            Kind::Rejected { body } => body.size_hint(),
+            Kind::Rejected { body, .. } => body.size_hint(),
         }
     }
 }

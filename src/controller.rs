@@ -24,10 +24,13 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{
+            AtomicU64, AtomicUsize,
+            Ordering::{Relaxed, SeqCst},
+        },
     },
     task::{Context, Poll, Waker},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{MemorySource, log_throttle::LogThrottle, permit::Permit, snapshot::Snapshot};
@@ -82,18 +85,19 @@ impl Limit {
     pub const ALL: [Limit; 2] = [Limit::Concurrency, Limit::Memory];
 }
 
-/// A request the layer answered itself, with why. The layer inserts it into the extensions
-/// of the 503 or 413 response, so outer layers can tell it from the service's own errors.
+/// A request the layer answered itself, with why. [`AdmissionBody::rejection`] returns it, so
+/// outer layers can tell the layer's 503s from the service's own.
 ///
 /// ```
-/// use tower_admission::Rejection;
+/// use tower_admission::AdmissionBody;
 ///
-/// fn describe(response: &http::Response<()>) -> Option<String> {
-///     let rejection = response.extensions().get::<Rejection>()?;
+/// fn describe<B>(response: &http::Response<AdmissionBody<B>>) -> Option<String> {
+///     let rejection = response.body().rejection()?;
 ///     Some(format!("{} ({})", rejection.reason().as_str(), rejection.limit().as_str()))
 /// }
-/// # assert_eq!(describe(&http::Response::new(())), None);
 /// ```
+///
+/// [`AdmissionBody::rejection`]: crate::AdmissionBody::rejection
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rejection {
     reason: Reason,
@@ -131,12 +135,14 @@ pub(crate) struct Settings {
 
 impl Settings {
     /// Whether `path` skips admission: it equals a prefix or continues it with a new segment.
+    #[inline]
     pub(crate) fn bypasses(&self, path: &str) -> bool {
-        self.bypass.iter().any(|prefix| {
-            path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
-                rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+        !self.bypass.is_empty()
+            && self.bypass.iter().any(|prefix| {
+                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+                })
             })
-        })
     }
 }
 
@@ -148,33 +154,51 @@ pub(crate) enum Acquired {
     Rejected(Rejection),
 }
 
+/// Set in [`Controller::slots`] while anyone waits: arrivals must queue behind them (no
+/// barging), and a release must take the lock to hand its slot on.
+const QUEUED: u64 = 1 << 63;
+
+fn in_flight(slots: u64) -> u64 {
+    slots & !QUEUED
+}
+
 struct Waiter {
     estimate: u64,
     waker: Option<Waker>,
 }
 
 #[derive(Default)]
-struct State {
-    in_flight: usize,
-    reserved: u64,
+struct Queue {
     /// Keyed by arrival number, so iteration order is FIFO and a cancelled waiter leaves in
     /// O(log n) without unsafe intrusive lists.
-    queue: BTreeMap<u64, Waiter>,
+    waiters: BTreeMap<u64, Waiter>,
     next_ticket: u64,
 }
 
 /// One admission pool, shared behind an `Arc` by every layer, service, future and body.
+///
+/// While nobody waits, admission and release are a few atomic operations, as in tokio's
+/// semaphore; the lock is taken only to queue, to leave the queue, and to hand slots to
+/// waiters. The `QUEUED` bit lives in the same word as the in-flight count, so a release
+/// either sees it (and takes the lock to grant) or happened before it was set, in which case
+/// the waiter that set it re-checks under the lock.
 pub(crate) struct Controller {
     pub(crate) settings: Settings,
     memory: Arc<dyn MemorySource>,
-    state: Mutex<State>,
-    // Mirrors of `State`, written under the lock, so snapshots never take it.
-    in_flight: AtomicUsize,
-    queued: AtomicUsize,
+    /// Requests in flight, plus the `QUEUED` bit.
+    slots: AtomicU64,
+    /// Bytes reserved by the requests in flight.
     reserved: AtomicU64,
+    queue: Mutex<Queue>,
+    /// The queue's length, written under the lock and read without it.
+    queued: AtomicUsize,
     admitted: AtomicU64,
     admitted_over_budget: AtomicU64,
     rejected: [[AtomicU64; 2]; 3],
+    /// Milliseconds since `started`, advanced by the sampler: a clock the request path reads
+    /// for the price of a load.
+    clock_ms: AtomicU64,
+    started: Instant,
     shed_log: LogThrottle,
     over_budget_log: LogThrottle,
 }
@@ -194,13 +218,15 @@ impl Controller {
         Self {
             settings,
             memory,
-            state: Mutex::default(),
-            in_flight: AtomicUsize::new(0),
-            queued: AtomicUsize::new(0),
+            slots: AtomicU64::new(0),
             reserved: AtomicU64::new(0),
+            queue: Mutex::default(),
+            queued: AtomicUsize::new(0),
             admitted: AtomicU64::new(0),
             admitted_over_budget: AtomicU64::new(0),
             rejected: Default::default(),
+            clock_ms: AtomicU64::new(0),
+            started: Instant::now(),
             shed_log: LogThrottle::new(Duration::from_secs(1)),
             over_budget_log: LogThrottle::new(Duration::from_secs(1)),
         }
@@ -216,46 +242,83 @@ impl Controller {
         if self.settings.budget.is_some_and(|budget| declared > budget) {
             return Acquired::Rejected(self.reject(Reason::TooLarge, Limit::Memory));
         }
-        let estimate = declared.saturating_add(self.settings.request_estimate);
+        // Without a budget there is nothing to reserve, and nothing to pay for reserving.
+        let estimate = match self.settings.budget {
+            Some(_) => declared.saturating_add(self.settings.request_estimate),
+            None => 0,
+        };
         let memory = self.memory.allocated_bytes();
-        let mut state = self.lock();
-        if state.queue.is_empty() {
-            match self.blocking_limit(&state, memory, estimate) {
-                None => {}
-                // Progress guarantee; `in_flight == 0` implies the limit is memory.
-                Some(_) if state.in_flight == 0 => self.note_over_budget(memory),
-                Some(_) => return self.enqueue(state, memory, estimate),
+        match self.try_admit(memory, estimate) {
+            Ok(()) => Acquired::Admitted(Permit::new(Arc::clone(self), estimate)),
+            // Full, and no room to wait: answer without the lock. The queue length may be an
+            // instant old, which only matters at the boundary.
+            Err(limit) if self.queued.load(Relaxed) >= self.settings.queue_capacity => {
+                Acquired::Rejected(self.reject(Reason::QueueFull, limit))
             }
-            self.admit(&mut state, estimate);
-            self.mirror(&state);
-            drop(state);
-            return Acquired::Admitted(Permit::new(Arc::clone(self), estimate));
+            Err(_) => self.enqueue(memory, estimate),
         }
-        self.enqueue(state, memory, estimate)
     }
 
-    fn enqueue(
-        self: &Arc<Self>,
-        mut state: MutexGuard<'_, State>,
-        memory: u64,
-        estimate: u64,
-    ) -> Acquired {
-        if state.queue.len() >= self.settings.queue_capacity {
-            let limit = self.limit_for(&state, memory, estimate);
-            drop(state);
+    /// Admits without the lock if nobody waits and both limits allow; otherwise returns the
+    /// limit in the way.
+    fn try_admit(&self, memory: u64, estimate: u64) -> Result<(), Limit> {
+        let max = self.settings.max_concurrency as u64;
+        let mut slots = self.slots.load(SeqCst);
+        loop {
+            if slots & QUEUED != 0 || slots >= max {
+                return Err(self.limit_for(in_flight(slots), memory, estimate));
+            }
+            match self
+                .slots
+                .compare_exchange_weak(slots, slots + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => slots = now,
+            }
+        }
+        if let Some(budget) = self.settings.budget {
+            let reserved = self.reserved.fetch_add(estimate, SeqCst);
+            if memory.saturating_add(reserved).saturating_add(estimate) > budget {
+                if slots == 0 {
+                    // Progress guarantee: nothing else in flight, nobody waiting.
+                    self.note_over_budget(memory);
+                } else {
+                    self.release(estimate);
+                    return Err(Limit::Memory);
+                }
+            }
+        }
+        self.admitted.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    fn enqueue(self: &Arc<Self>, memory: u64, estimate: u64) -> Acquired {
+        let mut queue = self.lock();
+        // The queue may have emptied since the first try: then there is no one to queue behind.
+        if queue.waiters.is_empty() && self.try_admit(memory, estimate).is_ok() {
+            drop(queue);
+            return Acquired::Admitted(Permit::new(Arc::clone(self), estimate));
+        }
+        if queue.waiters.len() >= self.settings.queue_capacity {
+            let limit = self.limit_for(in_flight(self.slots.load(SeqCst)), memory, estimate);
+            drop(queue);
             return Acquired::Rejected(self.reject(Reason::QueueFull, limit));
         }
-        let id = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.insert(
+        let id = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.waiters.insert(
             id,
             Waiter {
                 estimate,
                 waker: None,
             },
         );
-        self.mirror(&state);
-        drop(state);
+        self.slots.fetch_or(QUEUED, SeqCst);
+        // A release between the failed try and the bit did not see the bit: check again, now
+        // that every later release will. This may grant the new ticket itself.
+        let wakers = self.grant(&mut queue, memory);
+        drop(queue);
+        wakers.into_iter().for_each(Waker::wake);
         tracing::trace!(estimate, "request queued");
         Acquired::Queued(Ticket {
             controller: Arc::clone(self),
@@ -265,29 +328,34 @@ impl Controller {
         })
     }
 
-    /// Gives back what an admitted request held, then admits the waiters that now fit.
+    /// Gives back what an admitted request held, and hands it on to waiters if any.
     pub(crate) fn release(&self, estimate: u64) {
-        let memory = self.memory.allocated_bytes();
-        let mut state = self.lock();
-        debug_assert!(state.in_flight > 0 && state.reserved >= estimate);
-        state.in_flight = state.in_flight.saturating_sub(1);
-        state.reserved = state.reserved.saturating_sub(estimate);
-        let wakers = self.grant(&mut state, memory);
-        self.mirror(&state);
-        drop(state);
-        wakers.into_iter().for_each(Waker::wake);
+        // Memory first: a waiter that sees the slot free must also see the bytes free.
+        if estimate != 0 {
+            let reserved = self.reserved.fetch_sub(estimate, SeqCst);
+            debug_assert!(reserved >= estimate);
+        }
+        let slots = self.slots.fetch_sub(1, SeqCst);
+        debug_assert!(in_flight(slots) > 0);
+        if slots & QUEUED != 0 {
+            self.grant_waiters();
+        }
     }
 
     /// Called after each fresh memory sample: a lower reading may let waiters in.
     pub(crate) fn on_sample(&self) {
-        if self.queued.load(Relaxed) == 0 {
-            return;
+        self.clock_ms
+            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+        if self.slots.load(SeqCst) & QUEUED != 0 {
+            self.grant_waiters();
         }
+    }
+
+    fn grant_waiters(&self) {
         let memory = self.memory.allocated_bytes();
-        let mut state = self.lock();
-        let wakers = self.grant(&mut state, memory);
-        self.mirror(&state);
-        drop(state);
+        let mut queue = self.lock();
+        let wakers = self.grant(&mut queue, memory);
+        drop(queue);
         wakers.into_iter().for_each(Waker::wake);
     }
 
@@ -295,65 +363,70 @@ impl Controller {
     /// still queued, `None` if it had been granted meanwhile.
     fn leave_queue(&self, id: u64, estimate: u64) -> Option<Limit> {
         let memory = self.memory.allocated_bytes();
-        let mut state = self.lock();
-        state.queue.remove(&id)?;
-        let limit = self.limit_for(&state, memory, estimate);
+        let mut queue = self.lock();
+        queue.waiters.remove(&id)?;
+        let limit = self.limit_for(in_flight(self.slots.load(SeqCst)), memory, estimate);
         // The head may have left: those behind it may fit now.
-        let wakers = self.grant(&mut state, memory);
-        self.mirror(&state);
-        drop(state);
+        let wakers = self.grant(&mut queue, memory);
+        drop(queue);
         wakers.into_iter().for_each(Waker::wake);
         Some(limit)
     }
 
     /// Admits waiters from the head while they fit; returns their wakers, to be woken once
-    /// the lock is released.
-    fn grant(&self, state: &mut State, memory: u64) -> Vec<Waker> {
+    /// the lock is released. Clears the `QUEUED` bit when the queue empties.
+    ///
+    /// Checking and then adding is safe here: while the bit is set, only the lock holder
+    /// adds to the in-flight count; everyone else only subtracts.
+    fn grant(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
         let mut wakers = Vec::new();
-        while let Some(estimate) = state.queue.first_key_value().map(|(_, w)| w.estimate) {
-            match self.blocking_limit(state, memory, estimate) {
+        while let Some(estimate) = queue.waiters.first_key_value().map(|(_, w)| w.estimate) {
+            let in_flight = in_flight(self.slots.load(SeqCst));
+            match self.blocking_limit(in_flight, memory, estimate) {
                 None => {}
-                Some(_) if state.in_flight == 0 => self.note_over_budget(memory),
+                Some(_) if in_flight == 0 => self.note_over_budget(memory),
                 Some(_) => break,
             }
-            let Some((_, waiter)) = state.queue.pop_first() else {
+            let Some((_, waiter)) = queue.waiters.pop_first() else {
                 break;
             };
-            self.admit(state, estimate);
+            self.slots.fetch_add(1, SeqCst);
+            if estimate != 0 {
+                self.reserved.fetch_add(estimate, SeqCst);
+            }
+            self.admitted.fetch_add(1, Relaxed);
             wakers.extend(waiter.waker);
         }
+        if queue.waiters.is_empty() {
+            self.slots.fetch_and(!QUEUED, SeqCst);
+        }
+        self.queued.store(queue.waiters.len(), Relaxed);
         wakers
     }
 
-    fn admit(&self, state: &mut State, estimate: u64) {
-        state.in_flight += 1;
-        state.reserved = state.reserved.saturating_add(estimate);
-        self.admitted.fetch_add(1, Relaxed);
-    }
-
     /// The limit a request of `estimate` bytes would hit now, if any.
-    fn blocking_limit(&self, state: &State, memory: u64, estimate: u64) -> Option<Limit> {
-        if state.in_flight >= self.settings.max_concurrency {
+    fn blocking_limit(&self, in_flight: u64, memory: u64, estimate: u64) -> Option<Limit> {
+        if in_flight >= self.settings.max_concurrency as u64 {
             return Some(Limit::Concurrency);
         }
         let budget = self.settings.budget?;
         let needed = memory
-            .saturating_add(state.reserved)
+            .saturating_add(self.reserved.load(SeqCst))
             .saturating_add(estimate);
         (needed > budget).then_some(Limit::Memory)
     }
 
     /// The limit to blame for a request that cannot be admitted. When the request itself
     /// would fit, a waiter ahead of it is held back, and only memory can do that.
-    fn limit_for(&self, state: &State, memory: u64, estimate: u64) -> Limit {
-        self.blocking_limit(state, memory, estimate)
+    fn limit_for(&self, in_flight: u64, memory: u64, estimate: u64) -> Limit {
+        self.blocking_limit(in_flight, memory, estimate)
             .unwrap_or(Limit::Memory)
     }
 
     fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
         let total = self.rejected[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
         // At 100k rejections/s a line per rejection would be its own outage.
-        if let Some(suppressed) = self.shed_log.allow() {
+        if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed)) {
             tracing::warn!(
                 reason = reason.as_str(),
                 limit = limit.as_str(),
@@ -367,7 +440,7 @@ impl Controller {
 
     fn note_over_budget(&self, memory: u64) {
         let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
-        if let Some(suppressed) = self.over_budget_log.allow() {
+        if let Some(suppressed) = self.over_budget_log.allow(self.clock_ms.load(Relaxed)) {
             tracing::warn!(
                 memory,
                 budget = self.settings.budget,
@@ -378,16 +451,10 @@ impl Controller {
         }
     }
 
-    fn mirror(&self, state: &State) {
-        self.in_flight.store(state.in_flight, Relaxed);
-        self.queued.store(state.queue.len(), Relaxed);
-        self.reserved.store(state.reserved, Relaxed);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The state stays consistent at every unlock, and nothing in this module panics while
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue stays consistent at every unlock, and nothing in this module panics while
         // holding the lock; never let a poisoned lock take the request path down.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
@@ -398,10 +465,10 @@ impl Controller {
             }
         }
         Snapshot {
-            in_flight: self.in_flight.load(Relaxed),
+            in_flight: in_flight(self.slots.load(SeqCst)) as usize,
             queued: self.queued.load(Relaxed),
             memory_bytes: self.memory.allocated_bytes(),
-            reserved_bytes: self.reserved.load(Relaxed),
+            reserved_bytes: self.reserved.load(SeqCst),
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
             queue_capacity: self.settings.queue_capacity,
@@ -439,15 +506,15 @@ impl Ticket {
             // Polled again after completion: a caller bug, answered without a second permit.
             return Poll::Pending;
         }
-        let mut state = self.controller.lock();
-        if let Some(waiter) = state.queue.get_mut(&self.id) {
+        let mut queue = self.controller.lock();
+        if let Some(waiter) = queue.waiters.get_mut(&self.id) {
             match &mut waiter.waker {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
             }
             return Poll::Pending;
         }
-        drop(state);
+        drop(queue);
         self.settled = true;
         Poll::Ready(Permit::new(Arc::clone(&self.controller), self.estimate))
     }

@@ -127,31 +127,16 @@ where
                     rejection,
                     retry_after,
                 } => return Poll::Ready(Ok(response::rejection(*rejection, retry_after))),
-                StateProj::Queued { waiting } => {
-                    let waiting = waiting.as_mut().project();
-                    let granted = match waiting.ticket.poll_grant(cx) {
-                        Poll::Ready(permit) => Ok(permit),
-                        Poll::Pending => {
-                            ready!(waiting.deadline.poll(cx));
-                            waiting.ticket.expire()
-                        }
-                    };
-                    metrics::record_queue_wait(waiting.queued_at.elapsed());
-                    match (granted, waiting.call.take()) {
-                        (Ok(permit), Some(call)) => (permit, call),
-                        (Err(rejection), _) => {
-                            let retry_after = waiting.retry_after.clone();
-                            this.state.set(State::Rejected {
-                                rejection,
-                                retry_after,
-                            });
-                            continue;
-                        }
-                        (Ok(_), None) => {
-                            unreachable!("the state leaves Queued as soon as `call` is taken")
-                        }
+                StateProj::Queued { waiting } => match ready!(poll_queued(waiting.as_mut(), cx)) {
+                    Ok(admitted) => admitted,
+                    Err((rejection, retry_after)) => {
+                        this.state.set(State::Rejected {
+                            rejection,
+                            retry_after,
+                        });
+                        continue;
                     }
-                }
+                },
             };
             let future = service.call(request);
             this.state.set(State::Called {
@@ -160,6 +145,31 @@ where
             });
         }
     }
+}
+
+/// The queued state's step: ready once admitted (with the readied service and the request)
+/// or rejected at the deadline. Kept apart, and cold, so the common path stays small.
+#[cold]
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+fn poll_queued<S, B>(
+    waiting: Pin<&mut Waiting<S, B>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(Permit, (S, Request<B>)), (Rejection, HeaderValue)>> {
+    let waiting = waiting.project();
+    let granted = match waiting.ticket.poll_grant(cx) {
+        Poll::Ready(permit) => Ok(permit),
+        Poll::Pending => {
+            ready!(waiting.deadline.poll(cx));
+            waiting.ticket.expire()
+        }
+    };
+    metrics::record_queue_wait(waiting.queued_at.elapsed());
+    Poll::Ready(match (granted, waiting.call.take()) {
+        (Ok(permit), Some(call)) => Ok((permit, call)),
+        (Err(rejection), _) => Err((rejection, waiting.retry_after.clone())),
+        (Ok(_), None) => unreachable!("the state leaves Queued as soon as `call` is taken"),
+    })
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>

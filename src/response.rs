@@ -6,7 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::{AdmissionBody, Limit, Reason, Rejection};
 
 /// `503` with `Retry-After` (or `413` for a body larger than the whole budget), a plain-text
-/// body naming the reason and the limit, and the [`Rejection`] in the extensions.
+/// body naming the reason and the limit. The body carries the [`Rejection`].
 pub(crate) fn rejection<B>(
     rejection: Rejection,
     retry_after: &HeaderValue,
@@ -33,7 +33,10 @@ pub(crate) fn rejection<B>(
             "too large: reason=too_large limit=memory (the declared body exceeds the whole memory budget)\n",
         ),
     };
-    let mut response = Response::new(AdmissionBody::rejected(Bytes::from_static(text.as_bytes())));
+    let mut response = Response::new(AdmissionBody::rejected(
+        rejection,
+        Bytes::from_static(text.as_bytes()),
+    ));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -43,6 +46,5 @@ pub(crate) fn rejection<B>(
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, retry_after.clone());
     }
-    response.extensions_mut().insert(rejection);
     response
 }

@@ -7,7 +7,7 @@
 use std::{
     sync::{Arc, Weak},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{controller::Controller, log_throttle::LogThrottle, snapshot::Snapshot};
@@ -23,10 +23,11 @@ pub(crate) fn spawn(controller: &Arc<Controller>, interval: Duration) -> std::io
 
 fn run(controller: Weak<Controller>, interval: Duration) {
     let errors = LogThrottle::new(Duration::from_secs(10));
+    let started = Instant::now();
     while let Some(controller) = controller.upgrade() {
         if let Err(error) = controller.memory().refresh() {
             // Fail open: keep the last reading and say so, rather than stop serving.
-            if let Some(suppressed) = errors.allow() {
+            if let Some(suppressed) = errors.allow(started.elapsed().as_millis() as u64) {
                 tracing::error!(%error, suppressed, "memory reading failed; keeping the last value");
             }
         }

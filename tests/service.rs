@@ -7,9 +7,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_admission::{
-    Admission, AdmissionConfig, Limit, ManualMemory, MemoryBudget, Reason, Rejection,
-};
+use tower_admission::{Admission, AdmissionConfig, Limit, ManualMemory, MemoryBudget, Reason};
 
 fn admission(config: AdmissionConfig) -> Admission {
     Admission::with_memory_source(
@@ -61,9 +59,7 @@ async fn every_layer_call_shares_one_pool() {
     let shed = second.clone().oneshot(Request::new(())).await.unwrap();
     assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        shed.extensions()
-            .get::<Rejection>()
-            .map(|r| (r.reason(), r.limit())),
+        shed.body().rejection().map(|r| (r.reason(), r.limit())),
         Some((Reason::QueueFull, Limit::Concurrency))
     );
     drop(held);
@@ -92,7 +88,7 @@ async fn the_deadline_is_exact_under_a_paused_clock() {
     let response = waiter.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        response.extensions().get::<Rejection>().map(|r| r.reason()),
+        response.body().rejection().map(|r| r.reason()),
         Some(Reason::QueueTimeout)
     );
     assert_eq!(admission.snapshot().queued, 0);
