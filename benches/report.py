@@ -65,12 +65,13 @@ call_table("contended_2 callers", "(b) contended, 2-worker runtime, 2 callers")
 call_table("contended_16 callers", "(b) contended, 2-worker runtime, 16 callers")
 path_table("queue path", "(c) queue path: wait for the only slot, woken by a release", "ConcurrencyLimit")
 path_table("rejection path", "(d) rejection path: queue full → 503 response", "LoadShed+ConcurrencyLimit")
-sampler = root / "sampler refresh" / "threads"
-if sampler.exists():
-    print("\n**sampler refresh** (epoch advance + stats.allocated + tcache_bytes)\n")
-    print("| threads having allocated | median |")
-    print("|---:|---:|")
+if (root / "sampler refresh").exists():
+    print("\n**sampler refresh** (precise: epoch advance + stats.allocated + tcache_bytes; "
+          "refresh: what the sampler pays per tick on average)\n")
+    print("| threads having allocated | precise | refresh |")
+    print("|---:|---:|---:|")
     for n in ("1", "8", "64"):
-        ns = median_ns("sampler refresh/threads", n)
-        if ns is not None:
-            print(f"| {n} | {fmt(ns)} |")
+        precise = median_ns("sampler refresh/precise", n)
+        refresh = median_ns("sampler refresh/refresh", n)
+        if precise is not None and refresh is not None:
+            print(f"| {n} | {fmt(precise)} | {fmt(refresh)} |")

@@ -1,5 +1,6 @@
-//! The memory reading: what one sampler refresh costs with 1, 8 and 64 threads having
-//! allocated, and the share of one core the sampler thread really uses.
+//! The memory reading: what a precise reading (epoch advance) and one sampler refresh (a
+//! precise reading every tenth call, else `approximate_stats.active`) cost with 1, 8 and 64
+//! threads having allocated, and the share of one core the sampler thread really uses.
 //!
 //! ```sh
 //! cargo bench --bench sampler
@@ -48,7 +49,10 @@ fn refresh_cost(c: &mut Criterion) {
     let memory = JemallocMemory::new().unwrap();
     for threads in [1, 8, 64] {
         let (stop, handles) = allocating_threads(threads);
-        group.bench_function(BenchmarkId::new("threads", threads), |b| {
+        group.bench_function(BenchmarkId::new("precise", threads), |b| {
+            b.iter(|| memory.refresh_precise().unwrap())
+        });
+        group.bench_function(BenchmarkId::new("refresh", threads), |b| {
             b.iter(|| memory.refresh().unwrap())
         });
         drop(stop);

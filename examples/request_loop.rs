@@ -5,7 +5,7 @@
 //! cargo build --release --example request_loop
 //! for n in 1000 10000; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n target/release/examples/request_loop $n
-//!   grep -A1 -E '^cfn=.*mallctl' /tmp/cg.$n | grep -oE '^calls=[0-9]+' | cut -d= -f2 | paste -sd+ | bc
+//!   python3 benches/count_calls.py /tmp/cg.$n mallctl
 //! done
 //! ```
 //!
@@ -35,6 +35,8 @@ fn main() {
     let mut service = admission.layer().layer(service_fn(|_: Request<()>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     }));
+    // Let the sampler take its first reading, so that start-up is the same for every N.
+    std::thread::sleep(Duration::from_millis(300));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,12 +3,11 @@
 use std::{fmt, sync::Arc};
 
 use bytesize::ByteSize;
-use http::HeaderValue;
 
 use crate::{
     AdmissionConfig, AdmissionLayer, ConfigError, MemoryBudget, MemorySource, Snapshot,
     controller::{Controller, Settings},
-    metrics, sampler, system_memory,
+    metrics, response, sampler, system_memory,
 };
 
 /// One admission pool: its limits, queue and memory sampler, shared by every layer made from
@@ -90,7 +89,7 @@ impl Admission {
             queue_capacity: config.queue_capacity,
             queue_timeout: config.queue_timeout,
             request_estimate: config.request_estimate,
-            retry_after: HeaderValue::from(config.retry_after_secs),
+            retry_after: response::retry_after(config.retry_after_secs),
             bypass: config.bypass.clone(),
         };
         let description = describe(&config, &budget_text, source.name());

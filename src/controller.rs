@@ -426,7 +426,7 @@ impl Controller {
     fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
         let total = self.rejected[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
         // At 100k rejections/s a line per rejection would be its own outage.
-        if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed)) {
+        if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed), total) {
             tracing::warn!(
                 reason = reason.as_str(),
                 limit = limit.as_str(),
@@ -440,7 +440,10 @@ impl Controller {
 
     fn note_over_budget(&self, memory: u64) {
         let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
-        if let Some(suppressed) = self.over_budget_log.allow(self.clock_ms.load(Relaxed)) {
+        if let Some(suppressed) = self
+            .over_budget_log
+            .allow(self.clock_ms.load(Relaxed), total)
+        {
             tracing::warn!(
                 memory,
                 budget = self.settings.budget,

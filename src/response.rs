@@ -5,6 +5,23 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::{AdmissionBody, Limit, Reason, Rejection};
 
+/// `Retry-After` values that clone without touching a reference count: the rejection path is
+/// the one that must stay cheapest under overload.
+const STATIC_SECONDS: [&str; 61] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
+    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60",
+];
+
+/// The `Retry-After` header value for `secs` seconds.
+pub(crate) fn retry_after(secs: u32) -> HeaderValue {
+    match STATIC_SECONDS.get(secs as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(secs),
+    }
+}
+
 /// `503` with `Retry-After` (or `413` for a body larger than the whole budget), a plain-text
 /// body naming the reason and the limit. The body carries the [`Rejection`].
 pub(crate) fn rejection<B>(
@@ -47,4 +64,16 @@ pub(crate) fn rejection<B>(
         headers.insert(header::RETRY_AFTER, retry_after.clone());
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_values() {
+        for secs in [0, 1, 59, 60, 61, 3600, u32::MAX] {
+            assert_eq!(retry_after(secs), HeaderValue::from(secs));
+        }
+    }
 }

@@ -24,10 +24,12 @@ pub(crate) fn spawn(controller: &Arc<Controller>, interval: Duration) -> std::io
 fn run(controller: Weak<Controller>, interval: Duration) {
     let errors = LogThrottle::new(Duration::from_secs(10));
     let started = Instant::now();
+    let mut failures = 0;
     while let Some(controller) = controller.upgrade() {
         if let Err(error) = controller.memory().refresh() {
+            failures += 1;
             // Fail open: keep the last reading and say so, rather than stop serving.
-            if let Some(suppressed) = errors.allow(started.elapsed().as_millis() as u64) {
+            if let Some(suppressed) = errors.allow(started.elapsed().as_millis() as u64, failures) {
                 tracing::error!(%error, suppressed, "memory reading failed; keeping the last value");
             }
         }
