@@ -6,7 +6,7 @@ use bytesize::ByteSize;
 
 use crate::{
     AdmissionConfig, AdmissionLayer, ConfigError, MemoryBudget, MemorySource, Snapshot,
-    controller::{Controller, Settings},
+    controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     metrics, response, sampler, system_memory,
 };
 
@@ -84,8 +84,9 @@ impl Admission {
             });
         }
         let settings = Settings {
-            max_concurrency: config.max_concurrency,
-            budget,
+            // Beyond any real server; the bounds keep the state word's fields apart.
+            max_concurrency: config.max_concurrency.min(MAX_CONCURRENCY),
+            budget: budget.map(|b| b.min(MAX_BUDGET_BYTES)),
             queue_capacity: config.queue_capacity,
             queue_timeout: config.queue_timeout,
             request_estimate: config.request_estimate,

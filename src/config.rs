@@ -26,9 +26,7 @@ pub(crate) mod vars {
     pub(crate) const PREFIX: &str = "ADMISSION_";
 }
 
-const INTEGER_AT_LEAST_1: &str = "an integer from 1 to 2^32, such as 256";
-/// The in-flight count shares a word with a flag; far beyond any real limit.
-const MAX_CONCURRENCY_LIMIT: usize = 1 << 32;
+const INTEGER_AT_LEAST_1: &str = "an integer >= 1, such as 256";
 const INTEGER_AT_LEAST_0: &str = "an integer >= 0, such as 1024";
 const SIZE_FORMS: &str =
     "a size such as 512MiB, 2GB or 1048576 (bytes), a percentage in (0, 100] such as 75%, or off";
@@ -176,7 +174,7 @@ impl AdmissionConfig {
         match var {
             vars::MAX_CONCURRENCY => {
                 self.max_concurrency = parse_integer(trimmed)
-                    .filter(|n| (1..=MAX_CONCURRENCY_LIMIT).contains(n))
+                    .filter(|n| *n >= 1)
                     .ok_or_else(|| malformed(INTEGER_AT_LEAST_1))?;
             }
             vars::MEMORY_BUDGET => {
@@ -207,6 +205,7 @@ impl AdmissionConfig {
     }
 
     /// At most this many requests in flight (`ADMISSION_MAX_CONCURRENCY`); at least 1.
+    /// Values above 1,048,575 (the width of the in-flight counter) act as 1,048,575.
     pub fn max_concurrency(mut self, max: usize) -> Self {
         self.max_concurrency = max;
         self
@@ -286,8 +285,8 @@ impl AdmissionConfig {
                 reason: reason.to_owned(),
             })
         };
-        if self.max_concurrency == 0 || self.max_concurrency > MAX_CONCURRENCY_LIMIT {
-            return invalid("max_concurrency", "must be from 1 to 2^32");
+        if self.max_concurrency == 0 {
+            return invalid("max_concurrency", "must be at least 1");
         }
         match self.memory_budget {
             MemoryBudget::Bytes(0) => return invalid("memory_budget", "must be more than 0 bytes"),

@@ -154,13 +154,40 @@ pub(crate) enum Acquired {
     Rejected(Rejection),
 }
 
-/// Set in [`Controller::slots`] while anyone waits: arrivals must queue behind them (no
-/// barging), and a release must take the lock to hand its slot on.
-const QUEUED: u64 = 1 << 63;
+/// The whole admission state in one word, so that admitting is one compare-and-swap and
+/// releasing one subtraction, and the two limits are always checked against a consistent pair:
+///
+/// - bits 0–19: requests in flight (hence at most [`MAX_CONCURRENCY`]);
+/// - bits 20–62: bytes reserved by them, in KiB (up to 8 PiB);
+/// - bit 63 (`QUEUED`): someone waits. Arrivals must then queue behind them (no barging),
+///   and a release must take the lock to hand its slot on.
+mod word {
+    pub(super) const QUEUED: u64 = 1 << 63;
+    const IN_FLIGHT_BITS: u32 = 20;
+    const IN_FLIGHT_MASK: u64 = (1 << IN_FLIGHT_BITS) - 1;
 
-fn in_flight(slots: u64) -> u64 {
-    slots & !QUEUED
+    pub(super) fn in_flight(word: u64) -> u64 {
+        word & IN_FLIGHT_MASK
+    }
+
+    pub(super) fn reserved_bytes(word: u64) -> u64 {
+        ((word & !QUEUED) >> IN_FLIGHT_BITS) * 1024
+    }
+
+    /// What one request of `estimate` bytes adds to the word: one in flight, and its
+    /// estimate rounded up to whole KiB.
+    pub(super) fn claim(estimate: u64) -> u64 {
+        1 + (estimate.div_ceil(1024) << IN_FLIGHT_BITS)
+    }
 }
+
+use word::{QUEUED, claim, in_flight, reserved_bytes};
+
+/// The largest concurrency limit the state word can count.
+pub(crate) const MAX_CONCURRENCY: usize = (1 << 20) - 1;
+/// The largest budget: reservations can reach about twice the budget (one request over it,
+/// by the progress guarantee), and twice this fits the word's 43 bits of KiB.
+pub(crate) const MAX_BUDGET_BYTES: u64 = 1 << 52;
 
 struct Waiter {
     estimate: u64,
@@ -177,18 +204,16 @@ struct Queue {
 
 /// One admission pool, shared behind an `Arc` by every layer, service, future and body.
 ///
-/// While nobody waits, admission and release are a few atomic operations, as in tokio's
-/// semaphore; the lock is taken only to queue, to leave the queue, and to hand slots to
-/// waiters. The `QUEUED` bit lives in the same word as the in-flight count, so a release
+/// While nobody waits, admission is one compare-and-swap on the state word and release one
+/// subtraction, as in tokio's semaphore; the lock is taken only to queue, to leave the queue,
+/// and to hand slots to waiters. Because the `QUEUED` bit lives in the same word, a release
 /// either sees it (and takes the lock to grant) or happened before it was set, in which case
 /// the waiter that set it re-checks under the lock.
 pub(crate) struct Controller {
     pub(crate) settings: Settings,
     memory: Arc<dyn MemorySource>,
-    /// Requests in flight, plus the `QUEUED` bit.
-    slots: AtomicU64,
-    /// Bytes reserved by the requests in flight.
-    reserved: AtomicU64,
+    /// In flight, reserved KiB and the `QUEUED` bit: see [`word`].
+    state: AtomicU64,
     queue: Mutex<Queue>,
     /// The queue's length, written under the lock and read without it.
     queued: AtomicUsize,
@@ -218,8 +243,7 @@ impl Controller {
         Self {
             settings,
             memory,
-            slots: AtomicU64::new(0),
-            reserved: AtomicU64::new(0),
+            state: AtomicU64::new(0),
             queue: Mutex::default(),
             queued: AtomicUsize::new(0),
             admitted: AtomicU64::new(0),
@@ -262,34 +286,31 @@ impl Controller {
     /// Admits without the lock if nobody waits and both limits allow; otherwise returns the
     /// limit in the way.
     fn try_admit(&self, memory: u64, estimate: u64) -> Result<(), Limit> {
-        let max = self.settings.max_concurrency as u64;
-        let mut slots = self.slots.load(SeqCst);
+        let mut state = self.state.load(SeqCst);
         loop {
-            if slots & QUEUED != 0 || slots >= max {
-                return Err(self.limit_for(in_flight(slots), memory, estimate));
+            if state & QUEUED != 0 {
+                return Err(self.limit_for(state, memory, estimate));
             }
+            let over_budget = match self.blocking_limit(state, memory, estimate) {
+                None => false,
+                // Progress guarantee: nothing in flight and nobody waiting.
+                Some(Limit::Memory) if in_flight(state) == 0 => true,
+                Some(limit) => return Err(limit),
+            };
             match self
-                .slots
-                .compare_exchange_weak(slots, slots + 1, SeqCst, SeqCst)
+                .state
+                .compare_exchange_weak(state, state + claim(estimate), SeqCst, SeqCst)
             {
-                Ok(_) => break,
-                Err(now) => slots = now,
-            }
-        }
-        if let Some(budget) = self.settings.budget {
-            let reserved = self.reserved.fetch_add(estimate, SeqCst);
-            if memory.saturating_add(reserved).saturating_add(estimate) > budget {
-                if slots == 0 {
-                    // Progress guarantee: nothing else in flight, nobody waiting.
-                    self.note_over_budget(memory);
-                } else {
-                    self.release(estimate);
-                    return Err(Limit::Memory);
+                Ok(_) => {
+                    if over_budget {
+                        self.note_over_budget(memory);
+                    }
+                    self.admitted.fetch_add(1, Relaxed);
+                    return Ok(());
                 }
+                Err(now) => state = now,
             }
         }
-        self.admitted.fetch_add(1, Relaxed);
-        Ok(())
     }
 
     fn enqueue(self: &Arc<Self>, memory: u64, estimate: u64) -> Acquired {
@@ -300,7 +321,7 @@ impl Controller {
             return Acquired::Admitted(Permit::new(Arc::clone(self), estimate));
         }
         if queue.waiters.len() >= self.settings.queue_capacity {
-            let limit = self.limit_for(in_flight(self.slots.load(SeqCst)), memory, estimate);
+            let limit = self.limit_for(self.state.load(SeqCst), memory, estimate);
             drop(queue);
             return Acquired::Rejected(self.reject(Reason::QueueFull, limit));
         }
@@ -313,7 +334,7 @@ impl Controller {
                 waker: None,
             },
         );
-        self.slots.fetch_or(QUEUED, SeqCst);
+        self.state.fetch_or(QUEUED, SeqCst);
         // A release between the failed try and the bit did not see the bit: check again, now
         // that every later release will. This may grant the new ticket itself.
         let wakers = self.grant(&mut queue, memory);
@@ -330,14 +351,9 @@ impl Controller {
 
     /// Gives back what an admitted request held, and hands it on to waiters if any.
     pub(crate) fn release(&self, estimate: u64) {
-        // Memory first: a waiter that sees the slot free must also see the bytes free.
-        if estimate != 0 {
-            let reserved = self.reserved.fetch_sub(estimate, SeqCst);
-            debug_assert!(reserved >= estimate);
-        }
-        let slots = self.slots.fetch_sub(1, SeqCst);
-        debug_assert!(in_flight(slots) > 0);
-        if slots & QUEUED != 0 {
+        let state = self.state.fetch_sub(claim(estimate), SeqCst);
+        debug_assert!(in_flight(state) > 0 && reserved_bytes(state) >= estimate);
+        if state & QUEUED != 0 {
             self.grant_waiters();
         }
     }
@@ -346,7 +362,7 @@ impl Controller {
     pub(crate) fn on_sample(&self) {
         self.clock_ms
             .store(self.started.elapsed().as_millis() as u64, Relaxed);
-        if self.slots.load(SeqCst) & QUEUED != 0 {
+        if self.state.load(SeqCst) & QUEUED != 0 {
             self.grant_waiters();
         }
     }
@@ -365,7 +381,7 @@ impl Controller {
         let memory = self.memory.allocated_bytes();
         let mut queue = self.lock();
         queue.waiters.remove(&id)?;
-        let limit = self.limit_for(in_flight(self.slots.load(SeqCst)), memory, estimate);
+        let limit = self.limit_for(self.state.load(SeqCst), memory, estimate);
         // The head may have left: those behind it may fit now.
         let wakers = self.grant(&mut queue, memory);
         drop(queue);
@@ -377,49 +393,46 @@ impl Controller {
     /// the lock is released. Clears the `QUEUED` bit when the queue empties.
     ///
     /// Checking and then adding is safe here: while the bit is set, only the lock holder
-    /// adds to the in-flight count; everyone else only subtracts.
+    /// adds to the state word; everyone else only subtracts.
     fn grant(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
         let mut wakers = Vec::new();
         while let Some(estimate) = queue.waiters.first_key_value().map(|(_, w)| w.estimate) {
-            let in_flight = in_flight(self.slots.load(SeqCst));
-            match self.blocking_limit(in_flight, memory, estimate) {
+            let state = self.state.load(SeqCst);
+            match self.blocking_limit(state, memory, estimate) {
                 None => {}
-                Some(_) if in_flight == 0 => self.note_over_budget(memory),
+                Some(_) if in_flight(state) == 0 => self.note_over_budget(memory),
                 Some(_) => break,
             }
             let Some((_, waiter)) = queue.waiters.pop_first() else {
                 break;
             };
-            self.slots.fetch_add(1, SeqCst);
-            if estimate != 0 {
-                self.reserved.fetch_add(estimate, SeqCst);
-            }
+            self.state.fetch_add(claim(estimate), SeqCst);
             self.admitted.fetch_add(1, Relaxed);
             wakers.extend(waiter.waker);
         }
         if queue.waiters.is_empty() {
-            self.slots.fetch_and(!QUEUED, SeqCst);
+            self.state.fetch_and(!QUEUED, SeqCst);
         }
         self.queued.store(queue.waiters.len(), Relaxed);
         wakers
     }
 
-    /// The limit a request of `estimate` bytes would hit now, if any.
-    fn blocking_limit(&self, in_flight: u64, memory: u64, estimate: u64) -> Option<Limit> {
-        if in_flight >= self.settings.max_concurrency as u64 {
+    /// The limit a request of `estimate` bytes would hit in `state`, if any.
+    fn blocking_limit(&self, state: u64, memory: u64, estimate: u64) -> Option<Limit> {
+        if in_flight(state) >= self.settings.max_concurrency as u64 {
             return Some(Limit::Concurrency);
         }
         let budget = self.settings.budget?;
         let needed = memory
-            .saturating_add(self.reserved.load(SeqCst))
+            .saturating_add(reserved_bytes(state))
             .saturating_add(estimate);
         (needed > budget).then_some(Limit::Memory)
     }
 
     /// The limit to blame for a request that cannot be admitted. When the request itself
     /// would fit, a waiter ahead of it is held back, and only memory can do that.
-    fn limit_for(&self, in_flight: u64, memory: u64, estimate: u64) -> Limit {
-        self.blocking_limit(in_flight, memory, estimate)
+    fn limit_for(&self, state: u64, memory: u64, estimate: u64) -> Limit {
+        self.blocking_limit(state, memory, estimate)
             .unwrap_or(Limit::Memory)
     }
 
@@ -461,6 +474,7 @@ impl Controller {
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
+        let state = self.state.load(SeqCst);
         let mut rejected = [[0; 2]; 3];
         for (row, counters) in rejected.iter_mut().zip(&self.rejected) {
             for (value, counter) in row.iter_mut().zip(counters) {
@@ -468,10 +482,10 @@ impl Controller {
             }
         }
         Snapshot {
-            in_flight: in_flight(self.slots.load(SeqCst)) as usize,
+            in_flight: in_flight(state) as usize,
             queued: self.queued.load(Relaxed),
             memory_bytes: self.memory.allocated_bytes(),
-            reserved_bytes: self.reserved.load(SeqCst),
+            reserved_bytes: reserved_bytes(state),
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
             queue_capacity: self.settings.queue_capacity,
