@@ -1,57 +1,125 @@
-//! Runs N requests through the layer with the real jemalloc source, for profilers: it shows
-//! that the request path makes no `mallctl` call (the sampler's refresh is the only caller).
+//! Runs N requests through one service stack, for profilers that count instructions and
+//! calls (valgrind's callgrind), which are repeatable where timings on a shared machine are
+//! not. `benches/instructions.sh` runs every stack at two values of N and prints the cost per
+//! request; it also shows that the request path makes no `mallctl` call:
 //!
 //! ```sh
 //! cargo build --release --example request_loop
-//! for n in 1000 10000; do
-//!   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n target/release/examples/request_loop $n
-//!   python3 benches/count_calls.py /tmp/cg.$n mallctl
-//! done
+//! bash benches/instructions.sh
 //! ```
 //!
-//! The sampler interval is an hour, so after start-up the sampler sleeps: any `mallctl` call
-//! counted beyond start-up would come from the request path, and the two counts would differ.
+//! Stacks: `bare` (a ready `service_fn`), `concurrency-limit` (tower's `ConcurrencyLimit`),
+//! `admission` (this crate, jemalloc source), and the rejection paths `load-shed-reject`
+//! (`LoadShed` + `ConcurrencyLimit` with its only permit taken, the error turned into the same
+//! 503 a `HandleErrorLayer` would build) and `admission-reject` (one slot, taken; no queue).
 
 use std::{convert::Infallible, hint::black_box, time::Duration};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::Full;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{
+    BoxError, Layer, Service, ServiceExt, limit::ConcurrencyLimitLayer, load_shed::LoadShedLayer,
+    service_fn,
+};
 use tower_admission::{Admission, AdmissionConfig};
 
 #[global_allocator]
 static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
 
-fn main() {
-    let requests: u64 = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000);
+type Body = Full<Bytes>;
+
+fn request() -> Request<()> {
+    let mut request = Request::new(());
+    *request.uri_mut() = Uri::from_static("/work?kib=1&ms=0");
+    request
+}
+
+async fn handler(_: Request<()>) -> Result<Response<Body>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+}
+
+/// What a `HandleErrorLayer` would answer for `Overloaded`: the layer's own 503, in tower.
+fn overloaded(_: BoxError) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        b"overloaded: reason=queue_full limit=concurrency\n",
+    )));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+async fn run<S, B>(mut service: S, requests: u64)
+where
+    S: Service<Request<()>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    for _ in 0..requests {
+        let ready = service.ready().await.map_err(Into::into).unwrap();
+        let status = match ready.call(request()).await {
+            Ok(response) => response.status(),
+            Err(error) => overloaded(error.into()).status(),
+        };
+        black_box(status);
+    }
+}
+
+fn admission(max: usize, queue: usize) -> Admission {
+    // The sampler reads once at start, then sleeps: it makes no call during the loop.
     let config = AdmissionConfig::default()
+        .max_concurrency(max)
+        .queue_capacity(queue)
         .memory_budget_bytes(1 << 30)
         .sample_interval(Duration::from_secs(3600));
-    let admission = Admission::new(config).expect("jemalloc is the global allocator");
-    let mut service = admission.layer().layer(service_fn(|_: Request<()>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-    }));
-    // Let the sampler take its first reading, so that start-up is the same for every N.
-    std::thread::sleep(Duration::from_millis(300));
+    Admission::new(config).expect("jemalloc is the global allocator")
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let stack = args.next().unwrap_or_else(|| "admission".into());
+    let requests: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
+    let bare = || service_fn(handler);
+    // Let the sampler take its start-up reading first, so that it is the same for every N.
+    let startup = || std::thread::sleep(Duration::from_millis(300));
     runtime.block_on(async {
-        for _ in 0..requests {
-            let response = service
-                .ready()
-                .await
-                .unwrap()
-                .call(Request::new(()))
-                .await
-                .unwrap();
-            black_box(response);
+        match stack.as_str() {
+            "bare" => run(bare(), requests).await,
+            "concurrency-limit" => {
+                run(ConcurrencyLimitLayer::new(1024).layer(bare()), requests).await
+            }
+            "admission" => {
+                let admission = admission(1024, 16);
+                startup();
+                run(admission.layer().layer(bare()), requests).await
+            }
+            "admission-reject" => {
+                let admission = admission(1, 0);
+                startup();
+                let mut service = admission.layer().layer(bare());
+                let held = service.ready().await.unwrap().call(request()).await;
+                run(service, requests).await;
+                drop(held);
+            }
+            "load-shed-reject" => {
+                let service = LoadShedLayer::new().layer(ConcurrencyLimitLayer::new(1).layer(bare()));
+                let mut holder = service.clone();
+                holder.ready().await.unwrap(); // keeps the only permit
+                run(service, requests).await;
+            }
+            other => {
+                eprintln!("unknown stack {other:?}: bare, concurrency-limit, admission, admission-reject, load-shed-reject");
+                std::process::exit(2);
+            }
         }
     });
-    println!("{requests} requests admitted: {:?}", admission.snapshot());
+    println!("{stack}: {requests} requests");
 }
