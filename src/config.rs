@@ -97,7 +97,7 @@ impl Default for AdmissionConfig {
             sample_interval: Duration::from_millis(10),
             bypass: Vec::new(),
             retry_after_secs: 1,
-            request_estimate: 64 * 1024,
+            request_estimate: 1 << 20,
         }
     }
 }
@@ -260,8 +260,10 @@ impl AdmissionConfig {
         self
     }
 
-    /// Bytes reserved for each admitted request on top of its `Content-Length` (default
-    /// 64 KiB): what a request is expected to allocate before the next memory sample sees it.
+    /// The bytes each request is first expected to allocate, reserved on top of its
+    /// `Content-Length` (default 1 MiB). Once requests are in flight, the estimate is learned
+    /// from what they hold; this figure only guards the first moments, such as a burst
+    /// arriving at an idle service.
     pub fn request_estimate(mut self, bytes: u64) -> Self {
         self.request_estimate = bytes;
         self

@@ -1,16 +1,18 @@
 //! The shared admission state: in-flight count, reserved bytes and the bounded FIFO queue.
 //!
 //! A request is admitted while `in_flight < max_concurrency` and
-//! `memory + reserved + estimate <= budget`, where `memory` is the sampler's last reading and
-//! `reserved` sums the estimates of the requests admitted since. Otherwise it queues, unless
-//! the queue is full.
+//! `max(memory, baseline + reserved) + estimate <= budget`, where `memory` is the sampler's
+//! last reading and `reserved` sums the estimates of the requests in flight (see
+//! [`crate::footprint`] for the estimate and the baseline). Otherwise it queues, unless the
+//! queue is full.
 //!
 //! **Order.** Waiters are admitted strictly first in, first out, and a new arrival never
 //! overtakes a waiter (no barging). A large request at the head therefore holds back smaller
 //! ones behind it until memory frees up: the price of never starving large requests.
 //!
-//! **Progress.** When nothing is in flight, the head is admitted even over the memory budget:
-//! memory held by caches or leaks must not wedge the service. Such admissions are counted.
+//! **Progress.** When nothing is in flight, the head is admitted even over the memory budget,
+//! once a fresh reading confirms it: memory held by caches or leaks must not wedge the
+//! service. Such admissions are counted.
 //!
 //! **Cancel safety.** A [`Ticket`] dropped while queued leaves the queue at once; one dropped
 //! after its grant but before it was observed gives the grant back. Wakers are collected
@@ -33,7 +35,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{MemorySource, log_throttle::LogThrottle, permit::Permit, snapshot::Snapshot};
+use crate::{
+    MemorySource, footprint::Footprint, log_throttle::LogThrottle, permit::Permit,
+    snapshot::Snapshot,
+};
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +194,13 @@ pub(crate) const MAX_CONCURRENCY: usize = (1 << 20) - 1;
 /// by the progress guarantee), and twice this fits the word's 43 bits of KiB.
 pub(crate) const MAX_BUDGET_BYTES: u64 = 1 << 52;
 
+/// Whether the memory reading was just taken (by the sampler) or may be an interval old.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Fresh,
+    Stale,
+}
+
 struct Waiter {
     estimate: u64,
     waker: Option<Waker>,
@@ -214,6 +226,8 @@ pub(crate) struct Controller {
     memory: Arc<dyn MemorySource>,
     /// In flight, reserved KiB and the `QUEUED` bit: see [`word`].
     state: AtomicU64,
+    /// The baseline reading and the learned per-request estimate.
+    footprint: Footprint,
     queue: Mutex<Queue>,
     /// The queue's length, written under the lock and read without it.
     queued: AtomicUsize,
@@ -240,7 +254,13 @@ impl fmt::Debug for Controller {
 
 impl Controller {
     pub(crate) fn new(settings: Settings, memory: Arc<dyn MemorySource>) -> Self {
+        let footprint = Footprint::new(
+            memory.allocated_bytes(),
+            settings.request_estimate,
+            settings.budget,
+        );
         Self {
+            footprint,
             settings,
             memory,
             state: AtomicU64::new(0),
@@ -268,7 +288,7 @@ impl Controller {
         }
         // Without a budget there is nothing to reserve, and nothing to pay for reserving.
         let estimate = match self.settings.budget {
-            Some(_) => declared.saturating_add(self.settings.request_estimate),
+            Some(_) => self.footprint.estimate(declared),
             None => 0,
         };
         let memory = self.memory.allocated_bytes();
@@ -293,8 +313,13 @@ impl Controller {
             }
             let over_budget = match self.blocking_limit(state, memory, estimate) {
                 None => false,
-                // Progress guarantee: nothing in flight and nobody waiting.
-                Some(Limit::Memory) if in_flight(state) == 0 => true,
+                // Progress guarantee: nothing in flight, nobody waiting, and nowhere to wait
+                // for a fresh reading (otherwise the next sample decides, in `grant`).
+                Some(Limit::Memory)
+                    if in_flight(state) == 0 && self.settings.queue_capacity == 0 =>
+                {
+                    true
+                }
                 Some(limit) => return Err(limit),
             };
             match self
@@ -337,7 +362,7 @@ impl Controller {
         self.state.fetch_or(QUEUED, SeqCst);
         // A release between the failed try and the bit did not see the bit: check again, now
         // that every later release will. This may grant the new ticket itself.
-        let wakers = self.grant(&mut queue, memory);
+        let wakers = self.grant(&mut queue, memory, Reading::Stale);
         drop(queue);
         wakers.into_iter().for_each(Waker::wake);
         tracing::trace!(estimate, "request queued");
@@ -354,7 +379,7 @@ impl Controller {
         let state = self.state.fetch_sub(claim(estimate), SeqCst);
         debug_assert!(in_flight(state) > 0 && reserved_bytes(state) >= estimate);
         if state & QUEUED != 0 {
-            self.grant_waiters();
+            self.grant_waiters(Reading::Stale);
         }
     }
 
@@ -362,15 +387,18 @@ impl Controller {
     pub(crate) fn on_sample(&self) {
         self.clock_ms
             .store(self.started.elapsed().as_millis() as u64, Relaxed);
-        if self.state.load(SeqCst) & QUEUED != 0 {
-            self.grant_waiters();
+        let state = self.state.load(SeqCst);
+        self.footprint
+            .observe(self.memory.allocated_bytes(), in_flight(state));
+        if state & QUEUED != 0 {
+            self.grant_waiters(Reading::Fresh);
         }
     }
 
-    fn grant_waiters(&self) {
+    fn grant_waiters(&self, reading: Reading) {
         let memory = self.memory.allocated_bytes();
         let mut queue = self.lock();
-        let wakers = self.grant(&mut queue, memory);
+        let wakers = self.grant(&mut queue, memory, reading);
         drop(queue);
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -383,7 +411,7 @@ impl Controller {
         queue.waiters.remove(&id)?;
         let limit = self.limit_for(self.state.load(SeqCst), memory, estimate);
         // The head may have left: those behind it may fit now.
-        let wakers = self.grant(&mut queue, memory);
+        let wakers = self.grant(&mut queue, memory, Reading::Stale);
         drop(queue);
         wakers.into_iter().for_each(Waker::wake);
         Some(limit)
@@ -392,15 +420,21 @@ impl Controller {
     /// Admits waiters from the head while they fit; returns their wakers, to be woken once
     /// the lock is released. Clears the `QUEUED` bit when the queue empties.
     ///
+    /// The progress guarantee (nothing in flight: admit the head over the budget) waits for a
+    /// fresh reading: right after a large request ends, the last reading may still show its
+    /// memory for up to one sample interval.
+    ///
     /// Checking and then adding is safe here: while the bit is set, only the lock holder
     /// adds to the state word; everyone else only subtracts.
-    fn grant(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
+    fn grant(&self, queue: &mut Queue, memory: u64, reading: Reading) -> Vec<Waker> {
         let mut wakers = Vec::new();
         while let Some(estimate) = queue.waiters.first_key_value().map(|(_, w)| w.estimate) {
             let state = self.state.load(SeqCst);
             match self.blocking_limit(state, memory, estimate) {
                 None => {}
-                Some(_) if in_flight(state) == 0 => self.note_over_budget(memory),
+                Some(_) if in_flight(state) == 0 && reading == Reading::Fresh => {
+                    self.note_over_budget(memory)
+                }
                 Some(_) => break,
             }
             let Some((_, waiter)) = queue.waiters.pop_first() else {
@@ -423,8 +457,9 @@ impl Controller {
             return Some(Limit::Concurrency);
         }
         let budget = self.settings.budget?;
-        let needed = memory
-            .saturating_add(reserved_bytes(state))
+        let needed = self
+            .footprint
+            .committed(memory, reserved_bytes(state))
             .saturating_add(estimate);
         (needed > budget).then_some(Limit::Memory)
     }
@@ -486,6 +521,7 @@ impl Controller {
             queued: self.queued.load(Relaxed),
             memory_bytes: self.memory.allocated_bytes(),
             reserved_bytes: reserved_bytes(state),
+            request_estimate_bytes: self.footprint.per_request(),
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
             queue_capacity: self.settings.queue_capacity,
@@ -651,6 +687,7 @@ mod tests {
     fn memory_budget_counts_reservations_and_declared_length() {
         let (c, memory) = controller(100, Some(10 * MIB), 10);
         memory.set(5 * MIB);
+        c.on_sample(); // the baseline: what memory holds with nothing in flight
         let _a = admitted(c.acquire(Some(2 * MIB))); // reserves 3 MiB: 8 of 10
         assert_eq!(c.snapshot().reserved_bytes, 3 * MIB);
         let _b = admitted(c.acquire(None)); // 1 MiB: 9 of 10
@@ -674,6 +711,7 @@ mod tests {
         // The head needs 8 MiB, which does not fit; a small arrival must not overtake it.
         let (c, memory) = controller(100, Some(10 * MIB), 10);
         memory.set(2 * MIB);
+        c.on_sample(); // the baseline: what memory holds with nothing in flight
         let first = admitted(c.acquire(None)); // 3 of 10
         let mut big = queued(c.acquire(Some(7 * MIB))); // 3 + 8 > 10
         let mut small = queued(c.acquire(None)); // 3 + 1 would fit, but queues behind
@@ -694,6 +732,7 @@ mod tests {
     fn head_leaving_lets_the_next_in() {
         let (c, memory) = controller(100, Some(10 * MIB), 10);
         memory.set(2 * MIB);
+        c.on_sample(); // the baseline: what memory holds with nothing in flight
         let _first = admitted(c.acquire(None));
         let big = queued(c.acquire(Some(7 * MIB)));
         let mut small = queued(c.acquire(None));
@@ -708,16 +747,36 @@ mod tests {
     fn progress_guarantee_when_nothing_is_in_flight() {
         let (c, memory) = controller(4, Some(10 * MIB), 10);
         memory.set(50 * MIB);
-        let first = admitted(c.acquire(None));
+        let waker = Arc::new(CountingWaker::default());
+        // Over budget and idle: the first request waits for a fresh reading, then goes.
+        let mut first = queued(c.acquire(None));
+        assert!(poll(&mut first, &waker).is_pending());
+        c.on_sample();
+        let Poll::Ready(first) = poll(&mut first, &waker) else {
+            panic!("a fresh reading admits the head")
+        };
         assert_eq!(c.snapshot().admitted_over_budget, 1);
         let mut second = queued(c.acquire(None));
         drop(first);
-        let waker = Arc::new(CountingWaker::default());
+        assert!(
+            poll(&mut second, &waker).is_pending(),
+            "the reading may be stale"
+        );
+        c.on_sample();
         assert!(
             poll(&mut second, &waker).is_ready(),
             "the head goes when nothing is in flight"
         );
         assert_eq!(c.snapshot().admitted_over_budget, 2);
+    }
+
+    #[test]
+    fn without_a_queue_the_guarantee_cannot_wait() {
+        let (c, memory) = controller(4, Some(10 * MIB), 0);
+        memory.set(50 * MIB);
+        let _only = admitted(c.acquire(None));
+        assert_eq!(c.snapshot().admitted_over_budget, 1);
+        assert_eq!(rejected(c.acquire(None)).limit(), Limit::Memory);
     }
 
     #[test]

@@ -77,6 +77,7 @@ mod admission;
 mod body;
 mod config;
 mod controller;
+mod footprint;
 pub mod future;
 mod layer;
 mod log_throttle;

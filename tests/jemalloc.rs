@@ -24,17 +24,19 @@ fn jemalloc_sees_allocations_and_frees() {
     let memory = JemallocMemory::new().expect("jemalloc is the global allocator here");
     memory.refresh().unwrap();
     let before = memory.allocated_bytes();
-    let block = std::hint::black_box(vec![7u8; 64 * MIB as usize]);
+    let block = std::hint::black_box(vec![7u8; 256 * MIB as usize]);
     memory.refresh().unwrap();
     let during = memory.allocated_bytes();
     drop(block);
     memory.refresh().unwrap();
     let after = memory.allocated_bytes();
+    // Other threads (a runtime shutting down after the other test) may free a few MiB
+    // meanwhile: allow 64 MiB of slack.
     assert!(
-        during >= before + 64 * MIB,
+        during >= before + 192 * MIB,
         "before {before}, during {during}"
     );
-    assert!(after < during - 32 * MIB, "during {during}, after {after}");
+    assert!(after < during - 192 * MIB, "during {during}, after {after}");
 }
 
 #[test]

@@ -1,0 +1,109 @@
+//! The example service behind tower's own limits, or none, for side-by-side comparisons with
+//! `server` (which `load/run.sh` drives both of). Run with
+//!
+//! ```text
+//! LIMITER=tower TOWER_CONCURRENCY=64 cargo run --release --example compare
+//! LIMITER=none cargo run --release --example compare
+//! ```
+//!
+//! `LIMITER=tower` wires `LoadShed` + `GlobalConcurrencyLimit` the correct, global way: one
+//! semaphore shared by every route (axum's `Router::layer` wraps each route separately, so a
+//! plain `ConcurrencyLimitLayer` would give each route its own), and a `HandleErrorLayer` that
+//! answers `Overloaded` with 503 + `Retry-After`. `/health` and `/metrics` stay outside the
+//! limit, as the admission server bypasses them. `/metrics` adds `jemalloc_allocated_bytes`,
+//! sampled like the admission layer samples it, so memory can be compared.
+
+use std::{process::ExitCode, time::Duration};
+
+use axum::{
+    BoxError, Router,
+    error_handling::HandleErrorLayer,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer};
+use tower_admission::{JemallocMemory, MemorySource};
+
+mod common;
+
+#[global_allocator]
+static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
+
+fn main() -> ExitCode {
+    common::init_tracing();
+    let metrics = match common::install_metrics() {
+        Ok(handle) => handle,
+        Err(error) => {
+            return common::fail(&format!("cannot install the metrics recorder: {error}"));
+        }
+    };
+    let addr = match common::listen_addr() {
+        Ok(addr) => addr,
+        Err(error) => return common::fail(&error),
+    };
+    let limiter = std::env::var("LIMITER").unwrap_or_else(|_| "tower".into());
+    let app = match limiter.as_str() {
+        "none" => common::routes(metrics.clone()),
+        "tower" => {
+            let concurrency = std::env::var("TOWER_CONCURRENCY").unwrap_or_else(|_| "256".into());
+            let Ok(concurrency) = concurrency.parse::<usize>() else {
+                return common::fail(&format!(
+                    "TOWER_CONCURRENCY={concurrency:?} is not valid: expected an integer >= 1"
+                ));
+            };
+            if concurrency == 0 {
+                return common::fail("TOWER_CONCURRENCY=0 is not valid: expected an integer >= 1");
+            }
+            println!("limiter: LoadShed + GlobalConcurrencyLimit({concurrency})");
+            let limited = common::routes(metrics.clone()).layer(
+                ServiceBuilder::new()
+                    .layer(HandleErrorLayer::new(overloaded))
+                    .layer(LoadShedLayer::new())
+                    .layer(GlobalConcurrencyLimitLayer::new(concurrency)),
+            );
+            // Health and metrics stay outside the limit, like the admission server's bypass.
+            let unlimited = Router::new()
+                .route("/health", get(|| async { "ok\n" }))
+                .route("/metrics", get(move || async move { metrics.render() }));
+            Router::new().merge(unlimited).fallback_service(limited)
+        }
+        other => {
+            return common::fail(&format!(
+                "LIMITER={other:?} is not valid: expected tower or none"
+            ));
+        }
+    };
+    if let Err(error) = sample_jemalloc() {
+        return common::fail(&error);
+    }
+    println!("limiter: {limiter}");
+    common::run(app, addr)
+}
+
+async fn overloaded(error: BoxError) -> impl IntoResponse {
+    let status = if error.is::<tower::load_shed::error::Overloaded>() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    (status, [(header::RETRY_AFTER, "1")], "overloaded\n")
+}
+
+/// Publishes jemalloc's allocated bytes every 10 ms as `jemalloc_allocated_bytes`.
+fn sample_jemalloc() -> Result<(), String> {
+    let memory = JemallocMemory::new().map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("jemalloc-sampler".into())
+        .spawn(move || {
+            loop {
+                if memory.refresh().is_ok() {
+                    metrics::gauge!("jemalloc_allocated_bytes")
+                        .set(memory.allocated_bytes() as f64);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+        .map(drop)
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,212 @@
+//! Drives the example servers with `oha` through the scenarios of `scenario.rs`, side by side
+//! (tower-admission, tower's `LoadShed` + `GlobalConcurrencyLimit`, no limit), watching
+//! `/metrics`, `/health` and RSS, and writes `report.md`, CSVs and SVG charts.
+//!
+//! `load/run.sh` builds and runs it; see there for usage.
+
+mod oha;
+mod plot;
+mod probe;
+mod report;
+mod scenario;
+mod server;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    thread,
+    time::{Duration, Instant},
+};
+
+use report::{Run, SetupRun};
+use scenario::Scenario;
+use server::Server;
+
+/// A server set up for comparison.
+struct Setup {
+    name: &'static str,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+fn setups(scenario: &Scenario, bin_dir: &Path) -> Vec<Setup> {
+    let owned = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    };
+    vec![
+        Setup {
+            name: "tower-admission",
+            binary: bin_dir.join("server"),
+            env: owned(&scenario.env),
+        },
+        Setup {
+            name: "tower LoadShed+GlobalConcurrencyLimit",
+            binary: bin_dir.join("compare"),
+            env: owned(&[
+                ("LIMITER", "tower".into()),
+                ("TOWER_CONCURRENCY", scenario.tower_concurrency.to_string()),
+            ]),
+        },
+        Setup {
+            name: "no limit",
+            binary: bin_dir.join("compare"),
+            env: owned(&[("LIMITER", "none".into())]),
+        },
+    ]
+}
+
+struct Args {
+    scenario: String,
+    out: PathBuf,
+    bin_dir: PathBuf,
+    oha: PathBuf,
+}
+
+fn args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let scenario = args
+        .next()
+        .ok_or("usage: admission-load SCENARIO --out DIR --bin-dir DIR --oha PATH")?;
+    let (mut out, mut bin_dir, mut oha) = (None, None, None);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--out" => out = Some(PathBuf::from(value)),
+            "--bin-dir" => bin_dir = Some(PathBuf::from(value)),
+            "--oha" => oha = Some(PathBuf::from(value)),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(Args {
+        scenario,
+        out: out.ok_or("--out is required")?,
+        bin_dir: bin_dir.ok_or("--bin-dir is required")?,
+        oha: oha.ok_or("--oha is required")?,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match args() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let scenarios = match args.scenario.as_str() {
+        "all" => scenario::all(),
+        name => match scenario::by_name(name) {
+            Some(s) => vec![s],
+            None => {
+                eprintln!(
+                    "error: unknown scenario {name:?}; known: {}",
+                    scenario::NAMES
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut runs = Vec::new();
+    for scenario in &scenarios {
+        match run_scenario(scenario, &args) {
+            Ok(run) => {
+                println!("{}", report::table(&run));
+                runs.push(run);
+            }
+            Err(error) => {
+                eprintln!("error: scenario {}: {error}", scenario.name);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Err(error) = report::write(&args.out, &runs) {
+        eprintln!("error: writing the report: {error}");
+        return ExitCode::FAILURE;
+    }
+    let problems: Vec<String> = runs.iter().flat_map(report::problems).collect();
+    println!("report: {}", args.out.join("report.md").display());
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for problem in &problems {
+            eprintln!("FAIL: {problem}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn run_scenario(scenario: &Scenario, args: &Args) -> Result<Run, String> {
+    let dir = args.out.join(scenario.name);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let began = Instant::now();
+    let mut setup_runs = Vec::new();
+    for (index, setup) in setups(scenario, &args.bin_dir).into_iter().enumerate() {
+        eprintln!(
+            "[{}] {} ({:.0} s of load)",
+            scenario.name,
+            setup.name,
+            scenario.length().as_secs_f64()
+        );
+        setup_runs.push(run_setup(scenario, &setup, &dir, &args.oha, index)?);
+    }
+    let run = Run {
+        scenario: scenario.clone(),
+        setups: setup_runs,
+        took: began.elapsed(),
+    };
+    plot::charts(&run, &dir)?;
+    Ok(run)
+}
+
+fn run_setup(
+    scenario: &Scenario,
+    setup: &Setup,
+    dir: &Path,
+    oha: &Path,
+    index: usize,
+) -> Result<SetupRun, String> {
+    let log = dir.join(format!("server-{index}.log"));
+    let server = Server::start(&setup.binary, &setup.env, &log)?;
+    let base = format!("http://{}", server.addr);
+    let start = Instant::now();
+    let sampler = probe::sampler(server.addr, server.pid(), start, Duration::from_millis(100));
+    let heartbeat = probe::heartbeat(server.addr, Duration::from_millis(100));
+
+    let loads: Vec<_> = scenario
+        .phases
+        .iter()
+        .enumerate()
+        .map(|(p, phase)| {
+            let (phase, base, dir, oha) =
+                (phase.clone(), base.clone(), dir.to_owned(), oha.to_owned());
+            thread::spawn(move || -> Result<oha::Outcome, String> {
+                thread::sleep(phase.start.saturating_sub(start.elapsed()));
+                let tag = format!("{index}-{p}");
+                let (mut child, json) = oha::start(&oha, &phase, &base, &dir, &tag)?;
+                let status = child.wait().map_err(|e| e.to_string())?;
+                if !status.success() {
+                    return Err(format!("oha exited with {status} in phase {}", phase.label));
+                }
+                oha::parse(&json)
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for load in loads {
+        outcomes.push(load.join().map_err(|_| "a load thread panicked")??);
+    }
+    thread::sleep(scenario.length().saturating_sub(start.elapsed()));
+    let samples = sampler.finish();
+    let health = heartbeat.finish();
+    server.stop();
+    report::write_samples(&dir.join(format!("samples-{index}.csv")), &samples)?;
+    Ok(SetupRun {
+        name: setup.name,
+        outcomes,
+        samples,
+        health,
+    })
+}

@@ -1,0 +1,257 @@
+//! Tables, CSVs and `report.md`.
+
+use std::{fmt::Write as _, path::Path, time::Duration};
+
+use crate::{oha::Outcome, probe::Sample, scenario::Scenario};
+
+const MIB: f64 = (1 << 20) as f64;
+
+/// The documented bound for the memory check: peak allocated bytes at most 10 % plus 16 MiB
+/// over the budget, for requests that allocate within about 1 MiB of their reservation.
+pub fn memory_bound(budget: f64) -> f64 {
+    budget * 1.10 + 16.0 * MIB
+}
+
+pub struct SetupRun {
+    pub name: &'static str,
+    pub outcomes: Vec<Outcome>,
+    pub samples: Vec<Sample>,
+    pub health: Vec<Option<f64>>,
+}
+
+impl SetupRun {
+    pub fn is_admission(&self) -> bool {
+        self.name == "tower-admission"
+    }
+
+    fn load_seconds(&self) -> f64 {
+        self.outcomes
+            .iter()
+            .map(|o| o.seconds)
+            .fold(0.0, f64::max)
+            .max(1e-9)
+    }
+
+    pub fn goodput(&self) -> f64 {
+        let ok: u64 = self
+            .outcomes
+            .iter()
+            .map(|o| o.count(|s| (200..300).contains(&s)))
+            .sum();
+        ok as f64 / self.load_seconds()
+    }
+
+    pub fn count(&self, status: u16) -> u64 {
+        self.outcomes.iter().map(|o| o.count(|s| s == status)).sum()
+    }
+
+    pub fn no_answer(&self) -> u64 {
+        self.outcomes.iter().map(|o| o.errors).sum()
+    }
+
+    pub fn peak(&self, f: impl Fn(&Sample) -> f64) -> f64 {
+        self.samples.iter().map(f).fold(0.0, f64::max)
+    }
+
+    pub fn health_p99(&self) -> Option<f64> {
+        let mut ok: Vec<f64> = self.health.iter().flatten().copied().collect();
+        ok.sort_by(f64::total_cmp);
+        percentile(&ok, 0.99)
+    }
+
+    pub fn health_failures(&self) -> usize {
+        self.health.iter().filter(|h| h.is_none()).count()
+    }
+
+    /// In flight, queued and reserved bytes at the last sample (admission only).
+    pub fn end_state(&self) -> Option<(f64, f64, f64)> {
+        let last = self.samples.last()?;
+        self.is_admission()
+            .then_some((last.in_flight, last.queued, last.reserved))
+    }
+}
+
+pub struct Run {
+    pub scenario: Scenario,
+    pub setups: Vec<SetupRun>,
+    pub took: Duration,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[((last as f64) * q).round() as usize])
+}
+
+fn ms(seconds: f64) -> String {
+    if seconds.is_nan() {
+        "–".into()
+    } else {
+        format!("{:.1}", seconds * 1000.0)
+    }
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.0}", bytes / MIB)
+}
+
+/// The comparison table of one scenario, in Markdown.
+pub fn table(run: &Run) -> String {
+    let budget = run.scenario.budget as f64;
+    let mut out = format!(
+        "### {} ({:.0} s)\n\n{}.\n\n",
+        run.scenario.name,
+        run.took.as_secs_f64(),
+        run.scenario.demonstrates
+    );
+    out.push_str("| setup | goodput (2xx/s) | 503 | 413 | no answer | p50 / p99 of 2xx (ms) | /health p99 (ms) | peak memory (MiB) | budget (MiB) | peak RSS (MiB) | after the load |\n");
+    out.push_str("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n");
+    for setup in &run.setups {
+        let latencies: Vec<String> = setup
+            .outcomes
+            .iter()
+            .map(|o| format!("{} / {}", ms(o.ok_p50), ms(o.ok_p99)))
+            .collect();
+        let health = match (setup.health_p99(), setup.health_failures()) {
+            (Some(p99), 0) => ms(p99),
+            (Some(p99), failed) => format!("{} ({failed} failed)", ms(p99)),
+            (None, failed) => format!("– ({failed} failed)"),
+        };
+        let after = match setup.end_state() {
+            Some((0.0, 0.0, 0.0)) => "0 in flight, 0 queued, 0 B reserved".to_owned(),
+            Some((f, q, r)) => format!("{f} in flight, {q} queued, {r} B reserved"),
+            None => "–".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            setup.name,
+            setup.goodput(),
+            setup.count(503),
+            setup.count(413),
+            setup.no_answer(),
+            latencies.join("; "),
+            health,
+            mib(setup.peak(|s| s.memory)),
+            if setup.is_admission() {
+                mib(budget)
+            } else {
+                "–".into()
+            },
+            mib(setup.peak(|s| s.rss)),
+            after,
+        );
+    }
+    let phases: Vec<String> = run
+        .scenario
+        .phases
+        .iter()
+        .map(|p| {
+            format!(
+                "`{}` ({}): {} connections for {} s from t={} s{}{}",
+                p.path,
+                p.label,
+                p.connections,
+                p.duration.as_secs(),
+                p.start.as_secs(),
+                p.timeout
+                    .map(|t| format!(", giving up after {} ms", t.as_millis()))
+                    .unwrap_or_default(),
+                p.post_json
+                    .map(|b| format!(", POST {} MiB JSON", b >> 20))
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let env: Vec<String> = run
+        .scenario
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let _ = write!(
+        out,
+        "\nLoad: {}. tower-admission: `{}`. tower: N = {}. Latencies per load phase, in that order.\n",
+        phases.join("; "),
+        env.join(" "),
+        run.scenario.tower_concurrency
+    );
+    out
+}
+
+/// What should fail the run: leaks, and (for the steady and smoke runs, whose requests
+/// allocate 1 MiB against a 64 KiB reservation) memory beyond the documented bound.
+pub fn problems(run: &Run) -> Vec<String> {
+    let mut problems = Vec::new();
+    for setup in run.setups.iter().filter(|s| s.is_admission()) {
+        match setup.end_state() {
+            Some((0.0, 0.0, 0.0)) => {}
+            Some(state) => problems.push(format!(
+                "{}: after the load, (in flight, queued, reserved) = {state:?}, not zero",
+                run.scenario.name
+            )),
+            None => problems.push(format!("{}: no metrics were sampled", run.scenario.name)),
+        }
+        let budget = run.scenario.budget as f64;
+        let peak = setup.peak(|s| s.memory);
+        if matches!(run.scenario.name, "steady" | "smoke") && peak > memory_bound(budget) {
+            problems.push(format!(
+                "{}: peak memory {} MiB exceeds the bound {} MiB (budget {} MiB)",
+                run.scenario.name,
+                mib(peak),
+                mib(memory_bound(budget)),
+                mib(budget)
+            ));
+        }
+        if setup.goodput() <= 0.0 {
+            problems.push(format!("{}: no 2xx answers at all", run.scenario.name));
+        }
+    }
+    problems
+}
+
+pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<(), String> {
+    let mut csv = String::from(
+        "t_seconds,memory_bytes,budget_bytes,in_flight,queued,reserved_bytes,admitted_total,rejected_total,rss_bytes\n",
+    );
+    for s in samples {
+        let _ = writeln!(
+            csv,
+            "{:.3},{},{},{},{},{},{},{},{}",
+            s.t,
+            s.memory,
+            s.budget,
+            s.in_flight,
+            s.queued,
+            s.reserved,
+            s.admitted,
+            s.rejected,
+            s.rss
+        );
+    }
+    std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn write(out: &Path, runs: &[Run]) -> Result<(), String> {
+    let mut md = String::from("# tower-admission under load\n\n");
+    let _ = writeln!(
+        md,
+        "Each scenario runs against three builds of the same axum service, one after the other on \
+         this machine ({} cores): tower-admission (`examples/server.rs`), tower's `LoadShed` + \
+         `GlobalConcurrencyLimit` wired globally (`examples/compare.rs`, `LIMITER=tower`), and no \
+         limit (`LIMITER=none`). Load comes from `oha`; a second client probes `/health` every \
+         100 ms on its own connection; `/metrics` and the server's RSS are sampled every 100 ms. \
+         \"no answer\" counts requests the client gave up on or `oha` aborted at the end of its \
+         run. Memory is jemalloc's allocated bytes as the server samples them.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for run in runs {
+        md.push_str(&table(run));
+        let name = run.scenario.name;
+        let _ = writeln!(
+            md,
+            "\n![memory]({name}/memory.svg)\n\n![in flight and queued]({name}/admission.svg)\n\n![admitted and rejected per second]({name}/rates.svg)\n\nSamples: `{name}/samples-*.csv` (0 = tower-admission, 1 = tower, 2 = no limit); oha's JSON: `{name}/oha-*.json`.\n"
+        );
+    }
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("report.md"), md).map_err(|e| e.to_string())
+}

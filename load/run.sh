@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Drives the example service under load, side by side with tower's own limits and with no
+# limit, and writes load/results/<timestamp>/report.md with SVG charts.
+#
+#   load/run.sh              the default demo (mixed), about 1 minute with a warm build
+#   load/run.sh SCENARIO     steady | mixed | spike | disconnect | stream | ingest | smoke
+#   load/run.sh all          every scenario, about 6 minutes
+#
+# Everything it starts listens on or targets 127.0.0.1 only, runs for a bounded time, and is
+# stopped by PID when the run ends or is interrupted (Ctrl-C).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+scenario=${1:-mixed}
+
+# The load generator: oha (crates.io). Installed once; it takes ~12 minutes to build on 2 cores.
+oha=$(command -v oha || true)
+[ -n "$oha" ] || [ ! -x "$HOME/.cargo/bin/oha" ] || oha="$HOME/.cargo/bin/oha"
+if [ -z "$oha" ]; then
+  echo "oha is not installed: cargo install oha --locked (about 12 minutes on 2 cores, once)" >&2
+  cargo install oha --locked --quiet
+  oha="$HOME/.cargo/bin/oha"
+fi
+
+echo "building the example servers and the load driver (release)" >&2
+(cd "$root" && cargo build --release --quiet --example server --example compare)
+(cd "$here/driver" && cargo build --release --quiet)
+
+out="$here/results/$(date +%Y%m%d-%H%M%S)-$scenario"
+mkdir -p "$out"
+# Its own process group, so that an interrupt stops the driver, the servers and oha, and
+# nothing else.
+setsid "$here/driver/target/release/admission-load" "$scenario" \
+  --out "$out" --bin-dir "$root/target/release/examples" --oha "$oha" &
+driver=$!
+stop() { kill -TERM -- "-$driver" 2>/dev/null || true; }
+trap 'stop; exit 130' INT TERM
+status=0
+wait "$driver" || status=$?
+trap - INT TERM
+exit "$status"
