@@ -98,7 +98,10 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { mut body, permit } => {
-                let frame = ready!(body.as_mut().poll_frame(cx));
+                let frame = ready!(match permit {
+                    Some(permit) => permit.track(|| body.as_mut().poll_frame(cx)),
+                    None => body.as_mut().poll_frame(cx),
+                });
                 if matches!(frame, None | Some(Err(_))) || body.is_end_stream() {
                     // Done: let the next request in now, not when hyper drops the body.
                     drop(permit.take());

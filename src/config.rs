@@ -97,7 +97,7 @@ impl Default for AdmissionConfig {
             sample_interval: Duration::from_millis(10),
             bypass: Vec::new(),
             retry_after_secs: 1,
-            request_estimate: 1 << 20,
+            request_estimate: 256 << 10,
         }
     }
 }
@@ -260,10 +260,9 @@ impl AdmissionConfig {
         self
     }
 
-    /// The bytes each request is first expected to allocate, reserved on top of its
-    /// `Content-Length` (default 1 MiB). Once requests are in flight, the estimate is learned
-    /// from what they hold; this figure only guards the first moments, such as a burst
-    /// arriving at an idle service.
+    /// The bytes charged to each admitted request on top of its `Content-Length` until it has
+    /// allocated more (default 256 KiB): what covers allocations the charge cannot see yet,
+    /// such as those after an `.await` or in a spawned task, until the next reading.
     pub fn request_estimate(mut self, bytes: u64) -> Self {
         self.request_estimate = bytes;
         self

@@ -1,10 +1,10 @@
 //! The shared admission state: in-flight count, reserved bytes and the bounded FIFO queue.
 //!
 //! A request is admitted while `in_flight < max_concurrency` and
-//! `max(memory, baseline + reserved) + estimate <= budget`, where `memory` is the sampler's
-//! last reading and `reserved` sums the estimates of the requests in flight (see
-//! [`crate::footprint`] for the estimate and the baseline). Otherwise it queues, unless the
-//! queue is full.
+//! `max(memory, baseline + charged) + estimate <= budget`, where `memory` is the sampler's
+//! last reading and `charged` sums what the requests in flight are charged: their estimates,
+//! or what they have allocated when that is more (see [`crate::footprint`]). Otherwise it
+//! queues, unless the queue is full.
 //!
 //! **Order.** Waiters are admitted strictly first in, first out, and a new arrival never
 //! overtakes a waiter (no barging). A large request at the head therefore holds back smaller
@@ -179,14 +179,23 @@ mod word {
         ((word & !QUEUED) >> IN_FLIGHT_BITS) * 1024
     }
 
-    /// What one request of `estimate` bytes adds to the word: one in flight, and its
-    /// estimate rounded up to whole KiB.
-    pub(super) fn claim(estimate: u64) -> u64 {
-        1 + (estimate.div_ceil(1024) << IN_FLIGHT_BITS)
+    /// What one request charged `charge_kib` adds to the word: one in flight, and its charge.
+    pub(super) fn claim(charge_kib: u64) -> u64 {
+        1 + charge(charge_kib)
+    }
+
+    /// What `charge_kib` adds to the reserved field.
+    pub(super) fn charge(charge_kib: u64) -> u64 {
+        charge_kib << IN_FLIGHT_BITS
     }
 }
 
-use word::{QUEUED, claim, in_flight, reserved_bytes};
+use word::{QUEUED, charge, claim, in_flight, reserved_bytes};
+
+/// `bytes` in KiB, rounded up: the unit of charges in the state word.
+pub(crate) fn kib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
 
 /// The largest concurrency limit the state word can count.
 pub(crate) const MAX_CONCURRENCY: usize = (1 << 20) - 1;
@@ -226,8 +235,10 @@ pub(crate) struct Controller {
     memory: Arc<dyn MemorySource>,
     /// In flight, reserved KiB and the `QUEUED` bit: see [`word`].
     state: AtomicU64,
-    /// The baseline reading and the learned per-request estimate.
+    /// The baseline reading.
     footprint: Footprint,
+    /// Counts what the calling thread allocates, to charge requests as they allocate.
+    thread_counter: Option<fn() -> u64>,
     queue: Mutex<Queue>,
     /// The queue's length, written under the lock and read without it.
     queued: AtomicUsize,
@@ -254,13 +265,12 @@ impl fmt::Debug for Controller {
 
 impl Controller {
     pub(crate) fn new(settings: Settings, memory: Arc<dyn MemorySource>) -> Self {
-        let footprint = Footprint::new(
-            memory.allocated_bytes(),
-            settings.request_estimate,
-            settings.budget,
-        );
+        let footprint = Footprint::new(memory.allocated_bytes(), settings.request_estimate);
+        // Charging what requests allocate only matters against a budget.
+        let thread_counter = settings.budget.and(memory.thread_allocation_counter());
         Self {
             footprint,
+            thread_counter,
             settings,
             memory,
             state: AtomicU64::new(0),
@@ -288,18 +298,18 @@ impl Controller {
         }
         // Without a budget there is nothing to reserve, and nothing to pay for reserving.
         let estimate = match self.settings.budget {
-            Some(_) => self.footprint.estimate(declared),
+            Some(_) => declared.saturating_add(self.footprint.first_poll_estimate()),
             None => 0,
         };
         let memory = self.memory.allocated_bytes();
         match self.try_admit(memory, estimate) {
-            Ok(()) => Acquired::Admitted(Permit::new(Arc::clone(self), estimate)),
+            Ok(()) => Acquired::Admitted(Permit::new(Arc::clone(self), estimate, declared)),
             // Full, and no room to wait: answer without the lock. The queue length may be an
             // instant old, which only matters at the boundary.
             Err(limit) if self.queued.load(Relaxed) >= self.settings.queue_capacity => {
                 Acquired::Rejected(self.reject(Reason::QueueFull, limit))
             }
-            Err(_) => self.enqueue(memory, estimate),
+            Err(_) => self.enqueue(memory, estimate, declared),
         }
     }
 
@@ -322,10 +332,12 @@ impl Controller {
                 }
                 Some(limit) => return Err(limit),
             };
-            match self
-                .state
-                .compare_exchange_weak(state, state + claim(estimate), SeqCst, SeqCst)
-            {
+            match self.state.compare_exchange_weak(
+                state,
+                state + claim(kib(estimate)),
+                SeqCst,
+                SeqCst,
+            ) {
                 Ok(_) => {
                     if over_budget {
                         self.note_over_budget(memory);
@@ -338,12 +350,12 @@ impl Controller {
         }
     }
 
-    fn enqueue(self: &Arc<Self>, memory: u64, estimate: u64) -> Acquired {
+    fn enqueue(self: &Arc<Self>, memory: u64, estimate: u64, declared: u64) -> Acquired {
         let mut queue = self.lock();
         // The queue may have emptied since the first try: then there is no one to queue behind.
         if queue.waiters.is_empty() && self.try_admit(memory, estimate).is_ok() {
             drop(queue);
-            return Acquired::Admitted(Permit::new(Arc::clone(self), estimate));
+            return Acquired::Admitted(Permit::new(Arc::clone(self), estimate, declared));
         }
         if queue.waiters.len() >= self.settings.queue_capacity {
             let limit = self.limit_for(self.state.load(SeqCst), memory, estimate);
@@ -370,17 +382,38 @@ impl Controller {
             controller: Arc::clone(self),
             id,
             estimate,
+            declared,
             settled: false,
         })
     }
 
     /// Gives back what an admitted request held, and hands it on to waiters if any.
-    pub(crate) fn release(&self, estimate: u64) {
-        let state = self.state.fetch_sub(claim(estimate), SeqCst);
-        debug_assert!(in_flight(state) > 0 && reserved_bytes(state) >= estimate);
+    pub(crate) fn release(&self, charged_kib: u64) {
+        let state = self.state.fetch_sub(claim(charged_kib), SeqCst);
+        debug_assert!(in_flight(state) > 0 && reserved_bytes(state) >= charged_kib * 1024);
         if state & QUEUED != 0 {
             self.grant_waiters(Reading::Stale);
         }
+    }
+
+    /// Changes a request's charge from `from` to `to` KiB; a lower charge may let waiters in.
+    pub(crate) fn recharge(&self, from: u64, to: u64) {
+        if to > from {
+            self.state.fetch_add(charge(to - from), SeqCst);
+        } else if self.state.fetch_sub(charge(from - to), SeqCst) & QUEUED != 0 {
+            self.grant_waiters(Reading::Stale);
+        }
+    }
+
+    /// The per-thread allocation counter, when requests are charged what they allocate.
+    #[inline]
+    pub(crate) fn thread_counter(&self) -> Option<fn() -> u64> {
+        self.thread_counter
+    }
+
+    /// Learns from what a request's first poll allocated.
+    pub(crate) fn learn_first_poll(&self, allocated: u64) {
+        self.footprint.learn_first_poll(allocated);
     }
 
     /// Called after each fresh memory sample: a lower reading may let waiters in.
@@ -440,7 +473,7 @@ impl Controller {
             let Some((_, waiter)) = queue.waiters.pop_first() else {
                 break;
             };
-            self.state.fetch_add(claim(estimate), SeqCst);
+            self.state.fetch_add(claim(kib(estimate)), SeqCst);
             self.admitted.fetch_add(1, Relaxed);
             wakers.extend(waiter.waker);
         }
@@ -521,7 +554,6 @@ impl Controller {
             queued: self.queued.load(Relaxed),
             memory_bytes: self.memory.allocated_bytes(),
             reserved_bytes: reserved_bytes(state),
-            request_estimate_bytes: self.footprint.per_request(),
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
             queue_capacity: self.settings.queue_capacity,
@@ -538,6 +570,7 @@ pub(crate) struct Ticket {
     controller: Arc<Controller>,
     id: u64,
     estimate: u64,
+    declared: u64,
     /// Whether the grant was taken as a permit, or the ticket left the queue.
     settled: bool,
 }
@@ -553,6 +586,10 @@ impl fmt::Debug for Ticket {
 }
 
 impl Ticket {
+    fn permit(&self) -> Permit {
+        Permit::new(Arc::clone(&self.controller), self.estimate, self.declared)
+    }
+
     /// Ready with the permit once granted; otherwise registers `cx`'s waker.
     pub(crate) fn poll_grant(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
         if self.settled {
@@ -569,7 +606,7 @@ impl Ticket {
         }
         drop(queue);
         self.settled = true;
-        Poll::Ready(Permit::new(Arc::clone(&self.controller), self.estimate))
+        Poll::Ready(self.permit())
     }
 
     /// The deadline passed: leave the queue with a rejection, unless the grant came first.
@@ -577,7 +614,7 @@ impl Ticket {
         self.settled = true;
         match self.controller.leave_queue(self.id, self.estimate) {
             Some(limit) => Err(self.controller.reject(Reason::QueueTimeout, limit)),
-            None => Ok(Permit::new(Arc::clone(&self.controller), self.estimate)),
+            None => Ok(self.permit()),
         }
     }
 }
@@ -591,7 +628,7 @@ impl Drop for Ticket {
                 .is_none()
         {
             // Granted, but the future was dropped before it noticed.
-            self.controller.release(self.estimate);
+            self.controller.release(kib(self.estimate));
         }
     }
 }

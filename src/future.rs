@@ -117,7 +117,10 @@ where
         loop {
             let (permit, (mut service, request)) = match this.state.as_mut().project() {
                 StateProj::Called { future, permit } => {
-                    let response = ready!(future.poll(cx))?;
+                    let response = match permit {
+                        Some(permit) => ready!(permit.track(|| future.poll(cx)))?,
+                        None => ready!(future.poll(cx))?,
+                    };
                     let permit = permit.take();
                     return Poll::Ready(
                         Ok(response.map(|body| AdmissionBody::inner(body, permit))),

@@ -32,7 +32,7 @@ mod enabled {
         describe_gauge!(
             "admission_reserved_bytes",
             Unit::Bytes,
-            "Bytes reserved by requests in flight."
+            "Bytes charged to requests in flight: estimates, or what they allocated when more."
         );
         describe_gauge!(
             "admission_memory_budget_bytes",
@@ -64,7 +64,6 @@ mod enabled {
         gauge!("admission_queued").set(s.queued as f64);
         gauge!("admission_memory_bytes").set(s.memory_bytes as f64);
         gauge!("admission_reserved_bytes").set(s.reserved_bytes as f64);
-        gauge!("admission_request_estimate_bytes").set(s.request_estimate_bytes as f64);
         gauge!("admission_memory_budget_bytes")
             .set(s.memory_budget_bytes.map_or(f64::INFINITY, |b| b as f64));
         gauge!("admission_max_concurrency").set(s.max_concurrency as f64);

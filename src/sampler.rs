@@ -67,7 +67,6 @@ mod tests {
             queued: 0,
             memory_bytes: memory,
             reserved_bytes: reserved,
-            request_estimate_bytes: 0,
             memory_budget_bytes: budget,
             max_concurrency: 1,
             queue_capacity: 0,

@@ -26,11 +26,9 @@ pub struct Snapshot {
     pub queued: usize,
     /// The memory source's last reading.
     pub memory_bytes: u64,
-    /// Bytes reserved by the requests in flight.
+    /// Bytes charged to the requests in flight: each one's estimate, or what its polls have
+    /// allocated when that is more.
     pub reserved_bytes: u64,
-    /// What the next request will reserve on top of its `Content-Length`: the configured
-    /// estimate at first, then learned from the memory that requests in flight hold.
-    pub request_estimate_bytes: u64,
     /// The memory budget, `None` when off.
     pub memory_budget_bytes: Option<u64>,
     /// The concurrency limit.

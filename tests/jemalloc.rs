@@ -77,8 +77,10 @@ async fn budget_reacts_to_real_allocations() {
         }));
 
     let big = tokio::spawn(service.clone().oneshot(Request::new(100)));
-    wait_for(&admission, "the sampler to see 100 MiB", |s| {
-        s.in_flight == 1 && s.memory_bytes >= base + 100 * MIB
+    // The sampler sees the 100 MiB, and the request is charged them (not only its 1 MiB
+    // estimate) as soon as the poll that allocated them returns.
+    wait_for(&admission, "the sampler to see 100 MiB, charged", |s| {
+        s.in_flight == 1 && s.memory_bytes >= base + 100 * MIB && s.reserved_bytes >= 100 * MIB
     })
     .await;
 

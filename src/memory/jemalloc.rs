@@ -153,6 +153,27 @@ impl MemorySource for JemallocMemory {
     fn name(&self) -> &'static str {
         "jemalloc stats.allocated - tcache_bytes"
     }
+
+    fn thread_allocation_counter(&self) -> Option<fn() -> u64> {
+        Some(thread_net_allocated)
+    }
+}
+
+thread_local! {
+    /// This thread's `thread.allocatedp` and `thread.deallocatedp`: pointers to jemalloc's
+    /// own per-thread counters, resolved once per thread, read for the price of a load.
+    static THREAD_COUNTERS: Option<(thread::ThreadLocal<u64>, thread::ThreadLocal<u64>)> =
+        thread::allocatedp::read().ok().zip(thread::deallocatedp::read().ok());
+}
+
+/// Bytes the calling thread has allocated minus bytes it has freed, since it started
+/// (wrapping). The difference across a poll is what that poll allocated, net.
+pub(crate) fn thread_net_allocated() -> u64 {
+    THREAD_COUNTERS.with(|counters| {
+        counters.map_or(0, |(allocated, deallocated)| {
+            allocated.get().wrapping_sub(deallocated.get())
+        })
+    })
 }
 
 fn read_error(what: &'static str) -> impl Fn(tikv_jemalloc_ctl::Error) -> MemoryError {

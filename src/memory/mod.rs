@@ -49,6 +49,14 @@ pub trait MemorySource: Send + Sync + std::fmt::Debug + 'static {
 
     /// A short name for the effective configuration, such as `"jemalloc stats.allocated"`.
     fn name(&self) -> &'static str;
+
+    /// A function returning the bytes the calling thread has allocated minus those it has
+    /// freed, if the allocator counts them per thread (jemalloc does). With it, the layer
+    /// charges each request what its polls allocate, at once, instead of waiting for the next
+    /// reading. The default is `None`.
+    fn thread_allocation_counter(&self) -> Option<fn() -> u64> {
+        None
+    }
 }
 
 /// A memory source whose value is set by hand: for tests, and for integrations that measure

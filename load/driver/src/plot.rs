@@ -10,7 +10,7 @@ const MIB: f64 = (1 << 20) as f64;
 const COLORS: [RGBColor; 3] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
-    RGBColor(127, 127, 127),
+    RGBColor(44, 160, 44),
 ];
 
 pub fn charts(run: &Run, dir: &Path) -> Result<(), String> {
