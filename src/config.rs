@@ -260,9 +260,10 @@ impl AdmissionConfig {
         self
     }
 
-    /// The bytes charged to each admitted request on top of its `Content-Length` until it has
-    /// allocated more (default 256 KiB): what covers allocations the charge cannot see yet,
-    /// such as those after an `.await` or in a spawned task, until the next reading.
+    /// What a request is charged, on top of its `Content-Length`, between its admission and
+    /// its first poll, until the layer has seen first polls (it then charges their recent
+    /// average). Default 256 KiB. After its first poll a request is charged what it has
+    /// allocated, where the memory source counts allocations per thread (jemalloc does).
     pub fn request_estimate(mut self, bytes: u64) -> Self {
         self.request_estimate = bytes;
         self

@@ -4,6 +4,10 @@ use std::{fmt, sync::Arc};
 
 use crate::controller::{Controller, kib};
 
+/// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
+/// most polls of small requests cost no shared write.
+const RECHARGE_STEP_KIB: u64 = 32;
+
 /// Held from admission until the response body ends or is dropped; dropping it on any path
 /// (completion, error, client disconnect, panic unwinding) gives back the slot and the charge.
 ///
@@ -55,7 +59,8 @@ impl Permit {
             self.controller.learn_first_poll(allocated);
         }
         let charge = kib(allocated).max(self.declared_kib);
-        if charge != self.charged_kib {
+        // Small moves are not worth an atomic operation on the shared word.
+        if charge.abs_diff(self.charged_kib) >= RECHARGE_STEP_KIB {
             self.controller.recharge(self.charged_kib, charge);
             self.charged_kib = charge;
         }

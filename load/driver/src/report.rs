@@ -202,7 +202,8 @@ pub fn problems(run: &Run) -> Vec<String> {
                 mib(budget)
             ));
         }
-        if setup.goodput() <= 0.0 {
+        // In `disconnect` every client gives up before its answer, by design.
+        if run.scenario.name != "disconnect" && setup.goodput() <= 0.0 {
             problems.push(format!("{}: no 2xx answers at all", run.scenario.name));
         }
     }
