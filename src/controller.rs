@@ -163,7 +163,7 @@ pub(crate) enum Acquired {
 /// releasing one subtraction, and the two limits are always checked against a consistent pair:
 ///
 /// - bits 0–19: requests in flight (hence at most [`MAX_CONCURRENCY`]);
-/// - bits 20–62: bytes reserved by them, in KiB (up to 8 PiB);
+/// - bits 20–62: bytes charged to them, in KiB (up to 8 PiB);
 /// - bit 63 (`QUEUED`): someone waits. Arrivals must then queue behind them (no barging),
 ///   and a release must take the lock to hand its slot on.
 mod word {
@@ -199,8 +199,8 @@ pub(crate) fn kib(bytes: u64) -> u64 {
 
 /// The largest concurrency limit the state word can count.
 pub(crate) const MAX_CONCURRENCY: usize = (1 << 20) - 1;
-/// The largest budget: reservations can reach about twice the budget (one request over it,
-/// by the progress guarantee), and twice this fits the word's 43 bits of KiB.
+/// The largest budget. Estimates are bounded by the budget and charges beyond them by real
+/// memory, so the word's 43 bits of KiB (8 PiB) never overflow.
 pub(crate) const MAX_BUDGET_BYTES: u64 = 1 << 52;
 
 /// Whether the memory reading was just taken (by the sampler) or may be an interval old.
@@ -235,7 +235,7 @@ pub(crate) struct Controller {
     memory: Arc<dyn MemorySource>,
     /// In flight, reserved KiB and the `QUEUED` bit: see [`word`].
     state: AtomicU64,
-    /// The baseline reading.
+    /// The baseline reading and the first-poll estimate.
     footprint: Footprint,
     /// Counts what the calling thread allocates, to charge requests as they allocate.
     thread_counter: Option<fn() -> u64>,
