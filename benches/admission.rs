@@ -61,16 +61,20 @@ fn admission(memory: bool, max: usize, queue: usize) -> Admission {
     Admission::new(config).expect("jemalloc is the global allocator")
 }
 
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Runs `iters` calls, one after the other, on a current-thread runtime.
 fn sequential<S, B>(service: &mut S, iters: u64) -> Duration
 where
     S: Service<Request<()>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread();
     runtime.block_on(async {
         let start = Instant::now();
         for _ in 0..iters {
@@ -186,10 +190,7 @@ fn uncontended_and_contended(c: &mut Criterion) {
 /// A request that waits for the only slot and is woken when the holder's response ends.
 fn queue_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("queue path");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread();
 
     for (name, memory) in [
         ("admission (memory off)", false),
@@ -236,10 +237,7 @@ fn queue_path(c: &mut Criterion) {
 /// The only slot is taken and the queue is empty-capacity: the request ends as a 503.
 fn rejection_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("rejection path");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread();
 
     for (name, memory) in [
         ("admission (memory off)", false),

@@ -31,15 +31,8 @@ mod common;
 static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
 
 fn main() -> ExitCode {
-    common::init_tracing();
-    let metrics = match common::install_metrics() {
-        Ok(handle) => handle,
-        Err(error) => {
-            return common::fail(&format!("cannot install the metrics recorder: {error}"));
-        }
-    };
-    let addr = match common::listen_addr() {
-        Ok(addr) => addr,
+    let (metrics, addr) = match common::start() {
+        Ok(started) => started,
         Err(error) => return common::fail(&error),
     };
     let limiter = std::env::var("LIMITER").unwrap_or_else(|_| "tower".into());

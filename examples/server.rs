@@ -37,13 +37,10 @@ mod common;
 static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
 
 fn main() -> ExitCode {
-    common::init_tracing();
-    // The recorder goes first, so the pool's metric descriptions reach it.
-    let metrics = match common::install_metrics() {
-        Ok(handle) => handle,
-        Err(error) => {
-            return common::fail(&format!("cannot install the metrics recorder: {error}"));
-        }
+    // The metrics recorder goes first, so the pool's metric descriptions reach it.
+    let (metrics, addr) = match common::start() {
+        Ok(started) => started,
+        Err(error) => return common::fail(&error),
     };
     let admission = match AdmissionConfig::default()
         .bypass(["/health", "/metrics"])
@@ -52,10 +49,6 @@ fn main() -> ExitCode {
     {
         Ok(admission) => admission,
         Err(error) => return common::fail(&error.to_string()),
-    };
-    let addr = match common::listen_addr() {
-        Ok(addr) => addr,
-        Err(error) => return common::fail(&error),
     };
     println!("{admission}");
     // One pool over every route: `Router::layer` wraps each route, and they all share it.

@@ -27,8 +27,17 @@ const MAX_STREAM_CHUNKS: u64 = 100_000;
 const MAX_INGEST_BYTES: usize = 64 << 20;
 const PAGE: usize = 4096;
 
+/// What every example server does first: logging, the metrics recorder (before anything
+/// describes a metric), and `LISTEN_ADDR`. Errors are ready for [`fail`].
+pub fn start() -> Result<(PrometheusHandle, SocketAddr), String> {
+    init_tracing();
+    let metrics =
+        install_metrics().map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    Ok((metrics, listen_addr()?))
+}
+
 /// Logs to stderr (`RUST_LOG`, default `info`).
-pub fn init_tracing() {
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -39,7 +48,7 @@ pub fn init_tracing() {
 }
 
 /// `LISTEN_ADDR`, default `127.0.0.1:3000`.
-pub fn listen_addr() -> Result<SocketAddr, String> {
+fn listen_addr() -> Result<SocketAddr, String> {
     let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     listen.parse().map_err(|_| {
         format!("LISTEN_ADDR={listen:?} is not valid: expected an address such as 127.0.0.1:3000")
@@ -79,7 +88,7 @@ pub fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     // Explicit buckets make the queue wait a Prometheus histogram rather than a summary.
     PrometheusBuilder::new()
         .set_buckets_for_metric(
