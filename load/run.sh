@@ -26,7 +26,7 @@ echo "building the example servers and the load driver (release)" >&2
 (cd "$root" && cargo build --release --quiet --example server --example compare)
 (cd "$here/driver" && cargo build --release --quiet)
 
-out="$here/results/$(date +%Y%m%d-%H%M%S)-$scenario"
+out="$here/results/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 # Its own process group, so that an interrupt stops the driver, the servers and oha, and
 # nothing else.

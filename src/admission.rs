@@ -161,7 +161,7 @@ fn describe(config: &AdmissionConfig, budget: &str, source: &str) -> String {
          \x20 max concurrency   {}\n\
          \x20 memory budget     {budget}\n\
          \x20 memory source     {source}\n\
-         \x20 request charge    Content-Length + {}, or what it allocates when more\n\
+         \x20 request charge    Content-Length + {} until its first poll (then learned), then what it allocates\n\
          \x20 queue capacity    {}\n\
          \x20 queue timeout     {}\n\
          \x20 sample interval   {}\n\
