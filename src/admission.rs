@@ -93,7 +93,12 @@ impl Admission {
             retry_after: response::retry_after(config.retry_after_secs),
             bypass: config.bypass.clone(),
         };
-        let description = describe(&config, &budget_text, source.name());
+        let description = describe(
+            &config,
+            &budget_text,
+            source.name(),
+            source.thread_allocation_counter().is_some(),
+        );
         let controller = Arc::new(Controller::new(settings, Arc::new(source)));
         metrics::describe();
         sampler::spawn(&controller, config.sample_interval)
@@ -150,7 +155,15 @@ fn resolve_budget(budget: MemoryBudget) -> Result<(Option<u64>, String), ConfigE
     })
 }
 
-fn describe(config: &AdmissionConfig, budget: &str, source: &str) -> String {
+fn describe(config: &AdmissionConfig, budget: &str, source: &str, tracks: bool) -> String {
+    let charge = ByteSize::b(config.request_estimate).display().iec();
+    let charge = if tracks {
+        format!(
+            "Content-Length + {charge} until its first poll (then learned), then what it allocates"
+        )
+    } else {
+        format!("Content-Length + {charge}")
+    };
     let bypass = if config.bypass.is_empty() {
         "none".to_owned()
     } else {
@@ -161,14 +174,13 @@ fn describe(config: &AdmissionConfig, budget: &str, source: &str) -> String {
          \x20 max concurrency   {}\n\
          \x20 memory budget     {budget}\n\
          \x20 memory source     {source}\n\
-         \x20 request charge    Content-Length + {} until its first poll (then learned), then what it allocates\n\
+         \x20 request charge    {charge}\n\
          \x20 queue capacity    {}\n\
          \x20 queue timeout     {}\n\
          \x20 sample interval   {}\n\
          \x20 bypass            {bypass}\n\
          \x20 retry-after       {} s",
         config.max_concurrency,
-        ByteSize::b(config.request_estimate).display().iec(),
         config.queue_capacity,
         humantime::format_duration(config.queue_timeout),
         humantime::format_duration(config.sample_interval),
