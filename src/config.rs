@@ -567,6 +567,51 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Whatever a variable holds, parsing never panics, and a refusal names the variable.
+        #[test]
+        fn any_value_is_parsed_or_refused_by_name(
+            index in 0..vars::ALL.len(),
+            value in proptest::prop_oneof![
+                ".*",
+                "[0-9]{0,25}",
+                "-?[0-9]{1,20}(\\.[0-9]{1,5})?( ?([kKmMgGtTpPeE]i?[bB]|[bB]|%|ms|s|h|x))?",
+                "(/[a-z]{0,5},?){0,4}",
+            ],
+        ) {
+            let var = vars::ALL[index];
+            match AdmissionConfig::default().apply_vars([(var, value.as_str())]) {
+                Ok(config) => proptest::prop_assert!(
+                    config.validate().is_ok(),
+                    "{var}={value:?} parsed into an invalid config"
+                ),
+                Err(error) => proptest::prop_assert!(
+                    error.to_string().contains(var),
+                    "{var}={value:?}: {error}"
+                ),
+            }
+        }
+
+        /// Bytes that are not UTF-8 are refused by name, whatever else they hold.
+        #[cfg(unix)]
+        #[test]
+        fn any_bytes_are_refused_by_name_when_not_utf8(
+            index in 0..vars::ALL.len(),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            use std::os::unix::ffi::OsStringExt;
+            let var = vars::ALL[index];
+            let utf8 = std::str::from_utf8(&bytes).is_ok();
+            let result = AdmissionConfig::default()
+                .apply_vars([(OsString::from(var), OsString::from_vec(bytes))]);
+            if let Err(error) = result {
+                proptest::prop_assert!(error.to_string().contains(var));
+            } else {
+                proptest::prop_assert!(utf8);
+            }
+        }
+    }
+
     #[test]
     fn builder_values_are_validated() {
         let bad = [

@@ -586,6 +586,13 @@ impl fmt::Debug for Ticket {
 }
 
 impl Ticket {
+    /// Whether the ticket still waits (not granted, not gone). For tests, which must not
+    /// settle a ticket to look at it.
+    #[cfg(test)]
+    pub(crate) fn is_waiting(&self) -> bool {
+        !self.settled && self.controller.lock().waiters.contains_key(&self.id)
+    }
+
     fn permit(&self) -> Permit {
         Permit::new(Arc::clone(&self.controller), self.estimate, self.declared)
     }

@@ -83,6 +83,8 @@ mod layer;
 mod log_throttle;
 pub mod memory;
 mod metrics;
+#[cfg(test)]
+mod model_tests;
 mod permit;
 mod response;
 mod sampler;
