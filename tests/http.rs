@@ -325,21 +325,59 @@ async fn limits_are_shared_across_routes_and_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_connections_that_give_up_leave_nothing_behind() {
-    let config = config().max_concurrency(4).queue_capacity(64);
+async fn ten_thousand_clients_that_give_up_leave_nothing_behind() {
+    // 20 rounds of 500 connections: 4 served, 496 queued, then every client hangs up.
+    let config = config().max_concurrency(4).queue_capacity(512);
     let server = TestServer::start(config, 0).await;
-    for round in 0..5 {
+    for round in 0..20 {
         let mut clients = Vec::new();
-        for id in 0..40 {
-            clients.push(server.open(&format!("/hold/{}", round * 100 + id)).await);
+        for id in 0..500 {
+            clients.push(server.open(&format!("/hold/{}", round * 1000 + id)).await);
         }
         server
-            .wait_for("4 in flight, 36 queued", |s| {
-                s.in_flight == 4 && s.queued == 36
+            .wait_for("4 in flight, 496 queued", |s| {
+                s.in_flight == 4 && s.queued == 496
             })
             .await;
         drop(clients);
         server.wait_idle().await;
     }
+    // Waiters granted while their clients were hanging up were admitted, then released.
+    assert_eq!(server.snapshot().rejected_total(), 0);
     assert_eq!(server.get("/fast").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_at_ten_gigabytes_is_refused_before_it_is_read() {
+    let server = TestServer::start(config().memory_budget_bytes(10 * MIB), 0).await;
+    let stream = server
+        .open_raw("POST /ingest HTTP/1.1\r\nhost: t\r\ncontent-length: 10000000000\r\nconnection: close\r\n\r\n")
+        .await;
+    let reply = read_reply(stream).await;
+    assert_eq!(reply.status, 413);
+    server.wait_idle().await;
+    assert_eq!(server.get("/fast").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_without_a_length_is_admitted_on_its_estimate() {
+    let config = config().memory_budget_bytes(10 * MIB).request_estimate(MIB);
+    let server = TestServer::start(config, 0).await;
+    let mut stream = server
+        .open_raw("POST /ingest HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+        .await;
+    server
+        .wait_for("admitted on its estimate alone", |s| {
+            s.in_flight == 1 && s.reserved_bytes == MIB
+        })
+        .await;
+    for _ in 0..4 {
+        stream.write_all(b"4000\r\n").await.unwrap();
+        stream.write_all(&[b'x'; 0x4000]).await.unwrap();
+        stream.write_all(b"\r\n").await.unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let reply = read_reply(stream).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "65536\n"));
+    server.wait_idle().await;
 }
