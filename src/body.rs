@@ -19,6 +19,27 @@ pin_project! {
     ///
     /// Holding the permit for the body's lifetime matters for streaming responses: the
     /// handler has returned, but the work (and its memory) goes on until the last frame.
+    ///
+    /// ```
+    /// use http::{Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let config = AdmissionConfig::default().memory_budget_bytes(1 << 30);
+    /// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+    /// let service = admission.layer().layer(service_fn(|_: Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(bytes::Bytes::from("hi"))))
+    /// }));
+    /// let response = service.oneshot(Request::new(())).await.unwrap();
+    /// assert_eq!(admission.snapshot().in_flight, 1, "the body holds the permit");
+    /// let body = response.into_body().collect().await.unwrap().to_bytes();
+    /// assert_eq!(body, "hi");
+    /// assert_eq!(admission.snapshot().in_flight, 0, "released when the body ended");
+    /// # }
+    /// ```
     pub struct AdmissionBody<B> {
         #[pin]
         kind: Kind<B>,

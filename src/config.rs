@@ -35,6 +35,16 @@ const BYPASS_FORMS: &str =
     "comma-separated path prefixes starting with '/', such as /health,/metrics";
 
 /// How much allocated memory the process may hold before requests wait.
+///
+/// ```
+/// use tower_admission::{AdmissionConfig, MemoryBudget};
+///
+/// let config = AdmissionConfig::default()
+///     .apply_vars([("ADMISSION_MEMORY_BUDGET", "60%")])
+///     .unwrap();
+/// assert_eq!(config.get_memory_budget(), MemoryBudget::Percent(60.0));
+/// assert_eq!(MemoryBudget::Bytes(512 << 20).to_string(), "512.0 MiB");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MemoryBudget {
     /// No memory limit: only the concurrency limit applies.
@@ -357,6 +367,19 @@ fn nearest_known(name: &str) -> Option<&'static str> {
 }
 
 /// Why a configuration was refused. Nothing starts with a bad configuration.
+///
+/// ```
+/// use tower_admission::{AdmissionConfig, ConfigError};
+///
+/// let error = AdmissionConfig::default()
+///     .apply_vars([("ADMISSION_QUEUE_TIMEOUT", "soon")])
+///     .unwrap_err();
+/// assert!(matches!(error, ConfigError::Malformed { var: "ADMISSION_QUEUE_TIMEOUT", .. }));
+/// assert_eq!(
+///     error.to_string(),
+///     "ADMISSION_QUEUE_TIMEOUT=\"soon\" is not valid: expected a duration greater than zero, such as 250ms or 2s"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {

@@ -40,7 +40,15 @@ use crate::{
     snapshot::Snapshot,
 };
 
-/// Why a request was not admitted.
+/// Why a request was not admitted; with [`Limit`], the labels of `admission_rejected_total`.
+///
+/// ```
+/// use tower_admission::{Limit, Reason};
+///
+/// let labels: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+/// assert_eq!(labels, ["queue_full", "queue_timeout", "too_large"]);
+/// assert_eq!(Limit::Memory.as_str(), "memory");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Reason {
@@ -67,7 +75,7 @@ impl Reason {
     pub const ALL: [Reason; 3] = [Reason::QueueFull, Reason::QueueTimeout, Reason::TooLarge];
 }
 
-/// The limit that held a request back.
+/// The limit that held a request back (see [`Reason`] for an example).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Limit {

@@ -10,6 +10,21 @@ use crate::{AdmissionService, controller::Controller};
 ///
 /// Every service this layer makes shares its pool: the limits hold across all of them, all
 /// their clones, and every route of an axum `Router`.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower::ServiceBuilder;
+/// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+///
+/// let config = AdmissionConfig::default().memory_budget_bytes(1 << 30);
+/// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+/// // Two routers, one pool: their requests count against the same limits.
+/// let api: Router = Router::new().route("/a", get(|| async { "a" })).layer(admission.layer());
+/// let admin: Router = Router::new()
+///     .route("/b", get(|| async { "b" }))
+///     .layer(ServiceBuilder::new().layer(admission.layer()));
+/// let _app = api.merge(admin);
+/// ```
 #[derive(Debug, Clone)]
 pub struct AdmissionLayer {
     controller: Arc<Controller>,
