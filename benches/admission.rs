@@ -61,6 +61,21 @@ fn admission(memory: bool, max: usize, queue: usize) -> Admission {
     Admission::new(config).expect("jemalloc is the global allocator")
 }
 
+/// One request through `service`, ready first as tower requires.
+async fn call<S, B>(service: &mut S) -> Response<B>
+where
+    S: Service<Request<()>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap()
+}
+
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -78,13 +93,7 @@ where
     runtime.block_on(async {
         let start = Instant::now();
         for _ in 0..iters {
-            let response = service
-                .ready()
-                .await
-                .unwrap()
-                .call(request())
-                .await
-                .unwrap();
+            let response = call(service).await;
             black_box(response);
         }
         start.elapsed()
@@ -112,13 +121,7 @@ where
                 let mut service = service.clone();
                 tokio::spawn(async move {
                     for _ in 0..per_caller {
-                        let response = service
-                            .ready()
-                            .await
-                            .unwrap()
-                            .call(request())
-                            .await
-                            .unwrap();
+                        let response = call(&mut service).await;
                         black_box(response);
                     }
                 })
@@ -201,13 +204,7 @@ fn queue_path(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let held = service
-                        .ready()
-                        .await
-                        .unwrap()
-                        .call(request())
-                        .await
-                        .unwrap();
+                    let held = call(&mut service).await;
                     let mut waiter = std::pin::pin!(service.ready().await.unwrap().call(request()));
                     assert!(poll!(waiter.as_mut()).is_pending());
                     drop(held); // the body ends: the waiter is granted
@@ -226,7 +223,7 @@ fn queue_path(c: &mut Criterion) {
                 let mut waiter = service.clone();
                 assert!(poll!(waiter.ready()).is_pending());
                 drop(held); // the permit goes back: the waiter is woken
-                let response = waiter.ready().await.unwrap().call(request()).await.unwrap();
+                let response = call(&mut waiter).await;
                 black_box(response);
             })
         })
@@ -245,15 +242,7 @@ fn rejection_path(c: &mut Criterion) {
     ] {
         let admission = admission(memory, 1, 0);
         let mut service = admission.layer().layer(bare());
-        let held = runtime.block_on(async {
-            service
-                .ready()
-                .await
-                .unwrap()
-                .call(request())
-                .await
-                .unwrap()
-        });
+        let held = runtime.block_on(async { call(&mut service).await });
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_custom(|iters| sequential(&mut service, iters))
         });
