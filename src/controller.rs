@@ -549,6 +549,13 @@ impl Controller {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The memory spoken for now: `max(reading, baseline + charged)`.
+    pub(crate) fn committed_bytes(&self) -> u64 {
+        let charged = reserved_bytes(self.state.load(SeqCst));
+        self.footprint
+            .committed(self.memory.allocated_bytes(), charged)
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         let state = self.state.load(SeqCst);
         let mut rejected = [[0; 2]; 3];

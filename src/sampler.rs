@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{controller::Controller, log_throttle::LogThrottle, snapshot::Snapshot};
+use crate::{controller::Controller, log_throttle::LogThrottle};
 
 /// Starts the sampler. It holds only a weak reference and stops once the pool is dropped.
 pub(crate) fn spawn(controller: &Arc<Controller>, interval: Duration) -> std::io::Result<()> {
@@ -34,23 +34,21 @@ fn run(controller: Weak<Controller>, interval: Duration) {
             }
         }
         controller.on_sample();
-        let snapshot = controller.snapshot();
-        crate::metrics::publish(&snapshot);
+        crate::metrics::publish(&controller.snapshot());
+        let pause = pause(
+            controller.committed_bytes(),
+            controller.settings.budget,
+            interval,
+        );
         drop(controller);
-        thread::sleep(pause(&snapshot, interval));
+        thread::sleep(pause);
     }
 }
 
-/// The sample interval, or a quarter of it while memory is within 10 % of the budget, where
-/// a stale reading costs most.
-fn pause(snapshot: &Snapshot, interval: Duration) -> Duration {
-    let near_budget = snapshot.memory_budget_bytes.is_some_and(|budget| {
-        let used = snapshot
-            .memory_bytes
-            .saturating_add(snapshot.reserved_bytes);
-        used >= budget - budget / 10
-    });
-    if near_budget {
+/// The sample interval, or a quarter of it while the memory spoken for (`committed`) is
+/// within 10 % of the budget, where a stale reading costs most.
+fn pause(committed: u64, budget: Option<u64>, interval: Duration) -> Duration {
+    if budget.is_some_and(|budget| committed >= budget - budget / 10) {
         (interval / 4).max(Duration::from_millis(1)).min(interval)
     } else {
         interval
@@ -61,29 +59,14 @@ fn pause(snapshot: &Snapshot, interval: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    fn snapshot(memory: u64, reserved: u64, budget: Option<u64>) -> Snapshot {
-        Snapshot {
-            in_flight: 0,
-            queued: 0,
-            memory_bytes: memory,
-            reserved_bytes: reserved,
-            memory_budget_bytes: budget,
-            max_concurrency: 1,
-            queue_capacity: 0,
-            admitted: 0,
-            admitted_over_budget: 0,
-            rejected: [[0; 2]; 3],
-        }
-    }
-
     #[test]
     fn samples_faster_near_the_budget() {
         let interval = Duration::from_millis(10);
-        assert_eq!(pause(&snapshot(100, 0, None), interval), interval);
-        assert_eq!(pause(&snapshot(50, 0, Some(100)), interval), interval);
-        assert_eq!(pause(&snapshot(80, 10, Some(100)), interval), interval / 4);
-        assert_eq!(pause(&snapshot(500, 0, Some(100)), interval), interval / 4);
+        assert_eq!(pause(100, None, interval), interval);
+        assert_eq!(pause(50, Some(100), interval), interval);
+        assert_eq!(pause(90, Some(100), interval), interval / 4);
+        assert_eq!(pause(500, Some(100), interval), interval / 4);
         let tiny = Duration::from_micros(500);
-        assert_eq!(pause(&snapshot(500, 0, Some(100)), tiny), tiny);
+        assert_eq!(pause(500, Some(100), tiny), tiny);
     }
 }
