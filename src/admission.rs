@@ -90,6 +90,8 @@ impl Admission {
             queue_capacity: config.queue_capacity,
             queue_timeout: config.queue_timeout,
             request_estimate: config.request_estimate,
+            memory_failure: config.memory_failure,
+            sample_interval: config.sample_interval,
             retry_after: response::retry_after(config.retry_after_secs),
             bypass: config.bypass.clone(),
         };
@@ -117,6 +119,39 @@ impl Admission {
     /// The pool's live figures.
     pub fn snapshot(&self) -> Snapshot {
         self.controller.snapshot()
+    }
+
+    /// Publishes the figures through the `metrics` facade now. The sampler thread does so
+    /// every sample interval; call this before rendering a scrape as well, so that a memory
+    /// source that hangs (and the sampler with it) cannot freeze the figures that would show it.
+    pub fn publish_metrics(&self) {
+        metrics::publish(&self.controller.snapshot());
+    }
+
+    /// Stops queueing, for a graceful shutdown: requests waiting in the queue are answered
+    /// at once with 503 + `Retry-After` (`reason=queue_timeout`: their wait is cut short),
+    /// and later requests that cannot be admitted at once get 503 (`reason=queue_full`).
+    /// Requests already admitted run to the end, response bodies included. Irreversible.
+    ///
+    /// ```
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+    ///
+    /// let admission = Admission::with_memory_source(
+    ///     AdmissionConfig::default().memory_budget_bytes(1 << 30),
+    ///     ManualMemory::new(0),
+    /// )
+    /// .unwrap();
+    /// // On SIGTERM, before the server drains its connections:
+    /// admission.close();
+    /// assert!(admission.is_closed());
+    /// ```
+    pub fn close(&self) {
+        self.controller.close();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.controller.is_closed()
     }
 }
 
@@ -179,12 +214,14 @@ fn describe(config: &AdmissionConfig, budget: &str, source: &str, tracks: bool) 
          \x20 queue timeout     {}\n\
          \x20 sample interval   {}\n\
          \x20 bypass            {bypass}\n\
-         \x20 retry-after       {} s",
+         \x20 retry-after       {} s\n\
+         \x20 memory failure    fail {}",
         config.max_concurrency,
         config.queue_capacity,
         humantime::format_duration(config.queue_timeout),
         humantime::format_duration(config.sample_interval),
         config.retry_after_secs,
+        config.memory_failure,
     )
 }
 

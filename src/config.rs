@@ -13,8 +13,10 @@ pub(crate) mod vars {
     pub(crate) const SAMPLE_INTERVAL: &str = "ADMISSION_SAMPLE_INTERVAL";
     pub(crate) const BYPASS: &str = "ADMISSION_BYPASS";
     pub(crate) const RETRY_AFTER: &str = "ADMISSION_RETRY_AFTER";
+    /// Beyond DESIGN.md's table: what an unreadable memory source means.
+    pub(crate) const MEMORY_FAILURE: &str = "ADMISSION_MEMORY_FAILURE";
 
-    pub(crate) const ALL: [&str; 7] = [
+    pub(crate) const ALL: [&str; 8] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -22,6 +24,7 @@ pub(crate) mod vars {
         SAMPLE_INTERVAL,
         BYPASS,
         RETRY_AFTER,
+        MEMORY_FAILURE,
     ];
     pub(crate) const PREFIX: &str = "ADMISSION_";
 }
@@ -31,6 +34,7 @@ const INTEGER_AT_LEAST_0: &str = "an integer >= 0, such as 1024";
 const SIZE_FORMS: &str =
     "a size such as 512MiB, 2GB or 1048576 (bytes), a percentage in (0, 100] such as 75%, or off";
 const DURATION_FORMS: &str = "a duration greater than zero, such as 250ms or 2s";
+const MEMORY_FAILURE_FORMS: &str = "open or closed";
 const BYPASS_FORMS: &str =
     "comma-separated path prefixes starting with '/', such as /health,/metrics";
 
@@ -66,6 +70,42 @@ impl fmt::Display for MemoryBudget {
     }
 }
 
+/// What the memory limit does while the memory reading cannot be trusted: the source's
+/// refresh fails, or no refresh has succeeded for 100 sample intervals (at least 1 s).
+///
+/// Either way the layer logs an error and counts it
+/// (`admission_memory_source_errors_total`, `admission_memory_reading_age_seconds`).
+///
+/// ```
+/// use tower_admission::{AdmissionConfig, MemoryFailure};
+///
+/// let config = AdmissionConfig::default()
+///     .apply_vars([("ADMISSION_MEMORY_FAILURE", "closed")])
+///     .unwrap();
+/// assert_eq!(config.get_memory_failure(), MemoryFailure::Closed);
+/// assert_eq!(AdmissionConfig::default().get_memory_failure(), MemoryFailure::Open);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryFailure {
+    /// Fail open (the default): the memory limit stops refusing requests until the reading is
+    /// trusted again; the concurrency limit, the queue and the per-request charges still
+    /// apply. A broken gauge must not take the service down.
+    #[default]
+    Open,
+    /// Fail closed: memory counts as over the budget, so requests run one at a time (the
+    /// progress guarantee) and the rest wait or are shed with `limit=memory`.
+    Closed,
+}
+
+impl fmt::Display for MemoryFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemoryFailure::Open => "open",
+            MemoryFailure::Closed => "closed",
+        })
+    }
+}
+
 /// The settings of one admission pool.
 ///
 /// Start from [`AdmissionConfig::default`] (the defaults of the environment contract) or
@@ -93,6 +133,7 @@ pub struct AdmissionConfig {
     pub(crate) bypass: Vec<String>,
     pub(crate) retry_after_secs: u32,
     pub(crate) request_estimate: u64,
+    pub(crate) memory_failure: MemoryFailure,
 }
 
 impl Default for AdmissionConfig {
@@ -108,6 +149,7 @@ impl Default for AdmissionConfig {
             bypass: Vec::new(),
             retry_after_secs: 1,
             request_estimate: 256 << 10,
+            memory_failure: MemoryFailure::Open,
         }
     }
 }
@@ -209,6 +251,13 @@ impl AdmissionConfig {
                 self.retry_after_secs =
                     parse_integer(trimmed).ok_or_else(|| malformed(INTEGER_AT_LEAST_0))?;
             }
+            vars::MEMORY_FAILURE => {
+                self.memory_failure = match trimmed.to_ascii_lowercase().as_str() {
+                    "open" => MemoryFailure::Open,
+                    "closed" => MemoryFailure::Closed,
+                    _ => return Err(malformed(MEMORY_FAILURE_FORMS)),
+                };
+            }
             _ => unreachable!("every name in vars::ALL is handled"),
         }
         Ok(())
@@ -279,6 +328,13 @@ impl AdmissionConfig {
         self
     }
 
+    /// What the memory limit does while the reading cannot be trusted
+    /// (`ADMISSION_MEMORY_FAILURE`, `open` by default): see [`MemoryFailure`].
+    pub fn on_memory_failure(mut self, policy: MemoryFailure) -> Self {
+        self.memory_failure = policy;
+        self
+    }
+
     /// The configured concurrency limit.
     pub fn get_max_concurrency(&self) -> usize {
         self.max_concurrency
@@ -287,6 +343,11 @@ impl AdmissionConfig {
     /// The configured memory budget, before a percentage is resolved.
     pub fn get_memory_budget(&self) -> MemoryBudget {
         self.memory_budget
+    }
+
+    /// The configured memory failure policy.
+    pub fn get_memory_failure(&self) -> MemoryFailure {
+        self.memory_failure
     }
 
     /// Checks every setting; [`Admission`](crate::Admission) calls it before starting.
@@ -545,6 +606,18 @@ mod tests {
         assert_eq!(c.bypass, ["/health", "/metrics"]);
         assert!(apply(vars::BYPASS, "").unwrap().bypass.is_empty());
         assert!(apply(vars::BYPASS, "health").is_err());
+    }
+
+    #[test]
+    fn memory_failure_policies() {
+        let policy = |value| apply(vars::MEMORY_FAILURE, value).map(|c| c.memory_failure);
+        assert_eq!(policy("open").unwrap(), MemoryFailure::Open);
+        assert_eq!(policy(" Closed ").unwrap(), MemoryFailure::Closed);
+        for value in ["", "shut", "0", "open,closed"] {
+            let text = policy(value).unwrap_err().to_string();
+            assert!(text.contains("ADMISSION_MEMORY_FAILURE"), "{text}");
+            assert!(text.contains("open or closed"), "{text}");
+        }
     }
 
     #[test]

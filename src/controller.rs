@@ -14,6 +14,14 @@
 //! once a fresh reading confirms it: memory held by caches or leaks must not wedge the
 //! service. Such admissions are counted.
 //!
+//! **Untrusted readings.** While the memory source fails or has not refreshed for a while,
+//! the memory limit follows the [`MemoryFailure`] policy: open (never refuses) or closed
+//! (always over budget).
+//!
+//! **Closing.** After [`Controller::close`], nothing queues: waiters are answered with
+//! `queue_timeout` (their wait cut short) and arrivals that do not fit at once with
+//! `queue_full`; admitted requests run to the end.
+//!
 //! **Cancel safety.** A [`Ticket`] dropped while queued leaves the queue at once; one dropped
 //! after its grant but before it was observed gives the grant back. Wakers are collected
 //! under the lock and woken after it is released.
@@ -27,7 +35,7 @@ use std::{
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{
-            AtomicU64, AtomicUsize,
+            AtomicBool, AtomicU64, AtomicUsize,
             Ordering::{Relaxed, SeqCst},
         },
     },
@@ -36,8 +44,8 @@ use std::{
 };
 
 use crate::{
-    MemorySource, footprint::Footprint, log_throttle::LogThrottle, permit::Permit,
-    snapshot::Snapshot,
+    MemoryError, MemoryFailure, MemorySource, footprint::Footprint, log_throttle::LogThrottle,
+    permit::Permit, reading_health::ReadingHealth, snapshot::Snapshot,
 };
 
 /// Why a request was not admitted; with [`Limit`], the labels of `admission_rejected_total`.
@@ -141,6 +149,8 @@ pub(crate) struct Settings {
     pub(crate) queue_capacity: usize,
     pub(crate) queue_timeout: Duration,
     pub(crate) request_estimate: u64,
+    pub(crate) memory_failure: MemoryFailure,
+    pub(crate) sample_interval: Duration,
     /// The `Retry-After` value, built once.
     pub(crate) retry_after: http::HeaderValue,
     pub(crate) bypass: Vec<String>,
@@ -241,6 +251,10 @@ struct Queue {
 pub(crate) struct Controller {
     pub(crate) settings: Settings,
     memory: Arc<dyn MemorySource>,
+    /// Whether `memory` can be trusted: its last refresh succeeded, recently.
+    reading_health: ReadingHealth,
+    /// Set by [`Controller::close`]: nothing queues any more.
+    closed: AtomicBool,
     /// In flight, reserved KiB and the `QUEUED` bit: see [`word`].
     state: AtomicU64,
     /// The baseline reading and the first-poll estimate.
@@ -279,6 +293,8 @@ impl Controller {
         Self {
             footprint,
             thread_counter,
+            reading_health: ReadingHealth::new(settings.memory_failure, settings.sample_interval),
+            closed: AtomicBool::new(false),
             settings,
             memory,
             state: AtomicU64::new(0),
@@ -312,9 +328,12 @@ impl Controller {
         let memory = self.memory.allocated_bytes();
         match self.try_admit(memory, estimate) {
             Ok(()) => Acquired::Admitted(Permit::new(Arc::clone(self), estimate, declared)),
-            // Full, and no room to wait: answer without the lock. The queue length may be an
-            // instant old, which only matters at the boundary.
-            Err(limit) if self.queued.load(Relaxed) >= self.settings.queue_capacity => {
+            // Full, or closed, and no room to wait: answer without the lock. The queue length
+            // may be an instant old, which only matters at the boundary.
+            Err(limit)
+                if self.queued.load(Relaxed) >= self.settings.queue_capacity
+                    || self.closed.load(SeqCst) =>
+            {
                 Acquired::Rejected(self.reject(Reason::QueueFull, limit))
             }
             Err(_) => self.enqueue(memory, estimate, declared),
@@ -365,7 +384,7 @@ impl Controller {
             drop(queue);
             return Acquired::Admitted(Permit::new(Arc::clone(self), estimate, declared));
         }
-        if queue.waiters.len() >= self.settings.queue_capacity {
+        if queue.waiters.len() >= self.settings.queue_capacity || self.closed.load(SeqCst) {
             let limit = self.limit_for(self.state.load(SeqCst), memory, estimate);
             drop(queue);
             return Acquired::Rejected(self.reject(Reason::QueueFull, limit));
@@ -424,13 +443,16 @@ impl Controller {
         self.footprint.learn_first_poll(allocated);
     }
 
-    /// Called after each fresh memory sample: a lower reading may let waiters in.
-    pub(crate) fn on_sample(&self) {
+    /// Called by the sampler after each refresh: a lower reading may let waiters in.
+    pub(crate) fn on_sample(&self, refreshed: Result<(), MemoryError>) {
+        self.reading_health.record(&refreshed);
         self.clock_ms
             .store(self.started.elapsed().as_millis() as u64, Relaxed);
         let state = self.state.load(SeqCst);
-        self.footprint
-            .observe(self.memory.allocated_bytes(), in_flight(state));
+        if refreshed.is_ok() {
+            self.footprint
+                .observe(self.memory.allocated_bytes(), in_flight(state));
+        }
         if state & QUEUED != 0 {
             self.grant_waiters(Reading::Fresh);
         }
@@ -469,7 +491,10 @@ impl Controller {
     /// adds to the state word; everyone else only subtracts.
     fn grant(&self, queue: &mut Queue, memory: u64, reading: Reading) -> Vec<Waker> {
         let mut wakers = Vec::new();
-        while let Some(estimate) = queue.waiters.first_key_value().map(|(_, w)| w.estimate) {
+        // Once closed, waiters leave with a rejection when next polled (`close` woke them).
+        while !self.closed.load(SeqCst)
+            && let Some(estimate) = queue.waiters.first_key_value().map(|(_, w)| w.estimate)
+        {
             let state = self.state.load(SeqCst);
             match self.blocking_limit(state, memory, estimate) {
                 None => {}
@@ -502,7 +527,43 @@ impl Controller {
             .footprint
             .committed(memory, reserved_bytes(state))
             .saturating_add(estimate);
-        (needed > budget).then_some(Limit::Memory)
+        self.memory_refuses(needed > budget)
+            .then_some(Limit::Memory)
+    }
+
+    /// Whether the memory limit refuses, given whether the reading puts the request `over`
+    /// the budget. An untrusted reading decides nothing: the policy does. Failing open costs
+    /// nothing until the reading says over; failing closed checks the reading's age on
+    /// every decision.
+    #[inline]
+    fn memory_refuses(&self, over: bool) -> bool {
+        match self.reading_health.policy() {
+            MemoryFailure::Open => over && self.reading_health.is_trusted(),
+            MemoryFailure::Closed => over || !self.reading_health.is_trusted(),
+        }
+    }
+
+    /// Stops queueing, for a graceful shutdown: every waiter is woken to leave with a 503
+    /// (`queue_timeout`), and later arrivals that do not fit at once get one (`queue_full`).
+    /// Admitted requests are not touched.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, SeqCst);
+        let mut queue = self.lock();
+        let wakers: Vec<Waker> = queue
+            .waiters
+            .values_mut()
+            .filter_map(|waiter| waiter.waker.take())
+            .collect();
+        drop(queue);
+        tracing::info!(
+            queued = wakers.len(),
+            "admission closed: answering queued requests 503"
+        );
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
     }
 
     /// The limit to blame for a request that cannot be admitted. When the request itself
@@ -574,6 +635,8 @@ impl Controller {
             queue_capacity: self.settings.queue_capacity,
             admitted: self.admitted.load(Relaxed),
             admitted_over_budget: self.admitted_over_budget.load(Relaxed),
+            memory_source_errors: self.reading_health.errors(),
+            memory_reading_age: self.reading_health.age(),
             rejected,
         }
     }
@@ -612,14 +675,19 @@ impl Ticket {
         Permit::new(Arc::clone(&self.controller), self.estimate, self.declared)
     }
 
-    /// Ready with the permit once granted; otherwise registers `cx`'s waker.
-    pub(crate) fn poll_grant(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
+    /// Ready with the permit once granted, or with a rejection once the pool is closed;
+    /// otherwise registers `cx`'s waker.
+    pub(crate) fn poll_grant(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Rejection>> {
         if self.settled {
             // Polled again after completion: a caller bug, answered without a second permit.
             return Poll::Pending;
         }
         let mut queue = self.controller.lock();
         if let Some(waiter) = queue.waiters.get_mut(&self.id) {
+            if self.controller.is_closed() {
+                drop(queue);
+                return Poll::Ready(self.expire());
+            }
             match &mut waiter.waker {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
@@ -628,7 +696,7 @@ impl Ticket {
         }
         drop(queue);
         self.settled = true;
-        Poll::Ready(self.permit())
+        Poll::Ready(Ok(self.permit()))
     }
 
     /// The deadline passed: leave the queue with a rejection, unless the grant came first.
@@ -669,6 +737,15 @@ mod tests {
         budget: Option<u64>,
         capacity: usize,
     ) -> (Arc<Controller>, ManualMemory) {
+        controller_failing(MemoryFailure::Open, max, budget, capacity)
+    }
+
+    fn controller_failing(
+        policy: MemoryFailure,
+        max: usize,
+        budget: Option<u64>,
+        capacity: usize,
+    ) -> (Arc<Controller>, ManualMemory) {
         let memory = ManualMemory::new(0);
         let settings = Settings {
             max_concurrency: max,
@@ -676,6 +753,8 @@ mod tests {
             queue_capacity: capacity,
             queue_timeout: Duration::from_secs(1),
             request_estimate: MIB,
+            memory_failure: policy,
+            sample_interval: Duration::from_millis(10),
             retry_after: http::HeaderValue::from_static("1"),
             bypass: vec!["/health".into(), "/static/".into()],
         };
@@ -716,7 +795,9 @@ mod tests {
 
     fn poll(ticket: &mut Ticket, waker: &Arc<CountingWaker>) -> Poll<Permit> {
         let waker = Waker::from(Arc::clone(waker));
-        ticket.poll_grant(&mut Context::from_waker(&waker))
+        ticket
+            .poll_grant(&mut Context::from_waker(&waker))
+            .map(|granted| granted.expect("granted, not rejected"))
     }
 
     #[test]
@@ -746,7 +827,7 @@ mod tests {
     fn memory_budget_counts_reservations_and_declared_length() {
         let (c, memory) = controller(100, Some(10 * MIB), 10);
         memory.set(5 * MIB);
-        c.on_sample(); // the baseline: what memory holds with nothing in flight
+        c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
         let _a = admitted(c.acquire(Some(2 * MIB))); // reserves 3 MiB: 8 of 10
         assert_eq!(c.snapshot().reserved_bytes, 3 * MIB);
         let _b = admitted(c.acquire(None)); // 1 MiB: 9 of 10
@@ -760,7 +841,7 @@ mod tests {
         memory.set(4 * MIB);
         let waker = Arc::new(CountingWaker::default());
         assert!(poll(&mut d, &waker).is_pending());
-        c.on_sample();
+        c.on_sample(Ok(()));
         assert_eq!(waker.0.load(Relaxed), 1);
         assert!(poll(&mut d, &waker).is_ready());
     }
@@ -770,7 +851,7 @@ mod tests {
         // The head needs 8 MiB, which does not fit; a small arrival must not overtake it.
         let (c, memory) = controller(100, Some(10 * MIB), 10);
         memory.set(2 * MIB);
-        c.on_sample(); // the baseline: what memory holds with nothing in flight
+        c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
         let first = admitted(c.acquire(None)); // 3 of 10
         let mut big = queued(c.acquire(Some(7 * MIB))); // 3 + 8 > 10
         let mut small = queued(c.acquire(None)); // 3 + 1 would fit, but queues behind
@@ -791,7 +872,7 @@ mod tests {
     fn head_leaving_lets_the_next_in() {
         let (c, memory) = controller(100, Some(10 * MIB), 10);
         memory.set(2 * MIB);
-        c.on_sample(); // the baseline: what memory holds with nothing in flight
+        c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
         let _first = admitted(c.acquire(None));
         let big = queued(c.acquire(Some(7 * MIB)));
         let mut small = queued(c.acquire(None));
@@ -810,7 +891,7 @@ mod tests {
         // Over budget and idle: the first request waits for a fresh reading, then goes.
         let mut first = queued(c.acquire(None));
         assert!(poll(&mut first, &waker).is_pending());
-        c.on_sample();
+        c.on_sample(Ok(()));
         let Poll::Ready(first) = poll(&mut first, &waker) else {
             panic!("a fresh reading admits the head")
         };
@@ -821,7 +902,7 @@ mod tests {
             poll(&mut second, &waker).is_pending(),
             "the reading may be stale"
         );
-        c.on_sample();
+        c.on_sample(Ok(()));
         assert!(
             poll(&mut second, &waker).is_ready(),
             "the head goes when nothing is in flight"
@@ -892,6 +973,90 @@ mod tests {
         drop(permits);
         let s = c.snapshot();
         assert_eq!((s.in_flight, s.queued, s.reserved_bytes), (0, 0, 0));
+    }
+
+    fn refresh_failed() -> Result<(), MemoryError> {
+        Err(MemoryError::Read {
+            what: "test",
+            reason: "injected".into(),
+        })
+    }
+
+    #[test]
+    fn a_failing_source_fails_open_by_default() {
+        let (c, memory) = controller(4, Some(10 * MIB), 4);
+        memory.set(50 * MIB);
+        c.on_sample(Ok(()));
+        let mut waiting = queued(c.acquire(None));
+        // The source breaks: its last reading (over budget) no longer refuses anyone...
+        c.on_sample(refresh_failed());
+        let waker = Arc::new(CountingWaker::default());
+        let Poll::Ready(_waited) = poll(&mut waiting, &waker) else {
+            panic!("the waiter is not let in")
+        };
+        let _a = admitted(c.acquire(None));
+        // ...but the concurrency limit still does.
+        let _b = admitted(c.acquire(None));
+        let _c = admitted(c.acquire(None));
+        let _d = queued(c.acquire(None));
+        assert_eq!(c.snapshot().memory_source_errors, 1);
+        // Recovered: the reading decides again.
+        c.on_sample(Ok(()));
+        assert!(matches!(
+            c.acquire(None),
+            Acquired::Queued(_) | Acquired::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn a_failing_source_can_fail_closed() {
+        let (c, _) = controller_failing(MemoryFailure::Closed, 4, Some(10 * MIB), 4);
+        let first = admitted(c.acquire(None));
+        c.on_sample(refresh_failed());
+        // Memory reads 0, but nobody knows: memory counts as over the budget.
+        let mut second = queued(c.acquire(None));
+        let waker = Arc::new(CountingWaker::default());
+        assert!(poll(&mut second, &waker).is_pending());
+        match second.expire() {
+            Err(rejection) => assert_eq!(rejection.limit(), Limit::Memory),
+            Ok(_) => panic!("admitted on an unknown reading"),
+        }
+        // One at a time still: with nothing in flight, the next sample admits the head.
+        drop(first);
+        let mut third = queued(c.acquire(None));
+        c.on_sample(refresh_failed());
+        assert!(poll(&mut third, &waker).is_ready());
+        assert_eq!(c.snapshot().admitted_over_budget, 1);
+    }
+
+    #[test]
+    fn closing_answers_waiters_and_stops_queueing() {
+        let (c, _) = controller(1, None, 4);
+        let served = admitted(c.acquire(None));
+        let waker = Arc::new(CountingWaker::default());
+        let mut waiters: Vec<_> = (0..3).map(|_| queued(c.acquire(None))).collect();
+        for waiter in &mut waiters {
+            assert!(poll(waiter, &waker).is_pending());
+        }
+        c.close();
+        assert_eq!(waker.0.load(Relaxed), 3, "every waiter is woken");
+        for waiter in &mut waiters {
+            let Poll::Ready(Err(rejection)) =
+                waiter.poll_grant(&mut Context::from_waker(Waker::noop()))
+            else {
+                panic!("a waiter was not rejected on close")
+            };
+            assert_eq!(rejection.reason(), Reason::QueueTimeout);
+        }
+        let Acquired::Rejected(rejection) = c.acquire(None) else {
+            panic!("queued after close")
+        };
+        assert_eq!(rejection.reason(), Reason::QueueFull);
+        // What was admitted runs on, and what fits is still admitted.
+        drop(served);
+        let _next = admitted(c.acquire(None));
+        let s = c.snapshot();
+        assert_eq!((s.in_flight, s.queued), (1, 0));
     }
 
     #[test]

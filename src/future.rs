@@ -161,7 +161,7 @@ fn poll_queued<S, B>(
 ) -> Poll<Result<(Permit, (S, Request<B>)), (Rejection, HeaderValue)>> {
     let waiting = waiting.project();
     let granted = match waiting.ticket.poll_grant(cx) {
-        Poll::Ready(permit) => Ok(permit),
+        Poll::Ready(granted) => granted,
         Poll::Pending => {
             ready!(waiting.deadline.poll(cx));
             waiting.ticket.expire()

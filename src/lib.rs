@@ -86,6 +86,7 @@ mod metrics;
 #[cfg(test)]
 mod model_tests;
 mod permit;
+mod reading_health;
 mod response;
 mod sampler;
 mod service;
@@ -94,7 +95,7 @@ mod system_memory;
 
 pub use admission::Admission;
 pub use body::AdmissionBody;
-pub use config::{AdmissionConfig, ConfigError, MemoryBudget};
+pub use config::{AdmissionConfig, ConfigError, MemoryBudget, MemoryFailure};
 pub use controller::{Limit, Reason, Rejection};
 pub use layer::AdmissionLayer;
 pub use memory::{ManualMemory, MemoryError, MemorySource};

@@ -1,7 +1,8 @@
 //! The figures of DESIGN.md's metrics contract, through the `metrics` facade.
 //!
-//! Gauges and counters are published by the sampler thread from a [`Snapshot`], so the
-//! request path pays nothing for them; only the queue-wait histogram is recorded per request,
+//! Gauges and counters are published by the sampler thread from a [`Snapshot`] (and by
+//! [`Admission::publish_metrics`](crate::Admission::publish_metrics)), so the request path
+//! pays nothing for them; only the queue-wait histogram is recorded per request,
 //! and only for requests that waited.
 
 use std::time::Duration;
@@ -50,6 +51,15 @@ mod enabled {
             "admission_rejected_total",
             "Requests refused, by reason and limit."
         );
+        describe_counter!(
+            "admission_memory_source_errors_total",
+            "Memory source refreshes that failed."
+        );
+        describe_gauge!(
+            "admission_memory_reading_age_seconds",
+            Unit::Seconds,
+            "Time since the memory source last refreshed successfully."
+        );
         describe_histogram!(
             "admission_queue_wait_seconds",
             Unit::Seconds,
@@ -70,6 +80,8 @@ mod enabled {
         gauge!("admission_queue_capacity").set(s.queue_capacity as f64);
         counter!("admission_admitted_total").absolute(s.admitted);
         counter!("admission_admitted_over_budget_total").absolute(s.admitted_over_budget);
+        counter!("admission_memory_source_errors_total").absolute(s.memory_source_errors);
+        gauge!("admission_memory_reading_age_seconds").set(s.memory_reading_age.as_secs_f64());
         for reason in Reason::ALL {
             for limit in Limit::ALL {
                 if reason == Reason::TooLarge && limit == Limit::Concurrency {

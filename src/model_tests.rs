@@ -1,7 +1,8 @@
 //! Model-based property tests of the controller: random arrivals (with random declared
 //! lengths), cancellations while queued and while served, completions, deadlines, memory
 //! readings moving up and down, and samples. After every step the invariants are checked;
-//! when everything has ended, every figure must be back to zero.
+//! when everything has ended, every figure must be back to zero. A quarter of the sequences
+//! close the pool part-way, as a graceful shutdown does.
 //!
 //! A stress test hammers the lock-free paths from many threads at once: the races between
 //! admission, release, grant and cancellation that a loom model would explore exhaustively.
@@ -17,7 +18,7 @@ use std::{
 use proptest::prelude::*;
 
 use crate::{
-    ManualMemory,
+    ManualMemory, MemoryFailure,
     controller::{Acquired, Controller, Settings, Ticket, kib},
     permit::Permit,
 };
@@ -60,6 +61,7 @@ struct Model {
     served: Vec<(u64, u64, Permit)>,
     /// Waiters, oldest first: (arrival number, estimate).
     waiting: Vec<(u64, u64, Ticket)>,
+    closed: bool,
 }
 
 impl Model {
@@ -71,6 +73,8 @@ impl Model {
             queue_capacity: capacity,
             queue_timeout: Duration::from_secs(1),
             request_estimate: ESTIMATE,
+            memory_failure: MemoryFailure::Open,
+            sample_interval: Duration::from_millis(10),
             retry_after: http::HeaderValue::from_static("1"),
             bypass: Vec::new(),
         };
@@ -81,6 +85,7 @@ impl Model {
             arrivals: 0,
             served: Vec::new(),
             waiting: Vec::new(),
+            closed: false,
         }
     }
 
@@ -102,6 +107,7 @@ impl Model {
                         self.served.push((self.arrivals, estimate, permit));
                     }
                     Acquired::Queued(ticket) => {
+                        assert!(!self.closed, "request {} queued after close", self.arrivals);
                         self.waiting.push((self.arrivals, estimate, ticket))
                     }
                     Acquired::Rejected(_) => {}
@@ -123,7 +129,7 @@ impl Model {
             }
             Op::Memory(mib) => {
                 self.memory.set(u64::from(mib) * MIB);
-                self.controller.on_sample();
+                self.controller.on_sample(Ok(()));
             }
             Op::Poll => self.observe_grants(),
             _ => {}
@@ -137,7 +143,10 @@ impl Model {
         let mut granted = Vec::new();
         for (arrival, estimate, mut ticket) in self.waiting.drain(..) {
             match ticket.poll_grant(&mut cx) {
-                Poll::Ready(permit) => granted.push((arrival, estimate, permit)),
+                Poll::Ready(Ok(permit)) => granted.push((arrival, estimate, permit)),
+                Poll::Ready(Err(rejection)) => {
+                    assert!(self.closed, "waiter rejected while open: {rejection:?}")
+                }
                 Poll::Pending => still.push((arrival, estimate, ticket)),
             }
         }
@@ -187,9 +196,14 @@ proptest! {
         max in 1usize..5,
         capacity in 0usize..5,
         ops in proptest::collection::vec(op(), 1..120),
+        closes_after in proptest::option::weighted(0.25, 0usize..120),
     ) {
         let mut model = Model::new(max, capacity);
-        for op in ops {
+        for (step, op) in ops.into_iter().enumerate() {
+            if closes_after == Some(step) {
+                model.controller.close();
+                model.closed = true;
+            }
             model.apply(op);
             model.check();
         }
@@ -197,7 +211,7 @@ proptest! {
         // the queue, one waiter at least per round: it cannot wedge.
         for _ in 0..=model.waiting.len() {
             model.served.clear();
-            model.controller.on_sample();
+            model.controller.on_sample(Ok(()));
             model.observe_grants();
             model.check();
         }
@@ -219,6 +233,8 @@ fn many_threads_racing_leave_nothing_behind() {
         queue_capacity: 4,
         queue_timeout: Duration::from_secs(1),
         request_estimate: MIB,
+        memory_failure: MemoryFailure::Open,
+        sample_interval: Duration::from_millis(10),
         retry_after: http::HeaderValue::from_static("1"),
         bypass: Vec::new(),
     };
@@ -257,7 +273,7 @@ fn many_threads_racing_leave_nothing_behind() {
                                 while ticket.poll_grant(&mut cx).is_pending() {
                                     spins += 1;
                                     assert!(spins < 1_000_000, "the queue is wedged");
-                                    controller.on_sample();
+                                    controller.on_sample(Ok(()));
                                     std::thread::yield_now();
                                 }
                                 tally.admitted += 1;
@@ -267,7 +283,7 @@ fn many_threads_racing_leave_nothing_behind() {
                     }
                     if round % 97 == 0 {
                         memory.set(((t * round) % 24) as u64 * MIB);
-                        controller.on_sample();
+                        controller.on_sample(Ok(()));
                     }
                 }
                 tally

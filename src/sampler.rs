@@ -7,10 +7,10 @@
 use std::{
     sync::{Arc, Weak},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crate::{controller::Controller, log_throttle::LogThrottle};
+use crate::controller::Controller;
 
 /// Starts the sampler. It holds only a weak reference and stops once the pool is dropped.
 pub(crate) fn spawn(controller: &Arc<Controller>, interval: Duration) -> std::io::Result<()> {
@@ -22,18 +22,11 @@ pub(crate) fn spawn(controller: &Arc<Controller>, interval: Duration) -> std::io
 }
 
 fn run(controller: Weak<Controller>, interval: Duration) {
-    let errors = LogThrottle::new(Duration::from_secs(10));
-    let started = Instant::now();
-    let mut failures = 0;
     while let Some(controller) = controller.upgrade() {
-        if let Err(error) = controller.memory().refresh() {
-            failures += 1;
-            // Fail open: keep the last reading and say so, rather than stop serving.
-            if let Some(suppressed) = errors.allow(started.elapsed().as_millis() as u64, failures) {
-                tracing::error!(%error, suppressed, "memory reading failed; keeping the last value");
-            }
-        }
-        controller.on_sample();
+        // A failed refresh keeps the last reading; the controller's policy decides what an
+        // untrusted reading means, and says so.
+        let refreshed = controller.memory().refresh();
+        controller.on_sample(refreshed);
         crate::metrics::publish(&controller.snapshot());
         let pause = pause(
             controller.committed_bytes(),

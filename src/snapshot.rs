@@ -39,6 +39,10 @@ pub struct Snapshot {
     pub admitted: u64,
     /// Of those, admitted over the memory budget because nothing else was in flight.
     pub admitted_over_budget: u64,
+    /// Memory source refreshes that failed since start.
+    pub memory_source_errors: u64,
+    /// Time since the memory source last refreshed successfully.
+    pub memory_reading_age: std::time::Duration,
     pub(crate) rejected: [[u64; 2]; 3],
 }
 

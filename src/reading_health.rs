@@ -1,0 +1,168 @@
+//! Whether the memory reading can be trusted: when the source last refreshed successfully,
+//! and how often it failed. A broken or stalled source must be loud, and must not decide
+//! admissions with a frozen figure without saying so.
+
+use std::{
+    sync::atomic::{
+        AtomicBool, AtomicU64,
+        Ordering::{Acquire, Relaxed, Release},
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{MemoryError, MemoryFailure, log_throttle::LogThrottle};
+
+/// A reading is stale after this many sample intervals without a successful refresh...
+const STALE_AFTER_INTERVALS: u32 = 100;
+/// ...and never sooner than this: a busy machine may hold the sampler back for a while.
+const STALE_AFTER_AT_LEAST: Duration = Duration::from_secs(1);
+
+pub(crate) struct ReadingHealth {
+    policy: MemoryFailure,
+    started: Instant,
+    stale_after_ms: u64,
+    /// Milliseconds after `started` of the last successful refresh.
+    refreshed_at_ms: AtomicU64,
+    failing: AtomicBool,
+    errors: AtomicU64,
+    error_log: LogThrottle,
+    untrusted_log: LogThrottle,
+}
+
+impl ReadingHealth {
+    pub(crate) fn new(policy: MemoryFailure, sample_interval: Duration) -> Self {
+        let stale_after = sample_interval
+            .checked_mul(STALE_AFTER_INTERVALS)
+            .unwrap_or(Duration::MAX)
+            .max(STALE_AFTER_AT_LEAST);
+        Self {
+            policy,
+            started: Instant::now(),
+            stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
+            refreshed_at_ms: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            errors: AtomicU64::new(0),
+            error_log: LogThrottle::new(Duration::from_secs(10)),
+            untrusted_log: LogThrottle::new(Duration::from_secs(1)),
+        }
+    }
+
+    pub(crate) fn policy(&self) -> MemoryFailure {
+        self.policy
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Records the outcome of a refresh (from the sampler thread).
+    pub(crate) fn record(&self, refreshed: &Result<(), MemoryError>) {
+        match refreshed {
+            Ok(()) => {
+                self.refreshed_at_ms.store(self.now_ms(), Release);
+                if self.failing.swap(false, Relaxed) {
+                    tracing::warn!(
+                        errors = self.errors(),
+                        "memory reading recovered; the memory limit applies again"
+                    );
+                }
+            }
+            Err(error) => {
+                self.failing.store(true, Relaxed);
+                let errors = self.errors.fetch_add(1, Relaxed) + 1;
+                if let Some(suppressed) = self.error_log.allow(self.now_ms(), errors) {
+                    tracing::error!(
+                        %error,
+                        errors,
+                        suppressed,
+                        policy = %self.policy,
+                        "memory reading failed; the memory limit fails {}",
+                        self.policy
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether the reading may decide: the last refresh succeeded, and recently. Logs
+    /// (throttled) when it may not. Reads the clock: call it only where the answer matters.
+    pub(crate) fn is_trusted(&self) -> bool {
+        let now = self.now_ms();
+        let age_ms = now.saturating_sub(self.refreshed_at_ms.load(Acquire));
+        let failing = self.failing.load(Relaxed);
+        if !failing && age_ms <= self.stale_after_ms {
+            return true;
+        }
+        // Counting the decisions would cost a shared write on every one of them; the log
+        // says it once a second, and the metrics carry the errors and the reading's age.
+        if self.untrusted_log.allow(now, 0).is_some() {
+            tracing::error!(
+                failing,
+                age_ms,
+                policy = %self.policy,
+                "memory reading cannot be trusted; the memory limit fails {}",
+                self.policy
+            );
+        }
+        false
+    }
+
+    /// Refreshes that failed since start.
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.load(Relaxed)
+    }
+
+    /// Time since the last successful refresh.
+    pub(crate) fn age(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.refreshed_at_ms.load(Acquire)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed() -> Result<(), MemoryError> {
+        Err(MemoryError::Read {
+            what: "test",
+            reason: "injected".into(),
+        })
+    }
+
+    #[test]
+    fn a_failing_source_is_not_trusted_until_it_recovers() {
+        let health = ReadingHealth::new(MemoryFailure::Open, Duration::from_millis(10));
+        assert!(health.is_trusted());
+        health.record(&failed());
+        health.record(&failed());
+        assert!(!health.is_trusted());
+        assert_eq!(health.errors(), 2);
+        health.record(&Ok(()));
+        assert!(health.is_trusted());
+        assert_eq!(health.errors(), 2);
+    }
+
+    #[test]
+    fn a_reading_without_refresh_goes_stale() {
+        // Started 2 s ago, and never refreshed since.
+        let later = ReadingHealth {
+            started: Instant::now() - Duration::from_secs(2),
+            ..ReadingHealth::new(MemoryFailure::Closed, Duration::from_millis(10))
+        };
+        assert_eq!(later.stale_after_ms, 1000);
+        assert!(!later.is_trusted());
+        assert!(later.age() >= Duration::from_secs(2));
+        later.record(&Ok(()));
+        assert!(later.is_trusted());
+    }
+
+    #[test]
+    fn huge_intervals_do_not_overflow() {
+        let health = ReadingHealth::new(MemoryFailure::Open, Duration::MAX);
+        assert_eq!(health.stale_after_ms, u64::MAX);
+        assert!(health.is_trusted());
+    }
+}
