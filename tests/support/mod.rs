@@ -1,11 +1,12 @@
-//! A real axum server on 127.0.0.1 with a manual memory source, and a raw HTTP/1.1 client
-//! that can hang up whenever a test says so.
+//! A real axum server on 127.0.0.1 with a memory source under the test's control (its
+//! reading set by hand, its refresh made to fail or hang on demand), and a raw HTTP/1.1
+//! client that can hang up whenever a test says so.
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Condvar, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -22,7 +23,9 @@ use tokio::{
     net::TcpStream,
     sync::Semaphore,
 };
-use tower_admission::{Admission, AdmissionConfig, ManualMemory, Snapshot};
+use tower_admission::{
+    Admission, AdmissionConfig, ManualMemory, MemoryError, MemorySource, Snapshot,
+};
 
 pub const MIB: u64 = 1 << 20;
 
@@ -61,21 +64,95 @@ impl Probe {
     }
 }
 
+/// What the memory source's refresh does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Refresh returns an error.
+    Fail,
+    /// Refresh blocks (the sampler thread with it) until the fault changes.
+    Hang,
+}
+
+/// A memory source whose reading is set by hand and whose refresh fails or hangs on demand.
+#[derive(Debug, Clone, Default)]
+pub struct FaultyMemory {
+    reading: ManualMemory,
+    fault: Arc<(Mutex<Fault>, Condvar)>,
+}
+
+impl FaultyMemory {
+    pub fn set(&self, bytes: u64) {
+        self.reading.set(bytes);
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        *self.fault.0.lock().unwrap() = fault;
+        self.fault.1.notify_all();
+    }
+}
+
+impl MemorySource for FaultyMemory {
+    fn allocated_bytes(&self) -> u64 {
+        self.reading.allocated_bytes()
+    }
+
+    fn refresh(&self) -> Result<(), MemoryError> {
+        let (fault, changed) = &*self.fault;
+        let mut fault = fault.lock().unwrap();
+        while *fault == Fault::Hang {
+            fault = changed.wait(fault).unwrap();
+        }
+        match *fault {
+            Fault::Fail => Err(MemoryError::Read {
+                what: "the test source",
+                reason: "injected fault".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "faulty (test)"
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub admission: Admission,
-    pub memory: ManualMemory,
+    pub memory: FaultyMemory,
     pub probe: Arc<Probe>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // Let a sampler stuck in a hanging refresh go.
+        self.memory.set_fault(Fault::None);
+    }
 }
 
 impl TestServer {
     /// Serves `config` (with a 5 ms sample interval) with memory reading `memory` bytes.
     pub async fn start(config: AdmissionConfig, memory: u64) -> Self {
-        let memory = ManualMemory::new(memory);
+        Self::start_with(config, memory, |routes, admission| {
+            routes.layer(admission.layer())
+        })
+        .await
+    }
+
+    /// As [`start`](Self::start), with the layers wired by `wire`.
+    pub async fn start_with(
+        config: AdmissionConfig,
+        memory_bytes: u64,
+        wire: impl FnOnce(Router, &Admission) -> Router,
+    ) -> Self {
+        let memory = FaultyMemory::default();
+        memory.set(memory_bytes);
         let config = config.sample_interval(Duration::from_millis(5));
         let admission = Admission::with_memory_source(config, memory.clone()).unwrap();
         let probe = Arc::new(Probe::default());
-        let app = routes(probe.clone()).layer(admission.layer());
+        let app = wire(routes(probe.clone()), &admission);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -142,6 +219,7 @@ fn routes(probe: Arc<Probe>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/panic", get(panics))
         .route("/stream", get(stream))
+        .route("/chunks/{n}", get(chunks))
         .route(
             "/ingest",
             post(|body: Bytes| async move { format!("{}\n", body.len()) }),
@@ -185,6 +263,14 @@ async fn stream(State(probe): State<Arc<Probe>>) -> Body {
         }
     });
     Body::from_stream(frames)
+}
+
+/// `n` chunks of 64 KiB, as fast as the client takes them.
+async fn chunks(Path(n): Path<usize>) -> Body {
+    let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+    Body::from_stream(futures_util::stream::iter(
+        std::iter::repeat_n(chunk, n).map(Ok::<_, std::io::Error>),
+    ))
 }
 
 /// A parsed HTTP/1.1 response.
