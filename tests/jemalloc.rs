@@ -1,7 +1,16 @@
 //! The real memory source: jemalloc as the global allocator, its statistics read by the
 //! sampler thread, and the budget reacting to real allocations.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+mod support;
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -108,6 +117,107 @@ async fn budget_reacts_to_real_allocations() {
     )
     .await;
     assert_eq!(admission.snapshot().admitted_over_budget, 0);
+}
+
+#[test]
+fn a_cache_held_over_the_budget_slows_the_service_to_one_at_a_time_and_health_stays_fast() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(cache_over_budget());
+}
+
+/// Requests still being served, and the most seen at once.
+#[derive(Default)]
+struct Running {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+async fn cache_over_budget() {
+    const REQUESTS: usize = 20;
+    const HEALTH_PROBES: usize = 10;
+    let base = JemallocMemory::new().unwrap().allocated_bytes();
+    let config = AdmissionConfig::default()
+        .memory_budget_bytes(base + 64 * MIB)
+        .max_concurrency(16)
+        .queue_timeout(Duration::from_secs(30))
+        .bypass(["/health"]);
+    let admission = Admission::new(config).unwrap();
+    // Something that is not a request holds more than the whole budget.
+    let cache = std::hint::black_box(vec![1u8; 128 * MIB as usize]);
+    wait_for(&admission, "the sampler to see the cache", |s| {
+        s.memory_bytes >= base + 128 * MIB
+    })
+    .await;
+
+    let running = Arc::new(Running::default());
+    let work_running = running.clone();
+    let app = axum::Router::new()
+        .route(
+            "/work",
+            axum::routing::get(move || {
+                let running = work_running.clone();
+                async move {
+                    let now = running.now.fetch_add(1, Ordering::SeqCst) + 1;
+                    running.peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    running.now.fetch_sub(1, Ordering::SeqCst);
+                    "done\n"
+                }
+            }),
+        )
+        .route("/health", axum::routing::get(|| async { "ok\n" }))
+        .layer(admission.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let get = move |path: &'static str| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        support::read_reply(stream).await.status
+    };
+
+    let work: Vec<_> = (0..REQUESTS).map(|_| tokio::spawn(get("/work"))).collect();
+    wait_for(&admission, "requests to queue behind the cache", |s| {
+        s.queued > 0
+    })
+    .await;
+    // `/health` does not wait behind them: it answers while they are still queued.
+    let mut health = Vec::new();
+    for _ in 0..HEALTH_PROBES {
+        let asked = Instant::now();
+        assert_eq!(get("/health").await, 200);
+        health.push(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queued_after_probes = admission.snapshot().queued;
+    for request in work {
+        assert_eq!(request.await.unwrap(), 200, "a request was not served");
+    }
+    health.sort();
+    println!(
+        "{REQUESTS} requests one at a time over a cache of 128 MiB (budget 64 MiB); \
+         /health median {:?}, max {:?}",
+        health[HEALTH_PROBES / 2],
+        health[HEALTH_PROBES - 1]
+    );
+    assert!(
+        queued_after_probes > 0,
+        "the probes outlasted the queue: they may have waited"
+    );
+    assert_eq!(running.peak.load(Ordering::SeqCst), 1, "one at a time");
+    let s = admission.snapshot();
+    assert_eq!(s.admitted_over_budget, REQUESTS as u64);
+    assert_eq!((s.in_flight, s.queued, s.rejected_total()), (0, 0, 0));
+    drop(cache);
+    server.abort();
 }
 
 async fn wait_for(
