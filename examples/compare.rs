@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     };
     let limiter = std::env::var("LIMITER").unwrap_or_else(|_| "tower".into());
     let app = match limiter.as_str() {
-        "none" => common::routes(metrics.clone()),
+        "none" => common::routes(scrape(&metrics)),
         "tower" => {
             let concurrency = std::env::var("TOWER_CONCURRENCY").unwrap_or_else(|_| "256".into());
             let Ok(concurrency) = concurrency.parse::<usize>() else {
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 return common::fail("TOWER_CONCURRENCY=0 is not valid: expected an integer >= 1");
             }
             println!("limiter: LoadShed + GlobalConcurrencyLimit({concurrency})");
-            let limited = common::routes(metrics.clone()).layer(
+            let limited = common::routes(scrape(&metrics)).layer(
                 ServiceBuilder::new()
                     .layer(HandleErrorLayer::new(overloaded))
                     .layer(LoadShedLayer::new())
@@ -71,7 +71,14 @@ fn main() -> ExitCode {
         return common::fail(&error);
     }
     println!("limiter: {limiter}");
-    common::run(app, addr)
+    common::run(app.layer(common::request_timeout()), addr, || {})
+}
+
+fn scrape(
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+) -> impl Fn() -> String + Clone + Send + Sync + 'static {
+    let metrics = metrics.clone();
+    move || metrics.render()
 }
 
 async fn overloaded(error: BoxError) -> impl IntoResponse {

@@ -26,6 +26,10 @@
 //! (default `127.0.0.1:3000`); `/health` and `/metrics` bypass admission unless
 //! `ADMISSION_BYPASS` says otherwise. A bad configuration exits with status 2 before the
 //! port is bound.
+//!
+//! Hardened as a production service should be (see `common/serve.rs`): header read timeout,
+//! write stall timeout, per-request timeout, body limit on `/ingest`, and a graceful
+//! shutdown that answers queued requests 503 at once and lets admitted ones finish.
 
 use std::process::ExitCode;
 
@@ -51,7 +55,17 @@ fn main() -> ExitCode {
         Err(error) => return common::fail(&error.to_string()),
     };
     println!("{admission}");
+    // Scrapes publish the pool's figures first: a stalled sampler cannot freeze them.
+    let scraped = admission.clone();
+    let scrape = move || {
+        scraped.publish_metrics();
+        metrics.render()
+    };
     // One pool over every route: `Router::layer` wraps each route, and they all share it.
-    let app = common::routes(metrics).layer(admission.layer());
-    common::run(app, addr)
+    // The request timeout sits inside it, timing handlers rather than the queue.
+    let app = common::routes(scrape)
+        .layer(common::request_timeout())
+        .layer(admission.layer());
+    // On SIGTERM the queue is answered 503 at once; admitted requests run to the end.
+    common::run(app, addr, move || admission.close())
 }

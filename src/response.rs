@@ -31,19 +31,19 @@ pub(crate) fn rejection<B>(
     let (status, text) = match (rejection.reason(), rejection.limit()) {
         (Reason::QueueFull, Limit::Concurrency) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=queue_full limit=concurrency (every slot is busy and the queue is full)\n",
+            "overloaded: reason=queue_full limit=concurrency (every slot is busy and the queue is full or closed)\n",
         ),
         (Reason::QueueFull, Limit::Memory) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=queue_full limit=memory (the memory budget is spent and the queue is full)\n",
+            "overloaded: reason=queue_full limit=memory (the memory budget is spent and the queue is full or closed)\n",
         ),
         (Reason::QueueTimeout, Limit::Concurrency) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=queue_timeout limit=concurrency (no slot came free within the queue timeout)\n",
+            "overloaded: reason=queue_timeout limit=concurrency (no slot came free before the queue timeout or a shutdown)\n",
         ),
         (Reason::QueueTimeout, Limit::Memory) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=queue_timeout limit=memory (no memory came free within the queue timeout)\n",
+            "overloaded: reason=queue_timeout limit=memory (no memory came free before the queue timeout or a shutdown)\n",
         ),
         (Reason::TooLarge, _) => (
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use support::{Fault, MIB, TestServer, read_reply};
 use tokio::io::AsyncReadExt;
 use tower_admission::{AdmissionConfig, MemoryBudget, MemoryFailure};
-use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 
 fn config() -> AdmissionConfig {
     AdmissionConfig::default()
@@ -230,5 +230,34 @@ async fn a_queued_request_is_answered_at_once_when_the_pool_closes() {
     server.probe.release(1);
     assert_eq!(read_reply(held).await.status, 200);
     server.wait_idle().await;
+    assert_eq!(server.probe.peak.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_hangs_behind_a_request_timeout_answers_504_and_frees_its_permit() {
+    // As the example server wires it: the timeout inside the admission layer.
+    let server = TestServer::start_with(
+        config().max_concurrency(1).queue_capacity(4),
+        0,
+        |routes, admission| {
+            routes
+                .layer(TimeoutLayer::with_status_code(
+                    http::StatusCode::GATEWAY_TIMEOUT,
+                    Duration::from_millis(100),
+                ))
+                .layer(admission.layer())
+        },
+    )
+    .await;
+    let mut hung = Vec::new();
+    for id in 0..4 {
+        hung.push(server.open(&format!("/hold/{id}")).await);
+    }
+    // One at a time, each cut off by the timeout, none left holding the slot.
+    for client in hung {
+        assert_eq!(read_reply(client).await.status, 504);
+    }
+    server.wait_idle().await;
+    assert_eq!(server.get("/fast").await.status, 200);
     assert_eq!(server.probe.peak.load(Ordering::SeqCst), 1);
 }

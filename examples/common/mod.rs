@@ -1,7 +1,11 @@
-//! What the example servers share: the routes of the contract, metrics, serving and
-//! shutdown. `server` puts tower-admission in front of them; `compare` puts tower's own limits
-//! (or nothing) there, for side-by-side runs.
+//! What the example servers share: the routes of the contract, metrics, and hardened
+//! serving with graceful shutdown (`serve.rs`). `server` puts tower-admission in front of
+//! the routes; `compare` puts tower's own limits (or nothing) there, for side-by-side runs.
 #![allow(dead_code)]
+
+mod serve;
+
+pub use serve::request_timeout;
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
@@ -55,13 +59,14 @@ fn listen_addr() -> Result<SocketAddr, String> {
     })
 }
 
-/// Serves `app` on `addr` on a new multi-thread runtime until SIGINT or SIGTERM.
-pub fn run(app: Router, addr: SocketAddr) -> ExitCode {
+/// Serves `app` on `addr` on a new multi-thread runtime until SIGINT or SIGTERM; then calls
+/// `on_shutdown` and lets admitted requests finish.
+pub fn run(app: Router, addr: SocketAddr, on_shutdown: impl FnOnce()) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the runtime: {error}")),
     };
-    match runtime.block_on(serve(app, addr)) {
+    match runtime.block_on(serve::serve(app, addr, on_shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -70,8 +75,9 @@ pub fn run(app: Router, addr: SocketAddr) -> ExitCode {
     }
 }
 
-/// The routes of the contract, without any limit in front of them.
-pub fn routes(metrics: PrometheusHandle) -> Router {
+/// The routes of the contract, without any limit in front of them; `/metrics` answers what
+/// `scrape` renders.
+pub fn routes(scrape: impl Fn() -> String + Clone + Send + Sync + 'static) -> Router {
     Router::new()
         .route("/work", get(work))
         .route(
@@ -80,7 +86,7 @@ pub fn routes(metrics: PrometheusHandle) -> Router {
         )
         .route("/stream", get(stream))
         .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/metrics", get(move || std::future::ready(scrape())))
 }
 
 pub fn fail(message: &str) -> ExitCode {
@@ -98,32 +104,6 @@ fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::Bu
             ],
         )?
         .install_recorder()
-}
-
-async fn serve(app: Router, addr: SocketAddr) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn bad_request(message: String) -> Response {
