@@ -537,9 +537,11 @@ impl Controller {
     /// every decision.
     #[inline]
     fn memory_refuses(&self, over: bool) -> bool {
-        match self.reading_health.policy() {
-            MemoryFailure::Open => over && self.reading_health.is_trusted(),
-            MemoryFailure::Closed => over || !self.reading_health.is_trusted(),
+        let fails_closed = self.settings.memory_failure == MemoryFailure::Closed;
+        if over {
+            fails_closed || self.reading_health.is_trusted()
+        } else {
+            fails_closed && !self.reading_health.is_trusted()
         }
     }
 
