@@ -47,10 +47,6 @@ impl ReadingHealth {
         }
     }
 
-    pub(crate) fn policy(&self) -> MemoryFailure {
-        self.policy
-    }
-
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
