@@ -538,10 +538,23 @@ impl Controller {
     #[inline]
     fn memory_refuses(&self, over: bool) -> bool {
         let fails_closed = self.settings.memory_failure == MemoryFailure::Closed;
-        if over {
-            fails_closed || self.reading_health.is_trusted()
+        // Failing open and under, or failing closed and over: the policy agrees with the
+        // reading, whatever its health.
+        if over == fails_closed {
+            return over;
+        }
+        self.trusted_reading_refuses(over)
+    }
+
+    /// The reading refuses (`over`) or admits, unless it cannot be trusted. Out of line:
+    /// it reads the clock, and keeps the admission loop small.
+    #[cold]
+    #[inline(never)]
+    fn trusted_reading_refuses(&self, over: bool) -> bool {
+        if self.reading_health.is_trusted() {
+            over
         } else {
-            fails_closed && !self.reading_health.is_trusted()
+            self.settings.memory_failure == MemoryFailure::Closed
         }
     }
 
