@@ -1,6 +1,6 @@
 //! Model-based property tests of the controller: random arrivals (with random declared
 //! lengths), cancellations while queued and while served, completions, deadlines, memory
-//! readings moving up and down, and samples. After every step the invariants are checked;
+//! readings moving up and down, failed readings, and samples. After every step the invariants are checked;
 //! when everything has ended, every figure must be back to zero. A quarter of the sequences
 //! close the pool part-way, as a graceful shutdown does.
 //!
@@ -40,6 +40,8 @@ enum Op {
     Poll,
     /// The memory reading changes to this many MiB, and the sampler ticks.
     Memory(u8),
+    /// The sampler ticks, but the memory source fails: the memory limit fails open.
+    SourceFails,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -50,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Deadline),
         2 => Just(Op::Poll),
         1 => (0u8..80).prop_map(Op::Memory),
+        1 => Just(Op::SourceFails),
     ]
 }
 
@@ -131,6 +134,10 @@ impl Model {
                 self.memory.set(u64::from(mib) * MIB);
                 self.controller.on_sample(Ok(()));
             }
+            Op::SourceFails => self.controller.on_sample(Err(crate::MemoryError::Read {
+                what: "the model's source",
+                reason: "injected".into(),
+            })),
             Op::Poll => self.observe_grants(),
             _ => {}
         }
