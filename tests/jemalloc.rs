@@ -48,15 +48,20 @@ fn jemalloc_sees_allocations_and_frees() {
     assert!(after < during - 192 * MIB, "during {during}, after {after}");
 }
 
-#[test]
-fn the_budget_reacts_to_real_allocations() {
+/// Runs `test` on a runtime of its own, in turn with the other tests.
+fn serially(test: impl std::future::Future<Output = ()>) {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
-        .block_on(budget_reacts_to_real_allocations());
+        .block_on(test);
+}
+
+#[test]
+fn the_budget_reacts_to_real_allocations() {
+    serially(budget_reacts_to_real_allocations());
 }
 
 async fn budget_reacts_to_real_allocations() {
@@ -121,13 +126,7 @@ async fn budget_reacts_to_real_allocations() {
 
 #[test]
 fn a_cache_held_over_the_budget_slows_the_service_to_one_at_a_time_and_health_stays_fast() {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(cache_over_budget());
+    serially(cache_over_budget());
 }
 
 /// Requests still being served, and the most seen at once.
