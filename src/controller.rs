@@ -453,6 +453,8 @@ impl Controller {
             self.footprint
                 .observe(self.memory.allocated_bytes(), in_flight(state));
         }
+        // After a failed refresh too: the sampler's tick is what lets the progress guarantee
+        // serve one request at a time when failing closed.
         if state & QUEUED != 0 {
             self.grant_waiters(Reading::Fresh);
         }

@@ -51,6 +51,11 @@ impl ReadingHealth {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Milliseconds from the last successful refresh to `now_ms`.
+    fn age_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.refreshed_at_ms.load(Acquire))
+    }
+
     /// Records the outcome of a refresh (from the sampler thread).
     pub(crate) fn record(&self, refreshed: &Result<(), MemoryError>) {
         match refreshed {
@@ -84,7 +89,7 @@ impl ReadingHealth {
     /// (throttled) when it may not. Reads the clock: call it only where the answer matters.
     pub(crate) fn is_trusted(&self) -> bool {
         let now = self.now_ms();
-        let age_ms = now.saturating_sub(self.refreshed_at_ms.load(Acquire));
+        let age_ms = self.age_ms(now);
         let failing = self.failing.load(Relaxed);
         if !failing && age_ms <= self.stale_after_ms {
             return true;
@@ -110,10 +115,7 @@ impl ReadingHealth {
 
     /// Time since the last successful refresh.
     pub(crate) fn age(&self) -> Duration {
-        Duration::from_millis(
-            self.now_ms()
-                .saturating_sub(self.refreshed_at_ms.load(Acquire)),
-        )
+        Duration::from_millis(self.age_ms(self.now_ms()))
     }
 }
 
