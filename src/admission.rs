@@ -5,9 +5,14 @@ use std::{fmt, sync::Arc};
 use bytesize::ByteSize;
 
 use crate::{
-    AdmissionConfig, AdmissionLayer, ConfigError, MemoryBudget, MemorySource, Snapshot,
+    config::{AdmissionConfig, ConfigError, MemoryBudget},
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
-    metrics, response, sampler, system_memory,
+    http_settings::HttpSettings,
+    layer::AdmissionLayer,
+    memory::MemorySource,
+    metrics, response, sampler,
+    snapshot::Snapshot,
+    system_memory,
 };
 
 /// One admission pool: its limits, queue and memory sampler, shared by every layer made from
@@ -35,6 +40,7 @@ use crate::{
 #[derive(Clone)]
 pub struct Admission {
     controller: Arc<Controller>,
+    settings: Arc<HttpSettings>,
     description: Arc<str>,
 }
 
@@ -88,18 +94,21 @@ impl Admission {
             max_concurrency: config.max_concurrency.min(MAX_CONCURRENCY),
             budget: budget.map(|b| b.min(MAX_BUDGET_BYTES)),
             queue_capacity: config.queue_capacity,
-            queue_timeout: config.queue_timeout,
-            request_estimate: config.request_estimate,
+            initial_estimate: config.request_estimate,
             memory_failure: config.memory_failure,
             sample_interval: config.sample_interval,
+        };
+        let http_settings = HttpSettings {
+            queue_timeout: config.queue_timeout,
             retry_after: response::retry_after(config.retry_after_secs),
             bypass: config.bypass.clone(),
+            classifier: config.classifier.clone(),
         };
         let description = describe(
             &config,
             &budget_text,
             source.name(),
-            source.thread_allocation_counter().is_some(),
+            source.thread_allocations().is_some(),
         );
         let controller = Arc::new(Controller::new(settings, Arc::new(source)));
         metrics::describe();
@@ -107,13 +116,14 @@ impl Admission {
             .map_err(|e| ConfigError::Sampler(e.to_string()))?;
         Ok(Self {
             controller,
+            settings: Arc::new(http_settings),
             description: description.into(),
         })
     }
 
     /// A layer that applies this pool's admission control.
     pub fn layer(&self) -> AdmissionLayer {
-        AdmissionLayer::new(Arc::clone(&self.controller))
+        AdmissionLayer::new(Arc::clone(&self.controller), Arc::clone(&self.settings))
     }
 
     /// The pool's live figures.
@@ -194,7 +204,7 @@ fn describe(config: &AdmissionConfig, budget: &str, source: &str, tracks: bool) 
     let charge = ByteSize::b(config.request_estimate).display().iec();
     let charge = if tracks {
         format!(
-            "Content-Length + {charge} until its first poll (then learned), then what it allocates"
+            "until its first poll, Content-Length + the most its class (method and path, or the classifier's) allocated lately ({charge} for a class not seen yet); then what it allocates, plus the most one poll of its class rose lately"
         )
     } else {
         format!("Content-Length + {charge}")

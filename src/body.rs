@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 
-use crate::{Rejection, permit::Permit};
+use crate::{controller::Permit, rejection::Rejection};
 
 pin_project! {
     /// The body of a response that passed through [`AdmissionService`](crate::AdmissionService):

@@ -4,6 +4,8 @@ use std::{ffi::OsString, fmt, time::Duration};
 
 use bytesize::ByteSize;
 
+use crate::{controller::CostClass, http_settings::Classifier};
+
 /// Environment variable names, the contract of [`AdmissionConfig::from_env`].
 pub(crate) mod vars {
     pub(crate) const MAX_CONCURRENCY: &str = "ADMISSION_MAX_CONCURRENCY";
@@ -134,6 +136,7 @@ pub struct AdmissionConfig {
     pub(crate) retry_after_secs: u32,
     pub(crate) request_estimate: u64,
     pub(crate) memory_failure: MemoryFailure,
+    pub(crate) classifier: Option<Classifier>,
 }
 
 impl Default for AdmissionConfig {
@@ -150,6 +153,7 @@ impl Default for AdmissionConfig {
             retry_after_secs: 1,
             request_estimate: 256 << 10,
             memory_failure: MemoryFailure::Open,
+            classifier: None,
         }
     }
 }
@@ -319,12 +323,38 @@ impl AdmissionConfig {
         self
     }
 
-    /// What a request is charged, on top of its `Content-Length`, between its admission and
-    /// its first poll, until the layer has seen first polls (it then charges their recent
-    /// average). Default 256 KiB. After its first poll a request is charged what it has
-    /// allocated, where the memory source counts allocations per thread (jemalloc does).
+    /// What a request of a cost class never seen before is charged, on top of its
+    /// `Content-Length`, until its first poll. Default 256 KiB. Once a class has been seen,
+    /// its requests are charged the most that requests of the class allocated lately; after
+    /// its first poll, a request is charged what it has allocated, where the memory source
+    /// counts allocations per thread (jemalloc does).
     pub fn request_estimate(mut self, bytes: u64) -> Self {
         self.request_estimate = bytes;
+        self
+    }
+
+    /// Puts requests into cost classes with `classify`, instead of by method and path.
+    ///
+    /// Requests of one class share what the layer learns of their cost: until its first
+    /// poll, a request is charged the most its class has allocated lately. Use it where cost
+    /// depends on something other than the route, such as a query parameter or a header.
+    /// Keep the number of classes small: the table holds 64, and the rest share one.
+    ///
+    /// ```
+    /// use tower_admission::{AdmissionConfig, CostClass};
+    ///
+    /// // Thumbnails cost little, full-size renders a lot, on the same route.
+    /// let config = AdmissionConfig::default().classify(|parts| {
+    ///     let full = parts.uri.query().is_some_and(|q| q.contains("size=full"));
+    ///     CostClass::new((parts.uri.path(), full))
+    /// });
+    /// # let _ = config;
+    /// ```
+    pub fn classify(
+        mut self,
+        classify: impl Fn(&http::request::Parts) -> CostClass + Send + Sync + 'static,
+    ) -> Self {
+        self.classifier = Some(Classifier(std::sync::Arc::new(classify)));
         self
     }
 

@@ -13,7 +13,13 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::{AdmissionBody, Rejection, controller::Ticket, metrics, permit::Permit, response};
+use crate::{
+    body::AdmissionBody,
+    controller::{Permit, Ticket},
+    metrics,
+    rejection::Rejection,
+    response,
+};
 
 pin_project! {
     /// Response future of [`AdmissionService`](crate::AdmissionService).

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::{AdmissionService, controller::Controller};
+use crate::{controller::Controller, http_settings::HttpSettings, service::AdmissionService};
 
 /// Applies admission control to a service; made by [`Admission::layer`](crate::Admission::layer).
 ///
@@ -28,11 +28,15 @@ use crate::{AdmissionService, controller::Controller};
 #[derive(Debug, Clone)]
 pub struct AdmissionLayer {
     controller: Arc<Controller>,
+    settings: Arc<HttpSettings>,
 }
 
 impl AdmissionLayer {
-    pub(crate) fn new(controller: Arc<Controller>) -> Self {
-        Self { controller }
+    pub(crate) fn new(controller: Arc<Controller>, settings: Arc<HttpSettings>) -> Self {
+        Self {
+            controller,
+            settings,
+        }
     }
 }
 
@@ -40,6 +44,10 @@ impl<S> Layer<S> for AdmissionLayer {
     type Service = AdmissionService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AdmissionService::new(inner, Arc::clone(&self.controller))
+        AdmissionService::new(
+            inner,
+            Arc::clone(&self.controller),
+            Arc::clone(&self.settings),
+        )
     }
 }

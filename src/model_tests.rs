@@ -12,24 +12,25 @@
 use std::{
     sync::{Arc, Barrier},
     task::{Context, Poll, Waker},
-    time::Duration,
 };
 
 use proptest::prelude::*;
 
 use crate::{
-    ManualMemory, MemoryFailure,
-    controller::{Acquired, Controller, Settings, Ticket, kib},
-    permit::Permit,
+    controller::{Acquired, Controller, CostClass, MAX_PASSES, Permit, Settings, Ticket, kib},
+    memory::{ManualMemory, MemorySource},
 };
 
 const MIB: u64 = 1 << 20;
 const ESTIMATE: u64 = MIB;
+const CLASS: CostClass = CostClass::ANY_FOR_TESTS;
 
 #[derive(Debug, Clone)]
 enum Op {
     /// A request arrives declaring this many MiB (0: no body).
     Arrive(u8),
+    /// The i-th request in flight is polled: its cost is known from now on.
+    Run(usize),
     /// The i-th request in flight finishes (or panics, or its client vanishes: the same drop).
     Finish(usize),
     /// The i-th waiter's client vanishes.
@@ -48,6 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u8..12).prop_map(Op::Arrive),
         3 => any::<usize>().prop_map(Op::Finish),
+        2 => any::<usize>().prop_map(Op::Run),
         1 => any::<usize>().prop_map(Op::Vanish),
         1 => Just(Op::Deadline),
         2 => Just(Op::Poll),
@@ -64,23 +66,18 @@ struct Model {
     served: Vec<(u64, u64, Permit)>,
     /// Waiters, oldest first: (arrival number, estimate).
     waiting: Vec<(u64, u64, Ticket)>,
+    /// For each waiter by arrival number: how many waited ahead of it when it arrived, and
+    /// how many later arrivals have been granted since.
+    passed: std::collections::BTreeMap<u64, (usize, u32)>,
+    /// The reading with nothing in flight, as the controller learns it.
+    baseline: u64,
     closed: bool,
 }
 
 impl Model {
     fn new(max: usize, capacity: usize) -> Self {
         let memory = ManualMemory::new(0);
-        let settings = Settings {
-            max_concurrency: max,
-            budget: Some(64 * MIB),
-            queue_capacity: capacity,
-            queue_timeout: Duration::from_secs(1),
-            request_estimate: ESTIMATE,
-            memory_failure: MemoryFailure::Open,
-            sample_interval: Duration::from_millis(10),
-            retry_after: http::HeaderValue::from_static("1"),
-            bypass: Vec::new(),
-        };
+        let settings = Settings::for_tests(max, Some(64 * MIB), capacity);
         let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
         Self {
             controller,
@@ -88,6 +85,8 @@ impl Model {
             arrivals: 0,
             served: Vec::new(),
             waiting: Vec::new(),
+            passed: Default::default(),
+            baseline: 0,
             closed: false,
         }
     }
@@ -97,24 +96,41 @@ impl Model {
             Op::Arrive(mib) => {
                 let declared = u64::from(mib) * MIB;
                 self.arrivals += 1;
-                let estimate = declared + ESTIMATE;
+                // The estimate, or what the budget can hold beside the baseline if less.
+                let most = |charge: u64| {
+                    let room = (64 * MIB).saturating_sub(self.baseline).max(declared);
+                    assert_eq!(charge, (declared + ESTIMATE).min(room), "the charge");
+                    charge
+                };
                 let someone_waits = self.waiting.iter().any(|(_, _, t)| t.is_waiting());
-                match self.controller.acquire(Some(declared)) {
+                match self.controller.acquire(CLASS, Some(declared)) {
                     Acquired::Admitted(permit) => {
-                        // No barging: nobody is admitted past a waiter.
+                        // No barging: an arrival goes through the queue while anyone waits.
                         assert!(
                             !someone_waits,
                             "request {} overtook a waiter",
                             self.arrivals
                         );
-                        self.served.push((self.arrivals, estimate, permit));
+                        self.served
+                            .push((self.arrivals, most(permit.charge()), permit));
                     }
                     Acquired::Queued(ticket) => {
                         assert!(!self.closed, "request {} queued after close", self.arrivals);
-                        self.waiting.push((self.arrivals, estimate, ticket))
+                        let ahead = self
+                            .waiting
+                            .iter()
+                            .filter(|(_, _, t)| t.is_waiting())
+                            .count();
+                        self.passed.insert(self.arrivals, (ahead, 0));
+                        self.waiting
+                            .push((self.arrivals, most(ticket.charge()), ticket))
                     }
                     Acquired::Rejected(_) => {}
                 }
+            }
+            Op::Run(i) if !self.served.is_empty() => {
+                let i = i % self.served.len();
+                self.served[i].2.track(|| ());
             }
             Op::Finish(i) if !self.served.is_empty() => {
                 let i = i % self.served.len();
@@ -132,7 +148,7 @@ impl Model {
             }
             Op::Memory(mib) => {
                 self.memory.set(u64::from(mib) * MIB);
-                self.controller.on_sample(Ok(()));
+                self.sample();
             }
             Op::SourceFails => self.controller.on_sample(Err(crate::MemoryError::Read {
                 what: "the model's source",
@@ -141,6 +157,18 @@ impl Model {
             Op::Poll => self.observe_grants(),
             _ => {}
         }
+    }
+
+    /// The sampler ticks on a good reading; the model follows the baseline as the
+    /// controller learns it (the reading with nothing in flight, or a lower one).
+    fn sample(&mut self) {
+        let reading = self.memory.allocated_bytes();
+        if self.controller.snapshot().in_flight == 0 {
+            self.baseline = reading;
+        } else {
+            self.baseline = self.baseline.min(reading);
+        }
+        self.controller.on_sample(Ok(()));
     }
 
     /// Polls every waiter, as their futures would be when woken; granted ones are served.
@@ -158,7 +186,9 @@ impl Model {
             }
         }
         self.waiting = still;
+        let arrivals: Vec<u64> = granted.iter().map(|g| g.0).collect();
         self.served.extend(granted);
+        self.count_passes(&arrivals);
     }
 
     fn check(&self) {
@@ -182,14 +212,28 @@ impl Model {
             s.reserved_bytes, reserved,
             "reserved bytes = the sum over live requests"
         );
-        // FIFO: everyone granted arrived before everyone still waiting.
-        if let (Some(newest), Some(oldest)) = (
-            granted.iter().map(|g| g.0).max(),
-            waiting.iter().map(|w| w.0).min(),
-        ) {
+        // Charges are the estimates: nothing here allocates.
+        for (_, estimate, ticket) in &self.waiting {
+            assert_eq!(ticket.charge(), *estimate);
+        }
+    }
+
+    /// Bounded backfill: a waiter is passed by later arrivals at most `MAX_PASSES` times for
+    /// itself and for each waiter that was ahead of it.
+    fn count_passes(&mut self, granted: &[u64]) {
+        let still: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, _, t)| t.is_waiting())
+            .map(|w| w.0)
+            .collect();
+        self.passed.retain(|arrival, _| still.contains(arrival));
+        for (arrival, (ahead, passes)) in self.passed.iter_mut() {
+            *passes += granted.iter().filter(|g| *g > arrival).count() as u32;
+            let bound = MAX_PASSES * (*ahead as u32 + 1);
             assert!(
-                newest < oldest,
-                "request {newest} was granted before {oldest}"
+                *passes <= bound,
+                "request {arrival} passed {passes} times (bound {bound})"
             );
         }
     }
@@ -218,7 +262,7 @@ proptest! {
         // the queue, one waiter at least per round: it cannot wedge.
         for _ in 0..=model.waiting.len() {
             model.served.clear();
-            model.controller.on_sample(Ok(()));
+            model.sample();
             model.observe_grants();
             model.check();
         }
@@ -234,17 +278,7 @@ fn many_threads_racing_leave_nothing_behind() {
     const THREADS: usize = 8;
     const ROUNDS: usize = 5_000;
     let memory = ManualMemory::new(0);
-    let settings = Settings {
-        max_concurrency: 3,
-        budget: Some(16 * MIB),
-        queue_capacity: 4,
-        queue_timeout: Duration::from_secs(1),
-        request_estimate: MIB,
-        memory_failure: MemoryFailure::Open,
-        sample_interval: Duration::from_millis(10),
-        retry_after: http::HeaderValue::from_static("1"),
-        bypass: Vec::new(),
-    };
+    let settings = Settings::for_tests(3, Some(16 * MIB), 4);
     let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
     let start = Arc::new(Barrier::new(THREADS + 1));
     let threads: Vec<_> = (0..THREADS)
@@ -256,10 +290,12 @@ fn many_threads_racing_leave_nothing_behind() {
                 let mut tally = Tally::default();
                 for round in 0..ROUNDS {
                     let declared = ((t + round) % 5) as u64 * MIB;
-                    match controller.acquire(Some(declared)) {
-                        Acquired::Admitted(permit) => {
+                    match controller.acquire(CLASS, Some(declared)) {
+                        Acquired::Admitted(mut permit) => {
                             tally.admitted += 1;
-                            std::thread::yield_now();
+                            if round % 2 == 0 {
+                                permit.track(std::thread::yield_now);
+                            }
                             drop(permit);
                         }
                         Acquired::Queued(mut ticket) => match round % 3 {

@@ -29,7 +29,7 @@ fn run(controller: Weak<Controller>, interval: Duration) {
         controller.on_sample(refreshed);
         crate::metrics::publish(&controller.snapshot());
         let pause = pause(
-            controller.committed_bytes(),
+            controller.spoken_for_bytes(),
             controller.settings.budget,
             interval,
         );

@@ -10,9 +10,11 @@ use http::{Request, Response, header};
 use tower_service::Service;
 
 use crate::{
-    AdmissionBody, Snapshot,
+    body::AdmissionBody,
     controller::{Acquired, Controller},
     future::ResponseFuture,
+    http_settings::HttpSettings,
+    snapshot::Snapshot,
 };
 
 /// Admits each request only while the pool's concurrency and memory limits allow; queues or
@@ -59,11 +61,16 @@ use crate::{
 pub struct AdmissionService<S> {
     inner: S,
     controller: Arc<Controller>,
+    settings: Arc<HttpSettings>,
 }
 
 impl<S> AdmissionService<S> {
-    pub(crate) fn new(inner: S, controller: Arc<Controller>) -> Self {
-        Self { inner, controller }
+    pub(crate) fn new(inner: S, controller: Arc<Controller>, settings: Arc<HttpSettings>) -> Self {
+        Self {
+            inner,
+            controller,
+            settings,
+        }
     }
 
     /// The live figures of the pool this service belongs to.
@@ -101,11 +108,12 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let settings = &self.controller.settings;
+        let settings = &self.settings;
         if settings.bypasses(request.uri().path()) {
             return ResponseFuture::called(self.inner.call(request), None);
         }
-        match self.controller.acquire(declared_length(&request)) {
+        let (class, request) = settings.classify(request);
+        match self.controller.acquire(class, declared_length(&request)) {
             Acquired::Admitted(permit) => {
                 ResponseFuture::called(self.inner.call(request), Some(permit))
             }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use tikv_jemalloc_ctl::{Access, AsName, Mib, epoch, epoch_mib, stats, thread};
 
-use super::{MemoryError, MemorySource};
+use super::{MemoryError, MemorySource, ThreadAllocations};
 
 /// `stats.arenas.<MALLCTL_ARENAS_ALL>.tcache_bytes`: bytes parked in thread caches. jemalloc
 /// counts them as allocated, but the application has freed them.
@@ -154,8 +154,8 @@ impl MemorySource for JemallocMemory {
         "jemalloc stats.allocated - tcache_bytes"
     }
 
-    fn thread_allocation_counter(&self) -> Option<fn() -> u64> {
-        Some(thread_net_allocated)
+    fn thread_allocations(&self) -> Option<fn() -> ThreadAllocations> {
+        Some(thread_allocations)
     }
 }
 
@@ -166,12 +166,14 @@ thread_local! {
         thread::allocatedp::read().ok().zip(thread::deallocatedp::read().ok());
 }
 
-/// Bytes the calling thread has allocated minus bytes it has freed, since it started
-/// (wrapping). The difference across a poll is what that poll allocated, net.
-pub(crate) fn thread_net_allocated() -> u64 {
+/// What the calling thread has allocated and freed since it started (wrapping).
+pub(crate) fn thread_allocations() -> ThreadAllocations {
     THREAD_COUNTERS.with(|counters| {
-        counters.map_or(0, |(allocated, deallocated)| {
-            allocated.get().wrapping_sub(deallocated.get())
+        counters.map_or(ThreadAllocations::default(), |(allocated, freed)| {
+            ThreadAllocations {
+                allocated: allocated.get(),
+                freed: freed.get(),
+            }
         })
     })
 }

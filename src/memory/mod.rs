@@ -50,12 +50,42 @@ pub trait MemorySource: Send + Sync + std::fmt::Debug + 'static {
     /// A short name for the effective configuration, such as `"jemalloc stats.allocated"`.
     fn name(&self) -> &'static str;
 
-    /// A function returning the bytes the calling thread has allocated minus those it has
-    /// freed, if the allocator counts them per thread (jemalloc does). With it, the layer
-    /// charges each request what its polls allocate, at once, instead of waiting for the next
-    /// reading. The default is `None`.
-    fn thread_allocation_counter(&self) -> Option<fn() -> u64> {
+    /// A function returning what the calling thread has allocated and freed since it started,
+    /// if the allocator counts them per thread (jemalloc does). With it, the layer charges each
+    /// request what its polls allocate, at once, instead of waiting for the next reading. The
+    /// default is `None`.
+    fn thread_allocations(&self) -> Option<fn() -> ThreadAllocations> {
         None
+    }
+}
+
+/// What one thread has allocated and freed since it started, in bytes; both counters wrap.
+///
+/// The difference between two readings on one thread, around a poll, tells what the poll
+/// allocated (`allocated`), and how much of it, net, it kept (`allocated - freed`).
+///
+/// ```
+/// use tower_admission::ThreadAllocations;
+///
+/// let before = ThreadAllocations { allocated: 100, freed: 40 };
+/// let after = ThreadAllocations { allocated: 1_100, freed: 540 };
+/// assert_eq!(after.since(before), ThreadAllocations { allocated: 1_000, freed: 500 });
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadAllocations {
+    /// Bytes allocated.
+    pub allocated: u64,
+    /// Bytes freed.
+    pub freed: u64,
+}
+
+impl ThreadAllocations {
+    /// What was allocated and freed between `earlier` and `self`.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            allocated: self.allocated.wrapping_sub(earlier.allocated),
+            freed: self.freed.wrapping_sub(earlier.freed),
+        }
     }
 }
 

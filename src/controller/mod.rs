@@ -1,14 +1,21 @@
-//! The shared admission state: in-flight count, reserved bytes and the bounded FIFO queue.
+//! The shared admission state: in-flight count, charged bytes, cost classes and the bounded
+//! queue. Tokio-free: time is the response future's business, and memory comes through
+//! [`MemorySource`].
 //!
-//! A request is admitted while `in_flight < max_concurrency` and
-//! `max(memory, baseline + charged) + estimate <= budget`, where `memory` is the sampler's
-//! last reading and `charged` sums what the requests in flight are charged: their estimates,
-//! or what they have allocated when that is more (see [`crate::footprint`]). Otherwise it
-//! queues, unless the queue is full.
+//! **Admission.** A request is admitted while `in_flight < max_concurrency` and
+//! `max(memory, baseline + charged) + charge <= budget`, where `memory` is the sampler's last
+//! reading, `charged` sums what the requests in flight are charged (see [`permit`]) and
+//! `charge` is the new request's conservative estimate (see [`classes`]).
 //!
-//! **Order.** Waiters are admitted strictly first in, first out, and a new arrival never
-//! overtakes a waiter (no barging). A large request at the head therefore holds back smaller
-//! ones behind it until memory frees up: the price of never starving large requests.
+//! **Soft limit.** Estimates can still be wrong (a class not seen before, a figure that has
+//! aged out). So above the *soft limit*, the budget less the largest charge seen lately, a
+//! request is admitted only while every admitted request has shown its cost (been polled
+//! once): near the budget, requests of unknown cost go one at a time, and the overshoot stays
+//! within about one large request.
+//!
+//! **Order.** While anyone waits, arrivals queue. Waiters are admitted in arrival order, with
+//! bounded backfill (see [`queue`]): a waiter that fits in what a blocked head cannot use may
+//! go ahead of it, at most [`queue::MAX_PASSES`] times.
 //!
 //! **Progress.** When nothing is in flight, the head is admitted even over the memory budget,
 //! once a fresh reading confirms it: memory held by caches or leaks must not wedge the
@@ -25,12 +32,22 @@
 //! **Cancel safety.** A [`Ticket`] dropped while queued leaves the queue at once; one dropped
 //! after its grant but before it was observed gives the grant back. Wakers are collected
 //! under the lock and woken after it is released.
-//!
-//! Nothing here depends on tokio or on jemalloc: time is the response future's business, and
-//! memory comes through [`MemorySource`].
+
+mod classes;
+mod footprint;
+mod permit;
+mod queue;
+mod ticket;
+mod word;
+
+pub use classes::CostClass;
+pub(crate) use permit::Permit;
+#[cfg(test)]
+pub(crate) use queue::MAX_PASSES;
+pub(crate) use ticket::Ticket;
+pub(crate) use word::{MAX_BUDGET_BYTES, MAX_CONCURRENCY, kib};
 
 use std::{
-    collections::BTreeMap,
     fmt,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
@@ -39,133 +56,51 @@ use std::{
             Ordering::{Relaxed, SeqCst},
         },
     },
-    task::{Context, Poll, Waker},
+    task::Waker,
     time::{Duration, Instant},
 };
 
 use crate::{
-    MemoryError, MemoryFailure, MemorySource, footprint::Footprint, log_throttle::LogThrottle,
-    permit::Permit, reading_health::ReadingHealth, snapshot::Snapshot,
+    config::MemoryFailure,
+    log_throttle::LogThrottle,
+    memory::{MemoryError, MemorySource, ThreadAllocations},
+    reading_health::ReadingHealth,
+    rejection::{Limit, Reason, Rejection},
+    snapshot::Snapshot,
 };
+use classes::{ClassId, Classes};
+use footprint::Footprint;
+use queue::{Queue, Verdict};
+use word::{QUEUED, charge, charged_bytes, claim, in_flight};
 
-/// Why a request was not admitted; with [`Limit`], the labels of `admission_rejected_total`.
-///
-/// ```
-/// use tower_admission::{Limit, Reason};
-///
-/// let labels: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-/// assert_eq!(labels, ["queue_full", "queue_timeout", "too_large"]);
-/// assert_eq!(Limit::Memory.as_str(), "memory");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Reason {
-    /// The queue was full when the request arrived.
-    QueueFull,
-    /// The request waited for the whole queue timeout.
-    QueueTimeout,
-    /// The request declared a `Content-Length` above the whole memory budget.
-    TooLarge,
-}
-
-impl Reason {
-    /// The label used in metrics and response bodies: `queue_full`, `queue_timeout` or
-    /// `too_large`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Reason::QueueFull => "queue_full",
-            Reason::QueueTimeout => "queue_timeout",
-            Reason::TooLarge => "too_large",
-        }
-    }
-
-    /// Every reason, for iterating over counters.
-    pub const ALL: [Reason; 3] = [Reason::QueueFull, Reason::QueueTimeout, Reason::TooLarge];
-}
-
-/// The limit that held a request back (see [`Reason`] for an example).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Limit {
-    /// Requests in flight.
-    Concurrency,
-    /// The memory budget.
-    Memory,
-}
-
-impl Limit {
-    /// The label used in metrics and response bodies: `concurrency` or `memory`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Limit::Concurrency => "concurrency",
-            Limit::Memory => "memory",
-        }
-    }
-
-    /// Every limit, for iterating over counters.
-    pub const ALL: [Limit; 2] = [Limit::Concurrency, Limit::Memory];
-}
-
-/// A request the layer answered itself, with why. [`AdmissionBody::rejection`] returns it, so
-/// outer layers can tell the layer's 503s from the service's own.
-///
-/// ```
-/// use tower_admission::AdmissionBody;
-///
-/// fn describe<B>(response: &http::Response<AdmissionBody<B>>) -> Option<String> {
-///     let rejection = response.body().rejection()?;
-///     Some(format!("{} ({})", rejection.reason().as_str(), rejection.limit().as_str()))
-/// }
-/// ```
-///
-/// [`AdmissionBody::rejection`]: crate::AdmissionBody::rejection
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Rejection {
-    reason: Reason,
-    limit: Limit,
-}
-
-impl Rejection {
-    pub(crate) const fn new(reason: Reason, limit: Limit) -> Self {
-        Self { reason, limit }
-    }
-
-    /// Why the request was refused.
-    pub fn reason(&self) -> Reason {
-        self.reason
-    }
-
-    /// Which limit was hit.
-    pub fn limit(&self) -> Limit {
-        self.limit
-    }
-}
-
-/// The resolved settings of one pool.
+/// The resolved limits of one pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) max_concurrency: usize,
     pub(crate) budget: Option<u64>,
     pub(crate) queue_capacity: usize,
-    pub(crate) queue_timeout: Duration,
-    pub(crate) request_estimate: u64,
+    /// What a request of a class not seen before is charged, on top of its `Content-Length`.
+    pub(crate) initial_estimate: u64,
     pub(crate) memory_failure: MemoryFailure,
     pub(crate) sample_interval: Duration,
-    /// The `Retry-After` value, built once.
-    pub(crate) retry_after: http::HeaderValue,
-    pub(crate) bypass: Vec<String>,
 }
 
+#[cfg(test)]
 impl Settings {
-    /// Whether `path` skips admission: it equals a prefix or continues it with a new segment.
-    #[inline]
-    pub(crate) fn bypasses(&self, path: &str) -> bool {
-        !self.bypass.is_empty()
-            && self.bypass.iter().any(|prefix| {
-                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
-                    rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
-                })
-            })
+    /// Settings for tests: a 1 MiB initial estimate, failing open, sampling every 10 ms.
+    pub(crate) fn for_tests(
+        max_concurrency: usize,
+        budget: Option<u64>,
+        queue_capacity: usize,
+    ) -> Self {
+        Self {
+            max_concurrency,
+            budget,
+            queue_capacity,
+            initial_estimate: 1 << 20,
+            memory_failure: MemoryFailure::Open,
+            sample_interval: Duration::from_millis(10),
+        }
     }
 }
 
@@ -177,50 +112,6 @@ pub(crate) enum Acquired {
     Rejected(Rejection),
 }
 
-/// The whole admission state in one word, so that admitting is one compare-and-swap and
-/// releasing one subtraction, and the two limits are always checked against a consistent pair:
-///
-/// - bits 0–19: requests in flight (hence at most [`MAX_CONCURRENCY`]);
-/// - bits 20–62: bytes charged to them, in KiB (up to 8 PiB);
-/// - bit 63 (`QUEUED`): someone waits. Arrivals must then queue behind them (no barging),
-///   and a release must take the lock to hand its slot on.
-mod word {
-    pub(super) const QUEUED: u64 = 1 << 63;
-    const IN_FLIGHT_BITS: u32 = 20;
-    const IN_FLIGHT_MASK: u64 = (1 << IN_FLIGHT_BITS) - 1;
-
-    pub(super) fn in_flight(word: u64) -> u64 {
-        word & IN_FLIGHT_MASK
-    }
-
-    pub(super) fn reserved_bytes(word: u64) -> u64 {
-        ((word & !QUEUED) >> IN_FLIGHT_BITS) * 1024
-    }
-
-    /// What one request charged `charge_kib` adds to the word: one in flight, and its charge.
-    pub(super) fn claim(charge_kib: u64) -> u64 {
-        1 + charge(charge_kib)
-    }
-
-    /// What `charge_kib` adds to the reserved field.
-    pub(super) fn charge(charge_kib: u64) -> u64 {
-        charge_kib << IN_FLIGHT_BITS
-    }
-}
-
-use word::{QUEUED, charge, claim, in_flight, reserved_bytes};
-
-/// `bytes` in KiB, rounded up: the unit of charges in the state word.
-pub(crate) fn kib(bytes: u64) -> u64 {
-    bytes.div_ceil(1024)
-}
-
-/// The largest concurrency limit the state word can count.
-pub(crate) const MAX_CONCURRENCY: usize = (1 << 20) - 1;
-/// The largest budget. Estimates are bounded by the budget and charges beyond them by real
-/// memory, so the word's 43 bits of KiB (8 PiB) never overflow.
-pub(crate) const MAX_BUDGET_BYTES: u64 = 1 << 52;
-
 /// Whether the memory reading was just taken (by the sampler) or may be an interval old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reading {
@@ -228,26 +119,23 @@ enum Reading {
     Stale,
 }
 
-struct Waiter {
-    estimate: u64,
-    waker: Option<Waker>,
-}
-
-#[derive(Default)]
-struct Queue {
-    /// Keyed by arrival number, so iteration order is FIFO and a cancelled waiter leaves in
-    /// O(log n) without unsafe intrusive lists.
-    waiters: BTreeMap<u64, Waiter>,
-    next_ticket: u64,
+/// How a request of some charge stands against the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    Fits,
+    /// Within the budget, but above the soft limit.
+    AboveSoft,
+    Blocked(Limit),
 }
 
 /// One admission pool, shared behind an `Arc` by every layer, service, future and body.
 ///
-/// While nobody waits, admission is one compare-and-swap on the state word and release one
-/// subtraction, as in tokio's semaphore; the lock is taken only to queue, to leave the queue,
-/// and to hand slots to waiters. Because the `QUEUED` bit lives in the same word, a release
-/// either sees it (and takes the lock to grant) or happened before it was set, in which case
-/// the waiter that set it re-checks under the lock.
+/// While nobody waits and memory is below the soft limit, admission is one compare-and-swap
+/// on the state word and release one subtraction, as in tokio's semaphore; the lock is taken
+/// only to queue, to leave the queue, to admit above the soft limit, and to hand slots to
+/// waiters. Because the `QUEUED` bit lives in the same word, a release either sees it (and
+/// takes the lock to grant) or happened before it was set, in which case the waiter that set
+/// it re-checks under the lock.
 pub(crate) struct Controller {
     pub(crate) settings: Settings,
     memory: Arc<dyn MemorySource>,
@@ -255,12 +143,14 @@ pub(crate) struct Controller {
     reading_health: ReadingHealth,
     /// Set by [`Controller::close`]: nothing queues any more.
     closed: AtomicBool,
-    /// In flight, reserved KiB and the `QUEUED` bit: see [`word`].
+    /// In flight, charged KiB and the `QUEUED` bit: see [`word`].
     state: AtomicU64,
-    /// The baseline reading and the first-poll estimate.
     footprint: Footprint,
+    classes: Classes,
+    /// Admitted requests not yet polled: their cost is still an estimate.
+    unsettled: AtomicUsize,
     /// Counts what the calling thread allocates, to charge requests as they allocate.
-    thread_counter: Option<fn() -> u64>,
+    thread_allocations: Option<fn() -> ThreadAllocations>,
     queue: Mutex<Queue>,
     /// The queue's length, written under the lock and read without it.
     queued: AtomicUsize,
@@ -287,12 +177,13 @@ impl fmt::Debug for Controller {
 
 impl Controller {
     pub(crate) fn new(settings: Settings, memory: Arc<dyn MemorySource>) -> Self {
-        let footprint = Footprint::new(memory.allocated_bytes(), settings.request_estimate);
         // Charging what requests allocate only matters against a budget.
-        let thread_counter = settings.budget.and(memory.thread_allocation_counter());
+        let thread_allocations = settings.budget.and(memory.thread_allocations());
         Self {
-            footprint,
-            thread_counter,
+            footprint: Footprint::new(memory.allocated_bytes()),
+            classes: Classes::new(settings.initial_estimate),
+            unsettled: AtomicUsize::new(0),
+            thread_allocations,
             reading_health: ReadingHealth::new(settings.memory_failure, settings.sample_interval),
             closed: AtomicBool::new(false),
             settings,
@@ -314,62 +205,68 @@ impl Controller {
         &*self.memory
     }
 
-    /// Admits, queues or rejects a request that declared `declared` body bytes.
-    pub(crate) fn acquire(self: &Arc<Self>, declared: Option<u64>) -> Acquired {
+    /// Admits, queues or rejects a request of `class` that declared `declared` body bytes.
+    pub(crate) fn acquire(self: &Arc<Self>, class: CostClass, declared: Option<u64>) -> Acquired {
         let declared = declared.unwrap_or(0);
-        if self.settings.budget.is_some_and(|budget| declared > budget) {
+        let Some(budget) = self.settings.budget else {
+            // Without a budget there is nothing to charge, and nothing to pay for charging.
+            return self.acquire_charged(ClassId::OVERFLOW, 0, declared);
+        };
+        if declared > budget {
             return Acquired::Rejected(self.reject(Reason::TooLarge, Limit::Memory));
         }
-        // Without a budget there is nothing to reserve, and nothing to pay for reserving.
-        let estimate = match self.settings.budget {
-            Some(_) => declared.saturating_add(self.footprint.first_poll_estimate()),
-            None => 0,
-        };
+        let class = self.classes.find(class);
+        // No more than the budget can ever hold beside the baseline: a class that once cost
+        // more than the budget is admitted alone, not only over the budget.
+        let room = budget
+            .saturating_sub(self.footprint.baseline())
+            .max(declared);
+        let charge = self.classes.estimate(class, declared).min(room);
+        self.acquire_charged(class, charge, declared)
+    }
+
+    fn acquire_charged(self: &Arc<Self>, class: ClassId, charge: u64, declared: u64) -> Acquired {
         let memory = self.memory.allocated_bytes();
-        match self.try_admit(memory, estimate) {
-            Ok(()) => Acquired::Admitted(Permit::new(Arc::clone(self), estimate, declared)),
+        let permit = || Permit::new(Arc::clone(self), class, charge, declared);
+        match self.try_admit(memory, charge) {
+            Ok(()) => Acquired::Admitted(permit()),
             // Full, or closed, and no room to wait: answer without the lock. The queue length
             // may be an instant old, which only matters at the boundary.
-            Err(limit)
+            Err(Fit::Blocked(limit))
                 if self.queued.load(Relaxed) >= self.settings.queue_capacity
                     || self.closed.load(SeqCst) =>
             {
                 Acquired::Rejected(self.reject(Reason::QueueFull, limit))
             }
-            Err(_) => self.enqueue(memory, estimate, declared),
+            Err(_) => self.acquire_locked(memory, class, charge, declared),
         }
     }
 
-    /// Admits without the lock if nobody waits and both limits allow; otherwise returns the
-    /// limit in the way.
-    fn try_admit(&self, memory: u64, estimate: u64) -> Result<(), Limit> {
+    /// Admits without the lock if nobody waits and the request fits below the soft limit;
+    /// otherwise says how it stands.
+    fn try_admit(&self, memory: u64, charge: u64) -> Result<(), Fit> {
         let mut state = self.state.load(SeqCst);
         loop {
-            if state & QUEUED != 0 {
-                return Err(self.limit_for(state, memory, estimate));
-            }
-            let over_budget = match self.blocking_limit(state, memory, estimate) {
-                None => false,
+            let over_budget = match self.fit(state, memory, charge) {
+                _ if state & QUEUED != 0 => return Err(self.blame(state, memory, charge)),
+                Fit::Fits => false,
                 // Progress guarantee: nothing in flight, nobody waiting, and nowhere to wait
                 // for a fresh reading (otherwise the next sample decides, in `grant`).
-                Some(Limit::Memory)
+                Fit::Blocked(Limit::Memory)
                     if in_flight(state) == 0 && self.settings.queue_capacity == 0 =>
                 {
                     true
                 }
-                Some(limit) => return Err(limit),
+                other => return Err(other),
             };
             match self.state.compare_exchange_weak(
                 state,
-                state + claim(kib(estimate)),
+                state + claim(kib(charge)),
                 SeqCst,
                 SeqCst,
             ) {
                 Ok(_) => {
-                    if over_budget {
-                        self.note_over_budget(memory);
-                    }
-                    self.admitted.fetch_add(1, Relaxed);
+                    self.count_admission(over_budget, memory);
                     return Ok(());
                 }
                 Err(now) => state = now,
@@ -377,47 +274,94 @@ impl Controller {
         }
     }
 
-    fn enqueue(self: &Arc<Self>, memory: u64, estimate: u64, declared: u64) -> Acquired {
+    /// Under the lock: admits at once if nobody waits and the request may go (above the soft
+    /// limit too, when no other request's cost is unknown), else queues or rejects it.
+    fn acquire_locked(
+        self: &Arc<Self>,
+        memory: u64,
+        class: ClassId,
+        charge: u64,
+        declared: u64,
+    ) -> Acquired {
         let mut queue = self.lock();
-        // The queue may have emptied since the first try: then there is no one to queue behind.
-        if queue.waiters.is_empty() && self.try_admit(memory, estimate).is_ok() {
-            drop(queue);
-            return Acquired::Admitted(Permit::new(Arc::clone(self), estimate, declared));
+        if queue.is_empty() {
+            let state = self.state.load(SeqCst);
+            if let Some(over_budget) =
+                self.may_admit_locked(state, memory, charge, true, Reading::Stale)
+            {
+                // Only the lock holder adds while the fast path refuses; a racing release
+                // only subtracts.
+                self.state.fetch_add(claim(kib(charge)), SeqCst);
+                self.count_admission(over_budget, memory);
+                drop(queue);
+                return Acquired::Admitted(Permit::new(Arc::clone(self), class, charge, declared));
+            }
         }
-        if queue.waiters.len() >= self.settings.queue_capacity || self.closed.load(SeqCst) {
-            let limit = self.limit_for(self.state.load(SeqCst), memory, estimate);
+        if queue.len() >= self.settings.queue_capacity || self.closed.load(SeqCst) {
+            let limit = self.blame(self.state.load(SeqCst), memory, charge);
             drop(queue);
+            let limit = match limit {
+                Fit::Blocked(limit) => limit,
+                _ => Limit::Memory,
+            };
             return Acquired::Rejected(self.reject(Reason::QueueFull, limit));
         }
-        let id = queue.next_ticket;
-        queue.next_ticket += 1;
-        queue.waiters.insert(
-            id,
-            Waiter {
-                estimate,
-                waker: None,
-            },
-        );
+        let id = queue.push(charge);
         self.state.fetch_or(QUEUED, SeqCst);
         // A release between the failed try and the bit did not see the bit: check again, now
         // that every later release will. This may grant the new ticket itself.
         let wakers = self.grant(&mut queue, memory, Reading::Stale);
         drop(queue);
         wakers.into_iter().for_each(Waker::wake);
-        tracing::trace!(estimate, "request queued");
+        tracing::trace!(charge, "request queued");
         Acquired::Queued(Ticket {
             controller: Arc::clone(self),
             id,
-            estimate,
+            class,
+            charge,
             declared,
             settled: false,
         })
     }
 
-    /// Gives back what an admitted request held, and hands it on to waiters if any.
-    pub(crate) fn release(&self, charged_kib: u64) {
+    /// Whether, under the lock, a request of `charge` may be admitted in `state`, and if so
+    /// whether over the budget (the progress guarantee, for the head on a fresh reading).
+    fn may_admit_locked(
+        &self,
+        state: u64,
+        memory: u64,
+        charge: u64,
+        head: bool,
+        reading: Reading,
+    ) -> Option<bool> {
+        match self.fit(state, memory, charge) {
+            Fit::Fits => Some(false),
+            Fit::AboveSoft if self.unsettled.load(SeqCst) == 0 => Some(false),
+            Fit::Blocked(Limit::Memory)
+                if head && in_flight(state) == 0 && reading == Reading::Fresh =>
+            {
+                Some(true)
+            }
+            _ => None,
+        }
+    }
+
+    fn count_admission(&self, over_budget: bool, memory: u64) {
+        self.unsettled.fetch_add(1, SeqCst);
+        self.admitted.fetch_add(1, Relaxed);
+        if over_budget {
+            self.note_over_budget(memory);
+        }
+    }
+
+    /// Gives back what an admitted request held (`unsettled`: it was never polled), and hands
+    /// it on to waiters if any.
+    pub(crate) fn release(&self, charged_kib: u64, unsettled: bool) {
+        if unsettled {
+            self.unsettled.fetch_sub(1, SeqCst);
+        }
         let state = self.state.fetch_sub(claim(charged_kib), SeqCst);
-        debug_assert!(in_flight(state) > 0 && reserved_bytes(state) >= charged_kib * 1024);
+        debug_assert!(in_flight(state) > 0 && charged_bytes(state) >= charged_kib * 1024);
         if state & QUEUED != 0 {
             self.grant_waiters(Reading::Stale);
         }
@@ -432,22 +376,20 @@ impl Controller {
         }
     }
 
-    /// The per-thread allocation counter, when requests are charged what they allocate.
-    #[inline]
-    pub(crate) fn thread_counter(&self) -> Option<fn() -> u64> {
-        self.thread_counter
-    }
-
-    /// Learns from what a request's first poll allocated.
-    pub(crate) fn learn_first_poll(&self, allocated: u64) {
-        self.footprint.learn_first_poll(allocated);
+    /// An admitted request was polled once: its cost is known. The last one to settle may let
+    /// a waiter above the soft limit in.
+    pub(crate) fn settle(&self) {
+        if self.unsettled.fetch_sub(1, SeqCst) == 1 && self.state.load(SeqCst) & QUEUED != 0 {
+            self.grant_waiters(Reading::Stale);
+        }
     }
 
     /// Called by the sampler after each refresh: a lower reading may let waiters in.
     pub(crate) fn on_sample(&self, refreshed: Result<(), MemoryError>) {
         self.reading_health.record(&refreshed);
-        self.clock_ms
-            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        self.clock_ms.store(now_ms, Relaxed);
+        self.classes.tick(now_ms);
         let state = self.state.load(SeqCst);
         if refreshed.is_ok() {
             self.footprint
@@ -470,11 +412,14 @@ impl Controller {
 
     /// Removes ticket `id` from the queue. Returns the limit that kept it waiting if it was
     /// still queued, `None` if it had been granted meanwhile.
-    fn leave_queue(&self, id: u64, estimate: u64) -> Option<Limit> {
+    fn leave_queue(&self, id: u64, charge: u64) -> Option<Limit> {
         let memory = self.memory.allocated_bytes();
         let mut queue = self.lock();
-        queue.waiters.remove(&id)?;
-        let limit = self.limit_for(self.state.load(SeqCst), memory, estimate);
+        queue.remove(id)?;
+        let limit = match self.blame(self.state.load(SeqCst), memory, charge) {
+            Fit::Blocked(limit) => limit,
+            _ => Limit::Memory,
+        };
         // The head may have left: those behind it may fit now.
         let wakers = self.grant(&mut queue, memory, Reading::Stale);
         drop(queue);
@@ -482,8 +427,8 @@ impl Controller {
         Some(limit)
     }
 
-    /// Admits waiters from the head while they fit; returns their wakers, to be woken once
-    /// the lock is released. Clears the `QUEUED` bit when the queue empties.
+    /// Admits waiters in the queue's order while they may go; returns their wakers, to be
+    /// woken once the lock is released. Clears the `QUEUED` bit when the queue empties.
     ///
     /// The progress guarantee (nothing in flight: admit the head over the budget) waits for a
     /// fresh reading: right after a large request ends, the last reading may still show its
@@ -492,49 +437,66 @@ impl Controller {
     /// Checking and then adding is safe here: while the bit is set, only the lock holder
     /// adds to the state word; everyone else only subtracts.
     fn grant(&self, queue: &mut Queue, memory: u64, reading: Reading) -> Vec<Waker> {
-        let mut wakers = Vec::new();
         // Once closed, waiters leave with a rejection when next polled (`close` woke them).
-        while !self.closed.load(SeqCst)
-            && let Some(estimate) = queue.waiters.first_key_value().map(|(_, w)| w.estimate)
-        {
-            let state = self.state.load(SeqCst);
-            match self.blocking_limit(state, memory, estimate) {
-                None => {}
-                Some(_) if in_flight(state) == 0 && reading == Reading::Fresh => {
-                    self.note_over_budget(memory)
+        let wakers = if self.closed.load(SeqCst) {
+            Vec::new()
+        } else {
+            queue.admit(|waiter, head| {
+                let state = self.state.load(SeqCst);
+                match self.may_admit_locked(state, memory, waiter.charge, head, reading) {
+                    Some(over_budget) => {
+                        self.state.fetch_add(claim(kib(waiter.charge)), SeqCst);
+                        self.count_admission(over_budget, memory);
+                        Verdict::Admitted
+                    }
+                    None if in_flight(state) >= self.settings.max_concurrency as u64 => {
+                        Verdict::Stop
+                    }
+                    None => Verdict::Waits,
                 }
-                Some(_) => break,
-            }
-            let Some((_, waiter)) = queue.waiters.pop_first() else {
-                break;
-            };
-            self.state.fetch_add(claim(kib(estimate)), SeqCst);
-            self.admitted.fetch_add(1, Relaxed);
-            wakers.extend(waiter.waker);
-        }
-        if queue.waiters.is_empty() {
+            })
+        };
+        if queue.is_empty() {
             self.state.fetch_and(!QUEUED, SeqCst);
         }
-        self.queued.store(queue.waiters.len(), Relaxed);
+        self.queued.store(queue.len(), Relaxed);
         wakers
     }
 
-    /// The limit a request of `estimate` bytes would hit in `state`, if any.
-    fn blocking_limit(&self, state: u64, memory: u64, estimate: u64) -> Option<Limit> {
+    /// How a request of `charge` stands in `state`.
+    fn fit(&self, state: u64, memory: u64, charge: u64) -> Fit {
         if in_flight(state) >= self.settings.max_concurrency as u64 {
-            return Some(Limit::Concurrency);
+            return Fit::Blocked(Limit::Concurrency);
         }
-        let budget = self.settings.budget?;
+        let Some(budget) = self.settings.budget else {
+            return Fit::Fits;
+        };
         let needed = self
             .footprint
-            .committed(memory, reserved_bytes(state))
-            .saturating_add(estimate);
-        self.memory_refuses(needed > budget)
-            .then_some(Limit::Memory)
+            .spoken_for(memory, charged_bytes(state))
+            .saturating_add(charge);
+        if self.memory_refuses(needed > budget) {
+            return Fit::Blocked(Limit::Memory);
+        }
+        let soft = budget.saturating_sub(self.classes.largest());
+        if self.memory_refuses(needed > soft) {
+            Fit::AboveSoft
+        } else {
+            Fit::Fits
+        }
+    }
+
+    /// How a request that cannot go at once stands: when it would fit by itself, a waiter
+    /// ahead of it is held back, and only memory can do that.
+    fn blame(&self, state: u64, memory: u64, charge: u64) -> Fit {
+        match self.fit(state, memory, charge) {
+            Fit::Fits => Fit::Blocked(Limit::Memory),
+            other => other,
+        }
     }
 
     /// Whether the memory limit refuses, given whether the reading puts the request `over`
-    /// the budget. An untrusted reading decides nothing: the policy does. Failing open costs
+    /// the limit. An untrusted reading decides nothing: the policy does. Failing open costs
     /// nothing until the reading says over; failing closed checks the reading's age on
     /// every decision.
     #[inline]
@@ -566,11 +528,7 @@ impl Controller {
     pub(crate) fn close(&self) {
         self.closed.store(true, SeqCst);
         let mut queue = self.lock();
-        let wakers: Vec<Waker> = queue
-            .waiters
-            .values_mut()
-            .filter_map(|waiter| waiter.waker.take())
-            .collect();
+        let wakers = queue.take_wakers();
         drop(queue);
         tracing::info!(
             queued = wakers.len(),
@@ -581,13 +539,6 @@ impl Controller {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(SeqCst)
-    }
-
-    /// The limit to blame for a request that cannot be admitted. When the request itself
-    /// would fit, a waiter ahead of it is held back, and only memory can do that.
-    fn limit_for(&self, state: u64, memory: u64, estimate: u64) -> Limit {
-        self.blocking_limit(state, memory, estimate)
-            .unwrap_or(Limit::Memory)
     }
 
     fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
@@ -628,10 +579,10 @@ impl Controller {
     }
 
     /// The memory spoken for now: `max(reading, baseline + charged)`.
-    pub(crate) fn committed_bytes(&self) -> u64 {
-        let charged = reserved_bytes(self.state.load(SeqCst));
+    pub(crate) fn spoken_for_bytes(&self) -> u64 {
+        let charged = charged_bytes(self.state.load(SeqCst));
         self.footprint
-            .committed(self.memory.allocated_bytes(), charged)
+            .spoken_for(self.memory.allocated_bytes(), charged)
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
@@ -646,7 +597,7 @@ impl Controller {
             in_flight: in_flight(state) as usize,
             queued: self.queued.load(Relaxed),
             memory_bytes: self.memory.allocated_bytes(),
-            reserved_bytes: reserved_bytes(state),
+            reserved_bytes: charged_bytes(state),
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
             queue_capacity: self.settings.queue_capacity,
@@ -659,95 +610,18 @@ impl Controller {
     }
 }
 
-/// A place in the queue. Dropping it leaves the queue, or gives back a grant not yet taken.
-#[must_use]
-pub(crate) struct Ticket {
-    controller: Arc<Controller>,
-    id: u64,
-    estimate: u64,
-    declared: u64,
-    /// Whether the grant was taken as a permit, or the ticket left the queue.
-    settled: bool,
-}
-
-impl fmt::Debug for Ticket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ticket")
-            .field("id", &self.id)
-            .field("estimate", &self.estimate)
-            .field("settled", &self.settled)
-            .finish()
-    }
-}
-
-impl Ticket {
-    /// Whether the ticket still waits (not granted, not gone). For tests, which must not
-    /// settle a ticket to look at it.
-    #[cfg(test)]
-    pub(crate) fn is_waiting(&self) -> bool {
-        !self.settled && self.controller.lock().waiters.contains_key(&self.id)
-    }
-
-    fn permit(&self) -> Permit {
-        Permit::new(Arc::clone(&self.controller), self.estimate, self.declared)
-    }
-
-    /// Ready with the permit once granted, or with a rejection once the pool is closed;
-    /// otherwise registers `cx`'s waker.
-    pub(crate) fn poll_grant(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Rejection>> {
-        if self.settled {
-            // Polled again after completion: a caller bug, answered without a second permit.
-            return Poll::Pending;
-        }
-        let mut queue = self.controller.lock();
-        if let Some(waiter) = queue.waiters.get_mut(&self.id) {
-            if self.controller.is_closed() {
-                drop(queue);
-                return Poll::Ready(self.expire());
-            }
-            match &mut waiter.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            return Poll::Pending;
-        }
-        drop(queue);
-        self.settled = true;
-        Poll::Ready(Ok(self.permit()))
-    }
-
-    /// The deadline passed: leave the queue with a rejection, unless the grant came first.
-    pub(crate) fn expire(&mut self) -> Result<Permit, Rejection> {
-        self.settled = true;
-        match self.controller.leave_queue(self.id, self.estimate) {
-            Some(limit) => Err(self.controller.reject(Reason::QueueTimeout, limit)),
-            None => Ok(self.permit()),
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if !self.settled
-            && self
-                .controller
-                .leave_queue(self.id, self.estimate)
-                .is_none()
-        {
-            // Granted, but the future was dropped before it noticed.
-            self.controller.release(kib(self.estimate));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::{sync::atomic::AtomicUsize, task::Wake};
+    use std::{
+        sync::atomic::AtomicUsize,
+        task::{Context, Poll, Wake},
+    };
 
     use super::*;
-    use crate::ManualMemory;
+    use crate::memory::ManualMemory;
 
     const MIB: u64 = 1 << 20;
+    const CLASS: CostClass = CostClass::ANY_FOR_TESTS;
 
     fn controller(
         max: usize,
@@ -765,15 +639,8 @@ mod tests {
     ) -> (Arc<Controller>, ManualMemory) {
         let memory = ManualMemory::new(0);
         let settings = Settings {
-            max_concurrency: max,
-            budget,
-            queue_capacity: capacity,
-            queue_timeout: Duration::from_secs(1),
-            request_estimate: MIB,
             memory_failure: policy,
-            sample_interval: Duration::from_millis(10),
-            retry_after: http::HeaderValue::from_static("1"),
-            bypass: vec!["/health".into(), "/static/".into()],
+            ..Settings::for_tests(max, budget, capacity)
         };
         (
             Arc::new(Controller::new(settings, Arc::new(memory.clone()))),
@@ -781,9 +648,13 @@ mod tests {
         )
     }
 
+    /// The permit of an admitted request, polled once (its cost is known).
     fn admitted(a: Acquired) -> Permit {
         match a {
-            Acquired::Admitted(p) => p,
+            Acquired::Admitted(mut p) => {
+                p.track(|| ());
+                p
+            }
             other => panic!("expected admission, got {other:?}"),
         }
     }
@@ -810,20 +681,25 @@ mod tests {
         }
     }
 
+    /// Polls a waiter; once granted, its permit is polled once too.
     fn poll(ticket: &mut Ticket, waker: &Arc<CountingWaker>) -> Poll<Permit> {
         let waker = Waker::from(Arc::clone(waker));
         ticket
             .poll_grant(&mut Context::from_waker(&waker))
-            .map(|granted| granted.expect("granted, not rejected"))
+            .map(|granted| {
+                let mut permit = granted.expect("granted, not rejected");
+                permit.track(|| ());
+                permit
+            })
     }
 
     #[test]
     fn concurrency_limit_then_queue_then_shed() {
         let (c, _) = controller(2, None, 1);
-        let a = admitted(c.acquire(None));
-        let _b = admitted(c.acquire(None));
-        let _queued = queued(c.acquire(None));
-        let r = rejected(c.acquire(None));
+        let a = admitted(c.acquire(CLASS, None));
+        let _b = admitted(c.acquire(CLASS, None));
+        let _queued = queued(c.acquire(CLASS, None));
+        let r = rejected(c.acquire(CLASS, None));
         assert_eq!(r, Rejection::new(Reason::QueueFull, Limit::Concurrency));
         let s = c.snapshot();
         assert_eq!((s.in_flight, s.queued, s.admitted), (2, 1, 2));
@@ -836,8 +712,8 @@ mod tests {
     #[test]
     fn zero_capacity_sheds_at_once() {
         let (c, _) = controller(1, None, 0);
-        let _a = admitted(c.acquire(None));
-        assert_eq!(rejected(c.acquire(None)).reason(), Reason::QueueFull);
+        let _a = admitted(c.acquire(CLASS, None));
+        assert_eq!(rejected(c.acquire(CLASS, None)).reason(), Reason::QueueFull);
     }
 
     #[test]
@@ -845,13 +721,13 @@ mod tests {
         let (c, memory) = controller(100, Some(10 * MIB), 10);
         memory.set(5 * MIB);
         c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
-        let _a = admitted(c.acquire(Some(2 * MIB))); // reserves 3 MiB: 8 of 10
+        let _a = admitted(c.acquire(CLASS, Some(2 * MIB))); // reserves 3 MiB: 8 of 10
         assert_eq!(c.snapshot().reserved_bytes, 3 * MIB);
-        let _b = admitted(c.acquire(None)); // 1 MiB: 9 of 10
-        let _c = admitted(c.acquire(None)); // 10 of 10: still fits
-        let mut d = queued(c.acquire(None));
+        let _b = admitted(c.acquire(CLASS, None)); // 1 MiB: 9 of 10
+        let _c = admitted(c.acquire(CLASS, None)); // 10 of 10: still fits
+        let mut d = queued(c.acquire(CLASS, None));
         assert_eq!(
-            rejected(c.acquire(Some(11 * MIB))),
+            rejected(c.acquire(CLASS, Some(11 * MIB))),
             Rejection::new(Reason::TooLarge, Limit::Memory)
         );
         // A lower reading lets the waiter in at the next sample.
@@ -864,40 +740,89 @@ mod tests {
     }
 
     #[test]
-    fn fifo_without_barging() {
-        // The head needs 8 MiB, which does not fit; a small arrival must not overtake it.
+    fn a_small_waiter_passes_a_blocked_head_and_arrivals_queue() {
+        // The head needs 8 MiB, which does not fit; a small one behind it does, and goes.
         let (c, memory) = controller(100, Some(10 * MIB), 10);
         memory.set(2 * MIB);
         c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
-        let first = admitted(c.acquire(None)); // 3 of 10
-        let mut big = queued(c.acquire(Some(7 * MIB))); // 3 + 8 > 10
-        let mut small = queued(c.acquire(None)); // 3 + 1 would fit, but queues behind
+        let first = admitted(c.acquire(CLASS, None)); // 3 of 10
+        let mut big = queued(c.acquire(CLASS, Some(7 * MIB))); // 3 + 8 > 10
+        // While anyone waits, an arrival queues, even one that fits; it may be granted at once.
+        let mut small = queued(c.acquire(CLASS, None));
         let waker = Arc::new(CountingWaker::default());
         assert!(poll(&mut big, &waker).is_pending());
-        assert!(poll(&mut small, &waker).is_pending());
-        drop(first); // 2 + 8 fits; 2 + 8 + 1 does not
-        let Poll::Ready(big_permit) = poll(&mut big, &waker) else {
-            panic!("head first")
+        let Poll::Ready(small_permit) = poll(&mut small, &waker) else {
+            panic!("the small waiter did not pass the blocked head")
         };
-        assert!(poll(&mut small, &waker).is_pending());
-        drop(big_permit);
-        assert!(poll(&mut small, &waker).is_ready());
-        assert_eq!(waker.0.load(Relaxed), 2);
+        drop(first); // 2 + 1 + 8 > 10: the head still waits
+        assert!(poll(&mut big, &waker).is_pending());
+        drop(small_permit); // 2 + 8 fits
+        assert!(poll(&mut big, &waker).is_ready());
+    }
+
+    #[test]
+    fn the_head_holds_the_line_after_enough_passes() {
+        let (c, memory) = controller(1000, Some(100 * MIB), 1000);
+        memory.set(0);
+        c.on_sample(Ok(()));
+        let first = admitted(c.acquire(CLASS, Some(50 * MIB))); // 51 of 100
+        let mut big = queued(c.acquire(CLASS, Some(60 * MIB))); // needs 61
+        let waker = Arc::new(CountingWaker::default());
+        let mut passing = Vec::new();
+        for _ in 0..MAX_PASSES {
+            let mut small = queued(c.acquire(CLASS, None));
+            let Poll::Ready(permit) = poll(&mut small, &waker) else {
+                panic!("a small waiter could not pass")
+            };
+            passing.push(permit);
+        }
+        // Room is left, but the head has been passed enough: the next small one waits.
+        let mut held = queued(c.acquire(CLASS, None));
+        assert!(poll(&mut held, &waker).is_pending());
+        drop(passing);
+        drop(first); // 61 fits now: the head goes first, then the line moves
+        assert!(poll(&mut big, &waker).is_ready());
+        assert!(poll(&mut held, &waker).is_ready());
+    }
+
+    #[test]
+    fn above_the_soft_limit_requests_of_unknown_cost_go_one_at_a_time() {
+        let (c, memory) = controller(100, Some(10 * MIB), 10);
+        memory.set(0);
+        c.on_sample(Ok(()));
+        // Charges of 1 MiB: the soft limit is 9 MiB. Nine go at once, polled or not.
+        let unknown: Vec<_> = (0..9).map(|_| c.acquire(CLASS, None)).collect();
+        assert!(unknown.iter().all(|a| matches!(a, Acquired::Admitted(_))));
+        // The tenth would pass the soft limit while nine costs are unknown: it waits.
+        let mut ninth = queued(c.acquire(CLASS, None));
+        let waker = Arc::new(CountingWaker::default());
+        assert!(poll(&mut ninth, &waker).is_pending());
+        // Once they have all shown their cost, it goes; the tenth waits for the ninth's.
+        let known: Vec<Permit> = unknown.into_iter().map(admitted).collect();
+        let Poll::Ready(Ok(mut ninth)) = ninth.poll_grant(&mut Context::from_waker(Waker::noop()))
+        else {
+            panic!("the ninth was not admitted once every cost was known")
+        };
+        // Now the budget is full: the next one waits for room, not for a cost.
+        let mut tenth = queued(c.acquire(CLASS, None));
+        ninth.track(|| ());
+        assert!(poll(&mut tenth, &waker).is_pending());
+        drop(ninth);
+        assert!(poll(&mut tenth, &waker).is_ready());
+        drop(known);
     }
 
     #[test]
     fn head_leaving_lets_the_next_in() {
-        let (c, memory) = controller(100, Some(10 * MIB), 10);
-        memory.set(2 * MIB);
-        c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
-        let _first = admitted(c.acquire(None));
-        let big = queued(c.acquire(Some(7 * MIB)));
-        let mut small = queued(c.acquire(None));
+        let (c, _) = controller(1, None, 10);
+        let _first = admitted(c.acquire(CLASS, None));
+        let head = queued(c.acquire(CLASS, None));
+        let mut next = queued(c.acquire(CLASS, None));
         let waker = Arc::new(CountingWaker::default());
-        assert!(poll(&mut small, &waker).is_pending());
-        drop(big);
-        assert_eq!(waker.0.load(Relaxed), 1);
-        assert!(poll(&mut small, &waker).is_ready());
+        assert!(poll(&mut next, &waker).is_pending());
+        drop(head);
+        assert_eq!(c.snapshot().queued, 1);
+        assert!(poll(&mut next, &waker).is_pending(), "still no slot");
     }
 
     #[test]
@@ -906,14 +831,14 @@ mod tests {
         memory.set(50 * MIB);
         let waker = Arc::new(CountingWaker::default());
         // Over budget and idle: the first request waits for a fresh reading, then goes.
-        let mut first = queued(c.acquire(None));
+        let mut first = queued(c.acquire(CLASS, None));
         assert!(poll(&mut first, &waker).is_pending());
         c.on_sample(Ok(()));
         let Poll::Ready(first) = poll(&mut first, &waker) else {
             panic!("a fresh reading admits the head")
         };
         assert_eq!(c.snapshot().admitted_over_budget, 1);
-        let mut second = queued(c.acquire(None));
+        let mut second = queued(c.acquire(CLASS, None));
         drop(first);
         assert!(
             poll(&mut second, &waker).is_pending(),
@@ -931,16 +856,16 @@ mod tests {
     fn without_a_queue_the_guarantee_cannot_wait() {
         let (c, memory) = controller(4, Some(10 * MIB), 0);
         memory.set(50 * MIB);
-        let _only = admitted(c.acquire(None));
+        let _only = admitted(c.acquire(CLASS, None));
         assert_eq!(c.snapshot().admitted_over_budget, 1);
-        assert_eq!(rejected(c.acquire(None)).limit(), Limit::Memory);
+        assert_eq!(rejected(c.acquire(CLASS, None)).limit(), Limit::Memory);
     }
 
     #[test]
     fn expiry_rejects_with_the_blocking_limit() {
         let (c, _) = controller(1, None, 10);
-        let _a = admitted(c.acquire(None));
-        let mut t = queued(c.acquire(None));
+        let _a = admitted(c.acquire(CLASS, None));
+        let mut t = queued(c.acquire(CLASS, None));
         assert_eq!(
             t.expire().unwrap_err(),
             Rejection::new(Reason::QueueTimeout, Limit::Concurrency)
@@ -954,8 +879,8 @@ mod tests {
     #[test]
     fn expiry_after_a_grant_admits() {
         let (c, _) = controller(1, None, 10);
-        let a = admitted(c.acquire(None));
-        let mut t = queued(c.acquire(None));
+        let a = admitted(c.acquire(CLASS, None));
+        let mut t = queued(c.acquire(CLASS, None));
         drop(a);
         let permit = t.expire().expect("granted before the deadline");
         drop(t);
@@ -967,9 +892,9 @@ mod tests {
     #[test]
     fn dropping_a_granted_ticket_gives_the_grant_back() {
         let (c, _) = controller(1, Some(100 * MIB), 10);
-        let a = admitted(c.acquire(None));
-        let t = queued(c.acquire(None));
-        let mut behind = queued(c.acquire(None));
+        let a = admitted(c.acquire(CLASS, None));
+        let t = queued(c.acquire(CLASS, None));
+        let mut behind = queued(c.acquire(CLASS, None));
         drop(a); // grants `t`
         assert_eq!(c.snapshot().reserved_bytes, MIB);
         drop(t); // never observed: the slot passes on
@@ -984,8 +909,10 @@ mod tests {
     #[test]
     fn everything_returns_to_zero() {
         let (c, _) = controller(2, Some(100 * MIB), 4);
-        let permits: Vec<_> = (0..2).map(|_| admitted(c.acquire(Some(10)))).collect();
-        let tickets: Vec<_> = (0..4).map(|_| queued(c.acquire(Some(10)))).collect();
+        let permits: Vec<_> = (0..2)
+            .map(|_| admitted(c.acquire(CLASS, Some(10))))
+            .collect();
+        let tickets: Vec<_> = (0..4).map(|_| queued(c.acquire(CLASS, Some(10)))).collect();
         drop(tickets);
         drop(permits);
         let s = c.snapshot();
@@ -1004,23 +931,23 @@ mod tests {
         let (c, memory) = controller(4, Some(10 * MIB), 4);
         memory.set(50 * MIB);
         c.on_sample(Ok(()));
-        let mut waiting = queued(c.acquire(None));
+        let mut waiting = queued(c.acquire(CLASS, None));
         // The source breaks: its last reading (over budget) no longer refuses anyone...
         c.on_sample(refresh_failed());
         let waker = Arc::new(CountingWaker::default());
         let Poll::Ready(_waited) = poll(&mut waiting, &waker) else {
             panic!("the waiter is not let in")
         };
-        let _a = admitted(c.acquire(None));
+        let _a = admitted(c.acquire(CLASS, None));
         // ...but the concurrency limit still does.
-        let _b = admitted(c.acquire(None));
-        let _c = admitted(c.acquire(None));
-        let _d = queued(c.acquire(None));
+        let _b = admitted(c.acquire(CLASS, None));
+        let _c = admitted(c.acquire(CLASS, None));
+        let _d = queued(c.acquire(CLASS, None));
         assert_eq!(c.snapshot().memory_source_errors, 1);
         // Recovered: the reading decides again.
         c.on_sample(Ok(()));
         assert!(matches!(
-            c.acquire(None),
+            c.acquire(CLASS, None),
             Acquired::Queued(_) | Acquired::Rejected(_)
         ));
     }
@@ -1028,10 +955,10 @@ mod tests {
     #[test]
     fn a_failing_source_can_fail_closed() {
         let (c, _) = controller_failing(MemoryFailure::Closed, 4, Some(10 * MIB), 4);
-        let first = admitted(c.acquire(None));
+        let first = admitted(c.acquire(CLASS, None));
         c.on_sample(refresh_failed());
         // Memory reads 0, but nobody knows: memory counts as over the budget.
-        let mut second = queued(c.acquire(None));
+        let mut second = queued(c.acquire(CLASS, None));
         let waker = Arc::new(CountingWaker::default());
         assert!(poll(&mut second, &waker).is_pending());
         match second.expire() {
@@ -1040,7 +967,7 @@ mod tests {
         }
         // One at a time still: with nothing in flight, the next sample admits the head.
         drop(first);
-        let mut third = queued(c.acquire(None));
+        let mut third = queued(c.acquire(CLASS, None));
         c.on_sample(refresh_failed());
         assert!(poll(&mut third, &waker).is_ready());
         assert_eq!(c.snapshot().admitted_over_budget, 1);
@@ -1049,9 +976,9 @@ mod tests {
     #[test]
     fn closing_answers_waiters_and_stops_queueing() {
         let (c, _) = controller(1, None, 4);
-        let served = admitted(c.acquire(None));
+        let served = admitted(c.acquire(CLASS, None));
         let waker = Arc::new(CountingWaker::default());
-        let mut waiters: Vec<_> = (0..3).map(|_| queued(c.acquire(None))).collect();
+        let mut waiters: Vec<_> = (0..3).map(|_| queued(c.acquire(CLASS, None))).collect();
         for waiter in &mut waiters {
             assert!(poll(waiter, &waker).is_pending());
         }
@@ -1065,26 +992,14 @@ mod tests {
             };
             assert_eq!(rejection.reason(), Reason::QueueTimeout);
         }
-        let Acquired::Rejected(rejection) = c.acquire(None) else {
+        let Acquired::Rejected(rejection) = c.acquire(CLASS, None) else {
             panic!("queued after close")
         };
         assert_eq!(rejection.reason(), Reason::QueueFull);
         // What was admitted runs on, and what fits is still admitted.
         drop(served);
-        let _next = admitted(c.acquire(None));
+        let _next = admitted(c.acquire(CLASS, None));
         let s = c.snapshot();
         assert_eq!((s.in_flight, s.queued), (1, 0));
-    }
-
-    #[test]
-    fn bypass_matches_whole_segments() {
-        let (c, _) = controller(1, None, 0);
-        let s = &c.settings;
-        assert!(s.bypasses("/health"));
-        assert!(s.bypasses("/health/live"));
-        assert!(!s.bypasses("/healthcare"));
-        assert!(!s.bypasses("/"));
-        assert!(s.bypasses("/static/app.js"));
-        assert!(!s.bypasses("/static"));
     }
 }

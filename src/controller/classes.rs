@@ -1,0 +1,268 @@
+//! Cost classes: what requests like this one have cost lately, conservatively.
+//!
+//! A request whose cost is not yet known is charged its class's *recent maximum*, not an
+//! average: with mixed sizes, a burst admitted on an average overshoots by every large request
+//! in the burst. Each class keeps two figures, each the largest seen in the current or the
+//! previous window (of [`WINDOW_MS`]), so that an old outlier is forgotten after two windows
+//! while a recurring one never is:
+//!
+//! - **peak**: how far above its `Content-Length` a request's allocation rose at its highest;
+//! - **rise**: how far one poll rose above what the request was charged before it (a poll that
+//!   parses a body into a tree and frees it again), after the first poll.
+//!
+//! The table is bounded: [`SLOTS`] classes, claimed first come, first served, and one overflow
+//! class for everything after. Lock-free: a lookup is a hash and a few loads.
+
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+};
+
+/// The classes the table holds before it sends new ones to the overflow class.
+pub(crate) const SLOTS: usize = 64;
+/// How long a figure counts: it is forgotten after one to two windows without a match.
+pub(crate) const WINDOW_MS: u64 = 4_000;
+
+/// Which requests are alike in cost; requests of one class share what is learned of them.
+///
+/// By default a request's class is its method and path (without the query). A classifier
+/// (see [`AdmissionConfig::classify`](crate::AdmissionConfig::classify)) may refine it, for a
+/// service whose costs depend on a header or a query parameter.
+///
+/// ```
+/// use http::Method;
+/// use tower_admission::CostClass;
+///
+/// let a = CostClass::route(&Method::GET, "/work");
+/// assert_eq!(a, CostClass::route(&Method::GET, "/work"));
+/// assert_ne!(a, CostClass::route(&Method::POST, "/work"));
+/// assert_ne!(a, CostClass::new(("/work", "large")));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CostClass(u64);
+
+impl CostClass {
+    /// The class of everything that hashes like `key`.
+    pub fn new(key: impl Hash) -> Self {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        // 0 marks a free slot in the table.
+        Self(hasher.finish().max(1))
+    }
+
+    /// One class, for tests that need any.
+    #[cfg(test)]
+    pub(crate) const ANY_FOR_TESTS: CostClass = CostClass(1);
+
+    /// The default class: method and path.
+    pub fn route(method: &http::Method, path: &str) -> Self {
+        Self::new((method.as_str(), path))
+    }
+}
+
+/// A class's place in the table: `0..SLOTS`, or `SLOTS` for the overflow class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClassId(usize);
+
+impl ClassId {
+    /// The class of everything the table has no slot for.
+    pub(crate) const OVERFLOW: ClassId = ClassId(SLOTS);
+}
+
+/// The largest value observed in the current or the previous window. Values are stored plus
+/// one, so that 0 means "nothing observed".
+#[derive(Debug, Default)]
+struct RecentMax {
+    current: AtomicU64,
+    previous: AtomicU64,
+}
+
+impl RecentMax {
+    fn get(&self) -> Option<u64> {
+        let stored = self.current.load(Relaxed).max(self.previous.load(Relaxed));
+        stored.checked_sub(1)
+    }
+
+    fn observe(&self, value: u64) {
+        let stored = value.saturating_add(1);
+        // Most observations are not a new maximum: a load, and no write.
+        if stored > self.current.load(Relaxed) {
+            self.current.fetch_max(stored, Relaxed);
+        }
+    }
+
+    /// Starts a new window. A window without observations keeps the figure: an idle class
+    /// is charged what it cost last, not nothing. A racing observation may land in the old
+    /// window and be dropped with it; the next one restores it.
+    fn rotate(&self) {
+        let current = self.current.swap(0, Relaxed);
+        if current != 0 {
+            self.previous.store(current, Relaxed);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Class {
+    key: AtomicU64,
+    peak: RecentMax,
+    rise: RecentMax,
+}
+
+/// The table of cost classes, with the largest charge seen lately across all of them.
+#[derive(Debug)]
+pub(crate) struct Classes {
+    slots: Box<[Class]>,
+    /// What a class is charged before anything was learned of it.
+    initial: u64,
+    /// The largest charge a request of unknown cost was given lately: `Content-Length` + peak.
+    largest: RecentMax,
+    /// When the current window began, in the controller's milliseconds.
+    window_start_ms: AtomicU64,
+}
+
+impl Classes {
+    pub(crate) fn new(initial: u64) -> Self {
+        Self {
+            slots: (0..=SLOTS).map(|_| Class::default()).collect(),
+            initial,
+            largest: RecentMax::default(),
+            window_start_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The slot of `class`, claiming a free one for a class not seen before.
+    pub(crate) fn find(&self, class: CostClass) -> ClassId {
+        let start = (class.0 as usize) % SLOTS;
+        for probe in 0..SLOTS {
+            let index = (start + probe) % SLOTS;
+            let key = &self.slots[index].key;
+            match key.load(Relaxed) {
+                k if k == class.0 => return ClassId(index),
+                0 => match key.compare_exchange(0, class.0, Relaxed, Relaxed) {
+                    Ok(_) => return ClassId(index),
+                    Err(k) if k == class.0 => return ClassId(index),
+                    Err(_) => {}
+                },
+                _ => {}
+            }
+        }
+        ClassId::OVERFLOW
+    }
+
+    fn class(&self, id: ClassId) -> &Class {
+        &self.slots[id.0]
+    }
+
+    /// What to charge a request of `id` that declared `declared` bytes, before its first poll.
+    pub(crate) fn estimate(&self, id: ClassId, declared: u64) -> u64 {
+        let peak = self.class(id).peak.get().unwrap_or(self.initial);
+        let estimate = declared.saturating_add(peak);
+        self.largest.observe(estimate);
+        estimate
+    }
+
+    /// What a request of `id` is charged above its allocation, for what its next poll may add.
+    pub(crate) fn rise(&self, id: ClassId) -> u64 {
+        self.class(id).rise.get().unwrap_or(0)
+    }
+
+    /// The largest charge of unknown cost lately: the soft limit keeps that much in hand.
+    pub(crate) fn largest(&self) -> u64 {
+        self.largest.get().unwrap_or(self.initial)
+    }
+
+    /// A request of `id` that declared `declared` bytes reached `peak` bytes.
+    pub(crate) fn observe_peak(&self, id: ClassId, declared: u64, peak: u64) {
+        self.class(id).peak.observe(peak.saturating_sub(declared));
+        self.largest.observe(peak.max(declared));
+    }
+
+    /// One poll of a request of `id` rose `rise` bytes above its charge.
+    pub(crate) fn observe_rise(&self, id: ClassId, rise: u64) {
+        self.class(id).rise.observe(rise);
+    }
+
+    /// Starts a new window once the current one is over; `now_ms` on the controller's clock.
+    pub(crate) fn tick(&self, now_ms: u64) {
+        let start = self.window_start_ms.load(Relaxed);
+        if now_ms.saturating_sub(start) < WINDOW_MS {
+            return;
+        }
+        self.window_start_ms.store(now_ms, Relaxed);
+        for class in self.slots.iter() {
+            class.peak.rotate();
+            class.rise.rotate();
+        }
+        self.largest.rotate();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_new_class_is_charged_the_initial_figure_then_its_recent_maximum() {
+        let classes = Classes::new(256 << 10);
+        let work = classes.find(CostClass::route(&Method::GET, "/work"));
+        assert_eq!(classes.estimate(work, 0), 256 << 10);
+        classes.observe_peak(work, 0, 64 * MIB);
+        for _ in 0..1000 {
+            classes.observe_peak(work, 0, 16 << 10);
+        }
+        assert_eq!(
+            classes.estimate(work, MIB),
+            65 * MIB,
+            "a maximum, not a mean"
+        );
+    }
+
+    #[test]
+    fn peaks_are_learned_above_the_declared_length() {
+        let classes = Classes::new(0);
+        let ingest = classes.find(CostClass::route(&Method::POST, "/ingest"));
+        classes.observe_peak(ingest, 4 * MIB, 30 * MIB);
+        assert_eq!(classes.estimate(ingest, 8 * MIB), 34 * MIB);
+        assert_eq!(classes.largest(), 34 * MIB);
+    }
+
+    #[test]
+    fn an_outlier_is_forgotten_after_two_windows_but_an_idle_class_keeps_its_figure() {
+        let classes = Classes::new(0);
+        let id = classes.find(CostClass::new("x"));
+        classes.observe_peak(id, 0, 64 * MIB);
+        classes.tick(WINDOW_MS); // the outlier moves to the previous window
+        classes.observe_peak(id, 0, MIB);
+        assert_eq!(classes.estimate(id, 0), 64 * MIB);
+        classes.tick(2 * WINDOW_MS);
+        assert_eq!(classes.estimate(id, 0), MIB, "forgotten");
+        classes.tick(3 * WINDOW_MS);
+        classes.tick(4 * WINDOW_MS);
+        assert_eq!(classes.estimate(id, 0), MIB, "idle: kept");
+        classes.tick(4 * WINDOW_MS + 1);
+        assert_eq!(classes.estimate(id, 0), MIB, "not a window yet");
+    }
+
+    #[test]
+    fn classes_are_kept_apart_and_the_table_is_bounded() {
+        let classes = Classes::new(0);
+        let ids: Vec<ClassId> = (0..SLOTS + 10)
+            .map(|i| classes.find(CostClass::new(i)))
+            .collect();
+        assert!(ids[..SLOTS].iter().all(|id| id.0 < SLOTS));
+        assert!(ids[SLOTS..].iter().all(|id| id.0 == SLOTS), "overflow");
+        for (i, id) in ids.iter().enumerate().take(SLOTS) {
+            assert_eq!(classes.find(CostClass::new(i)), *id, "found again");
+        }
+        classes.observe_peak(ids[0], 0, MIB);
+        assert_eq!(classes.estimate(ids[1], 0), 0);
+        classes.observe_rise(ids[2], 5);
+        assert_eq!(classes.rise(ids[2]), 5);
+        assert_eq!(classes.rise(ids[3]), 0);
+    }
+}

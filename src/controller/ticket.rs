@@ -1,0 +1,101 @@
+//! A place in the queue: granted a permit, or rejected at the deadline or on close.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use super::{Controller, classes::ClassId, permit::Permit};
+use crate::rejection::{Reason, Rejection};
+
+/// A place in the queue. Dropping it leaves the queue, or gives back a grant not yet taken.
+///
+/// **Cancel safety.** Dropping a ticket loses its place in line; nothing else is lost.
+#[must_use]
+pub(crate) struct Ticket {
+    pub(super) controller: Arc<Controller>,
+    pub(super) id: u64,
+    pub(super) class: ClassId,
+    pub(super) charge: u64,
+    pub(super) declared: u64,
+    /// Whether the grant was taken as a permit, or the ticket left the queue.
+    pub(super) settled: bool,
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("id", &self.id)
+            .field("charge", &self.charge)
+            .field("settled", &self.settled)
+            .finish()
+    }
+}
+
+impl Ticket {
+    /// Whether the ticket still waits (not granted, not gone). For tests, which must not
+    /// settle a ticket to look at it.
+    #[cfg(test)]
+    pub(crate) fn is_waiting(&self) -> bool {
+        !self.settled && self.controller.lock().get_mut(self.id).is_some()
+    }
+
+    /// The charge the ticket was granted with, or will be.
+    #[cfg(test)]
+    pub(crate) fn charge(&self) -> u64 {
+        self.charge
+    }
+
+    fn permit(&self) -> Permit {
+        Permit::new(
+            Arc::clone(&self.controller),
+            self.class,
+            self.charge,
+            self.declared,
+        )
+    }
+
+    /// Ready with the permit once granted, or with a rejection once the pool is closed;
+    /// otherwise registers `cx`'s waker.
+    pub(crate) fn poll_grant(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Rejection>> {
+        if self.settled {
+            // Polled again after completion: a caller bug, answered without a second permit.
+            return Poll::Pending;
+        }
+        let mut queue = self.controller.lock();
+        if let Some(waiter) = queue.get_mut(self.id) {
+            if self.controller.is_closed() {
+                drop(queue);
+                return Poll::Ready(self.expire());
+            }
+            match &mut waiter.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        drop(queue);
+        self.settled = true;
+        Poll::Ready(Ok(self.permit()))
+    }
+
+    /// The deadline passed: leave the queue with a rejection, unless the grant came first.
+    pub(crate) fn expire(&mut self) -> Result<Permit, Rejection> {
+        self.settled = true;
+        match self.controller.leave_queue(self.id, self.charge) {
+            Some(limit) => Err(self.controller.reject(Reason::QueueTimeout, limit)),
+            None => Ok(self.permit()),
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled && self.controller.leave_queue(self.id, self.charge).is_none() {
+            // Granted, but the future was dropped before it noticed: the permit it would
+            // have become gives everything back.
+            drop(self.permit());
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! What the layer decides around the controller, knowing HTTP: which requests bypass
+//! admission, which cost class a request belongs to, how long it may wait, and the
+//! `Retry-After` it is told.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use http::{HeaderValue, Request};
+
+use crate::controller::CostClass;
+
+/// A function that puts requests into cost classes; see
+/// [`AdmissionConfig::classify`](crate::AdmissionConfig::classify).
+#[derive(Clone)]
+pub(crate) struct Classifier(
+    pub(crate) Arc<dyn Fn(&http::request::Parts) -> CostClass + Send + Sync>,
+);
+
+impl fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Classifier(..)")
+    }
+}
+
+impl PartialEq for Classifier {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct HttpSettings {
+    pub(crate) queue_timeout: Duration,
+    /// The `Retry-After` value, built once.
+    pub(crate) retry_after: HeaderValue,
+    pub(crate) bypass: Vec<String>,
+    pub(crate) classifier: Option<Classifier>,
+}
+
+impl HttpSettings {
+    /// Whether `path` skips admission: it equals a prefix or continues it with a new segment.
+    #[inline]
+    pub(crate) fn bypasses(&self, path: &str) -> bool {
+        !self.bypass.is_empty()
+            && self.bypass.iter().any(|prefix| {
+                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+                })
+            })
+    }
+
+    /// The request's cost class: the classifier's word, or method and path.
+    pub(crate) fn classify<B>(&self, request: Request<B>) -> (CostClass, Request<B>) {
+        match &self.classifier {
+            None => (
+                CostClass::route(request.method(), request.uri().path()),
+                request,
+            ),
+            Some(Classifier(classify)) => {
+                let (parts, body) = request.into_parts();
+                (classify(&parts), Request::from_parts(parts, body))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(classifier: Option<Classifier>) -> HttpSettings {
+        HttpSettings {
+            queue_timeout: Duration::from_secs(1),
+            retry_after: HeaderValue::from_static("1"),
+            bypass: vec!["/health".into(), "/static/".into()],
+            classifier,
+        }
+    }
+
+    #[test]
+    fn bypass_matches_whole_segments() {
+        let s = settings(None);
+        assert!(s.bypasses("/health"));
+        assert!(s.bypasses("/health/live"));
+        assert!(!s.bypasses("/healthcare"));
+        assert!(!s.bypasses("/"));
+        assert!(s.bypasses("/static/app.js"));
+        assert!(!s.bypasses("/static"));
+    }
+
+    #[test]
+    fn classes_by_route_or_by_the_classifier() {
+        let request = |uri: &str| Request::get(uri).body(()).unwrap();
+        let by_route = settings(None);
+        let (a, _) = by_route.classify(request("/work?kib=1"));
+        let (b, _) = by_route.classify(request("/work?kib=65536"));
+        assert_eq!(a, b, "the query is not part of the route");
+        let by_size = settings(Some(Classifier(Arc::new(
+            |parts: &http::request::Parts| CostClass::new(parts.uri.query()),
+        ))));
+        let (a, request) = by_size.classify(request("/work?kib=1"));
+        let (b, _) = by_size.classify(Request::get("/work?kib=65536").body(()).unwrap());
+        assert_ne!(a, b);
+        assert_eq!(
+            request.uri(),
+            "/work?kib=1",
+            "the request passes on unchanged"
+        );
+    }
+}
