@@ -104,6 +104,15 @@ impl Settings {
     }
 }
 
+/// What one request asks for: its class, its charge (the conservative estimate) and its
+/// declared `Content-Length` (the part of the charge that is known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ask {
+    pub(crate) class: ClassId,
+    pub(crate) charge: u64,
+    pub(crate) declared: u64,
+}
+
 /// What [`Controller::acquire`] decided.
 #[derive(Debug)]
 pub(crate) enum Acquired {
@@ -123,8 +132,9 @@ enum Reading {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fit {
     Fits,
-    /// Within the budget, but above the soft limit.
-    AboveSoft,
+    /// Above the soft limit, or over the budget on its estimate but not on what is known of
+    /// it: it may go while every admitted request's cost is known (one at a time).
+    Unsure,
     Blocked(Limit),
 }
 
@@ -210,7 +220,12 @@ impl Controller {
         let declared = declared.unwrap_or(0);
         let Some(budget) = self.settings.budget else {
             // Without a budget there is nothing to charge, and nothing to pay for charging.
-            return self.acquire_charged(ClassId::OVERFLOW, 0, declared);
+            let ask = Ask {
+                class: ClassId::OVERFLOW,
+                charge: 0,
+                declared,
+            };
+            return self.acquire_charged(ask);
         };
         if declared > budget {
             return Acquired::Rejected(self.reject(Reason::TooLarge, Limit::Memory));
@@ -222,14 +237,17 @@ impl Controller {
             .saturating_sub(self.footprint.baseline())
             .max(declared);
         let charge = self.classes.estimate(class, declared).min(room);
-        self.acquire_charged(class, charge, declared)
+        self.acquire_charged(Ask {
+            class,
+            charge,
+            declared,
+        })
     }
 
-    fn acquire_charged(self: &Arc<Self>, class: ClassId, charge: u64, declared: u64) -> Acquired {
+    fn acquire_charged(self: &Arc<Self>, ask: Ask) -> Acquired {
         let memory = self.memory.allocated_bytes();
-        let permit = || Permit::new(Arc::clone(self), class, charge, declared);
-        match self.try_admit(memory, charge) {
-            Ok(()) => Acquired::Admitted(permit()),
+        match self.try_admit(memory, ask) {
+            Ok(()) => Acquired::Admitted(Permit::new(Arc::clone(self), ask)),
             // Full, or closed, and no room to wait: answer without the lock. The queue length
             // may be an instant old, which only matters at the boundary.
             Err(Fit::Blocked(limit))
@@ -238,17 +256,17 @@ impl Controller {
             {
                 Acquired::Rejected(self.reject(Reason::QueueFull, limit))
             }
-            Err(_) => self.acquire_locked(memory, class, charge, declared),
+            Err(_) => self.acquire_locked(memory, ask),
         }
     }
 
     /// Admits without the lock if nobody waits and the request fits below the soft limit;
     /// otherwise says how it stands.
-    fn try_admit(&self, memory: u64, charge: u64) -> Result<(), Fit> {
+    fn try_admit(&self, memory: u64, ask: Ask) -> Result<(), Fit> {
         let mut state = self.state.load(SeqCst);
         loop {
-            let over_budget = match self.fit(state, memory, charge) {
-                _ if state & QUEUED != 0 => return Err(self.blame(state, memory, charge)),
+            let over_budget = match self.fit(state, memory, ask) {
+                _ if state & QUEUED != 0 => return Err(self.blame(state, memory, ask)),
                 Fit::Fits => false,
                 // Progress guarantee: nothing in flight, nobody waiting, and nowhere to wait
                 // for a fresh reading (otherwise the next sample decides, in `grant`).
@@ -261,7 +279,7 @@ impl Controller {
             };
             match self.state.compare_exchange_weak(
                 state,
-                state + claim(kib(charge)),
+                state + claim(kib(ask.charge)),
                 SeqCst,
                 SeqCst,
             ) {
@@ -276,29 +294,23 @@ impl Controller {
 
     /// Under the lock: admits at once if nobody waits and the request may go (above the soft
     /// limit too, when no other request's cost is unknown), else queues or rejects it.
-    fn acquire_locked(
-        self: &Arc<Self>,
-        memory: u64,
-        class: ClassId,
-        charge: u64,
-        declared: u64,
-    ) -> Acquired {
+    fn acquire_locked(self: &Arc<Self>, memory: u64, ask: Ask) -> Acquired {
         let mut queue = self.lock();
         if queue.is_empty() {
             let state = self.state.load(SeqCst);
             if let Some(over_budget) =
-                self.may_admit_locked(state, memory, charge, true, Reading::Stale)
+                self.may_admit_locked(state, memory, ask, true, Reading::Stale)
             {
                 // Only the lock holder adds while the fast path refuses; a racing release
                 // only subtracts.
-                self.state.fetch_add(claim(kib(charge)), SeqCst);
+                self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
                 self.count_admission(over_budget, memory);
                 drop(queue);
-                return Acquired::Admitted(Permit::new(Arc::clone(self), class, charge, declared));
+                return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
             }
         }
         if queue.len() >= self.settings.queue_capacity || self.closed.load(SeqCst) {
-            let limit = self.blame(self.state.load(SeqCst), memory, charge);
+            let limit = self.blame(self.state.load(SeqCst), memory, ask);
             drop(queue);
             let limit = match limit {
                 Fit::Blocked(limit) => limit,
@@ -306,37 +318,35 @@ impl Controller {
             };
             return Acquired::Rejected(self.reject(Reason::QueueFull, limit));
         }
-        let id = queue.push(charge);
+        let id = queue.push(ask);
         self.state.fetch_or(QUEUED, SeqCst);
         // A release between the failed try and the bit did not see the bit: check again, now
         // that every later release will. This may grant the new ticket itself.
         let wakers = self.grant(&mut queue, memory, Reading::Stale);
         drop(queue);
         wakers.into_iter().for_each(Waker::wake);
-        tracing::trace!(charge, "request queued");
+        tracing::trace!(charge = ask.charge, "request queued");
         Acquired::Queued(Ticket {
             controller: Arc::clone(self),
             id,
-            class,
-            charge,
-            declared,
+            ask,
             settled: false,
         })
     }
 
-    /// Whether, under the lock, a request of `charge` may be admitted in `state`, and if so
-    /// whether over the budget (the progress guarantee, for the head on a fresh reading).
+    /// Whether, under the lock, `ask` may be admitted in `state`, and if so whether over the
+    /// budget (the progress guarantee, for the head on a fresh reading).
     fn may_admit_locked(
         &self,
         state: u64,
         memory: u64,
-        charge: u64,
+        ask: Ask,
         head: bool,
         reading: Reading,
     ) -> Option<bool> {
-        match self.fit(state, memory, charge) {
+        match self.fit(state, memory, ask) {
             Fit::Fits => Some(false),
-            Fit::AboveSoft if self.unsettled.load(SeqCst) == 0 => Some(false),
+            Fit::Unsure if self.unsettled.load(SeqCst) == 0 => Some(false),
             Fit::Blocked(Limit::Memory)
                 if head && in_flight(state) == 0 && reading == Reading::Fresh =>
             {
@@ -412,11 +422,11 @@ impl Controller {
 
     /// Removes ticket `id` from the queue. Returns the limit that kept it waiting if it was
     /// still queued, `None` if it had been granted meanwhile.
-    fn leave_queue(&self, id: u64, charge: u64) -> Option<Limit> {
+    fn leave_queue(&self, id: u64, ask: Ask) -> Option<Limit> {
         let memory = self.memory.allocated_bytes();
         let mut queue = self.lock();
         queue.remove(id)?;
-        let limit = match self.blame(self.state.load(SeqCst), memory, charge) {
+        let limit = match self.blame(self.state.load(SeqCst), memory, ask) {
             Fit::Blocked(limit) => limit,
             _ => Limit::Memory,
         };
@@ -443,9 +453,9 @@ impl Controller {
         } else {
             queue.admit(|waiter, head| {
                 let state = self.state.load(SeqCst);
-                match self.may_admit_locked(state, memory, waiter.charge, head, reading) {
+                match self.may_admit_locked(state, memory, waiter.ask, head, reading) {
                     Some(over_budget) => {
-                        self.state.fetch_add(claim(kib(waiter.charge)), SeqCst);
+                        self.state.fetch_add(claim(kib(waiter.ask.charge)), SeqCst);
                         self.count_admission(over_budget, memory);
                         Verdict::Admitted
                     }
@@ -463,33 +473,34 @@ impl Controller {
         wakers
     }
 
-    /// How a request of `charge` stands in `state`.
-    fn fit(&self, state: u64, memory: u64, charge: u64) -> Fit {
+    /// How `ask` stands in `state`.
+    ///
+    /// Below the soft limit (the budget less the largest charge seen lately) it fits. Above
+    /// it, or over the budget on its estimate, it is unsure as long as what is known of it
+    /// (its `Content-Length`) stays within the budget: such requests go one at a time (see
+    /// `may_admit_locked`), so a wrong estimate overshoots by one request at most.
+    fn fit(&self, state: u64, memory: u64, ask: Ask) -> Fit {
         if in_flight(state) >= self.settings.max_concurrency as u64 {
             return Fit::Blocked(Limit::Concurrency);
         }
         let Some(budget) = self.settings.budget else {
             return Fit::Fits;
         };
-        let needed = self
-            .footprint
-            .spoken_for(memory, charged_bytes(state))
-            .saturating_add(charge);
-        if self.memory_refuses(needed > budget) {
-            return Fit::Blocked(Limit::Memory);
-        }
+        let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
         let soft = budget.saturating_sub(self.classes.largest());
-        if self.memory_refuses(needed > soft) {
-            Fit::AboveSoft
-        } else {
+        if !self.memory_refuses(spoken_for.saturating_add(ask.charge) > soft) {
             Fit::Fits
+        } else if !self.memory_refuses(spoken_for.saturating_add(ask.declared) > budget) {
+            Fit::Unsure
+        } else {
+            Fit::Blocked(Limit::Memory)
         }
     }
 
     /// How a request that cannot go at once stands: when it would fit by itself, a waiter
     /// ahead of it is held back, and only memory can do that.
-    fn blame(&self, state: u64, memory: u64, charge: u64) -> Fit {
-        match self.fit(state, memory, charge) {
+    fn blame(&self, state: u64, memory: u64, ask: Ask) -> Fit {
+        match self.fit(state, memory, ask) {
             Fit::Fits => Fit::Blocked(Limit::Memory),
             other => other,
         }
@@ -725,7 +736,10 @@ mod tests {
         assert_eq!(c.snapshot().reserved_bytes, 3 * MIB);
         let _b = admitted(c.acquire(CLASS, None)); // 1 MiB: 9 of 10
         let _c = admitted(c.acquire(CLASS, None)); // 10 of 10: still fits
-        let mut d = queued(c.acquire(CLASS, None));
+        // Full on estimates, but every cost is known and nothing is known of this one: it
+        // goes alone, 11 of 10 at most. The next one waits.
+        let d = admitted(c.acquire(CLASS, None));
+        let mut e = queued(c.acquire(CLASS, None));
         assert_eq!(
             rejected(c.acquire(CLASS, Some(11 * MIB))),
             Rejection::new(Reason::TooLarge, Limit::Memory)
@@ -733,20 +747,21 @@ mod tests {
         // A lower reading lets the waiter in at the next sample.
         memory.set(4 * MIB);
         let waker = Arc::new(CountingWaker::default());
-        assert!(poll(&mut d, &waker).is_pending());
+        assert!(poll(&mut e, &waker).is_pending());
         c.on_sample(Ok(()));
         assert_eq!(waker.0.load(Relaxed), 1);
-        assert!(poll(&mut d, &waker).is_ready());
+        assert!(poll(&mut e, &waker).is_ready());
+        drop(d);
     }
 
     #[test]
     fn a_small_waiter_passes_a_blocked_head_and_arrivals_queue() {
-        // The head needs 8 MiB, which does not fit; a small one behind it does, and goes.
+        // The head declares 8 MiB, which do not fit; a small one behind it does, and goes.
         let (c, memory) = controller(100, Some(10 * MIB), 10);
         memory.set(2 * MIB);
         c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
         let first = admitted(c.acquire(CLASS, None)); // 3 of 10
-        let mut big = queued(c.acquire(CLASS, Some(7 * MIB))); // 3 + 8 > 10
+        let mut big = queued(c.acquire(CLASS, Some(8 * MIB))); // 3 + 8 > 10
         // While anyone waits, an arrival queues, even one that fits; it may be granted at once.
         let mut small = queued(c.acquire(CLASS, None));
         let waker = Arc::new(CountingWaker::default());
@@ -756,7 +771,7 @@ mod tests {
         };
         drop(first); // 2 + 1 + 8 > 10: the head still waits
         assert!(poll(&mut big, &waker).is_pending());
-        drop(small_permit); // 2 + 8 fits
+        drop(small_permit); // 2 + 8 fits (its estimate, 9, is capped at the room there is)
         assert!(poll(&mut big, &waker).is_ready());
     }
 
@@ -803,13 +818,22 @@ mod tests {
         else {
             panic!("the ninth was not admitted once every cost was known")
         };
-        // Now the budget is full: the next one waits for room, not for a cost.
+        // The budget is full on estimates; the next one goes alone once the last cost is
+        // known (one over at most), and then the budget is over: nobody else goes.
         let mut tenth = queued(c.acquire(CLASS, None));
-        ninth.track(|| ());
         assert!(poll(&mut tenth, &waker).is_pending());
+        ninth.track(|| ());
+        let Poll::Ready(tenth) = poll(&mut tenth, &waker) else {
+            panic!("the tenth did not go alone")
+        };
+        let mut eleventh = queued(c.acquire(CLASS, None));
+        assert!(poll(&mut eleventh, &waker).is_pending());
         drop(ninth);
-        assert!(poll(&mut tenth, &waker).is_ready());
-        drop(known);
+        assert!(
+            poll(&mut eleventh, &waker).is_ready(),
+            "10 of 10, every cost known"
+        );
+        drop((tenth, known));
     }
 
     #[test]

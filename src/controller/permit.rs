@@ -16,7 +16,7 @@
 
 use std::{fmt, sync::Arc};
 
-use super::{Controller, classes::ClassId, word::kib};
+use super::{Ask, Controller, classes::ClassId, word::kib};
 
 /// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
 /// most polls of small requests cost no shared write.
@@ -42,19 +42,13 @@ pub(crate) struct Permit {
 }
 
 impl Permit {
-    /// Wraps a slot and a `charge` that the controller has already counted, for a request of
-    /// `class` that declared a `declared`-byte body.
-    pub(super) fn new(
-        controller: Arc<Controller>,
-        class: ClassId,
-        charge: u64,
-        declared: u64,
-    ) -> Self {
+    /// Wraps a slot and the charge of `ask`, which the controller has already counted.
+    pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
         Self {
             controller,
-            class,
-            declared,
-            charged_kib: kib(charge),
+            class: ask.class,
+            declared: ask.declared,
+            charged_kib: kib(ask.charge),
             net: 0,
             peak: 0,
             settled: false,

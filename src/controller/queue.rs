@@ -9,13 +9,15 @@
 
 use std::{collections::BTreeMap, task::Waker};
 
+use super::Ask;
+
 /// How many waiters may go ahead of a blocked head before it holds the line.
 pub(crate) const MAX_PASSES: u32 = 32;
 /// How many blocked waiters a grant looks past for one that fits, at most.
 const SCAN: usize = 64;
 
 pub(super) struct Waiter {
-    pub(super) charge: u64,
+    pub(super) ask: Ask,
     /// How many waiters went ahead of this one while it was the blocked head.
     passes: u32,
     pub(super) waker: Option<Waker>,
@@ -40,11 +42,11 @@ pub(super) struct Queue {
 }
 
 impl Queue {
-    pub(super) fn push(&mut self, charge: u64) -> u64 {
+    pub(super) fn push(&mut self, ask: Ask) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let waiter = Waiter {
-            charge,
+            ask,
             passes: 0,
             waker: None,
         };
@@ -124,10 +126,18 @@ impl Queue {
 mod tests {
     use super::*;
 
+    fn ask(charge: u64) -> Ask {
+        Ask {
+            class: super::super::classes::ClassId::OVERFLOW,
+            charge,
+            declared: 0,
+        }
+    }
+
     fn queue(charges: &[u64]) -> Queue {
         let mut queue = Queue::default();
         for &charge in charges {
-            queue.push(charge);
+            queue.push(ask(charge));
         }
         queue
     }
@@ -136,8 +146,8 @@ mod tests {
     fn admit_within(queue: &mut Queue, room: &mut u64) -> usize {
         let mut admitted = 0;
         queue.admit(|waiter, _| {
-            if waiter.charge <= *room {
-                *room -= waiter.charge;
+            if waiter.ask.charge <= *room {
+                *room -= waiter.ask.charge;
                 admitted += 1;
                 Verdict::Admitted
             } else {
@@ -152,7 +162,7 @@ mod tests {
         let mut q = queue(&[1, 2, 3]);
         let mut order = Vec::new();
         q.admit(|w, head| {
-            order.push((w.charge, head));
+            order.push((w.ask.charge, head));
             Verdict::Admitted
         });
         assert_eq!(order, [(1, true), (2, true), (3, true)]);
@@ -165,7 +175,7 @@ mod tests {
         let mut room = 5;
         admit_within(&mut q, &mut room);
         assert_eq!(room, 2, "three small ones went ahead");
-        let left: Vec<u64> = q.waiters.values().map(|w| w.charge).collect();
+        let left: Vec<u64> = q.waiters.values().map(|w| w.ask.charge).collect();
         assert_eq!(left, [10, 10]);
         assert_eq!(q.waiters.values().next().map(|w| w.passes), Some(3));
     }
@@ -174,7 +184,7 @@ mod tests {
     fn the_head_holds_the_line_after_max_passes() {
         let mut q = queue(&[100]);
         for _ in 0..MAX_PASSES + 5 {
-            q.push(1);
+            q.push(ask(1));
         }
         let mut room = u64::from(MAX_PASSES) + 5;
         assert_eq!(admit_within(&mut q, &mut room), MAX_PASSES as usize);

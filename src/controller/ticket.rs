@@ -6,7 +6,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use super::{Controller, classes::ClassId, permit::Permit};
+use super::{Ask, Controller, permit::Permit};
 use crate::rejection::{Reason, Rejection};
 
 /// A place in the queue. Dropping it leaves the queue, or gives back a grant not yet taken.
@@ -16,9 +16,7 @@ use crate::rejection::{Reason, Rejection};
 pub(crate) struct Ticket {
     pub(super) controller: Arc<Controller>,
     pub(super) id: u64,
-    pub(super) class: ClassId,
-    pub(super) charge: u64,
-    pub(super) declared: u64,
+    pub(super) ask: Ask,
     /// Whether the grant was taken as a permit, or the ticket left the queue.
     pub(super) settled: bool,
 }
@@ -27,7 +25,7 @@ impl fmt::Debug for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ticket")
             .field("id", &self.id)
-            .field("charge", &self.charge)
+            .field("charge", &self.ask.charge)
             .field("settled", &self.settled)
             .finish()
     }
@@ -44,16 +42,11 @@ impl Ticket {
     /// The charge the ticket was granted with, or will be.
     #[cfg(test)]
     pub(crate) fn charge(&self) -> u64 {
-        self.charge
+        self.ask.charge
     }
 
     fn permit(&self) -> Permit {
-        Permit::new(
-            Arc::clone(&self.controller),
-            self.class,
-            self.charge,
-            self.declared,
-        )
+        Permit::new(Arc::clone(&self.controller), self.ask)
     }
 
     /// Ready with the permit once granted, or with a rejection once the pool is closed;
@@ -83,7 +76,7 @@ impl Ticket {
     /// The deadline passed: leave the queue with a rejection, unless the grant came first.
     pub(crate) fn expire(&mut self) -> Result<Permit, Rejection> {
         self.settled = true;
-        match self.controller.leave_queue(self.id, self.charge) {
+        match self.controller.leave_queue(self.id, self.ask) {
             Some(limit) => Err(self.controller.reject(Reason::QueueTimeout, limit)),
             None => Ok(self.permit()),
         }
@@ -92,7 +85,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if !self.settled && self.controller.leave_queue(self.id, self.charge).is_none() {
+        if !self.settled && self.controller.leave_queue(self.id, self.ask).is_none() {
             // Granted, but the future was dropped before it noticed: the permit it would
             // have become gives everything back.
             drop(self.permit());

@@ -1,9 +1,11 @@
-//! Drives the example servers with `oha` through the scenarios of `scenario.rs`, side by side
-//! (tower-admission, tower's `LoadShed` + `GlobalConcurrencyLimit`, no limit), watching
+//! Drives the example servers through the scenarios of `scenario.rs` (with `oha`, or with
+//! clients that back off after a 503), side by side: tower-admission, tower's `LoadShed` +
+//! `GlobalConcurrencyLimit` (at one N, or at each N of a sweep) and no limit. Watches
 //! `/metrics`, `/health` and RSS, and writes `report.md`, CSVs and SVG charts.
 //!
 //! `load/run.sh` builds and runs it; see there for usage.
 
+mod client;
 mod oha;
 mod plot;
 mod probe;
@@ -24,7 +26,9 @@ use server::Server;
 
 /// A server set up for comparison.
 struct Setup {
-    name: &'static str,
+    name: String,
+    /// N, for tower's limit.
+    tower_n: Option<usize>,
     binary: PathBuf,
     env: Vec<(String, String)>,
 }
@@ -36,27 +40,38 @@ fn setups(scenario: &Scenario, bin_dir: &Path) -> Vec<Setup> {
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect()
     };
-    vec![
-        Setup {
-            name: "tower-admission",
-            binary: bin_dir.join("server"),
-            env: owned(&scenario.env),
-        },
-        Setup {
-            name: "tower LoadShed+GlobalConcurrencyLimit",
-            binary: bin_dir.join("compare"),
-            env: owned(&[
-                ("LIMITER", "tower".into()),
-                ("TOWER_CONCURRENCY", scenario.tower_concurrency.to_string()),
-            ]),
-        },
-        Setup {
-            name: "no limit",
-            binary: bin_dir.join("compare"),
-            env: owned(&[("LIMITER", "none".into())]),
-        },
-    ]
+    let ns = if scenario.sweep.is_empty() {
+        vec![scenario.tower_concurrency]
+    } else {
+        scenario.sweep.clone()
+    };
+    let tower = ns.into_iter().map(|n| Setup {
+        name: format!("tower LoadShed+GlobalConcurrencyLimit N={n}"),
+        tower_n: Some(n),
+        binary: bin_dir.join("compare"),
+        env: owned(&[
+            ("LIMITER", "tower".into()),
+            ("TOWER_CONCURRENCY", n.to_string()),
+        ]),
+    });
+    std::iter::once(Setup {
+        name: ADMISSION.into(),
+        tower_n: None,
+        binary: bin_dir.join("server"),
+        env: owned(&scenario.env),
+    })
+    .chain(tower)
+    .chain(std::iter::once(Setup {
+        name: "no limit".into(),
+        tower_n: None,
+        binary: bin_dir.join("compare"),
+        env: owned(&[("LIMITER", "none".into())]),
+    }))
+    .collect()
 }
+
+/// The name of the tower-admission setup.
+pub const ADMISSION: &str = "tower-admission";
 
 struct Args {
     scenario: String,
@@ -143,7 +158,17 @@ fn run_scenario(scenario: &Scenario, args: &Args) -> Result<Run, String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let began = Instant::now();
     let mut setup_runs = Vec::new();
+    let only = std::env::var("SETUPS").ok();
     for (index, setup) in setups(scenario, &args.bin_dir).into_iter().enumerate() {
+        // SETUPS=admission,none,tower limits a run to some setups (for quick checks).
+        let kind = match (setup.name.as_str(), setup.tower_n) {
+            (ADMISSION, _) => "admission",
+            (_, Some(_)) => "tower",
+            _ => "none",
+        };
+        if only.as_deref().is_some_and(|only| !only.split(',').any(|k| k == kind)) {
+            continue;
+        }
         eprintln!(
             "[{}] {} ({:.0} s of load)",
             scenario.name,
@@ -182,8 +207,12 @@ fn run_setup(
         .map(|(p, phase)| {
             let (phase, base, dir, oha) =
                 (phase.clone(), base.clone(), dir.to_owned(), oha.to_owned());
+            let addr = server.addr;
             thread::spawn(move || -> Result<oha::Outcome, String> {
                 thread::sleep(phase.start.saturating_sub(start.elapsed()));
+                if let Some(backoff) = phase.backoff {
+                    return client::run(addr, &phase, backoff);
+                }
                 let tag = format!("{index}-{p}");
                 let (mut child, json) = oha::start(&oha, &phase, &base, &dir, &tag)?;
                 let status = child.wait().map_err(|e| e.to_string())?;
@@ -204,7 +233,8 @@ fn run_setup(
     server.stop();
     report::write_samples(&dir.join(format!("samples-{index}.csv")), &samples)?;
     Ok(SetupRun {
-        name: setup.name,
+        name: setup.name.clone(),
+        tower_n: setup.tower_n,
         outcomes,
         samples,
         health,

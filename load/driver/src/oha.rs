@@ -76,7 +76,7 @@ pub fn start(
 }
 
 /// A JSON array of about `bytes` bytes of small objects.
-fn json_body(bytes: u64) -> String {
+pub fn json_body(bytes: u64) -> String {
     let item = r#"{"id":12345,"name":"admission","tags":["a","b"],"value":3.25},"#;
     let mut body = String::with_capacity(bytes as usize + item.len());
     body.push('[');

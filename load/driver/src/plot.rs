@@ -10,14 +10,18 @@ use crate::{
 };
 
 const MIB: f64 = (1 << 20) as f64;
-const COLORS: [RGBColor; 3] = [
+const COLORS: [RGBColor; 4] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
 ];
 
 pub fn charts(run: &Run, dir: &Path) -> Result<(), String> {
     memory(run, &dir.join("memory.svg")).map_err(|e| format!("memory chart: {e}"))?;
+    if run.verdict().is_some() {
+        frontier(run, &dir.join("frontier.svg")).map_err(|e| format!("frontier chart: {e}"))?;
+    }
     if let Some(admission) = run.setups.iter().find(|s| s.is_admission()) {
         let end = run.scenario.length().as_secs_f64();
         admission_chart(admission, end, &dir.join("admission.svg"))
@@ -29,13 +33,18 @@ pub fn charts(run: &Run, dir: &Path) -> Result<(), String> {
 
 type ChartResult = Result<(), Box<dyn std::error::Error>>;
 
-type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
+type Series = (String, RGBColor, Vec<(f64, f64)>);
 
+/// Memory over time: tower-admission, the best safe static N and the largest N of a sweep
+/// (or the one N), and no limit.
 fn memory(run: &Run, path: &Path) -> ChartResult {
     let budget = run.scenario.budget as f64 / MIB;
-    let series = run
-        .setups
-        .iter()
+    let best = run.best_safe_static().map(|s| s.name.as_str());
+    let largest_n = run.setups.iter().filter_map(|s| s.tower_n).max();
+    let shown = run.setups.iter().filter(|s| {
+        s.tower_n.is_none() || Some(s.name.as_str()) == best || s.tower_n == largest_n
+    });
+    let series = shown
         .zip(COLORS)
         .map(|(setup, color)| {
             let points = setup
@@ -43,7 +52,7 @@ fn memory(run: &Run, path: &Path) -> ChartResult {
                 .iter()
                 .map(|s| (s.t, s.memory / MIB))
                 .collect();
-            (setup.name, color, points)
+            (setup.name.clone(), color, points)
         })
         .collect();
     let caption = format!(
@@ -58,8 +67,8 @@ fn admission_chart(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
     let points =
         |value: fn(&Sample) -> f64| setup.samples.iter().map(|s| (s.t, value(s))).collect();
     let series = vec![
-        ("in flight", COLORS[0], points(|s| s.in_flight)),
-        ("queued", COLORS[1], points(|s| s.queued)),
+        ("in flight".into(), COLORS[0], points(|s| s.in_flight)),
+        ("queued".into(), COLORS[1], points(|s| s.queued)),
     ];
     let caption = "tower-admission: requests in flight and queued";
     line_chart(path, caption, "requests", end, series, None)
@@ -81,11 +90,86 @@ fn rates(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
             .collect()
     };
     let series = vec![
-        ("admitted", COLORS[0], per_second(|s| s.admitted)),
-        ("rejected", COLORS[1], per_second(|s| s.rejected)),
+        ("admitted".into(), COLORS[0], per_second(|s| s.admitted)),
+        ("rejected".into(), COLORS[1], per_second(|s| s.rejected)),
     ];
     let caption = "tower-admission: admitted and rejected per second";
     line_chart(path, caption, "requests/s", end, series, None)
+}
+
+/// The static-limit sweep: goodput against peak memory for each N (a line through the
+/// points, labelled with N), tower-admission as one point, and the bound as a dashed line.
+fn frontier(run: &Run, path: &Path) -> ChartResult {
+    let point = |s: &SetupRun| (s.peak(|x| x.memory) / MIB, s.goodput());
+    let mut tower: Vec<(usize, (f64, f64))> = run
+        .setups
+        .iter()
+        .filter_map(|s| Some((s.tower_n?, point(s))))
+        .collect();
+    tower.sort_by_key(|(n, _)| *n);
+    let admission = run.admission().map(point);
+    let bound = run.bound() / MIB;
+    let all = tower.iter().map(|(_, p)| *p).chain(admission);
+    let (right, top) = all.fold((bound, 1.0_f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let caption = format!(
+        "{}: goodput against peak memory (budget {:.0} MiB)",
+        run.scenario.name,
+        run.scenario.budget as f64 / MIB
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..right * 1.1, 0.0..top * 1.15)?;
+    chart
+        .configure_mesh()
+        .x_desc("peak allocated memory (MiB)")
+        .y_desc("goodput (2xx/s)")
+        .draw()?;
+    let color = COLORS[1];
+    chart
+        .draw_series(LineSeries::new(
+            tower.iter().map(|(_, p)| *p),
+            color.stroke_width(2),
+        ))?
+        .label("tower LoadShed + GlobalConcurrencyLimit, one point per N")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart.draw_series(tower.iter().map(|(n, p)| {
+        EmptyElement::at(*p)
+            + Circle::new((0, 0), 4, color.filled())
+            + Text::new(format!("N={n}"), (6, -14), ("sans-serif", 13))
+    }))?;
+    if let Some(p) = admission {
+        let color = COLORS[0];
+        chart
+            .draw_series(std::iter::once(
+                EmptyElement::at(p)
+                    + Circle::new((0, 0), 8, color.filled())
+                    + Text::new("tower-admission", (10, -18), ("sans-serif", 14)),
+            ))?
+            .label("tower-admission")
+            .legend(move |(x, y)| Circle::new((x + 10, y), 6, color.filled()));
+    }
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(bound, 0.0), (bound, top * 1.15)],
+            6,
+            4,
+            BLACK.stroke_width(1),
+        ))?
+        .label("budget + one largest request")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
 /// Lines over time (seconds on x), with an optional dashed `limit` line.

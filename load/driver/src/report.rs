@@ -13,7 +13,9 @@ pub fn memory_bound(budget: f64) -> f64 {
 }
 
 pub struct SetupRun {
-    pub name: &'static str,
+    pub name: String,
+    /// N, for tower's limit.
+    pub tower_n: Option<usize>,
     pub outcomes: Vec<Outcome>,
     pub samples: Vec<Sample>,
     pub health: Vec<Option<f64>>,
@@ -21,7 +23,7 @@ pub struct SetupRun {
 
 impl SetupRun {
     pub fn is_admission(&self) -> bool {
-        self.name == "tower-admission"
+        self.name == crate::ADMISSION
     }
 
     fn load_seconds(&self) -> f64 {
@@ -71,6 +73,72 @@ impl SetupRun {
     }
 }
 
+impl Run {
+    /// Peak allocated memory that holds the budget: the budget plus one largest request.
+    pub fn bound(&self) -> f64 {
+        (self.scenario.budget + self.scenario.largest_request) as f64
+    }
+
+    pub fn admission(&self) -> Option<&SetupRun> {
+        self.setups.iter().find(|s| s.is_admission())
+    }
+
+    /// The static limit with the best goodput among those whose peak stays within the bound.
+    pub fn best_safe_static(&self) -> Option<&SetupRun> {
+        self.setups
+            .iter()
+            .filter(|s| s.tower_n.is_some() && s.peak(|x| x.memory) <= self.bound())
+            .max_by(|a, b| a.goodput().total_cmp(&b.goodput()))
+    }
+
+    /// The headline of a sweep: tower-admission against the best safe static N, and whether
+    /// it is on or above the frontier (no static N with a peak as low does better).
+    pub fn verdict(&self) -> Option<String> {
+        if self.scenario.sweep.is_empty() {
+            return None;
+        }
+        let admission = self.admission()?;
+        let (goodput, peak) = (admission.goodput(), admission.peak(|s| s.memory));
+        let held = if peak <= self.bound() { "within" } else { "OVER" };
+        let mut text = format!(
+            "tower-admission: {goodput:.0} 2xx/s at a peak of {} MiB, {held} the bound of budget + one largest request ({} MiB).",
+            mib(peak),
+            mib(self.bound())
+        );
+        match self.best_safe_static() {
+            Some(best) => {
+                let _ = write!(
+                    text,
+                    " Best safe static N = {}: {:.0} 2xx/s at {} MiB; ratio {:.2}x.",
+                    best.tower_n.unwrap_or(0),
+                    best.goodput(),
+                    mib(best.peak(|s| s.memory)),
+                    goodput / best.goodput().max(1e-9)
+                );
+            }
+            None => text.push_str(" No static N held the bound."),
+        }
+        let beaten: Vec<String> = self
+            .setups
+            .iter()
+            .filter(|s| {
+                s.tower_n.is_some() && s.peak(|x| x.memory) <= peak && s.goodput() > goodput
+            })
+            .map(|s| format!("N = {}", s.tower_n.unwrap_or(0)))
+            .collect();
+        if beaten.is_empty() {
+            text.push_str(" On or above the frontier: no static N with a peak as low did better.");
+        } else {
+            let _ = write!(
+                text,
+                " BELOW the frontier: {} did better at no more memory.",
+                beaten.join(", ")
+            );
+        }
+        Some(text)
+    }
+}
+
 pub struct Run {
     pub scenario: Scenario,
     pub setups: Vec<SetupRun>,
@@ -103,6 +171,9 @@ pub fn table(run: &Run) -> String {
         run.took.as_secs_f64(),
         run.scenario.demonstrates
     );
+    if let Some(verdict) = run.verdict() {
+        let _ = writeln!(out, "**{verdict}**\n");
+    }
     out.push_str("| setup | goodput (2xx/s) | 503 | 413 | no answer | p50 / p99 of 2xx (ms) | /health p99 (ms) | peak memory (MiB) | budget (MiB) | peak RSS (MiB) | after the load |\n");
     out.push_str("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n");
     for setup in &run.setups {
@@ -159,7 +230,10 @@ pub fn table(run: &Run) -> String {
                 p.post_json
                     .map(|b| format!(", POST {} MiB JSON", b >> 20))
                     .unwrap_or_default(),
-            )
+            ) + &p
+                .backoff
+                .map(|b| format!(", backing off {} ms after a 503", b.as_millis()))
+                .unwrap_or_default()
         })
         .collect();
     let env: Vec<String> = run
@@ -170,10 +244,10 @@ pub fn table(run: &Run) -> String {
         .collect();
     let _ = write!(
         out,
-        "\nLoad: {}. tower-admission: `{}`. tower: N = {}. Latencies per load phase, in that order.\n",
+        "\nLoad: {}. tower-admission: `{}`. Bound on peak memory: budget + {} MiB (one largest request). Latencies per load phase, in that order.\n",
         phases.join("; "),
         env.join(" "),
-        run.scenario.tower_concurrency
+        run.scenario.largest_request >> 20,
     );
     out
 }
@@ -242,15 +316,19 @@ pub fn write(out: &Path, runs: &[Run]) -> Result<(), String> {
          limit (`LIMITER=none`). Load comes from `oha`; a second client probes `/health` every \
          100 ms on its own connection; `/metrics` and the server's RSS are sampled every 100 ms. \
          \"no answer\" counts requests the client gave up on or `oha` aborted at the end of its \
-         run. Memory is jemalloc's allocated bytes as the server samples them.\n",
+         run. Scenarios with a sweep run tower's limit at each N; their clients (`load/driver/src/client.rs`) \
+         back off after a 503, the same for every setup. Memory is jemalloc's allocated bytes as the server samples them.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for run in runs {
         md.push_str(&table(run));
         let name = run.scenario.name;
+        if run.verdict().is_some() {
+            let _ = writeln!(md, "\n![frontier]({name}/frontier.svg)");
+        }
         let _ = writeln!(
             md,
-            "\n![memory]({name}/memory.svg)\n\n![in flight and queued]({name}/admission.svg)\n\n![admitted and rejected per second]({name}/rates.svg)\n\nSamples: `{name}/samples-*.csv` (0 = tower-admission, 1 = tower, 2 = no limit); oha's JSON: `{name}/oha-*.json`.\n"
+            "\n![memory]({name}/memory.svg)\n\n![in flight and queued]({name}/admission.svg)\n\n![admitted and rejected per second]({name}/rates.svg)\n\nSamples: `{name}/samples-*.csv` (0 = tower-admission, then tower's limits in the table's order, last = no limit); oha's JSON: `{name}/oha-*.json`.\n"
         );
     }
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;

@@ -17,6 +17,10 @@ pub struct Phase {
     pub timeout: Option<Duration>,
     /// `POST` a JSON body of about this many bytes.
     pub post_json: Option<u64>,
+    /// Paths drawn at random for each request, with weights, instead of `path`.
+    pub mix: Vec<(String, u32)>,
+    /// Clients back off this long (on average) after a 503; driven by `client.rs`, not oha.
+    pub backoff: Option<Duration>,
 }
 
 impl Phase {
@@ -29,7 +33,36 @@ impl Phase {
             path: path.to_owned(),
             timeout: None,
             post_json: None,
+            mix: Vec::new(),
+            backoff: None,
         }
+    }
+
+    /// Each request's path drawn from `mix` (path, weight); `path` names the mix in reports.
+    fn mixed(mut self, mix: &[(&str, u32)]) -> Self {
+        self.mix = mix.iter().map(|(p, w)| ((*p).to_owned(), *w)).collect();
+        self
+    }
+
+    fn backing_off(mut self, ms: u64) -> Self {
+        self.backoff = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// The path of one request, given a random number.
+    pub fn pick_path(&self, draw: u64) -> &str {
+        let total: u64 = self.mix.iter().map(|(_, w)| u64::from(*w)).sum();
+        if total == 0 {
+            return &self.path;
+        }
+        let mut point = draw % total;
+        for (path, weight) in &self.mix {
+            if point < u64::from(*weight) {
+                return path;
+            }
+            point -= u64::from(*weight);
+        }
+        &self.path
     }
 
     fn timeout_ms(mut self, ms: u64) -> Self {
@@ -54,8 +87,12 @@ pub struct Scenario {
     /// `ADMISSION_*` settings of the admission server.
     pub env: Vec<(&'static str, String)>,
     pub budget: u64,
+    /// The most one request allocates: a peak within budget + this holds the budget.
+    pub largest_request: u64,
     /// N for tower's `GlobalConcurrencyLimit` in the comparison.
     pub tower_concurrency: usize,
+    /// When not empty, tower's limit runs at each of these N instead (the static-limit sweep).
+    pub sweep: Vec<usize>,
     pub phases: Vec<Phase>,
     /// Idle time after the last phase, to see figures return to zero.
     pub settle: Duration,
@@ -82,7 +119,9 @@ pub fn steady(seconds: u64) -> Scenario {
         demonstrates: "uniform 1 MiB x 50 ms requests from 200 connections: memory held at the budget, the excess queued or shed",
         env: env(96 * MIB, 256, 256, "1s"),
         budget: 96 * MIB,
+        largest_request: MIB,
         tower_concurrency: 64,
+        sweep: Vec::new(),
         phases: vec![Phase::get(
             "1MiB x 50ms",
             "/work?kib=1024&ms=50",
@@ -94,16 +133,44 @@ pub fn steady(seconds: u64) -> Scenario {
     }
 }
 
+/// The static limits the sweeps try: from what holds the budget to what does not.
+const SWEEP: [usize; 8] = [2, 4, 6, 8, 12, 16, 24, 48];
+
 pub fn mixed() -> Scenario {
     Scenario {
         name: "mixed",
-        demonstrates: "mostly small requests (16 KiB x 20 ms) with a minority of 64 MiB ones: no single concurrency count is both safe and fast",
+        demonstrates: "mostly small requests (16 KiB x 20 ms) with a minority of 64 MiB ones on one route, clients backing off 100 ms after a 503: no single concurrency count is both safe and fast",
         env: env(384 * MIB, 256, 512, "2s"),
         budget: 384 * MIB,
+        largest_request: 64 * MIB,
         tower_concurrency: 48,
+        sweep: SWEEP.to_vec(),
         phases: vec![
-            Phase::get("small 16KiB x 20ms", "/work?kib=16&ms=20", 100, 0, 12),
-            Phase::get("large 64MiB x 300ms", "/work?kib=65536&ms=300", 16, 0, 12),
+            Phase::get("small 16KiB x 20ms", "/work?kib=16&ms=20", 100, 0, 12).backing_off(100),
+            Phase::get("large 64MiB x 300ms", "/work?kib=65536&ms=300", 16, 0, 12)
+                .backing_off(100),
+        ],
+        settle: Duration::from_secs(2),
+    }
+}
+
+pub fn mixed3() -> Scenario {
+    Scenario {
+        name: "mixed3",
+        demonstrates: "three sizes on one route, each request's drawn at random (64 KiB x 20 ms 80 %, 4 MiB x 50 ms 17 %, 64 MiB x 200 ms 3 %), clients backing off 100 ms after a 503: nothing tells a request's size before it runs",
+        env: env(384 * MIB, 256, 512, "2s"),
+        budget: 384 * MIB,
+        largest_request: 64 * MIB,
+        tower_concurrency: 48,
+        sweep: SWEEP.to_vec(),
+        phases: vec![
+            Phase::get("random size", "/work?kib={64|4096|65536}", 100, 0, 12)
+                .mixed(&[
+                    ("/work?kib=64&ms=20", 80),
+                    ("/work?kib=4096&ms=50", 17),
+                    ("/work?kib=65536&ms=200", 3),
+                ])
+                .backing_off(100),
         ],
         settle: Duration::from_secs(2),
     }
@@ -115,7 +182,9 @@ pub fn spike() -> Scenario {
         demonstrates: "idle, a burst of 600 connections well beyond capacity, idle again: memory stays under the budget, the queue drains, figures return to zero",
         env: env(96 * MIB, 256, 256, "1s"),
         budget: 96 * MIB,
+        largest_request: MIB,
         tower_concurrency: 64,
+        sweep: Vec::new(),
         phases: vec![Phase::get(
             "burst 1MiB x 100ms",
             "/work?kib=1024&ms=100",
@@ -133,7 +202,9 @@ pub fn disconnect() -> Scenario {
         demonstrates: "clients that give up while queued (150 ms timeout on 400 ms work) or mid-response (on a 1 s stream): nothing leaks",
         env: env(64 * MIB, 32, 256, "2s"),
         budget: 64 * MIB,
+        largest_request: 4 * MIB,
         tower_concurrency: 32,
+        sweep: Vec::new(),
         phases: vec![
             Phase::get("give up queued", "/work?kib=512&ms=400", 150, 0, 8).timeout_ms(150),
             Phase::get(
@@ -155,7 +226,9 @@ pub fn stream() -> Scenario {
         demonstrates: "streaming responses (16 chunks of 256 KiB, 20 ms apart): permits are held until the body ends, so the limit covers the streaming phase",
         env: env(64 * MIB, 256, 256, "2s"),
         budget: 64 * MIB,
+        largest_request: 4 * MIB,
         tower_concurrency: 64,
+        sweep: Vec::new(),
         phases: vec![Phase::get(
             "stream 16x256KiB",
             "/stream?kib=256&chunks=16&ms=20",
@@ -170,13 +243,19 @@ pub fn stream() -> Scenario {
 pub fn ingest() -> Scenario {
     Scenario {
         name: "ingest",
-        demonstrates: "4 MiB JSON uploads reserve their Content-Length on admission; bodies declared above the whole budget get 413 before being read",
+        demonstrates: "4 MiB JSON uploads parsed into a tree (a peak well above the body) with clients backing off 100 ms after a 503; bodies declared above the whole budget get 413 before being read",
         env: env(48 * MIB, 256, 256, "2s"),
         budget: 48 * MIB,
+        largest_request: 40 * MIB,
         tower_concurrency: 32,
+        sweep: vec![1, 2, 3, 4, 6, 8, 16, 32],
         phases: vec![
-            Phase::get("upload 4MiB JSON", "/ingest", 48, 0, 10).post(4 * MIB),
-            Phase::get("upload 56MiB JSON", "/ingest", 2, 0, 10).post(56 * MIB),
+            Phase::get("upload 4MiB JSON", "/ingest", 48, 0, 10)
+                .post(4 * MIB)
+                .backing_off(100),
+            Phase::get("upload 56MiB JSON", "/ingest", 2, 0, 10)
+                .post(56 * MIB)
+                .backing_off(100),
         ],
         settle: Duration::from_secs(2),
     }
@@ -186,6 +265,7 @@ pub fn all() -> Vec<Scenario> {
     vec![
         steady(10),
         mixed(),
+        mixed3(),
         spike(),
         disconnect(),
         stream(),
@@ -204,4 +284,4 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     }
 }
 
-pub const NAMES: &str = "steady, mixed, spike, disconnect, stream, ingest, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, all, smoke";

@@ -1,0 +1,246 @@
+//! Closed-loop HTTP/1.1 clients that back off after a 503, as real clients do: one thread per
+//! connection, each sending its next request when the last one is answered. `oha` cannot
+//! back off, and without it a shedding server is hammered by its own 503s, which then decide
+//! the comparison; every setup gets the same clients.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{oha::Outcome, scenario::Phase};
+
+/// What one connection saw.
+#[derive(Default)]
+struct Tally {
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    ok_latencies: Vec<f64>,
+}
+
+/// Runs `phase` against `addr` with `phase.connections` clients for `phase.duration`.
+pub fn run(addr: SocketAddr, phase: &Phase, backoff: Duration) -> Result<Outcome, String> {
+    let body = phase.post_json.map(|bytes| Arc::new(crate::oha::json_body(bytes).into_bytes()));
+    let began = Instant::now();
+    let deadline = began + phase.duration;
+    let threads: Vec<_> = (0..phase.connections)
+        .map(|index| {
+            let (phase, body) = (phase.clone(), body.clone());
+            thread::spawn(move || connection(addr, &phase, body, backoff, deadline, index))
+        })
+        .collect();
+    let mut total = Tally::default();
+    for thread in threads {
+        let tally = thread.join().map_err(|_| "a client thread panicked")?;
+        for (status, n) in tally.statuses {
+            *total.statuses.entry(status).or_default() += n;
+        }
+        total.errors += tally.errors;
+        total.ok_latencies.extend(tally.ok_latencies);
+    }
+    total.ok_latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| {
+        let n = total.ok_latencies.len();
+        if n == 0 {
+            f64::NAN
+        } else {
+            total.ok_latencies[((n - 1) as f64 * q).round() as usize]
+        }
+    };
+    Ok(Outcome {
+        seconds: began.elapsed().as_secs_f64(),
+        statuses: total.statuses,
+        errors: total.errors,
+        ok_p50: quantile(0.5),
+        ok_p99: quantile(0.99),
+    })
+}
+
+/// A small, seeded generator: the draws differ by connection and repeat from run to run.
+struct Draw(u64);
+
+impl Draw {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `lo..hi` (`hi > lo`).
+    fn within(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+fn connection(
+    addr: SocketAddr,
+    phase: &Phase,
+    body: Option<Arc<Vec<u8>>>,
+    backoff: Duration,
+    deadline: Instant,
+    index: u32,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut draw = Draw(0x9e37_79b9_7f4a_7c15 ^ (u64::from(index) + 1).wrapping_mul(0xff51_afd7));
+    let mut stream: Option<BufReader<TcpStream>> = None;
+    let timeout = phase.timeout.unwrap_or(Duration::from_secs(30));
+    while Instant::now() < deadline {
+        let path = phase.pick_path(draw.next());
+        let began = Instant::now();
+        match exchange(&mut stream, addr, path, body.as_deref().map(Vec::as_slice), timeout) {
+            Ok(status) => {
+                *tally.statuses.entry(status).or_default() += 1;
+                if (200..300).contains(&status) {
+                    tally.ok_latencies.push(began.elapsed().as_secs_f64());
+                }
+                if status == 503 {
+                    // Half to one and a half times the backoff, so retries spread out.
+                    let ms = backoff.as_millis() as u64;
+                    let pause = Duration::from_millis(draw.within(ms / 2, ms * 3 / 2 + 1));
+                    thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                }
+            }
+            Err(_) => {
+                tally.errors += 1;
+                stream = None;
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    tally
+}
+
+/// Sends one request on the connection (opened if need be) and reads the answer; returns its
+/// status. The connection is dropped when the server closes it or anything fails.
+fn exchange(
+    stream: &mut Option<BufReader<TcpStream>>,
+    addr: SocketAddr,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> std::io::Result<u16> {
+    if stream.is_none() {
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        tcp.set_nodelay(true)?;
+        *stream = Some(BufReader::new(tcp));
+    }
+    let reader = stream.as_mut().expect("connected above");
+    reader.get_ref().set_read_timeout(Some(timeout))?;
+    reader.get_ref().set_write_timeout(Some(timeout))?;
+    let head = match body {
+        Some(body) => format!(
+            "POST {path} HTTP/1.1\r\nhost: load\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        ),
+        None => format!("GET {path} HTTP/1.1\r\nhost: load\r\n\r\n"),
+    };
+    let tcp = reader.get_mut();
+    tcp.write_all(head.as_bytes())?;
+    if let Some(body) = body {
+        tcp.write_all(body)?;
+    }
+    let (status, close) = read_response(reader)?;
+    if close {
+        *stream = None;
+    }
+    Ok(status)
+}
+
+/// Reads one response, body included (by length or chunked); returns its status and whether
+/// the server closes the connection after it.
+fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
+    let broken = |what: &str| std::io::Error::other(what.to_owned());
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| broken("no status line"))?;
+    let (mut length, mut chunked, mut close) = (0u64, false, false);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(broken("closed in the headers"));
+        }
+        let header = line.trim_end().to_ascii_lowercase();
+        if header.is_empty() {
+            break;
+        }
+        if let Some(value) = header.strip_prefix("content-length:") {
+            length = value.trim().parse().map_err(|_| broken("bad length"))?;
+        } else if header.starts_with("transfer-encoding:") && header.contains("chunked") {
+            chunked = true;
+        } else if header.starts_with("connection:") && header.contains("close") {
+            close = true;
+        }
+    }
+    if !chunked {
+        skip(reader, length)?;
+        return Ok((status, close));
+    }
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| broken("bad chunk size"))?;
+        skip(reader, size + 2)?; // the chunk and its CRLF
+        if size == 0 {
+            return Ok((status, close));
+        }
+    }
+}
+
+fn skip(reader: &mut impl Read, bytes: u64) -> std::io::Result<()> {
+    let copied = std::io::copy(&mut reader.take(bytes), &mut std::io::sink())?;
+    if copied == bytes {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("closed in the body"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_spread_and_repeat() {
+        let mut a = Draw(7);
+        let mut b = Draw(7);
+        let xs: Vec<u64> = (0..1000).map(|_| a.within(0, 10)).collect();
+        assert!(xs.iter().all(|x| *x < 10));
+        assert!((0..10).all(|v| xs.contains(&v)));
+        assert_eq!(xs, (0..1000).map(|_| b.within(0, 10)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn reads_length_and_chunked_answers_from_a_real_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            for answer in [
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".as_bytes(),
+                b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            ] {
+                let _ = socket.read(&mut request).unwrap();
+                socket.write_all(answer).unwrap();
+            }
+        });
+        let mut stream = None;
+        let timeout = Duration::from_secs(5);
+        assert_eq!(exchange(&mut stream, addr, "/a", None, timeout).unwrap(), 200);
+        assert!(stream.is_some(), "kept alive");
+        assert_eq!(exchange(&mut stream, addr, "/b", None, timeout).unwrap(), 503);
+        assert!(stream.is_none(), "closed as the server said");
+        server.join().unwrap();
+    }
+}
