@@ -27,13 +27,18 @@
 //! `ADMISSION_BYPASS` says otherwise. A bad configuration exits with status 2 before the
 //! port is bound.
 //!
+//! `WORK_CLASSES=kib` puts `/work` requests into cost classes by their `kib` parameter (a
+//! power of two apart), as a service whose costs depend on a query parameter would; the
+//! default, `route`, leaves the layer's classes as they are (method and path), so a
+//! request's size is unknown until it runs.
+//!
 //! Hardened as a production service should be (see `common/serve.rs`): header read timeout,
 //! write stall timeout, per-request timeout, body limit on `/ingest`, and a graceful
 //! shutdown that answers queued requests 503 at once and lets admitted ones finish.
 
 use std::process::ExitCode;
 
-use tower_admission::{Admission, AdmissionConfig};
+use tower_admission::{Admission, AdmissionConfig, CostClass};
 
 mod common;
 
@@ -46,11 +51,17 @@ fn main() -> ExitCode {
         Ok(started) => started,
         Err(error) => return common::fail(&error),
     };
-    let admission = match AdmissionConfig::default()
-        .bypass(["/health", "/metrics"])
-        .apply_env()
-        .and_then(Admission::new)
-    {
+    let mut config = AdmissionConfig::default().bypass(["/health", "/metrics"]);
+    match std::env::var("WORK_CLASSES").as_deref() {
+        Err(_) | Ok("route") => {}
+        Ok("kib") => config = config.classify(work_by_kib),
+        Ok(other) => {
+            return common::fail(&format!(
+                "WORK_CLASSES={other:?} is not valid: expected route or kib"
+            ));
+        }
+    }
+    let admission = match config.apply_env().and_then(Admission::new) {
         Ok(admission) => admission,
         Err(error) => return common::fail(&error.to_string()),
     };
@@ -68,4 +79,19 @@ fn main() -> ExitCode {
         .layer(admission.layer());
     // On SIGTERM the queue is answered 503 at once; admitted requests run to the end.
     common::run(app, addr, move || admission.close())
+}
+
+/// `/work` requests by the power of two of their `kib` parameter; everything else by route.
+fn work_by_kib(parts: &axum::http::request::Parts) -> CostClass {
+    let path = parts.uri.path();
+    let kib = parts
+        .uri
+        .query()
+        .filter(|_| path == "/work")
+        .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("kib=")))
+        .and_then(|kib| kib.parse::<u64>().ok());
+    match kib {
+        Some(kib) => CostClass::new((path, kib.checked_ilog2())),
+        None => CostClass::route(&parts.method, path),
+    }
 }

@@ -18,6 +18,7 @@ use crate::{
     controller::{Permit, Ticket},
     metrics,
     rejection::Rejection,
+    reservation::Reservation,
     response,
 };
 
@@ -67,6 +68,8 @@ pin_project! {
         // The readied inner service and the request, taken once admitted.
         call: Option<(S, Request<B>)>,
         retry_after: HeaderValue,
+        // How long a reservation of the request's handler may wait.
+        timeout: Duration,
     }
 }
 
@@ -94,6 +97,7 @@ where
             queued_at,
             call: Some((service, request)),
             retry_after,
+            timeout,
         };
         Self {
             state: State::Queued {
@@ -175,7 +179,10 @@ fn poll_queued<S, B>(
     };
     metrics::record_queue_wait(waiting.queued_at.elapsed());
     Poll::Ready(match (granted, waiting.call.take()) {
-        (Ok(permit), Some(call)) => Ok((permit, call)),
+        (Ok(permit), Some((service, mut request))) => {
+            Reservation::attach(&mut request, &permit, *waiting.timeout);
+            Ok((permit, (service, request)))
+        }
         (Err(rejection), _) => Err((rejection, waiting.retry_after.clone())),
         (Ok(_), None) => unreachable!("the state leaves Queued as soon as `call` is taken"),
     })

@@ -87,6 +87,7 @@ mod metrics;
 mod model_tests;
 mod reading_health;
 mod rejection;
+mod reservation;
 mod response;
 mod sampler;
 mod service;
@@ -100,6 +101,7 @@ pub use controller::CostClass;
 pub use layer::AdmissionLayer;
 pub use memory::{ManualMemory, MemoryError, MemorySource, ThreadAllocations};
 pub use rejection::{Limit, Reason, Rejection};
+pub use reservation::Reservation;
 pub use service::AdmissionService;
 pub use snapshot::Snapshot;
 

@@ -14,6 +14,7 @@ use crate::{
     controller::{Acquired, Controller},
     future::ResponseFuture,
     http_settings::HttpSettings,
+    reservation::Reservation,
     snapshot::Snapshot,
 };
 
@@ -115,6 +116,8 @@ where
         let (class, request) = settings.classify(request);
         match self.controller.acquire(class, declared_length(&request)) {
             Acquired::Admitted(permit) => {
+                let mut request = request;
+                Reservation::attach(&mut request, &permit, settings.queue_timeout);
                 ResponseFuture::called(self.inner.call(request), Some(permit))
             }
             Acquired::Queued(ticket) => {

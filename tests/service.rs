@@ -132,3 +132,112 @@ async fn shed_decisions_ignore_the_coop_budget() {
     }
     assert_eq!(admission.snapshot().rejected_total(), 0);
 }
+
+/// A handler that reserves `request.body()` MiB, answers whether it got them, and holds its
+/// answer until the test lets it go.
+fn reserving(
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+) -> impl Service<Request<u64>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
++ Clone {
+    service_fn(move |request: Request<u64>| {
+        let gate = gate.clone();
+        async move {
+            let reservation = request
+                .extensions()
+                .get::<tower_admission::Reservation>()
+                .cloned()
+                .expect("admitted under a budget: a reservation");
+            let granted = reservation.reserve(*request.body() * MIB).await;
+            gate.acquire().await.unwrap().forget();
+            let status = match granted {
+                Ok(()) => StatusCode::OK,
+                Err(rejection) => {
+                    assert_eq!(rejection.limit(), Limit::Memory);
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            };
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+const MIB: u64 = 1 << 20;
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_reserves_before_allocating_and_waits_for_room() {
+    let admission = Admission::with_memory_source(
+        AdmissionConfig::default()
+            .memory_budget_bytes(100 * MIB)
+            .request_estimate(MIB)
+            .queue_timeout(Duration::from_secs(1)),
+        ManualMemory::new(0),
+    )
+    .unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let service = admission.layer().layer(reserving(gate.clone()));
+
+    let reserve = |mib: u64| tokio::spawn(service.clone().oneshot(Request::new(mib)));
+    let settle = || tokio::time::sleep(Duration::from_millis(50));
+    type Answer = Result<Response<tower_admission::AdmissionBody<Full<Bytes>>>, Infallible>;
+    let status =
+        |task: tokio::task::JoinHandle<Answer>| async { task.await.unwrap().unwrap().status() };
+
+    // 60 MiB fit at once: the charge is the estimate plus the reservation.
+    let first = reserve(60);
+    settle().await;
+    assert_eq!(admission.snapshot().reserved_bytes, 61 * MIB);
+    // 60 more do not fit, but one request at a time may reserve beyond the budget.
+    let second = reserve(60);
+    settle().await;
+    assert_eq!(admission.snapshot().reserved_bytes, 122 * MIB);
+    // A third waits: for room, not for the first alone (62 + 60 > 100)...
+    let third = reserve(60);
+    settle().await;
+    gate.add_permits(1);
+    assert_eq!(status(first).await, StatusCode::OK);
+    settle().await;
+    assert_eq!(
+        admission.snapshot().reserved_bytes,
+        62 * MIB,
+        "still waiting"
+    );
+    // ...and gets it once the second is gone too.
+    gate.add_permits(1);
+    assert_eq!(status(second).await, StatusCode::OK);
+    settle().await;
+    assert_eq!(admission.snapshot().reserved_bytes, 61 * MIB, "granted");
+    // A fourth goes beyond the budget; a fifth waits, and is refused at the queue timeout,
+    // its request going on.
+    let fourth = reserve(60);
+    let fifth = reserve(60);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    gate.add_permits(3);
+    assert_eq!(status(third).await, StatusCode::OK);
+    assert_eq!(status(fourth).await, StatusCode::OK);
+    assert_eq!(status(fifth).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        admission
+            .snapshot()
+            .rejected(Reason::QueueTimeout, Limit::Memory),
+        1
+    );
+    // More than the whole budget is refused at once.
+    let too_large = reserve(101);
+    settle().await;
+    gate.add_permits(1);
+    assert_eq!(status(too_large).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        admission
+            .snapshot()
+            .rejected(Reason::TooLarge, Limit::Memory),
+        1
+    );
+    let s = admission.snapshot();
+    assert_eq!(
+        (s.in_flight, s.reserved_bytes),
+        (0, 0),
+        "nothing left behind"
+    );
+}

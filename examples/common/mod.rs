@@ -10,16 +10,17 @@ pub use serve::request_timeout;
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::{Body, Bytes},
     extract::{DefaultBodyLimit, Query, rejection::QueryRejection},
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tower_admission::Reservation;
 
 /// `/work` allocates at most this much (1 GiB) and holds it at most this long.
 const MAX_WORK_KIB: u64 = 1 << 20;
@@ -161,8 +162,21 @@ async fn work(params: Result<Query<WorkParams>, QueryRejection>) -> Response {
     format!("allocated {kib} KiB ({touched} pages) for {ms} ms\n").into_response()
 }
 
-/// Parses a JSON body and answers a summary of it.
-async fn ingest(body: Bytes) -> Response {
+/// A parsed JSON tree takes up to this many times its text (measured on `load/`'s bodies:
+/// small objects of a few fields).
+const TREE_PER_BODY_BYTE: u64 = 16;
+
+/// Parses a JSON body and answers a summary of it. Behind tower-admission, it reserves the
+/// tree's memory before building it.
+async fn ingest(reservation: Option<Extension<Reservation>>, body: Bytes) -> Response {
+    if let Some(Extension(reservation)) = reservation {
+        let tree = body.len() as u64 * TREE_PER_BODY_BYTE;
+        if let Err(rejection) = reservation.reserve(tree).await {
+            let retry = [(header::RETRY_AFTER, "1")];
+            let text = format!("overloaded: no memory for the parsed body ({rejection:?})\n");
+            return (StatusCode::SERVICE_UNAVAILABLE, retry, text).into_response();
+        }
+    }
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(error) => return bad_request(format!("the body is not valid JSON: {error}")),

@@ -8,7 +8,10 @@
 //!
 //! - **peak**: how far above its `Content-Length` a request's allocation rose at its highest;
 //! - **rise**: how far one poll rose above what the request was charged before it (a poll that
-//!   parses a body into a tree and frees it again), after the first poll.
+//!   parses a body into a tree and frees it again), after the first poll;
+//!
+//! and the *least* peak of its requests, the same way: what a request of the class surely
+//! costs, where the peak is what it may cost.
 //!
 //! The table is bounded: [`SLOTS`] classes, claimed first come, first served, and one overflow
 //! class for everything after. Lock-free: a lookup is a hash and a few loads.
@@ -102,10 +105,30 @@ impl RecentMax {
     }
 }
 
+/// The smallest value observed in the current or the previous window, kept as the largest
+/// of `u64::MAX - value`.
+#[derive(Debug, Default)]
+struct RecentMin(RecentMax);
+
+impl RecentMin {
+    fn get(&self) -> Option<u64> {
+        self.0.get().map(|flipped| u64::MAX - 1 - flipped)
+    }
+
+    fn observe(&self, value: u64) {
+        self.0.observe(u64::MAX - 1 - value.min(u64::MAX - 1));
+    }
+
+    fn rotate(&self) {
+        self.0.rotate();
+    }
+}
+
 #[derive(Debug, Default)]
 struct Class {
     key: AtomicU64,
     peak: RecentMax,
+    least: RecentMin,
     rise: RecentMax,
 }
 
@@ -162,6 +185,12 @@ impl Classes {
         estimate
     }
 
+    /// The least a request of `id` that declared `declared` bytes will cost: its declared
+    /// length, plus the least peak of its class lately (nothing for a class not seen yet).
+    pub(crate) fn least(&self, id: ClassId, declared: u64) -> u64 {
+        declared.saturating_add(self.class(id).least.get().unwrap_or(0))
+    }
+
     /// What a request of `id` is charged above its allocation, for what its next poll may add.
     pub(crate) fn rise(&self, id: ClassId) -> u64 {
         self.class(id).rise.get().unwrap_or(0)
@@ -178,6 +207,11 @@ impl Classes {
         self.largest.observe(peak.max(declared));
     }
 
+    /// A request of `id` that declared `declared` bytes ended, having peaked at `peak`.
+    pub(crate) fn observe_end(&self, id: ClassId, declared: u64, peak: u64) {
+        self.class(id).least.observe(peak.saturating_sub(declared));
+    }
+
     /// One poll of a request of `id` rose `rise` bytes above its charge.
     pub(crate) fn observe_rise(&self, id: ClassId, rise: u64) {
         self.class(id).rise.observe(rise);
@@ -192,6 +226,7 @@ impl Classes {
         self.window_start_ms.store(now_ms, Relaxed);
         for class in self.slots.iter() {
             class.peak.rotate();
+            class.least.rotate();
             class.rise.rotate();
         }
         self.largest.rotate();
@@ -220,6 +255,24 @@ mod tests {
             65 * MIB,
             "a maximum, not a mean"
         );
+    }
+
+    #[test]
+    fn the_least_a_class_costs_is_learned_from_ended_requests() {
+        let classes = Classes::new(MIB);
+        let id = classes.find(CostClass::new("mixed"));
+        assert_eq!(classes.least(id, 5), 5, "nothing known yet");
+        classes.observe_end(id, 0, 64 * MIB);
+        classes.observe_end(id, 0, 64 << 10);
+        classes.observe_end(id, MIB, 2 * MIB);
+        assert_eq!(classes.least(id, MIB), MIB + (64 << 10));
+        classes.tick(WINDOW_MS);
+        classes.tick(2 * WINDOW_MS);
+        assert_eq!(classes.least(id, 0), 64 << 10, "kept while idle");
+        classes.observe_end(id, 0, 8 * MIB);
+        classes.tick(3 * WINDOW_MS);
+        classes.tick(4 * WINDOW_MS);
+        assert_eq!(classes.least(id, 0), 8 * MIB, "the old minimum aged out");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //!
 //! **Order.** While anyone waits, arrivals queue. Waiters are admitted in arrival order, with
 //! bounded backfill (see [`queue`]): a waiter that fits in what a blocked head cannot use may
-//! go ahead of it, at most [`queue::MAX_PASSES`] times.
+//! go ahead of it, until [`queue::MAX_PASSES`] waiters or the head's own charge have.
 //!
 //! **Progress.** When nothing is in flight, the head is admitted even over the memory budget,
 //! once a fresh reading confirms it: memory held by caches or leaks must not wedge the
@@ -41,7 +41,7 @@ mod ticket;
 mod word;
 
 pub use classes::CostClass;
-pub(crate) use permit::Permit;
+pub(crate) use permit::{Permit, Reserved};
 #[cfg(test)]
 pub(crate) use queue::MAX_PASSES;
 pub(crate) use ticket::Ticket;
@@ -104,13 +104,14 @@ impl Settings {
     }
 }
 
-/// What one request asks for: its class, its charge (the conservative estimate) and its
-/// declared `Content-Length` (the part of the charge that is known).
+/// What one request asks for: its class, its charge (the most it may cost, as far as its
+/// class tells), its declared `Content-Length`, and the least it will cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ask {
     pub(crate) class: ClassId,
     pub(crate) charge: u64,
     pub(crate) declared: u64,
+    pub(crate) least: u64,
 }
 
 /// What [`Controller::acquire`] decided.
@@ -159,6 +160,8 @@ pub(crate) struct Controller {
     classes: Classes,
     /// Admitted requests not yet polled: their cost is still an estimate.
     unsettled: AtomicUsize,
+    /// Whether a request holds a reservation granted beyond the budget (one at a time).
+    reservation_beyond: AtomicBool,
     /// Counts what the calling thread allocates, to charge requests as they allocate.
     thread_allocations: Option<fn() -> ThreadAllocations>,
     queue: Mutex<Queue>,
@@ -193,6 +196,7 @@ impl Controller {
             footprint: Footprint::new(memory.allocated_bytes()),
             classes: Classes::new(settings.initial_estimate),
             unsettled: AtomicUsize::new(0),
+            reservation_beyond: AtomicBool::new(false),
             thread_allocations,
             reading_health: ReadingHealth::new(settings.memory_failure, settings.sample_interval),
             closed: AtomicBool::new(false),
@@ -224,6 +228,7 @@ impl Controller {
                 class: ClassId::OVERFLOW,
                 charge: 0,
                 declared,
+                least: 0,
             };
             return self.acquire_charged(ask);
         };
@@ -241,6 +246,7 @@ impl Controller {
             class,
             charge,
             declared,
+            least: self.classes.least(class, declared).min(charge),
         })
     }
 
@@ -377,6 +383,54 @@ impl Controller {
         }
     }
 
+    /// Adds `bytes` to the charge of an admitted request, whose handler reserves them ahead
+    /// of allocating, if memory allows. If it does not, one request at a time may still reserve
+    /// beyond the budget, so that requests waiting on each other's reservations cannot wedge
+    /// the pool. Returns the limit in the way otherwise, or `None` if the request has ended.
+    pub(crate) fn reserve(&self, reserved: &Reserved, bytes: u64) -> Result<(), Option<Limit>> {
+        let memory = self.memory.allocated_bytes();
+        let added = charge(kib(bytes));
+        let mut state = self.state.load(SeqCst);
+        let beyond = loop {
+            let fits = self.settings.budget.is_none_or(|budget| {
+                let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
+                !self.memory_refuses(spoken_for.saturating_add(bytes) > budget)
+            });
+            let beyond = !fits && !self.reservation_beyond.swap(true, SeqCst);
+            if !fits && !beyond {
+                return Err(Some(Limit::Memory));
+            }
+            match self
+                .state
+                .compare_exchange(state, state + added, SeqCst, SeqCst)
+            {
+                Ok(_) => break beyond,
+                Err(now) => {
+                    if beyond {
+                        self.reservation_beyond.store(false, SeqCst);
+                    }
+                    state = now;
+                }
+            }
+        };
+        // Counted in the word first, so that a permit dropped meanwhile never gives back
+        // more than the word holds; undone if the request has ended.
+        if reserved.add(kib(bytes), beyond) {
+            Ok(())
+        } else {
+            if beyond {
+                self.end_reservation_beyond();
+            }
+            self.recharge(kib(bytes), 0);
+            Err(None)
+        }
+    }
+
+    /// The request holding the reservation beyond the budget has ended.
+    pub(crate) fn end_reservation_beyond(&self) {
+        self.reservation_beyond.store(false, SeqCst);
+    }
+
     /// Changes a request's charge from `from` to `to` KiB; a lower charge may let waiters in.
     pub(crate) fn recharge(&self, from: u64, to: u64) {
         if to > from {
@@ -476,9 +530,11 @@ impl Controller {
     /// How `ask` stands in `state`.
     ///
     /// Below the soft limit (the budget less the largest charge seen lately) it fits. Above
-    /// it, or over the budget on its estimate, it is unsure as long as what is known of it
-    /// (its `Content-Length`) stays within the budget: such requests go one at a time (see
-    /// `may_admit_locked`), so a wrong estimate overshoots by one request at most.
+    /// it, or over the budget on its estimate, it is unsure as long as the least it will cost
+    /// (its `Content-Length` and the least its class cost lately) stays within the budget:
+    /// such requests go one at a time (see `may_admit_locked`), so a wrong estimate
+    /// overshoots by one request at most. A request whose class always costs the same is not
+    /// unsure: it waits until its charge fits.
     fn fit(&self, state: u64, memory: u64, ask: Ask) -> Fit {
         if in_flight(state) >= self.settings.max_concurrency as u64 {
             return Fit::Blocked(Limit::Concurrency);
@@ -490,7 +546,7 @@ impl Controller {
         let soft = budget.saturating_sub(self.classes.largest());
         if !self.memory_refuses(spoken_for.saturating_add(ask.charge) > soft) {
             Fit::Fits
-        } else if !self.memory_refuses(spoken_for.saturating_add(ask.declared) > budget) {
+        } else if !self.memory_refuses(spoken_for.saturating_add(ask.least) > budget) {
             Fit::Unsure
         } else {
             Fit::Blocked(Limit::Memory)
@@ -552,7 +608,7 @@ impl Controller {
         self.closed.load(SeqCst)
     }
 
-    fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
+    pub(crate) fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
         let total = self.rejected[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
         // At 100k rejections/s a line per rejection would be its own outage.
         if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed), total) {
@@ -776,25 +832,25 @@ mod tests {
     }
 
     #[test]
-    fn the_head_holds_the_line_after_enough_passes() {
+    fn the_head_holds_the_line_once_its_charge_has_passed() {
         let (c, memory) = controller(1000, Some(100 * MIB), 1000);
         memory.set(0);
         c.on_sample(Ok(()));
         let first = admitted(c.acquire(CLASS, Some(50 * MIB))); // 51 of 100
         let mut big = queued(c.acquire(CLASS, Some(60 * MIB))); // needs 61
         let waker = Arc::new(CountingWaker::default());
-        let mut passing = Vec::new();
-        for _ in 0..MAX_PASSES {
+        // Requests of 1 MiB pass it, one after the other, until 61 MiB have.
+        for _ in 0..61 {
             let mut small = queued(c.acquire(CLASS, None));
             let Poll::Ready(permit) = poll(&mut small, &waker) else {
                 panic!("a small waiter could not pass")
             };
-            passing.push(permit);
+            drop(permit);
         }
-        // Room is left, but the head has been passed enough: the next small one waits.
+        // Room is left, but the head holds the line: the next small one waits.
         let mut held = queued(c.acquire(CLASS, None));
         assert!(poll(&mut held, &waker).is_pending());
-        drop(passing);
+        assert!(poll(&mut big, &waker).is_pending());
         drop(first); // 61 fits now: the head goes first, then the line moves
         assert!(poll(&mut big, &waker).is_ready());
         assert!(poll(&mut held, &waker).is_ready());

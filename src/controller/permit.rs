@@ -9,18 +9,60 @@
 //! `max(net allocated, Content-Length) + its class's recent rise`
 //!
 //! where the rise covers what one poll may allocate and free again before anyone could see
-//! it. The highest a poll can have reached is bounded by what the request held before it plus
+//! it. What the handler reserved ahead of allocating (see [`Reserved`]) is charged on top, and
+//! what it then allocates is counted against its reservation first. The highest a poll can have reached is bounded by what the request held before it plus
 //! everything the poll allocated: that bound is what the class learns. (jemalloc's own
 //! per-thread peak cannot be reset without unsafe code, and the bound costs nothing more
 //! than the two readings already taken.)
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::SeqCst},
+    },
+};
 
 use super::{Ask, Controller, classes::ClassId, word::kib};
 
 /// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
 /// most polls of small requests cost no shared write.
 const RECHARGE_STEP_KIB: u64 = 32;
+
+/// What a request's handler has reserved, in KiB, shared between its permit and its
+/// [`Reservation`](crate::Reservation). Once the permit is gone the reservations are closed:
+/// a late `reserve` must not charge a request that no longer exists.
+#[derive(Debug, Default)]
+pub(crate) struct Reserved(AtomicU64);
+
+/// Marks the reservations of a request that has ended.
+const CLOSED: u64 = 1 << 63;
+/// Marks a request holding the pool's one reservation beyond the budget.
+const BEYOND: u64 = 1 << 62;
+const FLAGS: u64 = CLOSED | BEYOND;
+
+impl Reserved {
+    /// Adds `kib` (`beyond`: granted beyond the budget), unless the request has ended.
+    pub(crate) fn add(&self, kib: u64, beyond: bool) -> bool {
+        let flag = if beyond { BEYOND } else { 0 };
+        self.0
+            .fetch_update(SeqCst, SeqCst, |now| {
+                (now & CLOSED == 0).then_some(((now & !FLAGS) + kib) | (now & FLAGS) | flag)
+            })
+            .is_ok()
+    }
+
+    fn kib(&self) -> u64 {
+        self.0.load(SeqCst) & !FLAGS
+    }
+
+    /// Closes the reservations; returns what they came to, and whether one was beyond the
+    /// budget.
+    fn close(&self) -> (u64, bool) {
+        let last = self.0.swap(CLOSED, SeqCst);
+        (last & !FLAGS, last & BEYOND != 0)
+    }
+}
 
 /// Held from admission until the response body ends or is dropped; dropping it on any path
 /// (completion, error, client disconnect, panic unwinding) gives back the slot and the charge.
@@ -31,8 +73,10 @@ pub(crate) struct Permit {
     class: ClassId,
     /// The request's declared `Content-Length`: it is charged at least that much.
     declared: u64,
-    /// What the state word holds for this request now, in KiB.
+    /// What the state word holds for this request now, in KiB, besides its reservations.
     charged_kib: u64,
+    /// What its handler reserved; held in the state word too.
+    reserved: Arc<Reserved>,
     /// Net bytes allocated by this request's polls so far.
     net: i64,
     /// The most this request can have held at once, as far as its polls tell.
@@ -49,6 +93,7 @@ impl Permit {
             class: ask.class,
             declared: ask.declared,
             charged_kib: kib(ask.charge),
+            reserved: Arc::default(),
             net: 0,
             peak: 0,
             settled: false,
@@ -71,7 +116,7 @@ impl Permit {
             return result;
         }
         let held_before = self.net.max(0) as u64;
-        let base_before = held_before.max(self.declared);
+        let base_before = self.base(held_before);
         let high = held_before.saturating_add(moved.allocated);
         self.net = self
             .net
@@ -83,11 +128,13 @@ impl Permit {
             classes.observe_peak(self.class, self.declared, high);
         }
         // The first poll's rise is the request's cost, known from now on; later ones are
-        // what the charge must keep in hand.
+        // what the charge must keep in hand, beyond what the handler reserved.
+        let reserved = self.reserved.kib() * 1024;
         if self.settled {
-            classes.observe_rise(self.class, high.saturating_sub(base_before));
+            let covered = base_before.saturating_add(reserved);
+            classes.observe_rise(self.class, high.saturating_sub(covered));
         }
-        let base = (self.net.max(0) as u64).max(self.declared);
+        let base = self.base(self.net.max(0) as u64);
         let charge = kib(base.saturating_add(classes.rise(self.class)));
         // Small moves are not worth an atomic operation on the shared word.
         if charge.abs_diff(self.charged_kib) >= RECHARGE_STEP_KIB {
@@ -96,6 +143,18 @@ impl Permit {
         }
         self.settle();
         result
+    }
+
+    /// What the request holds beyond its reservations: what it allocated less what it had
+    /// reserved for it, and at least its `Content-Length`.
+    fn base(&self, held: u64) -> u64 {
+        held.saturating_sub(self.reserved.kib() * 1024)
+            .max(self.declared)
+    }
+
+    /// The pool and the handler's side of this request's reservations.
+    pub(crate) fn reservations(&self) -> (&Arc<Controller>, Arc<Reserved>) {
+        (&self.controller, Arc::clone(&self.reserved))
     }
 
     /// What the request is charged now, in bytes.
@@ -124,6 +183,15 @@ impl fmt::Debug for Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.controller.release(self.charged_kib, !self.settled);
+        if self.settled && self.controller.thread_allocations.is_some() {
+            let classes = &self.controller.classes;
+            classes.observe_end(self.class, self.declared, self.peak);
+        }
+        let (reserved, beyond) = self.reserved.close();
+        if beyond {
+            self.controller.end_reservation_beyond();
+        }
+        let charged = self.charged_kib.saturating_add(reserved);
+        self.controller.release(charged, !self.settled);
     }
 }

@@ -1,26 +1,37 @@
 //! The waiter queue and its order: first in, first out, with bounded backfill.
 //!
 //! Waiters are admitted in arrival order, except that a waiter that fits in what a blocked
-//! head cannot use may go ahead of it. Each time that happens the head counts a pass; after
-//! [`MAX_PASSES`] the head holds the line and nobody behind it goes first until it is
-//! admitted or leaves. So a small request does not wait behind a large one, and a large one
-//! is never starved: it waits for at most [`MAX_PASSES`] others beyond those ahead of it, and
-//! never past its deadline (the response future's business).
+//! head cannot use may go ahead of it. The head counts the waiters that pass it and what they
+//! are charged; once they number [`MAX_PASSES`] or their charges add up to its own, the head
+//! holds the line and nobody behind it goes first until it is admitted or leaves. So small
+//! requests do not wait behind a large one (a 64 MiB head lets up to 1,024 requests of 64 KiB
+//! by), and a large one is never starved: it waits for at most its own size in others beyond
+//! those ahead of it, and never past its deadline (the response future's business).
 
 use std::{collections::BTreeMap, task::Waker};
 
 use super::Ask;
 
 /// How many waiters may go ahead of a blocked head before it holds the line.
-pub(crate) const MAX_PASSES: u32 = 32;
+pub(crate) const MAX_PASSES: u32 = 1024;
 /// How many blocked waiters a grant looks past for one that fits, at most.
 const SCAN: usize = 64;
 
 pub(super) struct Waiter {
     pub(super) ask: Ask,
-    /// How many waiters went ahead of this one while it was the blocked head.
+    /// How many waiters went ahead of this one while it was the blocked head...
     passes: u32,
+    /// ...and what they were charged.
+    passed_bytes: u64,
     pub(super) waker: Option<Waker>,
+}
+
+impl Waiter {
+    /// Whether enough have passed this waiter: as many as [`MAX_PASSES`], or as much as its
+    /// own charge.
+    fn holds_the_line(&self) -> bool {
+        self.passes >= MAX_PASSES || self.passed_bytes >= self.ask.charge.max(1)
+    }
 }
 
 /// What the controller says of one waiter, given the limits as they stand.
@@ -48,6 +59,7 @@ impl Queue {
         let waiter = Waiter {
             ask,
             passes: 0,
+            passed_bytes: 0,
             waker: None,
         };
         self.waiters.insert(id, waiter);
@@ -98,20 +110,22 @@ impl Queue {
                 Verdict::Stop => break,
                 Verdict::Waits => {
                     if head.is_none() {
-                        if waiter.passes >= MAX_PASSES {
-                            break; // the head holds the line
+                        if waiter.holds_the_line() {
+                            break;
                         }
                         head = Some(id);
                     }
                     blocked += 1;
                 }
                 Verdict::Admitted => {
-                    if let Some(waiter) = self.waiters.remove(&id) {
-                        wakers.extend(waiter.waker);
-                    }
+                    let Some(admitted) = self.waiters.remove(&id) else {
+                        break;
+                    };
+                    wakers.extend(admitted.waker);
                     if let Some(head) = head.and_then(|head| self.waiters.get_mut(&head)) {
                         head.passes += 1;
-                        if head.passes >= MAX_PASSES {
+                        head.passed_bytes = head.passed_bytes.saturating_add(admitted.ask.charge);
+                        if head.holds_the_line() {
                             break;
                         }
                     }
@@ -131,6 +145,7 @@ mod tests {
             class: super::super::classes::ClassId::OVERFLOW,
             charge,
             declared: 0,
+            least: 0,
         }
     }
 
@@ -177,24 +192,38 @@ mod tests {
         assert_eq!(room, 2, "three small ones went ahead");
         let left: Vec<u64> = q.waiters.values().map(|w| w.ask.charge).collect();
         assert_eq!(left, [10, 10]);
-        assert_eq!(q.waiters.values().next().map(|w| w.passes), Some(3));
+        let head = q.waiters.values().next().unwrap();
+        assert_eq!((head.passes, head.passed_bytes), (3, 3));
+    }
+
+    #[test]
+    fn the_head_holds_the_line_once_its_own_charge_has_passed() {
+        let mut q = queue(&[100]);
+        for _ in 0..150 {
+            q.push(ask(1));
+        }
+        let mut room = 99;
+        assert_eq!(admit_within(&mut q, &mut room), 99);
+        let mut room = 50;
+        assert_eq!(admit_within(&mut q, &mut room), 1, "one more makes 100");
+        // Later grants admit nobody behind it, whatever fits.
+        let mut room = 99;
+        assert_eq!(admit_within(&mut q, &mut room), 0);
+        // Once it fits, it goes, and the line moves again.
+        let mut room = 200;
+        assert_eq!(admit_within(&mut q, &mut room), 51);
+        assert!(q.is_empty());
     }
 
     #[test]
     fn the_head_holds_the_line_after_max_passes() {
-        let mut q = queue(&[100]);
+        let mut q = queue(&[u64::MAX]);
         for _ in 0..MAX_PASSES + 5 {
-            q.push(ask(1));
+            q.push(ask(0));
         }
-        let mut room = u64::from(MAX_PASSES) + 5;
+        let mut room = u64::MAX - 1;
         assert_eq!(admit_within(&mut q, &mut room), MAX_PASSES as usize);
-        // Later grants admit nobody behind it, whatever fits.
-        let mut room = 9;
         assert_eq!(admit_within(&mut q, &mut room), 0);
-        // Once it fits, it goes, and the line moves again.
-        let mut room = 105;
-        assert_eq!(admit_within(&mut q, &mut room), 6);
-        assert!(q.is_empty());
     }
 
     #[test]

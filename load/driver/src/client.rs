@@ -99,8 +99,9 @@ fn connection(
                 if (200..300).contains(&status) {
                     tally.ok_latencies.push(began.elapsed().as_secs_f64());
                 }
-                if status == 503 {
-                    // Half to one and a half times the backoff, so retries spread out.
+                if status >= 400 {
+                    // Refused (503, 413): half to one and a half times the backoff, so
+                    // retries spread out.
                     let ms = backoff.as_millis() as u64;
                     let pause = Duration::from_millis(draw.within(ms / 2, ms * 3 / 2 + 1));
                     thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
@@ -133,19 +134,25 @@ fn exchange(
     let reader = stream.as_mut().expect("connected above");
     reader.get_ref().set_read_timeout(Some(timeout))?;
     reader.get_ref().set_write_timeout(Some(timeout))?;
+    // A body waits for `100 Continue`, as curl's uploads do: a server that refuses the
+    // request answers at once, and the body is never sent.
     let head = match body {
         Some(body) => format!(
-            "POST {path} HTTP/1.1\r\nhost: load\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nhost: load\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
             body.len()
         ),
         None => format!("GET {path} HTTP/1.1\r\nhost: load\r\n\r\n"),
     };
-    let tcp = reader.get_mut();
-    tcp.write_all(head.as_bytes())?;
+    reader.get_mut().write_all(head.as_bytes())?;
+    let (mut status, mut close) = read_response(reader)?;
     if let Some(body) = body {
-        tcp.write_all(body)?;
+        if status == 100 {
+            reader.get_mut().write_all(body)?;
+            (status, close) = read_response(reader)?;
+        } else {
+            close = true; // the body was announced but not sent
+        }
     }
-    let (status, close) = read_response(reader)?;
     if close {
         *stream = None;
     }
@@ -180,6 +187,9 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, boo
         } else if header.starts_with("connection:") && header.contains("close") {
             close = true;
         }
+    }
+    if status == 100 {
+        return Ok((status, false));
     }
     if !chunked {
         skip(reader, length)?;
