@@ -112,7 +112,7 @@ impl Model {
                             self.arrivals
                         );
                         self.served
-                            .push((self.arrivals, most(permit.charge()), permit));
+                            .push((self.arrivals, most(permit.charged_bytes()), permit));
                     }
                     Acquired::Queued(ticket) => {
                         assert!(!self.closed, "request {} queued after close", self.arrivals);

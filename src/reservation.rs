@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use http::Request;
 
 use crate::{
-    controller::{Controller, Permit, Reserved},
+    controller::{Charge, ClassId, Controller, Permit},
     rejection::{Limit, Reason, Rejection},
 };
 
@@ -44,18 +44,20 @@ use crate::{
 #[derive(Clone)]
 pub struct Reservation {
     controller: Arc<Controller>,
-    reserved: Arc<Reserved>,
+    charge: Arc<Charge>,
+    class: ClassId,
     timeout: Duration,
 }
 
 impl Reservation {
     /// Puts the reservation of `permit`'s request into its extensions, where a budget is set.
     pub(crate) fn attach<B>(request: &mut Request<B>, permit: &Permit, timeout: Duration) {
-        let (controller, reserved) = permit.reservations();
+        let (controller, charge) = permit.charge();
         if controller.settings.budget.is_some() {
             request.extensions_mut().insert(Self {
                 controller: Arc::clone(controller),
-                reserved,
+                charge,
+                class: permit.class(),
                 timeout,
             });
         }
@@ -82,7 +84,7 @@ impl Reservation {
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            match controller.reserve(&self.reserved, bytes) {
+            match controller.reserve(&self.charge, self.class, bytes) {
                 Ok(()) => return Ok(()),
                 Err(None) => return Err(Rejection::new(Reason::QueueTimeout, Limit::Memory)),
                 Err(Some(limit)) if tokio::time::Instant::now() >= deadline => {
@@ -100,7 +102,7 @@ impl Reservation {
 impl fmt::Debug for Reservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
-            .field("reserved", &self.reserved)
+            .field("charge", &self.charge)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }

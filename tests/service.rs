@@ -184,15 +184,15 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
     let status =
         |task: tokio::task::JoinHandle<Answer>| async { task.await.unwrap().unwrap().status() };
 
-    // 60 MiB fit at once: the charge is the estimate plus the reservation.
+    // 60 MiB fit at once: the reservation takes the place of the 1 MiB estimate.
     let first = reserve(60);
     settle().await;
-    assert_eq!(admission.snapshot().reserved_bytes, 61 * MIB);
+    assert_eq!(admission.snapshot().reserved_bytes, 60 * MIB);
     // 60 more do not fit, but one request at a time may reserve beyond the budget.
     let second = reserve(60);
     settle().await;
-    assert_eq!(admission.snapshot().reserved_bytes, 122 * MIB);
-    // A third waits: for room, not for the first alone (62 + 60 > 100)...
+    assert_eq!(admission.snapshot().reserved_bytes, 120 * MIB);
+    // A third waits: for room, not for the first alone (61 + 59 > 100)...
     let third = reserve(60);
     settle().await;
     gate.add_permits(1);
@@ -207,7 +207,7 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
     gate.add_permits(1);
     assert_eq!(status(second).await, StatusCode::OK);
     settle().await;
-    assert_eq!(admission.snapshot().reserved_bytes, 61 * MIB, "granted");
+    assert_eq!(admission.snapshot().reserved_bytes, 60 * MIB, "granted");
     // A fourth goes beyond the budget; a fifth waits, and is refused at the queue timeout,
     // its request going on.
     let fourth = reserve(60);

@@ -40,8 +40,9 @@ mod queue;
 mod ticket;
 mod word;
 
+pub(crate) use classes::ClassId;
 pub use classes::CostClass;
-pub(crate) use permit::{Permit, Reserved};
+pub(crate) use permit::{Charge, Permit};
 #[cfg(test)]
 pub(crate) use queue::MAX_PASSES;
 pub(crate) use ticket::Ticket;
@@ -68,7 +69,7 @@ use crate::{
     rejection::{Limit, Reason, Rejection},
     snapshot::Snapshot,
 };
-use classes::{ClassId, Classes};
+use classes::Classes;
 use footprint::Footprint;
 use queue::{Queue, Verdict};
 use word::{QUEUED, charge, charged_bytes, claim, in_flight};
@@ -383,46 +384,67 @@ impl Controller {
         }
     }
 
-    /// Adds `bytes` to the charge of an admitted request, whose handler reserves them ahead
-    /// of allocating, if memory allows. If it does not, one request at a time may still reserve
-    /// beyond the budget, so that requests waiting on each other's reservations cannot wedge
-    /// the pool. Returns the limit in the way otherwise, or `None` if the request has ended.
-    pub(crate) fn reserve(&self, reserved: &Reserved, bytes: u64) -> Result<(), Option<Limit>> {
+    /// Reserves `bytes` more for an admitted request of `class` (see [`Charge`]), if memory
+    /// allows. If it does not, one request at a time may still reserve beyond the budget, so
+    /// that requests waiting on each other's reservations cannot wedge the pool. Returns the
+    /// limit in the way otherwise, or `None` if the request has ended.
+    pub(crate) fn reserve(
+        &self,
+        charge: &Charge,
+        class: ClassId,
+        bytes: u64,
+    ) -> Result<(), Option<Limit>> {
+        let rise = self.classes.rise(class);
+        // Requests of this class will be charged it before they reserve it.
+        self.classes.observe_rise(class, bytes);
+        loop {
+            let from = charge.kib().ok_or(None)?;
+            let to = charge.target_kib(rise, bytes).max(from);
+            let beyond = self.claim_memory(to - from)?;
+            if charge.swap(from, to) {
+                charge.add_reserved(bytes);
+                if beyond {
+                    charge.beyond.store(true, SeqCst);
+                }
+                return Ok(());
+            }
+            // The permit moved the charge meanwhile (or the request ended): undo, try again.
+            self.recharge(to - from, 0);
+            if beyond {
+                self.end_reservation_beyond();
+            }
+        }
+    }
+
+    /// Adds `kib` to the charged bytes of the word if memory allows, or beyond the budget
+    /// if nobody else is (then `Ok(true)`).
+    fn claim_memory(&self, kib: u64) -> Result<bool, Limit> {
+        if kib == 0 {
+            return Ok(false);
+        }
         let memory = self.memory.allocated_bytes();
-        let added = charge(kib(bytes));
         let mut state = self.state.load(SeqCst);
-        let beyond = loop {
+        loop {
             let fits = self.settings.budget.is_none_or(|budget| {
                 let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
-                !self.memory_refuses(spoken_for.saturating_add(bytes) > budget)
+                !self.memory_refuses(spoken_for.saturating_add(kib * 1024) > budget)
             });
             let beyond = !fits && !self.reservation_beyond.swap(true, SeqCst);
             if !fits && !beyond {
-                return Err(Some(Limit::Memory));
+                return Err(Limit::Memory);
             }
             match self
                 .state
-                .compare_exchange(state, state + added, SeqCst, SeqCst)
+                .compare_exchange(state, state + charge(kib), SeqCst, SeqCst)
             {
-                Ok(_) => break beyond,
+                Ok(_) => return Ok(beyond),
                 Err(now) => {
                     if beyond {
-                        self.reservation_beyond.store(false, SeqCst);
+                        self.end_reservation_beyond();
                     }
                     state = now;
                 }
             }
-        };
-        // Counted in the word first, so that a permit dropped meanwhile never gives back
-        // more than the word holds; undone if the request has ended.
-        if reserved.add(kib(bytes), beyond) {
-            Ok(())
-        } else {
-            if beyond {
-                self.end_reservation_beyond();
-            }
-            self.recharge(kib(bytes), 0);
-            Err(None)
         }
     }
 

@@ -6,11 +6,13 @@
 //! bracketed by two readings of the thread's allocation counters; from the first poll on, the
 //! request is charged
 //!
-//! `max(net allocated, Content-Length) + its class's recent rise`
+//! `max(net allocated - reserved, Content-Length) + max(its class's recent rise, reserved)`
 //!
 //! where the rise covers what one poll may allocate and free again before anyone could see
-//! it. What the handler reserved ahead of allocating (see [`Reserved`]) is charged on top, and
-//! what it then allocates is counted against its reservation first. The highest a poll can have reached is bounded by what the request held before it plus
+//! it, until the handler reserves what it is about to allocate (see [`Charge`]): then the
+//! more of the two is charged, and what it allocates counts against its reservation first.
+//!
+//! The highest a poll can have reached is bounded by what the request held before it plus
 //! everything the poll allocated: that bound is what the class learns. (jemalloc's own
 //! per-thread peak cannot be reset without unsafe code, and the bound costs nothing more
 //! than the two readings already taken.)
@@ -19,7 +21,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering::SeqCst},
+        atomic::{AtomicBool, AtomicU64, Ordering::SeqCst},
     },
 };
 
@@ -29,38 +31,64 @@ use super::{Ask, Controller, classes::ClassId, word::kib};
 /// most polls of small requests cost no shared write.
 const RECHARGE_STEP_KIB: u64 = 32;
 
-/// What a request's handler has reserved, in KiB, shared between its permit and its
-/// [`Reservation`](crate::Reservation). Once the permit is gone the reservations are closed:
-/// a late `reserve` must not charge a request that no longer exists.
-#[derive(Debug, Default)]
-pub(crate) struct Reserved(AtomicU64);
+/// One request's charge, shared by its permit and its handler's
+/// [`Reservation`](crate::Reservation): what the state word holds for it, and what it is made
+/// of. The permit moves it after each poll, a reservation when the handler reserves; both
+/// move the word by the same amount, with a compare-and-swap here, so the word always holds
+/// the sum of the requests' charges. Once the permit is gone the charge is closed: a late
+/// `reserve` must not charge a request that no longer exists.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    /// In KiB, what the state word holds for the request; [`CLOSED`] once it has ended.
+    kib: AtomicU64,
+    /// What the request holds beyond its reservations (what it allocated less what it
+    /// reserved, and at least its `Content-Length`), as of its last poll.
+    base: AtomicU64,
+    /// What its handler reserved.
+    reserved: AtomicU64,
+    /// Whether it holds the pool's one reservation beyond the budget.
+    pub(crate) beyond: AtomicBool,
+}
 
-/// Marks the reservations of a request that has ended.
+/// Marks the charge of a request that has ended.
 const CLOSED: u64 = 1 << 63;
-/// Marks a request holding the pool's one reservation beyond the budget.
-const BEYOND: u64 = 1 << 62;
-const FLAGS: u64 = CLOSED | BEYOND;
 
-impl Reserved {
-    /// Adds `kib` (`beyond`: granted beyond the budget), unless the request has ended.
-    pub(crate) fn add(&self, kib: u64, beyond: bool) -> bool {
-        let flag = if beyond { BEYOND } else { 0 };
-        self.0
-            .fetch_update(SeqCst, SeqCst, |now| {
-                (now & CLOSED == 0).then_some(((now & !FLAGS) + kib) | (now & FLAGS) | flag)
-            })
-            .is_ok()
+impl Charge {
+    fn new(kib: u64, base: u64) -> Self {
+        Self {
+            kib: AtomicU64::new(kib),
+            base: AtomicU64::new(base),
+            reserved: AtomicU64::new(0),
+            beyond: AtomicBool::new(false),
+        }
     }
 
-    fn kib(&self) -> u64 {
-        self.0.load(SeqCst) & !FLAGS
+    /// What the request should be charged, in KiB, given its class's recent `rise` and
+    /// `more` bytes reserved on top of what is: what it holds, plus whichever is more of the
+    /// rise (what a poll of its class may add) and its reservations (what it said it will).
+    pub(crate) fn target_kib(&self, rise: u64, more: u64) -> u64 {
+        let reserved = self.reserved.load(SeqCst).saturating_add(more);
+        kib(self.base.load(SeqCst).saturating_add(rise.max(reserved)))
     }
 
-    /// Closes the reservations; returns what they came to, and whether one was beyond the
-    /// budget.
-    fn close(&self) -> (u64, bool) {
-        let last = self.0.swap(CLOSED, SeqCst);
-        (last & !FLAGS, last & BEYOND != 0)
+    /// What the word holds for the request, in KiB, or `None` once it has ended.
+    pub(crate) fn kib(&self) -> Option<u64> {
+        let kib = self.kib.load(SeqCst);
+        (kib & CLOSED == 0).then_some(kib)
+    }
+
+    /// Moves the charge from `from` to `to` KiB, unless it moved or closed meanwhile.
+    pub(crate) fn swap(&self, from: u64, to: u64) -> bool {
+        self.kib.compare_exchange(from, to, SeqCst, SeqCst).is_ok()
+    }
+
+    pub(crate) fn add_reserved(&self, bytes: u64) {
+        self.reserved.fetch_add(bytes, SeqCst);
+    }
+
+    /// Ends the charge; returns what the word held for it.
+    fn close(&self) -> u64 {
+        self.kib.swap(CLOSED, SeqCst) & !CLOSED
     }
 }
 
@@ -73,10 +101,7 @@ pub(crate) struct Permit {
     class: ClassId,
     /// The request's declared `Content-Length`: it is charged at least that much.
     declared: u64,
-    /// What the state word holds for this request now, in KiB, besides its reservations.
-    charged_kib: u64,
-    /// What its handler reserved; held in the state word too.
-    reserved: Arc<Reserved>,
+    charge: Arc<Charge>,
     /// Net bytes allocated by this request's polls so far.
     net: i64,
     /// The most this request can have held at once, as far as its polls tell.
@@ -92,8 +117,7 @@ impl Permit {
             controller,
             class: ask.class,
             declared: ask.declared,
-            charged_kib: kib(ask.charge),
-            reserved: Arc::default(),
+            charge: Arc::new(Charge::new(kib(ask.charge), ask.declared)),
             net: 0,
             peak: 0,
             settled: false,
@@ -116,7 +140,6 @@ impl Permit {
             return result;
         }
         let held_before = self.net.max(0) as u64;
-        let base_before = self.base(held_before);
         let high = held_before.saturating_add(moved.allocated);
         self.net = self
             .net
@@ -128,39 +151,41 @@ impl Permit {
             classes.observe_peak(self.class, self.declared, high);
         }
         // The first poll's rise is the request's cost, known from now on; later ones are
-        // what the charge must keep in hand, beyond what the handler reserved.
-        let reserved = self.reserved.kib() * 1024;
+        // what the charge must keep in hand until the handler reserves.
         if self.settled {
-            let covered = base_before.saturating_add(reserved);
-            classes.observe_rise(self.class, high.saturating_sub(covered));
+            let base_before = self.charge.base.load(SeqCst);
+            classes.observe_rise(self.class, high.saturating_sub(base_before));
         }
-        let base = self.base(self.net.max(0) as u64);
-        let charge = kib(base.saturating_add(classes.rise(self.class)));
-        // Small moves are not worth an atomic operation on the shared word.
-        if charge.abs_diff(self.charged_kib) >= RECHARGE_STEP_KIB {
-            self.controller.recharge(self.charged_kib, charge);
-            self.charged_kib = charge;
+        let reserved = self.charge.reserved.load(SeqCst);
+        let base = (self.net.max(0) as u64)
+            .saturating_sub(reserved)
+            .max(self.declared);
+        self.charge.base.store(base, SeqCst);
+        let target = self.charge.target_kib(classes.rise(self.class), 0);
+        if let Some(charged) = self.charge.kib() {
+            // Small moves are not worth an atomic operation on the shared word.
+            if target.abs_diff(charged) >= RECHARGE_STEP_KIB && self.charge.swap(charged, target) {
+                self.controller.recharge(charged, target);
+            }
         }
         self.settle();
         result
     }
 
-    /// What the request holds beyond its reservations: what it allocated less what it had
-    /// reserved for it, and at least its `Content-Length`.
-    fn base(&self, held: u64) -> u64 {
-        held.saturating_sub(self.reserved.kib() * 1024)
-            .max(self.declared)
+    /// The pool and this request's charge, for its handler's reservations.
+    pub(crate) fn charge(&self) -> (&Arc<Controller>, Arc<Charge>) {
+        (&self.controller, Arc::clone(&self.charge))
     }
 
-    /// The pool and the handler's side of this request's reservations.
-    pub(crate) fn reservations(&self) -> (&Arc<Controller>, Arc<Reserved>) {
-        (&self.controller, Arc::clone(&self.reserved))
+    /// The class the request belongs to.
+    pub(crate) fn class(&self) -> ClassId {
+        self.class
     }
 
     /// What the request is charged now, in bytes.
     #[cfg(test)]
-    pub(crate) fn charge(&self) -> u64 {
-        self.charged_kib * 1024
+    pub(crate) fn charged_bytes(&self) -> u64 {
+        self.charge.kib().unwrap_or(0) * 1024
     }
 
     fn settle(&mut self) {
@@ -174,7 +199,7 @@ impl Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("charged_kib", &self.charged_kib)
+            .field("charged_kib", &self.charge.kib())
             .field("net", &self.net)
             .field("settled", &self.settled)
             .finish()
@@ -187,11 +212,9 @@ impl Drop for Permit {
             let classes = &self.controller.classes;
             classes.observe_end(self.class, self.declared, self.peak);
         }
-        let (reserved, beyond) = self.reserved.close();
-        if beyond {
+        if self.charge.beyond.load(SeqCst) {
             self.controller.end_reservation_beyond();
         }
-        let charged = self.charged_kib.saturating_add(reserved);
-        self.controller.release(charged, !self.settled);
+        self.controller.release(self.charge.close(), !self.settled);
     }
 }
