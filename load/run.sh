@@ -3,7 +3,7 @@
 # limit, and writes load/results/<timestamp>/report.md with SVG charts.
 #
 #   load/run.sh              the default demo (mixed), about 1 minute with a warm build
-#   load/run.sh SCENARIO     steady | mixed | spike | disconnect | stream | ingest | smoke
+#   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | smoke
 #   load/run.sh all          every scenario, about 6 minutes
 #
 # Everything it starts listens on or targets 127.0.0.1 only, runs for a bounded time, and is

@@ -6,7 +6,7 @@ use bytesize::ByteSize;
 
 use crate::{controller::CostClass, http_settings::Classifier};
 
-/// Environment variable names, the contract of [`AdmissionConfig::from_env`].
+/// The environment variables [`AdmissionConfig::from_env`] reads.
 pub(crate) mod vars {
     pub(crate) const MAX_CONCURRENCY: &str = "ADMISSION_MAX_CONCURRENCY";
     pub(crate) const MEMORY_BUDGET: &str = "ADMISSION_MEMORY_BUDGET";
@@ -15,7 +15,7 @@ pub(crate) mod vars {
     pub(crate) const SAMPLE_INTERVAL: &str = "ADMISSION_SAMPLE_INTERVAL";
     pub(crate) const BYPASS: &str = "ADMISSION_BYPASS";
     pub(crate) const RETRY_AFTER: &str = "ADMISSION_RETRY_AFTER";
-    /// Beyond DESIGN.md's table: what an unreadable memory source means.
+    /// What an unreadable memory source means (see [`MemoryFailure`]).
     pub(crate) const MEMORY_FAILURE: &str = "ADMISSION_MEMORY_FAILURE";
 
     pub(crate) const ALL: [&str; 8] = [
@@ -412,7 +412,7 @@ impl AdmissionConfig {
 }
 
 fn parse_integer<T: std::str::FromStr>(value: &str) -> Option<T> {
-    // `FromStr` for integers accepts a leading '+'; the contract speaks of plain integers.
+    // `FromStr` for integers accepts a leading '+'; the accepted forms are plain integers.
     if value.starts_with('+') {
         return None;
     }

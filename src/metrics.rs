@@ -1,4 +1,4 @@
-//! The figures of DESIGN.md's metrics contract, through the `metrics` facade.
+//! The figures listed in the README's "Observability" section, through the `metrics` facade.
 //!
 //! Gauges and counters are published by the sampler thread from a [`Snapshot`] (and by
 //! [`Admission::publish_metrics`](crate::Admission::publish_metrics)), so the request path

@@ -1,5 +1,5 @@
-//! What the example servers share: the routes of the contract, metrics, and hardened
-//! serving with graceful shutdown (`serve.rs`). `server` puts tower-admission in front of
+//! What the example servers share: the routes (see the README's "The example server"),
+//! metrics, and hardened serving with graceful shutdown (`serve.rs`). `server` puts tower-admission in front of
 //! the routes; `compare` puts tower's own limits (or nothing) there, for side-by-side runs.
 #![allow(dead_code)]
 
@@ -76,7 +76,7 @@ pub fn run(app: Router, addr: SocketAddr, on_shutdown: impl FnOnce()) -> ExitCod
     }
 }
 
-/// The routes of the contract, without any limit in front of them; `/metrics` answers what
+/// The example's routes, without any limit in front of them; `/metrics` answers what
 /// `scrape` renders.
 pub fn routes(scrape: impl Fn() -> String + Clone + Send + Sync + 'static) -> Router {
     Router::new()

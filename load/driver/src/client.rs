@@ -24,7 +24,9 @@ struct Tally {
 
 /// Runs `phase` against `addr` with `phase.connections` clients for `phase.duration`.
 pub fn run(addr: SocketAddr, phase: &Phase, backoff: Duration) -> Result<Outcome, String> {
-    let body = phase.post_json.map(|bytes| Arc::new(crate::oha::json_body(bytes).into_bytes()));
+    let body = phase
+        .post_json
+        .map(|bytes| Arc::new(crate::oha::json_body(bytes).into_bytes()));
     let began = Instant::now();
     let deadline = began + phase.duration;
     let threads: Vec<_> = (0..phase.connections)
@@ -93,7 +95,13 @@ fn connection(
     while Instant::now() < deadline {
         let path = phase.pick_path(draw.next());
         let began = Instant::now();
-        match exchange(&mut stream, addr, path, body.as_deref().map(Vec::as_slice), timeout) {
+        match exchange(
+            &mut stream,
+            addr,
+            path,
+            body.as_deref().map(Vec::as_slice),
+            timeout,
+        ) {
             Ok(status) => {
                 *tally.statuses.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
@@ -247,9 +255,15 @@ mod tests {
         });
         let mut stream = None;
         let timeout = Duration::from_secs(5);
-        assert_eq!(exchange(&mut stream, addr, "/a", None, timeout).unwrap(), 200);
+        assert_eq!(
+            exchange(&mut stream, addr, "/a", None, timeout).unwrap(),
+            200
+        );
         assert!(stream.is_some(), "kept alive");
-        assert_eq!(exchange(&mut stream, addr, "/b", None, timeout).unwrap(), 503);
+        assert_eq!(
+            exchange(&mut stream, addr, "/b", None, timeout).unwrap(),
+            503
+        );
         assert!(stream.is_none(), "closed as the server said");
         server.join().unwrap();
     }

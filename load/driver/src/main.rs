@@ -166,7 +166,10 @@ fn run_scenario(scenario: &Scenario, args: &Args) -> Result<Run, String> {
             (_, Some(_)) => "tower",
             _ => "none",
         };
-        if only.as_deref().is_some_and(|only| !only.split(',').any(|k| k == kind)) {
+        if only
+            .as_deref()
+            .is_some_and(|only| !only.split(',').any(|k| k == kind))
+        {
             continue;
         }
         eprintln!(

@@ -41,9 +41,10 @@ fn memory(run: &Run, path: &Path) -> ChartResult {
     let budget = run.scenario.budget as f64 / MIB;
     let best = run.best_safe_static().map(|s| s.name.as_str());
     let largest_n = run.setups.iter().filter_map(|s| s.tower_n).max();
-    let shown = run.setups.iter().filter(|s| {
-        s.tower_n.is_none() || Some(s.name.as_str()) == best || s.tower_n == largest_n
-    });
+    let shown = run
+        .setups
+        .iter()
+        .filter(|s| s.tower_n.is_none() || Some(s.name.as_str()) == best || s.tower_n == largest_n);
     let series = shown
         .zip(COLORS)
         .map(|(setup, color)| {

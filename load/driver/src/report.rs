@@ -99,7 +99,11 @@ impl Run {
         }
         let admission = self.admission()?;
         let (goodput, peak) = (admission.goodput(), admission.peak(|s| s.memory));
-        let held = if peak <= self.bound() { "within" } else { "OVER" };
+        let held = if peak <= self.bound() {
+            "within"
+        } else {
+            "OVER"
+        };
         let mut text = format!(
             "tower-admission: {goodput:.0} 2xx/s at a peak of {} MiB, {held} the bound of budget + one largest request ({} MiB).",
             mib(peak),
@@ -174,13 +178,23 @@ pub fn table(run: &Run) -> String {
     if let Some(verdict) = run.verdict() {
         let _ = writeln!(out, "**{verdict}**\n");
     }
-    out.push_str("| setup | goodput (2xx/s) | 503 | 413 | no answer | p50 / p99 of 2xx (ms) | /health p99 (ms) | peak memory (MiB) | budget (MiB) | peak RSS (MiB) | after the load |\n");
-    out.push_str("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n");
+    out.push_str("| setup | goodput (2xx/s) | per phase | 503 | 413 | no answer | p50 / p99 of 2xx (ms) | /health p99 (ms) | peak memory (MiB) | budget (MiB) | peak RSS (MiB) | after the load |\n");
+    out.push_str("|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---|\n");
     for setup in &run.setups {
         let latencies: Vec<String> = setup
             .outcomes
             .iter()
             .map(|o| format!("{} / {}", ms(o.ok_p50), ms(o.ok_p99)))
+            .collect();
+        let per_phase: Vec<String> = setup
+            .outcomes
+            .iter()
+            .map(|o| {
+                format!(
+                    "{:.0}",
+                    o.count(|s| (200..300).contains(&s)) as f64 / o.seconds.max(1e-9)
+                )
+            })
             .collect();
         let health = match (setup.health_p99(), setup.health_failures()) {
             (Some(p99), 0) => ms(p99),
@@ -194,9 +208,10 @@ pub fn table(run: &Run) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             setup.name,
             setup.goodput(),
+            per_phase.join("; "),
             setup.count(503),
             setup.count(413),
             setup.no_answer(),
@@ -244,7 +259,7 @@ pub fn table(run: &Run) -> String {
         .collect();
     let _ = write!(
         out,
-        "\nLoad: {}. tower-admission: `{}`. Bound on peak memory: budget + {} MiB (one largest request). Latencies per load phase, in that order.\n",
+        "\nLoad: {}. tower-admission: `{}`. Bound on peak memory: budget + {} MiB (one largest request). Per phase: goodput, and latencies, of each load phase, in that order.\n",
         phases.join("; "),
         env.join(" "),
         run.scenario.largest_request >> 20,

@@ -141,15 +141,18 @@ pub fn mixed() -> Scenario {
         name: "mixed",
         demonstrates: "mostly small requests (16 KiB x 20 ms) with a minority of 64 MiB ones on one route, classed by their `kib` parameter, clients backing off 100 ms after a 503: no single concurrency count is both safe and fast",
         // The service tells the layer what kind of request it is (see `examples/server.rs`).
-        env: [env(384 * MIB, 256, 512, "2s"), vec![("WORK_CLASSES", "kib".into())]].concat(),
+        env: [
+            env(384 * MIB, 256, 512, "2s"),
+            vec![("WORK_CLASSES", "kib".into())],
+        ]
+        .concat(),
         budget: 384 * MIB,
         largest_request: 64 * MIB,
         tower_concurrency: 48,
         sweep: SWEEP.to_vec(),
         phases: vec![
             Phase::get("small 16KiB x 20ms", "/work?kib=16&ms=20", 100, 0, 12).backing_off(100),
-            Phase::get("large 64MiB x 300ms", "/work?kib=65536&ms=300", 16, 0, 12)
-                .backing_off(100),
+            Phase::get("large 64MiB x 300ms", "/work?kib=65536&ms=300", 16, 0, 12).backing_off(100),
         ],
         settle: Duration::from_secs(2),
     }
@@ -262,6 +265,20 @@ pub fn ingest() -> Scenario {
     }
 }
 
+pub fn cost() -> Scenario {
+    Scenario {
+        name: "cost",
+        demonstrates: "what admission costs end to end: a route that allocates nothing and waits for nothing, from 64 connections, with limits that never bind",
+        env: env(96 * MIB, 256, 1024, "1s"),
+        budget: 96 * MIB,
+        largest_request: MIB,
+        tower_concurrency: 256,
+        sweep: Vec::new(),
+        phases: vec![Phase::get("minimal", "/work?kib=0&ms=0", 64, 0, 10)],
+        settle: Duration::from_secs(1),
+    }
+}
+
 pub fn all() -> Vec<Scenario> {
     vec![
         steady(10),
@@ -271,6 +288,7 @@ pub fn all() -> Vec<Scenario> {
         disconnect(),
         stream(),
         ingest(),
+        cost(),
     ]
 }
 
@@ -285,4 +303,5 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, all, smoke";
+pub const NAMES: &str =
+    "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, all, smoke";

@@ -1,0 +1,416 @@
+//! The controller's decisions, step by step, with a manual memory source.
+
+use std::{
+    sync::atomic::AtomicUsize,
+    task::{Context, Poll, Wake},
+};
+
+use super::*;
+use crate::memory::ManualMemory;
+
+const MIB: u64 = 1 << 20;
+const CLASS: CostClass = CostClass::ANY_FOR_TESTS;
+
+fn controller(max: usize, budget: Option<u64>, capacity: usize) -> (Arc<Controller>, ManualMemory) {
+    controller_failing(MemoryFailure::Open, max, budget, capacity)
+}
+
+fn controller_failing(
+    policy: MemoryFailure,
+    max: usize,
+    budget: Option<u64>,
+    capacity: usize,
+) -> (Arc<Controller>, ManualMemory) {
+    let memory = ManualMemory::new(0);
+    let settings = Settings {
+        memory_failure: policy,
+        ..Settings::for_tests(max, budget, capacity)
+    };
+    (
+        Arc::new(Controller::new(settings, Arc::new(memory.clone()))),
+        memory,
+    )
+}
+
+/// The permit of an admitted request, polled once (its cost is known).
+fn admitted(a: Acquired) -> Permit {
+    match a {
+        Acquired::Admitted(mut p) => {
+            p.track(|| ());
+            p
+        }
+        other => panic!("expected admission, got {other:?}"),
+    }
+}
+
+fn queued(a: Acquired) -> Ticket {
+    match a {
+        Acquired::Queued(t) => t,
+        other => panic!("expected a queue place, got {other:?}"),
+    }
+}
+
+fn rejected(a: Acquired) -> Rejection {
+    match a {
+        Acquired::Rejected(r) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[derive(Default)]
+struct CountingWaker(AtomicUsize);
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Relaxed);
+    }
+}
+
+/// Polls a waiter; once granted, its permit is polled once too.
+fn poll(ticket: &mut Ticket, waker: &Arc<CountingWaker>) -> Poll<Permit> {
+    let waker = Waker::from(Arc::clone(waker));
+    ticket
+        .poll_grant(&mut Context::from_waker(&waker))
+        .map(|granted| {
+            let mut permit = granted.expect("granted, not rejected");
+            permit.track(|| ());
+            permit
+        })
+}
+
+#[test]
+fn concurrency_limit_then_queue_then_shed() {
+    let (c, _) = controller(2, None, 1);
+    let a = admitted(c.acquire(CLASS, None));
+    let _b = admitted(c.acquire(CLASS, None));
+    let _queued = queued(c.acquire(CLASS, None));
+    let r = rejected(c.acquire(CLASS, None));
+    assert_eq!(r, Rejection::new(Reason::QueueFull, Limit::Concurrency));
+    let s = c.snapshot();
+    assert_eq!((s.in_flight, s.queued, s.admitted), (2, 1, 2));
+    assert_eq!(s.rejected(Reason::QueueFull, Limit::Concurrency), 1);
+    drop(a);
+    assert_eq!(c.snapshot().in_flight, 2, "the waiter took the freed slot");
+    assert_eq!(c.snapshot().queued, 0);
+}
+
+#[test]
+fn zero_capacity_sheds_at_once() {
+    let (c, _) = controller(1, None, 0);
+    let _a = admitted(c.acquire(CLASS, None));
+    assert_eq!(rejected(c.acquire(CLASS, None)).reason(), Reason::QueueFull);
+}
+
+#[test]
+fn memory_budget_counts_reservations_and_declared_length() {
+    let (c, memory) = controller(100, Some(10 * MIB), 10);
+    memory.set(5 * MIB);
+    c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
+    let _a = admitted(c.acquire(CLASS, Some(2 * MIB))); // reserves 3 MiB: 8 of 10
+    assert_eq!(c.snapshot().reserved_bytes, 3 * MIB);
+    let _b = admitted(c.acquire(CLASS, None)); // 1 MiB: 9 of 10
+    let _c = admitted(c.acquire(CLASS, None)); // 10 of 10: still fits
+    let mut e = queued(c.acquire(CLASS, None));
+    assert_eq!(
+        rejected(c.acquire(CLASS, Some(11 * MIB))),
+        Rejection::new(Reason::TooLarge, Limit::Memory)
+    );
+    // A lower reading lets the waiter in at the next sample.
+    memory.set(4 * MIB);
+    let waker = Arc::new(CountingWaker::default());
+    assert!(poll(&mut e, &waker).is_pending());
+    c.on_sample(Ok(()));
+    assert_eq!(waker.0.load(Relaxed), 1);
+    assert!(poll(&mut e, &waker).is_ready());
+}
+
+#[test]
+fn a_small_waiter_passes_a_blocked_head_and_arrivals_queue() {
+    // The head declares 8 MiB, which do not fit; a small one behind it does, and goes.
+    let (c, memory) = controller(100, Some(10 * MIB), 10);
+    memory.set(2 * MIB);
+    c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
+    let first = admitted(c.acquire(CLASS, None)); // 3 of 10
+    let mut big = queued(c.acquire(CLASS, Some(8 * MIB))); // 3 + 8 > 10
+    // While anyone waits, an arrival queues, even one that fits; it may be granted at once.
+    let mut small = queued(c.acquire(CLASS, None));
+    let waker = Arc::new(CountingWaker::default());
+    assert!(poll(&mut big, &waker).is_pending());
+    let Poll::Ready(small_permit) = poll(&mut small, &waker) else {
+        panic!("the small waiter did not pass the blocked head")
+    };
+    drop(first); // 2 + 1 + 8 > 10: the head still waits
+    assert!(poll(&mut big, &waker).is_pending());
+    drop(small_permit); // 2 + 8 fits (its estimate, 9, is capped at the room there is)
+    assert!(poll(&mut big, &waker).is_ready());
+}
+
+#[test]
+fn the_head_holds_the_line_once_its_charge_has_passed() {
+    let (c, memory) = controller(1000, Some(100 * MIB), 1000);
+    memory.set(0);
+    c.on_sample(Ok(()));
+    let first = admitted(c.acquire(CLASS, Some(50 * MIB))); // 51 of 100
+    let mut big = queued(c.acquire(CLASS, Some(60 * MIB))); // needs 61
+    let waker = Arc::new(CountingWaker::default());
+    // Requests of 1 MiB pass it, one after the other, until 61 MiB have.
+    for _ in 0..61 {
+        let mut small = queued(c.acquire(CLASS, None));
+        let Poll::Ready(permit) = poll(&mut small, &waker) else {
+            panic!("a small waiter could not pass")
+        };
+        drop(permit);
+    }
+    // Room is left, but the head holds the line: the next small one waits.
+    let mut held = queued(c.acquire(CLASS, None));
+    assert!(poll(&mut held, &waker).is_pending());
+    assert!(poll(&mut big, &waker).is_pending());
+    drop(first); // 61 fits now: the head goes first, then the line moves
+    assert!(poll(&mut big, &waker).is_ready());
+    assert!(poll(&mut held, &waker).is_ready());
+}
+
+#[test]
+fn above_the_soft_limit_requests_of_unknown_cost_go_one_at_a_time() {
+    let (c, memory) = controller(100, Some(10 * MIB), 10);
+    memory.set(0);
+    c.on_sample(Ok(()));
+    // Charges of 1 MiB: the soft limit is 9 MiB. Nine go at once, polled or not.
+    let unknown: Vec<_> = (0..9).map(|_| c.acquire(CLASS, None)).collect();
+    assert!(unknown.iter().all(|a| matches!(a, Acquired::Admitted(_))));
+    // The tenth would pass the soft limit while nine costs are unknown: it waits.
+    let mut ninth = queued(c.acquire(CLASS, None));
+    let waker = Arc::new(CountingWaker::default());
+    assert!(poll(&mut ninth, &waker).is_pending());
+    // Once they have all shown their cost, it goes; the tenth waits for the ninth's.
+    let known: Vec<Permit> = unknown.into_iter().map(admitted).collect();
+    let Poll::Ready(Ok(mut ninth)) = ninth.poll_grant(&mut Context::from_waker(Waker::noop()))
+    else {
+        panic!("the ninth was not admitted once every cost was known")
+    };
+    // The budget is full: the next one waits for room, not for a cost.
+    let mut tenth = queued(c.acquire(CLASS, None));
+    ninth.track(|| ());
+    assert!(poll(&mut tenth, &waker).is_pending());
+    drop(ninth);
+    assert!(
+        poll(&mut tenth, &waker).is_ready(),
+        "room, every cost known"
+    );
+    drop(known);
+}
+
+#[test]
+fn a_request_goes_on_the_least_its_class_costs_one_at_a_time() {
+    let (c, memory) = controller(100, Some(128 * MIB), 10);
+    memory.set(0);
+    c.on_sample(Ok(()));
+    let _filler = admitted(c.acquire(CLASS, Some(100 * MIB))); // 101 of 128
+    // A class that costs from 1 to 64 MiB: its estimate does not fit, the least does.
+    let mixed = CostClass::new("mixed");
+    let id = c.classes.find(mixed);
+    c.classes.observe_peak(id, 0, 64 * MIB);
+    c.classes.observe_end(id, 0, MIB);
+    let Acquired::Admitted(mut probe) = c.acquire(mixed, None) else {
+        panic!("the probe did not go")
+    }; // 165 of 128 on its estimate
+    assert_eq!(probe.charged_bytes(), 64 * MIB);
+    // The next waits while the probe's cost is unknown, and then while memory is over.
+    let mut next = queued(c.acquire(mixed, None));
+    let waker = Arc::new(CountingWaker::default());
+    assert!(poll(&mut next, &waker).is_pending());
+    probe.track(|| ());
+    assert!(poll(&mut next, &waker).is_pending());
+    drop(probe); // 101 of 128: 101 + 1 leaves the margin of 2 MiB
+    assert!(poll(&mut next, &waker).is_ready());
+}
+
+#[test]
+fn head_leaving_lets_the_next_in() {
+    let (c, _) = controller(1, None, 10);
+    let _first = admitted(c.acquire(CLASS, None));
+    let head = queued(c.acquire(CLASS, None));
+    let mut next = queued(c.acquire(CLASS, None));
+    let waker = Arc::new(CountingWaker::default());
+    assert!(poll(&mut next, &waker).is_pending());
+    drop(head);
+    assert_eq!(c.snapshot().queued, 1);
+    assert!(poll(&mut next, &waker).is_pending(), "still no slot");
+}
+
+#[test]
+fn progress_guarantee_when_nothing_is_in_flight() {
+    let (c, memory) = controller(4, Some(10 * MIB), 10);
+    memory.set(50 * MIB);
+    let waker = Arc::new(CountingWaker::default());
+    // Over budget and idle: the first request waits for a fresh reading, then goes.
+    let mut first = queued(c.acquire(CLASS, None));
+    assert!(poll(&mut first, &waker).is_pending());
+    c.on_sample(Ok(()));
+    let Poll::Ready(first) = poll(&mut first, &waker) else {
+        panic!("a fresh reading admits the head")
+    };
+    assert_eq!(c.snapshot().admitted_over_budget, 1);
+    let mut second = queued(c.acquire(CLASS, None));
+    drop(first);
+    assert!(
+        poll(&mut second, &waker).is_pending(),
+        "the reading may be stale"
+    );
+    c.on_sample(Ok(()));
+    assert!(
+        poll(&mut second, &waker).is_ready(),
+        "the head goes when nothing is in flight"
+    );
+    assert_eq!(c.snapshot().admitted_over_budget, 2);
+}
+
+#[test]
+fn without_a_queue_the_guarantee_cannot_wait() {
+    let (c, memory) = controller(4, Some(10 * MIB), 0);
+    memory.set(50 * MIB);
+    let _only = admitted(c.acquire(CLASS, None));
+    assert_eq!(c.snapshot().admitted_over_budget, 1);
+    assert_eq!(rejected(c.acquire(CLASS, None)).limit(), Limit::Memory);
+}
+
+#[test]
+fn expiry_rejects_with_the_blocking_limit() {
+    let (c, _) = controller(1, None, 10);
+    let _a = admitted(c.acquire(CLASS, None));
+    let mut t = queued(c.acquire(CLASS, None));
+    assert_eq!(
+        t.expire().unwrap_err(),
+        Rejection::new(Reason::QueueTimeout, Limit::Concurrency)
+    );
+    drop(t);
+    let s = c.snapshot();
+    assert_eq!((s.in_flight, s.queued), (1, 0));
+    assert_eq!(s.rejected(Reason::QueueTimeout, Limit::Concurrency), 1);
+}
+
+#[test]
+fn expiry_after_a_grant_admits() {
+    let (c, _) = controller(1, None, 10);
+    let a = admitted(c.acquire(CLASS, None));
+    let mut t = queued(c.acquire(CLASS, None));
+    drop(a);
+    let permit = t.expire().expect("granted before the deadline");
+    drop(t);
+    assert_eq!(c.snapshot().in_flight, 1);
+    drop(permit);
+    assert_eq!(c.snapshot().in_flight, 0);
+}
+
+#[test]
+fn dropping_a_granted_ticket_gives_the_grant_back() {
+    let (c, _) = controller(1, Some(100 * MIB), 10);
+    let a = admitted(c.acquire(CLASS, None));
+    let t = queued(c.acquire(CLASS, None));
+    let mut behind = queued(c.acquire(CLASS, None));
+    drop(a); // grants `t`
+    assert_eq!(c.snapshot().reserved_bytes, MIB);
+    drop(t); // never observed: the slot passes on
+    let waker = Arc::new(CountingWaker::default());
+    let Poll::Ready(_permit) = poll(&mut behind, &waker) else {
+        panic!("granted")
+    };
+    let s = c.snapshot();
+    assert_eq!((s.in_flight, s.queued, s.reserved_bytes), (1, 0, MIB));
+}
+
+#[test]
+fn everything_returns_to_zero() {
+    let (c, _) = controller(2, Some(100 * MIB), 4);
+    let permits: Vec<_> = (0..2)
+        .map(|_| admitted(c.acquire(CLASS, Some(10))))
+        .collect();
+    let tickets: Vec<_> = (0..4).map(|_| queued(c.acquire(CLASS, Some(10)))).collect();
+    drop(tickets);
+    drop(permits);
+    let s = c.snapshot();
+    assert_eq!((s.in_flight, s.queued, s.reserved_bytes), (0, 0, 0));
+}
+
+fn refresh_failed() -> Result<(), MemoryError> {
+    Err(MemoryError::Read {
+        what: "test",
+        reason: "injected".into(),
+    })
+}
+
+#[test]
+fn a_failing_source_fails_open_by_default() {
+    let (c, memory) = controller(4, Some(10 * MIB), 4);
+    memory.set(50 * MIB);
+    c.on_sample(Ok(()));
+    let mut waiting = queued(c.acquire(CLASS, None));
+    // The source breaks: its last reading (over budget) no longer refuses anyone...
+    c.on_sample(refresh_failed());
+    let waker = Arc::new(CountingWaker::default());
+    let Poll::Ready(_waited) = poll(&mut waiting, &waker) else {
+        panic!("the waiter is not let in")
+    };
+    let _a = admitted(c.acquire(CLASS, None));
+    // ...but the concurrency limit still does.
+    let _b = admitted(c.acquire(CLASS, None));
+    let _c = admitted(c.acquire(CLASS, None));
+    let _d = queued(c.acquire(CLASS, None));
+    assert_eq!(c.snapshot().memory_source_errors, 1);
+    // Recovered: the reading decides again.
+    c.on_sample(Ok(()));
+    assert!(matches!(
+        c.acquire(CLASS, None),
+        Acquired::Queued(_) | Acquired::Rejected(_)
+    ));
+}
+
+#[test]
+fn a_failing_source_can_fail_closed() {
+    let (c, _) = controller_failing(MemoryFailure::Closed, 4, Some(10 * MIB), 4);
+    let first = admitted(c.acquire(CLASS, None));
+    c.on_sample(refresh_failed());
+    // Memory reads 0, but nobody knows: memory counts as over the budget.
+    let mut second = queued(c.acquire(CLASS, None));
+    let waker = Arc::new(CountingWaker::default());
+    assert!(poll(&mut second, &waker).is_pending());
+    match second.expire() {
+        Err(rejection) => assert_eq!(rejection.limit(), Limit::Memory),
+        Ok(_) => panic!("admitted on an unknown reading"),
+    }
+    // One at a time still: with nothing in flight, the next sample admits the head.
+    drop(first);
+    let mut third = queued(c.acquire(CLASS, None));
+    c.on_sample(refresh_failed());
+    assert!(poll(&mut third, &waker).is_ready());
+    assert_eq!(c.snapshot().admitted_over_budget, 1);
+}
+
+#[test]
+fn closing_answers_waiters_and_stops_queueing() {
+    let (c, _) = controller(1, None, 4);
+    let served = admitted(c.acquire(CLASS, None));
+    let waker = Arc::new(CountingWaker::default());
+    let mut waiters: Vec<_> = (0..3).map(|_| queued(c.acquire(CLASS, None))).collect();
+    for waiter in &mut waiters {
+        assert!(poll(waiter, &waker).is_pending());
+    }
+    c.close();
+    assert_eq!(waker.0.load(Relaxed), 3, "every waiter is woken");
+    for waiter in &mut waiters {
+        let Poll::Ready(Err(rejection)) =
+            waiter.poll_grant(&mut Context::from_waker(Waker::noop()))
+        else {
+            panic!("a waiter was not rejected on close")
+        };
+        assert_eq!(rejection.reason(), Reason::QueueTimeout);
+    }
+    let Acquired::Rejected(rejection) = c.acquire(CLASS, None) else {
+        panic!("queued after close")
+    };
+    assert_eq!(rejection.reason(), Reason::QueueFull);
+    // What was admitted runs on, and what fits is still admitted.
+    drop(served);
+    let _next = admitted(c.acquire(CLASS, None));
+    let s = c.snapshot();
+    assert_eq!((s.in_flight, s.queued), (1, 0));
+}
