@@ -38,7 +38,7 @@
 
 use std::process::ExitCode;
 
-use tower_admission::{Admission, AdmissionConfig, CostClass};
+use tower_admission::{Admission, AdmissionConfig, CostClass, RequestHead};
 
 mod common;
 
@@ -51,7 +51,10 @@ fn main() -> ExitCode {
         Ok(started) => started,
         Err(error) => return common::fail(&error),
     };
-    let mut config = AdmissionConfig::default().bypass(["/health", "/metrics"]);
+    // `/ingest` reserves its parsed body before building it.
+    let mut config = AdmissionConfig::default()
+        .bypass(["/health", "/metrics"])
+        .reservations(true);
     match std::env::var("WORK_CLASSES").as_deref() {
         Err(_) | Ok("route") => {}
         Ok("kib") => config = config.classify(work_by_kib),
@@ -82,16 +85,16 @@ fn main() -> ExitCode {
 }
 
 /// `/work` requests by the power of two of their `kib` parameter; everything else by route.
-fn work_by_kib(parts: &axum::http::request::Parts) -> CostClass {
-    let path = parts.uri.path();
-    let kib = parts
-        .uri
+fn work_by_kib(head: &RequestHead<'_>) -> CostClass {
+    let path = head.uri().path();
+    let kib = head
+        .uri()
         .query()
         .filter(|_| path == "/work")
         .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("kib=")))
         .and_then(|kib| kib.parse::<u64>().ok());
     match kib {
         Some(kib) => CostClass::new((path, kib.checked_ilog2())),
-        None => CostClass::route(&parts.method, path),
+        None => CostClass::route(head.method(), path),
     }
 }

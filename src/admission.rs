@@ -97,6 +97,7 @@ impl Admission {
             initial_estimate: config.request_estimate,
             memory_failure: config.memory_failure,
             sample_interval: config.sample_interval,
+            reservations: config.reservations,
         };
         let http_settings = HttpSettings {
             queue_timeout: config.queue_timeout,

@@ -4,7 +4,10 @@ use std::{ffi::OsString, fmt, time::Duration};
 
 use bytesize::ByteSize;
 
-use crate::{controller::CostClass, http_settings::Classifier};
+use crate::{
+    controller::CostClass,
+    http_settings::{Classifier, RequestHead},
+};
 
 /// The environment variables [`AdmissionConfig::from_env`] reads.
 pub(crate) mod vars {
@@ -137,6 +140,7 @@ pub struct AdmissionConfig {
     pub(crate) request_estimate: u64,
     pub(crate) memory_failure: MemoryFailure,
     pub(crate) classifier: Option<Classifier>,
+    pub(crate) reservations: bool,
 }
 
 impl Default for AdmissionConfig {
@@ -154,6 +158,7 @@ impl Default for AdmissionConfig {
             request_estimate: 256 << 10,
             memory_failure: MemoryFailure::Open,
             classifier: None,
+            reservations: false,
         }
     }
 }
@@ -344,17 +349,26 @@ impl AdmissionConfig {
     /// use tower_admission::{AdmissionConfig, CostClass};
     ///
     /// // Thumbnails cost little, full-size renders a lot, on the same route.
-    /// let config = AdmissionConfig::default().classify(|parts| {
-    ///     let full = parts.uri.query().is_some_and(|q| q.contains("size=full"));
-    ///     CostClass::new((parts.uri.path(), full))
+    /// let config = AdmissionConfig::default().classify(|head| {
+    ///     let full = head.uri().query().is_some_and(|q| q.contains("size=full"));
+    ///     CostClass::new((head.uri().path(), full))
     /// });
     /// # let _ = config;
     /// ```
     pub fn classify(
         mut self,
-        classify: impl Fn(&http::request::Parts) -> CostClass + Send + Sync + 'static,
+        classify: impl Fn(&RequestHead<'_>) -> CostClass + Send + Sync + 'static,
     ) -> Self {
         self.classifier = Some(Classifier(std::sync::Arc::new(classify)));
+        self
+    }
+
+    /// Gives every admitted request a [`Reservation`](crate::Reservation) in its extensions,
+    /// through which its handler can reserve memory before allocating it. Off by default: it
+    /// costs an allocation per request (about 400 instructions), so only pools whose handlers
+    /// reserve should pay it.
+    pub fn reservations(mut self, on: bool) -> Self {
+        self.reservations = on;
         self
     }
 

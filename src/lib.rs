@@ -98,6 +98,7 @@ pub use admission::Admission;
 pub use body::AdmissionBody;
 pub use config::{AdmissionConfig, ConfigError, MemoryBudget, MemoryFailure};
 pub use controller::CostClass;
+pub use http_settings::RequestHead;
 pub use layer::AdmissionLayer;
 pub use memory::{ManualMemory, MemoryError, MemorySource, ThreadAllocations};
 pub use rejection::{Limit, Reason, Rejection};

@@ -11,8 +11,9 @@ use crate::{
 
 /// Reserves memory for the request it came with, ahead of allocating it.
 ///
-/// The layer puts one in the extensions of every request it admits while a memory budget is
-/// set. A handler about to build a large buffer (parse a body into a tree, decompress, render)
+/// Where [`AdmissionConfig::reservations`](crate::AdmissionConfig::reservations) is on and a
+/// memory budget set, the layer puts one in the extensions of every request it admits (it
+/// costs an allocation per request, so it is off by default). A handler about to build a large buffer (parse a body into a tree, decompress, render)
 /// reserves its size first: the reservation waits until memory allows, so the allocation
 /// cannot push the process over the budget, and other requests are held back meanwhile. What
 /// the handler then allocates counts against its reservation first, so nothing is charged
@@ -25,7 +26,10 @@ use crate::{
 ///
 /// ```
 /// use axum::{Extension, Router, body::Bytes, http::StatusCode, routing::post};
-/// use tower_admission::Reservation;
+/// use tower_admission::{AdmissionConfig, Reservation};
+///
+/// let config = AdmissionConfig::default().reservations(true);
+/// # let _ = config;
 ///
 /// async fn render(reservation: Option<Extension<Reservation>>, body: Bytes) -> StatusCode {
 ///     // The tree this handler builds is about 16 times the body.
@@ -52,8 +56,7 @@ pub struct Reservation {
 impl Reservation {
     /// Puts the reservation of `permit`'s request into its extensions, where a budget is set.
     pub(crate) fn attach<B>(request: &mut Request<B>, permit: &Permit, timeout: Duration) {
-        let (controller, charge) = permit.charge();
-        if controller.settings.budget.is_some() {
+        if let Some((controller, charge)) = permit.charge() {
             request.extensions_mut().insert(Self {
                 controller: Arc::clone(controller),
                 charge,

@@ -113,7 +113,7 @@ where
         if settings.bypasses(request.uri().path()) {
             return ResponseFuture::called(self.inner.call(request), None);
         }
-        let (class, request) = settings.classify(request);
+        let class = settings.classify(&request);
         match self.controller.acquire(class, declared_length(&request)) {
             Acquired::Admitted(permit) => {
                 let mut request = request;

@@ -171,6 +171,7 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
         AdmissionConfig::default()
             .memory_budget_bytes(100 * MIB)
             .request_estimate(MIB)
+            .reservations(true)
             .queue_timeout(Duration::from_secs(1)),
         ManualMemory::new(0),
     )

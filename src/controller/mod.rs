@@ -85,6 +85,8 @@ pub(crate) struct Settings {
     pub(crate) initial_estimate: u64,
     pub(crate) memory_failure: MemoryFailure,
     pub(crate) sample_interval: Duration,
+    /// Whether admitted requests carry a [`Reservation`](crate::Reservation).
+    pub(crate) reservations: bool,
 }
 
 #[cfg(test)]
@@ -102,6 +104,7 @@ impl Settings {
             initial_estimate: 1 << 20,
             memory_failure: MemoryFailure::Open,
             sample_interval: Duration::from_millis(10),
+            reservations: false,
         }
     }
 }

@@ -92,6 +92,40 @@ impl Charge {
     }
 }
 
+/// A permit's charge: its own, or shared with its handler's reservation. Sharing costs an
+/// allocation per request, so only pools that take reservations pay it.
+#[derive(Debug)]
+enum Held {
+    Own(Charge),
+    Shared(Arc<Charge>),
+}
+
+impl Held {
+    fn new(charge: Charge, shared: bool) -> Self {
+        if shared {
+            Self::Shared(Arc::new(charge))
+        } else {
+            Self::Own(charge)
+        }
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Charge;
+
+    fn deref(&self) -> &Charge {
+        match self {
+            Self::Own(charge) => charge,
+            Self::Shared(charge) => charge,
+        }
+    }
+}
+
+/// Whether the pool's requests share their charge with a reservation.
+fn controller_shares(controller: &Controller) -> bool {
+    controller.settings.reservations && controller.settings.budget.is_some()
+}
+
 /// Held from admission until the response body ends or is dropped; dropping it on any path
 /// (completion, error, client disconnect, panic unwinding) gives back the slot and the charge.
 #[must_use]
@@ -101,7 +135,7 @@ pub(crate) struct Permit {
     class: ClassId,
     /// The request's declared `Content-Length`: it is charged at least that much.
     declared: u64,
-    charge: Arc<Charge>,
+    charge: Held,
     /// Net bytes allocated by this request's polls so far.
     net: i64,
     /// The most this request can have held at once, as far as its polls tell.
@@ -113,11 +147,12 @@ pub(crate) struct Permit {
 impl Permit {
     /// Wraps a slot and the charge of `ask`, which the controller has already counted.
     pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
+        let charge = Charge::new(kib(ask.charge), ask.declared);
         Self {
+            charge: Held::new(charge, controller_shares(&controller)),
             controller,
             class: ask.class,
             declared: ask.declared,
-            charge: Arc::new(Charge::new(kib(ask.charge), ask.declared)),
             net: 0,
             peak: 0,
             settled: false,
@@ -172,9 +207,13 @@ impl Permit {
         result
     }
 
-    /// The pool and this request's charge, for its handler's reservations.
-    pub(crate) fn charge(&self) -> (&Arc<Controller>, Arc<Charge>) {
-        (&self.controller, Arc::clone(&self.charge))
+    /// The pool and this request's charge, for its handler's reservations, where the pool
+    /// takes them.
+    pub(crate) fn charge(&self) -> Option<(&Arc<Controller>, Arc<Charge>)> {
+        match &self.charge {
+            Held::Shared(charge) => Some((&self.controller, Arc::clone(charge))),
+            Held::Own(_) => None,
+        }
     }
 
     /// The class the request belongs to.

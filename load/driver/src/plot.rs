@@ -109,8 +109,17 @@ fn frontier(run: &Run, path: &Path) -> ChartResult {
         .collect();
     tower.sort_by_key(|(n, _)| *n);
     let admission = run.admission().map(point);
+    let unlimited = run
+        .setups
+        .iter()
+        .find(|s| s.tower_n.is_none() && !s.is_admission())
+        .map(point);
     let bound = run.bound() / MIB;
-    let all = tower.iter().map(|(_, p)| *p).chain(admission);
+    let all = tower
+        .iter()
+        .map(|(_, p)| *p)
+        .chain(admission)
+        .chain(unlimited);
     let (right, top) = all.fold((bound, 1.0_f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -129,7 +138,17 @@ fn frontier(run: &Run, path: &Path) -> ChartResult {
         .configure_mesh()
         .x_desc("peak allocated memory (MiB)")
         .y_desc("goodput (2xx/s)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
+    if let Some(p) = unlimited {
+        let grey = RGBColor(127, 127, 127);
+        chart.draw_series(std::iter::once(
+            EmptyElement::at(p)
+                + Circle::new((0, 0), 5, grey.filled())
+                + Text::new("no limit", (8, 4), ("sans-serif", 13)),
+        ))?;
+    }
     let color = COLORS[1];
     chart
         .draw_series(LineSeries::new(
@@ -165,7 +184,7 @@ fn frontier(run: &Run, path: &Path) -> ChartResult {
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
