@@ -2,16 +2,17 @@
 //! queue. Tokio-free: time is the response future's business, and memory comes through
 //! [`MemorySource`].
 //!
-//! **Admission.** A request is admitted while `in_flight < max_concurrency` and
-//! `max(memory, baseline + charged) + charge <= budget`, where `memory` is the sampler's last
-//! reading, `charged` sums what the requests in flight are charged (see [`permit`]) and
-//! `charge` is the new request's conservative estimate (see [`classes`]).
+//! **Admission.** With `spoken for = max(memory, baseline + charged)`, where `memory` is the
+//! sampler's last reading and `charged` sums what the requests in flight are charged (see
+//! [`permit`]), a request of `charge` (its conservative estimate, see [`classes`]) is admitted
+//! at once while `in_flight < max_concurrency` and `spoken for + charge` stays within the
+//! *soft limit*: the budget less the largest charge given lately.
 //!
-//! **Soft limit.** Estimates can still be wrong (a class not seen before, a figure that has
-//! aged out). So above the *soft limit*, the budget less the largest charge seen lately, a
-//! request is admitted only while every admitted request has shown its cost (been polled
-//! once): near the budget, requests of unknown cost go one at a time, and the overshoot stays
-//! within about one large request.
+//! **Near the budget, one unknown at a time.** Above the soft limit, a request is admitted
+//! only while every admitted request has shown its cost (been polled once), and only if its
+//! charge fits in the budget or, failing that, the least its class costs does (with 1/64 of
+//! the budget to spare). Estimates can be wrong (a class not seen before, a figure that aged
+//! out, sizes that differ within a class), so this bounds the overshoot to about one request.
 //!
 //! **Order.** While anyone waits, arrivals queue. Waiters are admitted in arrival order, with
 //! bounded backfill (see [`queue`]): a waiter that fits in what a blocked head cannot use may
