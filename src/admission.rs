@@ -205,11 +205,17 @@ fn describe(config: &AdmissionConfig, budget: &str, source: &str, tracks: bool) 
     let charge = ByteSize::b(config.request_estimate).display().iec();
     let charge = if tracks {
         format!(
-            "until its first poll, Content-Length + the most its class (method and path, or the classifier's) allocated lately ({charge} for a class not seen yet); then what it allocates, plus the most one poll of its class rose lately"
+            "until its first poll, Content-Length + the most its class allocated lately ({charge} for a class not seen yet); then what it allocates, plus the most one poll of its class rose lately"
         )
     } else {
         format!("Content-Length + {charge}")
     };
+    let classes = if config.classifier.is_some() {
+        "the classifier's"
+    } else {
+        "method and path"
+    };
+    let reservations = if config.reservations { "on" } else { "off" };
     let bypass = if config.bypass.is_empty() {
         "none".to_owned()
     } else {
@@ -220,7 +226,9 @@ fn describe(config: &AdmissionConfig, budget: &str, source: &str, tracks: bool) 
          \x20 max concurrency   {}\n\
          \x20 memory budget     {budget}\n\
          \x20 memory source     {source}\n\
+         \x20 cost classes      {classes}\n\
          \x20 request charge    {charge}\n\
+         \x20 reservations      {reservations}\n\
          \x20 queue capacity    {}\n\
          \x20 queue timeout     {}\n\
          \x20 sample interval   {}\n\
@@ -269,6 +277,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("queue timeout     1s"), "{text}");
+        assert!(text.contains("cost classes      method and path"), "{text}");
+        assert!(text.contains("reservations      off"), "{text}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use crate::{
     body::AdmissionBody,
-    controller::{Acquired, Controller},
+    controller::{Acquired, Controller, CostClass},
     future::ResponseFuture,
     http_settings::HttpSettings,
     reservation::Reservation,
@@ -108,15 +108,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let settings = &self.settings;
         if settings.bypasses(request.uri().path()) {
             return ResponseFuture::called(self.inner.call(request), None);
         }
-        let class = settings.classify(&request);
+        // Without a budget, costs are not charged: no need to know the class.
+        let class = match self.controller.settings.budget {
+            Some(_) => settings.classify(&request),
+            None => CostClass::NONE,
+        };
         match self.controller.acquire(class, declared_length(&request)) {
             Acquired::Admitted(permit) => {
-                let mut request = request;
                 Reservation::attach(&mut request, &permit, settings.queue_timeout);
                 ResponseFuture::called(self.inner.call(request), Some(permit))
             }

@@ -53,6 +53,9 @@ impl CostClass {
         Self(hasher.finish().max(1))
     }
 
+    /// No class: for pools without a budget, which never look one up.
+    pub(crate) const NONE: CostClass = CostClass(0);
+
     /// One class, for tests that need any.
     #[cfg(test)]
     pub(crate) const ANY_FOR_TESTS: CostClass = CostClass(1);
