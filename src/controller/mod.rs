@@ -283,7 +283,9 @@ impl Controller {
         let mut state = self.state.load(SeqCst);
         loop {
             let over_budget = match self.fit(state, memory, ask) {
-                _ if state & QUEUED != 0 => return Err(self.blame(state, memory, ask)),
+                _ if state & QUEUED != 0 => {
+                    return Err(Fit::Blocked(self.blame(state, memory, ask)));
+                }
                 Fit::Fits => false,
                 // Progress guarantee: nothing in flight, nobody waiting, and nowhere to wait
                 // for a fresh reading (otherwise the next sample decides, in `grant`).
@@ -329,10 +331,6 @@ impl Controller {
         if queue.len() >= self.settings.queue_capacity || self.closed.load(SeqCst) {
             let limit = self.blame(self.state.load(SeqCst), memory, ask);
             drop(queue);
-            let limit = match limit {
-                Fit::Blocked(limit) => limit,
-                _ => Limit::Memory,
-            };
             return Acquired::Rejected(self.reject(Reason::QueueFull, limit));
         }
         let id = queue.push(ask);
@@ -443,10 +441,7 @@ impl Controller {
         let memory = self.memory.allocated_bytes();
         let mut queue = self.lock();
         queue.remove(id)?;
-        let limit = match self.blame(self.state.load(SeqCst), memory, ask) {
-            Fit::Blocked(limit) => limit,
-            _ => Limit::Memory,
-        };
+        let limit = self.blame(self.state.load(SeqCst), memory, ask);
         // The head may have left: those behind it may fit now.
         let wakers = self.grant(&mut queue, memory, Reading::Stale);
         drop(queue);
@@ -518,12 +513,13 @@ impl Controller {
         }
     }
 
-    /// How a request that cannot go at once stands: when it would fit by itself, a waiter
-    /// ahead of it is held back, and only memory can do that.
-    fn blame(&self, state: u64, memory: u64, ask: Ask) -> Fit {
+    /// The limit that keeps a request from going at once. When it would fit by itself (or
+    /// may go, one at a time), a waiter ahead of it, or one of unknown cost, holds it back,
+    /// and only memory can do that.
+    fn blame(&self, state: u64, memory: u64, ask: Ask) -> Limit {
         match self.fit(state, memory, ask) {
-            Fit::Fits => Fit::Blocked(Limit::Memory),
-            other => other,
+            Fit::Blocked(limit) => limit,
+            Fit::Fits | Fit::Unsure => Limit::Memory,
         }
     }
 
