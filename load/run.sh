@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Drives the example service under load, side by side with tower's own limits and with no
-# limit, and writes load/results/<timestamp>/report.md with SVG charts.
+# Drives the example service under load, side by side with tower's own limits (at each N of
+# a sweep in mixed, mixed3 and ingest) and with no limit, and writes
+# load/results/<timestamp>/report.md with SVG charts.
 #
-#   load/run.sh              the default demo (mixed), about 1 minute with a warm build
+#   load/run.sh              the default demo (mixed), about 3 minutes with a warm build
 #   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | smoke
-#   load/run.sh all          every scenario, about 6 minutes
+#   load/run.sh all          every scenario, about 13 minutes
+#   SETUPS=admission,none load/run.sh mixed    only some of the setups (admission, tower, none)
 #
 # Everything it starts listens on or targets 127.0.0.1 only, runs for a bounded time, and is
 # stopped by PID when the run ends or is interrupted (Ctrl-C).
