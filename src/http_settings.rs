@@ -10,6 +10,19 @@ use crate::controller::CostClass;
 
 /// What a classifier sees of a request: its head, borrowed (see
 /// [`AdmissionConfig::classify`](crate::AdmissionConfig::classify)).
+///
+/// ```
+/// use tower_admission::{AdmissionConfig, CostClass, RequestHead};
+///
+/// /// Reports are costly when they ask for a year, cheap otherwise.
+/// fn by_span(head: &RequestHead<'_>) -> CostClass {
+///     let span = head.headers().get("x-report-span").and_then(|v| v.to_str().ok());
+///     CostClass::new((head.method().as_str(), head.uri().path(), span == Some("year")))
+/// }
+///
+/// let config = AdmissionConfig::default().classify(by_span);
+/// # let _ = config;
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {
     method: &'a Method,
