@@ -21,7 +21,10 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering::SeqCst},
+        atomic::{
+            AtomicBool, AtomicU64,
+            Ordering::{Relaxed, SeqCst},
+        },
     },
 };
 
@@ -42,7 +45,9 @@ pub(crate) struct Charge {
     /// In KiB, what the state word holds for the request; [`CLOSED`] once it has ended.
     kib: AtomicU64,
     /// What the request holds beyond its reservations (what it allocated less what it
-    /// reserved, and at least its `Content-Length`), as of its last poll.
+    /// reserved, and at least its `Content-Length`), as of its last poll. This and
+    /// `reserved` only shape the next target; `kib`'s compare-and-swap keeps the word right,
+    /// so they need no ordering of their own.
     base: AtomicU64,
     /// What its handler reserved.
     reserved: AtomicU64,
@@ -67,8 +72,8 @@ impl Charge {
     /// `more` bytes reserved on top of what is: what it holds, plus whichever is more of the
     /// rise (what a poll of its class may add) and its reservations (what it said it will).
     pub(crate) fn target_kib(&self, rise: u64, more: u64) -> u64 {
-        let reserved = self.reserved.load(SeqCst).saturating_add(more);
-        kib(self.base.load(SeqCst).saturating_add(rise.max(reserved)))
+        let reserved = self.reserved.load(Relaxed).saturating_add(more);
+        kib(self.base.load(Relaxed).saturating_add(rise.max(reserved)))
     }
 
     /// What the word holds for the request, in KiB, or `None` once it has ended.
@@ -83,7 +88,7 @@ impl Charge {
     }
 
     pub(crate) fn add_reserved(&self, bytes: u64) {
-        self.reserved.fetch_add(bytes, SeqCst);
+        self.reserved.fetch_add(bytes, Relaxed);
     }
 
     /// Ends the charge; returns what the word held for it.
@@ -188,14 +193,14 @@ impl Permit {
         // The first poll's rise is the request's cost, known from now on; later ones are
         // what the charge must keep in hand until the handler reserves.
         if self.settled {
-            let base_before = self.charge.base.load(SeqCst);
+            let base_before = self.charge.base.load(Relaxed);
             classes.observe_rise(self.class, high.saturating_sub(base_before));
         }
-        let reserved = self.charge.reserved.load(SeqCst);
+        let reserved = self.charge.reserved.load(Relaxed);
         let base = (self.net.max(0) as u64)
             .saturating_sub(reserved)
             .max(self.declared);
-        self.charge.base.store(base, SeqCst);
+        self.charge.base.store(base, Relaxed);
         let target = self.charge.target_kib(classes.rise(self.class), 0);
         if let Some(charged) = self.charge.kib() {
             // Small moves are not worth an atomic operation on the shared word.

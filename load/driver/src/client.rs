@@ -173,11 +173,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, boo
     let broken = |what: &str| std::io::Error::other(what.to_owned());
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| broken("no status line"))?;
+    let status = crate::probe::status_of(&line).ok_or_else(|| broken("no status line"))?;
     let (mut length, mut chunked, mut close) = (0u64, false, false);
     loop {
         line.clear();

@@ -26,6 +26,11 @@ pub struct Sample {
     pub rss: f64,
 }
 
+/// The status code of an HTTP/1.1 status line (`HTTP/1.1 200 OK`).
+pub fn status_of(line: &str) -> Option<u16> {
+    line.split(' ').nth(1)?.parse().ok()
+}
+
 /// One `GET` on a connection of its own; the status and body.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -36,11 +41,7 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     )?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = status_of(&raw).unwrap_or(0);
     let body = raw
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
