@@ -12,30 +12,41 @@ use std::{
 
 use crate::controller::Controller;
 
-/// Starts the sampler. It holds only a weak reference and stops once the pool is dropped.
+/// Starts the sampler. The first sample is taken here, so the reading is fresh (and the
+/// metrics published) before the first request; the thread takes the rest. It holds only a
+/// weak reference and stops once the pool is dropped.
 pub(crate) fn spawn(controller: &Arc<Controller>, interval: Duration) -> std::io::Result<()> {
+    let pause = sample(controller, interval);
     let controller = Arc::downgrade(controller);
     thread::Builder::new()
         .name("admission-sampler".into())
-        .spawn(move || run(controller, interval))
+        .spawn(move || run(controller, pause, interval))
         .map(drop)
 }
 
-fn run(controller: Weak<Controller>, interval: Duration) {
-    while let Some(controller) = controller.upgrade() {
-        // A failed refresh keeps the last reading; the controller's policy decides what an
-        // untrusted reading means, and says so.
-        let refreshed = controller.memory().refresh();
-        controller.on_sample(refreshed);
-        crate::metrics::publish(&controller.snapshot());
-        let pause = pause(
-            controller.spoken_for_bytes(),
-            controller.settings.budget,
-            interval,
-        );
-        drop(controller);
+fn run(controller: Weak<Controller>, mut pause: Duration, interval: Duration) {
+    loop {
         thread::sleep(pause);
+        let Some(controller) = controller.upgrade() else {
+            return;
+        };
+        pause = sample(&controller, interval);
     }
+}
+
+/// Refreshes the reading, lets the controller act on it and publishes the metrics; returns
+/// how long to pause before the next sample.
+fn sample(controller: &Controller, interval: Duration) -> Duration {
+    // A failed refresh keeps the last reading; the controller's policy decides what an
+    // untrusted reading means, and says so.
+    let refreshed = controller.memory().refresh();
+    controller.on_sample(refreshed);
+    crate::metrics::publish(&controller.snapshot());
+    pause(
+        controller.spoken_for_bytes(),
+        controller.settings.budget,
+        interval,
+    )
 }
 
 /// The sample interval, or a quarter of it while the memory spoken for (`committed`) is

@@ -3,6 +3,8 @@
 //! queued or while served, memory readings moving up and down, and time passing. After every
 //! step: in flight ≤ max, queued ≤ capacity, no request still waits past its deadline, and
 //! none is admitted after it; once time has run on, every figure is back to zero.
+//! Memory readings act on admission as requests arrive and end; the sampler's own grants are
+//! covered by `src/model_tests.rs`.
 //!
 //! (`src/model_tests.rs` checks the controller alone, step by step, with FIFO and reserved
 //! bytes; this one adds the response futures, their timers and real tasks.)
@@ -73,7 +75,13 @@ async fn run(max: usize, capacity: usize, steps: Vec<Step>) -> Result<(), TestCa
         .queue_capacity(capacity)
         .queue_timeout(TIMEOUT)
         .memory_budget_bytes(32 * MIB)
-        .request_estimate(MIB);
+        .request_estimate(MIB)
+        // The sampler is an OS thread that acts in real time. Under the paused clock, tokio
+        // may auto-advance while the sampler's wake-up of a task it granted is in flight,
+        // so that task first runs "later" than the sampler let it in. With this interval it
+        // samples only once, before `Admission` is built, and every step keeps to the
+        // virtual clock.
+        .sample_interval(Duration::from_secs(3600));
     let admission = Admission::with_memory_source(config, memory.clone()).unwrap();
     let service = admission
         .layer()
