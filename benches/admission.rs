@@ -19,7 +19,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::poll;
 use http::{Request, Response, StatusCode, Uri, header};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use tower::{
     BoxError, Layer, Service, ServiceExt,
     limit::{ConcurrencyLimitLayer, GlobalConcurrencyLimitLayer},
@@ -38,13 +38,14 @@ type Body = Full<Bytes>;
 
 /// A request with a path and no headers: building it allocates nothing, so the medians are
 /// the services' own cost rather than the request's.
-fn request() -> Request<()> {
-    let mut request = Request::new(());
+fn request() -> Request<Empty<Bytes>> {
+    let mut request = Request::new(Empty::new());
     *request.uri_mut() = Uri::from_static("/work?kib=1&ms=0");
     request
 }
 
-async fn handler(_: Request<()>) -> Result<Response<Body>, Infallible> {
+/// The handler, for any request body: the bare service's, or the one behind the layer.
+async fn handler<B>(_: Request<B>) -> Result<Response<Body>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
 
@@ -64,7 +65,7 @@ fn admission(memory: bool, max: usize, queue: usize) -> Admission {
 /// One request through `service`, ready first as tower requires.
 async fn call<S, B>(service: &mut S) -> Response<B>
 where
-    S: Service<Request<()>, Response = Response<B>>,
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
 {
     service
@@ -86,7 +87,7 @@ fn current_thread() -> tokio::runtime::Runtime {
 /// Runs `iters` calls, one after the other, on a current-thread runtime.
 fn sequential<S, B>(service: &mut S, iters: u64) -> Duration
 where
-    S: Service<Request<()>, Response = Response<B>>,
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
 {
     let runtime = current_thread();
@@ -103,7 +104,7 @@ where
 /// Runs `iters` calls spread over `callers` tasks on a 2-worker runtime; wall time.
 fn contended<S, B>(service: &S, callers: u64, iters: u64) -> Duration
 where
-    S: Service<Request<()>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: std::fmt::Debug,
     B: Send + 'static,
@@ -134,8 +135,8 @@ where
     })
 }
 
-fn bare() -> impl Service<
-    Request<()>,
+fn bare<B: Send + 'static>() -> impl Service<
+    Request<B>,
     Response = Response<Body>,
     Error = Infallible,
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,

@@ -17,7 +17,7 @@ use std::{convert::Infallible, hint::black_box, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use tower::{
     BoxError, Layer, Service, ServiceExt, limit::ConcurrencyLimitLayer, load_shed::LoadShedLayer,
     service_fn,
@@ -29,13 +29,14 @@ static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
 
 type Body = Full<Bytes>;
 
-fn request() -> Request<()> {
-    let mut request = Request::new(());
+fn request() -> Request<Empty<Bytes>> {
+    let mut request = Request::new(Empty::new());
     *request.uri_mut() = Uri::from_static("/work?kib=1&ms=0");
     request
 }
 
-async fn handler(_: Request<()>) -> Result<Response<Body>, Infallible> {
+/// The handler, for any request body: the bare service's, or the one behind the layer.
+async fn handler<B>(_: Request<B>) -> Result<Response<Body>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
 
@@ -56,7 +57,7 @@ fn overloaded(_: BoxError) -> Response<Body> {
 
 async fn run<S, B>(mut service: S, requests: u64)
 where
-    S: Service<Request<()>, Response = Response<B>>,
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
     S::Error: Into<BoxError>,
 {
     for _ in 0..requests {
@@ -99,12 +100,12 @@ fn main() {
             "admission" => {
                 let admission = admission(1024, 16);
                 startup();
-                run(admission.layer().layer(bare()), requests).await
+                run(admission.layer().layer(service_fn(handler)), requests).await
             }
             "admission-reject" => {
                 let admission = admission(1, 0);
                 startup();
-                let mut service = admission.layer().layer(bare());
+                let mut service = admission.layer().layer(service_fn(handler));
                 let held = service.ready().await.unwrap().call(request()).await;
                 run(service, requests).await;
                 drop(held);

@@ -7,6 +7,7 @@ use bytesize::ByteSize;
 use crate::{
     config::{AdmissionConfig, ConfigError, MemoryBudget},
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
+    data_rate::{BodyRates, MinDataRate},
     http_settings::HttpSettings,
     layer::AdmissionLayer,
     memory::MemorySource,
@@ -104,6 +105,10 @@ impl Admission {
             retry_after: response::retry_after(config.retry_after_secs),
             bypass: config.bypass.clone(),
             classifier: config.classifier.clone(),
+            rates: BodyRates {
+                request: config.request_body.rate(),
+                response: config.response_body.rate(),
+            },
         };
         let description = describe(
             &config,
@@ -234,14 +239,25 @@ fn describe(config: &AdmissionConfig, budget: &str, source: &str, tracks: bool) 
          \x20 sample interval   {}\n\
          \x20 bypass            {bypass}\n\
          \x20 retry-after       {} s\n\
-         \x20 memory failure    fail {}",
+         \x20 memory failure    fail {}\n\
+         \x20 request bodies    {}\n\
+         \x20 response bodies   {}",
         config.max_concurrency,
         config.queue_capacity,
         humantime::format_duration(config.queue_timeout),
         humantime::format_duration(config.sample_interval),
         config.retry_after_secs,
         config.memory_failure,
+        describe_rate(config.request_body.rate()),
+        describe_rate(config.response_body.rate()),
     )
+}
+
+fn describe_rate(rate: Option<MinDataRate>) -> String {
+    match rate {
+        Some(rate) => format!("at least {rate}"),
+        None => "no minimum rate".to_owned(),
+    }
 }
 
 /// The source used when the budget is off and jemalloc is unavailable: memory is not read.

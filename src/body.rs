@@ -2,7 +2,9 @@
 
 use std::{
     pin::Pin,
-    task::{Context, Poll, ready},
+    sync::{Arc, Mutex, PoisonError, Weak},
+    task::{Context, Poll, Waker},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -10,30 +12,43 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 
-use crate::{controller::Permit, rejection::Rejection};
+use tokio::time::Instant;
+
+use crate::{
+    controller::Permit,
+    data_rate::{Direction, MinDataRate, TooSlow, WriteMeter},
+    rejection::Rejection,
+    request_body::BoxError,
+};
 
 pin_project! {
     /// The body of a response that passed through [`AdmissionService`](crate::AdmissionService):
     /// the inner service's body, which holds the request's slot and memory reservation until
-    /// it ends or is dropped, or the layer's own rejection text.
+    /// it ends or is dropped, or the layer's own answer (a rejection, or `408` for a request
+    /// body too slow).
     ///
     /// Holding the permit for the body's lifetime matters for streaming responses: the
-    /// handler has returned, but the work (and its memory) goes on until the last frame.
+    /// handler has returned, but the work (and its memory) goes on until the last frame. A
+    /// client that takes the body slower than the minimum rate
+    /// ([`AdmissionConfig::min_response_body_rate`](crate::AdmissionConfig::min_response_body_rate))
+    /// does not hold it longer: the body then fails with [`TooSlow`](crate::TooSlow) and the
+    /// permit goes back.
     ///
     /// ```
     /// use http::{Request, Response};
-    /// use http_body_util::{BodyExt, Full};
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty, Full};
     /// use tower::{Layer, ServiceExt, service_fn};
-    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory, MinRateBody};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let config = AdmissionConfig::default().memory_budget_bytes(1 << 30);
     /// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
-    /// let service = admission.layer().layer(service_fn(|_: Request<()>| async {
+    /// let service = admission.layer().layer(service_fn(|_: Request<MinRateBody<Empty<Bytes>>>| async {
     ///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(bytes::Bytes::from("hi"))))
     /// }));
-    /// let response = service.oneshot(Request::new(())).await.unwrap();
+    /// let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
     /// assert_eq!(admission.snapshot().in_flight, 1, "the body holds the permit");
     /// let body = response.into_body().collect().await.unwrap().to_bytes();
     /// assert_eq!(body, "hi");
@@ -52,26 +67,68 @@ pin_project! {
         Inner {
             #[pin]
             body: B,
-            permit: Option<Permit>,
+            holder: Holder,
         },
-        Rejected {
-            rejection: Rejection,
+        Own {
+            rejection: Option<Rejection>,
             #[pin]
             body: Full<Bytes>,
         },
     }
 }
 
+/// What an admitted response holds until its body ends: the permit, and the meter of how
+/// fast the client takes the body. Inline, or shared with a watchdog once the body streams.
+#[derive(Debug)]
+enum Holder {
+    Inline(Guard),
+    Watched(Arc<Mutex<Guard>>),
+}
+
+#[derive(Debug, Default)]
+struct Guard {
+    permit: Option<Permit>,
+    meter: Option<WriteMeter>,
+    /// The body's task, woken if the watchdog cuts the body off.
+    waker: Option<Waker>,
+    cut: Option<TooSlow>,
+}
+
+impl Guard {
+    /// Ends the body for being too slow: the permit goes back now.
+    fn cut(&mut self, slow: TooSlow) {
+        if let Some(permit) = self.permit.take() {
+            permit.controller().record_slow(slow);
+        }
+        self.cut = Some(slow);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
 impl<B> AdmissionBody<B> {
-    pub(crate) fn inner(body: B, permit: Option<Permit>) -> Self {
+    /// The inner service's body, holding `permit` (if admitted) until it ends, and cut off
+    /// once its client takes it slower than `rate`.
+    pub(crate) fn admitted(body: B, permit: Option<Permit>, rate: Option<MinDataRate>) -> Self {
+        let meter = rate.filter(|_| permit.is_some()).map(WriteMeter::new);
+        let guard = Guard {
+            permit,
+            meter,
+            ..Guard::default()
+        };
         Self {
-            kind: Kind::Inner { body, permit },
+            kind: Kind::Inner {
+                body,
+                holder: Holder::Inline(guard),
+            },
         }
     }
 
-    pub(crate) fn rejected(rejection: Rejection, text: Bytes) -> Self {
+    /// The layer's own response: a rejection, or a `408` for a request body too slow.
+    pub(crate) fn own(rejection: Option<Rejection>, text: Bytes) -> Self {
         Self {
-            kind: Kind::Rejected {
+            kind: Kind::Own {
                 rejection,
                 body: Full::new(text),
             },
@@ -84,7 +141,7 @@ impl<B> AdmissionBody<B> {
     /// allocations per rejection on the path that must stay cheapest under overload.
     pub fn rejection(&self) -> Option<Rejection> {
         match &self.kind {
-            Kind::Rejected { rejection, .. } => Some(*rejection),
+            Kind::Own { rejection, .. } => *rejection,
             Kind::Inner { .. } => None,
         }
     }
@@ -93,14 +150,8 @@ impl<B> AdmissionBody<B> {
 impl<B> std::fmt::Debug for AdmissionBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
-            Kind::Inner { permit, .. } => {
-                if permit.is_some() {
-                    "Inner (admitted)"
-                } else {
-                    "Inner"
-                }
-            }
-            Kind::Rejected { .. } => "Rejected",
+            Kind::Inner { .. } => "Inner",
+            Kind::Own { .. } => "Own",
         };
         f.debug_tuple("AdmissionBody").field(&kind).finish()
     }
@@ -109,41 +160,130 @@ impl<B> std::fmt::Debug for AdmissionBody<B> {
 impl<B> Body for AdmissionBody<B>
 where
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
-            KindProj::Inner { mut body, permit } => {
-                let frame = ready!(match permit {
-                    Some(permit) => permit.track(|| body.as_mut().poll_frame(cx)),
-                    None => body.as_mut().poll_frame(cx),
-                });
-                if matches!(frame, None | Some(Err(_))) || body.is_end_stream() {
-                    // Done: let the next request in now, not when hyper drops the body.
-                    drop(permit.take());
+            KindProj::Inner { body, holder } => {
+                let (frame, hand_over) = match holder {
+                    Holder::Inline(guard) => poll_guarded(body, guard, cx),
+                    Holder::Watched(shared) => poll_guarded(body, &mut lock(shared), cx),
+                };
+                if let (Holder::Inline(guard), Some(deadline)) = (&mut *holder, hand_over) {
+                    // The body streams and its client may stall, when the server stops
+                    // asking for frames: a watchdog must be able to cut it off.
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        let shared = Arc::new(Mutex::new(std::mem::take(guard)));
+                        runtime.spawn(watchdog(Arc::downgrade(&shared), deadline));
+                        *holder = Holder::Watched(shared);
+                    }
                 }
-                Poll::Ready(frame)
+                frame
             }
-            KindProj::Rejected { body, .. } => body.poll_frame(cx).map_err(|never| match never {}),
+            KindProj::Own { body, .. } => body.poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body, .. } => body.is_end_stream(),
-            Kind::Rejected { body, .. } => body.is_end_stream(),
+            Kind::Own { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body, .. } => body.size_hint(),
-            Kind::Rejected { body, .. } => body.size_hint(),
+            Kind::Own { body, .. } => body.size_hint(),
         }
     }
+}
+
+/// Polls the inner body under its guard. Also returns, when a frame was handed over and
+/// more are to come, the time by which the client must have taken it.
+#[allow(clippy::type_complexity)]
+fn poll_guarded<B>(
+    mut body: Pin<&mut B>,
+    guard: &mut Guard,
+    cx: &mut Context<'_>,
+) -> (
+    Poll<Option<Result<Frame<Bytes>, BoxError>>>,
+    Option<Instant>,
+)
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if let Some(slow) = guard.cut {
+        return (Poll::Ready(Some(Err(Box::new(slow)))), None);
+    }
+    if let Some(meter) = &mut guard.meter {
+        // Asked for more: the frame handed over last was taken, in time or not.
+        if meter.deadline().is_some() {
+            if let Err(slow) = meter.asked(Instant::now()) {
+                guard.cut(slow);
+                return (Poll::Ready(Some(Err(Box::new(slow)))), None);
+            }
+        }
+    }
+    let polled = match &mut guard.permit {
+        Some(permit) => permit.track(|| body.as_mut().poll_frame(cx)),
+        None => body.as_mut().poll_frame(cx),
+    };
+    let Poll::Ready(frame) = polled else {
+        return (Poll::Pending, None);
+    };
+    if matches!(frame, None | Some(Err(_))) || body.is_end_stream() {
+        // Done: let the next request in now, not when hyper drops the body.
+        guard.permit = None;
+        guard.meter = None;
+        return (Poll::Ready(frame.map(|f| f.map_err(Into::into))), None);
+    }
+    let handed = match (&mut guard.meter, &frame) {
+        (Some(meter), Some(Ok(frame))) if guard.permit.is_some() => {
+            let bytes = frame.data_ref().map_or(0, |data| data.len() as u64);
+            guard.waker = Some(cx.waker().clone());
+            Some(meter.handed(bytes, Instant::now()))
+        }
+        _ => None,
+    };
+    (Poll::Ready(frame.map(|f| f.map_err(Into::into))), handed)
+}
+
+/// Cuts the body off once the frame handed over last is not taken in time. Ends with the
+/// body, or with the permit.
+async fn watchdog(guard: Weak<Mutex<Guard>>, mut wake_at: Instant) {
+    loop {
+        tokio::time::sleep_until(wake_at).await;
+        let Some(shared) = guard.upgrade() else {
+            return;
+        };
+        let mut guard = lock(&shared);
+        let Some(meter) = &guard.meter else { return };
+        if guard.permit.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        wake_at = match meter.deadline() {
+            Some(deadline) if deadline < now => {
+                let slow = TooSlow::new(Direction::Response, meter.rate());
+                guard.cut(slow);
+                return;
+            }
+            Some(deadline) => deadline,
+            // Waiting for its handler: look again in a while.
+            None => now + meter.rate().grace().max(Duration::from_millis(100)),
+        };
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere while it was held; the guard is still sound.
+fn lock(shared: &Mutex<Guard>) -> std::sync::MutexGuard<'_, Guard> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -6,6 +6,7 @@ use bytesize::ByteSize;
 
 use crate::{
     controller::CostClass,
+    data_rate::MinDataRate,
     http_settings::{Classifier, RequestHead},
 };
 
@@ -20,8 +21,13 @@ pub(crate) mod vars {
     pub(crate) const RETRY_AFTER: &str = "ADMISSION_RETRY_AFTER";
     /// What an unreadable memory source means (see [`MemoryFailure`]).
     pub(crate) const MEMORY_FAILURE: &str = "ADMISSION_MEMORY_FAILURE";
+    /// The minimum rates of admitted requests' bodies (see [`MinDataRate`]).
+    pub(crate) const MIN_REQUEST_BODY_RATE: &str = "ADMISSION_MIN_REQUEST_BODY_RATE";
+    pub(crate) const REQUEST_BODY_GRACE: &str = "ADMISSION_REQUEST_BODY_GRACE";
+    pub(crate) const MIN_RESPONSE_BODY_RATE: &str = "ADMISSION_MIN_RESPONSE_BODY_RATE";
+    pub(crate) const RESPONSE_BODY_GRACE: &str = "ADMISSION_RESPONSE_BODY_GRACE";
 
-    pub(crate) const ALL: [&str; 8] = [
+    pub(crate) const ALL: [&str; 12] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -30,6 +36,10 @@ pub(crate) mod vars {
         BYPASS,
         RETRY_AFTER,
         MEMORY_FAILURE,
+        MIN_REQUEST_BODY_RATE,
+        REQUEST_BODY_GRACE,
+        MIN_RESPONSE_BODY_RATE,
+        RESPONSE_BODY_GRACE,
     ];
     pub(crate) const PREFIX: &str = "ADMISSION_";
 }
@@ -40,6 +50,7 @@ const SIZE_FORMS: &str =
     "a size such as 512MiB, 2GB or 1048576 (bytes), a percentage in (0, 100] such as 75%, or off";
 const DURATION_FORMS: &str = "a duration greater than zero, such as 250ms or 2s";
 const MEMORY_FAILURE_FORMS: &str = "open or closed";
+const RATE_FORMS: &str = "bytes per second such as 240, 240B/s or 1KiB/s (at least 1 byte), or off";
 const BYPASS_FORMS: &str =
     "comma-separated path prefixes starting with '/', such as /health,/metrics";
 
@@ -141,11 +152,41 @@ pub struct AdmissionConfig {
     pub(crate) memory_failure: MemoryFailure,
     pub(crate) classifier: Option<Classifier>,
     pub(crate) reservations: bool,
+    pub(crate) request_body: RateSetting,
+    pub(crate) response_body: RateSetting,
+}
+
+/// One direction's minimum rate as configured: the rate may be off while a grace is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateSetting {
+    pub(crate) bytes_per_second: Option<u64>,
+    pub(crate) grace: Duration,
+}
+
+impl RateSetting {
+    /// Kestrel's defaults: 240 bytes/s after a 5 s grace period.
+    const DEFAULT: Self = Self {
+        bytes_per_second: Some(240),
+        grace: Duration::from_secs(5),
+    };
+
+    pub(crate) fn rate(&self) -> Option<MinDataRate> {
+        self.bytes_per_second
+            .map(|bytes_per_second| MinDataRate::new(bytes_per_second, self.grace))
+    }
+
+    fn set(&mut self, rate: Option<MinDataRate>) {
+        self.bytes_per_second = rate.map(|rate| rate.bytes_per_second());
+        if let Some(rate) = rate {
+            self.grace = rate.grace();
+        }
+    }
 }
 
 impl Default for AdmissionConfig {
     /// The defaults of the environment contract: 256 in flight, 75 % of memory, 1024 waiters,
-    /// a 1 s queue timeout, a 10 ms sample interval, no bypass, `Retry-After: 1`.
+    /// a 1 s queue timeout, a 10 ms sample interval, no bypass, `Retry-After: 1`; bodies
+    /// at least 240 bytes/s each way after a 5 s grace period.
     fn default() -> Self {
         Self {
             max_concurrency: 256,
@@ -159,6 +200,8 @@ impl Default for AdmissionConfig {
             memory_failure: MemoryFailure::Open,
             classifier: None,
             reservations: false,
+            request_body: RateSetting::DEFAULT,
+            response_body: RateSetting::DEFAULT,
         }
     }
 }
@@ -267,6 +310,22 @@ impl AdmissionConfig {
                     _ => return Err(malformed(MEMORY_FAILURE_FORMS)),
                 };
             }
+            vars::MIN_REQUEST_BODY_RATE => {
+                self.request_body.bytes_per_second =
+                    parse_rate(trimmed).ok_or_else(|| malformed(RATE_FORMS))?;
+            }
+            vars::REQUEST_BODY_GRACE => {
+                self.request_body.grace =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            vars::MIN_RESPONSE_BODY_RATE => {
+                self.response_body.bytes_per_second =
+                    parse_rate(trimmed).ok_or_else(|| malformed(RATE_FORMS))?;
+            }
+            vars::RESPONSE_BODY_GRACE => {
+                self.response_body.grace =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
             _ => unreachable!("every name in vars::ALL is handled"),
         }
         Ok(())
@@ -372,6 +431,45 @@ impl AdmissionConfig {
         self
     }
 
+    /// The least rate at which an admitted request's client must send its body
+    /// (`ADMISSION_MIN_REQUEST_BODY_RATE`, `ADMISSION_REQUEST_BODY_GRACE`); `None` for no
+    /// minimum. Default 240 bytes/s after 5 s, as Kestrel's.
+    ///
+    /// Only time the handler spends waiting for body data counts. Below the rate, the body
+    /// fails with [`TooSlow`](crate::TooSlow), the layer answers `408 Request Timeout` with
+    /// `Connection: close`, and the request's slot and memory go back at once: a client
+    /// that trickles its body cannot hold them for long.
+    pub fn min_request_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
+        self.request_body.set(rate.into());
+        self
+    }
+
+    /// The least rate at which an admitted request's client must take its response body
+    /// (`ADMISSION_MIN_RESPONSE_BODY_RATE`, `ADMISSION_RESPONSE_BODY_GRACE`); `None` for no
+    /// minimum. Default 240 bytes/s after 5 s, as Kestrel's.
+    ///
+    /// Each frame the body hands the server must be taken within the grace period or its
+    /// size at the rate, whichever is longer. Time the body waits for its handler does not
+    /// count. Below the rate, the body ends with [`TooSlow`](crate::TooSlow) (hyper closes the
+    /// connection) and the request's slot and memory go back, even while the server, its
+    /// buffers full, does not ask for more. The server's and the kernel's buffers hide a
+    /// client's pace for as long as they take to fill: a response that fits in them is never
+    /// cut off, and its permit goes back once it is handed over.
+    pub fn min_response_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
+        self.response_body.set(rate.into());
+        self
+    }
+
+    /// The configured minimum request body rate, `None` when off.
+    pub fn get_min_request_body_rate(&self) -> Option<MinDataRate> {
+        self.request_body.rate()
+    }
+
+    /// The configured minimum response body rate, `None` when off.
+    pub fn get_min_response_body_rate(&self) -> Option<MinDataRate> {
+        self.response_body.rate()
+    }
+
     /// What the memory limit does while the reading cannot be trusted
     /// (`ADMISSION_MEMORY_FAILURE`, `open` by default): see [`MemoryFailure`].
     pub fn on_memory_failure(mut self, policy: MemoryFailure) -> Self {
@@ -418,6 +516,17 @@ impl AdmissionConfig {
         if self.sample_interval.is_zero() {
             return invalid("sample_interval", "must be greater than zero");
         }
+        for (setting, rate) in [
+            ("min_request_body_rate", self.request_body),
+            ("min_response_body_rate", self.response_body),
+        ] {
+            if rate.bytes_per_second == Some(0) {
+                return invalid(
+                    setting,
+                    "must be at least 1 byte per second (or None for off)",
+                );
+            }
+        }
         if let Some(bad) = self.bypass.iter().find(|p| !p.starts_with('/')) {
             return invalid("bypass", &format!("prefix {bad:?} must start with '/'"));
         }
@@ -441,9 +550,26 @@ fn parse_budget(value: &str) -> Option<MemoryBudget> {
         let pct: f64 = pct.trim_end().parse().ok()?;
         return (pct > 0.0 && pct <= 100.0).then_some(MemoryBudget::Percent(pct));
     }
+    parse_size(value).map(MemoryBudget::Bytes)
+}
+
+/// Bytes per second, `None` for off.
+fn parse_rate(value: &str) -> Option<Option<u64>> {
+    if value.eq_ignore_ascii_case("off") {
+        return Some(None);
+    }
+    let size = value.strip_suffix("/s").unwrap_or(value).trim_end();
+    if size.starts_with('+') {
+        return None;
+    }
+    parse_size(size).map(Some)
+}
+
+/// A size of at least one byte, such as 240, 240B or 1KiB.
+fn parse_size(value: &str) -> Option<u64> {
     // bytesize saturates instead of failing on overflow; a saturated value is a typo.
     let bytes = value.parse::<ByteSize>().ok()?.as_u64();
-    (bytes > 0 && bytes < u64::MAX).then_some(MemoryBudget::Bytes(bytes))
+    (bytes > 0 && bytes < u64::MAX).then_some(bytes)
 }
 
 fn parse_duration(value: &str) -> Option<Duration> {

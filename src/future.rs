@@ -9,6 +9,7 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -16,8 +17,10 @@ use tower_service::Service;
 use crate::{
     body::AdmissionBody,
     controller::{Permit, Ticket},
+    data_rate::{BodyRates, MinDataRate},
     metrics,
     rejection::Rejection,
+    request_body::{CutOff, MinRateBody},
     reservation::Reservation,
     response,
 };
@@ -30,7 +33,7 @@ pin_project! {
     /// the queue at once; dropping it later releases the permit.
     pub struct ResponseFuture<S, B>
     where
-        S: Service<Request<B>>,
+        S: Service<Request<MinRateBody<B>>>,
     {
         #[pin]
         state: State<S, B>,
@@ -41,12 +44,15 @@ pin_project! {
     #[project = StateProj]
     enum State<S, B>
     where
-        S: Service<Request<B>>,
+        S: Service<Request<MinRateBody<B>>>,
     {
         Called {
             #[pin]
             future: S::Future,
             permit: Option<Permit>,
+            // Set if the request's body is cut off for being too slow.
+            cut: Option<CutOff>,
+            response_rate: Option<MinDataRate>,
         },
         // Boxed: the queued path is the slow path, and this keeps the common future small.
         Queued {
@@ -70,16 +76,38 @@ pin_project! {
         retry_after: HeaderValue,
         // How long a reservation of the request's handler may wait.
         timeout: Duration,
+        rates: BodyRates,
     }
 }
 
 impl<S, B> ResponseFuture<S, B>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<MinRateBody<B>>>,
+    B: Body,
 {
-    pub(crate) fn called(future: S::Future, permit: Option<Permit>) -> Self {
+    /// Calls `service` with a request that skips admission.
+    pub(crate) fn bypassed(service: &mut S, request: Request<B>) -> Self {
+        let future = service.call(MinRateBody::unmetered(request));
         Self {
-            state: State::Called { future, permit },
+            state: State::Called {
+                future,
+                permit: None,
+                cut: None,
+                response_rate: None,
+            },
+        }
+    }
+
+    /// Calls `service` with an admitted request, which holds `permit`.
+    pub(crate) fn admitted(
+        service: &mut S,
+        request: Request<B>,
+        permit: Permit,
+        timeout: Duration,
+        rates: BodyRates,
+    ) -> Self {
+        Self {
+            state: call_admitted(service, request, permit, timeout, rates),
         }
     }
 
@@ -89,6 +117,7 @@ where
         service: S,
         request: Request<B>,
         retry_after: HeaderValue,
+        rates: BodyRates,
     ) -> Self {
         let queued_at = Instant::now();
         let waiting = Waiting {
@@ -98,6 +127,7 @@ where
             call: Some((service, request)),
             retry_after,
             timeout,
+            rates,
         };
         Self {
             state: State::Queued {
@@ -116,32 +146,70 @@ where
     }
 }
 
+/// The admitted request's state: its reservation attached, its body metered, its handler
+/// called.
+fn call_admitted<S, B>(
+    service: &mut S,
+    mut request: Request<B>,
+    permit: Permit,
+    timeout: Duration,
+    rates: BodyRates,
+) -> State<S, B>
+where
+    S: Service<Request<MinRateBody<B>>>,
+    B: Body,
+{
+    Reservation::attach(&mut request, &permit, timeout);
+    let (request, cut) = MinRateBody::metered(request, rates.request);
+    State::Called {
+        future: service.call(request),
+        permit: Some(permit),
+        cut,
+        response_rate: rates.response,
+    }
+}
+
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<MinRateBody<B>>, Response = Response<ResBody>>,
+    B: Body,
 {
     type Output = Result<Response<AdmissionBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let (permit, (mut service, request)) = match this.state.as_mut().project() {
-                StateProj::Called { future, permit } => {
-                    let response = match permit {
-                        Some(permit) => ready!(permit.track(|| future.poll(cx)))?,
-                        None => ready!(future.poll(cx))?,
+            let admitted = match this.state.as_mut().project() {
+                StateProj::Called {
+                    future,
+                    permit,
+                    cut,
+                    response_rate,
+                } => {
+                    let polled = match permit {
+                        Some(permit) => permit.track(|| future.poll(cx)),
+                        None => future.poll(cx),
                     };
-                    let permit = permit.take();
-                    return Poll::Ready(
-                        Ok(response.map(|body| AdmissionBody::inner(body, permit))),
-                    );
+                    // A body cut off for being too slow answers 408, whatever the handler
+                    // made of the error, and gives the permit back now.
+                    if let Some(slow) = cut.as_ref().and_then(CutOff::too_slow) {
+                        if let Some(permit) = permit.take() {
+                            permit.controller().record_slow(slow);
+                        }
+                        return Poll::Ready(Ok(response::too_slow(slow)));
+                    }
+                    let response = ready!(polled)?;
+                    let (permit, rate) = (permit.take(), *response_rate);
+                    return Poll::Ready(Ok(
+                        response.map(|body| AdmissionBody::admitted(body, permit, rate))
+                    ));
                 }
                 StateProj::Rejected {
                     rejection,
                     retry_after,
                 } => return Poll::Ready(Ok(response::rejection(*rejection, retry_after))),
                 StateProj::Queued { waiting } => match ready!(poll_queued(waiting.as_mut(), cx)) {
-                    Ok(admitted) => admitted,
+                    Ok(state) => state,
                     Err((rejection, retry_after)) => {
                         this.state.set(State::Rejected {
                             rejection,
@@ -151,24 +219,23 @@ where
                     }
                 },
             };
-            let future = service.call(request);
-            this.state.set(State::Called {
-                future,
-                permit: Some(permit),
-            });
+            this.state.set(admitted);
         }
     }
 }
-
-/// The queued state's step: ready once admitted (with the readied service and the request)
-/// or rejected at the deadline. Kept apart, and cold, so the common path stays small.
+/// The queued state's step: ready once admitted (with the admitted request's state) or
+/// rejected at the deadline. Kept apart, and cold, so the common path stays small.
 #[cold]
 #[inline(never)]
 #[allow(clippy::type_complexity)]
 fn poll_queued<S, B>(
     waiting: Pin<&mut Waiting<S, B>>,
     cx: &mut Context<'_>,
-) -> Poll<Result<(Permit, (S, Request<B>)), (Rejection, HeaderValue)>> {
+) -> Poll<Result<State<S, B>, (Rejection, HeaderValue)>>
+where
+    S: Service<Request<MinRateBody<B>>>,
+    B: Body,
+{
     let waiting = waiting.project();
     let granted = match waiting.ticket.poll_grant(cx) {
         Poll::Ready(granted) => granted,
@@ -179,10 +246,13 @@ fn poll_queued<S, B>(
     };
     metrics::record_queue_wait(waiting.queued_at.elapsed());
     Poll::Ready(match (granted, waiting.call.take()) {
-        (Ok(permit), Some((service, mut request))) => {
-            Reservation::attach(&mut request, &permit, *waiting.timeout);
-            Ok((permit, (service, request)))
-        }
+        (Ok(permit), Some((mut service, request))) => Ok(call_admitted(
+            &mut service,
+            request,
+            permit,
+            *waiting.timeout,
+            *waiting.rates,
+        )),
         (Err(rejection), _) => Err((rejection, waiting.retry_after.clone())),
         (Ok(_), None) => unreachable!("the state leaves Queued as soon as `call` is taken"),
     })
@@ -190,7 +260,7 @@ fn poll_queued<S, B>(
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<MinRateBody<B>>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {

@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Uri};
 
-use crate::controller::CostClass;
+use crate::{controller::CostClass, data_rate::BodyRates};
 
 /// What a classifier sees of a request: its head, borrowed (see
 /// [`AdmissionConfig::classify`](crate::AdmissionConfig::classify)).
@@ -85,6 +85,7 @@ pub(crate) struct HttpSettings {
     pub(crate) retry_after: HeaderValue,
     pub(crate) bypass: Vec<String>,
     pub(crate) classifier: Option<Classifier>,
+    pub(crate) rates: BodyRates,
 }
 
 impl HttpSettings {
@@ -118,6 +119,7 @@ mod tests {
             retry_after: HeaderValue::from_static("1"),
             bypass: vec!["/health".into(), "/static/".into()],
             classifier,
+            rates: BodyRates::default(),
         }
     }
 

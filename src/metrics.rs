@@ -17,7 +17,7 @@ mod enabled {
         Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
     };
 
-    use crate::{Limit, Reason, snapshot::Snapshot};
+    use crate::{Direction, Limit, Reason, snapshot::Snapshot};
 
     pub(crate) fn describe() {
         describe_gauge!(
@@ -65,6 +65,10 @@ mod enabled {
             Unit::Seconds,
             "Time spent queued by the requests that waited."
         );
+        describe_counter!(
+            "admission_cut_off_total",
+            "Admitted requests cut off because their client sent (direction=request) or read (direction=response) the body slower than the minimum rate."
+        );
         // Registered up front, so the histogram is scraped (empty) before anyone waits.
         let _ = histogram!("admission_queue_wait_seconds");
     }
@@ -90,6 +94,10 @@ mod enabled {
                 counter!("admission_rejected_total", "reason" => reason.as_str(), "limit" => limit.as_str())
                     .absolute(s.rejected(reason, limit));
             }
+        }
+        for direction in [Direction::Request, Direction::Response] {
+            counter!("admission_cut_off_total", "direction" => direction.as_str())
+                .absolute(s.cut_off(direction));
         }
     }
 

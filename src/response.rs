@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::{AdmissionBody, Limit, Reason, Rejection};
+use crate::{AdmissionBody, Limit, Reason, Rejection, TooSlow};
 
 /// `Retry-After` values that clone without touching a reference count: the rejection path is
 /// the one that must stay cheapest under overload.
@@ -50,8 +50,8 @@ pub(crate) fn rejection<B>(
             "too large: reason=too_large limit=memory (the declared body exceeds the whole memory budget)\n",
         ),
     };
-    let mut response = Response::new(AdmissionBody::rejected(
-        rejection,
+    let mut response = Response::new(AdmissionBody::own(
+        Some(rejection),
         Bytes::from_static(text.as_bytes()),
     ));
     *response.status_mut() = status;
@@ -63,6 +63,21 @@ pub(crate) fn rejection<B>(
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, retry_after.clone());
     }
+    response
+}
+
+/// `408` for a request whose body came slower than the minimum rate. The connection closes:
+/// the rest of the body will not be read.
+pub(crate) fn too_slow<B>(slow: TooSlow) -> Response<AdmissionBody<B>> {
+    let text = format!("request timeout: {slow}\n");
+    let mut response = Response::new(AdmissionBody::own(None, Bytes::from(text)));
+    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

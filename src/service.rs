@@ -14,7 +14,7 @@ use crate::{
     controller::{Acquired, Controller, CostClass},
     future::ResponseFuture,
     http_settings::HttpSettings,
-    reservation::Reservation,
+    request_body::MinRateBody,
     snapshot::Snapshot,
 };
 
@@ -34,7 +34,7 @@ use crate::{
 /// use std::convert::Infallible;
 /// use http::{Request, Response, StatusCode};
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
-/// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+/// use tower_admission::{Admission, AdmissionConfig, ManualMemory, MinRateBody};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -42,7 +42,7 @@ use crate::{
 /// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
 /// let service = ServiceBuilder::new()
 ///     .layer(admission.layer())
-///     .service(service_fn(|_: Request<String>| async {
+///     .service(service_fn(|_: Request<MinRateBody<String>>| async {
 ///         Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
 ///     }));
 ///
@@ -97,7 +97,8 @@ impl<S> AdmissionService<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AdmissionService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<MinRateBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    ReqBody: http_body::Body,
     ResBody: http_body::Body<Data = Bytes>,
 {
     type Response = Response<AdmissionBody<ResBody>>;
@@ -108,10 +109,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let settings = &self.settings;
         if settings.bypasses(request.uri().path()) {
-            return ResponseFuture::called(self.inner.call(request), None);
+            return ResponseFuture::bypassed(&mut self.inner, request);
         }
         // Without a budget, costs are not charged: no need to know the class.
         let class = match self.controller.settings.budget {
@@ -119,10 +120,13 @@ where
             None => CostClass::NONE,
         };
         match self.controller.acquire(class, declared_length(&request)) {
-            Acquired::Admitted(permit) => {
-                Reservation::attach(&mut request, &permit, settings.queue_timeout);
-                ResponseFuture::called(self.inner.call(request), Some(permit))
-            }
+            Acquired::Admitted(permit) => ResponseFuture::admitted(
+                &mut self.inner,
+                request,
+                permit,
+                settings.queue_timeout,
+                settings.rates,
+            ),
             Acquired::Queued(ticket) => {
                 // The readied service goes with the request; this one gets a fresh clone,
                 // which the next `poll_ready` readies.
@@ -134,6 +138,7 @@ where
                     readied,
                     request,
                     settings.retry_after.clone(),
+                    settings.rates,
                 )
             }
             Acquired::Rejected(rejection) => {
@@ -143,7 +148,6 @@ where
     }
 }
 
-/// The body size the client declared in `Content-Length`, if any.
 fn declared_length<B>(request: &Request<B>) -> Option<u64> {
     request
         .headers()

@@ -1,6 +1,6 @@
 //! A lock-free view of one admission pool's live figures.
 
-use crate::{Limit, Reason};
+use crate::{Direction, Limit, Reason};
 
 /// The live figures of an admission pool, read without taking its lock.
 ///
@@ -44,12 +44,19 @@ pub struct Snapshot {
     /// Time since the memory source last refreshed successfully.
     pub memory_reading_age: std::time::Duration,
     pub(crate) rejected: [[u64; 2]; 3],
+    pub(crate) cut_off: [u64; 2],
 }
 
 impl Snapshot {
     /// Requests refused since start for `reason` at `limit`.
     pub fn rejected(&self, reason: Reason, limit: Limit) -> u64 {
         self.rejected[reason as usize][limit as usize]
+    }
+
+    /// Admitted requests cut off since start because their client sent (`Request`) or read
+    /// (`Response`) the body slower than the minimum rate.
+    pub fn cut_off(&self, direction: Direction) -> u64 {
+        self.cut_off[direction as usize]
     }
 
     /// Requests refused since start, for any reason.

@@ -14,10 +14,10 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use tokio::sync::Semaphore;
 use tower::{Layer, ServiceExt, service_fn};
-use tower_admission::{Admission, AdmissionConfig, JemallocMemory, MemorySource};
+use tower_admission::{Admission, AdmissionConfig, JemallocMemory, MemorySource, MinRateBody};
 
 #[global_allocator]
 static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
@@ -59,6 +59,16 @@ fn serially(test: impl std::future::Future<Output = ()>) {
         .block_on(test);
 }
 
+/// How many MiB a request asks its handler to allocate.
+#[derive(Clone, Copy)]
+struct Mib(u64);
+
+fn asking(mib: u64) -> Request<Empty<Bytes>> {
+    let mut request = Request::new(Empty::new());
+    request.extensions_mut().insert(Mib(mib));
+    request
+}
+
 #[test]
 fn the_budget_reacts_to_real_allocations() {
     serially(budget_reacts_to_real_allocations());
@@ -75,22 +85,24 @@ async fn budget_reacts_to_real_allocations() {
     let admission = Admission::new(config).unwrap();
     assert!(admission.to_string().contains("jemalloc"), "{admission}");
 
-    // A handler that allocates `mib` MiB (every page written) and holds it until released.
+    // A handler that allocates the MiB its request names (every page written) and holds
+    // them until released.
     let gate = Arc::new(Semaphore::new(0));
     let handler_gate = gate.clone();
-    let service = admission
-        .layer()
-        .layer(service_fn(move |request: Request<u64>| {
+    let service = admission.layer().layer(service_fn(
+        move |request: Request<MinRateBody<Empty<Bytes>>>| {
             let gate = handler_gate.clone();
             async move {
-                let block = vec![1u8; (*request.body() * MIB) as usize];
+                let Mib(mib) = request.extensions().get::<Mib>().copied().unwrap();
+                let block = vec![1u8; (mib * MIB) as usize];
                 gate.acquire().await.unwrap().forget();
                 let len = std::hint::black_box(block).len();
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(len.to_string()))))
             }
-        }));
+        },
+    ));
 
-    let big = tokio::spawn(service.clone().oneshot(Request::new(100)));
+    let big = tokio::spawn(service.clone().oneshot(asking(100)));
     // The sampler sees the 100 MiB, and the request is charged them (not only its 1 MiB
     // estimate) as soon as the poll that allocated them returns.
     wait_for(&admission, "the sampler to see 100 MiB, charged", |s| {
@@ -99,7 +111,7 @@ async fn budget_reacts_to_real_allocations() {
     .await;
 
     // Over budget with a request in flight: the next one waits.
-    let small = tokio::spawn(service.oneshot(Request::new(0)));
+    let small = tokio::spawn(service.oneshot(asking(0)));
     wait_for(&admission, "the small request to queue", |s| s.queued == 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(

@@ -5,9 +5,11 @@ use std::{convert::Infallible, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_admission::{Admission, AdmissionConfig, Limit, ManualMemory, MemoryBudget, Reason};
+use tower_admission::{
+    Admission, AdmissionConfig, Limit, ManualMemory, MemoryBudget, MinRateBody, Reason,
+};
 
 fn admission(config: AdmissionConfig) -> Admission {
     Admission::with_memory_source(
@@ -17,7 +19,7 @@ fn admission(config: AdmissionConfig) -> Admission {
     .unwrap()
 }
 
-async fn ok(_: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn ok(_: Request<MinRateBody<Empty<Bytes>>>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
 
@@ -29,10 +31,13 @@ async fn the_inner_error_type_passes_through() {
     let admission = admission(AdmissionConfig::default());
     let service = ServiceBuilder::new()
         .layer(admission.layer())
-        .service(service_fn(|_: Request<()>| async {
+        .service(service_fn(|_: Request<MinRateBody<Empty<Bytes>>>| async {
             Err::<Response<Full<Bytes>>, _>(Boom)
         }));
-    let error: Boom = service.oneshot(Request::new(())).await.unwrap_err();
+    let error: Boom = service
+        .oneshot(Request::new(Empty::new()))
+        .await
+        .unwrap_err();
     assert_eq!(error, Boom);
     assert_eq!(
         admission.snapshot().in_flight,
@@ -50,13 +55,17 @@ async fn every_layer_call_shares_one_pool() {
     );
     let first = admission.layer().layer(service_fn(ok));
     let second = admission.layer().layer(service_fn(ok));
-    let held = first.oneshot(Request::new(())).await.unwrap();
+    let held = first.oneshot(Request::new(Empty::new())).await.unwrap();
     assert_eq!(
         admission.snapshot().in_flight,
         1,
         "the body holds the permit"
     );
-    let shed = second.clone().oneshot(Request::new(())).await.unwrap();
+    let shed = second
+        .clone()
+        .oneshot(Request::new(Empty::new()))
+        .await
+        .unwrap();
     assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         shed.body().rejection().map(|r| (r.reason(), r.limit())),
@@ -64,7 +73,7 @@ async fn every_layer_call_shares_one_pool() {
     );
     drop(held);
     assert_eq!(admission.snapshot().in_flight, 0);
-    let served = second.oneshot(Request::new(())).await.unwrap();
+    let served = second.oneshot(Request::new(Empty::new())).await.unwrap();
     assert_eq!(served.status(), StatusCode::OK);
 }
 
@@ -77,8 +86,12 @@ async fn the_deadline_is_exact_under_a_paused_clock() {
             .queue_timeout(timeout),
     );
     let service = admission.layer().layer(service_fn(ok));
-    let held = service.clone().oneshot(Request::new(())).await.unwrap();
-    let waiter = tokio::spawn(service.oneshot(Request::new(())));
+    let held = service
+        .clone()
+        .oneshot(Request::new(Empty::new()))
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(service.oneshot(Request::new(Empty::new())));
     tokio::task::yield_now().await;
     assert_eq!(admission.snapshot().queued, 1);
     tokio::time::advance(timeout - Duration::from_millis(1)).await;
@@ -100,8 +113,12 @@ async fn the_deadline_is_exact_under_a_paused_clock() {
 async fn a_release_before_the_deadline_admits_the_waiter() {
     let admission = admission(AdmissionConfig::default().max_concurrency(1));
     let service = admission.layer().layer(service_fn(ok));
-    let held = service.clone().oneshot(Request::new(())).await.unwrap();
-    let waiter = tokio::spawn(service.oneshot(Request::new(())));
+    let held = service
+        .clone()
+        .oneshot(Request::new(Empty::new()))
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(service.oneshot(Request::new(Empty::new())));
     tokio::task::yield_now().await;
     tokio::time::advance(Duration::from_millis(500)).await;
     drop(held);
@@ -125,7 +142,7 @@ async fn shed_decisions_ignore_the_coop_budget() {
             .ready()
             .await
             .unwrap()
-            .call(Request::new(()))
+            .call(Request::new(Empty::new()))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -133,13 +150,21 @@ async fn shed_decisions_ignore_the_coop_budget() {
     assert_eq!(admission.snapshot().rejected_total(), 0);
 }
 
-/// A handler that reserves `request.body()` MiB, answers whether it got them, and holds its
+/// How many MiB a request asks its handler to reserve.
+#[derive(Clone, Copy)]
+struct Mib(u64);
+
+/// A handler that reserves the request's [`Mib`], answers whether it got them, and holds its
 /// answer until the test lets it go.
 fn reserving(
     gate: std::sync::Arc<tokio::sync::Semaphore>,
-) -> impl Service<Request<u64>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
-+ Clone {
-    service_fn(move |request: Request<u64>| {
+) -> impl Service<
+    Request<MinRateBody<Empty<Bytes>>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    service_fn(move |request: Request<MinRateBody<Empty<Bytes>>>| {
         let gate = gate.clone();
         async move {
             let reservation = request
@@ -147,7 +172,8 @@ fn reserving(
                 .get::<tower_admission::Reservation>()
                 .cloned()
                 .expect("admitted under a budget: a reservation");
-            let granted = reservation.reserve(*request.body() * MIB).await;
+            let Mib(mib) = request.extensions().get::<Mib>().copied().unwrap();
+            let granted = reservation.reserve(mib * MIB).await;
             gate.acquire().await.unwrap().forget();
             let status = match granted {
                 Ok(()) => StatusCode::OK,
@@ -179,7 +205,11 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let service = admission.layer().layer(reserving(gate.clone()));
 
-    let reserve = |mib: u64| tokio::spawn(service.clone().oneshot(Request::new(mib)));
+    let reserve = |mib: u64| {
+        let mut request = Request::new(Empty::new());
+        request.extensions_mut().insert(Mib(mib));
+        tokio::spawn(service.clone().oneshot(request))
+    };
     let settle = || tokio::time::sleep(Duration::from_millis(50));
     type Answer = Result<Response<tower_admission::AdmissionBody<Full<Bytes>>>, Infallible>;
     let status =

@@ -21,7 +21,7 @@ use http_body_util::Full;
 use proptest::prelude::*;
 use tokio::{task::JoinHandle, time::Instant};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+use tower_admission::{Admission, AdmissionConfig, ManualMemory, MinRateBody};
 
 const MIB: u64 = 1 << 20;
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -83,14 +83,14 @@ async fn run(max: usize, capacity: usize, steps: Vec<Step>) -> Result<(), TestCa
         // virtual clock.
         .sample_interval(Duration::from_secs(3600));
     let admission = Admission::with_memory_source(config, memory.clone()).unwrap();
-    let service = admission
-        .layer()
-        .layer(service_fn(|request: Request<Full<Bytes>>| async move {
+    let service = admission.layer().layer(service_fn(
+        |request: Request<MinRateBody<Full<Bytes>>>| async move {
             let hold = request.extensions().get::<Hold>().cloned().unwrap();
             hold.fate.lock().unwrap().started = Some(Instant::now());
             tokio::time::sleep(hold.hold).await;
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-        }));
+        },
+    ));
     let mut requests: Vec<Tracked> = Vec::new();
 
     for step in steps {

@@ -65,6 +65,7 @@ use std::{
 
 use crate::{
     config::MemoryFailure,
+    data_rate::{SlowBodies, TooSlow},
     log_throttle::LogThrottle,
     memory::{MemoryError, MemorySource, ThreadAllocations},
     reading_health::ReadingHealth,
@@ -187,6 +188,7 @@ pub(crate) struct Controller {
     started: Instant,
     shed_log: LogThrottle,
     over_budget_log: LogThrottle,
+    slow_bodies: SlowBodies,
 }
 
 impl fmt::Debug for Controller {
@@ -223,6 +225,7 @@ impl Controller {
             started: Instant::now(),
             shed_log: LogThrottle::new(Duration::from_secs(1)),
             over_budget_log: LogThrottle::new(Duration::from_secs(1)),
+            slow_bodies: SlowBodies::default(),
         }
     }
 
@@ -569,6 +572,11 @@ impl Controller {
         self.closed.load(SeqCst)
     }
 
+    /// Counts a body cut off for being too slow (its permit is about to go).
+    pub(crate) fn record_slow(&self, slow: TooSlow) {
+        self.slow_bodies.record(slow, self.clock_ms.load(Relaxed));
+    }
+
     pub(crate) fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
         let total = self.rejected[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
         // At 100k rejections/s a line per rejection would be its own outage.
@@ -634,6 +642,7 @@ impl Controller {
             memory_source_errors: self.reading_health.errors(),
             memory_reading_age: self.reading_health.age(),
             rejected,
+            cut_off: self.slow_bodies.counts(),
         }
     }
 }

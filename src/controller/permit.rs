@@ -222,6 +222,10 @@ impl Permit {
     }
 
     /// The class the request belongs to.
+    pub(crate) fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
     pub(crate) fn class(&self) -> ClassId {
         self.class
     }

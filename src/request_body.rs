@@ -1,0 +1,193 @@
+//! The request body as the handler sees it behind the layer: the client's body, cut off
+//! when it arrives slower than the minimum rate.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Buf;
+use http::Request;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::data_rate::{Direction, MinDataRate, ReadMeter, TooSlow};
+
+/// The error type of bodies the layer wraps.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// The request body an [`AdmissionService`](crate::AdmissionService) hands its inner
+    /// service: the client's body, which fails with [`TooSlow`] once an admitted request's
+    /// client sends it slower than the minimum rate
+    /// ([`AdmissionConfig::min_request_body_rate`](crate::AdmissionConfig::min_request_body_rate)).
+    /// The layer then answers `408 Request Timeout` and gives the request's slot and memory
+    /// back at once.
+    ///
+    /// axum's `Router` takes it as it takes any body. A service written against hyper's
+    /// `Incoming` takes `Request<MinRateBody<Incoming>>`:
+    ///
+    /// ```
+    /// use http::{Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory, MinRateBody};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let admission = Admission::with_memory_source(
+    ///     AdmissionConfig::default().memory_budget_bytes(1 << 30),
+    ///     ManualMemory::new(0),
+    /// )
+    /// .unwrap();
+    /// let echo = service_fn(|request: Request<MinRateBody<Full<bytes::Bytes>>>| async move {
+    ///     let body = request.into_body().collect().await?.to_bytes();
+    ///     Ok::<_, tower::BoxError>(Response::new(Full::new(body)))
+    /// });
+    /// let service = admission.layer().layer(echo);
+    /// let response = service.oneshot(Request::new(Full::from("hi"))).await.unwrap();
+    /// assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "hi");
+    /// # }
+    /// ```
+    pub struct MinRateBody<B> {
+        #[pin]
+        inner: B,
+        watch: Option<Watch>,
+    }
+}
+
+/// The metering of one admitted request's body.
+#[derive(Debug)]
+struct Watch {
+    meter: ReadMeter,
+    /// Fires when the wait in progress becomes too long; made at the first wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    cut: Arc<AtomicBool>,
+}
+
+/// Set once a request's body was cut off: its response future then answers `408`.
+#[derive(Debug, Clone)]
+pub(crate) struct CutOff {
+    flag: Arc<AtomicBool>,
+    rate: MinDataRate,
+}
+
+impl CutOff {
+    /// The error, once the body was cut off.
+    pub(crate) fn too_slow(&self) -> Option<TooSlow> {
+        self.flag
+            .load(Relaxed)
+            .then(|| TooSlow::new(Direction::Request, self.rate))
+    }
+}
+
+impl<B: Body> MinRateBody<B> {
+    /// The request, its body metered at `rate` unless it has none; the flag that says it
+    /// was cut off.
+    pub(crate) fn metered(
+        request: Request<B>,
+        rate: Option<MinDataRate>,
+    ) -> (Request<Self>, Option<CutOff>) {
+        match rate {
+            Some(rate) if !request.body().is_end_stream() => {
+                let cut = CutOff {
+                    flag: Arc::default(),
+                    rate,
+                };
+                let watch = Watch {
+                    meter: ReadMeter::new(rate),
+                    timer: None,
+                    cut: Arc::clone(&cut.flag),
+                };
+                (
+                    request.map(|inner| Self::new(inner, Some(watch))),
+                    Some(cut),
+                )
+            }
+            _ => (Self::unmetered(request), None),
+        }
+    }
+
+    /// The request, its body passed through as it is.
+    pub(crate) fn unmetered(request: Request<B>) -> Request<Self> {
+        request.map(|inner| Self::new(inner, None))
+    }
+
+    fn new(inner: B, watch: Option<Watch>) -> Self {
+        Self { inner, watch }
+    }
+}
+
+impl<B> Body for MinRateBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let Some(watch) = this.watch else {
+            return this.inner.poll_frame(cx).map_err(Into::into);
+        };
+        if watch.cut.load(Relaxed) {
+            return Poll::Ready(Some(Err(watch.too_slow())));
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let bytes = match &frame {
+                    Some(Ok(frame)) => frame.data_ref().map_or(0, |data| data.remaining()),
+                    _ => 0,
+                };
+                watch.meter.received(bytes as u64, Instant::now());
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = watch.meter.wait(Instant::now());
+                let timer = watch
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    watch.cut.store(true, Relaxed);
+                    return Poll::Ready(Some(Err(watch.too_slow())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Watch {
+    fn too_slow(&self) -> BoxError {
+        Box::new(TooSlow::new(Direction::Request, self.meter.rate()))
+    }
+}
+
+impl<B> std::fmt::Debug for MinRateBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MinRateBody")
+            .field("watch", &self.watch)
+            .finish_non_exhaustive()
+    }
+}
