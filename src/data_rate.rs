@@ -12,7 +12,7 @@
 
 use std::{
     fmt,
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     time::Duration,
 };
 
@@ -141,6 +141,45 @@ impl TooSlow {
     }
 }
 
+/// How long a request body must have been waited on before its pace says how much of its
+/// declared length to charge: longer than a round trip (`Expect: 100-continue`), short
+/// enough that a client trickling a large declared body holds its charge only briefly.
+const PACE_WINDOW: Duration = Duration::from_millis(250);
+
+/// What a request's body meter tells the rest of the layer: whether the body was cut off,
+/// and the least its request must be charged for it.
+#[derive(Debug)]
+pub(crate) struct BodyProgress {
+    floor: AtomicU64,
+    cut: AtomicBool,
+}
+
+impl BodyProgress {
+    pub(crate) fn new(declared: u64) -> Self {
+        Self {
+            floor: AtomicU64::new(declared),
+            cut: AtomicBool::new(false),
+        }
+    }
+
+    /// The least the request is charged for its body.
+    pub(crate) fn floor(&self) -> u64 {
+        self.floor.load(Relaxed)
+    }
+
+    pub(crate) fn set_floor(&self, bytes: u64) {
+        self.floor.store(bytes, Relaxed);
+    }
+
+    pub(crate) fn cut(&self) {
+        self.cut.store(true, Relaxed);
+    }
+
+    pub(crate) fn is_cut(&self) -> bool {
+        self.cut.load(Relaxed)
+    }
+}
+
 /// The request side's bookkeeping: bytes received, and time spent waiting for them.
 #[derive(Debug)]
 pub(crate) struct ReadMeter {
@@ -178,6 +217,34 @@ impl ReadMeter {
 
     pub(crate) fn rate(&self) -> MinDataRate {
         self.rate
+    }
+
+    /// Time waited for data, the wait in progress included.
+    fn waited(&self, now: Instant) -> Duration {
+        self.waited
+            + self
+                .waiting_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
+    /// What to charge for a body declared `declared` bytes long: what has arrived, plus what
+    /// can arrive within the grace period at the pace so far. Its declared length until the
+    /// body has been waited on long enough for its pace to tell.
+    pub(crate) fn floor(&self, declared: u64, now: Instant) -> u64 {
+        let waited = self.waited(now);
+        if self.bytes >= declared || waited < PACE_WINDOW {
+            return declared;
+        }
+        let pace = self.bytes as f64 / waited.as_secs_f64();
+        let coming = (pace * self.rate.grace.as_secs_f64()) as u64;
+        self.bytes + coming.min(declared - self.bytes)
+    }
+
+    /// When the wait in progress makes the body's pace tell, if it has not yet.
+    pub(crate) fn pace_known_at(&self) -> Option<Instant> {
+        let since = self.waiting_since?;
+        let left = PACE_WINDOW.checked_sub(self.waited)?;
+        Some(since + left)
     }
 }
 
@@ -288,6 +355,32 @@ mod tests {
         // A minute of work later, 0.5 s of the grace is left.
         let later = start + Duration::from_secs(60);
         assert_eq!(meter.wait(later), later + Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_slow_body_is_charged_what_arrived_and_what_its_pace_brings_within_the_grace() {
+        let start = Instant::now();
+        let mut meter = ReadMeter::new(RATE);
+        const DECLARED: u64 = 20 << 20;
+        meter.wait(start);
+        assert_eq!(meter.floor(DECLARED, start), DECLARED, "no pace yet");
+        assert_eq!(meter.pace_known_at(), Some(start + PACE_WINDOW));
+        // 100 bytes in 1 s of waiting: 100 B/s, so 200 more within the 2 s grace.
+        meter.received(100, start + Duration::from_secs(1));
+        assert_eq!(meter.floor(DECLARED, start + Duration::from_secs(1)), 300);
+        assert_eq!(meter.pace_known_at(), None);
+        // A body that keeps up is charged its declared length.
+        let mut fast = ReadMeter::new(RATE);
+        fast.wait(start);
+        fast.received(DECLARED / 2, start + Duration::from_secs(1));
+        assert_eq!(
+            fast.floor(DECLARED, start + Duration::from_secs(1)),
+            DECLARED
+        );
+        // Nothing after the pace window: nothing more is expected soon.
+        let mut silent = ReadMeter::new(RATE);
+        silent.wait(start);
+        assert_eq!(silent.floor(DECLARED, start + PACE_WINDOW), 0);
     }
 
     #[test]

@@ -160,7 +160,11 @@ where
     B: Body,
 {
     Reservation::attach(&mut request, &permit, timeout);
-    let (request, cut) = MinRateBody::metered(request, rates.request);
+    let mut permit = permit;
+    let (request, cut) = MinRateBody::metered(request, rates.request, permit.declared());
+    if let Some(cut) = &cut {
+        permit.follow(cut.progress());
+    }
     State::Called {
         future: service.call(request),
         permit: Some(permit),

@@ -4,11 +4,8 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering::Relaxed},
-    },
-    task::{Context, Poll},
+    sync::Arc,
+    task::{Context, Poll, ready},
 };
 
 use bytes::Buf;
@@ -17,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::data_rate::{Direction, MinDataRate, ReadMeter, TooSlow};
+use crate::data_rate::{BodyProgress, Direction, MinDataRate, ReadMeter, TooSlow};
 
 /// The error type of bodies the layer wraps.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -66,45 +63,53 @@ pin_project! {
 #[derive(Debug)]
 struct Watch {
     meter: ReadMeter,
-    /// Fires when the wait in progress becomes too long; made at the first wait.
+    /// Fires when the wait in progress becomes too long, or makes the body's pace tell;
+    /// made at the first wait.
     timer: Option<Pin<Box<Sleep>>>,
-    cut: Arc<AtomicBool>,
+    progress: Arc<BodyProgress>,
+    declared: u64,
 }
 
-/// Set once a request's body was cut off: its response future then answers `408`.
+/// An admitted request's body progress, seen from its response future: the flag that says
+/// it was cut off (the future then answers `408`), and the least it is charged.
 #[derive(Debug, Clone)]
 pub(crate) struct CutOff {
-    flag: Arc<AtomicBool>,
+    progress: Arc<BodyProgress>,
     rate: MinDataRate,
 }
 
 impl CutOff {
     /// The error, once the body was cut off.
     pub(crate) fn too_slow(&self) -> Option<TooSlow> {
-        self.flag
-            .load(Relaxed)
+        self.progress
+            .is_cut()
             .then(|| TooSlow::new(Direction::Request, self.rate))
+    }
+
+    /// What the body's request is charged at least, for its permit to follow.
+    pub(crate) fn progress(&self) -> Arc<BodyProgress> {
+        Arc::clone(&self.progress)
     }
 }
 
 impl<B: Body> MinRateBody<B> {
-    /// The request, its body metered at `rate` unless it has none; the flag that says it
-    /// was cut off.
+    /// The request, its body (declared `declared` bytes long) metered at `rate` unless it
+    /// has none; the body's progress, for the response future and the permit.
     pub(crate) fn metered(
         request: Request<B>,
         rate: Option<MinDataRate>,
+        declared: u64,
     ) -> (Request<Self>, Option<CutOff>) {
         match rate {
             Some(rate) if !request.body().is_end_stream() => {
-                let cut = CutOff {
-                    flag: Arc::default(),
-                    rate,
-                };
+                let progress = Arc::new(BodyProgress::new(declared));
                 let watch = Watch {
                     meter: ReadMeter::new(rate),
                     timer: None,
-                    cut: Arc::clone(&cut.flag),
+                    progress: Arc::clone(&progress),
+                    declared,
                 };
+                let cut = CutOff { progress, rate };
                 (
                     request.map(|inner| Self::new(inner, Some(watch))),
                     Some(cut),
@@ -140,7 +145,7 @@ where
         let Some(watch) = this.watch else {
             return this.inner.poll_frame(cx).map_err(Into::into);
         };
-        if watch.cut.load(Relaxed) {
+        if watch.progress.is_cut() {
             return Poll::Ready(Some(Err(watch.too_slow())));
         }
         match this.inner.poll_frame(cx) {
@@ -149,23 +154,31 @@ where
                     Some(Ok(frame)) => frame.data_ref().map_or(0, |data| data.remaining()),
                     _ => 0,
                 };
-                watch.meter.received(bytes as u64, Instant::now());
+                let now = Instant::now();
+                watch.meter.received(bytes as u64, now);
+                watch.update_floor(now);
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
-            Poll::Pending => {
-                let deadline = watch.meter.wait(Instant::now());
-                let timer = watch
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                if timer.as_mut().poll(cx).is_ready() {
-                    watch.cut.store(true, Relaxed);
+            Poll::Pending => loop {
+                let now = Instant::now();
+                let deadline = watch.meter.wait(now);
+                if deadline <= now {
+                    watch.progress.cut();
                     return Poll::Ready(Some(Err(watch.too_slow())));
                 }
-                Poll::Pending
-            }
+                watch.update_floor(now);
+                let wake_at = match watch.meter.pace_known_at() {
+                    Some(at) if at > now => at.min(deadline),
+                    _ => deadline,
+                };
+                let timer = watch
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake_at)));
+                if timer.deadline() != wake_at {
+                    timer.as_mut().reset(wake_at);
+                }
+                ready!(timer.as_mut().poll(cx));
+            },
         }
     }
 
@@ -181,6 +194,11 @@ where
 impl Watch {
     fn too_slow(&self) -> BoxError {
         Box::new(TooSlow::new(Direction::Request, self.meter.rate()))
+    }
+
+    fn update_floor(&self, now: Instant) {
+        self.progress
+            .set_floor(self.meter.floor(self.declared, now));
     }
 }
 

@@ -38,11 +38,12 @@ struct Server {
 }
 
 impl Server {
-    async fn start() -> Self {
+    /// Serves with `min` the minimum rate both ways.
+    async fn start(min: MinDataRate) -> Self {
         let config = AdmissionConfig::default()
             .memory_budget_bytes(1 << 30)
-            .min_request_body_rate(MIN)
-            .min_response_body_rate(MIN);
+            .min_request_body_rate(min)
+            .min_response_body_rate(min);
         let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
         let app = Router::new()
             .route("/fast", get(|| async { "fast\n" }))
@@ -182,7 +183,7 @@ async fn read_frames(server: &Server, path: &str, per_second: usize) -> (usize, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_below_the_minimum_is_answered_408_and_gives_its_slot_back() {
-    let server = Server::start().await;
+    let server = Server::start(MIN).await;
     // Half the minimum: 1 MiB would take 32 s.
     let (reply, elapsed) = upload(&server, 1 << 20, 32 * KIB).await;
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
@@ -203,8 +204,31 @@ async fn an_upload_below_the_minimum_is_answered_408_and_gives_its_slot_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_charged_what_arrived_not_what_it_declared() {
+    // 1 KiB/s after 5 s: an upload at 8 KiB/s is above it, and is not cut off.
+    let server = Server::start(MinDataRate::new(1024, Duration::from_secs(5))).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /upload HTTP/1.1\r\nhost: test\r\ncontent-length: 8388608\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Charged its 8 MiB (and an estimate) until its pace tells; then what arrived, plus
+    // what 8 KiB/s brings within the 5 s grace, plus the estimate: well under 1 MiB.
+    let started = Instant::now();
+    let mut lowered = false;
+    while started.elapsed() < Duration::from_secs(3) && !lowered {
+        stream.write_all(&[b'x'; 800]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = server.snapshot();
+        lowered = s.in_flight == 1 && s.reserved_bytes < 1 << 20;
+    }
+    assert!(lowered, "{:?}", server.snapshot());
+    drop(stream); // the client goes away
+    assert_eq!(server.snapshot().cut_off(Direction::Request), 0);
+    server.still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_above_the_minimum_on_a_slow_link_passes() {
-    let server = Server::start().await;
+    let server = Server::start(MIN).await;
     // Twice the minimum, for 2 s: a large upload on a slow but acceptable link.
     let (reply, _) = upload(&server, 256 * KIB, 128 * KIB).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
@@ -215,7 +239,7 @@ async fn an_upload_above_the_minimum_on_a_slow_link_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_below_the_minimum_is_cut_off_and_gives_its_slot_back() {
-    let server = Server::start().await;
+    let server = Server::start(MIN).await;
     // Half the minimum, for a body of 4 MiB in 8 KiB frames.
     let (body, complete) = read_frames(&server, "/frames?kib=8&n=512", 32 * KIB).await;
     assert!(!complete, "the body was cut off");
@@ -226,7 +250,7 @@ async fn a_reader_below_the_minimum_is_cut_off_and_gives_its_slot_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_above_the_minimum_gets_the_whole_body() {
-    let server = Server::start().await;
+    let server = Server::start(MIN).await;
     // Twice the minimum, for 2 s.
     let (body, complete) = read_frames(&server, "/frames?kib=8&n=32", 128 * KIB).await;
     assert!(complete, "the body ended cleanly");
@@ -237,7 +261,7 @@ async fn a_reader_above_the_minimum_gets_the_whole_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_loses_its_slot_while_the_server_waits_on_it() {
-    let server = Server::start().await;
+    let server = Server::start(MIN).await;
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(SOCKET_BUFFER).unwrap();
     let mut stream = socket.connect(server.addr).await.unwrap();

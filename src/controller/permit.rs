@@ -29,6 +29,7 @@ use std::{
 };
 
 use super::{Ask, Controller, classes::ClassId, word::kib};
+use crate::data_rate::BodyProgress;
 
 /// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
 /// most polls of small requests cost no shared write.
@@ -138,8 +139,15 @@ fn controller_shares(controller: &Controller) -> bool {
 pub(crate) struct Permit {
     controller: Arc<Controller>,
     class: ClassId,
-    /// The request's declared `Content-Length`: it is charged at least that much.
+    /// The request's declared `Content-Length`: it is charged at least that much, unless
+    /// its body comes slowly (see `follow`).
     declared: u64,
+    /// What the charge adds to the declared length before the first poll (the estimate).
+    estimate: u64,
+    /// The body's progress, when a meter watches it.
+    body: Option<Arc<BodyProgress>>,
+    /// The body floor the charge was last corrected for.
+    floor: u64,
     charge: Held,
     /// Net bytes allocated by this request's polls so far.
     net: i64,
@@ -158,10 +166,27 @@ impl Permit {
             controller,
             class: ask.class,
             declared: ask.declared,
+            estimate: ask.charge.saturating_sub(ask.declared),
+            body: None,
+            floor: ask.declared,
             net: 0,
             peak: 0,
             settled: false,
         }
+    }
+
+    /// Lets the request's body meter lower what the request is charged for its body: a body
+    /// that comes slowly is charged what arrived and what can arrive soon, not its declared
+    /// length, so that a client trickling a large body does not hold memory it is not using.
+    pub(crate) fn follow(&mut self, body: Arc<BodyProgress>) {
+        self.body = Some(body);
+    }
+
+    /// The least the request is charged for its body now.
+    fn body_floor(&self) -> u64 {
+        self.body
+            .as_ref()
+            .map_or(self.declared, |body| body.floor().min(self.declared))
     }
 
     /// Runs `poll` (one poll of the request's work) and corrects the request's charge by what
@@ -170,15 +195,18 @@ impl Permit {
     pub(crate) fn track<R>(&mut self, poll: impl FnOnce() -> R) -> R {
         let Some(counters) = self.controller.thread_allocations else {
             let result = poll();
+            self.follow_floor_untracked();
             self.settle();
             return result;
         };
         let before = counters();
         let result = poll();
         let moved = counters().since(before);
-        if moved.allocated == 0 && moved.freed == 0 && self.settled {
+        let floor = self.body_floor();
+        if moved.allocated == 0 && moved.freed == 0 && self.settled && floor == self.floor {
             return result;
         }
+        self.floor = floor;
         let held_before = self.net.max(0) as u64;
         let high = held_before.saturating_add(moved.allocated);
         self.net = self
@@ -197,19 +225,30 @@ impl Permit {
             classes.observe_rise(self.class, high.saturating_sub(base_before));
         }
         let reserved = self.charge.reserved.load(Relaxed);
-        let base = (self.net.max(0) as u64)
-            .saturating_sub(reserved)
-            .max(self.declared);
+        let base = (self.net.max(0) as u64).saturating_sub(reserved).max(floor);
         self.charge.base.store(base, Relaxed);
-        let target = self.charge.target_kib(classes.rise(self.class), 0);
+        self.recharge(self.charge.target_kib(classes.rise(self.class), 0));
+        self.settle();
+        result
+    }
+
+    /// Without per-thread counters the charge stays the estimate, but a slow body's floor
+    /// still lowers it.
+    fn follow_floor_untracked(&mut self) {
+        let floor = self.body_floor();
+        if floor != self.floor {
+            self.floor = floor;
+            self.recharge(kib(floor.saturating_add(self.estimate)));
+        }
+    }
+
+    fn recharge(&self, target: u64) {
         if let Some(charged) = self.charge.kib() {
             // Small moves are not worth an atomic operation on the shared word.
             if target.abs_diff(charged) >= RECHARGE_STEP_KIB && self.charge.swap(charged, target) {
                 self.controller.recharge(charged, target);
             }
         }
-        self.settle();
-        result
     }
 
     /// The pool and this request's charge, for its handler's reservations, where the pool
@@ -224,6 +263,11 @@ impl Permit {
     /// The class the request belongs to.
     pub(crate) fn controller(&self) -> &Controller {
         &self.controller
+    }
+
+    /// The request's declared `Content-Length`.
+    pub(crate) fn declared(&self) -> u64 {
+        self.declared
     }
 
     pub(crate) fn class(&self) -> ClassId {

@@ -12,6 +12,7 @@ mod probe;
 mod report;
 mod scenario;
 mod server;
+mod slow;
 
 use std::{
     path::{Path, PathBuf},
@@ -54,20 +55,29 @@ fn setups(scenario: &Scenario, bin_dir: &Path) -> Vec<Setup> {
             ("TOWER_CONCURRENCY", n.to_string()),
         ]),
     });
-    std::iter::once(Setup {
-        name: ADMISSION.into(),
-        tower_n: None,
-        binary: bin_dir.join("server"),
-        env: owned(&scenario.env),
-    })
-    .chain(tower)
-    .chain(std::iter::once(Setup {
-        name: "no limit".into(),
-        tower_n: None,
-        binary: bin_dir.join("compare"),
-        env: owned(&[("LIMITER", "none".into())]),
-    }))
-    .collect()
+    let admission = std::iter::once((ADMISSION.to_owned(), owned(&scenario.env)));
+    let variants = scenario.variants.iter().map(|(name, env)| {
+        (
+            format!("{ADMISSION}, {name}"),
+            owned(&[scenario.env.clone(), env.clone()].concat()),
+        )
+    });
+    admission
+        .chain(variants)
+        .map(|(name, env)| Setup {
+            name,
+            tower_n: None,
+            binary: bin_dir.join("server"),
+            env,
+        })
+        .chain(tower)
+        .chain(std::iter::once(Setup {
+            name: "no limit".into(),
+            tower_n: None,
+            binary: bin_dir.join("compare"),
+            env: owned(&[("LIMITER", "none".into())]),
+        }))
+        .collect()
 }
 
 /// The name of the tower-admission setup.
@@ -161,10 +171,10 @@ fn run_scenario(scenario: &Scenario, args: &Args) -> Result<Run, String> {
     let only = std::env::var("SETUPS").ok();
     for (index, setup) in setups(scenario, &args.bin_dir).into_iter().enumerate() {
         // SETUPS=admission,none,tower limits a run to some setups (for quick checks).
-        let kind = match (setup.name.as_str(), setup.tower_n) {
-            (ADMISSION, _) => "admission",
-            (_, Some(_)) => "tower",
-            _ => "none",
+        let kind = match setup.tower_n {
+            Some(_) => "tower",
+            None if setup.name.starts_with(ADMISSION) => "admission",
+            None => "none",
         };
         if only
             .as_deref()
@@ -179,6 +189,12 @@ fn run_scenario(scenario: &Scenario, args: &Args) -> Result<Run, String> {
             scenario.length().as_secs_f64()
         );
         setup_runs.push(run_setup(scenario, &setup, &dir, &args.oha, index)?);
+        if scenario.baseline {
+            eprintln!("[{}] {}, ordinary load alone", scenario.name, setup.name);
+            let mut alone = run_setup(&scenario.alone(), &setup, &dir, &args.oha, index + 100)?;
+            alone.alone = true;
+            setup_runs.push(alone);
+        }
     }
     let run = Run {
         scenario: scenario.clone(),
@@ -213,6 +229,9 @@ fn run_setup(
             let addr = server.addr;
             thread::spawn(move || -> Result<oha::Outcome, String> {
                 thread::sleep(phase.start.saturating_sub(start.elapsed()));
+                if let Some(slow) = phase.slow {
+                    return slow::run(addr, &phase, slow);
+                }
                 if let Some(backoff) = phase.backoff {
                     return client::run(addr, &phase, backoff);
                 }
@@ -238,6 +257,7 @@ fn run_setup(
     Ok(SetupRun {
         name: setup.name.clone(),
         tower_n: setup.tower_n,
+        alone: false,
         outcomes,
         samples,
         health,

@@ -24,6 +24,9 @@ pub struct Sample {
     pub admitted: f64,
     pub rejected: f64,
     pub rss: f64,
+    /// Bodies cut off for being too slow, by direction.
+    pub cut_off_request: f64,
+    pub cut_off_response: f64,
 }
 
 /// The status code of an HTTP/1.1 status line (`HTTP/1.1 200 OK`).
@@ -59,6 +62,13 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The value of the series written exactly `series` (a name with its labels).
+fn series(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.split([' ', '{']).next() == Some(name))
@@ -90,6 +100,10 @@ pub fn parse_sample(t: f64, text: &str, rss: f64) -> Sample {
         admitted: metric(text, "admission_admitted_total").unwrap_or(f64::NAN),
         rejected: metric_sum(text, "admission_rejected_total"),
         rss,
+        cut_off_request: series(text, "admission_cut_off_total{direction=\"request\"}")
+            .unwrap_or(0.0),
+        cut_off_response: series(text, "admission_cut_off_total{direction=\"response\"}")
+            .unwrap_or(0.0),
     }
 }
 

@@ -16,14 +16,33 @@ pub struct SetupRun {
     pub name: String,
     /// N, for tower's limit.
     pub tower_n: Option<usize>,
+    /// Run with the ordinary phases alone (a baseline for slow clients).
+    pub alone: bool,
     pub outcomes: Vec<Outcome>,
     pub samples: Vec<Sample>,
     pub health: Vec<Option<f64>>,
 }
 
 impl SetupRun {
+    /// Whether this is tower-admission (or a variant of it).
     pub fn is_admission(&self) -> bool {
-        self.name == crate::ADMISSION
+        self.name.starts_with(crate::ADMISSION)
+    }
+
+    /// The name, marked when the run had the ordinary load alone.
+    fn label(&self) -> String {
+        if self.alone {
+            format!("{} (ordinary load alone)", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// 2xx per second of the first phase, the ordinary load.
+    fn ordinary_goodput(&self) -> f64 {
+        self.outcomes.first().map_or(0.0, |o| {
+            o.count(|s| (200..300).contains(&s)) as f64 / o.seconds.max(1e-9)
+        })
     }
 
     fn load_seconds(&self) -> f64 {
@@ -80,7 +99,40 @@ impl Run {
     }
 
     pub fn admission(&self) -> Option<&SetupRun> {
-        self.setups.iter().find(|s| s.is_admission())
+        self.setups
+            .iter()
+            .find(|s| s.name == crate::ADMISSION && !s.alone)
+    }
+
+    /// With slow clients: each setup's ordinary goodput against the same load alone.
+    pub fn slow_verdict(&self) -> Option<String> {
+        if !self.scenario.baseline {
+            return None;
+        }
+        let lines: Vec<String> = self
+            .setups
+            .iter()
+            .filter(|s| !s.alone)
+            .filter_map(|with| {
+                let alone = self.setups.iter().find(|s| s.alone && s.name == with.name)?;
+                let ratio = with.ordinary_goodput() / alone.ordinary_goodput().max(1e-9);
+                let target = if with.name == crate::ADMISSION {
+                    if ratio >= 0.9 { " (target ≥ 0.90: met)" } else { " (target ≥ 0.90: MISSED)" }
+                } else {
+                    ""
+                };
+                Some(format!(
+                    "- {}: ordinary load {:.0} 2xx/s with the slow clients, {:.0} alone: {:.2}{target}; bodies cut off (request / response): {:.0} / {:.0}",
+                    with.name,
+                    with.ordinary_goodput(),
+                    alone.ordinary_goodput(),
+                    ratio,
+                    with.peak(|s| s.cut_off_request),
+                    with.peak(|s| s.cut_off_response),
+                ))
+            })
+            .collect();
+        Some(lines.join("\n"))
     }
 
     /// The static limit with the best goodput among those whose peak stays within the bound.
@@ -178,6 +230,9 @@ pub fn table(run: &Run) -> String {
     if let Some(verdict) = run.verdict() {
         let _ = writeln!(out, "**{verdict}**\n");
     }
+    if let Some(verdict) = run.slow_verdict() {
+        let _ = writeln!(out, "{verdict}\n");
+    }
     out.push_str("| setup | goodput (2xx/s) | per phase | 503 | 413 | no answer | p50 / p99 of 2xx (ms) | /health p99 (ms) | peak memory (MiB) | budget (MiB) | peak RSS (MiB) | after the load |\n");
     out.push_str("|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---|\n");
     for setup in &run.setups {
@@ -209,7 +264,7 @@ pub fn table(run: &Run) -> String {
         let _ = writeln!(
             out,
             "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            setup.name,
+            setup.label(),
             setup.goodput(),
             per_phase.join("; "),
             setup.count(503),

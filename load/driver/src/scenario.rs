@@ -21,6 +21,16 @@ pub struct Phase {
     pub mix: Vec<(String, u32)>,
     /// Clients back off this long (on average) after a 503; driven by `client.rs`, not oha.
     pub backoff: Option<Duration>,
+    /// Slow clients (`slow.rs`) instead of ordinary ones.
+    pub slow: Option<Slow>,
+}
+
+/// How a slow client sends or reads its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Slow {
+    /// `POST` a body declared this large, trickling it; `None`: `GET` and read slowly.
+    pub upload: Option<u64>,
+    pub bytes_per_second: u64,
 }
 
 impl Phase {
@@ -35,7 +45,14 @@ impl Phase {
             post_json: None,
             mix: Vec::new(),
             backoff: None,
+            slow: None,
         }
+    }
+
+    /// Slow clients instead of ordinary ones.
+    fn slow(mut self, slow: Slow) -> Self {
+        self.slow = Some(slow);
+        self
     }
 
     /// Each request's path drawn from `mix` (path, weight); `path` names the mix in reports.
@@ -96,11 +113,28 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     /// Idle time after the last phase, to see figures return to zero.
     pub settle: Duration,
+    /// More tower-admission setups: a name and `ADMISSION_*` settings added to `env`.
+    pub variants: Vec<(&'static str, Vec<(&'static str, String)>)>,
+    /// Also run every setup with the ordinary phases alone (no slow clients), to compare.
+    pub baseline: bool,
 }
 
 impl Scenario {
     pub fn length(&self) -> Duration {
         self.phases.iter().map(Phase::end).max().unwrap_or_default() + self.settle
+    }
+
+    /// The same scenario without its slow clients.
+    pub fn alone(&self) -> Self {
+        Self {
+            phases: self
+                .phases
+                .iter()
+                .filter(|p| p.slow.is_none())
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
     }
 }
 
@@ -130,6 +164,8 @@ pub fn steady(seconds: u64) -> Scenario {
             seconds,
         )],
         settle: Duration::from_secs(2),
+        variants: Vec::new(),
+        baseline: false,
     }
 }
 
@@ -155,6 +191,8 @@ pub fn mixed() -> Scenario {
             Phase::get("large 64MiB x 300ms", "/work?kib=65536&ms=300", 16, 0, 12).backing_off(100),
         ],
         settle: Duration::from_secs(2),
+        variants: Vec::new(),
+        baseline: false,
     }
 }
 
@@ -177,6 +215,8 @@ pub fn mixed3() -> Scenario {
                 .backing_off(100),
         ],
         settle: Duration::from_secs(2),
+        variants: Vec::new(),
+        baseline: false,
     }
 }
 
@@ -197,6 +237,8 @@ pub fn spike() -> Scenario {
             5,
         )],
         settle: Duration::from_secs(4),
+        variants: Vec::new(),
+        baseline: false,
     }
 }
 
@@ -221,6 +263,8 @@ pub fn disconnect() -> Scenario {
             .timeout_ms(300),
         ],
         settle: Duration::from_secs(3),
+        variants: Vec::new(),
+        baseline: false,
     }
 }
 
@@ -241,6 +285,8 @@ pub fn stream() -> Scenario {
             10,
         )],
         settle: Duration::from_secs(2),
+        variants: Vec::new(),
+        baseline: false,
     }
 }
 
@@ -262,6 +308,8 @@ pub fn ingest() -> Scenario {
                 .backing_off(100),
         ],
         settle: Duration::from_secs(2),
+        variants: Vec::new(),
+        baseline: false,
     }
 }
 
@@ -276,6 +324,42 @@ pub fn cost() -> Scenario {
         sweep: Vec::new(),
         phases: vec![Phase::get("minimal", "/work?kib=0&ms=0", 64, 0, 10)],
         settle: Duration::from_secs(1),
+        variants: Vec::new(),
+        baseline: false,
+    }
+}
+
+pub fn slowloris() -> Scenario {
+    let upload = |bytes_per_second| Slow {
+        upload: Some(20 * MIB),
+        bytes_per_second,
+    };
+    let read = |bytes_per_second| Slow {
+        upload: None,
+        bytes_per_second,
+    };
+    Scenario {
+        name: "slowloris",
+        demonstrates: "ordinary 4 MiB requests while slow clients start at t=4 s: 3 uploaders that declare 20 MiB and send 100 B/s, 3 readers that take a 100 MiB stream at 100 B/s, all starting again when cut off; compared with the ordinary requests alone",
+        env: env(64 * MIB, 256, 256, "1s"),
+        budget: 64 * MIB,
+        largest_request: 20 * MIB,
+        tower_concurrency: 16,
+        sweep: Vec::new(),
+        phases: vec![
+            Phase::get("ordinary 4MiB x 5ms", "/work?kib=4096&ms=5", 16, 0, 24).backing_off(100),
+            Phase::get("slow uploads", "/ingest", 3, 4, 20).slow(upload(100)),
+            Phase::get("slow reads", "/stream?kib=1&chunks=100000&ms=0", 3, 4, 20).slow(read(100)),
+        ],
+        settle: Duration::from_secs(2),
+        variants: vec![(
+            "rates off",
+            vec![
+                ("ADMISSION_MIN_REQUEST_BODY_RATE", "off".into()),
+                ("ADMISSION_MIN_RESPONSE_BODY_RATE", "off".into()),
+            ],
+        )],
+        baseline: true,
     }
 }
 
@@ -289,6 +373,7 @@ pub fn all() -> Vec<Scenario> {
         stream(),
         ingest(),
         cost(),
+        slowloris(),
     ]
 }
 
@@ -304,4 +389,4 @@ pub fn by_name(name: &str) -> Option<Scenario> {
 }
 
 pub const NAMES: &str =
-    "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, all, smoke";
+    "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, all, smoke";
