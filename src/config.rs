@@ -438,7 +438,9 @@ impl AdmissionConfig {
     /// Only time the handler spends waiting for body data counts. Below the rate, the body
     /// fails with [`TooSlow`](crate::TooSlow), the layer answers `408 Request Timeout` with
     /// `Connection: close`, and the request's slot and memory go back at once: a client
-    /// that trickles its body cannot hold them for long.
+    /// that trickles its body cannot hold them for long. Meanwhile, once the handler has
+    /// waited 250 ms for body data, a body is charged what has arrived plus what its pace
+    /// brings within the grace period, not its whole declared length.
     pub fn min_request_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
         self.request_body.set(rate.into());
         self

@@ -155,13 +155,15 @@ struct Class {
     rise: RecentMax,
 }
 
-/// The table of cost classes, with the largest charge seen lately across all of them.
+/// The table of cost classes, with the largest unknown part of a charge seen lately across
+/// all of them.
 #[derive(Debug)]
 pub(crate) struct Classes {
     slots: Box<[Class]>,
     /// What a class is charged before anything was learned of it.
     initial: u64,
-    /// The largest charge a request of unknown cost was given lately: `Content-Length` + peak.
+    /// The largest unknown part of a charge lately: what a request was expected to allocate
+    /// beyond its `Content-Length` (which is known, and charged in full).
     largest: RecentMax,
     /// When the current window began, in the controller's milliseconds.
     window_start_ms: AtomicU64,
@@ -204,9 +206,8 @@ impl Classes {
     /// What to charge a request of `id` that declared `declared` bytes, before its first poll.
     pub(crate) fn estimate(&self, id: ClassId, declared: u64) -> u64 {
         let peak = self.class(id).peak.get().unwrap_or(self.initial);
-        let estimate = declared.saturating_add(peak);
-        self.largest.observe(estimate);
-        estimate
+        self.largest.observe(peak);
+        declared.saturating_add(peak)
     }
 
     /// The least a request of `id` that declared `declared` bytes will cost: its declared
@@ -220,15 +221,16 @@ impl Classes {
         self.class(id).rise.get().unwrap_or(0)
     }
 
-    /// The largest charge of unknown cost lately: the soft limit keeps that much in hand.
+    /// The largest unknown part of a charge lately: the soft limit keeps that much in hand.
     pub(crate) fn largest(&self) -> u64 {
         self.largest.get().unwrap_or(self.initial)
     }
 
     /// A request of `id` that declared `declared` bytes reached `peak` bytes.
     pub(crate) fn observe_peak(&self, id: ClassId, declared: u64, peak: u64) {
-        self.class(id).peak.observe(peak.saturating_sub(declared));
-        self.largest.observe(peak.max(declared));
+        let unknown = peak.saturating_sub(declared);
+        self.class(id).peak.observe(unknown);
+        self.largest.observe(unknown);
     }
 
     /// A request of `id` that declared `declared` bytes ended, having peaked at `peak`.
@@ -305,7 +307,11 @@ mod tests {
         let ingest = classes.find(CostClass::route(&Method::POST, "/ingest"));
         classes.observe_peak(ingest, 4 * MIB, 30 * MIB);
         assert_eq!(classes.estimate(ingest, 8 * MIB), 34 * MIB);
-        assert_eq!(classes.largest(), 34 * MIB);
+        assert_eq!(
+            classes.largest(),
+            26 * MIB,
+            "only the part beyond the declared length"
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! sampler's last reading and `charged` sums what the requests in flight are charged (see
 //! [`permit`]), a request of `charge` (its conservative estimate, see [`classes`]) is admitted
 //! at once while `in_flight < max_concurrency` and `spoken for + charge` stays within the
-//! *soft limit*: the budget less the largest charge given lately.
+//! *soft limit*: the budget less the largest unknown part of a charge given lately (what a
+//! request was expected to allocate beyond its `Content-Length`).
 //!
 //! **Near the budget, one unknown at a time.** Above the soft limit, a request is admitted
 //! only while every admitted request has shown its cost (been polled once), and only if its
@@ -490,7 +491,8 @@ impl Controller {
 
     /// How `ask` stands in `state`.
     ///
-    /// Below the soft limit (the budget less the largest charge seen lately) it fits. Above
+    /// Below the soft limit (the budget less the largest unknown part of a charge seen lately)
+    /// it fits. Above
     /// it, or over the budget on its estimate, it is unsure as long as the least it will cost
     /// (its `Content-Length` and the least its class cost lately) stays within the budget:
     /// such requests go one at a time (see `may_admit_locked`), so a wrong estimate
