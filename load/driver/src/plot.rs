@@ -22,6 +22,10 @@ pub fn charts(run: &Run, dir: &Path) -> Result<(), String> {
     if run.verdict().is_some() {
         frontier(run, &dir.join("frontier.svg")).map_err(|e| format!("frontier chart: {e}"))?;
     }
+    if run.scenario.baseline {
+        slow_clients(run, &dir.join("ordinary.svg"))
+            .map_err(|e| format!("ordinary load chart: {e}"))?;
+    }
     if let Some(admission) = run.setups.iter().find(|s| s.is_admission()) {
         let end = run.scenario.length().as_secs_f64();
         admission_chart(admission, end, &dir.join("admission.svg"))
@@ -96,6 +100,35 @@ fn rates(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
     ];
     let caption = "tower-admission: admitted and rejected per second";
     line_chart(path, caption, "requests/s", end, series, None)
+}
+
+/// With slow clients: requests admitted per second (over 1 s windows) by each
+/// tower-admission setup, with the slow clients and with the ordinary load alone.
+fn slow_clients(run: &Run, path: &Path) -> ChartResult {
+    let series = run
+        .setups
+        .iter()
+        .filter(|s| s.is_admission())
+        .zip(COLORS)
+        .map(|(setup, color)| {
+            let points = setup
+                .samples
+                .windows(11)
+                .filter(|w| w[10].t > w[0].t)
+                .map(|w| {
+                    let rate = (w[10].admitted - w[0].admitted).max(0.0) / (w[10].t - w[0].t);
+                    (w[10].t, rate)
+                })
+                .collect();
+            (setup.label(), color, points)
+        })
+        .collect();
+    let caption = format!(
+        "{}: requests admitted per second (slow clients from t=4 s)",
+        run.scenario.name
+    );
+    let end = run.scenario.length().as_secs_f64();
+    line_chart(path, &caption, "admitted/s", end, series, None)
 }
 
 /// The static-limit sweep: goodput against peak memory for each N (a line through the

@@ -205,8 +205,9 @@ mod tests {
 
     #[test]
     fn parses_prometheus_text() {
-        let text = "# HELP x\nadmission_in_flight 3\nadmission_rejected_total{reason=\"queue_full\",limit=\"memory\"} 2\nadmission_rejected_total{reason=\"queue_timeout\",limit=\"memory\"} 5\nadmission_memory_budget_bytes +Inf\njemalloc_allocated_bytes 1024\n";
+        let text = "# HELP x\nadmission_in_flight 3\nadmission_rejected_total{reason=\"queue_full\",limit=\"memory\"} 2\nadmission_rejected_total{reason=\"queue_timeout\",limit=\"memory\"} 5\nadmission_memory_budget_bytes +Inf\njemalloc_allocated_bytes 1024\nadmission_cut_off_total{direction=\"request\"} 4\nadmission_cut_off_total{direction=\"response\"} 2\n";
         let s = parse_sample(1.0, text, 7.0);
+        assert_eq!((s.cut_off_request, s.cut_off_response), (4.0, 2.0));
         assert_eq!(s.in_flight, 3.0);
         assert_eq!(s.rejected, 7.0);
         assert_eq!(s.memory, 1024.0);

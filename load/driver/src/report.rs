@@ -30,7 +30,7 @@ impl SetupRun {
     }
 
     /// The name, marked when the run had the ordinary load alone.
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         if self.alone {
             format!("{} (ordinary load alone)", self.name)
         } else {
@@ -395,6 +395,9 @@ pub fn write(out: &Path, runs: &[Run]) -> Result<(), String> {
         let name = run.scenario.name;
         if run.verdict().is_some() {
             let _ = writeln!(md, "\n![frontier]({name}/frontier.svg)");
+        }
+        if run.scenario.baseline {
+            let _ = writeln!(md, "\n![ordinary load]({name}/ordinary.svg)");
         }
         let _ = writeln!(
             md,
