@@ -50,18 +50,14 @@ pub(crate) fn rejection<B>(
             "too large: reason=too_large limit=memory (the declared body exceeds the whole memory budget)\n",
         ),
     };
-    let mut response = Response::new(AdmissionBody::own(
-        Some(rejection),
-        Bytes::from_static(text.as_bytes()),
-    ));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+    let mut response = plain_text(
+        status,
+        AdmissionBody::own(Some(rejection), Bytes::from_static(text.as_bytes())),
     );
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, retry_after.clone());
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after.clone());
     }
     response
 }
@@ -70,14 +66,23 @@ pub(crate) fn rejection<B>(
 /// the rest of the body will not be read.
 pub(crate) fn too_slow<B>(slow: TooSlow) -> Response<AdmissionBody<B>> {
     let text = format!("request timeout: {slow}\n");
-    let mut response = Response::new(AdmissionBody::own(None, Bytes::from(text)));
-    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
-    let headers = response.headers_mut();
-    headers.insert(
+    let mut response = plain_text(
+        StatusCode::REQUEST_TIMEOUT,
+        AdmissionBody::own(None, Bytes::from(text)),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+fn plain_text<B>(status: StatusCode, body: AdmissionBody<B>) -> Response<AdmissionBody<B>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -19,6 +19,10 @@ fn admission(config: AdmissionConfig) -> Admission {
     .unwrap()
 }
 
+fn request() -> Request<Empty<Bytes>> {
+    Request::new(Empty::new())
+}
+
 async fn ok(_: Request<MinRateBody<Empty<Bytes>>>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
@@ -34,10 +38,7 @@ async fn the_inner_error_type_passes_through() {
         .service(service_fn(|_: Request<MinRateBody<Empty<Bytes>>>| async {
             Err::<Response<Full<Bytes>>, _>(Boom)
         }));
-    let error: Boom = service
-        .oneshot(Request::new(Empty::new()))
-        .await
-        .unwrap_err();
+    let error: Boom = service.oneshot(request()).await.unwrap_err();
     assert_eq!(error, Boom);
     assert_eq!(
         admission.snapshot().in_flight,
@@ -55,17 +56,13 @@ async fn every_layer_call_shares_one_pool() {
     );
     let first = admission.layer().layer(service_fn(ok));
     let second = admission.layer().layer(service_fn(ok));
-    let held = first.oneshot(Request::new(Empty::new())).await.unwrap();
+    let held = first.oneshot(request()).await.unwrap();
     assert_eq!(
         admission.snapshot().in_flight,
         1,
         "the body holds the permit"
     );
-    let shed = second
-        .clone()
-        .oneshot(Request::new(Empty::new()))
-        .await
-        .unwrap();
+    let shed = second.clone().oneshot(request()).await.unwrap();
     assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         shed.body().rejection().map(|r| (r.reason(), r.limit())),
@@ -73,7 +70,7 @@ async fn every_layer_call_shares_one_pool() {
     );
     drop(held);
     assert_eq!(admission.snapshot().in_flight, 0);
-    let served = second.oneshot(Request::new(Empty::new())).await.unwrap();
+    let served = second.oneshot(request()).await.unwrap();
     assert_eq!(served.status(), StatusCode::OK);
 }
 
@@ -86,12 +83,8 @@ async fn the_deadline_is_exact_under_a_paused_clock() {
             .queue_timeout(timeout),
     );
     let service = admission.layer().layer(service_fn(ok));
-    let held = service
-        .clone()
-        .oneshot(Request::new(Empty::new()))
-        .await
-        .unwrap();
-    let waiter = tokio::spawn(service.oneshot(Request::new(Empty::new())));
+    let held = service.clone().oneshot(request()).await.unwrap();
+    let waiter = tokio::spawn(service.oneshot(request()));
     tokio::task::yield_now().await;
     assert_eq!(admission.snapshot().queued, 1);
     tokio::time::advance(timeout - Duration::from_millis(1)).await;
@@ -113,12 +106,8 @@ async fn the_deadline_is_exact_under_a_paused_clock() {
 async fn a_release_before_the_deadline_admits_the_waiter() {
     let admission = admission(AdmissionConfig::default().max_concurrency(1));
     let service = admission.layer().layer(service_fn(ok));
-    let held = service
-        .clone()
-        .oneshot(Request::new(Empty::new()))
-        .await
-        .unwrap();
-    let waiter = tokio::spawn(service.oneshot(Request::new(Empty::new())));
+    let held = service.clone().oneshot(request()).await.unwrap();
+    let waiter = tokio::spawn(service.oneshot(request()));
     tokio::task::yield_now().await;
     tokio::time::advance(Duration::from_millis(500)).await;
     drop(held);
@@ -142,7 +131,7 @@ async fn shed_decisions_ignore_the_coop_budget() {
             .ready()
             .await
             .unwrap()
-            .call(Request::new(Empty::new()))
+            .call(request())
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -206,7 +195,7 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
     let service = admission.layer().layer(reserving(gate.clone()));
 
     let reserve = |mib: u64| {
-        let mut request = Request::new(Empty::new());
+        let mut request = request();
         request.extensions_mut().insert(Mib(mib));
         tokio::spawn(service.clone().oneshot(request))
     };
