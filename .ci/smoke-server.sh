@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the example server as a user would and checks its contract: exit 2 on a bad config,
+# Starts the example server as a user would and checks what README documents: exit 2 on a bad config,
 # the routes, the metric names, a 503 with Retry-After; then its hardening: a slowloris client
 # cut off, a client that stops reading cut off (its permit given back), and a graceful
 # SIGTERM that answers queued requests 503 at once and lets the admitted one finish.

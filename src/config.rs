@@ -124,7 +124,7 @@ impl fmt::Display for MemoryFailure {
 
 /// The settings of one admission pool.
 ///
-/// Start from [`AdmissionConfig::default`] (the defaults of the environment contract) or
+/// Start from [`AdmissionConfig::default`] (the defaults of the `ADMISSION_*` variables) or
 /// [`AdmissionConfig::from_env`], adjust with the builder methods, then build an
 /// [`Admission`](crate::Admission), which validates the whole.
 ///
@@ -184,9 +184,10 @@ impl RateSetting {
 }
 
 impl Default for AdmissionConfig {
-    /// The defaults of the environment contract: 256 in flight, 75 % of memory, 1024 waiters,
-    /// a 1 s queue timeout, a 10 ms sample interval, no bypass, `Retry-After: 1`; bodies
-    /// at least 240 bytes/s each way after a 5 s grace period.
+    /// The defaults of the `ADMISSION_*` variables (README's configuration table): 256 in
+    /// flight, 75 % of memory, 1024 waiters, a 1 s queue timeout, a 10 ms sample interval,
+    /// no bypass, `Retry-After: 1`; bodies at least 240 bytes/s each way after a 5 s grace
+    /// period.
     fn default() -> Self {
         Self {
             max_concurrency: 256,
@@ -672,7 +673,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_contract() {
+    fn defaults_are_the_documented_ones() {
         let c = AdmissionConfig::default();
         assert_eq!(c.max_concurrency, 256);
         assert_eq!(c.memory_budget, MemoryBudget::Percent(75.0));

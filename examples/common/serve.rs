@@ -105,20 +105,32 @@ fn with_write_timeout(stream: TcpStream) -> TokioIo<std::pin::Pin<Box<TimeoutStr
     TokioIo::new(Box::pin(stream))
 }
 
+/// SIGINT (Ctrl-C) or SIGTERM. A signal that cannot be listened for is logged and waits
+/// forever, so the other still stops the server.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C; SIGTERM still stops the server");
+            std::future::pending::<()>().await;
         }
-    }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C still stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
 }
