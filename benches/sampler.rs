@@ -44,13 +44,28 @@ fn allocating_threads(threads: usize) -> (mpsc::Sender<()>, Vec<thread::JoinHand
     (stop, handles)
 }
 
+/// What the crate's precise reading does: an epoch advance, then `stats.allocated` less the
+/// bytes parked in thread caches, each read through a MIB looked up once.
+fn precise_reading() -> impl FnMut() -> u64 {
+    use tikv_jemalloc_ctl::{Access, AsName, epoch, stats};
+    let advance = epoch::mib().unwrap();
+    let allocated = stats::allocated::mib().unwrap();
+    let cached: tikv_jemalloc_ctl::Mib<[usize; 4]> =
+        b"stats.arenas.4096.tcache_bytes\0".name().mib().unwrap();
+    move || {
+        advance.advance().unwrap();
+        let cached: usize = cached.read().unwrap();
+        (allocated.read().unwrap() - cached) as u64
+    }
+}
+
 fn refresh_cost(c: &mut Criterion) {
     let mut group = c.benchmark_group("sampler refresh");
     let memory = JemallocMemory::new().unwrap();
     for threads in [1, 8, 64] {
         let (stop, handles) = allocating_threads(threads);
         group.bench_function(BenchmarkId::new("precise", threads), |b| {
-            b.iter(|| memory.refresh_precise().unwrap())
+            b.iter(precise_reading())
         });
         group.bench_function(BenchmarkId::new("refresh", threads), |b| {
             b.iter(|| memory.refresh().unwrap())

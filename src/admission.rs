@@ -140,6 +140,8 @@ impl Admission {
     /// Publishes the figures through the `metrics` facade now. The sampler thread does so
     /// every sample interval; call this before rendering a scrape as well, so that a memory
     /// source that hangs (and the sampler with it) cannot freeze the figures that would show it.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn publish_metrics(&self) {
         metrics::publish(&self.controller.snapshot());
     }

@@ -82,7 +82,7 @@ pub mod future;
 mod http_settings;
 mod layer;
 mod log_throttle;
-pub mod memory;
+mod memory;
 mod metrics;
 #[cfg(test)]
 mod model_tests;

@@ -89,7 +89,7 @@ impl JemallocMemory {
 
     /// Takes a precise reading now (an epoch advance), whatever `approximate_stats.active`
     /// says.
-    pub fn refresh_precise(&self) -> Result<(), MemoryError> {
+    fn refresh_precise(&self) -> Result<(), MemoryError> {
         self.take_precise(self.read_active())
     }
 
