@@ -330,6 +330,17 @@ pub fn cost() -> Scenario {
 }
 
 pub fn slowloris() -> Scenario {
+    slow_clients("slowloris", 100)
+}
+
+/// Slow clients that keep above the default minimum rate (240 B/s): what cutting off cannot
+/// touch, and charging what arrived must.
+pub fn slowloris_1k() -> Scenario {
+    slow_clients("slowloris-1k", 1024)
+}
+
+/// `slowloris`, its slow clients sending or reading `pace` bytes a second.
+fn slow_clients(name: &'static str, pace: u64) -> Scenario {
     let upload = |bytes_per_second| Slow {
         upload: Some(20 * MIB),
         bytes_per_second,
@@ -339,8 +350,8 @@ pub fn slowloris() -> Scenario {
         bytes_per_second,
     };
     Scenario {
-        name: "slowloris",
-        demonstrates: "ordinary 4 MiB requests while slow clients start at t=4 s: 3 uploaders that declare 20 MiB and send 100 B/s, 3 readers that take a 100 MiB stream at 100 B/s, all starting again when cut off; compared with the ordinary requests alone",
+        name,
+        demonstrates: "ordinary 4 MiB requests while slow clients start at t=4 s: 3 uploaders that declare 20 MiB and trickle it, 3 readers that take a 100 MiB stream as slowly, all starting again when cut off; compared with the ordinary requests alone",
         env: env(64 * MIB, 256, 256, "1s"),
         budget: 64 * MIB,
         largest_request: 20 * MIB,
@@ -348,8 +359,8 @@ pub fn slowloris() -> Scenario {
         sweep: Vec::new(),
         phases: vec![
             Phase::get("ordinary 4MiB x 5ms", "/work?kib=4096&ms=5", 16, 0, 24).backing_off(100),
-            Phase::get("slow uploads", "/ingest", 3, 4, 20).slow(upload(100)),
-            Phase::get("slow reads", "/stream?kib=1&chunks=100000&ms=0", 3, 4, 20).slow(read(100)),
+            Phase::get("slow uploads", "/ingest", 3, 4, 20).slow(upload(pace)),
+            Phase::get("slow reads", "/stream?kib=1&chunks=100000&ms=0", 3, 4, 20).slow(read(pace)),
         ],
         settle: Duration::from_secs(2),
         variants: vec![(
@@ -384,9 +395,9 @@ pub fn by_name(name: &str) -> Option<Scenario> {
             name: "smoke",
             ..steady(5)
         }),
+        "slowloris-1k" => Some(slowloris_1k()),
         _ => all().into_iter().find(|s| s.name == name),
     }
 }
 
-pub const NAMES: &str =
-    "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, all, smoke";
