@@ -2,18 +2,15 @@
 
 use std::{fmt, sync::Arc};
 
-use bytesize::ByteSize;
-
 use crate::{
-    config::{AdmissionConfig, ConfigError, MemoryBudget},
+    config::{AdmissionConfig, ConfigError, MemoryBudget, describe, resolve_budget},
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
-    data_rate::{BodyRates, MinDataRate},
+    data_rate::BodyRates,
     http_settings::HttpSettings,
     layer::AdmissionLayer,
     memory::MemorySource,
     metrics, response, sampler,
     snapshot::Snapshot,
-    system_memory,
 };
 
 /// One admission pool: its limits, queue and memory sampler, shared by every layer made from
@@ -188,80 +185,6 @@ impl fmt::Debug for Admission {
     }
 }
 
-/// The budget in bytes (`None` when off), and how it was arrived at.
-fn resolve_budget(budget: MemoryBudget) -> Result<(Option<u64>, String), ConfigError> {
-    let iec = |bytes: u64| ByteSize::b(bytes).display().iec().to_string();
-    Ok(match budget {
-        MemoryBudget::Off => (None, "off".into()),
-        MemoryBudget::Bytes(bytes) => (Some(bytes), iec(bytes)),
-        MemoryBudget::Percent(pct) => {
-            let limit = system_memory::memory_limit().map_err(ConfigError::SystemMemory)?;
-            let bytes = (limit.bytes as f64 * pct / 100.0) as u64;
-            let text = format!(
-                "{} ({pct}% of {} {})",
-                iec(bytes),
-                iec(limit.bytes),
-                limit.origin
-            );
-            (Some(bytes.max(1)), text)
-        }
-    })
-}
-
-fn describe(config: &AdmissionConfig, budget: &str, source: &str, tracks: bool) -> String {
-    let charge = ByteSize::b(config.request_estimate).display().iec();
-    let charge = if tracks {
-        format!(
-            "until its first poll, Content-Length + the most its class allocated lately ({charge} for a class not seen yet); then what it allocates, plus the most one poll of its class rose lately"
-        )
-    } else {
-        format!("Content-Length + {charge}")
-    };
-    let classes = if config.classifier.is_some() {
-        "the classifier's"
-    } else {
-        "method and path"
-    };
-    let reservations = if config.reservations { "on" } else { "off" };
-    let bypass = if config.bypass.is_empty() {
-        "none".to_owned()
-    } else {
-        config.bypass.join(", ")
-    };
-    format!(
-        "tower-admission effective configuration:\n\
-         \x20 max concurrency   {}\n\
-         \x20 memory budget     {budget}\n\
-         \x20 memory source     {source}\n\
-         \x20 cost classes      {classes}\n\
-         \x20 request charge    {charge}\n\
-         \x20 reservations      {reservations}\n\
-         \x20 queue capacity    {}\n\
-         \x20 queue timeout     {}\n\
-         \x20 sample interval   {}\n\
-         \x20 bypass            {bypass}\n\
-         \x20 retry-after       {} s\n\
-         \x20 memory failure    fail {}\n\
-         \x20 request bodies    {}\n\
-         \x20 response bodies   {}",
-        config.max_concurrency,
-        config.queue_capacity,
-        humantime::format_duration(config.queue_timeout),
-        humantime::format_duration(config.sample_interval),
-        config.retry_after_secs,
-        config.memory_failure,
-        describe_rate(config.request_body.rate()),
-        describe_rate(config.response_body.rate()),
-    )
-}
-
-fn describe_rate(rate: Option<MinDataRate>) -> String {
-    match rate {
-        Some(rate) => format!("at least {rate}"),
-        None => "no minimum rate".to_owned(),
-    }
-}
-
 /// The source used when the budget is off and jemalloc is unavailable: memory is not read.
 #[derive(Debug)]
 struct Unmeasured;
@@ -280,32 +203,6 @@ impl MemorySource for Unmeasured {
 mod tests {
     use super::*;
     use crate::ManualMemory;
-
-    #[test]
-    fn display_is_one_readable_block() {
-        let config = AdmissionConfig::default()
-            .memory_budget_bytes(512 << 20)
-            .bypass(["/health", "/metrics"]);
-        let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
-        let text = admission.to_string();
-        assert!(text.contains("max concurrency   256"), "{text}");
-        assert!(text.contains("memory budget     512.0 MiB"), "{text}");
-        assert!(
-            text.contains("bypass            /health, /metrics"),
-            "{text}"
-        );
-        assert!(text.contains("queue timeout     1s"), "{text}");
-        assert!(text.contains("cost classes      method and path"), "{text}");
-        assert!(text.contains("reservations      off"), "{text}");
-    }
-
-    #[test]
-    fn percentage_budgets_resolve_against_the_machine() {
-        let (bytes, text) = resolve_budget(MemoryBudget::Percent(50.0)).unwrap();
-        let limit = system_memory::memory_limit().unwrap();
-        assert_eq!(bytes, Some(limit.bytes / 2));
-        assert!(text.contains("50% of"), "{text}");
-    }
 
     #[test]
     fn invalid_configurations_do_not_start() {

@@ -1,0 +1,73 @@
+//! How much memory the pool may use: the budget as configured, and resolved into bytes.
+
+use std::fmt;
+
+use bytesize::ByteSize;
+
+use super::ConfigError;
+use crate::system_memory;
+
+/// How much allocated memory the process may hold before requests wait.
+///
+/// ```
+/// use tower_admission::{AdmissionConfig, MemoryBudget};
+///
+/// let config = AdmissionConfig::default()
+///     .apply_vars([("ADMISSION_MEMORY_BUDGET", "60%")])
+///     .unwrap();
+/// assert_eq!(config.get_memory_budget(), MemoryBudget::Percent(60.0));
+/// assert_eq!(MemoryBudget::Bytes(512 << 20).to_string(), "512.0 MiB");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryBudget {
+    /// No memory limit: only the concurrency limit applies.
+    Off,
+    /// A fixed number of bytes.
+    Bytes(u64),
+    /// A percentage in (0, 100] of the process's cgroup v2 `memory.max`, or of physical
+    /// memory when no cgroup limit applies; resolved once, when the admission pool is built.
+    Percent(f64),
+}
+
+impl fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryBudget::Off => f.write_str("off"),
+            MemoryBudget::Bytes(bytes) => write!(f, "{}", ByteSize::b(*bytes).display().iec()),
+            MemoryBudget::Percent(pct) => write!(f, "{pct}%"),
+        }
+    }
+}
+
+/// The budget in bytes (`None` when off), and how it was arrived at.
+pub(crate) fn resolve_budget(budget: MemoryBudget) -> Result<(Option<u64>, String), ConfigError> {
+    let iec = |bytes: u64| ByteSize::b(bytes).display().iec().to_string();
+    Ok(match budget {
+        MemoryBudget::Off => (None, "off".into()),
+        MemoryBudget::Bytes(bytes) => (Some(bytes), iec(bytes)),
+        MemoryBudget::Percent(pct) => {
+            let limit = system_memory::memory_limit().map_err(ConfigError::SystemMemory)?;
+            let bytes = (limit.bytes as f64 * pct / 100.0) as u64;
+            let text = format!(
+                "{} ({pct}% of {} {})",
+                iec(bytes),
+                iec(limit.bytes),
+                limit.origin
+            );
+            (Some(bytes.max(1)), text)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentage_budgets_resolve_against_the_machine() {
+        let (bytes, text) = resolve_budget(MemoryBudget::Percent(50.0)).unwrap();
+        let limit = system_memory::memory_limit().unwrap();
+        assert_eq!(bytes, Some(limit.bytes / 2));
+        assert!(text.contains("50% of"), "{text}");
+    }
+}

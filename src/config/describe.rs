@@ -1,0 +1,89 @@
+//! The effective configuration, described one setting a line (what `Display` of an
+//! `Admission` prints).
+
+use bytesize::ByteSize;
+
+use super::AdmissionConfig;
+use crate::data_rate::MinDataRate;
+
+pub(crate) fn describe(
+    config: &AdmissionConfig,
+    budget: &str,
+    source: &str,
+    tracks: bool,
+) -> String {
+    let charge = ByteSize::b(config.request_estimate).display().iec();
+    let charge = if tracks {
+        format!(
+            "until its first poll, Content-Length + the most its class allocated lately ({charge} for a class not seen yet); then what it allocates, plus the most one poll of its class rose lately"
+        )
+    } else {
+        format!("Content-Length + {charge}")
+    };
+    let classes = if config.classifier.is_some() {
+        "the classifier's"
+    } else {
+        "method and path"
+    };
+    let reservations = if config.reservations { "on" } else { "off" };
+    let bypass = if config.bypass.is_empty() {
+        "none".to_owned()
+    } else {
+        config.bypass.join(", ")
+    };
+    format!(
+        "tower-admission effective configuration:\n\
+         \x20 max concurrency   {}\n\
+         \x20 memory budget     {budget}\n\
+         \x20 memory source     {source}\n\
+         \x20 cost classes      {classes}\n\
+         \x20 request charge    {charge}\n\
+         \x20 reservations      {reservations}\n\
+         \x20 queue capacity    {}\n\
+         \x20 queue timeout     {}\n\
+         \x20 sample interval   {}\n\
+         \x20 bypass            {bypass}\n\
+         \x20 retry-after       {} s\n\
+         \x20 memory failure    fail {}\n\
+         \x20 request bodies    {}\n\
+         \x20 response bodies   {}",
+        config.max_concurrency,
+        config.queue_capacity,
+        humantime::format_duration(config.queue_timeout),
+        humantime::format_duration(config.sample_interval),
+        config.retry_after_secs,
+        config.memory_failure,
+        describe_rate(config.request_body.rate()),
+        describe_rate(config.response_body.rate()),
+    )
+}
+
+fn describe_rate(rate: Option<MinDataRate>) -> String {
+    match rate {
+        Some(rate) => format!("at least {rate}"),
+        None => "no minimum rate".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Admission, AdmissionConfig, ManualMemory};
+
+    #[test]
+    fn display_is_one_readable_block() {
+        let config = AdmissionConfig::default()
+            .memory_budget_bytes(512 << 20)
+            .bypass(["/health", "/metrics"]);
+        let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+        let text = admission.to_string();
+        assert!(text.contains("max concurrency   256"), "{text}");
+        assert!(text.contains("memory budget     512.0 MiB"), "{text}");
+        assert!(
+            text.contains("bypass            /health, /metrics"),
+            "{text}"
+        );
+        assert!(text.contains("queue timeout     1s"), "{text}");
+        assert!(text.contains("cost classes      method and path"), "{text}");
+        assert!(text.contains("reservations      off"), "{text}");
+    }
+}

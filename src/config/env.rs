@@ -1,0 +1,490 @@
+//! The `ADMISSION_*` environment variables: their names, the forms they accept, and how
+//! they override a configuration.
+
+use std::{ffi::OsString, time::Duration};
+
+use bytesize::ByteSize;
+
+use super::{AdmissionConfig, ConfigError, MemoryBudget, MemoryFailure};
+
+/// The environment variables [`AdmissionConfig::from_env`] reads.
+pub(crate) mod vars {
+    pub(crate) const MAX_CONCURRENCY: &str = "ADMISSION_MAX_CONCURRENCY";
+    pub(crate) const MEMORY_BUDGET: &str = "ADMISSION_MEMORY_BUDGET";
+    pub(crate) const QUEUE_CAPACITY: &str = "ADMISSION_QUEUE_CAPACITY";
+    pub(crate) const QUEUE_TIMEOUT: &str = "ADMISSION_QUEUE_TIMEOUT";
+    pub(crate) const SAMPLE_INTERVAL: &str = "ADMISSION_SAMPLE_INTERVAL";
+    pub(crate) const BYPASS: &str = "ADMISSION_BYPASS";
+    pub(crate) const RETRY_AFTER: &str = "ADMISSION_RETRY_AFTER";
+    /// What an unreadable memory source means (see [`MemoryFailure`]).
+    pub(crate) const MEMORY_FAILURE: &str = "ADMISSION_MEMORY_FAILURE";
+    /// The minimum rates of admitted requests' bodies (see [`MinDataRate`]).
+    pub(crate) const MIN_REQUEST_BODY_RATE: &str = "ADMISSION_MIN_REQUEST_BODY_RATE";
+    pub(crate) const REQUEST_BODY_GRACE: &str = "ADMISSION_REQUEST_BODY_GRACE";
+    pub(crate) const MIN_RESPONSE_BODY_RATE: &str = "ADMISSION_MIN_RESPONSE_BODY_RATE";
+    pub(crate) const RESPONSE_BODY_GRACE: &str = "ADMISSION_RESPONSE_BODY_GRACE";
+
+    pub(crate) const ALL: [&str; 12] = [
+        MAX_CONCURRENCY,
+        MEMORY_BUDGET,
+        QUEUE_CAPACITY,
+        QUEUE_TIMEOUT,
+        SAMPLE_INTERVAL,
+        BYPASS,
+        RETRY_AFTER,
+        MEMORY_FAILURE,
+        MIN_REQUEST_BODY_RATE,
+        REQUEST_BODY_GRACE,
+        MIN_RESPONSE_BODY_RATE,
+        RESPONSE_BODY_GRACE,
+    ];
+    pub(crate) const PREFIX: &str = "ADMISSION_";
+}
+
+const INTEGER_AT_LEAST_1: &str = "an integer >= 1, such as 256";
+const INTEGER_AT_LEAST_0: &str = "an integer >= 0, such as 1024";
+const SIZE_FORMS: &str =
+    "a size such as 512MiB, 2GB or 1048576 (bytes), a percentage in (0, 100] such as 75%, or off";
+const DURATION_FORMS: &str = "a duration greater than zero, such as 250ms or 2s";
+const MEMORY_FAILURE_FORMS: &str = "open or closed";
+const RATE_FORMS: &str = "bytes per second such as 240, 240B/s or 1KiB/s (at least 1 byte), or off";
+const BYPASS_FORMS: &str =
+    "comma-separated path prefixes starting with '/', such as /health,/metrics";
+
+impl AdmissionConfig {
+    /// The defaults, overridden by the `ADMISSION_*` environment variables.
+    ///
+    /// Fails on a malformed value, a value that is not UTF-8, or an unknown `ADMISSION_*`
+    /// name; the error names the variable, the value and the accepted forms.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::default().apply_env()
+    }
+
+    /// `self`, overridden by the `ADMISSION_*` environment variables that are set.
+    ///
+    /// Use it to change a default that the environment may still override, as the example
+    /// server does for its bypass list.
+    pub fn apply_env(self) -> Result<Self, ConfigError> {
+        self.apply_vars(std::env::vars_os())
+    }
+
+    /// `self`, overridden by the `ADMISSION_*` entries of `vars`; other names are ignored.
+    ///
+    /// ```
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// let config = AdmissionConfig::default()
+    ///     .apply_vars([("ADMISSION_MAX_CONCURRENCY", "8"), ("PATH", "/bin")])
+    ///     .unwrap();
+    /// assert_eq!(config.get_max_concurrency(), 8);
+    ///
+    /// let err = AdmissionConfig::default()
+    ///     .apply_vars([("ADMISSION_QUEUE_TIMOUT", "2s")])
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("ADMISSION_QUEUE_TIMEOUT"));
+    /// ```
+    pub fn apply_vars<I, K, V>(mut self, vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        for (name, value) in vars {
+            let name = name.into();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(vars::PREFIX) {
+                continue;
+            }
+            let Some(var) = vars::ALL.iter().copied().find(|known| *known == name) else {
+                return Err(ConfigError::UnknownVariable {
+                    name: name.to_owned(),
+                    suggestion: nearest_known(name),
+                });
+            };
+            let value = value
+                .into()
+                .into_string()
+                .map_err(|raw| ConfigError::NotUnicode {
+                    var,
+                    value: raw.to_string_lossy().into_owned(),
+                })?;
+            self.apply_var(var, &value)?;
+        }
+        Ok(self)
+    }
+
+    fn apply_var(&mut self, var: &'static str, value: &str) -> Result<(), ConfigError> {
+        let malformed = |expected: &'static str| ConfigError::Malformed {
+            var,
+            value: value.to_owned(),
+            expected,
+        };
+        let trimmed = value.trim();
+        match var {
+            vars::MAX_CONCURRENCY => {
+                self.max_concurrency = parse_integer(trimmed)
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| malformed(INTEGER_AT_LEAST_1))?;
+            }
+            vars::MEMORY_BUDGET => {
+                self.memory_budget = parse_budget(trimmed).ok_or_else(|| malformed(SIZE_FORMS))?;
+            }
+            vars::QUEUE_CAPACITY => {
+                self.queue_capacity =
+                    parse_integer(trimmed).ok_or_else(|| malformed(INTEGER_AT_LEAST_0))?;
+            }
+            vars::QUEUE_TIMEOUT => {
+                self.queue_timeout =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            vars::SAMPLE_INTERVAL => {
+                self.sample_interval =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            vars::BYPASS => {
+                self.bypass = parse_bypass(trimmed).ok_or_else(|| malformed(BYPASS_FORMS))?;
+            }
+            vars::RETRY_AFTER => {
+                self.retry_after_secs =
+                    parse_integer(trimmed).ok_or_else(|| malformed(INTEGER_AT_LEAST_0))?;
+            }
+            vars::MEMORY_FAILURE => {
+                self.memory_failure = match trimmed.to_ascii_lowercase().as_str() {
+                    "open" => MemoryFailure::Open,
+                    "closed" => MemoryFailure::Closed,
+                    _ => return Err(malformed(MEMORY_FAILURE_FORMS)),
+                };
+            }
+            vars::MIN_REQUEST_BODY_RATE => {
+                self.request_body.bytes_per_second =
+                    parse_rate(trimmed).ok_or_else(|| malformed(RATE_FORMS))?;
+            }
+            vars::REQUEST_BODY_GRACE => {
+                self.request_body.grace =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            vars::MIN_RESPONSE_BODY_RATE => {
+                self.response_body.bytes_per_second =
+                    parse_rate(trimmed).ok_or_else(|| malformed(RATE_FORMS))?;
+            }
+            vars::RESPONSE_BODY_GRACE => {
+                self.response_body.grace =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            _ => unreachable!("every name in vars::ALL is handled"),
+        }
+        Ok(())
+    }
+}
+
+fn parse_integer<T: std::str::FromStr>(value: &str) -> Option<T> {
+    // `FromStr` for integers accepts a leading '+'; the accepted forms are plain integers.
+    if value.starts_with('+') {
+        return None;
+    }
+    value.parse().ok()
+}
+
+fn parse_budget(value: &str) -> Option<MemoryBudget> {
+    if value.eq_ignore_ascii_case("off") {
+        return Some(MemoryBudget::Off);
+    }
+    if let Some(pct) = value.strip_suffix('%') {
+        let pct: f64 = pct.trim_end().parse().ok()?;
+        return (pct > 0.0 && pct <= 100.0).then_some(MemoryBudget::Percent(pct));
+    }
+    parse_size(value).map(MemoryBudget::Bytes)
+}
+
+/// Bytes per second, `None` for off.
+fn parse_rate(value: &str) -> Option<Option<u64>> {
+    if value.eq_ignore_ascii_case("off") {
+        return Some(None);
+    }
+    let size = value.strip_suffix("/s").unwrap_or(value).trim_end();
+    if size.starts_with('+') {
+        return None;
+    }
+    parse_size(size).map(Some)
+}
+
+/// A size of at least one byte, such as 240, 240B or 1KiB.
+fn parse_size(value: &str) -> Option<u64> {
+    // bytesize saturates instead of failing on overflow; a saturated value is a typo.
+    let bytes = value.parse::<ByteSize>().ok()?.as_u64();
+    (bytes > 0 && bytes < u64::MAX).then_some(bytes)
+}
+
+fn parse_duration(value: &str) -> Option<Duration> {
+    humantime::parse_duration(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+fn parse_bypass(value: &str) -> Option<Vec<String>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.starts_with('/').then(|| p.to_owned()))
+        .collect()
+}
+
+fn nearest_known(name: &str) -> Option<&'static str> {
+    vars::ALL
+        .iter()
+        .copied()
+        .map(|known| (strsim::levenshtein(name, known), known))
+        .min()
+        .filter(|(distance, _)| *distance <= 6)
+        .map(|(_, known)| known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(name: &str, value: &str) -> Result<AdmissionConfig, ConfigError> {
+        AdmissionConfig::default().apply_vars([(name, value)])
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = AdmissionConfig::default();
+        assert_eq!(c.max_concurrency, 256);
+        assert_eq!(c.memory_budget, MemoryBudget::Percent(75.0));
+        assert_eq!(c.queue_capacity, 1024);
+        assert_eq!(c.queue_timeout, Duration::from_secs(1));
+        assert_eq!(c.sample_interval, Duration::from_millis(10));
+        assert!(c.bypass.is_empty());
+        assert_eq!(c.retry_after_secs, 1);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn sizes_in_every_accepted_form() {
+        let cases = [
+            ("512MiB", MemoryBudget::Bytes(512 << 20)),
+            ("2GB", MemoryBudget::Bytes(2_000_000_000)),
+            ("2GiB", MemoryBudget::Bytes(2 << 30)),
+            ("64KB", MemoryBudget::Bytes(64_000)),
+            ("64KiB", MemoryBudget::Bytes(64 << 10)),
+            ("1048576", MemoryBudget::Bytes(1_048_576)),
+            ("100B", MemoryBudget::Bytes(100)),
+            (" 512 MiB ", MemoryBudget::Bytes(512 << 20)),
+            ("75%", MemoryBudget::Percent(75.0)),
+            ("100%", MemoryBudget::Percent(100.0)),
+            ("12.5%", MemoryBudget::Percent(12.5)),
+            ("off", MemoryBudget::Off),
+            ("OFF", MemoryBudget::Off),
+        ];
+        for (value, expected) in cases {
+            let c = apply(vars::MEMORY_BUDGET, value).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(c.memory_budget, expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn malformed_sizes_name_variable_value_and_forms() {
+        for value in [
+            "",
+            "0",
+            "0%",
+            "101%",
+            "-5",
+            "-5%",
+            "abc",
+            "12XB",
+            "nan%",
+            "inf",
+            "1.5",
+            "20000000TiB",
+            "99999999999999999999",
+            "5 %%",
+        ] {
+            let err = apply(vars::MEMORY_BUDGET, value).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("ADMISSION_MEMORY_BUDGET"), "{text}");
+            assert!(text.contains(&format!("{value:?}")), "{text}");
+            assert!(text.contains("512MiB"), "{text}");
+        }
+    }
+
+    #[test]
+    fn integers() {
+        assert_eq!(
+            apply(vars::MAX_CONCURRENCY, "8").unwrap().max_concurrency,
+            8
+        );
+        assert_eq!(apply(vars::QUEUE_CAPACITY, "0").unwrap().queue_capacity, 0);
+        assert_eq!(apply(vars::RETRY_AFTER, "0").unwrap().retry_after_secs, 0);
+        for value in ["0", "-1", "+3", "1.5", "ten", "", "99999999999999999999999"] {
+            let err = apply(vars::MAX_CONCURRENCY, value).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Malformed {
+                        var: vars::MAX_CONCURRENCY,
+                        ..
+                    }
+                ),
+                "{value}"
+            );
+        }
+        for value in ["-1", "x", "4294967296"] {
+            assert!(apply(vars::RETRY_AFTER, value).is_err(), "{value}");
+            assert!(apply(vars::QUEUE_CAPACITY, "-1").is_err());
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let c = apply(vars::QUEUE_TIMEOUT, "250ms").unwrap();
+        assert_eq!(c.queue_timeout, Duration::from_millis(250));
+        let c = apply(vars::SAMPLE_INTERVAL, "2s").unwrap();
+        assert_eq!(c.sample_interval, Duration::from_secs(2));
+        for value in ["0s", "0ms", "10", "-1s", "soon", ""] {
+            let err = apply(vars::QUEUE_TIMEOUT, value).unwrap_err();
+            assert!(err.to_string().contains("250ms"), "{err}");
+        }
+    }
+
+    #[test]
+    fn body_rates() {
+        let rate = |var, value| apply(var, value).map(|c| c.request_body.bytes_per_second);
+        for (value, bytes) in [
+            ("240", Some(240)),
+            ("240B/s", Some(240)),
+            ("1KiB/s", Some(1024)),
+            (" 2 KiB/s ", Some(2048)),
+            ("off", None),
+            ("OFF", None),
+        ] {
+            assert_eq!(
+                rate(vars::MIN_REQUEST_BODY_RATE, value),
+                Ok(bytes),
+                "{value}"
+            );
+        }
+        for value in ["0", "0B/s", "+240", "-1", "fast", "240/min", ""] {
+            let err = rate(vars::MIN_REQUEST_BODY_RATE, value).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Malformed { .. }),
+                "{value}: {err}"
+            );
+        }
+        let c = apply(vars::RESPONSE_BODY_GRACE, "500ms").unwrap();
+        assert_eq!(c.response_body.grace, Duration::from_millis(500));
+        assert!(apply(vars::REQUEST_BODY_GRACE, "0s").is_err());
+        let off = apply(vars::MIN_RESPONSE_BODY_RATE, "off").unwrap();
+        assert_eq!(off.get_min_response_body_rate(), None);
+    }
+
+    #[test]
+    fn bypass_lists() {
+        let c = apply(vars::BYPASS, "/health, /metrics,").unwrap();
+        assert_eq!(c.bypass, ["/health", "/metrics"]);
+        assert!(apply(vars::BYPASS, "").unwrap().bypass.is_empty());
+        assert!(apply(vars::BYPASS, "health").is_err());
+    }
+
+    #[test]
+    fn memory_failure_policies() {
+        let policy = |value| apply(vars::MEMORY_FAILURE, value).map(|c| c.memory_failure);
+        assert_eq!(policy("open").unwrap(), MemoryFailure::Open);
+        assert_eq!(policy(" Closed ").unwrap(), MemoryFailure::Closed);
+        for value in ["", "shut", "0", "open,closed"] {
+            let text = policy(value).unwrap_err().to_string();
+            assert!(text.contains("ADMISSION_MEMORY_FAILURE"), "{text}");
+            assert!(text.contains("open or closed"), "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_suggest_the_nearest() {
+        let err = apply("ADMISSION_MAX_CONCURENCY", "3").unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::UnknownVariable {
+                name: "ADMISSION_MAX_CONCURENCY".into(),
+                suggestion: Some(vars::MAX_CONCURRENCY),
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("did you mean ADMISSION_MAX_CONCURRENCY?")
+        );
+        let err = apply("ADMISSION_", "3").unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownVariable { .. }));
+    }
+
+    #[test]
+    fn other_variables_are_ignored() {
+        let c = AdmissionConfig::default()
+            .apply_vars([("HOME", "/root"), ("admission_max_concurrency", "x")])
+            .unwrap();
+        assert_eq!(c, AdmissionConfig::default());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_values_are_named() {
+        use std::os::unix::ffi::OsStringExt;
+        let value = OsString::from_vec(vec![b'1', 0xff]);
+        let err = AdmissionConfig::default()
+            .apply_vars([(OsString::from(vars::MAX_CONCURRENCY), value)])
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::NotUnicode {
+                var: vars::MAX_CONCURRENCY,
+                ..
+            }
+        ));
+    }
+
+    proptest::proptest! {
+        /// Whatever a variable holds, parsing never panics, and a refusal names the variable.
+        #[test]
+        fn any_value_is_parsed_or_refused_by_name(
+            index in 0..vars::ALL.len(),
+            value in proptest::prop_oneof![
+                ".*",
+                "[0-9]{0,25}",
+                "-?[0-9]{1,20}(\\.[0-9]{1,5})?( ?([kKmMgGtTpPeE]i?[bB]|[bB]|%|ms|s|h|x))?",
+                "(/[a-z]{0,5},?){0,4}",
+            ],
+        ) {
+            let var = vars::ALL[index];
+            match AdmissionConfig::default().apply_vars([(var, value.as_str())]) {
+                Ok(config) => proptest::prop_assert!(
+                    config.validate().is_ok(),
+                    "{var}={value:?} parsed into an invalid config"
+                ),
+                Err(error) => proptest::prop_assert!(
+                    error.to_string().contains(var),
+                    "{var}={value:?}: {error}"
+                ),
+            }
+        }
+
+        /// Bytes that are not UTF-8 are refused by name, whatever else they hold.
+        #[cfg(unix)]
+        #[test]
+        fn any_bytes_are_refused_by_name_when_not_utf8(
+            index in 0..vars::ALL.len(),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            use std::os::unix::ffi::OsStringExt;
+            let var = vars::ALL[index];
+            let utf8 = std::str::from_utf8(&bytes).is_ok();
+            let result = AdmissionConfig::default()
+                .apply_vars([(OsString::from(var), OsString::from_vec(bytes))]);
+            if let Err(error) = result {
+                proptest::prop_assert!(error.to_string().contains(var));
+            } else {
+                proptest::prop_assert!(utf8);
+            }
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Configuration: the builder and its validation. The environment's `ADMISSION_*` variables
+//! are read in [`env`], the budget is resolved in [`budget`], errors are in [`error`], and
+//! the effective configuration is described in [`describe`].
+
+mod budget;
+mod describe;
+mod env;
+mod error;
+
+use std::{fmt, time::Duration};
+
+use crate::{
+    controller::CostClass,
+    data_rate::MinDataRate,
+    http_settings::{Classifier, RequestHead},
+};
+
+pub use budget::MemoryBudget;
+pub(crate) use budget::resolve_budget;
+pub(crate) use describe::describe;
+pub use error::ConfigError;
+
+/// What the memory limit does while the memory reading cannot be trusted: the source's
+/// refresh fails, or no refresh has succeeded for 100 sample intervals (at least 1 s).
+///
+/// Either way the layer logs an error and counts it
+/// (`admission_memory_source_errors_total`, `admission_memory_reading_age_seconds`).
+///
+/// ```
+/// use tower_admission::{AdmissionConfig, MemoryFailure};
+///
+/// let config = AdmissionConfig::default()
+///     .apply_vars([("ADMISSION_MEMORY_FAILURE", "closed")])
+///     .unwrap();
+/// assert_eq!(config.get_memory_failure(), MemoryFailure::Closed);
+/// assert_eq!(AdmissionConfig::default().get_memory_failure(), MemoryFailure::Open);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryFailure {
+    /// Fail open (the default): the memory limit stops refusing requests until the reading is
+    /// trusted again; the concurrency limit, the queue and the per-request charges still
+    /// apply. A broken gauge must not take the service down.
+    #[default]
+    Open,
+    /// Fail closed: memory counts as over the budget, so requests run one at a time (the
+    /// progress guarantee) and the rest wait or are shed with `limit=memory`.
+    Closed,
+}
+
+impl fmt::Display for MemoryFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemoryFailure::Open => "open",
+            MemoryFailure::Closed => "closed",
+        })
+    }
+}
+
+/// The settings of one admission pool.
+///
+/// Start from [`AdmissionConfig::default`] (the defaults of the `ADMISSION_*` variables) or
+/// [`AdmissionConfig::from_env`], adjust with the builder methods, then build an
+/// [`Admission`](crate::Admission), which validates the whole.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_admission::{AdmissionConfig, MemoryBudget};
+///
+/// let config = AdmissionConfig::default()
+///     .max_concurrency(32)
+///     .memory_budget(MemoryBudget::Percent(50.0))
+///     .queue_capacity(100)
+///     .queue_timeout(Duration::from_millis(250));
+/// assert_eq!(config.get_max_concurrency(), 32);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionConfig {
+    pub(crate) max_concurrency: usize,
+    pub(crate) memory_budget: MemoryBudget,
+    pub(crate) queue_capacity: usize,
+    pub(crate) queue_timeout: Duration,
+    pub(crate) sample_interval: Duration,
+    pub(crate) bypass: Vec<String>,
+    pub(crate) retry_after_secs: u32,
+    pub(crate) request_estimate: u64,
+    pub(crate) memory_failure: MemoryFailure,
+    pub(crate) classifier: Option<Classifier>,
+    pub(crate) reservations: bool,
+    pub(crate) request_body: RateSetting,
+    pub(crate) response_body: RateSetting,
+}
+
+/// One direction's minimum rate as configured: the rate may be off while a grace is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateSetting {
+    pub(crate) bytes_per_second: Option<u64>,
+    pub(crate) grace: Duration,
+}
+
+impl RateSetting {
+    /// Kestrel's defaults: 240 bytes/s after a 5 s grace period.
+    const DEFAULT: Self = Self {
+        bytes_per_second: Some(240),
+        grace: Duration::from_secs(5),
+    };
+
+    pub(crate) fn rate(&self) -> Option<MinDataRate> {
+        self.bytes_per_second
+            .map(|bytes_per_second| MinDataRate::new(bytes_per_second, self.grace))
+    }
+
+    fn set(&mut self, rate: Option<MinDataRate>) {
+        self.bytes_per_second = rate.map(|rate| rate.bytes_per_second());
+        if let Some(rate) = rate {
+            self.grace = rate.grace();
+        }
+    }
+}
+
+impl Default for AdmissionConfig {
+    /// The defaults of the `ADMISSION_*` variables (README's configuration table): 256 in
+    /// flight, 75 % of memory, 1024 waiters, a 1 s queue timeout, a 10 ms sample interval,
+    /// no bypass, `Retry-After: 1`; bodies at least 240 bytes/s each way after a 5 s grace
+    /// period.
+    fn default() -> Self {
+        Self {
+            max_concurrency: 256,
+            memory_budget: MemoryBudget::Percent(75.0),
+            queue_capacity: 1024,
+            queue_timeout: Duration::from_secs(1),
+            sample_interval: Duration::from_millis(10),
+            bypass: Vec::new(),
+            retry_after_secs: 1,
+            request_estimate: 256 << 10,
+            memory_failure: MemoryFailure::Open,
+            classifier: None,
+            reservations: false,
+            request_body: RateSetting::DEFAULT,
+            response_body: RateSetting::DEFAULT,
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// At most this many requests in flight (`ADMISSION_MAX_CONCURRENCY`); at least 1.
+    /// Values above 1,048,575 (the width of the in-flight counter) act as 1,048,575.
+    pub fn max_concurrency(mut self, max: usize) -> Self {
+        self.max_concurrency = max;
+        self
+    }
+
+    /// The memory budget (`ADMISSION_MEMORY_BUDGET`).
+    pub fn memory_budget(mut self, budget: MemoryBudget) -> Self {
+        self.memory_budget = budget;
+        self
+    }
+
+    /// Shorthand for `memory_budget(MemoryBudget::Bytes(bytes))`.
+    pub fn memory_budget_bytes(self, bytes: u64) -> Self {
+        self.memory_budget(MemoryBudget::Bytes(bytes))
+    }
+
+    /// At most this many requests wait (`ADMISSION_QUEUE_CAPACITY`); 0 sheds at once.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// The longest a request waits in the queue before a 503 (`ADMISSION_QUEUE_TIMEOUT`).
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// How often the memory reading is refreshed (`ADMISSION_SAMPLE_INTERVAL`); four times
+    /// as often while memory is within 10 % of the budget.
+    pub fn sample_interval(mut self, interval: Duration) -> Self {
+        self.sample_interval = interval;
+        self
+    }
+
+    /// Path prefixes that skip admission (`ADMISSION_BYPASS`), such as `/health`.
+    ///
+    /// A prefix matches whole path segments: `/health` matches `/health` and
+    /// `/health/live`, not `/healthcare`.
+    pub fn bypass<I, P>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.bypass = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Seconds announced in `Retry-After` on a 503 (`ADMISSION_RETRY_AFTER`).
+    pub fn retry_after_secs(mut self, secs: u32) -> Self {
+        self.retry_after_secs = secs;
+        self
+    }
+
+    /// What a request of a cost class never seen before is charged, on top of its
+    /// `Content-Length`, until its first poll. Default 256 KiB. Once a class has been seen,
+    /// its requests are charged the most that requests of the class allocated lately; after
+    /// its first poll, a request is charged what it has allocated, where the memory source
+    /// counts allocations per thread (jemalloc does).
+    pub fn request_estimate(mut self, bytes: u64) -> Self {
+        self.request_estimate = bytes;
+        self
+    }
+
+    /// Puts requests into cost classes with `classify`, instead of by method and path.
+    ///
+    /// Requests of one class share what the layer learns of their cost: until its first
+    /// poll, a request is charged the most its class has allocated lately. Use it where cost
+    /// depends on something other than the route, such as a query parameter or a header.
+    /// Keep the number of classes small: the table holds 64, and the rest share one.
+    ///
+    /// ```
+    /// use tower_admission::{AdmissionConfig, CostClass};
+    ///
+    /// // Thumbnails cost little, full-size renders a lot, on the same route.
+    /// let config = AdmissionConfig::default().classify(|head| {
+    ///     let full = head.uri().query().is_some_and(|q| q.contains("size=full"));
+    ///     CostClass::new((head.uri().path(), full))
+    /// });
+    /// # let _ = config;
+    /// ```
+    pub fn classify(
+        mut self,
+        classify: impl Fn(&RequestHead<'_>) -> CostClass + Send + Sync + 'static,
+    ) -> Self {
+        self.classifier = Some(Classifier(std::sync::Arc::new(classify)));
+        self
+    }
+
+    /// Gives every admitted request a [`Reservation`](crate::Reservation) in its extensions,
+    /// through which its handler can reserve memory before allocating it. Off by default: it
+    /// costs an allocation per request (about 400 instructions), so only pools whose handlers
+    /// reserve should pay it.
+    pub fn reservations(mut self, on: bool) -> Self {
+        self.reservations = on;
+        self
+    }
+
+    /// The least rate at which an admitted request's client must send its body
+    /// (`ADMISSION_MIN_REQUEST_BODY_RATE`, `ADMISSION_REQUEST_BODY_GRACE`); `None` for no
+    /// minimum. Default 240 bytes/s after 5 s, as Kestrel's.
+    ///
+    /// Only time the handler spends waiting for body data counts. Below the rate, the body
+    /// fails with [`TooSlow`](crate::TooSlow), the layer answers `408 Request Timeout` with
+    /// `Connection: close`, and the request's slot and memory go back at once: a client
+    /// that trickles its body cannot hold them for long. Meanwhile, once the handler has
+    /// waited 250 ms for body data, a body is charged what has arrived plus what its pace
+    /// brings within the grace period, not its whole declared length.
+    pub fn min_request_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
+        self.request_body.set(rate.into());
+        self
+    }
+
+    /// The least rate at which an admitted request's client must take its response body
+    /// (`ADMISSION_MIN_RESPONSE_BODY_RATE`, `ADMISSION_RESPONSE_BODY_GRACE`); `None` for no
+    /// minimum. Default 240 bytes/s after 5 s, as Kestrel's.
+    ///
+    /// Each frame the body hands the server must be taken within the grace period or its
+    /// size at the rate, whichever is longer. Time the body waits for its handler does not
+    /// count. Below the rate, the body ends with [`TooSlow`](crate::TooSlow) (hyper closes the
+    /// connection) and the request's slot and memory go back, even while the server, its
+    /// buffers full, does not ask for more. The server's and the kernel's buffers hide a
+    /// client's pace for as long as they take to fill: a response that fits in them is never
+    /// cut off, and its permit goes back once it is handed over.
+    pub fn min_response_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
+        self.response_body.set(rate.into());
+        self
+    }
+
+    /// The configured minimum request body rate, `None` when off.
+    pub fn get_min_request_body_rate(&self) -> Option<MinDataRate> {
+        self.request_body.rate()
+    }
+
+    /// The configured minimum response body rate, `None` when off.
+    pub fn get_min_response_body_rate(&self) -> Option<MinDataRate> {
+        self.response_body.rate()
+    }
+
+    /// What the memory limit does while the reading cannot be trusted
+    /// (`ADMISSION_MEMORY_FAILURE`, `open` by default): see [`MemoryFailure`].
+    pub fn on_memory_failure(mut self, policy: MemoryFailure) -> Self {
+        self.memory_failure = policy;
+        self
+    }
+
+    /// The configured concurrency limit.
+    pub fn get_max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    /// The configured memory budget, before a percentage is resolved.
+    pub fn get_memory_budget(&self) -> MemoryBudget {
+        self.memory_budget
+    }
+
+    /// The configured memory failure policy.
+    pub fn get_memory_failure(&self) -> MemoryFailure {
+        self.memory_failure
+    }
+
+    /// Checks every setting; [`Admission`](crate::Admission) calls it before starting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.max_concurrency == 0 {
+            return invalid("max_concurrency", "must be at least 1");
+        }
+        match self.memory_budget {
+            MemoryBudget::Bytes(0) => return invalid("memory_budget", "must be more than 0 bytes"),
+            MemoryBudget::Percent(pct) if !(pct > 0.0 && pct <= 100.0) => {
+                return invalid("memory_budget", "a percentage must be in (0, 100]");
+            }
+            _ => {}
+        }
+        if self.queue_timeout.is_zero() {
+            return invalid("queue_timeout", "must be greater than zero");
+        }
+        if self.sample_interval.is_zero() {
+            return invalid("sample_interval", "must be greater than zero");
+        }
+        for (setting, rate) in [
+            ("min_request_body_rate", self.request_body),
+            ("min_response_body_rate", self.response_body),
+        ] {
+            if rate.bytes_per_second == Some(0) {
+                return invalid(
+                    setting,
+                    "must be at least 1 byte per second (or None for off)",
+                );
+            }
+        }
+        if let Some(bad) = self.bypass.iter().find(|p| !p.starts_with('/')) {
+            return invalid("bypass", &format!("prefix {bad:?} must start with '/'"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_values_are_validated() {
+        let bad = [
+            AdmissionConfig::default().max_concurrency(0),
+            AdmissionConfig::default().memory_budget_bytes(0),
+            AdmissionConfig::default().memory_budget(MemoryBudget::Percent(0.0)),
+            AdmissionConfig::default().memory_budget(MemoryBudget::Percent(f64::NAN)),
+            AdmissionConfig::default().queue_timeout(Duration::ZERO),
+            AdmissionConfig::default().sample_interval(Duration::ZERO),
+            AdmissionConfig::default().bypass(["health"]),
+        ];
+        for config in bad {
+            assert!(
+                matches!(config.validate(), Err(ConfigError::Invalid { .. })),
+                "{config:?}"
+            );
+        }
+    }
+}
