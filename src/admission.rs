@@ -58,7 +58,7 @@ impl Admission {
     pub fn new(config: AdmissionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         #[cfg(feature = "jemalloc")]
-        match crate::JemallocMemory::new() {
+        match crate::memory::JemallocMemory::new() {
             Ok(source) => Self::with_memory_source(config, source),
             Err(_) if config.memory_budget == MemoryBudget::Off => {
                 Self::with_memory_source(config, Unmeasured)
@@ -69,7 +69,7 @@ impl Admission {
         if config.memory_budget == MemoryBudget::Off {
             Self::with_memory_source(config, Unmeasured)
         } else {
-            Err(crate::MemoryError::NoSource.into())
+            Err(crate::memory::MemoryError::NoSource.into())
         }
     }
 
@@ -202,7 +202,7 @@ impl MemorySource for Unmeasured {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ManualMemory;
+    use crate::memory::ManualMemory;
 
     #[test]
     fn invalid_configurations_do_not_start() {

@@ -17,7 +17,11 @@ mod enabled {
         Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
     };
 
-    use crate::{Direction, Limit, Reason, snapshot::Snapshot};
+    use crate::{
+        data_rate::Direction,
+        rejection::{Limit, Reason},
+        snapshot::Snapshot,
+    };
 
     pub(crate) fn describe() {
         describe_gauge!(

@@ -150,10 +150,12 @@ impl Model {
                 self.memory.set(u64::from(mib) * MIB);
                 self.sample();
             }
-            Op::SourceFails => self.controller.on_sample(Err(crate::MemoryError::Read {
-                what: "the model's source",
-                reason: "injected".into(),
-            })),
+            Op::SourceFails => self
+                .controller
+                .on_sample(Err(crate::memory::MemoryError::Read {
+                    what: "the model's source",
+                    reason: "injected".into(),
+                })),
             Op::Poll => self.observe_grants(),
             _ => {}
         }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{MemoryError, MemoryFailure, log_throttle::LogThrottle};
+use crate::{config::MemoryFailure, log_throttle::LogThrottle, memory::MemoryError};
 
 /// A reading is stale after this many sample intervals without a successful refresh...
 const STALE_AFTER_INTERVALS: u32 = 100;

@@ -3,7 +3,11 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::{AdmissionBody, Limit, Reason, Rejection, TooSlow};
+use crate::{
+    body::AdmissionBody,
+    data_rate::TooSlow,
+    rejection::{Limit, Reason, Rejection},
+};
 
 /// `Retry-After` values that clone without touching a reference count: the rejection path is
 /// the one that must stay cheapest under overload.

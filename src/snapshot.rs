@@ -1,6 +1,9 @@
 //! A lock-free view of one admission pool's live figures.
 
-use crate::{Direction, Limit, Reason};
+use crate::{
+    data_rate::Direction,
+    rejection::{Limit, Reason},
+};
 
 /// The live figures of an admission pool, read without taking its lock.
 ///

@@ -67,7 +67,7 @@ fn describe_rate(rate: Option<MinDataRate>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Admission, AdmissionConfig, ManualMemory};
+    use crate::{admission::Admission, config::AdmissionConfig, memory::ManualMemory};
 
     #[test]
     fn display_is_one_readable_block() {

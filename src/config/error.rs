@@ -57,7 +57,7 @@ pub enum ConfigError {
     #[error(
         "the memory budget cannot be enforced: {0}; set ADMISSION_MEMORY_BUDGET=off to use the concurrency limit alone"
     )]
-    MemorySource(#[from] crate::MemoryError),
+    MemorySource(#[from] crate::memory::MemoryError),
     /// A percentage budget needs the memory limit, which could not be read.
     #[error("cannot resolve a percentage memory budget: {0}")]
     SystemMemory(String),
