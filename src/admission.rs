@@ -116,7 +116,7 @@ impl Admission {
         let controller = Arc::new(Controller::new(settings, Arc::new(source)));
         metrics::describe();
         sampler::spawn(&controller, config.sample_interval)
-            .map_err(|e| ConfigError::Sampler(e.to_string()))?;
+            .map_err(|e| ConfigError::Sampler(e.into()))?;
         Ok(Self {
             controller,
             settings: Arc::new(http_settings),

@@ -1,7 +1,7 @@
 //! The memory a percentage budget is a percentage of: the process's cgroup v2 limit, or
 //! physical memory when no limit applies.
 
-use std::{fmt, fs, path::Path};
+use std::{fmt, fs, io, path::Path};
 
 /// The memory limit that applies to this process, and where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,11 +27,11 @@ impl fmt::Display for LimitOrigin {
     }
 }
 
-/// Reads the limit from the real `/proc` and `/sys/fs/cgroup`.
-pub(crate) fn memory_limit() -> Result<MemoryLimit, String> {
+/// Reads the limit from the real `/proc` and `/sys/fs/cgroup`. Fails when `/proc/meminfo`
+/// cannot be read or has no `MemTotal`.
+pub(crate) fn memory_limit() -> io::Result<MemoryLimit> {
     let cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let meminfo = fs::read_to_string("/proc/meminfo")
-        .map_err(|e| format!("cannot read /proc/meminfo: {e}"))?;
+    let meminfo = fs::read_to_string("/proc/meminfo")?;
     resolve(&cgroup, &meminfo, |dir| {
         fs::read_to_string(Path::new("/sys/fs/cgroup").join(dir).join("memory.max")).ok()
     })
@@ -43,7 +43,7 @@ fn resolve(
     proc_self_cgroup: &str,
     meminfo: &str,
     read_memory_max: impl Fn(&str) -> Option<String>,
-) -> Result<MemoryLimit, String> {
+) -> io::Result<MemoryLimit> {
     // cgroup v2 has a single line of the form "0::/path".
     let own = proc_self_cgroup
         .lines()
@@ -84,7 +84,7 @@ fn resolve(
                 .parse::<u64>()
                 .ok()
         })
-        .ok_or("no MemTotal line in /proc/meminfo")?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no MemTotal line"))?;
     Ok(MemoryLimit {
         bytes: kib * 1024,
         origin: LimitOrigin::Physical,

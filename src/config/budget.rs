@@ -46,7 +46,8 @@ pub(crate) fn resolve_budget(budget: MemoryBudget) -> Result<(Option<u64>, Strin
         MemoryBudget::Off => (None, "off".into()),
         MemoryBudget::Bytes(bytes) => (Some(bytes), iec(bytes)),
         MemoryBudget::Percent(pct) => {
-            let limit = system_memory::memory_limit().map_err(ConfigError::SystemMemory)?;
+            let limit =
+                system_memory::memory_limit().map_err(|e| ConfigError::SystemMemory(e.into()))?;
             let bytes = (limit.bytes as f64 * pct / 100.0) as u64;
             let text = format!(
                 "{} ({pct}% of {} {})",

@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(c.sample_interval, Duration::from_millis(10));
         assert!(c.bypass.is_empty());
         assert_eq!(c.retry_after_secs, 1);
-        assert_eq!(c.validate(), Ok(()));
+        assert!(c.validate().is_ok());
     }
 
     #[test]
@@ -361,8 +361,8 @@ mod tests {
             ("OFF", None),
         ] {
             assert_eq!(
-                rate(vars::MIN_REQUEST_BODY_RATE, value),
-                Ok(bytes),
+                rate(vars::MIN_REQUEST_BODY_RATE, value).ok(),
+                Some(bytes),
                 "{value}"
             );
         }
@@ -403,12 +403,13 @@ mod tests {
     #[test]
     fn unknown_names_suggest_the_nearest() {
         let err = apply("ADMISSION_MAX_CONCURENCY", "3").unwrap_err();
-        assert_eq!(
-            err,
-            ConfigError::UnknownVariable {
-                name: "ADMISSION_MAX_CONCURENCY".into(),
-                suggestion: Some(vars::MAX_CONCURRENCY),
-            }
+        assert!(
+            matches!(
+                &err,
+                ConfigError::UnknownVariable { name, suggestion: Some(nearest) }
+                    if name == "ADMISSION_MAX_CONCURENCY" && *nearest == vars::MAX_CONCURRENCY
+            ),
+            "{err:?}"
         );
         assert!(
             err.to_string()

@@ -1,5 +1,7 @@
 //! Why a configuration was refused.
 
+use std::{io, sync::Arc};
+
 use super::env::vars;
 
 /// Why a configuration was refused. Nothing starts with a bad configuration.
@@ -16,7 +18,7 @@ use super::env::vars;
 ///     "ADMISSION_QUEUE_TIMEOUT=\"soon\" is not valid: expected a duration greater than zero, such as 250ms or 2s"
 /// );
 /// ```
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// An environment variable holds a value of the wrong form.
@@ -58,10 +60,11 @@ pub enum ConfigError {
         "the memory budget cannot be enforced: {0}; set ADMISSION_MEMORY_BUDGET=off to use the concurrency limit alone"
     )]
     MemorySource(#[from] crate::memory::MemoryError),
-    /// A percentage budget needs the memory limit, which could not be read.
-    #[error("cannot resolve a percentage memory budget: {0}")]
-    SystemMemory(String),
+    /// A percentage budget needs the memory limit, which could not be read from
+    /// `/proc/meminfo`.
+    #[error("cannot resolve a percentage memory budget from /proc/meminfo: {0}")]
+    SystemMemory(#[source] Arc<io::Error>),
     /// The sampler thread could not be started.
     #[error("cannot start the memory sampler thread: {0}")]
-    Sampler(String),
+    Sampler(#[source] Arc<io::Error>),
 }
