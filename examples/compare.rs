@@ -30,10 +30,16 @@ mod common;
 #[global_allocator]
 static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
 
-fn main() -> ExitCode {
-    let (metrics, addr) = match common::start() {
-        Ok(started) => started,
-        Err(error) => return common::fail(&error),
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::init_tracing();
+    let metrics = match common::install_metrics() {
+        Ok(metrics) => metrics,
+        Err(error) => return common::failure(&error),
+    };
+    let addr = match common::listen_addr() {
+        Ok(addr) => addr,
+        Err(error) => return common::config_error(&error),
     };
     let limiter = std::env::var("LIMITER").unwrap_or_else(|_| "tower".into());
     let app = match limiter.as_str() {
@@ -41,12 +47,14 @@ fn main() -> ExitCode {
         "tower" => {
             let concurrency = std::env::var("TOWER_CONCURRENCY").unwrap_or_else(|_| "256".into());
             let Ok(concurrency) = concurrency.parse::<usize>() else {
-                return common::fail(&format!(
+                return common::config_error(&format!(
                     "TOWER_CONCURRENCY={concurrency:?} is not valid: expected an integer >= 1"
                 ));
             };
             if concurrency == 0 {
-                return common::fail("TOWER_CONCURRENCY=0 is not valid: expected an integer >= 1");
+                return common::config_error(
+                    "TOWER_CONCURRENCY=0 is not valid: expected an integer >= 1",
+                );
             }
             println!("limiter: LoadShed + GlobalConcurrencyLimit({concurrency})");
             let limited = common::routes(scrape(&metrics)).layer(
@@ -62,16 +70,19 @@ fn main() -> ExitCode {
             Router::new().merge(unlimited).fallback_service(limited)
         }
         other => {
-            return common::fail(&format!(
+            return common::config_error(&format!(
                 "LIMITER={other:?} is not valid: expected tower or none"
             ));
         }
     };
     if let Err(error) = sample_jemalloc() {
-        return common::fail(&error);
+        return common::failure(&error);
     }
     println!("limiter: {limiter}");
-    common::run(app.layer(common::request_timeout()), addr, || {})
+    match common::serve(app.layer(common::request_timeout()), addr, || {}).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => common::failure(&error.to_string()),
+    }
 }
 
 fn scrape(

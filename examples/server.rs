@@ -25,7 +25,7 @@
 //! Configuration comes from the `ADMISSION_*` variables (see the README) and `LISTEN_ADDR`
 //! (default `127.0.0.1:3000`); `/health` and `/metrics` bypass admission unless
 //! `ADMISSION_BYPASS` says otherwise. A bad configuration exits with status 2 before the
-//! port is bound.
+//! port is bound; any other failure with status 1.
 //!
 //! `WORK_CLASSES=kib` puts `/work` requests into cost classes by their `kib` parameter (a
 //! power of two apart), as a service whose costs depend on a query parameter would; the
@@ -45,13 +45,23 @@ mod common;
 #[global_allocator]
 static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
 
-fn main() -> ExitCode {
-    // The metrics recorder goes first, so the pool's metric descriptions reach it.
-    let (metrics, addr) = match common::start() {
-        Ok(started) => started,
-        Err(error) => return common::fail(&error),
+#[tokio::main]
+async fn main() -> ExitCode {
+    // 1. Logs to stderr, then the metrics recorder: it must be installed before the pool
+    //    describes its metrics.
+    common::init_tracing();
+    let metrics = match common::install_metrics() {
+        Ok(metrics) => metrics,
+        Err(error) => return common::failure(&error),
     };
-    // `/ingest` reserves its parsed body before building it.
+    let addr = match common::listen_addr() {
+        Ok(addr) => addr,
+        Err(error) => return common::config_error(&error),
+    };
+
+    // 2. The admission pool: this server's defaults (health and metrics skip admission;
+    //    `/ingest` reserves its parsed body before building it), then the ADMISSION_*
+    //    variables. A bad value stops here, before the port is bound.
     let mut config = AdmissionConfig::default()
         .bypass(["/health", "/metrics"])
         .reservations(true);
@@ -59,29 +69,35 @@ fn main() -> ExitCode {
         Err(_) | Ok("route") => {}
         Ok("kib") => config = config.classify(work_by_kib),
         Ok(other) => {
-            return common::fail(&format!(
+            return common::config_error(&format!(
                 "WORK_CLASSES={other:?} is not valid: expected route or kib"
             ));
         }
     }
     let admission = match config.apply_env().and_then(Admission::new) {
         Ok(admission) => admission,
-        Err(error) => return common::fail(&error.to_string()),
+        Err(error) => return common::config_error(&error.to_string()),
     };
     println!("{admission}");
-    // Scrapes publish the pool's figures first: a stalled sampler cannot freeze them.
+
+    // 3. The routes behind one pool: `Router::layer` wraps each route, and they all share
+    //    it. The request timeout sits inside it, timing handlers rather than the queue.
+    //    Scrapes publish the pool's figures first: a stalled sampler cannot freeze them.
     let scraped = admission.clone();
     let scrape = move || {
         scraped.publish_metrics();
         metrics.render()
     };
-    // One pool over every route: `Router::layer` wraps each route, and they all share it.
-    // The request timeout sits inside it, timing handlers rather than the queue.
     let app = common::routes(scrape)
         .layer(common::request_timeout())
         .layer(admission.layer());
-    // On SIGTERM the queue is answered 503 at once; admitted requests run to the end.
-    common::run(app, addr, move || admission.close())
+
+    // 4. Serve until SIGINT or SIGTERM; then the queue is answered 503 at once, and
+    //    admitted requests run to the end.
+    match common::serve(app, addr, move || admission.close()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => common::failure(&error.to_string()),
+    }
 }
 
 /// `/work` requests by the power of two of their `kib` parameter; everything else by route.

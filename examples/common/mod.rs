@@ -1,11 +1,14 @@
-//! What the example servers share: the routes (see the README's "The example server"),
-//! metrics, and hardened serving with graceful shutdown (`serve.rs`). `server` puts tower-admission in front of
-//! the routes; `compare` puts tower's own limits (or nothing) there, for side-by-side runs.
-#![allow(dead_code)]
+//! What the example servers share: logging, the metrics recorder, the listen address, the
+//! routes (see the README's "The example server"), hardened serving with a graceful
+//! shutdown (`serve.rs`), and how they exit. `server` puts tower-admission in front of the
+//! routes; `compare` puts tower's own limits (or nothing) there, for side-by-side runs.
+//!
+//! Exit status: 2 for a bad configuration, found before the port is bound; 1 for any other
+//! failure.
 
 mod serve;
 
-pub use serve::request_timeout;
+pub use serve::{request_timeout, serve};
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
@@ -32,17 +35,8 @@ const MAX_STREAM_CHUNKS: u64 = 100_000;
 const MAX_INGEST_BYTES: usize = 64 << 20;
 const PAGE: usize = 4096;
 
-/// What every example server does first: logging, the metrics recorder (before anything
-/// describes a metric), and `LISTEN_ADDR`. Errors are ready for [`fail`].
-pub fn start() -> Result<(PrometheusHandle, SocketAddr), String> {
-    init_tracing();
-    let metrics =
-        install_metrics().map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
-    Ok((metrics, listen_addr()?))
-}
-
 /// Logs to stderr (`RUST_LOG`, default `info`).
-fn init_tracing() {
+pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -53,27 +47,11 @@ fn init_tracing() {
 }
 
 /// `LISTEN_ADDR`, default `127.0.0.1:3000`.
-fn listen_addr() -> Result<SocketAddr, String> {
+pub fn listen_addr() -> Result<SocketAddr, String> {
     let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     listen.parse().map_err(|_| {
         format!("LISTEN_ADDR={listen:?} is not valid: expected an address such as 127.0.0.1:3000")
     })
-}
-
-/// Serves `app` on `addr` on a new multi-thread runtime until SIGINT or SIGTERM; then calls
-/// `on_shutdown` and lets admitted requests finish.
-pub fn run(app: Router, addr: SocketAddr, on_shutdown: impl FnOnce()) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(&format!("cannot start the runtime: {error}")),
-    };
-    match runtime.block_on(serve::serve(app, addr, on_shutdown)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// The example's routes, without any limit in front of them; `/metrics` answers what
@@ -90,12 +68,23 @@ pub fn routes(scrape: impl Fn() -> String + Clone + Send + Sync + 'static) -> Ro
         .route("/metrics", get(move || std::future::ready(scrape())))
 }
 
-pub fn fail(message: &str) -> ExitCode {
+/// Exits on a bad configuration: status 2.
+pub fn config_error(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
 }
 
-fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+/// Exits on any other failure: status 1.
+pub fn failure(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Installs the Prometheus recorder, before anything describes a metric.
+pub fn install_metrics() -> Result<PrometheusHandle, String> {
+    let failed = |e: metrics_exporter_prometheus::BuildError| {
+        format!("cannot install the metrics recorder: {e}")
+    };
     // Explicit buckets make the queue wait a Prometheus histogram rather than a summary.
     PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -103,8 +92,10 @@ fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::Bu
             &[
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ],
-        )?
+        )
+        .map_err(failed)?
         .install_recorder()
+        .map_err(failed)
 }
 
 fn bad_request(message: String) -> Response {
