@@ -81,7 +81,7 @@ mod enabled {
         gauge!("admission_in_flight").set(s.in_flight as f64);
         gauge!("admission_queued").set(s.queued as f64);
         gauge!("admission_memory_bytes").set(s.memory_bytes as f64);
-        gauge!("admission_reserved_bytes").set(s.reserved_bytes as f64);
+        gauge!("admission_reserved_bytes").set(s.charged_bytes as f64);
         gauge!("admission_memory_budget_bytes")
             .set(s.memory_budget_bytes.map_or(f64::INFINITY, |b| b as f64));
         gauge!("admission_max_concurrency").set(s.max_concurrency as f64);

@@ -203,7 +203,7 @@ impl Model {
         assert_eq!(s.queued, waiting.len());
         assert!(s.in_flight <= settings.max_concurrency);
         assert!(s.queued <= settings.queue_capacity);
-        let reserved: u64 = self
+        let charged: u64 = self
             .served
             .iter()
             .map(|(_, e, _)| *e)
@@ -211,8 +211,8 @@ impl Model {
             .map(|e| kib(e) * 1024)
             .sum();
         assert_eq!(
-            s.reserved_bytes, reserved,
-            "reserved bytes = the sum over live requests"
+            s.charged_bytes, charged,
+            "charged bytes = the sum over live requests"
         );
         // Charges are the estimates: nothing here allocates.
         for (_, estimate, ticket) in &self.waiting {
@@ -271,7 +271,7 @@ proptest! {
         model.served.clear();
         prop_assert!(model.waiting.is_empty(), "{} waiters left", model.waiting.len());
         let s = model.controller.snapshot();
-        prop_assert_eq!((s.in_flight, s.queued, s.reserved_bytes), (0, 0, 0));
+        prop_assert_eq!((s.in_flight, s.queued, s.charged_bytes), (0, 0, 0));
     }
 }
 
@@ -344,11 +344,7 @@ fn many_threads_racing_leave_nothing_behind() {
         total.vanished += tally.vanished;
     }
     let s = controller.snapshot();
-    assert_eq!(
-        (s.in_flight, s.queued, s.reserved_bytes),
-        (0, 0, 0),
-        "{s:?}"
-    );
+    assert_eq!((s.in_flight, s.queued, s.charged_bytes), (0, 0, 0), "{s:?}");
     assert_eq!(s.rejected_total(), total.rejected, "{s:?}");
     // A vanished waiter may have been granted just before it left: then the controller
     // counted an admission the thread did not see.

@@ -49,10 +49,10 @@ fn sample(controller: &Controller, interval: Duration) -> Duration {
     )
 }
 
-/// The sample interval, or a quarter of it while the memory spoken for (`committed`) is
-/// within 10 % of the budget, where a stale reading costs most.
-fn pause(committed: u64, budget: Option<u64>, interval: Duration) -> Duration {
-    if budget.is_some_and(|budget| committed >= budget - budget / 10) {
+/// The sample interval, or a quarter of it while the memory spoken for is
+/// within 10 % of the budget, where an old reading costs most.
+fn pause(spoken_for: u64, budget: Option<u64>, interval: Duration) -> Duration {
+    if budget.is_some_and(|budget| spoken_for >= budget - budget / 10) {
         (interval / 4).max(Duration::from_millis(1)).min(interval)
     } else {
         interval

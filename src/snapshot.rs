@@ -31,7 +31,7 @@ pub struct Snapshot {
     pub memory_bytes: u64,
     /// Bytes charged to the requests in flight: each one's estimate, or what its polls have
     /// allocated when that is more.
-    pub reserved_bytes: u64,
+    pub charged_bytes: u64,
     /// The memory budget, `None` when off.
     pub memory_budget_bytes: Option<u64>,
     /// The concurrency limit.

@@ -56,7 +56,7 @@ async fn the_memory_budget_holds_and_a_lower_reading_admits_waiters() {
             s.in_flight == 5 && s.queued == 3
         })
         .await;
-    assert_eq!(server.snapshot().reserved_bytes, 5 * MIB);
+    assert_eq!(server.snapshot().charged_bytes, 5 * MIB);
     assert_eq!(server.probe.peak.load(Ordering::SeqCst), 5);
     server.memory.set(2 * MIB);
     server
@@ -183,9 +183,7 @@ async fn a_served_client_that_disconnects_frees_its_permit() {
     let server = TestServer::start(config, 0).await;
     let quitter = server.open("/hold/0").await;
     server
-        .wait_for("one in flight", |s| {
-            s.in_flight == 1 && s.reserved_bytes > 0
-        })
+        .wait_for("one in flight", |s| s.in_flight == 1 && s.charged_bytes > 0)
         .await;
     drop(quitter);
     server.wait_idle().await;
@@ -296,7 +294,7 @@ async fn a_body_declared_larger_than_the_budget_gets_413_at_once() {
         .await;
     server
         .wait_for("the declared length reserved", |s| {
-            s.reserved_bytes >= 2 * MIB
+            s.charged_bytes >= 2 * MIB
         })
         .await;
     stream
@@ -368,7 +366,7 @@ async fn a_chunked_body_without_a_length_is_admitted_on_its_estimate() {
         .await;
     server
         .wait_for("admitted on its estimate alone", |s| {
-            s.in_flight == 1 && s.reserved_bytes == MIB
+            s.in_flight == 1 && s.charged_bytes == MIB
         })
         .await;
     for _ in 0..4 {

@@ -106,7 +106,7 @@ async fn budget_reacts_to_real_allocations() {
     // The sampler sees the 100 MiB, and the request is charged them (not only its 1 MiB
     // estimate) as soon as the poll that allocated them returns.
     wait_for(&admission, "the sampler to see 100 MiB, charged", |s| {
-        s.in_flight == 1 && s.memory_bytes >= base + 100 * MIB && s.reserved_bytes >= 100 * MIB
+        s.in_flight == 1 && s.memory_bytes >= base + 100 * MIB && s.charged_bytes >= 100 * MIB
     })
     .await;
 

@@ -207,11 +207,11 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
     // 60 MiB fit at once: the reservation takes the place of the 1 MiB estimate.
     let first = reserve(60);
     settle().await;
-    assert_eq!(admission.snapshot().reserved_bytes, 60 * MIB);
+    assert_eq!(admission.snapshot().charged_bytes, 60 * MIB);
     // 60 more do not fit, but one request at a time may reserve beyond the budget.
     let second = reserve(60);
     settle().await;
-    assert_eq!(admission.snapshot().reserved_bytes, 120 * MIB);
+    assert_eq!(admission.snapshot().charged_bytes, 120 * MIB);
     // A third waits: for room, not for the first alone (61 + 59 > 100)...
     let third = reserve(60);
     settle().await;
@@ -219,7 +219,7 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
     assert_eq!(status(first).await, StatusCode::OK);
     settle().await;
     assert_eq!(
-        admission.snapshot().reserved_bytes,
+        admission.snapshot().charged_bytes,
         61 * MIB,
         "still waiting"
     );
@@ -227,7 +227,7 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
     gate.add_permits(1);
     assert_eq!(status(second).await, StatusCode::OK);
     settle().await;
-    assert_eq!(admission.snapshot().reserved_bytes, 60 * MIB, "granted");
+    assert_eq!(admission.snapshot().charged_bytes, 60 * MIB, "granted");
     // A fourth goes beyond the budget; a fifth waits, and is refused at the queue timeout,
     // its request going on.
     let fourth = reserve(60);
@@ -256,7 +256,7 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
     );
     let s = admission.snapshot();
     assert_eq!(
-        (s.in_flight, s.reserved_bytes),
+        (s.in_flight, s.charged_bytes),
         (0, 0),
         "nothing left behind"
     );

@@ -170,7 +170,7 @@ async fn run(max: usize, capacity: usize, steps: Vec<Step>) -> Result<(), TestCa
     }
     let s = admission.snapshot();
     prop_assert_eq!(
-        (s.in_flight, s.queued, s.reserved_bytes),
+        (s.in_flight, s.queued, s.charged_bytes),
         (0, 0, 0),
         "{:?}",
         s

@@ -135,11 +135,12 @@ pub(crate) enum Acquired {
 /// such as connection buffers, so that the overshoot stays within one request.
 const PROBE_MARGIN: u64 = 64;
 
-/// Whether the memory reading was just taken (by the sampler) or may be an interval old.
+/// Whether the memory reading was just taken (by the sampler), or is the last one it took
+/// (up to an interval old). "Stale" is kept for a reading too old to be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reading {
     Fresh,
-    Stale,
+    Last,
 }
 
 /// How a request of some charge stands against the limits.
@@ -322,7 +323,7 @@ impl Controller {
         if queue.is_empty() {
             let state = self.state.load(SeqCst);
             if let Some(over_budget) =
-                self.may_admit_locked(state, memory, ask, true, Reading::Stale)
+                self.may_admit_locked(state, memory, ask, true, Reading::Last)
             {
                 // Only the lock holder adds while the fast path refuses; a racing release
                 // only subtracts.
@@ -341,7 +342,7 @@ impl Controller {
         self.state.fetch_or(QUEUED, SeqCst);
         // A release between the failed try and the bit did not see the bit: check again, now
         // that every later release will. This may grant the new ticket itself.
-        let wakers = self.grant(&mut queue, memory, Reading::Stale);
+        let wakers = self.grant(&mut queue, memory, Reading::Last);
         drop(queue);
         wakers.into_iter().for_each(Waker::wake);
         tracing::trace!(charge = ask.charge, "request queued");
@@ -392,7 +393,7 @@ impl Controller {
         let state = self.state.fetch_sub(claim(charged_kib), SeqCst);
         debug_assert!(in_flight(state) > 0 && charged_bytes(state) >= charged_kib * 1024);
         if state & QUEUED != 0 {
-            self.grant_waiters(Reading::Stale);
+            self.grant_waiters(Reading::Last);
         }
     }
 
@@ -401,7 +402,7 @@ impl Controller {
         if to > from {
             self.state.fetch_add(charge(to - from), SeqCst);
         } else if self.state.fetch_sub(charge(from - to), SeqCst) & QUEUED != 0 {
-            self.grant_waiters(Reading::Stale);
+            self.grant_waiters(Reading::Last);
         }
     }
 
@@ -409,7 +410,7 @@ impl Controller {
     /// a waiter above the soft limit in.
     pub(crate) fn settle(&self) {
         if self.unsettled.fetch_sub(1, SeqCst) == 1 && self.state.load(SeqCst) & QUEUED != 0 {
-            self.grant_waiters(Reading::Stale);
+            self.grant_waiters(Reading::Last);
         }
     }
 
@@ -447,7 +448,7 @@ impl Controller {
         queue.remove(id)?;
         let limit = self.blame(self.state.load(SeqCst), memory, ask);
         // The head may have left: those behind it may fit now.
-        let wakers = self.grant(&mut queue, memory, Reading::Stale);
+        let wakers = self.grant(&mut queue, memory, Reading::Last);
         drop(queue);
         wakers.into_iter().for_each(Waker::wake);
         Some(limit)
@@ -635,7 +636,7 @@ impl Controller {
             in_flight: in_flight(state) as usize,
             queued: self.queued.load(Relaxed),
             memory_bytes: self.memory.allocated_bytes(),
-            reserved_bytes: charged_bytes(state),
+            charged_bytes: charged_bytes(state),
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
             queue_capacity: self.settings.queue_capacity,

@@ -106,7 +106,7 @@ fn memory_budget_counts_reservations_and_declared_length() {
     memory.set(5 * MIB);
     c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
     let _a = admitted(c.acquire(CLASS, Some(2 * MIB))); // reserves 3 MiB: 8 of 10
-    assert_eq!(c.snapshot().reserved_bytes, 3 * MIB);
+    assert_eq!(c.snapshot().charged_bytes, 3 * MIB);
     let _b = admitted(c.acquire(CLASS, None)); // 1 MiB: 9 of 10
     let _c = admitted(c.acquire(CLASS, None)); // 10 of 10: still fits
     let mut e = queued(c.acquire(CLASS, None));
@@ -254,7 +254,7 @@ fn progress_guarantee_when_nothing_is_in_flight() {
     drop(first);
     assert!(
         poll(&mut second, &waker).is_pending(),
-        "the reading may be stale"
+        "the last reading may be an interval old"
     );
     c.on_sample(Ok(()));
     assert!(
@@ -308,14 +308,14 @@ fn dropping_a_granted_ticket_gives_the_grant_back() {
     let t = queued(c.acquire(CLASS, None));
     let mut behind = queued(c.acquire(CLASS, None));
     drop(a); // grants `t`
-    assert_eq!(c.snapshot().reserved_bytes, MIB);
+    assert_eq!(c.snapshot().charged_bytes, MIB);
     drop(t); // never observed: the slot passes on
     let waker = Arc::new(CountingWaker::default());
     let Poll::Ready(_permit) = poll(&mut behind, &waker) else {
         panic!("granted")
     };
     let s = c.snapshot();
-    assert_eq!((s.in_flight, s.queued, s.reserved_bytes), (1, 0, MIB));
+    assert_eq!((s.in_flight, s.queued, s.charged_bytes), (1, 0, MIB));
 }
 
 #[test]
@@ -328,7 +328,7 @@ fn everything_returns_to_zero() {
     drop(tickets);
     drop(permits);
     let s = c.snapshot();
-    assert_eq!((s.in_flight, s.queued, s.reserved_bytes), (0, 0, 0));
+    assert_eq!((s.in_flight, s.queued, s.charged_bytes), (0, 0, 0));
 }
 
 fn refresh_failed() -> Result<(), MemoryError> {

@@ -187,7 +187,7 @@ impl TestServer {
     /// Waits until nothing is in flight or queued and nothing is reserved.
     pub async fn wait_idle(&self) {
         self.wait_for("all figures back to zero", |s| {
-            s.in_flight == 0 && s.queued == 0 && s.reserved_bytes == 0
+            s.in_flight == 0 && s.queued == 0 && s.charged_bytes == 0
         })
         .await;
     }

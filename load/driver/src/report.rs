@@ -84,7 +84,7 @@ impl SetupRun {
         self.health.iter().filter(|h| h.is_none()).count()
     }
 
-    /// In flight, queued and reserved bytes at the last sample (admission only).
+    /// In flight, queued and charged bytes at the last sample (admission only).
     pub fn end_state(&self) -> Option<(f64, f64, f64)> {
         let last = self.samples.last()?;
         self.is_admission()
@@ -257,8 +257,8 @@ pub fn table(run: &Run) -> String {
             (None, failed) => format!("– ({failed} failed)"),
         };
         let after = match setup.end_state() {
-            Some((0.0, 0.0, 0.0)) => "0 in flight, 0 queued, 0 B reserved".to_owned(),
-            Some((f, q, r)) => format!("{f} in flight, {q} queued, {r} B reserved"),
+            Some((0.0, 0.0, 0.0)) => "0 in flight, 0 queued, 0 B charged".to_owned(),
+            Some((f, q, r)) => format!("{f} in flight, {q} queued, {r} B charged"),
             None => "–".to_owned(),
         };
         let _ = writeln!(
@@ -330,7 +330,7 @@ pub fn problems(run: &Run) -> Vec<String> {
         match setup.end_state() {
             Some((0.0, 0.0, 0.0)) => {}
             Some(state) => problems.push(format!(
-                "{}: after the load, (in flight, queued, reserved) = {state:?}, not zero",
+                "{}: after the load, (in flight, queued, charged bytes) = {state:?}, not zero",
                 run.scenario.name
             )),
             None => problems.push(format!("{}: no metrics were sampled", run.scenario.name)),
@@ -356,7 +356,7 @@ pub fn problems(run: &Run) -> Vec<String> {
 
 pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<(), String> {
     let mut csv = String::from(
-        "t_seconds,memory_bytes,budget_bytes,in_flight,queued,reserved_bytes,admitted_total,rejected_total,rss_bytes\n",
+        "t_seconds,memory_bytes,budget_bytes,in_flight,queued,charged_bytes,admitted_total,rejected_total,rss_bytes\n",
     );
     for s in samples {
         let _ = writeln!(
