@@ -36,9 +36,11 @@
 //! under the lock and woken after it is released.
 
 mod classes;
+mod fit;
 mod footprint;
 mod permit;
 mod queue;
+mod report;
 mod reserve;
 mod ticket;
 mod word;
@@ -66,14 +68,14 @@ use std::{
 
 use crate::{
     config::MemoryFailure,
-    data_rate::{SlowBodies, TooSlow},
+    data_rate::SlowBodies,
     log_throttle::LogThrottle,
     memory::{MemoryError, MemorySource, ThreadAllocations},
     reading_health::ReadingHealth,
     rejection::{Limit, Reason, Rejection},
-    snapshot::Snapshot,
 };
 use classes::Classes;
+use fit::{Fit, Reading};
 use footprint::Footprint;
 use queue::{Queue, Verdict};
 use word::{QUEUED, charge, charged_bytes, claim, in_flight};
@@ -128,29 +130,6 @@ pub(crate) enum Acquired {
     Admitted(Permit),
     Queued(Ticket),
     Rejected(Rejection),
-}
-
-/// A request whose estimate does not fit goes on the least it will cost only while that
-/// leaves this fraction (1/64) of the budget free: room for what no request is charged for,
-/// such as connection buffers, so that the overshoot stays within one request.
-const PROBE_MARGIN: u64 = 64;
-
-/// Whether the memory reading was just taken (by the sampler), or is the last one it took
-/// (up to an interval old). "Stale" is kept for a reading too old to be trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reading {
-    Fresh,
-    Last,
-}
-
-/// How a request of some charge stands against the limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fit {
-    Fits,
-    /// Above the soft limit, or over the budget on its estimate but not on what is known of
-    /// it: it may go while every admitted request's cost is known (one at a time).
-    Unsure,
-    Blocked(Limit),
 }
 
 /// One admission pool, shared behind an `Arc` by every layer, service, future and body.
@@ -354,36 +333,6 @@ impl Controller {
         })
     }
 
-    /// Whether, under the lock, `ask` may be admitted in `state`, and if so whether over the
-    /// budget (the progress guarantee, for the head on a fresh reading).
-    fn may_admit_locked(
-        &self,
-        state: u64,
-        memory: u64,
-        ask: Ask,
-        head: bool,
-        reading: Reading,
-    ) -> Option<bool> {
-        match self.fit(state, memory, ask) {
-            Fit::Fits => Some(false),
-            Fit::Unsure if self.unsettled.load(SeqCst) == 0 => Some(false),
-            Fit::Blocked(Limit::Memory)
-                if head && in_flight(state) == 0 && reading == Reading::Fresh =>
-            {
-                Some(true)
-            }
-            _ => None,
-        }
-    }
-
-    fn count_admission(&self, over_budget: bool, memory: u64) {
-        self.unsettled.fetch_add(1, SeqCst);
-        self.admitted.fetch_add(1, Relaxed);
-        if over_budget {
-            self.note_over_budget(memory);
-        }
-    }
-
     /// Gives back what an admitted request held (`unsettled`: it was never polled), and hands
     /// it on to waiters if any.
     pub(crate) fn release(&self, charged_kib: u64, unsettled: bool) {
@@ -490,72 +439,6 @@ impl Controller {
         wakers
     }
 
-    /// How `ask` stands in `state`.
-    ///
-    /// Below the soft limit (the budget less the largest unknown part of a charge seen lately)
-    /// it fits. Above
-    /// it, or over the budget on its estimate, it is unsure as long as the least it will cost
-    /// (its `Content-Length` and the least its class cost lately) stays within the budget:
-    /// such requests go one at a time (see `may_admit_locked`), so a wrong estimate
-    /// overshoots by one request at most. A request whose class always costs the same is not
-    /// unsure: it waits until its charge fits.
-    fn fit(&self, state: u64, memory: u64, ask: Ask) -> Fit {
-        if in_flight(state) >= self.settings.max_concurrency as u64 {
-            return Fit::Blocked(Limit::Concurrency);
-        }
-        let Some(budget) = self.settings.budget else {
-            return Fit::Fits;
-        };
-        let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
-        let soft = budget.saturating_sub(self.classes.largest());
-        let within =
-            |bytes: u64, limit: u64| !self.memory_refuses(spoken_for.saturating_add(bytes) > limit);
-        if within(ask.charge, soft) {
-            Fit::Fits
-        } else if within(ask.charge, budget) || within(ask.least, budget - budget / PROBE_MARGIN) {
-            Fit::Unsure
-        } else {
-            Fit::Blocked(Limit::Memory)
-        }
-    }
-
-    /// The limit that keeps a request from going at once. When it would fit by itself (or
-    /// may go, one at a time), a waiter ahead of it, or one of unknown cost, holds it back,
-    /// and only memory can do that.
-    fn blame(&self, state: u64, memory: u64, ask: Ask) -> Limit {
-        match self.fit(state, memory, ask) {
-            Fit::Blocked(limit) => limit,
-            Fit::Fits | Fit::Unsure => Limit::Memory,
-        }
-    }
-
-    /// Whether the memory limit refuses, given whether the reading puts the request `over`
-    /// the limit. An untrusted reading decides nothing: the policy does. Failing open costs
-    /// nothing until the reading says over; failing closed checks the reading's age on
-    /// every decision.
-    #[inline]
-    fn memory_refuses(&self, over: bool) -> bool {
-        let fails_closed = self.settings.memory_failure == MemoryFailure::Closed;
-        // Failing open and under, or failing closed and over: the policy agrees with the
-        // reading, whatever its health.
-        if over == fails_closed {
-            return over;
-        }
-        self.trusted_reading_refuses(over)
-    }
-
-    /// The reading refuses (`over`) or admits, unless it cannot be trusted. Out of line:
-    /// it reads the clock, and keeps the admission loop small.
-    #[cold]
-    #[inline(never)]
-    fn trusted_reading_refuses(&self, over: bool) -> bool {
-        if self.reading_health.is_trusted() {
-            over
-        } else {
-            self.settings.memory_failure == MemoryFailure::Closed
-        }
-    }
-
     /// Stops queueing, for a graceful shutdown: every waiter is woken to leave with a 503
     /// (`queue_timeout`), and later arrivals that do not fit at once get one (`queue_full`).
     /// Admitted requests are not touched.
@@ -575,42 +458,6 @@ impl Controller {
         self.closed.load(SeqCst)
     }
 
-    /// Counts a body cut off for being too slow (its permit is about to go).
-    pub(crate) fn record_slow(&self, slow: TooSlow) {
-        self.slow_bodies.record(slow, self.clock_ms.load(Relaxed));
-    }
-
-    pub(crate) fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
-        let total = self.rejected[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
-        // At 100k rejections/s a line per rejection would be its own outage.
-        if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed), total) {
-            tracing::warn!(
-                reason = reason.as_str(),
-                limit = limit.as_str(),
-                total,
-                suppressed,
-                "request shed"
-            );
-        }
-        Rejection::new(reason, limit)
-    }
-
-    fn note_over_budget(&self, memory: u64) {
-        let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
-        if let Some(suppressed) = self
-            .over_budget_log
-            .allow(self.clock_ms.load(Relaxed), total)
-        {
-            tracing::warn!(
-                memory,
-                budget = self.settings.budget,
-                total,
-                suppressed,
-                "nothing in flight: admitting one request over the memory budget"
-            );
-        }
-    }
-
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // The queue stays consistent at every unlock, and nothing in this module panics while
         // holding the lock; never let a poisoned lock take the request path down.
@@ -622,31 +469,6 @@ impl Controller {
         let charged = charged_bytes(self.state.load(SeqCst));
         self.footprint
             .spoken_for(self.memory.allocated_bytes(), charged)
-    }
-
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        let state = self.state.load(SeqCst);
-        let mut rejected = [[0; 2]; 3];
-        for (row, counters) in rejected.iter_mut().zip(&self.rejected) {
-            for (value, counter) in row.iter_mut().zip(counters) {
-                *value = counter.load(Relaxed);
-            }
-        }
-        Snapshot {
-            in_flight: in_flight(state) as usize,
-            queued: self.queued.load(Relaxed),
-            memory_bytes: self.memory.allocated_bytes(),
-            charged_bytes: charged_bytes(state),
-            memory_budget_bytes: self.settings.budget,
-            max_concurrency: self.settings.max_concurrency,
-            queue_capacity: self.settings.queue_capacity,
-            admitted: self.admitted.load(Relaxed),
-            admitted_over_budget: self.admitted_over_budget.load(Relaxed),
-            memory_source_errors: self.reading_health.errors(),
-            memory_reading_age: self.reading_health.age(),
-            rejected,
-            cut_off: self.slow_bodies.counts(),
-        }
     }
 }
 

@@ -1,0 +1,85 @@
+//! What the pool counts and tells: admissions, rejections and slow bodies (with throttled
+//! logs), and the snapshot of its live figures.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+
+use super::{
+    Controller,
+    word::{charged_bytes, in_flight},
+};
+use crate::{
+    data_rate::TooSlow,
+    rejection::{Limit, Reason, Rejection},
+    snapshot::Snapshot,
+};
+
+impl Controller {
+    pub(super) fn count_admission(&self, over_budget: bool, memory: u64) {
+        self.unsettled.fetch_add(1, SeqCst);
+        self.admitted.fetch_add(1, Relaxed);
+        if over_budget {
+            self.note_over_budget(memory);
+        }
+    }
+
+    /// Counts a body cut off for being too slow (its permit is about to go).
+    pub(crate) fn record_slow(&self, slow: TooSlow) {
+        self.slow_bodies.record(slow, self.clock_ms.load(Relaxed));
+    }
+
+    pub(crate) fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
+        let total = self.rejected[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
+        // At 100k rejections/s a line per rejection would be its own outage.
+        if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed), total) {
+            tracing::warn!(
+                reason = reason.as_str(),
+                limit = limit.as_str(),
+                total,
+                suppressed,
+                "request shed"
+            );
+        }
+        Rejection::new(reason, limit)
+    }
+
+    fn note_over_budget(&self, memory: u64) {
+        let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
+        if let Some(suppressed) = self
+            .over_budget_log
+            .allow(self.clock_ms.load(Relaxed), total)
+        {
+            tracing::warn!(
+                memory,
+                budget = self.settings.budget,
+                total,
+                suppressed,
+                "nothing in flight: admitting one request over the memory budget"
+            );
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let state = self.state.load(SeqCst);
+        let mut rejected = [[0; 2]; 3];
+        for (row, counters) in rejected.iter_mut().zip(&self.rejected) {
+            for (value, counter) in row.iter_mut().zip(counters) {
+                *value = counter.load(Relaxed);
+            }
+        }
+        Snapshot {
+            in_flight: in_flight(state) as usize,
+            queued: self.queued.load(Relaxed),
+            memory_bytes: self.memory.allocated_bytes(),
+            charged_bytes: charged_bytes(state),
+            memory_budget_bytes: self.settings.budget,
+            max_concurrency: self.settings.max_concurrency,
+            queue_capacity: self.settings.queue_capacity,
+            admitted: self.admitted.load(Relaxed),
+            admitted_over_budget: self.admitted_over_budget.load(Relaxed),
+            memory_source_errors: self.reading_health.errors(),
+            memory_reading_age: self.reading_health.age(),
+            rejected,
+            cut_off: self.slow_bodies.counts(),
+        }
+    }
+}
