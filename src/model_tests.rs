@@ -152,10 +152,7 @@ impl Model {
             }
             Op::SourceFails => self
                 .controller
-                .on_sample(Err(crate::memory::MemoryError::Read {
-                    what: "the model's source",
-                    reason: "injected".into(),
-                })),
+                .on_sample(Err(crate::memory::MemoryError::injected())),
             Op::Poll => self.observe_grants(),
             _ => {}
         }

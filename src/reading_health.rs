@@ -124,10 +124,7 @@ mod tests {
     use super::*;
 
     fn failed() -> Result<(), MemoryError> {
-        Err(MemoryError::Read {
-            what: "test",
-            reason: "injected".into(),
-        })
+        Err(MemoryError::injected())
     }
 
     #[test]

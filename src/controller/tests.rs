@@ -332,10 +332,7 @@ fn everything_returns_to_zero() {
 }
 
 fn refresh_failed() -> Result<(), MemoryError> {
-    Err(MemoryError::Read {
-        what: "test",
-        reason: "injected".into(),
-    })
+    Err(MemoryError::injected())
 }
 
 #[test]

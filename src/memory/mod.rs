@@ -158,3 +158,14 @@ pub enum MemoryError {
         reason: String,
     },
 }
+
+#[cfg(test)]
+impl MemoryError {
+    /// A failed read, as the crate's tests inject it.
+    pub(crate) fn injected() -> Self {
+        MemoryError::Read {
+            what: "test",
+            reason: "injected".into(),
+        }
+    }
+}
