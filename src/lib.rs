@@ -98,12 +98,13 @@ mod system_memory;
 
 pub use admission::Admission;
 pub use body::AdmissionBody;
-pub use config::{AdmissionConfig, ConfigError, MemoryBudget, MemoryFailure};
+pub use config::{AdmissionConfig, ConfigError, MemoryBudget};
 pub use controller::CostClass;
 pub use data_rate::{Direction, MinDataRate, TooSlow};
 pub use http_settings::RequestHead;
 pub use layer::AdmissionLayer;
 pub use memory::{ManualMemory, MemoryError, MemorySource, ThreadAllocations};
+pub use reading_health::MemoryFailure;
 pub use rejection::{Limit, Reason, Rejection};
 pub use request_body::MinRateBody;
 pub use reservation::Reservation;

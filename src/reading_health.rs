@@ -3,6 +3,7 @@
 //! admissions with a frozen figure without saying so.
 
 use std::{
+    fmt,
     sync::atomic::{
         AtomicBool, AtomicU64,
         Ordering::{Acquire, Relaxed, Release},
@@ -10,12 +11,48 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{config::MemoryFailure, log_throttle::LogThrottle, memory::MemoryError};
+use crate::{log_throttle::LogThrottle, memory::MemoryError};
 
 /// A reading is stale after this many sample intervals without a successful refresh...
 const STALE_AFTER_INTERVALS: u32 = 100;
 /// ...and never sooner than this: a busy machine may hold the sampler back for a while.
 const STALE_AFTER_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// What the memory limit does while the memory reading cannot be trusted: the source's
+/// refresh fails, or no refresh has succeeded for 100 sample intervals (at least 1 s).
+///
+/// Either way the layer logs an error and counts it
+/// (`admission_memory_source_errors_total`, `admission_memory_reading_age_seconds`).
+///
+/// ```
+/// use tower_admission::{AdmissionConfig, MemoryFailure};
+///
+/// let config = AdmissionConfig::default()
+///     .apply_vars([("ADMISSION_MEMORY_FAILURE", "closed")])
+///     .unwrap();
+/// assert_eq!(config.get_memory_failure(), MemoryFailure::Closed);
+/// assert_eq!(AdmissionConfig::default().get_memory_failure(), MemoryFailure::Open);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryFailure {
+    /// Fail open (the default): the memory limit stops refusing requests until the reading is
+    /// trusted again; the concurrency limit, the queue and the per-request charges still
+    /// apply. A broken gauge must not take the service down.
+    #[default]
+    Open,
+    /// Fail closed: memory counts as over the budget, so requests run one at a time (the
+    /// progress guarantee) and the rest wait or are shed with `limit=memory`.
+    Closed,
+}
+
+impl fmt::Display for MemoryFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemoryFailure::Open => "open",
+            MemoryFailure::Closed => "closed",
+        })
+    }
+}
 
 pub(crate) struct ReadingHealth {
     policy: MemoryFailure,

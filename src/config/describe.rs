@@ -67,15 +67,15 @@ fn describe_rate(rate: Option<MinDataRate>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::{admission::Admission, config::AdmissionConfig, memory::ManualMemory};
+    use super::*;
 
     #[test]
-    fn display_is_one_readable_block() {
+    fn one_readable_block() {
         let config = AdmissionConfig::default()
             .memory_budget_bytes(512 << 20)
-            .bypass(["/health", "/metrics"]);
-        let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
-        let text = admission.to_string();
+            .bypass(["/health", "/metrics"])
+            .min_response_body_rate(None);
+        let text = describe(&config, "512.0 MiB", "manual", false);
         assert!(text.contains("max concurrency   256"), "{text}");
         assert!(text.contains("memory budget     512.0 MiB"), "{text}");
         assert!(
@@ -85,5 +85,10 @@ mod tests {
         assert!(text.contains("queue timeout     1s"), "{text}");
         assert!(text.contains("cost classes      method and path"), "{text}");
         assert!(text.contains("reservations      off"), "{text}");
+        assert!(
+            text.contains("request bodies    at least 240 B/s after 5s"),
+            "{text}"
+        );
+        assert!(text.contains("response bodies   no minimum rate"), "{text}");
     }
 }

@@ -5,7 +5,8 @@ use std::{ffi::OsString, time::Duration};
 
 use bytesize::ByteSize;
 
-use super::{AdmissionConfig, ConfigError, MemoryBudget, MemoryFailure};
+use super::{AdmissionConfig, ConfigError, MemoryBudget};
+use crate::reading_health::MemoryFailure;
 
 /// The environment variables [`AdmissionConfig::from_env`] reads.
 pub(crate) mod vars {

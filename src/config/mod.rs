@@ -7,54 +7,19 @@ mod describe;
 mod env;
 mod error;
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use crate::{
     controller::CostClass,
     data_rate::MinDataRate,
     http_settings::{Classifier, RequestHead},
+    reading_health::MemoryFailure,
 };
 
 pub use budget::MemoryBudget;
 pub(crate) use budget::resolve_budget;
 pub(crate) use describe::describe;
 pub use error::ConfigError;
-
-/// What the memory limit does while the memory reading cannot be trusted: the source's
-/// refresh fails, or no refresh has succeeded for 100 sample intervals (at least 1 s).
-///
-/// Either way the layer logs an error and counts it
-/// (`admission_memory_source_errors_total`, `admission_memory_reading_age_seconds`).
-///
-/// ```
-/// use tower_admission::{AdmissionConfig, MemoryFailure};
-///
-/// let config = AdmissionConfig::default()
-///     .apply_vars([("ADMISSION_MEMORY_FAILURE", "closed")])
-///     .unwrap();
-/// assert_eq!(config.get_memory_failure(), MemoryFailure::Closed);
-/// assert_eq!(AdmissionConfig::default().get_memory_failure(), MemoryFailure::Open);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MemoryFailure {
-    /// Fail open (the default): the memory limit stops refusing requests until the reading is
-    /// trusted again; the concurrency limit, the queue and the per-request charges still
-    /// apply. A broken gauge must not take the service down.
-    #[default]
-    Open,
-    /// Fail closed: memory counts as over the budget, so requests run one at a time (the
-    /// progress guarantee) and the rest wait or are shed with `limit=memory`.
-    Closed,
-}
-
-impl fmt::Display for MemoryFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MemoryFailure::Open => "open",
-            MemoryFailure::Closed => "closed",
-        })
-    }
-}
 
 /// The settings of one admission pool.
 ///

@@ -67,11 +67,10 @@ use std::{
 };
 
 use crate::{
-    config::MemoryFailure,
     data_rate::SlowBodies,
     log_throttle::LogThrottle,
     memory::{MemoryError, MemorySource, ThreadAllocations},
-    reading_health::ReadingHealth,
+    reading_health::{MemoryFailure, ReadingHealth},
     rejection::{Limit, Reason, Rejection},
 };
 use classes::Classes;
