@@ -91,7 +91,8 @@ struct Guard {
     meter: Option<WriteMeter>,
     /// The body's task, woken if the watchdog cuts the body off.
     waker: Option<Waker>,
-    cut: Option<TooSlow>,
+    /// Cut off for being too slow (the meter says at which rate).
+    cut: bool,
 }
 
 impl Guard {
@@ -100,7 +101,7 @@ impl Guard {
         if let Some(permit) = self.permit.take() {
             permit.controller().record_slow(slow);
         }
-        self.cut = Some(slow);
+        self.cut = true;
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
@@ -220,7 +221,8 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    if let Some(slow) = guard.cut {
+    if let (true, Some(meter)) = (guard.cut, &guard.meter) {
+        let slow = TooSlow::new(Direction::Response, meter.rate());
         return (Poll::Ready(Some(Err(Box::new(slow)))), None);
     }
     if let Some(meter) = &mut guard.meter {

@@ -37,15 +37,22 @@ use crate::log_throttle::LogThrottle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinDataRate {
     bytes_per_second: u64,
-    grace: Duration,
+    /// In whole milliseconds: small, because it travels with every admitted request.
+    grace_ms: u32,
 }
 
 impl MinDataRate {
-    /// At least `bytes_per_second` (at least 1), after `grace`.
+    /// At least `bytes_per_second` (at least 1), after `grace` (kept in whole milliseconds,
+    /// at most about 49 days).
     pub const fn new(bytes_per_second: u64, grace: Duration) -> Self {
+        let ms = grace.as_millis();
         Self {
             bytes_per_second,
-            grace,
+            grace_ms: if ms > u32::MAX as u128 {
+                u32::MAX
+            } else {
+                ms as u32
+            },
         }
     }
 
@@ -56,13 +63,13 @@ impl MinDataRate {
 
     /// How long a body may go below the rate at first (TCP slow start, a client warming up).
     pub fn grace(&self) -> Duration {
-        self.grace
+        Duration::from_millis(self.grace_ms.into())
     }
 
     /// How long `bytes` may take at this rate, and never less than the grace period.
     fn allowance(&self, bytes: u64) -> Duration {
         let at_rate = Duration::from_secs_f64(bytes as f64 / self.bytes_per_second.max(1) as f64);
-        at_rate.max(self.grace)
+        at_rate.max(self.grace())
     }
 }
 
@@ -72,7 +79,7 @@ impl fmt::Display for MinDataRate {
             f,
             "{} B/s after {}",
             self.bytes_per_second,
-            humantime::format_duration(self.grace)
+            humantime::format_duration(self.grace())
         )
     }
 }
@@ -236,7 +243,7 @@ impl ReadMeter {
             return declared;
         }
         let pace = self.bytes as f64 / waited.as_secs_f64();
-        let coming = (pace * self.rate.grace.as_secs_f64()) as u64;
+        let coming = (pace * self.rate.grace().as_secs_f64()) as u64;
         self.bytes + coming.min(declared - self.bytes)
     }
 
