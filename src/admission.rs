@@ -6,7 +6,7 @@ use crate::{
     config::{AdmissionConfig, ConfigError, MemoryBudget, describe, resolve_budget},
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
-    http_settings::HttpSettings,
+    http_settings::{HttpSettings, RetryAfter},
     layer::AdmissionLayer,
     memory::MemorySource,
     metrics, response, sampler,
@@ -99,7 +99,12 @@ impl Admission {
         };
         let http_settings = HttpSettings {
             queue_timeout: config.queue_timeout,
-            retry_after: response::retry_after(config.retry_after_secs),
+            retry_after: match config.retry_after_secs {
+                Some(secs) => RetryAfter::Fixed(response::retry_after(secs)),
+                None => RetryAfter::Auto {
+                    max: config.retry_after_max_secs,
+                },
+            },
             bypass: config.bypass.clone(),
             classifier: config.classifier.clone(),
             rates: BodyRates {

@@ -18,6 +18,7 @@ use crate::{
     body::AdmissionBody,
     controller::{Permit, Ticket},
     data_rate::{BodyRates, MinDataRate},
+    http_settings::RetryAfter,
     metrics,
     rejection::Rejection,
     request_body::{CutOff, MinRateBody},
@@ -73,7 +74,7 @@ pin_project! {
         queued_at: Instant,
         // The readied inner service and the request, taken once admitted.
         call: Option<(S, Request<B>)>,
-        retry_after: HeaderValue,
+        retry_after: RetryAfter,
         // How long a reservation of the request's handler may wait.
         timeout: Duration,
         rates: BodyRates,
@@ -116,7 +117,7 @@ where
         timeout: Duration,
         service: S,
         request: Request<B>,
-        retry_after: HeaderValue,
+        retry_after: RetryAfter,
         rates: BodyRates,
     ) -> Self {
         let queued_at = Instant::now();
@@ -257,7 +258,10 @@ where
             *waiting.timeout,
             *waiting.rates,
         )),
-        (Err(rejection), _) => Err((rejection, waiting.retry_after.clone())),
+        (Err(rejection), _) => Err((
+            rejection,
+            waiting.retry_after.header(waiting.ticket.controller()),
+        )),
         (Ok(_), None) => unreachable!("the state leaves Queued as soon as `call` is taken"),
     })
 }

@@ -6,7 +6,11 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Uri};
 
-use crate::{controller::CostClass, data_rate::BodyRates};
+use crate::{
+    controller::{Controller, CostClass},
+    data_rate::BodyRates,
+    response,
+};
 
 /// What a classifier sees of a request: its head, borrowed (see
 /// [`AdmissionConfig::classify`](crate::AdmissionConfig::classify)).
@@ -81,11 +85,29 @@ impl PartialEq for Classifier {
 #[derive(Debug)]
 pub(crate) struct HttpSettings {
     pub(crate) queue_timeout: Duration,
-    /// The `Retry-After` value, built once.
-    pub(crate) retry_after: HeaderValue,
+    pub(crate) retry_after: RetryAfter,
     pub(crate) bypass: Vec<String>,
     pub(crate) classifier: Option<Classifier>,
     pub(crate) rates: BodyRates,
+}
+
+/// What a shed request is told to wait.
+#[derive(Debug, Clone)]
+pub(crate) enum RetryAfter {
+    /// Always this value, built once.
+    Fixed(HeaderValue),
+    /// The queue ahead over the recent admission rate, spread, within `1..=max` seconds.
+    Auto { max: u32 },
+}
+
+impl RetryAfter {
+    /// The header for a request shed now by `controller`'s pool.
+    pub(crate) fn header(&self, controller: &Controller) -> HeaderValue {
+        match self {
+            RetryAfter::Fixed(value) => value.clone(),
+            RetryAfter::Auto { max } => response::retry_after(controller.retry_after_secs(*max)),
+        }
+    }
 }
 
 impl HttpSettings {
@@ -116,7 +138,7 @@ mod tests {
     fn settings(classifier: Option<Classifier>) -> HttpSettings {
         HttpSettings {
             queue_timeout: Duration::from_secs(1),
-            retry_after: HeaderValue::from_static("1"),
+            retry_after: RetryAfter::Fixed(HeaderValue::from_static("1")),
             bypass: vec!["/health".into(), "/static/".into()],
             classifier,
             rates: BodyRates::default(),

@@ -142,7 +142,8 @@ where
                 )
             }
             Acquired::Rejected(rejection) => {
-                ResponseFuture::rejected(rejection, settings.retry_after.clone())
+                let retry_after = settings.retry_after.header(&self.controller);
+                ResponseFuture::rejected(rejection, retry_after)
             }
         }
     }

@@ -43,7 +43,7 @@ pub(crate) fn describe(
          \x20 queue timeout     {}\n\
          \x20 sample interval   {}\n\
          \x20 bypass            {bypass}\n\
-         \x20 retry-after       {} s\n\
+         \x20 retry-after       {}\n\
          \x20 memory failure    fail {}\n\
          \x20 request bodies    {}\n\
          \x20 response bodies   {}",
@@ -51,7 +51,13 @@ pub(crate) fn describe(
         config.queue_capacity,
         humantime::format_duration(config.queue_timeout),
         humantime::format_duration(config.sample_interval),
-        config.retry_after_secs,
+        match config.retry_after_secs {
+            Some(secs) => format!("{secs} s"),
+            None => format!(
+                "auto: the queue over the admission rate, 1 to {} s, ±25 %",
+                config.retry_after_max_secs
+            ),
+        },
         config.memory_failure,
         describe_rate(config.request_body.rate()),
         describe_rate(config.response_body.rate()),

@@ -17,6 +17,7 @@ pub(crate) mod vars {
     pub(crate) const SAMPLE_INTERVAL: &str = "ADMISSION_SAMPLE_INTERVAL";
     pub(crate) const BYPASS: &str = "ADMISSION_BYPASS";
     pub(crate) const RETRY_AFTER: &str = "ADMISSION_RETRY_AFTER";
+    pub(crate) const RETRY_AFTER_MAX: &str = "ADMISSION_RETRY_AFTER_MAX";
     /// What an unreadable memory source means (see [`MemoryFailure`]).
     pub(crate) const MEMORY_FAILURE: &str = "ADMISSION_MEMORY_FAILURE";
     /// The minimum rates of admitted requests' bodies (see [`MinDataRate`]).
@@ -25,7 +26,7 @@ pub(crate) mod vars {
     pub(crate) const MIN_RESPONSE_BODY_RATE: &str = "ADMISSION_MIN_RESPONSE_BODY_RATE";
     pub(crate) const RESPONSE_BODY_GRACE: &str = "ADMISSION_RESPONSE_BODY_GRACE";
 
-    pub(crate) const ALL: [&str; 12] = [
+    pub(crate) const ALL: [&str; 13] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -33,6 +34,7 @@ pub(crate) mod vars {
         SAMPLE_INTERVAL,
         BYPASS,
         RETRY_AFTER,
+        RETRY_AFTER_MAX,
         MEMORY_FAILURE,
         MIN_REQUEST_BODY_RATE,
         REQUEST_BODY_GRACE,
@@ -49,6 +51,7 @@ const SIZE_FORMS: &str =
 const DURATION_FORMS: &str = "a duration greater than zero, such as 250ms or 2s";
 const MEMORY_FAILURE_FORMS: &str = "open or closed";
 const RATE_FORMS: &str = "bytes per second such as 240, 240B/s or 1KiB/s (at least 1 byte), or off";
+const RETRY_AFTER_FORMS: &str = "an integer >= 0 (seconds), such as 1, or auto";
 const BYPASS_FORMS: &str =
     "comma-separated path prefixes starting with '/', such as /health,/metrics";
 
@@ -146,8 +149,16 @@ impl AdmissionConfig {
                 self.bypass = parse_bypass(trimmed).ok_or_else(|| malformed(BYPASS_FORMS))?;
             }
             vars::RETRY_AFTER => {
-                self.retry_after_secs =
-                    parse_integer(trimmed).ok_or_else(|| malformed(INTEGER_AT_LEAST_0))?;
+                self.retry_after_secs = if trimmed.eq_ignore_ascii_case("auto") {
+                    None
+                } else {
+                    Some(parse_integer(trimmed).ok_or_else(|| malformed(RETRY_AFTER_FORMS))?)
+                };
+            }
+            vars::RETRY_AFTER_MAX => {
+                self.retry_after_max_secs = parse_integer(trimmed)
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| malformed(INTEGER_AT_LEAST_1))?;
             }
             vars::MEMORY_FAILURE => {
                 self.memory_failure = match trimmed.to_ascii_lowercase().as_str() {
@@ -258,7 +269,7 @@ mod tests {
         assert_eq!(c.queue_timeout, Duration::from_secs(1));
         assert_eq!(c.sample_interval, Duration::from_millis(10));
         assert!(c.bypass.is_empty());
-        assert_eq!(c.retry_after_secs, 1);
+        assert_eq!(c.retry_after_secs, Some(1));
         assert!(c.validate().is_ok());
     }
 
@@ -318,7 +329,21 @@ mod tests {
             8
         );
         assert_eq!(apply(vars::QUEUE_CAPACITY, "0").unwrap().queue_capacity, 0);
-        assert_eq!(apply(vars::RETRY_AFTER, "0").unwrap().retry_after_secs, 0);
+        assert_eq!(
+            apply(vars::RETRY_AFTER, "0").unwrap().retry_after_secs,
+            Some(0)
+        );
+        assert_eq!(
+            apply(vars::RETRY_AFTER, "Auto").unwrap().retry_after_secs,
+            None
+        );
+        assert_eq!(
+            apply(vars::RETRY_AFTER_MAX, "12")
+                .unwrap()
+                .retry_after_max_secs,
+            12
+        );
+        assert!(apply(vars::RETRY_AFTER_MAX, "0").is_err());
         for value in ["0", "-1", "+3", "1.5", "ten", "", "99999999999999999999999"] {
             let err = apply(vars::MAX_CONCURRENCY, value).unwrap_err();
             assert!(

@@ -46,7 +46,10 @@ pub struct AdmissionConfig {
     pub(crate) queue_timeout: Duration,
     pub(crate) sample_interval: Duration,
     pub(crate) bypass: Vec<String>,
-    pub(crate) retry_after_secs: u32,
+    /// `Retry-After` in seconds; `None`: from the queue and the admission rate.
+    pub(crate) retry_after_secs: Option<u32>,
+    /// The most `Retry-After` says when computed.
+    pub(crate) retry_after_max_secs: u32,
     pub(crate) request_estimate: u64,
     pub(crate) memory_failure: MemoryFailure,
     pub(crate) classifier: Option<Classifier>,
@@ -95,7 +98,8 @@ impl Default for AdmissionConfig {
             queue_timeout: Duration::from_secs(1),
             sample_interval: Duration::from_millis(10),
             bypass: Vec::new(),
-            retry_after_secs: 1,
+            retry_after_secs: Some(1),
+            retry_after_max_secs: 30,
             request_estimate: 256 << 10,
             memory_failure: MemoryFailure::Open,
             classifier: None,
@@ -159,7 +163,17 @@ impl AdmissionConfig {
 
     /// Seconds announced in `Retry-After` on a 503 (`ADMISSION_RETRY_AFTER`).
     pub fn retry_after_secs(mut self, secs: u32) -> Self {
-        self.retry_after_secs = secs;
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// `Retry-After` computed for each shed request (`ADMISSION_RETRY_AFTER=auto`,
+    /// `ADMISSION_RETRY_AFTER_MAX`): the waiters ahead of it over the rate at which requests
+    /// were admitted lately, spread over ±25 % so that shed clients do not return together,
+    /// within 1 to `max_secs` seconds.
+    pub fn retry_after_auto(mut self, max_secs: u32) -> Self {
+        self.retry_after_secs = None;
+        self.retry_after_max_secs = max_secs;
         self
     }
 
@@ -290,6 +304,9 @@ impl AdmissionConfig {
         }
         if self.queue_timeout.is_zero() {
             return invalid("queue_timeout", "must be greater than zero");
+        }
+        if self.retry_after_secs.is_none() && self.retry_after_max_secs == 0 {
+            return invalid("retry_after_auto", "the most must be at least 1 second");
         }
         if self.sample_interval.is_zero() {
             return invalid("sample_interval", "must be greater than zero");

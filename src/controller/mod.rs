@@ -36,6 +36,7 @@
 //! under the lock and woken after it is released.
 
 mod classes;
+mod drain;
 mod fit;
 mod footprint;
 mod permit;
@@ -169,6 +170,7 @@ pub(crate) struct Controller {
     shed_log: LogThrottle,
     over_budget_log: LogThrottle,
     slow_bodies: SlowBodies,
+    drain: drain::Drain,
 }
 
 impl fmt::Debug for Controller {
@@ -206,6 +208,7 @@ impl Controller {
             shed_log: LogThrottle::new(Duration::from_secs(1)),
             over_budget_log: LogThrottle::new(Duration::from_secs(1)),
             slow_bodies: SlowBodies::default(),
+            drain: drain::Drain::default(),
         }
     }
 
@@ -368,6 +371,7 @@ impl Controller {
         let now_ms = self.started.elapsed().as_millis() as u64;
         self.clock_ms.store(now_ms, Relaxed);
         self.classes.tick(now_ms);
+        self.drain.update(self.admitted.load(Relaxed), now_ms);
         let state = self.state.load(SeqCst);
         if refreshed.is_ok() {
             self.footprint

@@ -14,6 +14,13 @@ use crate::{
 };
 
 impl Controller {
+    /// Whole seconds a request shed now should wait (see [`drain`](super::drain)), at most
+    /// `max`.
+    pub(crate) fn retry_after_secs(&self, max: u32) -> u32 {
+        self.drain
+            .retry_after(self.queued.load(Relaxed), max, super::drain::draw())
+    }
+
     pub(super) fn count_admission(&self, over_budget: bool, memory: u64) {
         self.unsettled.fetch_add(1, SeqCst);
         self.admitted.fetch_add(1, Relaxed);

@@ -45,6 +45,11 @@ impl Ticket {
         self.ask.charge
     }
 
+    /// The pool the ticket waits in.
+    pub(crate) fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
     fn permit(&self) -> Permit {
         Permit::new(Arc::clone(&self.controller), self.ask)
     }

@@ -1,0 +1,123 @@
+//! How fast the pool admits requests lately (an exponentially weighted moving average over
+//! about a second), and from it how long a shed client should wait before it tries again:
+//! the queue ahead of it divided by that rate, bounded, with jitter so that shed clients do
+//! not all come back in the same second.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The average's time constant: a second, in milliseconds.
+const TAU_MS: f64 = 1000.0;
+/// Jitter: the wait is spread over ±25 %.
+const JITTER: f64 = 0.25;
+
+/// Written by the sampler thread only; read by every rejection.
+#[derive(Debug, Default)]
+pub(crate) struct Drain {
+    /// Admissions per second, as `f64` bits.
+    rate: AtomicU64,
+    /// The admissions count and the time (ms) at the last update.
+    last_admitted: AtomicU64,
+    last_ms: AtomicU64,
+}
+
+impl Drain {
+    /// Folds in the admissions counted up to `admitted` at `now_ms`.
+    pub(crate) fn update(&self, admitted: u64, now_ms: u64) {
+        let (before, then) = (self.last_admitted.load(Relaxed), self.last_ms.load(Relaxed));
+        let elapsed = now_ms.saturating_sub(then);
+        if elapsed == 0 {
+            return;
+        }
+        let instant = admitted.saturating_sub(before) as f64 * 1000.0 / elapsed as f64;
+        let weight = 1.0 - (-(elapsed as f64) / TAU_MS).exp();
+        let rate = self.rate();
+        self.rate
+            .store((rate + weight * (instant - rate)).to_bits(), Relaxed);
+        self.last_admitted.store(admitted, Relaxed);
+        self.last_ms.store(now_ms, Relaxed);
+    }
+
+    /// Admissions per second lately.
+    pub(crate) fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Relaxed))
+    }
+
+    /// Whole seconds a client shed behind `ahead` waiters should wait: `ahead + 1` over the
+    /// rate, jittered by `draw` (any number; the same draw gives the same jitter), within
+    /// `1..=max`.
+    pub(crate) fn retry_after(&self, ahead: usize, max: u32, draw: u64) -> u32 {
+        let rate = self.rate();
+        let wait = if rate > 0.0 {
+            (ahead as f64 + 1.0) / rate
+        } else {
+            f64::from(max)
+        };
+        // `draw` mixed (splitmix64) to a uniform fraction in [0, 1).
+        let mut z = draw.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let fraction = (z ^ (z >> 31)) as f64 / u64::MAX as f64;
+        let jittered = wait * (1.0 - JITTER + 2.0 * JITTER * fraction);
+        (jittered.ceil() as u32).clamp(1, max.max(1))
+    }
+}
+
+/// A number that differs from call to call, for the jitter: a per-thread xorshift, seeded
+/// by the thread's own address.
+pub(crate) fn draw() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0) };
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            x = (state as *const Cell<u64> as u64) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_follows_admissions_within_a_few_seconds() {
+        let drain = Drain::default();
+        // 100 admissions every 10 ms: 10,000/s, for 5 s.
+        for tick in 1..=500 {
+            drain.update(tick * 100, tick * 10);
+        }
+        assert!((drain.rate() - 10_000.0).abs() < 100.0, "{}", drain.rate());
+        // Then nothing for 3 s: the rate falls to about 5 % of it.
+        for tick in 501..=800 {
+            drain.update(50_000, tick * 10);
+        }
+        assert!(drain.rate() < 600.0, "{}", drain.rate());
+    }
+
+    #[test]
+    fn the_wait_is_the_queue_over_the_rate_bounded_and_spread() {
+        let drain = Drain::default();
+        for tick in 1..=500 {
+            drain.update(tick, tick * 10); // 100/s
+        }
+        // 999 ahead at 100/s: about 10 s, give or take a quarter.
+        let waits: Vec<u32> = (0..1000)
+            .map(|draw| drain.retry_after(999, 60, draw))
+            .collect();
+        assert!(waits.iter().all(|w| (7..=13).contains(w)), "{waits:?}");
+        assert!(waits.iter().min() < Some(&9) && waits.iter().max() > Some(&11));
+        // Within 1..=max.
+        assert_eq!(drain.retry_after(0, 60, 7), 1);
+        assert_eq!(drain.retry_after(1_000_000, 60, 7), 60);
+        // Nothing admitted yet: the most, spread too.
+        let idle = Drain::default().retry_after(0, 30, 7);
+        assert!((22..=30).contains(&idle), "{idle}");
+    }
+}
