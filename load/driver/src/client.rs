@@ -102,16 +102,26 @@ fn connection(
             body.as_deref().map(Vec::as_slice),
             timeout,
         ) {
-            Ok(status) => {
+            Ok(Answer {
+                status,
+                retry_after,
+                ..
+            }) => {
                 *tally.statuses.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
                     tally.ok_latencies.push(began.elapsed().as_secs_f64());
                 }
                 if status >= 400 {
-                    // Refused (503, 413): half to one and a half times the backoff, so
-                    // retries spread out.
-                    let ms = backoff.as_millis() as u64;
-                    let pause = Duration::from_millis(draw.within(ms / 2, ms * 3 / 2 + 1));
+                    // Refused (503, 413): as `Retry-After` says, for clients that honour
+                    // it; else half to one and a half times the backoff, so that retries
+                    // spread out.
+                    let pause = match retry_after.filter(|_| phase.honors_retry_after) {
+                        Some(secs) => Duration::from_secs(secs),
+                        None => {
+                            let ms = backoff.as_millis() as u64;
+                            Duration::from_millis(draw.within(ms / 2, ms * 3 / 2 + 1))
+                        }
+                    };
                     thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 }
             }
@@ -133,7 +143,7 @@ fn exchange(
     path: &str,
     body: Option<&[u8]>,
     timeout: Duration,
-) -> std::io::Result<u16> {
+) -> std::io::Result<Answer> {
     if stream.is_none() {
         let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         tcp.set_nodelay(true)?;
@@ -152,29 +162,37 @@ fn exchange(
         None => format!("GET {path} HTTP/1.1\r\nhost: load\r\n\r\n"),
     };
     reader.get_mut().write_all(head.as_bytes())?;
-    let (mut status, mut close) = read_response(reader)?;
+    let mut answer = read_response(reader)?;
     if let Some(body) = body {
-        if status == 100 {
+        if answer.status == 100 {
             reader.get_mut().write_all(body)?;
-            (status, close) = read_response(reader)?;
+            answer = read_response(reader)?;
         } else {
-            close = true; // the body was announced but not sent
+            answer.close = true; // the body was announced but not sent
         }
     }
-    if close {
+    if answer.close {
         *stream = None;
     }
-    Ok(status)
+    Ok(answer)
 }
 
-/// Reads one response, body included (by length or chunked); returns its status and whether
-/// the server closes the connection after it.
-fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
+/// One response's status, whether the server closes the connection after it, and its
+/// `Retry-After` in seconds.
+struct Answer {
+    status: u16,
+    close: bool,
+    retry_after: Option<u64>,
+}
+
+/// Reads one response, body included (by length or chunked).
+fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<Answer> {
     let broken = |what: &str| std::io::Error::other(what.to_owned());
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status = crate::probe::status_of(&line).ok_or_else(|| broken("no status line"))?;
     let (mut length, mut chunked, mut close) = (0u64, false, false);
+    let mut retry_after = None;
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
@@ -190,14 +208,21 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, boo
             chunked = true;
         } else if header.starts_with("connection:") && header.contains("close") {
             close = true;
+        } else if let Some(value) = header.strip_prefix("retry-after:") {
+            retry_after = value.trim().parse().ok();
         }
     }
+    let answer = Answer {
+        status,
+        close: close && status != 100,
+        retry_after,
+    };
     if status == 100 {
-        return Ok((status, false));
+        return Ok(answer);
     }
     if !chunked {
         skip(reader, length)?;
-        return Ok((status, close));
+        return Ok(answer);
     }
     loop {
         line.clear();
@@ -206,7 +231,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, boo
             .map_err(|_| broken("bad chunk size"))?;
         skip(reader, size + 2)?; // the chunk and its CRLF
         if size == 0 {
-            return Ok((status, close));
+            return Ok(answer);
         }
     }
 }
@@ -252,12 +277,16 @@ mod tests {
         let mut stream = None;
         let timeout = Duration::from_secs(5);
         assert_eq!(
-            exchange(&mut stream, addr, "/a", None, timeout).unwrap(),
+            exchange(&mut stream, addr, "/a", None, timeout)
+                .unwrap()
+                .status,
             200
         );
         assert!(stream.is_some(), "kept alive");
         assert_eq!(
-            exchange(&mut stream, addr, "/b", None, timeout).unwrap(),
+            exchange(&mut stream, addr, "/b", None, timeout)
+                .unwrap()
+                .status,
             503
         );
         assert!(stream.is_none(), "closed as the server said");

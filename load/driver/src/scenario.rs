@@ -23,6 +23,8 @@ pub struct Phase {
     pub backoff: Option<Duration>,
     /// Slow clients (`slow.rs`) instead of ordinary ones.
     pub slow: Option<Slow>,
+    /// After a refusal, backing-off clients wait as long as `Retry-After` says.
+    pub honors_retry_after: bool,
 }
 
 /// How a slow client sends or reads its body.
@@ -46,6 +48,7 @@ impl Phase {
             mix: Vec::new(),
             backoff: None,
             slow: None,
+            honors_retry_after: false,
         }
     }
 
@@ -374,6 +377,30 @@ fn slow_clients(name: &'static str, pace: u64) -> Scenario {
     }
 }
 
+/// Overload from clients that wait as long as `Retry-After` says: with a fixed 1 s, and with
+/// `auto` (the queue over the admission rate, spread).
+pub fn retry() -> Scenario {
+    let mut overload =
+        Phase::get("1MiB x 50ms", "/work?kib=1024&ms=50", 400, 0, 15).backing_off(100);
+    overload.honors_retry_after = true;
+    Scenario {
+        name: "retry",
+        demonstrates: "400 clients that honour Retry-After, against a service that serves 32 at a time (500 ms each) and queues 256: how many 503s each served request costs, with Retry-After fixed at 1 s and computed (auto)",
+        env: env(96 * MIB, 32, 256, "2s"),
+        budget: 96 * MIB,
+        largest_request: MIB,
+        tower_concurrency: 64,
+        sweep: Vec::new(),
+        phases: vec![overload],
+        settle: Duration::from_secs(2),
+        variants: vec![(
+            "Retry-After auto",
+            vec![("ADMISSION_RETRY_AFTER", "auto".into())],
+        )],
+        baseline: false,
+    }
+}
+
 pub fn all() -> Vec<Scenario> {
     vec![
         steady(10),
@@ -396,8 +423,9 @@ pub fn by_name(name: &str) -> Option<Scenario> {
             ..steady(5)
         }),
         "slowloris-1k" => Some(slowloris_1k()),
+        "retry" => Some(retry()),
         _ => all().into_iter().find(|s| s.name == name),
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, all, smoke";
