@@ -381,7 +381,7 @@ fn slow_clients(name: &'static str, pace: u64) -> Scenario {
 /// `auto` (the queue over the admission rate, spread).
 pub fn retry() -> Scenario {
     let mut overload =
-        Phase::get("1MiB x 50ms", "/work?kib=1024&ms=50", 400, 0, 15).backing_off(100);
+        Phase::get("1MiB x 500ms", "/work?kib=1024&ms=500", 400, 0, 15).backing_off(100);
     overload.honors_retry_after = true;
     Scenario {
         name: "retry",
@@ -392,7 +392,7 @@ pub fn retry() -> Scenario {
         tower_concurrency: 64,
         sweep: Vec::new(),
         phases: vec![overload],
-        settle: Duration::from_secs(2),
+        settle: Duration::from_secs(4), // the last admitted wait up to 2 s, then work 0.5 s
         variants: vec![(
             "Retry-After auto",
             vec![("ADMISSION_RETRY_AFTER", "auto".into())],
