@@ -81,22 +81,17 @@ fn admission_chart(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
 
 /// Admitted and rejected per second, from the counters' differences between samples.
 fn rates(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
-    let per_second = |value: fn(&Sample) -> f64| -> Vec<(f64, f64)> {
-        setup
-            .samples
-            .windows(2)
-            .filter(|w| w[1].t > w[0].t)
-            .map(|w| {
-                (
-                    w[1].t,
-                    (value(&w[1]) - value(&w[0])).max(0.0) / (w[1].t - w[0].t),
-                )
-            })
-            .collect()
-    };
     let series = vec![
-        ("admitted".into(), COLORS[0], per_second(|s| s.admitted)),
-        ("rejected".into(), COLORS[1], per_second(|s| s.rejected)),
+        (
+            "admitted".into(),
+            COLORS[0],
+            per_second(&setup.samples, 1, |s| s.admitted),
+        ),
+        (
+            "rejected".into(),
+            COLORS[1],
+            per_second(&setup.samples, 1, |s| s.rejected),
+        ),
     ];
     let caption = "tower-admission: admitted and rejected per second";
     line_chart(path, caption, "requests/s", end, series, None)
@@ -111,15 +106,8 @@ fn slow_clients(run: &Run, path: &Path) -> ChartResult {
         .filter(|s| s.is_admission())
         .zip(COLORS)
         .map(|(setup, color)| {
-            let points = setup
-                .samples
-                .windows(11)
-                .filter(|w| w[10].t > w[0].t)
-                .map(|w| {
-                    let rate = (w[10].admitted - w[0].admitted).max(0.0) / (w[10].t - w[0].t);
-                    (w[10].t, rate)
-                })
-                .collect();
+            // Over 1 s (10 samples), to see through the 100 ms sampling's jitter.
+            let points = per_second(&setup.samples, 10, |s| s.admitted);
             (setup.label(), color, points)
         })
         .collect();
@@ -129,6 +117,18 @@ fn slow_clients(run: &Run, path: &Path) -> ChartResult {
     );
     let end = run.scenario.length().as_secs_f64();
     line_chart(path, &caption, "admitted/s", end, series, None)
+}
+
+/// A counter's rate: its difference over `span` samples, per second of that span.
+fn per_second(samples: &[Sample], span: usize, value: fn(&Sample) -> f64) -> Vec<(f64, f64)> {
+    samples
+        .windows(span + 1)
+        .filter(|w| w[span].t > w[0].t)
+        .map(|w| {
+            let rate = (value(&w[span]) - value(&w[0])).max(0.0) / (w[span].t - w[0].t);
+            (w[span].t, rate)
+        })
+        .collect()
 }
 
 /// The static-limit sweep: goodput against peak memory for each N (a line through the
