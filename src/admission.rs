@@ -6,10 +6,12 @@ use crate::{
     config::{AdmissionConfig, ConfigError, MemoryBudget, describe, resolve_budget},
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
-    http_settings::{HttpSettings, RetryAfter},
+    http_settings::{HttpSettings, PathPrefixes, RetryAfter},
     layer::AdmissionLayer,
     memory::MemorySource,
-    metrics, response, sampler,
+    metrics,
+    priority::Prioritizer,
+    response, sampler,
     snapshot::Snapshot,
 };
 
@@ -87,15 +89,20 @@ impl Admission {
                 reason: "must be smaller than the memory budget".into(),
             });
         }
+        // Beyond any real server; the bounds keep the state word's fields apart.
+        let max_concurrency = config.max_concurrency.min(MAX_CONCURRENCY);
+        let budget = budget.map(|b| b.min(MAX_BUDGET_BYTES));
+        let share = |total: f64| (total * config.critical_reserve / 100.0).ceil();
         let settings = Settings {
-            // Beyond any real server; the bounds keep the state word's fields apart.
-            max_concurrency: config.max_concurrency.min(MAX_CONCURRENCY),
-            budget: budget.map(|b| b.min(MAX_BUDGET_BYTES)),
+            max_concurrency,
+            budget,
             queue_capacity: config.queue_capacity,
             initial_estimate: config.request_estimate,
             memory_failure: config.memory_failure,
             sample_interval: config.sample_interval,
             reservations: config.reservations,
+            reserved_slots: (share(max_concurrency as f64) as usize).min(max_concurrency - 1),
+            reserved_bytes: budget.map_or(0, |b| share(b as f64) as u64),
         };
         let http_settings = HttpSettings {
             queue_timeout: config.queue_timeout,
@@ -105,8 +112,9 @@ impl Admission {
                     max: config.retry_after_max_secs,
                 },
             },
-            bypass: config.bypass.clone(),
+            bypass: PathPrefixes::new(config.bypass.clone()),
             classifier: config.classifier.clone(),
+            prioritizer: Prioritizer::new(config.prioritize.as_ref(), &config.priority_rules),
             rates: BodyRates {
                 request: config.request_body.rate(),
                 response: config.response_body.rate(),

@@ -249,7 +249,7 @@ where
             waiting.ticket.expire()
         }
     };
-    metrics::record_queue_wait(waiting.queued_at.elapsed());
+    metrics::record_queue_wait(waiting.queued_at.elapsed(), waiting.ticket.priority());
     Poll::Ready(match (granted, waiting.call.take()) {
         (Ok(permit), Some((mut service, request))) => Ok(call_admitted(
             &mut service,

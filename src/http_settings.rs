@@ -1,5 +1,5 @@
 //! What the layer decides around the controller, knowing HTTP: which requests bypass
-//! admission, which cost class a request belongs to, how long it may wait, and the
+//! admission, which cost class and priority a request has, how long it may wait, and the
 //! `Retry-After` it is told.
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -9,6 +9,7 @@ use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Uri};
 use crate::{
     controller::{Controller, CostClass},
     data_rate::BodyRates,
+    priority::Prioritizer,
     response,
 };
 
@@ -36,7 +37,7 @@ pub struct RequestHead<'a> {
 }
 
 impl<'a> RequestHead<'a> {
-    fn of<B>(request: &'a Request<B>) -> Self {
+    pub(crate) fn of<B>(request: &'a Request<B>) -> Self {
         Self {
             method: request.method(),
             uri: request.uri(),
@@ -82,12 +83,42 @@ impl PartialEq for Classifier {
     }
 }
 
+/// Path prefixes that match whole segments: `/health` matches `/health` and `/health/live`,
+/// not `/healthcare`; `/static/` matches everything below it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PathPrefixes(Vec<String>);
+
+impl PathPrefixes {
+    pub(crate) fn new<I, P>(prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        Self(prefixes.into_iter().map(Into::into).collect())
+    }
+
+    pub(crate) fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    #[inline]
+    pub(crate) fn matches(&self, path: &str) -> bool {
+        !self.0.is_empty()
+            && self.0.iter().any(|prefix| {
+                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+                })
+            })
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct HttpSettings {
     pub(crate) queue_timeout: Duration,
     pub(crate) retry_after: RetryAfter,
-    pub(crate) bypass: Vec<String>,
+    pub(crate) bypass: PathPrefixes,
     pub(crate) classifier: Option<Classifier>,
+    pub(crate) prioritizer: Prioritizer,
     pub(crate) rates: BodyRates,
 }
 
@@ -111,15 +142,10 @@ impl RetryAfter {
 }
 
 impl HttpSettings {
-    /// Whether `path` skips admission: it equals a prefix or continues it with a new segment.
+    /// Whether `path` skips admission.
     #[inline]
     pub(crate) fn bypasses(&self, path: &str) -> bool {
-        !self.bypass.is_empty()
-            && self.bypass.iter().any(|prefix| {
-                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
-                    rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
-                })
-            })
+        self.bypass.matches(path)
     }
 
     /// The request's cost class: the classifier's word, or method and path.
@@ -139,8 +165,9 @@ mod tests {
         HttpSettings {
             queue_timeout: Duration::from_secs(1),
             retry_after: RetryAfter::Fixed(HeaderValue::from_static("1")),
-            bypass: vec!["/health".into(), "/static/".into()],
+            bypass: PathPrefixes::new(["/health", "/static/"]),
             classifier,
+            prioritizer: Prioritizer::None,
             rates: BodyRates::default(),
         }
     }

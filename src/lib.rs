@@ -86,6 +86,7 @@ mod memory;
 mod metrics;
 #[cfg(test)]
 mod model_tests;
+mod priority;
 mod reading_health;
 mod rejection;
 mod request_body;
@@ -104,6 +105,7 @@ pub use data_rate::{Direction, MinDataRate, TooSlow};
 pub use http_settings::RequestHead;
 pub use layer::AdmissionLayer;
 pub use memory::{ManualMemory, MemoryError, MemorySource, ThreadAllocations};
+pub use priority::{Priority, UnknownPriority};
 pub use reading_health::MemoryFailure;
 pub use rejection::{Limit, Reason, Rejection};
 pub use request_body::MinRateBody;

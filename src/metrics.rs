@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::snapshot::Snapshot;
+use crate::{priority::Priority, snapshot::Snapshot};
 
 #[cfg(feature = "metrics")]
 mod enabled {
@@ -19,6 +19,7 @@ mod enabled {
 
     use crate::{
         data_rate::Direction,
+        priority::Priority,
         rejection::{Limit, Reason},
         snapshot::Snapshot,
     };
@@ -70,6 +71,19 @@ mod enabled {
             "Time spent queued by the requests that waited."
         );
         describe_counter!(
+            "admission_priority_admitted_total",
+            "Requests admitted, by priority."
+        );
+        describe_counter!(
+            "admission_priority_rejected_total",
+            "Requests refused admission, by priority and reason."
+        );
+        describe_histogram!(
+            "admission_priority_queue_wait_seconds",
+            Unit::Seconds,
+            "Time spent queued by the requests that waited, by priority."
+        );
+        describe_counter!(
             "admission_cut_off_total",
             "Admitted requests cut off because their client sent (direction=request) or read (direction=response) the body slower than the minimum rate."
         );
@@ -99,14 +113,26 @@ mod enabled {
                     .absolute(s.rejected(reason, limit));
             }
         }
+        for priority in Priority::ALL {
+            let label = priority.as_str();
+            counter!("admission_priority_admitted_total", "priority" => label)
+                .absolute(s.admitted_with(priority));
+            for reason in Reason::ALL {
+                counter!("admission_priority_rejected_total", "priority" => label, "reason" => reason.as_str())
+                    .absolute(s.rejected_with(priority, reason));
+            }
+        }
         for direction in [Direction::Request, Direction::Response] {
             counter!("admission_cut_off_total", "direction" => direction.as_str())
                 .absolute(s.cut_off(direction));
         }
     }
 
-    pub(crate) fn record_queue_wait(wait: Duration) {
-        histogram!("admission_queue_wait_seconds").record(wait.as_secs_f64());
+    pub(crate) fn record_queue_wait(wait: Duration, priority: Priority) {
+        let seconds = wait.as_secs_f64();
+        histogram!("admission_queue_wait_seconds").record(seconds);
+        histogram!("admission_priority_queue_wait_seconds", "priority" => priority.as_str())
+            .record(seconds);
     }
 }
 
@@ -124,10 +150,10 @@ pub(crate) fn publish(snapshot: &Snapshot) {
     let _ = snapshot;
 }
 
-/// Records how long a request waited in the queue.
-pub(crate) fn record_queue_wait(wait: Duration) {
+/// Records how long a request of `priority` waited in the queue.
+pub(crate) fn record_queue_wait(wait: Duration, priority: Priority) {
     #[cfg(feature = "metrics")]
-    enabled::record_queue_wait(wait);
+    enabled::record_queue_wait(wait, priority);
     #[cfg(not(feature = "metrics"))]
-    let _ = wait;
+    let _ = (wait, priority);
 }

@@ -1,5 +1,6 @@
 //! Model-based property tests of the controller: random arrivals (with random declared
-//! lengths), cancellations while queued and while served, completions, deadlines, memory
+//! lengths and priorities, some pools reserving a slot and 8 MiB for critical ones),
+//! cancellations while queued and while served, completions, deadlines, memory
 //! readings moving up and down, failed readings, and samples. After every step the invariants are checked;
 //! when everything has ended, every figure must be back to zero. A quarter of the sequences
 //! close the pool part-way, as a graceful shutdown does.
@@ -19,6 +20,8 @@ use proptest::prelude::*;
 use crate::{
     controller::{Acquired, Controller, CostClass, MAX_PASSES, Permit, Settings, Ticket, kib},
     memory::{ManualMemory, MemorySource},
+    priority::Priority,
+    rejection::{Limit, Reason},
 };
 
 const MIB: u64 = 1 << 20;
@@ -27,8 +30,8 @@ const CLASS: CostClass = CostClass::ANY_FOR_TESTS;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A request arrives declaring this many MiB (0: no body).
-    Arrive(u8),
+    /// A request of this priority arrives declaring this many MiB (0: no body).
+    Arrive(u8, Priority),
     /// The i-th request in flight is polled: its cost is known from now on.
     Run(usize),
     /// The i-th request in flight finishes (or panics, or its client vanishes: the same drop).
@@ -47,7 +50,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..12).prop_map(Op::Arrive),
+        4 => (0u8..12, prop::sample::select(&Priority::ALL[..])).prop_map(|(mib, p)| Op::Arrive(mib, p)),
         3 => any::<usize>().prop_map(Op::Finish),
         2 => any::<usize>().prop_map(Op::Run),
         1 => any::<usize>().prop_map(Op::Vanish),
@@ -72,12 +75,19 @@ struct Model {
     /// The reading with nothing in flight, as the controller learns it.
     baseline: u64,
     closed: bool,
+    /// Each request's priority, by arrival number.
+    priorities: std::collections::HashMap<u64, Priority>,
+    /// Waiters whose place a critical request took, by arrival number.
+    evicted: std::collections::HashSet<u64>,
 }
 
 impl Model {
-    fn new(max: usize, capacity: usize) -> Self {
+    fn new(max: usize, capacity: usize, reserve: bool) -> Self {
         let memory = ManualMemory::new(0);
-        let settings = Settings::for_tests(max, Some(64 * MIB), capacity);
+        let mut settings = Settings::for_tests(max, Some(64 * MIB), capacity);
+        if reserve && max > 1 {
+            (settings.reserved_slots, settings.reserved_bytes) = (1, 8 * MIB);
+        }
         let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
         Self {
             controller,
@@ -88,24 +98,29 @@ impl Model {
             passed: Default::default(),
             baseline: 0,
             closed: false,
+            priorities: Default::default(),
+            evicted: Default::default(),
         }
     }
 
     fn apply(&mut self, op: Op) {
         match op {
-            Op::Arrive(mib) => {
+            Op::Arrive(mib, priority) => {
                 let declared = u64::from(mib) * MIB;
                 self.arrivals += 1;
+                self.priorities.insert(self.arrivals, priority);
                 // The estimate, or what the budget can hold beside the baseline if less.
                 let most = |charge: u64| {
                     let room = (64 * MIB).saturating_sub(self.baseline).max(declared);
                     assert_eq!(charge, (declared + ESTIMATE).min(room), "the charge");
                     charge
                 };
-                let someone_waits = self.waiting.iter().any(|(_, _, t)| t.is_waiting());
-                match self.controller.acquire(CLASS, Some(declared)) {
+                let waiters: Vec<u64> = self.waiters().collect();
+                let someone_waits = waiters.iter().any(|w| self.priorities[w] <= priority);
+                match self.controller.acquire_as(priority, CLASS, Some(declared)) {
                     Acquired::Admitted(permit) => {
-                        // No barging: an arrival goes through the queue while anyone waits.
+                        // No barging: an arrival goes through the queue while anyone of its
+                        // priority or a higher one waits.
                         assert!(
                             !someone_waits,
                             "request {} overtook a waiter",
@@ -116,11 +131,26 @@ impl Model {
                     }
                     Acquired::Queued(ticket) => {
                         assert!(!self.closed, "request {} queued after close", self.arrivals);
-                        let ahead = self
-                            .waiting
-                            .iter()
-                            .filter(|(_, _, t)| t.is_waiting())
-                            .count();
+                        let ahead = waiters.len();
+                        let capacity = self.controller.settings.queue_capacity;
+                        if priority == Priority::Sheddable {
+                            assert!(
+                                ahead * 2 < capacity,
+                                "sheddable queued in a half-full queue"
+                            );
+                        }
+                        if ahead == capacity {
+                            // Full: the newest waiter of the lowest priority gave its place.
+                            assert_eq!(priority, Priority::Critical);
+                            let lowest = waiters.iter().map(|w| self.priorities[w]).max();
+                            let newest = waiters
+                                .iter()
+                                .rev()
+                                .find(|w| Some(self.priorities[w]) == lowest)
+                                .copied();
+                            assert!(lowest > Some(priority), "evicted an equal or higher one");
+                            self.evicted.extend(newest);
+                        }
                         self.passed.insert(self.arrivals, (ahead, 0));
                         self.waiting
                             .push((self.arrivals, most(ticket.charge()), ticket))
@@ -142,8 +172,13 @@ impl Model {
             }
             Op::Deadline if !self.waiting.is_empty() => {
                 let (arrival, estimate, mut ticket) = self.waiting.remove(0);
-                if let Ok(permit) = ticket.expire() {
-                    self.served.push((arrival, estimate, permit));
+                match ticket.expire() {
+                    Ok(permit) => self.served.push((arrival, estimate, permit)),
+                    Err(rejection) => {
+                        let evicted = self.evicted.contains(&arrival);
+                        let reason = rejection.reason();
+                        assert_eq!(evicted, reason == Reason::QueueFull, "{rejection:?}");
+                    }
                 }
             }
             Op::Memory(mib) => {
@@ -178,9 +213,10 @@ impl Model {
         for (arrival, estimate, mut ticket) in self.waiting.drain(..) {
             match ticket.poll_grant(&mut cx) {
                 Poll::Ready(Ok(permit)) => granted.push((arrival, estimate, permit)),
-                Poll::Ready(Err(rejection)) => {
-                    assert!(self.closed, "waiter rejected while open: {rejection:?}")
-                }
+                Poll::Ready(Err(rejection)) => assert!(
+                    self.closed || self.evicted.contains(&arrival),
+                    "waiter rejected while open: {rejection:?}"
+                ),
                 Poll::Pending => still.push((arrival, estimate, ticket)),
             }
         }
@@ -194,12 +230,30 @@ impl Model {
         let s = self.controller.snapshot();
         let settings = &self.controller.settings;
         // Granted but not yet polled: in flight already, as far as the controller knows.
-        let (waiting, granted): (Vec<_>, Vec<_>) =
+        let (waiting, gone): (Vec<_>, Vec<_>) =
             self.waiting.iter().partition(|(_, _, t)| t.is_waiting());
+        let granted: Vec<_> = gone
+            .into_iter()
+            .filter(|(a, _, _)| !self.evicted.contains(a))
+            .collect();
         assert_eq!(s.in_flight, self.served.len() + granted.len());
         assert_eq!(s.queued, waiting.len());
         assert!(s.in_flight <= settings.max_concurrency);
         assert!(s.queued <= settings.queue_capacity);
+        // Only critical requests use the reserved slots.
+        let below_critical = self
+            .served
+            .iter()
+            .map(|(a, _, _)| a)
+            .chain(granted.iter().map(|(a, _, _)| a))
+            .filter(|a| self.priorities[a] != Priority::Critical)
+            .count();
+        assert!(below_critical <= settings.max_concurrency - settings.reserved_slots);
+        let sheddable = waiting
+            .iter()
+            .filter(|(a, _, _)| self.priorities[a] == Priority::Sheddable)
+            .count();
+        assert!(sheddable <= settings.queue_capacity.div_ceil(2));
         let charged: u64 = self
             .served
             .iter()
@@ -217,18 +271,23 @@ impl Model {
         }
     }
 
-    /// Bounded backfill: a waiter is passed by later arrivals at most `MAX_PASSES` times for
-    /// itself and for each waiter that was ahead of it.
-    fn count_passes(&mut self, granted: &[u64]) {
-        let still: Vec<u64> = self
-            .waiting
+    /// The arrival numbers of those still waiting (not granted, not evicted).
+    fn waiters(&self) -> impl Iterator<Item = u64> + '_ {
+        self.waiting
             .iter()
             .filter(|(_, _, t)| t.is_waiting())
             .map(|w| w.0)
-            .collect();
+    }
+
+    /// Bounded backfill: a waiter is passed by later arrivals of its priority or a lower one
+    /// at most `MAX_PASSES` times for itself and for each waiter that was ahead of it.
+    fn count_passes(&mut self, granted: &[u64]) {
+        let still: Vec<u64> = self.waiters().collect();
         self.passed.retain(|arrival, _| still.contains(arrival));
+        let priorities = &self.priorities;
         for (arrival, (ahead, passes)) in self.passed.iter_mut() {
-            *passes += granted.iter().filter(|g| *g > arrival).count() as u32;
+            let later = |g: &&u64| *g > arrival && priorities[g] >= priorities[arrival];
+            *passes += granted.iter().filter(later).count() as u32;
             let bound = MAX_PASSES * (*ahead as u32 + 1);
             assert!(
                 *passes <= bound,
@@ -245,10 +304,11 @@ proptest! {
     fn invariants_hold_after_every_step(
         max in 1usize..5,
         capacity in 0usize..5,
+        reserve: bool,
         ops in proptest::collection::vec(op(), 1..120),
         closes_after in proptest::option::weighted(0.25, 0usize..120),
     ) {
-        let mut model = Model::new(max, capacity);
+        let mut model = Model::new(max, capacity, reserve);
         for (step, op) in ops.into_iter().enumerate() {
             if closes_after == Some(step) {
                 model.controller.close();
@@ -269,6 +329,14 @@ proptest! {
         prop_assert!(model.waiting.is_empty(), "{} waiters left", model.waiting.len());
         let s = model.controller.snapshot();
         prop_assert_eq!((s.in_flight, s.queued, s.charged_bytes), (0, 0, 0));
+        // Every decision is counted once by priority too.
+        let admitted: u64 = Priority::ALL.iter().map(|p| s.admitted_with(*p)).sum();
+        prop_assert_eq!(admitted, s.admitted);
+        for reason in Reason::ALL {
+            let by_priority: u64 = Priority::ALL.iter().map(|p| s.rejected_with(*p, reason)).sum();
+            let by_limit: u64 = Limit::ALL.iter().map(|l| s.rejected(reason, *l)).sum();
+            prop_assert_eq!(by_priority, by_limit);
+        }
     }
 }
 
@@ -277,7 +345,10 @@ fn many_threads_racing_leave_nothing_behind() {
     const THREADS: usize = 8;
     const ROUNDS: usize = 5_000;
     let memory = ManualMemory::new(0);
-    let settings = Settings::for_tests(3, Some(16 * MIB), 4);
+    let settings = Settings {
+        reserved_slots: 1,
+        ..Settings::for_tests(3, Some(16 * MIB), 4)
+    };
     let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
     let start = Arc::new(Barrier::new(THREADS + 1));
     let threads: Vec<_> = (0..THREADS)
@@ -289,7 +360,8 @@ fn many_threads_racing_leave_nothing_behind() {
                 let mut tally = Tally::default();
                 for round in 0..ROUNDS {
                     let declared = ((t + round) % 5) as u64 * MIB;
-                    match controller.acquire(CLASS, Some(declared)) {
+                    let priority = Priority::ALL[(t + round / 7) % 3];
+                    match controller.acquire_as(priority, CLASS, Some(declared)) {
                         Acquired::Admitted(mut permit) => {
                             tally.admitted += 1;
                             if round % 2 == 0 {
@@ -308,17 +380,23 @@ fn many_threads_racing_leave_nothing_behind() {
                                 Ok(_) => tally.admitted += 1,
                                 Err(_) => tally.rejected += 1,
                             },
-                            // Wait for the grant, as a woken future would; a wedged
-                            // queue fails the test instead of hanging it.
+                            // Wait for the grant (or the eviction), as a woken future
+                            // would; a wedged queue fails the test instead of hanging it.
                             _ => {
                                 let mut spins = 0u32;
-                                while ticket.poll_grant(&mut cx).is_pending() {
+                                let granted = loop {
+                                    if let Poll::Ready(granted) = ticket.poll_grant(&mut cx) {
+                                        break granted;
+                                    }
                                     spins += 1;
                                     assert!(spins < 1_000_000, "the queue is wedged");
                                     controller.on_sample(Ok(()));
                                     std::thread::yield_now();
+                                };
+                                match granted {
+                                    Ok(_) => tally.admitted += 1,
+                                    Err(_) => tally.rejected += 1,
                                 }
-                                tally.admitted += 1;
                             }
                         },
                         Acquired::Rejected(_) => tally.rejected += 1,

@@ -119,7 +119,11 @@ where
             Some(_) => settings.classify(&request),
             None => CostClass::NONE,
         };
-        match self.controller.acquire(class, declared_length(&request)) {
+        let priority = settings.prioritizer.of(&request);
+        match self
+            .controller
+            .acquire_as(priority, class, declared_length(&request))
+        {
             Acquired::Admitted(permit) => ResponseFuture::admitted(
                 &mut self.inner,
                 request,

@@ -2,6 +2,7 @@
 
 use crate::{
     data_rate::Direction,
+    priority::Priority,
     rejection::{Limit, Reason},
 };
 
@@ -47,6 +48,8 @@ pub struct Snapshot {
     /// Time since the memory source last refreshed successfully.
     pub memory_reading_age: std::time::Duration,
     pub(crate) rejected: [[u64; 2]; 3],
+    pub(crate) admitted_by: [u64; 3],
+    pub(crate) rejected_by: [[u64; 3]; 3],
     pub(crate) cut_off: [u64; 2],
 }
 
@@ -54,6 +57,18 @@ impl Snapshot {
     /// Requests refused since start for `reason` at `limit`.
     pub fn rejected(&self, reason: Reason, limit: Limit) -> u64 {
         self.rejected[reason as usize][limit as usize]
+    }
+
+    /// Requests of `priority` admitted since start.
+    pub fn admitted_with(&self, priority: Priority) -> u64 {
+        self.admitted_by[priority.rank()]
+    }
+
+    /// Requests of `priority` refused admission since start for `reason` (a
+    /// [`Reservation`](crate::Reservation) refused is counted in
+    /// [`rejected`](Self::rejected) only).
+    pub fn rejected_with(&self, priority: Priority, reason: Reason) -> u64 {
+        self.rejected_by[priority.rank()][reason as usize]
     }
 
     /// Admitted requests cut off since start because their client sent (`Request`) or read

@@ -6,6 +6,7 @@ use std::{ffi::OsString, time::Duration};
 use bytesize::ByteSize;
 
 use super::{AdmissionConfig, ConfigError, MemoryBudget};
+use crate::http_settings::PathPrefixes;
 use crate::reading_health::MemoryFailure;
 
 /// The environment variables [`AdmissionConfig::from_env`] reads.
@@ -25,8 +26,13 @@ pub(crate) mod vars {
     pub(crate) const REQUEST_BODY_GRACE: &str = "ADMISSION_REQUEST_BODY_GRACE";
     pub(crate) const MIN_RESPONSE_BODY_RATE: &str = "ADMISSION_MIN_RESPONSE_BODY_RATE";
     pub(crate) const RESPONSE_BODY_GRACE: &str = "ADMISSION_RESPONSE_BODY_GRACE";
+    /// How requests get a [`Priority`](crate::Priority), and what `Critical` ones keep.
+    pub(crate) const PRIORITY_HEADER: &str = "ADMISSION_PRIORITY_HEADER";
+    pub(crate) const CRITICAL_PATHS: &str = "ADMISSION_CRITICAL_PATHS";
+    pub(crate) const SHEDDABLE_PATHS: &str = "ADMISSION_SHEDDABLE_PATHS";
+    pub(crate) const CRITICAL_RESERVE: &str = "ADMISSION_CRITICAL_RESERVE";
 
-    pub(crate) const ALL: [&str; 13] = [
+    pub(crate) const ALL: [&str; 17] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -40,6 +46,10 @@ pub(crate) mod vars {
         REQUEST_BODY_GRACE,
         MIN_RESPONSE_BODY_RATE,
         RESPONSE_BODY_GRACE,
+        PRIORITY_HEADER,
+        CRITICAL_PATHS,
+        SHEDDABLE_PATHS,
+        CRITICAL_RESERVE,
     ];
     pub(crate) const PREFIX: &str = "ADMISSION_";
 }
@@ -54,6 +64,8 @@ const RATE_FORMS: &str = "bytes per second such as 240, 240B/s or 1KiB/s (at lea
 const RETRY_AFTER_FORMS: &str = "an integer >= 0 (seconds), such as 1, or auto";
 const BYPASS_FORMS: &str =
     "comma-separated path prefixes starting with '/', such as /health,/metrics";
+const HEADER_FORMS: &str = "a header name such as x-priority, or nothing for none";
+const RESERVE_FORMS: &str = "a percentage in [0, 100) such as 10%";
 
 impl AdmissionConfig {
     /// The defaults, overridden by the `ADMISSION_*` environment variables.
@@ -146,7 +158,28 @@ impl AdmissionConfig {
                     parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
             }
             vars::BYPASS => {
-                self.bypass = parse_bypass(trimmed).ok_or_else(|| malformed(BYPASS_FORMS))?;
+                self.bypass = parse_prefixes(trimmed).ok_or_else(|| malformed(BYPASS_FORMS))?;
+            }
+            vars::PRIORITY_HEADER => {
+                self.priority_rules.header = match trimmed {
+                    "" => None,
+                    name => Some(name.parse().map_err(|_| malformed(HEADER_FORMS))?),
+                };
+            }
+            vars::CRITICAL_PATHS => {
+                let prefixes = parse_prefixes(trimmed).ok_or_else(|| malformed(BYPASS_FORMS))?;
+                self.priority_rules.critical = PathPrefixes::new(prefixes);
+            }
+            vars::SHEDDABLE_PATHS => {
+                let prefixes = parse_prefixes(trimmed).ok_or_else(|| malformed(BYPASS_FORMS))?;
+                self.priority_rules.sheddable = PathPrefixes::new(prefixes);
+            }
+            vars::CRITICAL_RESERVE => {
+                self.critical_reserve = trimmed
+                    .strip_suffix('%')
+                    .and_then(|pct| pct.trim_end().parse().ok())
+                    .filter(|pct| (0.0..100.0).contains(pct))
+                    .ok_or_else(|| malformed(RESERVE_FORMS))?;
             }
             vars::RETRY_AFTER => {
                 self.retry_after_secs = if trimmed.eq_ignore_ascii_case("auto") {
@@ -233,7 +266,7 @@ fn parse_duration(value: &str) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
-fn parse_bypass(value: &str) -> Option<Vec<String>> {
+fn parse_prefixes(value: &str) -> Option<Vec<String>> {
     value
         .split(',')
         .map(str::trim)
@@ -404,6 +437,43 @@ mod tests {
         assert!(apply(vars::REQUEST_BODY_GRACE, "0s").is_err());
         let off = apply(vars::MIN_RESPONSE_BODY_RATE, "off").unwrap();
         assert_eq!(off.get_min_response_body_rate(), None);
+    }
+
+    #[test]
+    fn priority_rules() {
+        let c = AdmissionConfig::default()
+            .apply_vars([
+                (vars::PRIORITY_HEADER, " X-Priority "),
+                (vars::CRITICAL_PATHS, "/pay,/login"),
+                (vars::SHEDDABLE_PATHS, "/prefetch"),
+                (vars::CRITICAL_RESERVE, "12.5%"),
+            ])
+            .unwrap();
+        let rules = &c.priority_rules;
+        assert_eq!(rules.header.as_ref().unwrap(), "x-priority");
+        assert_eq!(rules.critical.as_slice(), ["/pay", "/login"]);
+        assert_eq!(rules.sheddable.as_slice(), ["/prefetch"]);
+        assert_eq!(c.critical_reserve, 12.5);
+        assert_eq!(
+            apply(vars::PRIORITY_HEADER, "")
+                .unwrap()
+                .priority_rules
+                .header,
+            None
+        );
+        for (var, value) in [
+            (vars::PRIORITY_HEADER, "x priority"),
+            (vars::CRITICAL_PATHS, "pay"),
+            (vars::SHEDDABLE_PATHS, "/a,b"),
+            (vars::CRITICAL_RESERVE, "10"),
+            (vars::CRITICAL_RESERVE, "100%"),
+            (vars::CRITICAL_RESERVE, "-1%"),
+            (vars::CRITICAL_RESERVE, "NaN%"),
+        ] {
+            let err = apply(var, value).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(var) && text.contains(value.trim()), "{text}");
+        }
     }
 
     #[test]

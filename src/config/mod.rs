@@ -9,10 +9,13 @@ mod error;
 
 use std::time::Duration;
 
+use http::HeaderName;
+
 use crate::{
     controller::CostClass,
     data_rate::MinDataRate,
-    http_settings::{Classifier, RequestHead},
+    http_settings::{Classifier, PathPrefixes, RequestHead},
+    priority::{Prioritize, Priority, PriorityRules},
     reading_health::MemoryFailure,
 };
 
@@ -56,6 +59,10 @@ pub struct AdmissionConfig {
     pub(crate) reservations: bool,
     pub(crate) request_body: RateSetting,
     pub(crate) response_body: RateSetting,
+    pub(crate) priority_rules: PriorityRules,
+    pub(crate) prioritize: Option<Prioritize>,
+    /// The percentage of slots and budget only `Critical` requests may use.
+    pub(crate) critical_reserve: f64,
 }
 
 /// One direction's minimum rate as configured: the rate may be off while a grace is set.
@@ -106,6 +113,9 @@ impl Default for AdmissionConfig {
             reservations: false,
             request_body: RateSetting::DEFAULT,
             response_body: RateSetting::DEFAULT,
+            priority_rules: PriorityRules::default(),
+            prioritize: None,
+            critical_reserve: 0.0,
         }
     }
 }
@@ -209,6 +219,78 @@ impl AdmissionConfig {
         classify: impl Fn(&RequestHead<'_>) -> CostClass + Send + Sync + 'static,
     ) -> Self {
         self.classifier = Some(Classifier(std::sync::Arc::new(classify)));
+        self
+    }
+
+    /// Gives each request a [`Priority`] with `prioritize`, instead of by the priority header
+    /// and path prefixes ([`priority_header`](Self::priority_header),
+    /// [`critical_paths`](Self::critical_paths), [`sheddable_paths`](Self::sheddable_paths)).
+    ///
+    /// ```
+    /// use tower_admission::{AdmissionConfig, Priority};
+    ///
+    /// // Checkout is what pays; recommendations can wait for a quieter moment.
+    /// let config = AdmissionConfig::default().prioritize(|head| match head.uri().path() {
+    ///     path if path.starts_with("/checkout") => Priority::Critical,
+    ///     path if path.starts_with("/recommendations") => Priority::Sheddable,
+    ///     _ => Priority::Normal,
+    /// });
+    /// # let _ = config;
+    /// ```
+    pub fn prioritize(
+        mut self,
+        prioritize: impl Fn(&RequestHead<'_>) -> Priority + Send + Sync + 'static,
+    ) -> Self {
+        self.prioritize = Some(Prioritize(std::sync::Arc::new(prioritize)));
+        self
+    }
+
+    /// A request header whose value names the request's priority (`critical`, `normal` or
+    /// `sheddable`; `ADMISSION_PRIORITY_HEADER`). A missing or unknown value leaves the
+    /// priority to the path prefixes. Clients can set any header: let a proxy you trust set
+    /// this one, or strip it at the edge.
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// let config = AdmissionConfig::default()
+    ///     .priority_header(HeaderName::from_static("x-priority"))
+    ///     .critical_paths(["/checkout"])
+    ///     .sheddable_paths(["/prefetch", "/reports/"]);
+    /// # let _ = config;
+    /// ```
+    pub fn priority_header(mut self, name: HeaderName) -> Self {
+        self.priority_rules.header = Some(name);
+        self
+    }
+
+    /// Path prefixes of [`Priority::Critical`] requests (`ADMISSION_CRITICAL_PATHS`),
+    /// matching whole segments as [`bypass`](Self::bypass) does.
+    pub fn critical_paths<I, P>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.priority_rules.critical = PathPrefixes::new(prefixes);
+        self
+    }
+
+    /// Path prefixes of [`Priority::Sheddable`] requests (`ADMISSION_SHEDDABLE_PATHS`).
+    pub fn sheddable_paths<I, P>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.priority_rules.sheddable = PathPrefixes::new(prefixes);
+        self
+    }
+
+    /// The percentage of slots and of the memory budget that only [`Priority::Critical`]
+    /// requests may use (`ADMISSION_CRITICAL_RESERVE`), in `[0, 100)`; 0 by default. At
+    /// least one slot is left to the others.
+    pub fn critical_reserve(mut self, percent: f64) -> Self {
+        self.critical_reserve = percent;
         self
     }
 
@@ -322,8 +404,17 @@ impl AdmissionConfig {
                 );
             }
         }
-        if let Some(bad) = self.bypass.iter().find(|p| !p.starts_with('/')) {
-            return invalid("bypass", &format!("prefix {bad:?} must start with '/'"));
+        if !(0.0..100.0).contains(&self.critical_reserve) {
+            return invalid("critical_reserve", "must be a percentage in [0, 100)");
+        }
+        for (setting, prefixes) in [
+            ("bypass", self.bypass.as_slice()),
+            ("critical_paths", self.priority_rules.critical.as_slice()),
+            ("sheddable_paths", self.priority_rules.sheddable.as_slice()),
+        ] {
+            if let Some(bad) = prefixes.iter().find(|p| !p.starts_with('/')) {
+                return invalid(setting, &format!("prefix {bad:?} must start with '/'"));
+            }
         }
         Ok(())
     }
@@ -343,6 +434,9 @@ mod tests {
             AdmissionConfig::default().queue_timeout(Duration::ZERO),
             AdmissionConfig::default().sample_interval(Duration::ZERO),
             AdmissionConfig::default().bypass(["health"]),
+            AdmissionConfig::default().sheddable_paths(["batch"]),
+            AdmissionConfig::default().critical_reserve(100.0),
+            AdmissionConfig::default().critical_reserve(f64::NAN),
         ];
         for config in bad {
             assert!(

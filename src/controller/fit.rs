@@ -7,7 +7,7 @@ use super::{
     Ask, Controller,
     word::{charged_bytes, in_flight},
 };
-use crate::{reading_health::MemoryFailure, rejection::Limit};
+use crate::{priority::Priority, reading_health::MemoryFailure, rejection::Limit};
 
 /// A request whose estimate does not fit goes on the least it will cost only while that
 /// leaves this fraction (1/64) of the budget free: room for what no request is charged for,
@@ -64,13 +64,24 @@ impl Controller {
     /// such requests go one at a time (see `may_admit_locked`), so a wrong estimate
     /// overshoots by one request at most. A request whose class always costs the same is not
     /// unsure: it waits until its charge fits.
+    ///
+    /// Requests below `Critical` count the reserved slots and bytes as taken.
     pub(super) fn fit(&self, state: u64, memory: u64, ask: Ask) -> Fit {
-        if in_flight(state) >= self.settings.max_concurrency as u64 {
+        let settings = &self.settings;
+        let (slots, reserved_bytes) = match ask.priority {
+            Priority::Critical => (settings.max_concurrency, 0),
+            _ => (
+                settings.max_concurrency - settings.reserved_slots,
+                settings.reserved_bytes,
+            ),
+        };
+        if in_flight(state) >= slots as u64 {
             return Fit::Blocked(Limit::Concurrency);
         }
-        let Some(budget) = self.settings.budget else {
+        let Some(budget) = settings.budget else {
             return Fit::Fits;
         };
+        let budget = budget - reserved_bytes;
         let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
         let soft = budget.saturating_sub(self.classes.largest());
         let within =

@@ -15,9 +15,16 @@
 //! the budget to spare). Estimates can be wrong (a class not seen before, a figure that aged
 //! out, sizes that differ within a class), so this bounds the overshoot to about one request.
 //!
-//! **Order.** While anyone waits, arrivals queue. Waiters are admitted in arrival order, with
-//! bounded backfill (see [`queue`]): a waiter that fits in what a blocked head cannot use may
-//! go ahead of it, until [`queue::MAX_PASSES`] waiters or the head's own charge have.
+//! **Order.** While anyone of its priority or a higher one waits, an arrival queues. Waiters
+//! are admitted by priority, then in arrival order, with bounded backfill (see [`queue`]): a
+//! waiter that fits in what a blocked head cannot use may go ahead of it, until
+//! [`queue::MAX_PASSES`] waiters or the head's own charge have. A lower priority that has
+//! been overtaken [`queue::MAX_OVERTAKES`] times goes first once.
+//!
+//! **Priorities.** Only `Critical` requests may use the reserved share of slots and budget,
+//! and one that finds the queue full takes the place of the newest waiter of a lower
+//! priority, if any. `Sheddable` ones are refused instead of queueing while the queue is half
+//! full or memory stands above the soft limit, so they never hold more than half the queue.
 //!
 //! **Progress.** When nothing is in flight, the head is admitted even over the memory budget,
 //! once a fresh reading confirms it: memory held by caches or leaks must not wedge the
@@ -71,13 +78,14 @@ use crate::{
     data_rate::SlowBodies,
     log_throttle::LogThrottle,
     memory::{MemoryError, MemorySource, ThreadAllocations},
+    priority::Priority,
     reading_health::{MemoryFailure, ReadingHealth},
     rejection::{Limit, Reason, Rejection},
 };
 use classes::Classes;
 use fit::{Fit, Reading};
 use footprint::Footprint;
-use queue::{Queue, Verdict};
+use queue::{Left, Queue, Verdict};
 use word::{QUEUED, charge, charged_bytes, claim, in_flight};
 
 /// The resolved limits of one pool.
@@ -92,6 +100,9 @@ pub(crate) struct Settings {
     pub(crate) sample_interval: Duration,
     /// Whether admitted requests carry a [`Reservation`](crate::Reservation).
     pub(crate) reservations: bool,
+    /// Slots and bytes of the budget only `Critical` requests may use.
+    pub(crate) reserved_slots: usize,
+    pub(crate) reserved_bytes: u64,
 }
 
 #[cfg(test)]
@@ -110,14 +121,17 @@ impl Settings {
             memory_failure: MemoryFailure::Open,
             sample_interval: Duration::from_millis(10),
             reservations: false,
+            reserved_slots: 0,
+            reserved_bytes: 0,
         }
     }
 }
 
-/// What one request asks for: its class, its charge (the most it may cost, as far as its
-/// class tells), its declared `Content-Length`, and the least it will cost.
+/// What one request asks for: its priority, its class, its charge (the most it may cost, as
+/// far as its class tells), its declared `Content-Length`, and the least it will cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ask {
+    pub(crate) priority: Priority,
     pub(crate) class: ClassId,
     pub(crate) charge: u64,
     pub(crate) declared: u64,
@@ -163,6 +177,9 @@ pub(crate) struct Controller {
     admitted: AtomicU64,
     admitted_over_budget: AtomicU64,
     rejected: [[AtomicU64; 2]; 3],
+    /// Admissions by priority, and rejections by priority and reason.
+    admitted_by: [AtomicU64; 3],
+    rejected_by: [[AtomicU64; 3]; 3],
     /// Milliseconds since `started`, advanced by the sampler: a clock the request path reads
     /// for the price of a load.
     clock_ms: AtomicU64,
@@ -203,6 +220,8 @@ impl Controller {
             admitted: AtomicU64::new(0),
             admitted_over_budget: AtomicU64::new(0),
             rejected: Default::default(),
+            admitted_by: Default::default(),
+            rejected_by: Default::default(),
             clock_ms: AtomicU64::new(0),
             started: Instant::now(),
             shed_log: LogThrottle::new(Duration::from_secs(1)),
@@ -216,12 +235,25 @@ impl Controller {
         &*self.memory
     }
 
-    /// Admits, queues or rejects a request of `class` that declared `declared` body bytes.
+    /// [`acquire_as`](Self::acquire_as) a `Normal` request.
+    #[cfg(test)]
     pub(crate) fn acquire(self: &Arc<Self>, class: CostClass, declared: Option<u64>) -> Acquired {
+        self.acquire_as(Priority::Normal, class, declared)
+    }
+
+    /// Admits, queues or rejects a request of `priority` and `class` that declared
+    /// `declared` body bytes.
+    pub(crate) fn acquire_as(
+        self: &Arc<Self>,
+        priority: Priority,
+        class: CostClass,
+        declared: Option<u64>,
+    ) -> Acquired {
         let declared = declared.unwrap_or(0);
         let Some(budget) = self.settings.budget else {
             // Without a budget there is nothing to charge, and nothing to pay for charging.
             let ask = Ask {
+                priority,
                 class: ClassId::OVERFLOW,
                 charge: 0,
                 declared,
@@ -230,7 +262,7 @@ impl Controller {
             return self.acquire_charged(ask);
         };
         if declared > budget {
-            return Acquired::Rejected(self.reject(Reason::TooLarge, Limit::Memory));
+            return Acquired::Rejected(self.refuse(priority, Reason::TooLarge, Limit::Memory));
         }
         let class = self.classes.find(class);
         // No more than the budget can ever hold beside the baseline: a class that once cost
@@ -240,6 +272,7 @@ impl Controller {
             .max(declared);
         let charge = self.classes.estimate(class, declared).min(room);
         self.acquire_charged(Ask {
+            priority,
             class,
             charge,
             declared,
@@ -254,13 +287,29 @@ impl Controller {
             // Full, or closed, and no room to wait: answer without the lock. The queue length
             // may be an instant old, which only matters at the boundary.
             Err(Fit::Blocked(limit))
-                if self.queued.load(Relaxed) >= self.settings.queue_capacity
-                    || self.closed.load(SeqCst) =>
+                if ask.priority != Priority::Critical
+                    && (self.queued.load(Relaxed) >= self.settings.queue_capacity
+                        || self.closed.load(SeqCst)) =>
             {
-                Acquired::Rejected(self.reject(Reason::QueueFull, limit))
+                Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit))
+            }
+            Err(_) if self.sheds_at_once(memory, ask) => {
+                let limit = self.blame(self.state.load(SeqCst), memory, ask);
+                Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit))
             }
             Err(_) => self.acquire_locked(memory, ask),
         }
+    }
+
+    /// Whether a request that cannot go at once is refused instead of queueing: a
+    /// `Sheddable` one, while the queue is half full or memory stands above the soft limit.
+    fn sheds_at_once(&self, memory: u64, ask: Ask) -> bool {
+        ask.priority == Priority::Sheddable
+            && (self.queued.load(Relaxed) * 2 >= self.settings.queue_capacity
+                || matches!(
+                    self.fit(self.state.load(SeqCst), memory, ask),
+                    Fit::Unsure | Fit::Blocked(Limit::Memory)
+                ))
     }
 
     /// Admits without the lock if nobody waits and the request fits below the soft limit;
@@ -289,7 +338,7 @@ impl Controller {
                 SeqCst,
             ) {
                 Ok(_) => {
-                    self.count_admission(over_budget, memory);
+                    self.count_admission(ask.priority, over_budget, memory);
                     return Ok(());
                 }
                 Err(now) => state = now,
@@ -297,11 +346,14 @@ impl Controller {
         }
     }
 
-    /// Under the lock: admits at once if nobody waits and the request may go (above the soft
-    /// limit too, when no other request's cost is unknown), else queues or rejects it.
+    /// Under the lock: admits at once if nobody of its priority or a higher one waits and
+    /// the request may go (above the soft limit too, when no other request's cost is
+    /// unknown), else queues or rejects it. In a full queue, a `Critical` request takes the
+    /// place of the newest waiter of a lower priority, if any.
     fn acquire_locked(self: &Arc<Self>, memory: u64, ask: Ask) -> Acquired {
         let mut queue = self.lock();
-        if queue.is_empty() {
+        if !queue.holds_back(ask.priority) {
+            // (A starving priority holds everyone back: see `Queue::holds_back`.)
             let state = self.state.load(SeqCst);
             if let Some(over_budget) =
                 self.may_admit_locked(state, memory, ask, true, Reading::Last)
@@ -309,15 +361,26 @@ impl Controller {
                 // Only the lock holder adds while the fast path refuses; a racing release
                 // only subtracts.
                 self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
-                self.count_admission(over_budget, memory);
+                self.count_admission(ask.priority, over_budget, memory);
+                queue.admitted(ask.priority);
                 drop(queue);
                 return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
             }
         }
-        if queue.len() >= self.settings.queue_capacity || self.closed.load(SeqCst) {
+        let mut evicted = None;
+        if ask.priority == Priority::Critical
+            && queue.len() >= self.settings.queue_capacity
+            && !self.closed.load(SeqCst)
+        {
+            let state = self.state.load(SeqCst);
+            evicted = queue.evict_below(ask.priority, |lower| self.blame(state, memory, *lower));
+        }
+        if (queue.len() >= self.settings.queue_capacity && evicted.is_none())
+            || self.closed.load(SeqCst)
+        {
             let limit = self.blame(self.state.load(SeqCst), memory, ask);
             drop(queue);
-            return Acquired::Rejected(self.reject(Reason::QueueFull, limit));
+            return Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit));
         }
         let id = queue.push(ask);
         self.state.fetch_or(QUEUED, SeqCst);
@@ -325,7 +388,10 @@ impl Controller {
         // that every later release will. This may grant the new ticket itself.
         let wakers = self.grant(&mut queue, memory, Reading::Last);
         drop(queue);
-        wakers.into_iter().for_each(Waker::wake);
+        wakers
+            .into_iter()
+            .chain(evicted.flatten())
+            .for_each(Waker::wake);
         tracing::trace!(charge = ask.charge, "request queued");
         Acquired::Queued(Ticket {
             controller: Arc::clone(self),
@@ -392,18 +458,24 @@ impl Controller {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// Removes ticket `id` from the queue. Returns the limit that kept it waiting if it was
-    /// still queued, `None` if it had been granted meanwhile.
-    fn leave_queue(&self, id: u64, ask: Ask) -> Option<Limit> {
+    /// Removes ticket `id` from the queue: returns why it leaves without a permit if it was
+    /// still queued (its wait ends: `queue_timeout`) or had been evicted (`queue_full`), and
+    /// `None` if it had been granted meanwhile. Counts nothing.
+    fn leave_queue(&self, id: u64, ask: Ask) -> Option<(Reason, Limit)> {
         let memory = self.memory.allocated_bytes();
         let mut queue = self.lock();
-        queue.remove(id)?;
-        let limit = self.blame(self.state.load(SeqCst), memory, ask);
-        // The head may have left: those behind it may fit now.
-        let wakers = self.grant(&mut queue, memory, Reading::Last);
-        drop(queue);
-        wakers.into_iter().for_each(Waker::wake);
-        Some(limit)
+        match queue.leave(id) {
+            Left::Granted => None,
+            Left::Evicted(limit) => Some((Reason::QueueFull, limit)),
+            Left::Waiting => {
+                let limit = self.blame(self.state.load(SeqCst), memory, ask);
+                // The head may have left: those behind it may fit now.
+                let wakers = self.grant(&mut queue, memory, Reading::Last);
+                drop(queue);
+                wakers.into_iter().for_each(Waker::wake);
+                Some((Reason::QueueTimeout, limit))
+            }
+        }
     }
 
     /// Admits waiters in the queue's order while they may go; returns their wakers, to be
@@ -425,7 +497,7 @@ impl Controller {
                 match self.may_admit_locked(state, memory, waiter.ask, head, reading) {
                     Some(over_budget) => {
                         self.state.fetch_add(claim(kib(waiter.ask.charge)), SeqCst);
-                        self.count_admission(over_budget, memory);
+                        self.count_admission(waiter.ask.priority, over_budget, memory);
                         Verdict::Admitted
                     }
                     None if in_flight(state) >= self.settings.max_concurrency as u64 => {

@@ -1,19 +1,34 @@
-//! The waiter queue and its order: first in, first out, with bounded backfill.
+//! The waiter queue and its order: by priority, then first in, first out, with bounded
+//! backfill.
 //!
-//! Waiters are admitted in arrival order, except that a waiter that fits in what a blocked
-//! head cannot use may go ahead of it. The head counts the waiters that pass it and what they
+//! Waiters of a higher [`Priority`] are offered before those of a lower one. A priority that
+//! has waited while [`MAX_OVERTAKES`] requests of higher ones were admitted has its oldest
+//! waiter offered first, so that no priority starves (see [`Queue::admitted`]).
+//!
+//! Within that order, waiters are admitted in turn, except that a waiter that fits in what a
+//! blocked head cannot use may go ahead of it. The head counts the waiters that pass it and what they
 //! are charged; once they number [`MAX_PASSES`] or their charges add up to its own, the head
 //! holds the line and nobody behind it goes first until it is admitted or leaves. So small
 //! requests do not wait behind a large one (a 64 MiB head lets up to 1,024 requests of 64 KiB
 //! by), and a large one is never starved: it waits for at most its own size in others beyond
 //! those ahead of it, and never past its deadline (the response future's business).
 
-use std::{collections::BTreeMap, task::Waker};
+use std::{
+    collections::{BTreeMap, HashMap},
+    task::Waker,
+};
 
 use super::Ask;
+use crate::{priority::Priority, rejection::Limit};
 
 /// How many waiters may go ahead of a blocked head before it holds the line.
 pub(crate) const MAX_PASSES: u32 = 1024;
+/// How many requests of higher priorities may be admitted while a lower one waits before its
+/// oldest waiter is offered first.
+pub(crate) const MAX_OVERTAKES: u32 = 16;
+/// A waiter's key is its priority's rank in the top bits, then its arrival number: the map's
+/// order is the queue's order.
+const RANK_SHIFT: u32 = 62;
 /// How many blocked waiters a grant looks past for one that fits, at most.
 const SCAN: usize = 64;
 
@@ -44,18 +59,43 @@ pub(super) enum Verdict {
     Stop,
 }
 
+/// What became of a waiter that is no longer in the queue (see [`Queue::leave`]).
+pub(super) enum Left {
+    /// It was still waiting, and has left now.
+    Waiting,
+    /// It was granted a permit.
+    Granted,
+    /// Its place went to a waiter of a higher priority; this limit held it back.
+    Evicted(Limit),
+}
+
 #[derive(Default)]
 pub(super) struct Queue {
-    /// Keyed by arrival number, so iteration order is arrival order and a cancelled waiter
-    /// leaves in O(log n), without unsafe intrusive lists.
+    /// Keyed by priority and arrival number (see [`RANK_SHIFT`]), so that iteration order is
+    /// the queue's order and a cancelled waiter leaves in O(log n), without unsafe intrusive
+    /// lists.
     waiters: BTreeMap<u64, Waiter>,
-    next_id: u64,
+    /// Waiters evicted for a higher priority that have not yet seen it.
+    evicted: HashMap<u64, Limit>,
+    /// Per priority: how many requests of higher priorities were admitted since it was last
+    /// served, while it waited.
+    overtaken: [u32; 3],
+    next_arrival: u64,
+}
+
+fn key_range(priority: usize) -> std::ops::Range<u64> {
+    let start = (priority as u64) << RANK_SHIFT;
+    start..start + (1 << RANK_SHIFT)
+}
+
+fn rank_of(id: u64) -> usize {
+    (id >> RANK_SHIFT) as usize
 }
 
 impl Queue {
     pub(super) fn push(&mut self, ask: Ask) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = key_range(ask.priority.rank()).start | self.next_arrival;
+        self.next_arrival += 1;
         let waiter = Waiter {
             ask,
             passes: 0,
@@ -66,12 +106,67 @@ impl Queue {
         id
     }
 
-    pub(super) fn remove(&mut self, id: u64) -> Option<Waiter> {
-        self.waiters.remove(&id)
+    /// Takes waiter `id` out of the queue, or says what became of it.
+    pub(super) fn leave(&mut self, id: u64) -> Left {
+        if self.waiters.remove(&id).is_some() {
+            return Left::Waiting;
+        }
+        match self.evicted.remove(&id) {
+            Some(limit) => Left::Evicted(limit),
+            None => Left::Granted,
+        }
     }
 
     pub(super) fn get_mut(&mut self, id: u64) -> Option<&mut Waiter> {
         self.waiters.get_mut(&id)
+    }
+
+    /// Whether a new request of `priority` must queue: a waiter of its priority or a higher
+    /// one waits, or a starving priority does (whose turn it is).
+    pub(super) fn holds_back(&self, priority: Priority) -> bool {
+        self.waiters
+            .first_key_value()
+            .is_some_and(|(&id, _)| rank_of(id) <= priority.rank())
+            || self.starving().is_some()
+    }
+
+    /// Makes room for a request of `priority` in a full queue: the newest waiter of the
+    /// lowest priority below it leaves, to be answered with `limit(its ask)`. Returns its
+    /// waker, or `None` if nobody waits below `priority`.
+    pub(super) fn evict_below(
+        &mut self,
+        priority: Priority,
+        limit: impl FnOnce(&Ask) -> Limit,
+    ) -> Option<Option<Waker>> {
+        let (&id, _) = self
+            .waiters
+            .last_key_value()
+            .filter(|(id, _)| rank_of(**id) > priority.rank())?;
+        let waiter = self.waiters.remove(&id)?;
+        self.evicted.insert(id, limit(&waiter.ask));
+        Some(waiter.waker)
+    }
+
+    /// Counts an admission of `priority` against the lower priorities that wait, and
+    /// resets its own count.
+    pub(super) fn admitted(&mut self, priority: Priority) {
+        let rank = priority.rank();
+        self.overtaken[rank] = 0;
+        for lower in rank + 1..self.overtaken.len() {
+            if self.waiters.range(key_range(lower)).next().is_some() {
+                self.overtaken[lower] += 1;
+            } else {
+                self.overtaken[lower] = 0;
+            }
+        }
+    }
+
+    /// The oldest waiter of a priority that has been overtaken [`MAX_OVERTAKES`] times.
+    fn starving(&self) -> Option<u64> {
+        (1..self.overtaken.len())
+            .filter(|&rank| self.overtaken[rank] >= MAX_OVERTAKES)
+            .find_map(|rank| self.waiters.range(key_range(rank)).next())
+            .map(|(&id, _)| id)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -92,20 +187,35 @@ impl Queue {
 
     /// Offers waiters to `verdict` in order (`true` with the head, the first that waits)
     /// and removes those it admits; returns their wakers, to be woken once the lock is
-    /// released.
+    /// released. A starving priority's oldest waiter is offered first.
     pub(super) fn admit(
         &mut self,
         mut verdict: impl FnMut(&Waiter, bool) -> Verdict,
     ) -> Vec<Waker> {
         let mut wakers = Vec::new();
         let mut head: Option<u64> = None;
+        let starving = self.starving();
+        let mut first = starving;
         let mut cursor = 0;
         let mut blocked = 0;
         while blocked < SCAN {
-            let Some((&id, waiter)) = self.waiters.range(cursor..).next() else {
+            let id = match first.take() {
+                Some(id) => id,
+                None => {
+                    let Some((&id, _)) = self
+                        .waiters
+                        .range(cursor..)
+                        .find(|(id, _)| Some(**id) != starving)
+                    else {
+                        break;
+                    };
+                    cursor = id + 1;
+                    id
+                }
+            };
+            let Some(waiter) = self.waiters.get(&id) else {
                 break;
             };
-            cursor = id + 1;
             match verdict(waiter, head.is_none()) {
                 Verdict::Stop => break,
                 Verdict::Waits => {
@@ -121,6 +231,7 @@ impl Queue {
                     let Some(admitted) = self.waiters.remove(&id) else {
                         break;
                     };
+                    self.admitted(admitted.ask.priority);
                     wakers.extend(admitted.waker);
                     if let Some(head) = head.and_then(|head| self.waiters.get_mut(&head)) {
                         head.passes += 1;
@@ -141,7 +252,12 @@ mod tests {
     use super::*;
 
     fn ask(charge: u64) -> Ask {
+        ask_as(Priority::Normal, charge)
+    }
+
+    fn ask_as(priority: Priority, charge: u64) -> Ask {
         Ask {
+            priority,
             class: super::super::classes::ClassId::OVERFLOW,
             charge,
             declared: 0,
@@ -224,6 +340,112 @@ mod tests {
         let mut room = u64::MAX - 1;
         assert_eq!(admit_within(&mut q, &mut room), MAX_PASSES as usize);
         assert_eq!(admit_within(&mut q, &mut room), 0);
+    }
+
+    /// The charges of the waiters `admit` offers, in order, admitting them all.
+    fn offer_order(queue: &mut Queue) -> Vec<u64> {
+        let mut order = Vec::new();
+        queue.admit(|waiter, _| {
+            order.push(waiter.ask.charge);
+            Verdict::Admitted
+        });
+        order
+    }
+
+    #[test]
+    fn higher_priorities_first_then_arrival_order() {
+        let mut q = Queue::default();
+        for (priority, charge) in [
+            (Priority::Sheddable, 1),
+            (Priority::Normal, 2),
+            (Priority::Critical, 3),
+            (Priority::Normal, 4),
+            (Priority::Critical, 5),
+        ] {
+            q.push(ask_as(priority, charge));
+        }
+        assert!(q.holds_back(Priority::Normal));
+        assert_eq!(offer_order(&mut q), [3, 5, 2, 4, 1]);
+    }
+
+    #[test]
+    fn a_starving_priority_goes_first_once() {
+        let mut q = Queue::default();
+        let sheddable = q.push(ask_as(Priority::Sheddable, 1));
+        for _ in 0..MAX_OVERTAKES {
+            assert!(q.starving().is_none());
+            q.admitted(Priority::Critical);
+        }
+        assert_eq!(q.starving(), Some(sheddable));
+        assert!(
+            q.holds_back(Priority::Critical),
+            "its turn: even critical queues"
+        );
+        q.push(ask_as(Priority::Critical, 2));
+        q.push(ask_as(Priority::Normal, 3));
+        assert_eq!(offer_order(&mut q), [1, 2, 3]);
+        assert!(q.starving().is_none(), "served: the count starts again");
+    }
+
+    #[test]
+    fn overtakes_count_only_while_the_priority_waits() {
+        let mut q = Queue::default();
+        for _ in 0..2 * MAX_OVERTAKES {
+            q.admitted(Priority::Critical);
+        }
+        q.push(ask_as(Priority::Normal, 1));
+        assert!(q.starving().is_none());
+        assert!(!q.holds_back(Priority::Critical));
+    }
+
+    #[test]
+    fn a_starving_waiter_that_does_not_fit_holds_the_line_after_its_charge() {
+        let mut q = Queue::default();
+        q.push(ask_as(Priority::Normal, 10));
+        for _ in 0..MAX_OVERTAKES {
+            q.admitted(Priority::Critical);
+        }
+        for _ in 0..20 {
+            q.push(ask_as(Priority::Critical, 1));
+        }
+        let mut room = 9;
+        assert_eq!(admit_within(&mut q, &mut room), 9, "criticals pass it");
+        let mut room = 5;
+        assert_eq!(
+            admit_within(&mut q, &mut room),
+            1,
+            "one more makes its charge"
+        );
+        let mut room = 9;
+        assert_eq!(admit_within(&mut q, &mut room), 0, "then it holds the line");
+        let mut room = 10;
+        assert_eq!(admit_within(&mut q, &mut room), 1, "until it goes");
+    }
+
+    #[test]
+    fn a_full_queue_gives_the_newest_lowest_waiter_s_place() {
+        let mut q = Queue::default();
+        let normal = q.push(ask_as(Priority::Normal, 1));
+        let old = q.push(ask_as(Priority::Sheddable, 2));
+        let new = q.push(ask_as(Priority::Sheddable, 3));
+        assert!(
+            q.evict_below(Priority::Sheddable, |_| Limit::Memory)
+                .is_none()
+        );
+        assert!(
+            q.evict_below(Priority::Critical, |_| Limit::Memory)
+                .is_some()
+        );
+        assert!(matches!(q.leave(new), Left::Evicted(Limit::Memory)));
+        assert!(matches!(q.leave(new), Left::Granted), "told once");
+        assert!(
+            q.evict_below(Priority::Critical, |_| Limit::Concurrency)
+                .is_some()
+        );
+        assert!(matches!(q.leave(old), Left::Evicted(Limit::Concurrency)));
+        assert!(q.evict_below(Priority::Normal, |_| Limit::Memory).is_none());
+        assert!(matches!(q.leave(normal), Left::Waiting));
+        assert!(q.is_empty() && q.evicted.is_empty());
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! What the pool counts and tells: admissions, rejections and slow bodies (with throttled
 //! logs), and the snapshot of its live figures.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 
 use super::{
     Controller,
@@ -9,6 +12,7 @@ use super::{
 };
 use crate::{
     data_rate::TooSlow,
+    priority::Priority,
     rejection::{Limit, Reason, Rejection},
     snapshot::Snapshot,
 };
@@ -21,9 +25,10 @@ impl Controller {
             .retry_after(self.queued.load(Relaxed), max, super::drain::draw())
     }
 
-    pub(super) fn count_admission(&self, over_budget: bool, memory: u64) {
+    pub(super) fn count_admission(&self, priority: Priority, over_budget: bool, memory: u64) {
         self.unsettled.fetch_add(1, SeqCst);
         self.admitted.fetch_add(1, Relaxed);
+        self.admitted_by[priority.rank()].fetch_add(1, Relaxed);
         if over_budget {
             self.note_over_budget(memory);
         }
@@ -32,6 +37,12 @@ impl Controller {
     /// Counts a body cut off for being too slow (its permit is about to go).
     pub(crate) fn record_slow(&self, slow: TooSlow) {
         self.slow_bodies.record(slow, self.clock_ms.load(Relaxed));
+    }
+
+    /// Refuses admission to a request of `priority`: counted by priority too.
+    pub(super) fn refuse(&self, priority: Priority, reason: Reason, limit: Limit) -> Rejection {
+        self.rejected_by[priority.rank()][reason as usize].fetch_add(1, Relaxed);
+        self.reject(reason, limit)
     }
 
     pub(crate) fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
@@ -67,12 +78,7 @@ impl Controller {
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         let state = self.state.load(SeqCst);
-        let mut rejected = [[0; 2]; 3];
-        for (row, counters) in rejected.iter_mut().zip(&self.rejected) {
-            for (value, counter) in row.iter_mut().zip(counters) {
-                *value = counter.load(Relaxed);
-            }
-        }
+        let load = |counter: &AtomicU64| counter.load(Relaxed);
         Snapshot {
             in_flight: in_flight(state) as usize,
             queued: self.queued.load(Relaxed),
@@ -85,7 +91,12 @@ impl Controller {
             admitted_over_budget: self.admitted_over_budget.load(Relaxed),
             memory_source_errors: self.reading_health.errors(),
             memory_reading_age: self.reading_health.age(),
-            rejected,
+            rejected: self.rejected.each_ref().map(|row| row.each_ref().map(load)),
+            admitted_by: self.admitted_by.each_ref().map(load),
+            rejected_by: self
+                .rejected_by
+                .each_ref()
+                .map(|row| row.each_ref().map(load)),
             cut_off: self.slow_bodies.counts(),
         }
     }

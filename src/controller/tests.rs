@@ -411,3 +411,111 @@ fn closing_answers_waiters_and_stops_queueing() {
     let s = c.snapshot();
     assert_eq!((s.in_flight, s.queued), (1, 0));
 }
+
+fn with_reserve(max: usize, budget: Option<u64>, capacity: usize, slots: usize) -> Arc<Controller> {
+    let settings = Settings {
+        reserved_slots: slots,
+        ..Settings::for_tests(max, budget, capacity)
+    };
+    Arc::new(Controller::new(settings, Arc::new(ManualMemory::new(0))))
+}
+
+#[test]
+fn a_freed_slot_goes_to_the_highest_priority_waiting() {
+    let c = with_reserve(1, None, 8, 0);
+    let first = admitted(c.acquire(CLASS, None));
+    let waker = Arc::new(CountingWaker::default());
+    let mut normal = queued(c.acquire_as(Priority::Normal, CLASS, None));
+    let mut critical = queued(c.acquire_as(Priority::Critical, CLASS, None));
+    drop(first);
+    assert!(poll(&mut normal, &waker).is_pending());
+    let permit = poll(&mut critical, &waker);
+    assert!(permit.is_ready(), "the later critical request went first");
+    drop(permit);
+    assert!(poll(&mut normal, &waker).is_ready());
+    let s = c.snapshot();
+    assert_eq!(s.admitted_with(Priority::Critical), 1);
+    assert_eq!(s.admitted_with(Priority::Normal), 2);
+}
+
+#[test]
+fn sheddable_requests_are_refused_rather_than_fill_half_the_queue() {
+    let c = with_reserve(1, None, 4, 0);
+    let _busy = admitted(c.acquire(CLASS, None));
+    let _a = queued(c.acquire_as(Priority::Sheddable, CLASS, None));
+    let _b = queued(c.acquire_as(Priority::Normal, CLASS, None));
+    let shed = rejected(c.acquire_as(Priority::Sheddable, CLASS, None));
+    assert_eq!(shed.reason(), Reason::QueueFull);
+    let _c = queued(c.acquire_as(Priority::Normal, CLASS, None));
+    let s = c.snapshot();
+    assert_eq!(s.rejected_with(Priority::Sheddable, Reason::QueueFull), 1);
+    assert_eq!(s.rejected_with(Priority::Normal, Reason::QueueFull), 0);
+}
+
+#[test]
+fn sheddable_requests_are_refused_above_the_soft_limit() {
+    let (c, memory) = controller(8, Some(64 * MIB), 8);
+    memory.set(63 * MIB + MIB / 2);
+    c.on_sample(Ok(()));
+    let shed = rejected(c.acquire_as(Priority::Sheddable, CLASS, None));
+    assert_eq!(shed.limit(), Limit::Memory);
+    let normal = c.acquire_as(Priority::Normal, CLASS, None);
+    assert!(!matches!(normal, Acquired::Rejected(_)), "{normal:?}");
+}
+
+#[test]
+fn reserved_slots_are_for_critical_requests_only() {
+    let c = with_reserve(3, None, 8, 1);
+    let _a = admitted(c.acquire(CLASS, None));
+    let _b = admitted(c.acquire_as(Priority::Sheddable, CLASS, None));
+    let mut normal = queued(c.acquire(CLASS, None));
+    let _critical = admitted(c.acquire_as(Priority::Critical, CLASS, None));
+    let rejection = normal.expire().unwrap_err();
+    assert_eq!(rejection.limit(), Limit::Concurrency);
+}
+
+#[test]
+fn a_critical_request_takes_the_newest_lower_place_in_a_full_queue() {
+    let c = with_reserve(1, None, 2, 0);
+    let busy = admitted(c.acquire(CLASS, None));
+    let waker = Arc::new(CountingWaker::default());
+    let mut older = queued(c.acquire(CLASS, None));
+    let mut newer = queued(c.acquire(CLASS, None));
+    let rejection = rejected(c.acquire(CLASS, None));
+    assert_eq!(rejection.reason(), Reason::QueueFull);
+    let mut critical = queued(c.acquire_as(Priority::Critical, CLASS, None));
+    assert!(!newer.is_waiting());
+    match newer.poll_grant(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Err(rejection)) => {
+            assert_eq!(rejection.reason(), Reason::QueueFull);
+            assert_eq!(rejection.limit(), Limit::Concurrency);
+        }
+        other => panic!("expected the evicted waiter's rejection, got {other:?}"),
+    }
+    let mut second = queued(c.acquire_as(Priority::Critical, CLASS, None));
+    assert!(older.expire().is_err(), "the last lower place went too");
+    let full = rejected(c.acquire_as(Priority::Critical, CLASS, None));
+    assert_eq!(full.reason(), Reason::QueueFull, "no lower place is left");
+    drop(busy);
+    let served = poll(&mut critical, &waker);
+    assert!(served.is_ready());
+    assert!(poll(&mut second, &waker).is_pending());
+    let s = c.snapshot();
+    assert_eq!(s.rejected_with(Priority::Normal, Reason::QueueFull), 3);
+    assert_eq!(s.rejected_with(Priority::Critical, Reason::QueueFull), 1);
+    assert_eq!(s.queued, 1);
+}
+
+#[test]
+fn an_evicted_waiter_dropped_unseen_leaves_nothing() {
+    let c = with_reserve(1, None, 1, 0);
+    let busy = admitted(c.acquire(CLASS, None));
+    let evicted = queued(c.acquire_as(Priority::Sheddable, CLASS, None));
+    let critical = queued(c.acquire_as(Priority::Critical, CLASS, None));
+    drop(evicted);
+    drop(critical);
+    drop(busy);
+    let s = c.snapshot();
+    assert_eq!((s.in_flight, s.queued, s.admitted), (0, 0, 1));
+    assert!(c.lock().is_empty());
+}

@@ -1,4 +1,5 @@
-//! A place in the queue: granted a permit, or rejected at the deadline or on close.
+//! A place in the queue: granted a permit, or rejected at the deadline, on close, or when a
+//! higher priority takes its place.
 
 use std::{
     fmt,
@@ -7,7 +8,7 @@ use std::{
 };
 
 use super::{Ask, Controller, permit::Permit};
-use crate::rejection::{Reason, Rejection};
+use crate::{priority::Priority, rejection::Rejection};
 
 /// A place in the queue. Dropping it leaves the queue, or gives back a grant not yet taken.
 ///
@@ -63,28 +64,31 @@ impl Ticket {
         }
         let mut queue = self.controller.lock();
         if let Some(waiter) = queue.get_mut(self.id) {
-            if self.controller.is_closed() {
-                drop(queue);
-                return Poll::Ready(self.expire());
+            if !self.controller.is_closed() {
+                match &mut waiter.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
             }
-            match &mut waiter.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            return Poll::Pending;
         }
         drop(queue);
-        self.settled = true;
-        Poll::Ready(Ok(self.permit()))
+        // Granted, evicted, or closed while waiting.
+        Poll::Ready(self.expire())
     }
 
     /// The deadline passed: leave the queue with a rejection, unless the grant came first.
     pub(crate) fn expire(&mut self) -> Result<Permit, Rejection> {
         self.settled = true;
         match self.controller.leave_queue(self.id, self.ask) {
-            Some(limit) => Err(self.controller.reject(Reason::QueueTimeout, limit)),
+            Some((reason, limit)) => Err(self.controller.refuse(self.ask.priority, reason, limit)),
             None => Ok(self.permit()),
         }
+    }
+
+    /// The priority the ticket waits with.
+    pub(crate) fn priority(&self) -> Priority {
+        self.ask.priority
     }
 }
 
