@@ -4,7 +4,7 @@
 # load/results/<timestamp>/report.md with SVG charts.
 #
 #   load/run.sh              the default demo (mixed), about 3 minutes with a warm build
-#   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | smoke
+#   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | smoke
 #   load/run.sh all          every scenario, about 17 minutes
 #   SETUPS=admission,none load/run.sh mixed    only some of the setups (admission, tower, none)
 #

@@ -20,6 +20,8 @@ struct Tally {
     statuses: BTreeMap<u16, u64>,
     errors: u64,
     ok_latencies: Vec<f64>,
+    /// When each 2xx arrived, in seconds after the phase began.
+    ok_at: Vec<f64>,
 }
 
 /// Runs `phase` against `addr` with `phase.connections` clients for `phase.duration`.
@@ -28,11 +30,10 @@ pub fn run(addr: SocketAddr, phase: &Phase, backoff: Duration) -> Result<Outcome
         .post_json
         .map(|bytes| Arc::new(crate::oha::json_body(bytes).into_bytes()));
     let began = Instant::now();
-    let deadline = began + phase.duration;
     let threads: Vec<_> = (0..phase.connections)
         .map(|index| {
             let (phase, body) = (phase.clone(), body.clone());
-            thread::spawn(move || connection(addr, &phase, body, backoff, deadline, index))
+            thread::spawn(move || connection(addr, &phase, body, backoff, began, index))
         })
         .collect();
     let mut total = Tally::default();
@@ -43,6 +44,7 @@ pub fn run(addr: SocketAddr, phase: &Phase, backoff: Duration) -> Result<Outcome
         }
         total.errors += tally.errors;
         total.ok_latencies.extend(tally.ok_latencies);
+        total.ok_at.extend(tally.ok_at);
     }
     total.ok_latencies.sort_by(f64::total_cmp);
     let quantile = |q: f64| {
@@ -59,6 +61,7 @@ pub fn run(addr: SocketAddr, phase: &Phase, backoff: Duration) -> Result<Outcome
         errors: total.errors,
         ok_p50: quantile(0.5),
         ok_p99: quantile(0.99),
+        ok_at: total.ok_at,
     })
 }
 
@@ -85,23 +88,22 @@ fn connection(
     phase: &Phase,
     body: Option<Arc<Vec<u8>>>,
     backoff: Duration,
-    deadline: Instant,
+    began: Instant,
     index: u32,
 ) -> Tally {
+    let deadline = began + phase.duration;
     let mut tally = Tally::default();
     let mut draw = Draw(0x9e37_79b9_7f4a_7c15 ^ (u64::from(index) + 1).wrapping_mul(0xff51_afd7));
     let mut stream: Option<BufReader<TcpStream>> = None;
     let timeout = phase.timeout.unwrap_or(Duration::from_secs(30));
     while Instant::now() < deadline {
-        let path = phase.pick_path(draw.next());
-        let began = Instant::now();
-        match exchange(
-            &mut stream,
-            addr,
-            path,
-            body.as_deref().map(Vec::as_slice),
-            timeout,
-        ) {
+        let request = Request {
+            path: phase.pick_path(draw.next()),
+            priority: phase.priority,
+            body: body.as_deref().map(Vec::as_slice),
+        };
+        let sent = Instant::now();
+        match exchange(&mut stream, addr, &request, timeout) {
             Ok(Answer {
                 status,
                 retry_after,
@@ -109,7 +111,8 @@ fn connection(
             }) => {
                 *tally.statuses.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
-                    tally.ok_latencies.push(began.elapsed().as_secs_f64());
+                    tally.ok_latencies.push(sent.elapsed().as_secs_f64());
+                    tally.ok_at.push(began.elapsed().as_secs_f64());
                 }
                 if status >= 400 {
                     // Refused (503, 413): as `Retry-After` says, for clients that honour
@@ -135,15 +138,54 @@ fn connection(
     tally
 }
 
-/// Sends one request on the connection (opened if need be) and reads the answer; returns its
-/// status. The connection is dropped when the server closes it or anything fails.
+/// Sends one request on the connection (opened if need be) and reads the answer. The
+/// connection is dropped when the server closes it or anything fails. A kept-alive
+/// connection that turns out closed before any answer (the server times out idle ones,
+/// after 5 s in the example) is replaced and the request sent again, as browsers and
+/// hyper's client do.
 fn exchange(
     stream: &mut Option<BufReader<TcpStream>>,
     addr: SocketAddr,
-    path: &str,
-    body: Option<&[u8]>,
+    request: &Request<'_>,
     timeout: Duration,
 ) -> std::io::Result<Answer> {
+    let reused = stream.is_some();
+    match exchange_once(stream, addr, request, timeout) {
+        Err(error) if reused && is_stale(&error) => {
+            *stream = None;
+            exchange_once(stream, addr, request, timeout)
+        }
+        other => other,
+    }
+}
+
+/// Whether `error` says the connection was closed before anything was answered.
+fn is_stale(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        error.kind(),
+        BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+    )
+}
+
+/// One request: its path, the priority it names, and the body it posts.
+struct Request<'a> {
+    path: &'a str,
+    priority: Option<&'a str>,
+    body: Option<&'a [u8]>,
+}
+
+fn exchange_once(
+    stream: &mut Option<BufReader<TcpStream>>,
+    addr: SocketAddr,
+    request: &Request<'_>,
+    timeout: Duration,
+) -> std::io::Result<Answer> {
+    let Request {
+        path,
+        priority,
+        body,
+    } = *request;
     if stream.is_none() {
         let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         tcp.set_nodelay(true)?;
@@ -154,12 +196,15 @@ fn exchange(
     reader.get_ref().set_write_timeout(Some(timeout))?;
     // A body waits for `100 Continue`, as curl's uploads do: a server that refuses the
     // request answers at once, and the body is never sent.
+    let priority = priority
+        .map(|p| format!("x-priority: {p}\r\n"))
+        .unwrap_or_default();
     let head = match body {
         Some(body) => format!(
-            "POST {path} HTTP/1.1\r\nhost: load\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nhost: load\r\n{priority}content-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
             body.len()
         ),
-        None => format!("GET {path} HTTP/1.1\r\nhost: load\r\n\r\n"),
+        None => format!("GET {path} HTTP/1.1\r\nhost: load\r\n{priority}\r\n"),
     };
     reader.get_mut().write_all(head.as_bytes())?;
     let mut answer = read_response(reader)?;
@@ -189,7 +234,9 @@ struct Answer {
 fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<Answer> {
     let broken = |what: &str| std::io::Error::other(what.to_owned());
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     let status = crate::probe::status_of(&line).ok_or_else(|| broken("no status line"))?;
     let (mut length, mut chunked, mut close) = (0u64, false, false);
     let mut retry_after = None;
@@ -249,6 +296,14 @@ fn skip(reader: &mut impl Read, bytes: u64) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn get(path: &str) -> Request<'_> {
+        Request {
+            path,
+            priority: None,
+            body: None,
+        }
+    }
+
     #[test]
     fn draws_spread_and_repeat() {
         let mut a = Draw(7);
@@ -277,19 +332,44 @@ mod tests {
         let mut stream = None;
         let timeout = Duration::from_secs(5);
         assert_eq!(
-            exchange(&mut stream, addr, "/a", None, timeout)
+            exchange(&mut stream, addr, &get("/a"), timeout)
                 .unwrap()
                 .status,
             200
         );
         assert!(stream.is_some(), "kept alive");
         assert_eq!(
-            exchange(&mut stream, addr, "/b", None, timeout)
+            exchange(&mut stream, addr, &get("/b"), timeout)
                 .unwrap()
                 .status,
             503
         );
         assert!(stream.is_none(), "closed as the server said");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_kept_alive_connection_closed_while_idle_is_replaced() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let mut request = [0u8; 1024];
+            // Answers once, then closes as if idle too long; the next connection is answered.
+            for _ in 0..2 {
+                let (mut socket, _) = listener.accept().unwrap();
+                let _ = socket.read(&mut request).unwrap();
+                socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .unwrap();
+            }
+        });
+        let mut stream = None;
+        let timeout = Duration::from_secs(5);
+        for _ in 0..2 {
+            let answer = exchange(&mut stream, addr, &get("/a"), timeout).unwrap();
+            assert_eq!(answer.status, 200);
+            thread::sleep(Duration::from_millis(50));
+        }
         server.join().unwrap();
     }
 }

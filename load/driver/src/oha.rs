@@ -20,6 +20,8 @@ pub struct Outcome {
     /// Latency percentiles of 2xx answers, in seconds.
     pub ok_p50: f64,
     pub ok_p99: f64,
+    /// When each 2xx arrived, in seconds after the phase began (backing-off clients only).
+    pub ok_at: Vec<f64>,
 }
 
 impl Outcome {
@@ -110,6 +112,7 @@ pub fn parse(json: &Path) -> Result<Outcome, String> {
         errors,
         ok_p50: ok["p50"].as_f64().unwrap_or(f64::NAN),
         ok_p99: ok["p99"].as_f64().unwrap_or(f64::NAN),
+        ok_at: Vec::new(),
     })
 }
 

@@ -10,11 +10,12 @@ use crate::{
 };
 
 const MIB: f64 = (1 << 20) as f64;
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
 ];
 
 pub fn charts(run: &Run, dir: &Path) -> Result<(), String> {
@@ -23,8 +24,14 @@ pub fn charts(run: &Run, dir: &Path) -> Result<(), String> {
         frontier(run, &dir.join("frontier.svg")).map_err(|e| format!("frontier chart: {e}"))?;
     }
     if run.scenario.baseline {
-        slow_clients(run, &dir.join("ordinary.svg"))
-            .map_err(|e| format!("ordinary load chart: {e}"))?;
+        first_phase(run, &dir.join("ordinary.svg"))
+            .map_err(|e| format!("first phase chart: {e}"))?;
+    }
+    for (index, phase) in run.scenario.phases.iter().enumerate() {
+        if phase.priority.is_some() {
+            served(run, index, &dir.join(format!("{}.svg", phase.label)))
+                .map_err(|e| format!("{} chart: {e}", phase.label))?;
+        }
     }
     if let Some(admission) = run.setups.iter().find(|s| s.is_admission()) {
         let end = run.scenario.length().as_secs_f64();
@@ -97,9 +104,9 @@ fn rates(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
     line_chart(path, caption, "requests/s", end, series, None)
 }
 
-/// With slow clients: requests admitted per second (over 1 s windows) by each
-/// tower-admission setup, with the slow clients and with the ordinary load alone.
-fn slow_clients(run: &Run, path: &Path) -> ChartResult {
+/// With a baseline: requests admitted per second (over 1 s windows) by each tower-admission
+/// setup, with the whole load and with the first phase alone.
+fn first_phase(run: &Run, path: &Path) -> ChartResult {
     let series = run
         .setups
         .iter()
@@ -111,12 +118,46 @@ fn slow_clients(run: &Run, path: &Path) -> ChartResult {
             (setup.label(), color, points)
         })
         .collect();
-    let caption = format!(
-        "{}: requests admitted per second (slow clients from t=4 s)",
-        run.scenario.name
-    );
+    let caption = match run.scenario.phases.get(1) {
+        Some(second) if second.start.as_secs() > 0 => format!(
+            "{}: requests admitted per second ({} from t={} s)",
+            run.scenario.name,
+            second.label,
+            second.start.as_secs()
+        ),
+        _ => format!("{}: requests admitted per second", run.scenario.name),
+    };
     let end = run.scenario.length().as_secs_f64();
     line_chart(path, &caption, "admitted/s", end, series, None)
+}
+
+/// One phase's 2xx per second (in 1 s bins, by arrival) for every setup, from its clients.
+fn served(run: &Run, phase: usize, path: &Path) -> ChartResult {
+    let end = run.scenario.length().as_secs_f64();
+    let series = run
+        .setups
+        .iter()
+        .filter(|s| !s.alone)
+        .zip(COLORS)
+        .map(|(setup, color)| {
+            let mut bins = vec![0.0; end.ceil() as usize + 1];
+            let outcome = setup.outcomes.get(phase);
+            for at in outcome.map_or(&[][..], |o| o.ok_at.as_slice()) {
+                if let Some(bin) = bins.get_mut(*at as usize) {
+                    *bin += 1.0;
+                }
+            }
+            let points = bins
+                .into_iter()
+                .enumerate()
+                .map(|(second, n)| (second as f64 + 1.0, n))
+                .collect();
+            (setup.name.clone(), color, points)
+        })
+        .collect();
+    let label = run.scenario.phases[phase].label;
+    let caption = format!("{}: {label} requests served per second", run.scenario.name);
+    line_chart(path, &caption, "2xx/s", end, series, None)
 }
 
 /// A counter's rate: its difference over `span` samples, per second of that span.

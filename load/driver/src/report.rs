@@ -38,8 +38,8 @@ impl SetupRun {
         }
     }
 
-    /// 2xx per second of the first phase, the ordinary load.
-    fn ordinary_goodput(&self) -> f64 {
+    /// 2xx per second of the first phase, the load the others disturb.
+    fn first_goodput(&self) -> f64 {
         self.outcomes.first().map_or(0.0, |o| {
             o.count(|s| (200..300).contains(&s)) as f64 / o.seconds.max(1e-9)
         })
@@ -104,31 +104,42 @@ impl Run {
             .find(|s| s.name == crate::ADMISSION && !s.alone)
     }
 
-    /// With slow clients: each setup's ordinary goodput against the same load alone.
-    pub fn slow_verdict(&self) -> Option<String> {
+    /// With a baseline: each setup's goodput of the first phase against that phase alone,
+    /// with the target tower-admission must meet (0.95 for critical requests, 0.90 for
+    /// ordinary ones beside slow clients).
+    pub fn baseline_verdict(&self) -> Option<String> {
         if !self.scenario.baseline {
             return None;
         }
+        let first = self.scenario.phases.first()?;
+        let target = if first.priority.is_some() { 0.95 } else { 0.90 };
         let lines: Vec<String> = self
             .setups
             .iter()
             .filter(|s| !s.alone)
             .filter_map(|with| {
                 let alone = self.setups.iter().find(|s| s.alone && s.name == with.name)?;
-                let ratio = with.ordinary_goodput() / alone.ordinary_goodput().max(1e-9);
-                let target = if with.name == crate::ADMISSION {
-                    if ratio >= 0.9 { " (target ≥ 0.90: met)" } else { " (target ≥ 0.90: MISSED)" }
+                let ratio = with.first_goodput() / alone.first_goodput().max(1e-9);
+                let target = match (with.name == crate::ADMISSION, ratio >= target) {
+                    (false, _) => String::new(),
+                    (true, true) => format!(" (target ≥ {target:.2}: met)"),
+                    (true, false) => format!(" (target ≥ {target:.2}: MISSED)"),
+                };
+                let cut_off = if first.priority.is_some() {
+                    String::new()
                 } else {
-                    ""
+                    format!(
+                        "; bodies cut off (request / response): {:.0} / {:.0}",
+                        with.peak(|s| s.cut_off_request),
+                        with.peak(|s| s.cut_off_response)
+                    )
                 };
                 Some(format!(
-                    "- {}: ordinary load {:.0} 2xx/s with the slow clients, {:.0} alone: {:.2}{target}; bodies cut off (request / response): {:.0} / {:.0}",
+                    "- {}: {} load {:.0} 2xx/s with the rest, {:.0} alone: {ratio:.2}{target}{cut_off}",
                     with.name,
-                    with.ordinary_goodput(),
-                    alone.ordinary_goodput(),
-                    ratio,
-                    with.peak(|s| s.cut_off_request),
-                    with.peak(|s| s.cut_off_response),
+                    first.label,
+                    with.first_goodput(),
+                    alone.first_goodput(),
                 ))
             })
             .collect();
@@ -230,8 +241,11 @@ pub fn table(run: &Run) -> String {
     if let Some(verdict) = run.verdict() {
         let _ = writeln!(out, "**{verdict}**\n");
     }
-    if let Some(verdict) = run.slow_verdict() {
+    if let Some(verdict) = run.baseline_verdict() {
         let _ = writeln!(out, "{verdict}\n");
+    }
+    if let Some(classes) = classes_table(run) {
+        let _ = writeln!(out, "{classes}\n");
     }
     out.push_str("| setup | goodput (2xx/s) | per phase | 503 | 413 | no answer | p50 / p99 of 2xx (ms) | /health p99 (ms) | peak memory (MiB) | budget (MiB) | peak RSS (MiB) | after the load |\n");
     out.push_str("|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---|\n");
@@ -302,8 +316,15 @@ pub fn table(run: &Run) -> String {
                     .unwrap_or_default(),
             ) + &p
                 .backoff
-                .map(|b| format!(", backing off {} ms after a 503", b.as_millis()))
+                .map(|b| match p.honors_retry_after {
+                    true => ", waiting as long as Retry-After says after a 503".to_owned(),
+                    false => format!(", backing off {} ms after a 503", b.as_millis()),
+                })
                 .unwrap_or_default()
+                + &p
+                    .priority
+                    .map(|p| format!(", x-priority: {p}"))
+                    .unwrap_or_default()
         })
         .collect();
     let env: Vec<String> = run
@@ -320,6 +341,52 @@ pub fn table(run: &Run) -> String {
         run.scenario.largest_request >> 20,
     );
     out
+}
+
+/// With priorities: each setup's 2xx per second and 503s per 2xx, by priority (phase), and
+/// the 503s per 2xx over all: what a served request costs in refusals.
+fn classes_table(run: &Run) -> Option<String> {
+    let phases = &run.scenario.phases;
+    if phases.iter().all(|p| p.priority.is_none()) {
+        return None;
+    }
+    let per_served = |refused: u64, served: u64| refused as f64 / served.max(1) as f64;
+    let heads: Vec<String> = phases
+        .iter()
+        .map(|p| format!("{}: 2xx/s, 503s per 2xx", p.label))
+        .collect();
+    let mut out = format!(
+        "| setup | {} | all: 503s per 2xx |\n|---|{}---:|\n",
+        heads.join(" | "),
+        "---:|".repeat(phases.len())
+    );
+    for setup in run.setups.iter().filter(|s| !s.alone) {
+        let cells: Vec<String> = setup
+            .outcomes
+            .iter()
+            .map(|o| {
+                let served = o.count(|s| (200..300).contains(&s));
+                format!(
+                    "{:.0}, {:.2}",
+                    served as f64 / o.seconds.max(1e-9),
+                    per_served(o.count(|s| s == 503), served)
+                )
+            })
+            .collect();
+        let served: u64 = setup
+            .outcomes
+            .iter()
+            .map(|o| o.count(|s| (200..300).contains(&s)))
+            .sum();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} |",
+            setup.name,
+            cells.join(" | "),
+            per_served(setup.count(503), served)
+        );
+    }
+    Some(out)
 }
 
 /// What should fail the run: leaks, and (for the steady and smoke runs, whose requests
@@ -397,7 +464,11 @@ pub fn write(out: &Path, runs: &[Run]) -> Result<(), String> {
             let _ = writeln!(md, "\n![frontier]({name}/frontier.svg)");
         }
         if run.scenario.baseline {
-            let _ = writeln!(md, "\n![ordinary load]({name}/ordinary.svg)");
+            let _ = writeln!(md, "\n![the first phase's load]({name}/ordinary.svg)");
+        }
+        for phase in run.scenario.phases.iter().filter(|p| p.priority.is_some()) {
+            let label = phase.label;
+            let _ = writeln!(md, "\n![{label} requests served]({name}/{label}.svg)");
         }
         let _ = writeln!(
             md,

@@ -25,6 +25,8 @@ pub struct Phase {
     pub slow: Option<Slow>,
     /// After a refusal, backing-off clients wait as long as `Retry-After` says.
     pub honors_retry_after: bool,
+    /// The request priority backing-off clients name in `x-priority`.
+    pub priority: Option<&'static str>,
 }
 
 /// How a slow client sends or reads its body.
@@ -49,6 +51,7 @@ impl Phase {
             backoff: None,
             slow: None,
             honors_retry_after: false,
+            priority: None,
         }
     }
 
@@ -118,7 +121,8 @@ pub struct Scenario {
     pub settle: Duration,
     /// More tower-admission setups: a name and `ADMISSION_*` settings added to `env`.
     pub variants: Vec<(&'static str, Vec<(&'static str, String)>)>,
-    /// Also run every setup with the ordinary phases alone (no slow clients), to compare.
+    /// Also run every setup with the first phase alone (the load the others disturb), to
+    /// compare.
     pub baseline: bool,
 }
 
@@ -127,15 +131,10 @@ impl Scenario {
         self.phases.iter().map(Phase::end).max().unwrap_or_default() + self.settle
     }
 
-    /// The same scenario without its slow clients.
+    /// The same scenario with its first phase alone.
     pub fn alone(&self) -> Self {
         Self {
-            phases: self
-                .phases
-                .iter()
-                .filter(|p| p.slow.is_none())
-                .cloned()
-                .collect(),
+            phases: self.phases.iter().take(1).cloned().collect(),
             ..self.clone()
         }
     }
@@ -401,6 +400,48 @@ pub fn retry() -> Scenario {
     }
 }
 
+/// Critical, normal and sheddable clients together, well above capacity, all honouring
+/// `Retry-After`: with priorities (Retry-After fixed and auto), without, and tower's limit.
+pub fn priority() -> Scenario {
+    let class = |label, priority, connections| {
+        let mut phase = Phase::get(label, "/work?kib=1024&ms=200", connections, 0, 15).backing_off(100);
+        phase.honors_retry_after = true;
+        phase.priority = Some(priority);
+        phase
+    };
+    let mut env = env(96 * MIB, 32, 256, "2s");
+    env.extend([
+        ("ADMISSION_PRIORITY_HEADER", "x-priority".into()),
+        ("ADMISSION_CRITICAL_RESERVE", "10%".into()),
+    ]);
+    Scenario {
+        name: "priority",
+        demonstrates: "8 critical, 64 normal and 128 sheddable clients (1 MiB x 200 ms each, the priority in an x-priority header) against 32 slots, all honouring Retry-After; compared with the critical clients alone",
+        env,
+        budget: 96 * MIB,
+        largest_request: MIB,
+        tower_concurrency: 32,
+        sweep: Vec::new(),
+        phases: vec![
+            class("critical", "critical", 8),
+            class("normal", "normal", 64),
+            class("sheddable", "sheddable", 128),
+        ],
+        settle: Duration::from_secs(3),
+        variants: vec![
+            ("Retry-After auto", vec![("ADMISSION_RETRY_AFTER", "auto".into())]),
+            (
+                "no priorities",
+                vec![
+                    ("ADMISSION_PRIORITY_HEADER", String::new()),
+                    ("ADMISSION_CRITICAL_RESERVE", "0%".into()),
+                ],
+            ),
+        ],
+        baseline: true,
+    }
+}
+
 pub fn all() -> Vec<Scenario> {
     vec![
         steady(10),
@@ -424,8 +465,9 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         }),
         "slowloris-1k" => Some(slowloris_1k()),
         "retry" => Some(retry()),
+        "priority" => Some(priority()),
         _ => all().into_iter().find(|s| s.name == name),
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, all, smoke";

@@ -46,6 +46,7 @@ pub fn run(addr: SocketAddr, phase: &Phase, slow: Slow) -> Result<Outcome, Strin
         errors,
         ok_p50: f64::NAN,
         ok_p99: f64::NAN,
+        ok_at: Vec::new(),
     })
 }
 
