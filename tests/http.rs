@@ -91,6 +91,48 @@ async fn waiters_are_served_first_in_first_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_waiters_go_first_and_sheddable_ones_are_shed_early() {
+    let config = config()
+        .max_concurrency(1)
+        .queue_capacity(4)
+        .priority_header(http::HeaderName::from_static("x-priority"));
+    let server = TestServer::start(config, 0).await;
+    let request = |id: u32, priority: &str| {
+        format!(
+            "GET /hold/{id} HTTP/1.1\r\nhost: test\r\nx-priority: {priority}\r\nconnection: close\r\n\r\n"
+        )
+    };
+    let mut clients = vec![server.open_raw(&request(0, "normal")).await];
+    server.wait_for("0 in flight", |s| s.in_flight == 1).await;
+    for (id, priority) in [(1, "normal"), (2, "NORMAL"), (3, "critical")] {
+        clients.push(server.open_raw(&request(id, priority)).await);
+        server
+            .wait_for("the next one queued", |s| s.queued == id as usize)
+            .await;
+    }
+    // Three of four places taken: a sheddable request is refused rather than queued.
+    let shed = read_reply(server.open_raw(&request(4, "sheddable")).await).await;
+    assert_eq!(shed.status, 503);
+    let retry_after: u32 = shed.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    server.probe.release(4);
+    for client in clients {
+        assert_eq!(read_reply(client).await.status, 200);
+    }
+    assert_eq!(server.probe.started(), [0, 3, 1, 2], "critical first");
+    let s = server.snapshot();
+    assert_eq!(s.admitted_with(tower_admission::Priority::Critical), 1);
+    assert_eq!(
+        s.rejected_with(
+            tower_admission::Priority::Sheddable,
+            tower_admission::Reason::QueueFull
+        ),
+        1
+    );
+    server.wait_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_sheds_at_once_with_retry_after() {
     let config = config()
         .max_concurrency(1)

@@ -31,6 +31,7 @@ pub(crate) fn describe(
     } else {
         config.bypass.join(", ")
     };
+    let priorities = describe_priorities(config);
     format!(
         "tower-admission effective configuration:\n\
          \x20 max concurrency   {}\n\
@@ -43,6 +44,7 @@ pub(crate) fn describe(
          \x20 queue timeout     {}\n\
          \x20 sample interval   {}\n\
          \x20 bypass            {bypass}\n\
+         \x20 priorities        {priorities}\n\
          \x20 retry-after       {}\n\
          \x20 memory failure    fail {}\n\
          \x20 request bodies    {}\n\
@@ -54,7 +56,7 @@ pub(crate) fn describe(
         match config.retry_after_secs {
             Some(secs) => format!("{secs} s"),
             None => format!(
-                "auto: the queue over the admission rate, 1 to {} s, ±25 %",
+                "auto: the queue over the saturated admission rate, 1 to {} s, ±25 %",
                 config.retry_after_max_secs
             ),
         },
@@ -62,6 +64,30 @@ pub(crate) fn describe(
         describe_rate(config.request_body.rate()),
         describe_rate(config.response_body.rate()),
     )
+}
+
+fn describe_priorities(config: &AdmissionConfig) -> String {
+    let rules = &config.priority_rules;
+    let mut parts = Vec::new();
+    if config.prioritize.is_some() {
+        parts.push("the prioritizer's".to_owned());
+    } else {
+        if let Some(header) = &rules.header {
+            parts.push(format!("header {header}"));
+        }
+        for (name, prefixes) in [("critical", &rules.critical), ("sheddable", &rules.sheddable)] {
+            if !prefixes.as_slice().is_empty() {
+                parts.push(format!("{name} {}", prefixes.as_slice().join(", ")));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return "none (every request is normal)".to_owned();
+    }
+    if config.critical_reserve > 0.0 {
+        parts.push(format!("{} % reserved for critical", config.critical_reserve));
+    }
+    parts.join("; ")
 }
 
 fn describe_rate(rate: Option<MinDataRate>) -> String {
@@ -96,5 +122,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("response bodies   no minimum rate"), "{text}");
+        assert!(text.contains("priorities        none"), "{text}");
+        let config = config
+            .priority_header(http::HeaderName::from_static("x-priority"))
+            .sheddable_paths(["/batch"])
+            .critical_reserve(10.0);
+        let text = describe(&config, "512.0 MiB", "manual", false);
+        assert!(
+            text.contains(
+                "priorities        header x-priority; sheddable /batch; 10 % reserved for critical"
+            ),
+            "{text}"
+        );
     }
 }

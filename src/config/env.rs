@@ -302,7 +302,8 @@ mod tests {
         assert_eq!(c.queue_timeout, Duration::from_secs(1));
         assert_eq!(c.sample_interval, Duration::from_millis(10));
         assert!(c.bypass.is_empty());
-        assert_eq!(c.retry_after_secs, Some(1));
+        assert_eq!(c.retry_after_secs, None, "auto");
+        assert_eq!(c.retry_after_max_secs, 30);
         assert!(c.validate().is_ok());
     }
 

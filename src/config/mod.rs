@@ -95,7 +95,7 @@ impl RateSetting {
 impl Default for AdmissionConfig {
     /// The defaults of the `ADMISSION_*` variables (README's configuration table): 256 in
     /// flight, 75 % of memory, 1024 waiters, a 1 s queue timeout, a 10 ms sample interval,
-    /// no bypass, `Retry-After: 1`; bodies at least 240 bytes/s each way after a 5 s grace
+    /// no bypass, `Retry-After` computed (at most 30 s); bodies at least 240 bytes/s each way after a 5 s grace
     /// period.
     fn default() -> Self {
         Self {
@@ -105,7 +105,7 @@ impl Default for AdmissionConfig {
             queue_timeout: Duration::from_secs(1),
             sample_interval: Duration::from_millis(10),
             bypass: Vec::new(),
-            retry_after_secs: Some(1),
+            retry_after_secs: None,
             retry_after_max_secs: 30,
             request_estimate: 256 << 10,
             memory_failure: MemoryFailure::Open,
@@ -178,9 +178,10 @@ impl AdmissionConfig {
     }
 
     /// `Retry-After` computed for each shed request (`ADMISSION_RETRY_AFTER=auto`,
-    /// `ADMISSION_RETRY_AFTER_MAX`): the waiters ahead of it over the rate at which requests
-    /// were admitted lately, spread over ±25 % so that shed clients do not return together,
-    /// within 1 to `max_secs` seconds.
+    /// `ADMISSION_RETRY_AFTER_MAX`), the default with a most of 30 s: the waiters ahead of it
+    /// over the rate at which the pool admitted requests lately while saturated, spread over
+    /// ±25 % so that shed clients do not return together, within 1 to `max_secs` seconds
+    /// (1 s until the pool has first been saturated).
     pub fn retry_after_auto(mut self, max_secs: u32) -> Self {
         self.retry_after_secs = None;
         self.retry_after_max_secs = max_secs;

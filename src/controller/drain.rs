@@ -1,7 +1,10 @@
-//! How fast the pool admits requests lately (an exponentially weighted moving average over
-//! about a second), and from it how long a shed client should wait before it tries again:
-//! the queue ahead of it divided by that rate, bounded, with jitter so that shed clients do
-//! not all come back in the same second.
+//! How fast the pool drains when it is saturated (an exponentially weighted moving average
+//! of admissions per second, over about a second of saturation), and from it how long a shed
+//! client should wait before it tries again: the queue ahead of it divided by that rate,
+//! bounded, with jitter so that shed clients do not all come back in the same second.
+//!
+//! Only saturated time counts (someone waited, or was refused): the rate measures what the
+//! pool *can* admit, and an idle spell must not make it look slow when the next burst comes.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -15,17 +18,26 @@ const JITTER: f64 = 0.25;
 pub(crate) struct Drain {
     /// Admissions per second, as `f64` bits.
     rate: AtomicU64,
-    /// The admissions count and the time (ms) at the last update.
+    /// The admissions and refusals counts, and the time (ms), at the last update.
     last_admitted: AtomicU64,
+    last_refused: AtomicU64,
     last_ms: AtomicU64,
 }
 
 impl Drain {
-    /// Folds in the admissions counted up to `admitted` at `now_ms`.
-    pub(crate) fn update(&self, admitted: u64, now_ms: u64) {
+    /// Folds in the admissions counted up to `admitted` at `now_ms`, if the pool was
+    /// saturated since the last update: someone waits (`queued`), or `refused` (the
+    /// refusals count) has grown.
+    pub(crate) fn update(&self, admitted: u64, refused: u64, queued: bool, now_ms: u64) {
         let (before, then) = (self.last_admitted.load(Relaxed), self.last_ms.load(Relaxed));
         let elapsed = now_ms.saturating_sub(then);
         if elapsed == 0 {
+            return;
+        }
+        let saturated = queued || refused != self.last_refused.swap(refused, Relaxed);
+        self.last_admitted.store(admitted, Relaxed);
+        self.last_ms.store(now_ms, Relaxed);
+        if !saturated {
             return;
         }
         let instant = admitted.saturating_sub(before) as f64 * 1000.0 / elapsed as f64;
@@ -33,25 +45,22 @@ impl Drain {
         let rate = self.rate();
         self.rate
             .store((rate + weight * (instant - rate)).to_bits(), Relaxed);
-        self.last_admitted.store(admitted, Relaxed);
-        self.last_ms.store(now_ms, Relaxed);
     }
 
-    /// Admissions per second lately.
+    /// Admissions per second while saturated, lately; 0 until the pool first is.
     pub(crate) fn rate(&self) -> f64 {
         f64::from_bits(self.rate.load(Relaxed))
     }
 
     /// Whole seconds a client shed behind `ahead` waiters should wait: `ahead + 1` over the
     /// rate, jittered by `draw` (any number; the same draw gives the same jitter), within
-    /// `1..=max`.
+    /// `1..=max`. Before any saturation there is no rate to go by: 1 s, as the fixed default.
     pub(crate) fn retry_after(&self, ahead: usize, max: u32, draw: u64) -> u32 {
         let rate = self.rate();
-        let wait = if rate > 0.0 {
-            (ahead as f64 + 1.0) / rate
-        } else {
-            f64::from(max)
-        };
+        if rate == 0.0 {
+            return 1;
+        }
+        let wait = (ahead as f64 + 1.0) / rate;
         // `draw` mixed (splitmix64) to a uniform fraction in [0, 1).
         let mut z = draw.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -91,21 +100,40 @@ mod tests {
         let drain = Drain::default();
         // 100 admissions every 10 ms: 10,000/s, for 5 s.
         for tick in 1..=500 {
-            drain.update(tick * 100, tick * 10);
+            drain.update(tick * 100, 0, true, tick * 10);
         }
         assert!((drain.rate() - 10_000.0).abs() < 100.0, "{}", drain.rate());
-        // Then nothing for 3 s: the rate falls to about 5 % of it.
+        // Then nothing admitted for 3 s while requests wait: the rate falls to about 5 %.
         for tick in 501..=800 {
-            drain.update(50_000, tick * 10);
+            drain.update(50_000, 0, true, tick * 10);
         }
         assert!(drain.rate() < 600.0, "{}", drain.rate());
+    }
+
+    #[test]
+    fn only_saturated_time_counts() {
+        let drain = Drain::default();
+        for tick in 1..=500 {
+            drain.update(tick * 10, 0, true, tick * 10); // 1,000/s with a queue
+        }
+        let busy = drain.rate();
+        // An idle minute: nobody waits, nobody is refused.
+        for tick in 501..=6500 {
+            drain.update(5_000 + tick - 500, 0, false, tick * 10);
+        }
+        assert_eq!(drain.rate(), busy);
+        // Refusals without a queue (capacity 0) count as saturation.
+        let before = drain.rate();
+        drain.update(11_000, 5, false, 65_010);
+        drain.update(11_000, 9, false, 65_020);
+        assert!(drain.rate() < before);
     }
 
     #[test]
     fn the_wait_is_the_queue_over_the_rate_bounded_and_spread() {
         let drain = Drain::default();
         for tick in 1..=500 {
-            drain.update(tick, tick * 10); // 100/s
+            drain.update(tick, 0, true, tick * 10); // 100/s
         }
         // 999 ahead at 100/s: about 10 s, give or take a quarter.
         let waits: Vec<u32> = (0..1000)
@@ -116,8 +144,7 @@ mod tests {
         // Within 1..=max.
         assert_eq!(drain.retry_after(0, 60, 7), 1);
         assert_eq!(drain.retry_after(1_000_000, 60, 7), 60);
-        // Nothing admitted yet: the most, spread too.
-        let idle = Drain::default().retry_after(0, 30, 7);
-        assert!((22..=30).contains(&idle), "{idle}");
+        // Never saturated yet: no rate to go by.
+        assert_eq!(Drain::default().retry_after(500, 30, 7), 1);
     }
 }

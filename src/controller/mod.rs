@@ -437,8 +437,10 @@ impl Controller {
         let now_ms = self.started.elapsed().as_millis() as u64;
         self.clock_ms.store(now_ms, Relaxed);
         self.classes.tick(now_ms);
-        self.drain.update(self.admitted.load(Relaxed), now_ms);
         let state = self.state.load(SeqCst);
+        let refused = self.rejected.iter().flatten().map(|n| n.load(Relaxed)).sum();
+        let (admitted, queued) = (self.admitted.load(Relaxed), state & QUEUED != 0);
+        self.drain.update(admitted, refused, queued, now_ms);
         if refreshed.is_ok() {
             self.footprint
                 .observe(self.memory.allocated_bytes(), in_flight(state));

@@ -376,15 +376,15 @@ fn slow_clients(name: &'static str, pace: u64) -> Scenario {
     }
 }
 
-/// Overload from clients that wait as long as `Retry-After` says: with a fixed 1 s, and with
-/// `auto` (the queue over the admission rate, spread).
+/// Overload from clients that wait as long as `Retry-After` says: with the default `auto`
+/// (the queue over the saturated admission rate, spread), and with a fixed 1 s.
 pub fn retry() -> Scenario {
     let mut overload =
         Phase::get("1MiB x 500ms", "/work?kib=1024&ms=500", 400, 0, 15).backing_off(100);
     overload.honors_retry_after = true;
     Scenario {
         name: "retry",
-        demonstrates: "400 clients that honour Retry-After, against a service that serves 32 at a time (500 ms each) and queues 256: how many 503s each served request costs, with Retry-After fixed at 1 s and computed (auto)",
+        demonstrates: "400 clients that honour Retry-After, against a service that serves 32 at a time (500 ms each) and queues 256: how many 503s each served request costs, with Retry-After computed (auto, the default) and fixed at 1 s",
         env: env(96 * MIB, 32, 256, "2s"),
         budget: 96 * MIB,
         largest_request: MIB,
@@ -392,10 +392,7 @@ pub fn retry() -> Scenario {
         sweep: Vec::new(),
         phases: vec![overload],
         settle: Duration::from_secs(4), // the last admitted wait up to 2 s, then work 0.5 s
-        variants: vec![(
-            "Retry-After auto",
-            vec![("ADMISSION_RETRY_AFTER", "auto".into())],
-        )],
+        variants: vec![("Retry-After 1", vec![("ADMISSION_RETRY_AFTER", "1".into())])],
         baseline: false,
     }
 }
@@ -429,7 +426,7 @@ pub fn priority() -> Scenario {
         ],
         settle: Duration::from_secs(3),
         variants: vec![
-            ("Retry-After auto", vec![("ADMISSION_RETRY_AFTER", "auto".into())]),
+            ("Retry-After 1", vec![("ADMISSION_RETRY_AFTER", "1".into())]),
             (
                 "no priorities",
                 vec![
