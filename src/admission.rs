@@ -8,7 +8,7 @@ use crate::{
     data_rate::BodyRates,
     http_settings::{HttpSettings, PathPrefixes, RetryAfter},
     layer::AdmissionLayer,
-    memory::MemorySource,
+    memory::{CgroupMemory, MemorySource, MemorySourceKind},
     metrics,
     priority::Prioritizer,
     response, sampler,
@@ -45,20 +45,41 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Builds a pool from the `ADMISSION_*` environment variables, reading memory from
-    /// jemalloc (see [`Admission::new`]).
+    /// Builds a pool from the `ADMISSION_*` environment variables, reading memory from the
+    /// source `ADMISSION_MEMORY_SOURCE` names (see [`Admission::new`]).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::new(AdmissionConfig::from_env()?)
     }
 
-    /// Builds a pool that reads memory from jemalloc's statistics.
+    /// Builds a pool that reads memory from the configured source
+    /// ([`AdmissionConfig::memory_source`]): jemalloc's statistics by default, the
+    /// [`CgroupMemory`] working set of the process's cgroup, or both.
     ///
-    /// Fails if the configuration is invalid, or if a memory budget is set and jemalloc is
-    /// not the global allocator (or the `jemalloc` feature is off): a budget that cannot be
-    /// measured must not look enforced. With the budget `off`, jemalloc is still used for
-    /// the `memory_bytes` figure when available.
+    /// Fails if the configuration is invalid, if a memory budget is set and jemalloc is not
+    /// the global allocator (or the `jemalloc` feature is off) where jemalloc is read, or if
+    /// no cgroup memory controller is reachable where the cgroup is read: a budget that
+    /// cannot be measured must not look enforced. With the budget `off`, jemalloc is still
+    /// used for the `memory_bytes` figure when available.
     pub fn new(config: AdmissionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        match config.memory_source {
+            MemorySourceKind::Jemalloc => Self::on_jemalloc(config),
+            MemorySourceKind::Cgroup => {
+                let cgroup = CgroupMemory::new()?;
+                Self::with_memory_source(config, cgroup)
+            }
+            #[cfg(feature = "jemalloc")]
+            MemorySourceKind::Both => {
+                let jemalloc = crate::memory::JemallocMemory::new()?;
+                let both = crate::memory::Highest(jemalloc, CgroupMemory::new()?);
+                Self::with_memory_source(config, both)
+            }
+            #[cfg(not(feature = "jemalloc"))]
+            MemorySourceKind::Both => Err(crate::memory::MemoryError::NoSource.into()),
+        }
+    }
+
+    fn on_jemalloc(config: AdmissionConfig) -> Result<Self, ConfigError> {
         #[cfg(feature = "jemalloc")]
         match crate::memory::JemallocMemory::new() {
             Ok(source) => Self::with_memory_source(config, source),

@@ -75,6 +75,7 @@
 
 mod admission;
 mod body;
+mod cgroup;
 mod config;
 mod controller;
 mod data_rate;
@@ -104,7 +105,9 @@ pub use controller::CostClass;
 pub use data_rate::{Direction, MinDataRate, TooSlow};
 pub use http_settings::RequestHead;
 pub use layer::AdmissionLayer;
-pub use memory::{ManualMemory, MemoryError, MemorySource, ThreadAllocations};
+pub use memory::{
+    CgroupMemory, ManualMemory, MemoryError, MemorySource, MemorySourceKind, ThreadAllocations,
+};
 pub use priority::{Priority, UnknownPriority};
 pub use reading_health::MemoryFailure;
 pub use rejection::{Limit, Reason, Rejection};

@@ -1,7 +1,9 @@
-//! The memory a percentage budget is a percentage of: the process's cgroup v2 limit, or
-//! physical memory when no limit applies.
+//! The memory a percentage budget is a percentage of: the process's cgroup limit (v2's
+//! `memory.max`, or v1's `memory.limit_in_bytes`), or physical memory when no limit applies.
 
 use std::{fmt, fs, io, path::Path};
+
+use crate::cgroup::CgroupDir;
 
 /// The memory limit that applies to this process, and where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +14,7 @@ pub(crate) struct MemoryLimit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LimitOrigin {
-    /// `memory.max` of this cgroup (or the tightest of its ancestors).
+    /// The limit of this cgroup (or the tightest of its ancestors).
     Cgroup(String),
     /// `MemTotal` of `/proc/meminfo`.
     Physical,
@@ -21,7 +23,7 @@ pub(crate) enum LimitOrigin {
 impl fmt::Display for LimitOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LimitOrigin::Cgroup(path) => write!(f, "cgroup {path} memory.max"),
+            LimitOrigin::Cgroup(path) => write!(f, "cgroup {path} memory limit"),
             LimitOrigin::Physical => f.write_str("physical memory"),
         }
     }
@@ -32,43 +34,14 @@ impl fmt::Display for LimitOrigin {
 pub(crate) fn memory_limit() -> io::Result<MemoryLimit> {
     let cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let meminfo = fs::read_to_string("/proc/meminfo")?;
-    resolve(&cgroup, &meminfo, |dir| {
-        fs::read_to_string(Path::new("/sys/fs/cgroup").join(dir).join("memory.max")).ok()
-    })
+    resolve(Path::new("/sys/fs/cgroup"), &cgroup, &meminfo)
 }
 
-/// The tightest `memory.max` on the way from this process's cgroup up to the root (a parent's
-/// limit binds its children too), else `MemTotal`.
-fn resolve(
-    proc_self_cgroup: &str,
-    meminfo: &str,
-    read_memory_max: impl Fn(&str) -> Option<String>,
-) -> io::Result<MemoryLimit> {
-    // cgroup v2 has a single line of the form "0::/path".
-    let own = proc_self_cgroup
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .map(|path| path.trim().trim_start_matches('/'));
-    let mut tightest: Option<(u64, String)> = None;
-    if let Some(own) = own {
-        let mut dir = own.to_owned();
-        loop {
-            let limit = read_memory_max(&dir).and_then(|text| text.trim().parse::<u64>().ok());
-            if let Some(limit) = limit {
-                if tightest.as_ref().is_none_or(|(best, _)| limit < *best) {
-                    tightest = Some((limit, format!("/{dir}")));
-                }
-            }
-            if dir.is_empty() {
-                break;
-            }
-            dir = dir
-                .rsplit_once('/')
-                .map(|(parent, _)| parent.to_owned())
-                .unwrap_or_default();
-        }
-    }
-    if let Some((bytes, path)) = tightest {
+/// The tightest limit on the way from this process's memory cgroup up to the root (a
+/// parent's limit binds its children too), else `MemTotal`.
+fn resolve(mount: &Path, proc_self_cgroup: &str, meminfo: &str) -> io::Result<MemoryLimit> {
+    let limit = CgroupDir::of_process(mount, proc_self_cgroup).and_then(|c| c.limit());
+    if let Some((bytes, path)) = limit {
         return Ok(MemoryLimit {
             bytes,
             origin: LimitOrigin::Cgroup(path),
@@ -94,48 +67,61 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::tests::FakeMount;
 
     const MEMINFO: &str = "MemTotal:       24576000 kB\nMemFree:        1000 kB\n";
 
+    fn v2(name: &str, limits: &[(&str, &str)]) -> FakeMount {
+        let mount = FakeMount::new(name);
+        for (dir, limit) in limits {
+            mount.write(dir, "memory.current", "0\n");
+            mount.write(dir, "memory.max", limit);
+        }
+        mount
+    }
+
     #[test]
     fn no_cgroup_means_physical_memory() {
-        let limit = resolve("", MEMINFO, |_| None).unwrap();
+        let mount = FakeMount::new("limit-none");
+        let limit = resolve(&mount.0, "", MEMINFO).unwrap();
         assert_eq!(limit.bytes, 24_576_000 * 1024);
         assert_eq!(limit.origin, LimitOrigin::Physical);
     }
 
     #[test]
     fn max_everywhere_means_physical_memory() {
-        let limit = resolve("0::/a/b\n", MEMINFO, |_| Some("max\n".into())).unwrap();
+        let mount = v2("limit-max", &[("a/b", "max\n"), ("a", "max\n")]);
+        let limit = resolve(&mount.0, "0::/a/b\n", MEMINFO).unwrap();
         assert_eq!(limit.origin, LimitOrigin::Physical);
     }
 
     #[test]
     fn own_cgroup_limit() {
-        let limit = resolve("0::/app\n", MEMINFO, |dir| {
-            (dir == "app").then(|| "1073741824\n".to_owned())
-        })
-        .unwrap();
+        let mount = v2("limit-own", &[("app", "1073741824\n")]);
+        let limit = resolve(&mount.0, "0::/app\n", MEMINFO).unwrap();
         assert_eq!(limit.bytes, 1 << 30);
         assert_eq!(limit.origin, LimitOrigin::Cgroup("/app".into()));
     }
 
     #[test]
     fn a_parent_limit_binds_the_child() {
-        let limit = resolve("0::/slice/app\n", MEMINFO, |dir| match dir {
-            "slice/app" => Some("max".into()),
-            "slice" => Some("536870912".into()),
-            _ => None,
-        })
-        .unwrap();
+        let mount = v2(
+            "limit-parent",
+            &[("slice/app", "max"), ("slice", "536870912")],
+        );
+        let limit = resolve(&mount.0, "0::/slice/app\n", MEMINFO).unwrap();
         assert_eq!(limit.bytes, 512 << 20);
         assert_eq!(limit.origin, LimitOrigin::Cgroup("/slice".into()));
     }
 
     #[test]
-    fn cgroup_v1_lines_are_ignored() {
-        let limit = resolve("4:memory:/docker/x\n", MEMINFO, |_| Some("1".into())).unwrap();
-        assert_eq!(limit.origin, LimitOrigin::Physical);
+    fn cgroup_v1_limits_count_where_v2_has_no_memory_controller() {
+        let mount = FakeMount::new("limit-v1");
+        mount.write("memory/docker/x", "memory.usage_in_bytes", "1\n");
+        mount.write("memory/docker/x", "memory.limit_in_bytes", "268435456\n");
+        let limit = resolve(&mount.0, "4:memory:/docker/x\n0::/\n", MEMINFO).unwrap();
+        assert_eq!(limit.bytes, 256 << 20);
+        assert_eq!(limit.origin, LimitOrigin::Cgroup("/docker/x".into()));
     }
 
     #[test]

@@ -75,7 +75,10 @@ fn describe_priorities(config: &AdmissionConfig) -> String {
         if let Some(header) = &rules.header {
             parts.push(format!("header {header}"));
         }
-        for (name, prefixes) in [("critical", &rules.critical), ("sheddable", &rules.sheddable)] {
+        for (name, prefixes) in [
+            ("critical", &rules.critical),
+            ("sheddable", &rules.sheddable),
+        ] {
             if !prefixes.as_slice().is_empty() {
                 parts.push(format!("{name} {}", prefixes.as_slice().join(", ")));
             }
@@ -85,7 +88,10 @@ fn describe_priorities(config: &AdmissionConfig) -> String {
         return "none (every request is normal)".to_owned();
     }
     if config.critical_reserve > 0.0 {
-        parts.push(format!("{} % reserved for critical", config.critical_reserve));
+        parts.push(format!(
+            "{} % reserved for critical",
+            config.critical_reserve
+        ));
     }
     parts.join("; ")
 }

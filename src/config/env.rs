@@ -6,8 +6,8 @@ use std::{ffi::OsString, time::Duration};
 use bytesize::ByteSize;
 
 use super::{AdmissionConfig, ConfigError, MemoryBudget};
-use crate::http_settings::PathPrefixes;
 use crate::reading_health::MemoryFailure;
+use crate::{http_settings::PathPrefixes, memory::MemorySourceKind};
 
 /// The environment variables [`AdmissionConfig::from_env`] reads.
 pub(crate) mod vars {
@@ -31,8 +31,10 @@ pub(crate) mod vars {
     pub(crate) const CRITICAL_PATHS: &str = "ADMISSION_CRITICAL_PATHS";
     pub(crate) const SHEDDABLE_PATHS: &str = "ADMISSION_SHEDDABLE_PATHS";
     pub(crate) const CRITICAL_RESERVE: &str = "ADMISSION_CRITICAL_RESERVE";
+    /// Which reading the budget applies to (see [`MemorySourceKind`](crate::MemorySourceKind)).
+    pub(crate) const MEMORY_SOURCE: &str = "ADMISSION_MEMORY_SOURCE";
 
-    pub(crate) const ALL: [&str; 17] = [
+    pub(crate) const ALL: [&str; 18] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -50,6 +52,7 @@ pub(crate) mod vars {
         CRITICAL_PATHS,
         SHEDDABLE_PATHS,
         CRITICAL_RESERVE,
+        MEMORY_SOURCE,
     ];
     pub(crate) const PREFIX: &str = "ADMISSION_";
 }
@@ -66,6 +69,7 @@ const BYPASS_FORMS: &str =
     "comma-separated path prefixes starting with '/', such as /health,/metrics";
 const HEADER_FORMS: &str = "a header name such as x-priority, or nothing for none";
 const RESERVE_FORMS: &str = "a percentage in [0, 100) such as 10%";
+const SOURCE_FORMS: &str = "jemalloc, cgroup or both";
 
 impl AdmissionConfig {
     /// The defaults, overridden by the `ADMISSION_*` environment variables.
@@ -173,6 +177,16 @@ impl AdmissionConfig {
             vars::SHEDDABLE_PATHS => {
                 let prefixes = parse_prefixes(trimmed).ok_or_else(|| malformed(BYPASS_FORMS))?;
                 self.priority_rules.sheddable = PathPrefixes::new(prefixes);
+            }
+            vars::MEMORY_SOURCE => {
+                self.memory_source = [
+                    MemorySourceKind::Jemalloc,
+                    MemorySourceKind::Cgroup,
+                    MemorySourceKind::Both,
+                ]
+                .into_iter()
+                .find(|kind| kind.as_str().eq_ignore_ascii_case(trimmed))
+                .ok_or_else(|| malformed(SOURCE_FORMS))?;
             }
             vars::CRITICAL_RESERVE => {
                 self.critical_reserve = trimmed
@@ -438,6 +452,25 @@ mod tests {
         assert!(apply(vars::REQUEST_BODY_GRACE, "0s").is_err());
         let off = apply(vars::MIN_RESPONSE_BODY_RATE, "off").unwrap();
         assert_eq!(off.get_min_response_body_rate(), None);
+    }
+
+    #[test]
+    fn memory_sources() {
+        for (value, kind) in [
+            ("jemalloc", MemorySourceKind::Jemalloc),
+            (" Cgroup", MemorySourceKind::Cgroup),
+            ("both", MemorySourceKind::Both),
+        ] {
+            assert_eq!(
+                apply(vars::MEMORY_SOURCE, value).unwrap().memory_source,
+                kind
+            );
+        }
+        let err = apply(vars::MEMORY_SOURCE, "rss").unwrap_err().to_string();
+        assert!(
+            err.contains("ADMISSION_MEMORY_SOURCE") && err.contains("rss"),
+            "{err}"
+        );
     }
 
     #[test]

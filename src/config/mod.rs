@@ -15,6 +15,7 @@ use crate::{
     controller::CostClass,
     data_rate::MinDataRate,
     http_settings::{Classifier, PathPrefixes, RequestHead},
+    memory::MemorySourceKind,
     priority::{Prioritize, Priority, PriorityRules},
     reading_health::MemoryFailure,
 };
@@ -63,6 +64,7 @@ pub struct AdmissionConfig {
     pub(crate) prioritize: Option<Prioritize>,
     /// The percentage of slots and budget only `Critical` requests may use.
     pub(crate) critical_reserve: f64,
+    pub(crate) memory_source: MemorySourceKind,
 }
 
 /// One direction's minimum rate as configured: the rate may be off while a grace is set.
@@ -116,6 +118,7 @@ impl Default for AdmissionConfig {
             priority_rules: PriorityRules::default(),
             prioritize: None,
             critical_reserve: 0.0,
+            memory_source: MemorySourceKind::Jemalloc,
         }
     }
 }
@@ -137,6 +140,27 @@ impl AdmissionConfig {
     /// Shorthand for `memory_budget(MemoryBudget::Bytes(bytes))`.
     pub fn memory_budget_bytes(self, bytes: u64) -> Self {
         self.memory_budget(MemoryBudget::Bytes(bytes))
+    }
+
+    /// Which reading the memory budget applies to (`ADMISSION_MEMORY_SOURCE`): jemalloc's
+    /// allocated bytes (the default), the working set of the process's cgroup, or both.
+    ///
+    /// Use the cgroup where several processes share one memory limit (pre-fork workers, a
+    /// sidecar, a helper process): each then sees what the kernel will hold against them
+    /// all. A percentage budget is of the cgroup's limit either way. Requests are charged
+    /// what they allocate (jemalloc's per-thread counters) whichever reading is used.
+    ///
+    /// ```
+    /// use tower_admission::{AdmissionConfig, MemoryBudget, MemorySourceKind};
+    ///
+    /// let config = AdmissionConfig::default()
+    ///     .memory_source(MemorySourceKind::Cgroup)
+    ///     .memory_budget(MemoryBudget::Percent(80.0));
+    /// # let _ = config;
+    /// ```
+    pub fn memory_source(mut self, source: MemorySourceKind) -> Self {
+        self.memory_source = source;
+        self
     }
 
     /// At most this many requests wait (`ADMISSION_QUEUE_CAPACITY`); 0 sheds at once.

@@ -438,7 +438,12 @@ impl Controller {
         self.clock_ms.store(now_ms, Relaxed);
         self.classes.tick(now_ms);
         let state = self.state.load(SeqCst);
-        let refused = self.rejected.iter().flatten().map(|n| n.load(Relaxed)).sum();
+        let refused = self
+            .rejected
+            .iter()
+            .flatten()
+            .map(|n| n.load(Relaxed))
+            .sum();
         let (admitted, queued) = (self.admitted.load(Relaxed), state & QUEUED != 0);
         self.drain.update(admitted, refused, queued, now_ms);
         if refreshed.is_ok() {

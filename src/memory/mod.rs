@@ -8,11 +8,42 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+mod cgroup;
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
+
+pub use cgroup::CgroupMemory;
+#[cfg(feature = "jemalloc")]
+pub(crate) use cgroup::Highest;
 #[cfg(feature = "jemalloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
 pub use jemalloc::JemallocMemory;
+
+/// Which reading the memory budget applies to (`ADMISSION_MEMORY_SOURCE`; see
+/// [`AdmissionConfig::memory_source`](crate::AdmissionConfig::memory_source)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MemorySourceKind {
+    /// The process's live allocated bytes, from jemalloc's statistics (`jemalloc`).
+    #[default]
+    Jemalloc,
+    /// The working set of the process's memory cgroup, every process in it included
+    /// (`cgroup`; see [`CgroupMemory`]).
+    Cgroup,
+    /// Both: a request is admitted only while each stays within the budget (`both`).
+    Both,
+}
+
+impl MemorySourceKind {
+    /// The name used by `ADMISSION_MEMORY_SOURCE`: `jemalloc`, `cgroup` or `both`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MemorySourceKind::Jemalloc => "jemalloc",
+            MemorySourceKind::Cgroup => "cgroup",
+            MemorySourceKind::Both => "both",
+        }
+    }
+}
 
 /// A reading of the process's live allocated bytes.
 ///
@@ -149,6 +180,13 @@ pub enum MemoryError {
         "built without the `jemalloc` feature; enable it or pass a MemorySource to Admission::with_memory_source"
     )]
     NoSource,
+    /// No memory cgroup was found: the process is not in one, or its controller is not
+    /// enabled or mounted.
+    #[error("no cgroup memory controller is reachable: looked at {looked}")]
+    NoCgroup {
+        /// What was looked at.
+        looked: String,
+    },
     /// Reading the statistics failed.
     #[error("reading {what} failed: {reason}")]
     Read {
