@@ -5,6 +5,7 @@
 #
 #   load/run.sh              the default demo (mixed), about 3 minutes with a warm build
 #   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | smoke
+#   load/run.sh processes    three servers in one memory cgroup (root; cgroup v2 or v1)
 #   load/run.sh all          every scenario, about 17 minutes
 #   SETUPS=admission,none load/run.sh mixed    only some of the setups (admission, tower, none)
 #

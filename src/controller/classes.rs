@@ -216,6 +216,11 @@ impl Classes {
         declared.saturating_add(self.class(id).least.get().unwrap_or(0))
     }
 
+    /// Whether a request of `id` has shown its cost since the pool started.
+    pub(crate) fn is_known(&self, id: ClassId) -> bool {
+        self.class(id).peak.get().is_some()
+    }
+
     /// What a request of `id` is charged above its allocation, for what its next poll may add.
     pub(crate) fn rise(&self, id: ClassId) -> u64 {
         self.class(id).rise.get().unwrap_or(0)

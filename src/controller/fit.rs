@@ -87,7 +87,7 @@ impl Controller {
         let within =
             |bytes: u64, limit: u64| !self.memory_refuses(spoken_for.saturating_add(bytes) > limit);
         if within(ask.charge, soft) {
-            Fit::Fits
+            if ask.known { Fit::Fits } else { Fit::Unsure }
         } else if within(ask.charge, budget) || within(ask.least, budget - budget / PROBE_MARGIN) {
             Fit::Unsure
         } else {

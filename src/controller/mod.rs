@@ -9,6 +9,10 @@
 //! *soft limit*: the budget less the largest unknown part of a charge given lately (what a
 //! request was expected to allocate beyond its `Content-Length`).
 //!
+//! **A new class goes one at a time.** Where polls are measured, a request of a class that
+//! has not shown its cost yet is admitted only while every admitted request has been polled:
+//! a cold start under load would otherwise admit a burst of them on the initial estimate.
+//!
 //! **Near the budget, one unknown at a time.** Above the soft limit, a request is admitted
 //! only while every admitted request has shown its cost (been polled once), and only if its
 //! charge fits in the budget or, failing that, the least its class costs does (with 1/64 of
@@ -136,6 +140,8 @@ pub(crate) struct Ask {
     pub(crate) charge: u64,
     pub(crate) declared: u64,
     pub(crate) least: u64,
+    /// Whether its class has shown its cost: a class not seen yet goes one at a time.
+    pub(crate) known: bool,
 }
 
 /// What [`Controller::acquire`] decided.
@@ -258,6 +264,7 @@ impl Controller {
                 charge: 0,
                 declared,
                 least: 0,
+                known: true,
             };
             return self.acquire_charged(ask);
         };
@@ -277,6 +284,8 @@ impl Controller {
             charge,
             declared,
             least: self.classes.least(class, declared).min(charge),
+            // Only where polls are measured can a class become known.
+            known: self.thread_allocations.is_none() || self.classes.is_known(class),
         })
     }
 
@@ -304,10 +313,12 @@ impl Controller {
     /// Whether a request that cannot go at once is refused instead of queueing: a
     /// `Sheddable` one, while the queue is half full or memory stands above the soft limit.
     fn sheds_at_once(&self, memory: u64, ask: Ask) -> bool {
+        // Whether memory stands above the soft limit, not whether the class is new.
+        let known = Ask { known: true, ..ask };
         ask.priority == Priority::Sheddable
             && (self.queued.load(Relaxed) * 2 >= self.settings.queue_capacity
                 || matches!(
-                    self.fit(self.state.load(SeqCst), memory, ask),
+                    self.fit(self.state.load(SeqCst), memory, known),
                     Fit::Unsure | Fit::Blocked(Limit::Memory)
                 ))
     }

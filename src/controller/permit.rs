@@ -214,7 +214,8 @@ impl Permit {
             .saturating_add(moved.allocated as i64)
             .saturating_sub(moved.freed as i64);
         let classes = &self.controller.classes;
-        if high > self.peak {
+        // The first poll makes the class known, whatever it allocated.
+        if high > self.peak || !self.settled {
             self.peak = high;
             classes.observe_peak(self.class, self.declared, high);
         }

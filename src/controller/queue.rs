@@ -262,6 +262,7 @@ mod tests {
             charge,
             declared: 0,
             least: 0,
+            known: true,
         }
     }
 

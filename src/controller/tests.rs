@@ -519,3 +519,48 @@ fn an_evicted_waiter_dropped_unseen_leaves_nothing() {
     assert_eq!((s.in_flight, s.queued, s.admitted), (0, 0, 1));
     assert!(c.lock().is_empty());
 }
+
+thread_local! {
+    /// What the test says this thread has allocated, for [`Counted`].
+    static ALLOCATED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A memory source that reads nothing but counts per thread, as jemalloc does.
+#[derive(Debug)]
+struct Counted;
+
+impl MemorySource for Counted {
+    fn allocated_bytes(&self) -> u64 {
+        0
+    }
+
+    fn name(&self) -> &'static str {
+        "counted"
+    }
+
+    fn thread_allocations(&self) -> Option<fn() -> ThreadAllocations> {
+        Some(|| ThreadAllocations {
+            allocated: ALLOCATED.get(),
+            freed: 0,
+        })
+    }
+}
+
+#[test]
+fn a_class_not_seen_yet_goes_one_at_a_time_until_a_poll_shows_its_cost() {
+    let settings = Settings::for_tests(8, Some(64 * MIB), 8);
+    let c = Arc::new(Controller::new(settings, Arc::new(Counted)));
+    let mut first = match c.acquire(CLASS, None) {
+        Acquired::Admitted(permit) => permit,
+        other => panic!("the first of a new class goes: {other:?}"),
+    };
+    let second = queued(c.acquire(CLASS, None));
+    // Its first poll allocates 16 MiB: the class is known, and the second one goes.
+    first.track(|| ALLOCATED.set(ALLOCATED.get() + 16 * MIB));
+    assert!(!second.is_waiting());
+    // From now on, requests of the class go at once on what it showed.
+    match c.acquire(CLASS, None) {
+        Acquired::Admitted(third) => assert!(third.charged_bytes() >= 16 * MIB, "{third:?}"),
+        other => panic!("expected admission, got {other:?}"),
+    }
+}

@@ -5,10 +5,12 @@
 //!
 //! `load/run.sh` builds and runs it; see there for usage.
 
+mod cgroup;
 mod client;
 mod oha;
 mod plot;
 mod probe;
+mod processes;
 mod report;
 mod scenario;
 mod server;
@@ -121,6 +123,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.scenario == "processes" {
+        return match processes::run(&args.out, &args.bin_dir) {
+            Ok(section) => {
+                println!("{section}");
+                let report =
+                    format!("# tower-admission: several processes, one memory limit\n\n{section}");
+                match std::fs::write(args.out.join("report.md"), report) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("error: writing the report: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(error) => {
+                eprintln!("error: scenario processes: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let scenarios = match args.scenario.as_str() {
         "all" => scenario::all(),
         name => match scenario::by_name(name) {

@@ -10,7 +10,7 @@ use crate::{
 };
 
 const MIB: f64 = (1 << 20) as f64;
-const COLORS: [RGBColor; 5] = [
+pub const COLORS: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -42,9 +42,9 @@ pub fn charts(run: &Run, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-type ChartResult = Result<(), Box<dyn std::error::Error>>;
+pub type ChartResult = Result<(), Box<dyn std::error::Error>>;
 
-type Series = (String, RGBColor, Vec<(f64, f64)>);
+pub type Series = (String, RGBColor, Vec<(f64, f64)>);
 
 /// Memory over time: tower-admission, the best safe static N and the largest N of a sweep
 /// (or the one N), and no limit.
@@ -72,7 +72,7 @@ fn memory(run: &Run, path: &Path) -> ChartResult {
         run.scenario.name
     );
     let end = run.scenario.length().as_secs_f64();
-    line_chart(path, &caption, "MiB", end, series, Some(budget))
+    line_chart(path, &caption, "MiB", end, series, Some(("budget", budget)))
 }
 
 fn admission_chart(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
@@ -267,18 +267,18 @@ fn frontier(run: &Run, path: &Path) -> ChartResult {
 }
 
 /// Lines over time (seconds on x), with an optional dashed `limit` line.
-fn line_chart(
+pub fn line_chart(
     path: &Path,
     caption: &str,
     y_desc: &str,
     end: f64,
     series: Vec<Series>,
-    limit: Option<f64>,
+    limit: Option<(&str, f64)>,
 ) -> ChartResult {
     let top = series
         .iter()
         .flat_map(|(_, _, points)| points.iter().map(|p| p.1))
-        .chain(limit)
+        .chain(limit.map(|(_, value)| value))
         .filter(|v| v.is_finite())
         .fold(1.0, f64::max);
     let root = SVGBackend::new(path, (900, 400)).into_drawing_area();
@@ -302,7 +302,7 @@ fn line_chart(
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
     }
-    if let Some(limit) = limit {
+    if let Some((label, limit)) = limit {
         chart
             .draw_series(DashedLineSeries::new(
                 [(0.0, limit), (end, limit)],
@@ -310,7 +310,7 @@ fn line_chart(
                 4,
                 BLACK.stroke_width(1),
             ))?
-            .label("budget")
+            .label(label)
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     }
     chart

@@ -321,8 +321,7 @@ pub fn table(run: &Run) -> String {
                     false => format!(", backing off {} ms after a 503", b.as_millis()),
                 })
                 .unwrap_or_default()
-                + &p
-                    .priority
+                + &p.priority
                     .map(|p| format!(", x-priority: {p}"))
                     .unwrap_or_default()
         })

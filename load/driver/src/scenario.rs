@@ -40,9 +40,22 @@ pub struct Slow {
 impl Phase {
     fn get(label: &'static str, path: &str, connections: u32, start: u64, seconds: u64) -> Self {
         Self {
-            label,
             start: Duration::from_secs(start),
-            duration: Duration::from_secs(seconds),
+            ..Self::get_owned(label, path, connections, Duration::from_secs(seconds))
+        }
+    }
+
+    /// `GET path` from `connections` clients for `duration`, from the start.
+    pub fn get_owned(
+        label: &'static str,
+        path: &str,
+        connections: u32,
+        duration: Duration,
+    ) -> Self {
+        Self {
+            label,
+            start: Duration::ZERO,
+            duration,
             connections,
             path: path.to_owned(),
             timeout: None,
@@ -401,7 +414,8 @@ pub fn retry() -> Scenario {
 /// `Retry-After`: with priorities (Retry-After fixed and auto), without, and tower's limit.
 pub fn priority() -> Scenario {
     let class = |label, priority, connections| {
-        let mut phase = Phase::get(label, "/work?kib=1024&ms=200", connections, 0, 15).backing_off(100);
+        let mut phase =
+            Phase::get(label, "/work?kib=1024&ms=200", connections, 0, 15).backing_off(100);
         phase.honors_retry_after = true;
         phase.priority = Some(priority);
         phase

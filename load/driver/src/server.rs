@@ -25,11 +25,31 @@ impl Server {
     /// Starts `binary` with `env` (and no other `ADMISSION_*` variable) on a free port of
     /// 127.0.0.1, logging to `log`, and waits until `/health` answers.
     pub fn start(binary: &Path, env: &[(String, String)], log: &Path) -> Result<Self, String> {
+        Self::start_in(binary, env, log, None)
+    }
+
+    /// [`Server::start`], in the cgroup whose `cgroup.procs` is `procs` from its first
+    /// allocation on (a shell joins it, then execs the server).
+    pub fn start_in(
+        binary: &Path,
+        env: &[(String, String)],
+        log: &Path,
+        procs: Option<&Path>,
+    ) -> Result<Self, String> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?)
             .parse()
             .expect("an address");
         let log_file = std::fs::File::create(log).map_err(|e| e.to_string())?;
-        let mut command = Command::new(binary);
+        let mut command = match procs {
+            None => Command::new(binary),
+            Some(procs) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .args(["-c", r#"echo $$ > "$1" && exec "$2""#, "sh"])
+                    .args([procs, binary]);
+                shell
+            }
+        };
         for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("ADMISSION_")) {
             command.env_remove(name);
         }
@@ -62,6 +82,11 @@ impl Server {
             "{} did not answer /health within 15 s",
             binary.display()
         ))
+    }
+
+    /// Whether the process has ended (killed by the kernel, say).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,198 @@
+//! `processes`: three example servers in one memory cgroup with a limit, their loads
+//! starting 4 s apart and overlapping. Each server's budget is 75 % of the cgroup's limit;
+//! with the jemalloc source each one counts only its own allocations, with the cgroup source
+//! each sees the whole cgroup's working set, as the kernel does. Reports goodput, the
+//! cgroup's peak working set, and the processes the kernel killed; charts the working set
+//! against the limit.
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{cgroup::Cgroup, client, oha::Outcome, plot, scenario::Phase, server::Server};
+
+const MIB: u64 = 1 << 20;
+const LIMIT: u64 = 768 * MIB;
+const SERVERS: usize = 3;
+/// Each server's load, from `STAGGER` times its index on.
+const LOAD: Duration = Duration::from_secs(12);
+const STAGGER: Duration = Duration::from_secs(4);
+
+/// One run: which source, and what came of it.
+struct Run {
+    source: &'static str,
+    outcomes: Vec<Outcome>,
+    /// (seconds, working set in bytes) every 100 ms.
+    working_set: Vec<(f64, f64)>,
+    oom_kills: u64,
+    /// Servers that had died by the end of the load.
+    died: usize,
+}
+
+/// When the last load ends.
+fn end() -> Duration {
+    STAGGER * (SERVERS as u32 - 1) + LOAD
+}
+
+fn phase() -> Phase {
+    let mut phase = Phase::get_owned("16MiB x 300ms", "/work?kib=16384&ms=300", 40, LOAD);
+    phase.backoff = Some(Duration::from_millis(100));
+    phase
+}
+
+/// Runs both setups; returns the report's Markdown section.
+pub fn run(out: &Path, bin_dir: &Path) -> Result<String, String> {
+    let dir = out.join("processes");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut runs = Vec::new();
+    for source in ["jemalloc", "cgroup"] {
+        eprintln!("[processes] {SERVERS} servers in one cgroup, ADMISSION_MEMORY_SOURCE={source}");
+        runs.push(run_one(source, &dir, bin_dir)?);
+    }
+    chart(&runs, &dir.join("working-set.svg")).map_err(|e| format!("chart: {e}"))?;
+    Ok(section(&runs))
+}
+
+fn run_one(source: &'static str, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
+    let cgroup = Cgroup::make(
+        &format!("tower-admission-load-{}", std::process::id()),
+        LIMIT,
+    )?;
+    let env: Vec<(String, String)> = [
+        ("ADMISSION_MEMORY_SOURCE", source),
+        ("ADMISSION_MEMORY_BUDGET", "75%"),
+        ("ADMISSION_MAX_CONCURRENCY", "64"),
+        ("ADMISSION_QUEUE_CAPACITY", "64"),
+        ("ADMISSION_QUEUE_TIMEOUT", "1s"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let procs = cgroup.procs();
+    let mut servers = Vec::new();
+    for index in 0..SERVERS {
+        let log = dir.join(format!("server-{source}-{index}.log"));
+        let binary = bin_dir.join("server");
+        servers.push(Server::start_in(&binary, &env, &log, Some(&procs))?);
+    }
+    let start = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (done, dir) = (Arc::clone(&done), cgroup.dir.clone());
+        let v2 = cgroup.v2;
+        thread::spawn(move || {
+            let cgroup = Cgroup { dir, v2 };
+            let mut points = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                points.push((start.elapsed().as_secs_f64(), cgroup.working_set() as f64));
+                thread::sleep(Duration::from_millis(100));
+            }
+            std::mem::forget(cgroup); // the owner removes it
+            points
+        })
+    };
+    let loads: Vec<_> = servers
+        .iter()
+        .enumerate()
+        .map(|(index, server)| {
+            let addr = server.addr;
+            thread::spawn(move || {
+                thread::sleep(STAGGER * index as u32);
+                client::run(addr, &phase(), Duration::from_millis(100))
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for load in loads {
+        outcomes.push(load.join().map_err(|_| "a load thread panicked")??);
+    }
+    thread::sleep(Duration::from_secs(1));
+    done.store(true, Ordering::Relaxed);
+    let working_set = sampler.join().map_err(|_| "the sampler panicked")?;
+    let died = servers
+        .iter_mut()
+        .map(Server::has_exited)
+        .filter(|dead| *dead)
+        .count();
+    let oom_kills = cgroup.oom_kills();
+    for server in servers {
+        server.stop();
+    }
+    Ok(Run {
+        source,
+        outcomes,
+        working_set,
+        oom_kills,
+        died,
+    })
+}
+
+fn section(runs: &[Run]) -> String {
+    let mut out = format!(
+        "### processes\n\n{SERVERS} example servers in one memory cgroup limited to {} MiB, each with `ADMISSION_MEMORY_BUDGET=75%` (of that limit, {} MiB), each driven by 40 clients of `/work?kib=16384&ms=300` (backing off 100 ms after a 503) for {} s, the second from t={} s and the third from t={} s.\n\n",
+        LIMIT / MIB,
+        LIMIT * 3 / 4 / MIB,
+        LOAD.as_secs(),
+        STAGGER.as_secs(),
+        2 * STAGGER.as_secs()
+    );
+    out.push_str("| `ADMISSION_MEMORY_SOURCE` | goodput (2xx/s, all servers, over the whole run) | 503 | no answer | peak working set (MiB) | limit (MiB) | OOM kills | servers dead at the end |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for run in runs {
+        let ok: u64 = run
+            .outcomes
+            .iter()
+            .map(|o| o.count(|s| (200..300).contains(&s)))
+            .sum();
+        let refused: u64 = run.outcomes.iter().map(|o| o.count(|s| s == 503)).sum();
+        let errors: u64 = run.outcomes.iter().map(|o| o.errors).sum();
+        let peak = run.working_set.iter().map(|p| p.1).fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {refused} | {errors} | {:.0} | {} | {} | {} of {SERVERS} |",
+            run.source,
+            ok as f64 / end().as_secs_f64(),
+            peak / MIB as f64,
+            LIMIT / MIB,
+            run.oom_kills,
+            run.died,
+        );
+    }
+    out.push_str("\n![working set against the limit](processes/working-set.svg)\n");
+    out
+}
+
+fn chart(runs: &[Run], path: &Path) -> plot::ChartResult {
+    let series = runs
+        .iter()
+        .zip(plot::COLORS)
+        .map(|(run, color)| {
+            let points = run
+                .working_set
+                .iter()
+                .map(|(t, b)| (*t, b / MIB as f64))
+                .collect();
+            (
+                format!("ADMISSION_MEMORY_SOURCE={}", run.source),
+                color,
+                points,
+            )
+        })
+        .collect();
+    let end = end().as_secs_f64() + 1.0;
+    let caption = format!("processes: the cgroup's working set, {SERVERS} servers with 75 % each");
+    plot::line_chart(
+        path,
+        &caption,
+        "MiB",
+        end,
+        series,
+        Some(("memory limit", (LIMIT / MIB) as f64)),
+    )
+}
