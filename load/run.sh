@@ -6,6 +6,7 @@
 #   load/run.sh              the default demo (mixed), about 3 minutes with a warm build
 #   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | smoke
 #   load/run.sh processes    three servers in one memory cgroup (root; cgroup v2 or v1)
+#   load/run.sh replicas     one and three servers behind nginx (installed when missing)
 #   load/run.sh all          every scenario, about 17 minutes
 #   SETUPS=admission,none load/run.sh mixed    only some of the setups (admission, tower, none)
 #
@@ -23,6 +24,12 @@ if [ -z "$oha" ]; then
   echo "oha is not installed: cargo install oha --locked (about 12 minutes on 2 cores, once)" >&2
   cargo install oha --locked --quiet
   oha="$HOME/.cargo/bin/oha"
+fi
+
+# The balancer of `replicas`: Debian's nginx, installed when missing (as root).
+if [ "$scenario" = replicas ] && ! [ -x /usr/sbin/nginx ]; then
+  echo "installing nginx (Debian's package)" >&2
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx >/dev/null
 fi
 
 echo "building the example servers and the load driver (release)" >&2

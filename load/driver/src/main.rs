@@ -11,6 +11,7 @@ mod oha;
 mod plot;
 mod probe;
 mod processes;
+mod replicas;
 mod report;
 mod scenario;
 mod server;
@@ -82,6 +83,10 @@ fn setups(scenario: &Scenario, bin_dir: &Path) -> Vec<Setup> {
         .collect()
 }
 
+/// A scenario with servers and a report of its own: it runs with the output folder and the
+/// examples' folder, and returns its Markdown section.
+type OwnReport = fn(&Path, &Path) -> Result<String, String>;
+
 /// The name of the tower-admission setup.
 pub const ADMISSION: &str = "tower-admission";
 
@@ -123,22 +128,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.scenario == "processes" {
-        return match processes::run(&args.out, &args.bin_dir) {
-            Ok(section) => {
-                println!("{section}");
-                let report =
-                    format!("# tower-admission: several processes, one memory limit\n\n{section}");
-                match std::fs::write(args.out.join("report.md"), report) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(error) => {
-                        eprintln!("error: writing the report: {error}");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
+    // Scenarios with servers of their own (a cgroup, nginx) and a report of their own.
+    let own: Option<OwnReport> = match args.scenario.as_str() {
+        "processes" => Some(processes::run),
+        "replicas" => Some(replicas::run),
+        _ => None,
+    };
+    if let Some(run) = own {
+        let result = run(&args.out, &args.bin_dir).and_then(|section| {
+            println!("{section}");
+            let report = format!("# tower-admission: {}\n\n{section}", args.scenario);
+            std::fs::write(args.out.join("report.md"), report).map_err(|e| e.to_string())
+        });
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("error: scenario processes: {error}");
+                eprintln!("error: scenario {}: {error}", args.scenario);
                 ExitCode::FAILURE
             }
         };

@@ -140,24 +140,29 @@ fn served(run: &Run, phase: usize, path: &Path) -> ChartResult {
         .filter(|s| !s.alone)
         .zip(COLORS)
         .map(|(setup, color)| {
-            let mut bins = vec![0.0; end.ceil() as usize + 1];
             let outcome = setup.outcomes.get(phase);
-            for at in outcome.map_or(&[][..], |o| o.ok_at.as_slice()) {
-                if let Some(bin) = bins.get_mut(*at as usize) {
-                    *bin += 1.0;
-                }
-            }
-            let points = bins
-                .into_iter()
-                .enumerate()
-                .map(|(second, n)| (second as f64 + 1.0, n))
-                .collect();
+            let points = per_second_of(outcome.map_or(&[][..], |o| o.ok_at.as_slice()), end);
             (setup.name.clone(), color, points)
         })
         .collect();
     let label = run.scenario.phases[phase].label;
     let caption = format!("{}: {label} requests served per second", run.scenario.name);
     line_chart(path, &caption, "2xx/s", end, series, None)
+}
+
+/// Events per second, in 1 s bins, from their times (seconds), up to `end`.
+pub fn per_second_of(times: &[f64], end: f64) -> Vec<(f64, f64)> {
+    // Whole seconds only: a last, partial one would look like a fall.
+    let mut bins = vec![0.0; end.floor() as usize];
+    for at in times {
+        if let Some(bin) = bins.get_mut(*at as usize) {
+            *bin += 1.0;
+        }
+    }
+    bins.into_iter()
+        .enumerate()
+        .map(|(second, n)| (second as f64 + 1.0, n))
+        .collect()
 }
 
 /// A counter's rate: its difference over `span` samples, per second of that span.

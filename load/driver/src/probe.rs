@@ -120,7 +120,7 @@ impl<T> Watch<T> {
     }
 }
 
-fn watch<T: Send + 'static>(f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static) -> Watch<T> {
+pub fn watch<T: Send + 'static>(f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static) -> Watch<T> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     Watch {

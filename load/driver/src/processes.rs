@@ -8,15 +8,12 @@
 use std::{
     fmt::Write as _,
     path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     thread,
     time::{Duration, Instant},
 };
 
-use crate::{cgroup::Cgroup, client, oha::Outcome, plot, scenario::Phase, server::Server};
+use crate::{cgroup::Cgroup, client, oha::Outcome, plot, probe, scenario::Phase, server::Server};
 
 const MIB: u64 = 1 << 20;
 const LIMIT: u64 = 768 * MIB;
@@ -61,10 +58,8 @@ pub fn run(out: &Path, bin_dir: &Path) -> Result<String, String> {
 }
 
 fn run_one(source: &'static str, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
-    let cgroup = Cgroup::make(
-        &format!("tower-admission-load-{}", std::process::id()),
-        LIMIT,
-    )?;
+    let name = format!("tower-admission-load-{}", std::process::id());
+    let cgroup = Arc::new(Cgroup::make(&name, LIMIT)?);
     let env: Vec<(String, String)> = [
         ("ADMISSION_MEMORY_SOURCE", source),
         ("ADMISSION_MEMORY_BUDGET", "75%"),
@@ -83,18 +78,14 @@ fn run_one(source: &'static str, dir: &Path, bin_dir: &Path) -> Result<Run, Stri
         servers.push(Server::start_in(&binary, &env, &log, Some(&procs))?);
     }
     let start = Instant::now();
-    let done = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (done, dir) = (Arc::clone(&done), cgroup.dir.clone());
-        let v2 = cgroup.v2;
-        thread::spawn(move || {
-            let cgroup = Cgroup { dir, v2 };
+        let cgroup = Arc::clone(&cgroup);
+        probe::watch(move |stop| {
             let mut points = Vec::new();
-            while !done.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 points.push((start.elapsed().as_secs_f64(), cgroup.working_set() as f64));
                 thread::sleep(Duration::from_millis(100));
             }
-            std::mem::forget(cgroup); // the owner removes it
             points
         })
     };
@@ -114,8 +105,7 @@ fn run_one(source: &'static str, dir: &Path, bin_dir: &Path) -> Result<Run, Stri
         outcomes.push(load.join().map_err(|_| "a load thread panicked")??);
     }
     thread::sleep(Duration::from_secs(1));
-    done.store(true, Ordering::Relaxed);
-    let working_set = sampler.join().map_err(|_| "the sampler panicked")?;
+    let working_set = sampler.finish();
     let died = servers
         .iter_mut()
         .map(Server::has_exited)
