@@ -24,8 +24,10 @@ pub enum MemoryBudget {
     Off,
     /// A fixed number of bytes.
     Bytes(u64),
-    /// A percentage in (0, 100] of the process's cgroup v2 `memory.max`, or of physical
-    /// memory when no cgroup limit applies; resolved once, when the admission pool is built.
+    /// A percentage in (0, 100] of the process's cgroup memory limit (v2's `memory.max`, or
+    /// v1's `memory.limit_in_bytes` where v2 has no memory controller; the tightest on the
+    /// way to the root), or of physical memory when no cgroup limit applies; resolved once,
+    /// when the admission pool is built.
     Percent(f64),
 }
 
