@@ -27,30 +27,15 @@ struct TestCgroup {
 impl TestCgroup {
     /// A new child of this process's memory cgroup, or why there is none.
     fn make() -> Result<Self, String> {
-        let text = fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
-        let mount = PathBuf::from("/sys/fs/cgroup");
-        let v2 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .map(|p| mount.join(p.trim().trim_start_matches('/')))
-            .filter(|dir| {
-                fs::read_to_string(dir.join("cgroup.subtree_control"))
-                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
-            });
-        let v1 = text.lines().find_map(|l| {
-            let mut fields = l.splitn(3, ':');
-            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-            controllers.split(',').any(|c| c == "memory").then(|| {
-                mount
-                    .join("memory")
-                    .join(path.trim().trim_start_matches('/'))
-            })
-        });
-        let (parent, v2) = match (v2, v1) {
-            (Some(dir), _) => (dir, true),
-            (None, Some(dir)) => (dir, false),
-            (None, None) => return Err(format!("no memory controller in {text:?}")),
-        };
+        let own = CgroupMemory::new().map_err(|e| e.to_string())?;
+        let parent = own.dir();
+        let v2 = parent.join("memory.current").exists();
+        // cgroup v2 gives a child the memory controller only if the parent delegates it.
+        let delegated = fs::read_to_string(parent.join("cgroup.subtree_control"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
+        if v2 && !delegated {
+            return Err(format!("{} does not delegate memory", parent.display()));
+        }
         let dir = parent.join(format!("tower-admission-test-{}", std::process::id()));
         fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         Ok(Self { dir, v2 })

@@ -2,7 +2,7 @@
 //! kubelet see it.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering::Relaxed},
 };
 
@@ -77,6 +77,11 @@ impl CgroupMemory {
         };
         source.refresh()?;
         Ok(source)
+    }
+
+    /// The cgroup's directory, such as `/sys/fs/cgroup/system.slice/app.service`.
+    pub fn dir(&self) -> PathBuf {
+        self.cgroup.dir()
     }
 
     /// The memory limit of the cgroup or its tightest ancestor, if any.

@@ -2,6 +2,9 @@
 //! where its memory controller is enabled, else v1's memory hierarchy), with a limit; what
 //! its processes hold (the working set: usage less inactive file pages) and how many the
 //! kernel has OOM-killed. Removed on drop, once its processes are gone.
+//!
+//! Read here, by the harness, rather than through the library's `CgroupMemory`: the chart
+//! of what the servers held must not come from the code under test.
 
 use std::{
     fs,
