@@ -70,8 +70,18 @@ impl Admission {
             }
             #[cfg(feature = "jemalloc")]
             MemorySourceKind::Both => {
-                let jemalloc = crate::memory::JemallocMemory::new()?;
-                let both = crate::memory::Highest(jemalloc, CgroupMemory::new()?);
+                let (Some(budget), _) = resolve_budget(config.memory_budget)? else {
+                    return Err(ConfigError::Invalid {
+                        setting: "memory_budget",
+                        reason: "the memory source `both` needs a budget (not off)".into(),
+                    });
+                };
+                let both = crate::memory::Both {
+                    process: crate::memory::JemallocMemory::new()?,
+                    cgroup: CgroupMemory::new()?,
+                    budget,
+                    cgroup_budget: resolve_budget(config.cgroup_budget)?.0.unwrap_or(u64::MAX),
+                };
                 Self::with_memory_source(config, both)
             }
             #[cfg(not(feature = "jemalloc"))]

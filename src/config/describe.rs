@@ -4,7 +4,7 @@
 use bytesize::ByteSize;
 
 use super::AdmissionConfig;
-use crate::data_rate::MinDataRate;
+use crate::{data_rate::MinDataRate, memory::MemorySourceKind};
 
 pub(crate) fn describe(
     config: &AdmissionConfig,
@@ -32,11 +32,15 @@ pub(crate) fn describe(
         config.bypass.join(", ")
     };
     let priorities = describe_priorities(config);
+    let cgroup_budget = match config.memory_source {
+        MemorySourceKind::Both => format!(" (cgroup budget {})", config.cgroup_budget),
+        _ => String::new(),
+    };
     format!(
         "tower-admission effective configuration:\n\
          \x20 max concurrency   {}\n\
          \x20 memory budget     {budget}\n\
-         \x20 memory source     {source}\n\
+         \x20 memory source     {source}{cgroup_budget}\n\
          \x20 cost classes      {classes}\n\
          \x20 request charge    {charge}\n\
          \x20 reservations      {reservations}\n\

@@ -33,8 +33,9 @@ pub(crate) mod vars {
     pub(crate) const CRITICAL_RESERVE: &str = "ADMISSION_CRITICAL_RESERVE";
     /// Which reading the budget applies to (see [`MemorySourceKind`](crate::MemorySourceKind)).
     pub(crate) const MEMORY_SOURCE: &str = "ADMISSION_MEMORY_SOURCE";
+    pub(crate) const CGROUP_BUDGET: &str = "ADMISSION_CGROUP_BUDGET";
 
-    pub(crate) const ALL: [&str; 18] = [
+    pub(crate) const ALL: [&str; 19] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -53,6 +54,7 @@ pub(crate) mod vars {
         SHEDDABLE_PATHS,
         CRITICAL_RESERVE,
         MEMORY_SOURCE,
+        CGROUP_BUDGET,
     ];
     pub(crate) const PREFIX: &str = "ADMISSION_";
 }
@@ -148,6 +150,9 @@ impl AdmissionConfig {
             }
             vars::MEMORY_BUDGET => {
                 self.memory_budget = parse_budget(trimmed).ok_or_else(|| malformed(SIZE_FORMS))?;
+            }
+            vars::CGROUP_BUDGET => {
+                self.cgroup_budget = parse_budget(trimmed).ok_or_else(|| malformed(SIZE_FORMS))?;
             }
             vars::QUEUE_CAPACITY => {
                 self.queue_capacity =
@@ -466,6 +471,13 @@ mod tests {
                 kind
             );
         }
+        let c = apply(vars::CGROUP_BUDGET, "90%").unwrap();
+        assert_eq!(c.cgroup_budget, MemoryBudget::Percent(90.0));
+        assert_eq!(
+            AdmissionConfig::default().cgroup_budget,
+            MemoryBudget::Percent(75.0)
+        );
+        assert!(apply(vars::CGROUP_BUDGET, "lots").is_err());
         let err = apply(vars::MEMORY_SOURCE, "rss").unwrap_err().to_string();
         assert!(
             err.contains("ADMISSION_MEMORY_SOURCE") && err.contains("rss"),

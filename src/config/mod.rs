@@ -65,6 +65,8 @@ pub struct AdmissionConfig {
     /// The percentage of slots and budget only `Critical` requests may use.
     pub(crate) critical_reserve: f64,
     pub(crate) memory_source: MemorySourceKind,
+    /// With the `both` source: the budget on the cgroup's working set.
+    pub(crate) cgroup_budget: MemoryBudget,
 }
 
 /// One direction's minimum rate as configured: the rate may be off while a grace is set.
@@ -119,6 +121,7 @@ impl Default for AdmissionConfig {
             prioritize: None,
             critical_reserve: 0.0,
             memory_source: MemorySourceKind::Jemalloc,
+            cgroup_budget: MemoryBudget::Percent(75.0),
         }
     }
 }
@@ -160,6 +163,16 @@ impl AdmissionConfig {
     /// ```
     pub fn memory_source(mut self, source: MemorySourceKind) -> Self {
         self.memory_source = source;
+        self
+    }
+
+    /// With [`MemorySourceKind::Both`]: the budget on the working set of the process's
+    /// cgroup (`ADMISSION_CGROUP_BUDGET`, `75%` of the cgroup's limit by default), while the
+    /// memory budget bounds the process's own allocated bytes. Three workers sharing a
+    /// container might each take `memory_budget(Percent(25.0))` and keep the default here:
+    /// each holds its share, and together they hold the container's.
+    pub fn cgroup_budget(mut self, budget: MemoryBudget) -> Self {
+        self.cgroup_budget = budget;
         self
     }
 
@@ -402,12 +415,17 @@ impl AdmissionConfig {
         if self.max_concurrency == 0 {
             return invalid("max_concurrency", "must be at least 1");
         }
-        match self.memory_budget {
-            MemoryBudget::Bytes(0) => return invalid("memory_budget", "must be more than 0 bytes"),
-            MemoryBudget::Percent(pct) if !(pct > 0.0 && pct <= 100.0) => {
-                return invalid("memory_budget", "a percentage must be in (0, 100]");
+        for (setting, budget) in [
+            ("memory_budget", self.memory_budget),
+            ("cgroup_budget", self.cgroup_budget),
+        ] {
+            match budget {
+                MemoryBudget::Bytes(0) => return invalid(setting, "must be more than 0 bytes"),
+                MemoryBudget::Percent(pct) if !(pct > 0.0 && pct <= 100.0) => {
+                    return invalid(setting, "a percentage must be in (0, 100]");
+                }
+                _ => {}
             }
-            _ => {}
         }
         if self.queue_timeout.is_zero() {
             return invalid("queue_timeout", "must be greater than zero");
@@ -462,6 +480,7 @@ mod tests {
             AdmissionConfig::default().sheddable_paths(["batch"]),
             AdmissionConfig::default().critical_reserve(100.0),
             AdmissionConfig::default().critical_reserve(f64::NAN),
+            AdmissionConfig::default().cgroup_budget(MemoryBudget::Bytes(0)),
         ];
         for config in bad {
             assert!(

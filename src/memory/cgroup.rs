@@ -125,29 +125,38 @@ impl MemorySource for CgroupMemory {
     }
 }
 
-/// Two sources at once: admits only while each reading stays within the budget, by reading
-/// the higher of the two.
+/// Two readings, two budgets: the process's allocated bytes within the pool's budget, and a
+/// cgroup's working set within its own. Read as one: the allocated bytes, or, when the
+/// cgroup stands nearer its budget, its working set shifted by the difference of the two
+/// budgets, so that the pool's budget is reached exactly when either is.
 #[derive(Debug)]
 #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))] // `both` needs jemalloc
-pub(crate) struct Highest<A, B>(pub(crate) A, pub(crate) B);
+pub(crate) struct Both<A, B> {
+    pub(crate) process: A,
+    pub(crate) cgroup: B,
+    pub(crate) budget: u64,
+    pub(crate) cgroup_budget: u64,
+}
 
-impl<A: MemorySource, B: MemorySource> MemorySource for Highest<A, B> {
+impl<A: MemorySource, B: MemorySource> MemorySource for Both<A, B> {
     fn allocated_bytes(&self) -> u64 {
-        self.0.allocated_bytes().max(self.1.allocated_bytes())
+        let cgroup = (self.cgroup.allocated_bytes().saturating_add(self.budget))
+            .saturating_sub(self.cgroup_budget);
+        self.process.allocated_bytes().max(cgroup)
     }
 
     fn refresh(&self) -> Result<(), MemoryError> {
         // Both, even when the first fails: neither reading may go stale behind the other.
-        let first = self.0.refresh();
-        self.1.refresh().and(first)
+        let first = self.process.refresh();
+        self.cgroup.refresh().and(first)
     }
 
     fn name(&self) -> &'static str {
-        "the higher of jemalloc's allocated bytes and the cgroup's working set"
+        "jemalloc's allocated bytes within the budget, and the cgroup's working set within the cgroup budget"
     }
 
     fn thread_allocations(&self) -> Option<fn() -> ThreadAllocations> {
-        self.0.thread_allocations().or(self.1.thread_allocations())
+        self.process.thread_allocations()
     }
 }
 
@@ -188,12 +197,29 @@ mod tests {
     }
 
     #[test]
-    fn highest_reads_the_higher_and_refreshes_both() {
-        let (a, b) = (ManualMemory::new(10), ManualMemory::new(30));
-        let both = Highest(a.clone(), b.clone());
-        assert_eq!(both.allocated_bytes(), 30);
-        a.set(50);
-        assert_eq!(both.allocated_bytes(), 50);
+    fn both_reaches_the_budget_when_either_reading_reaches_its_own() {
+        let (process, cgroup) = (ManualMemory::new(10), ManualMemory::new(300));
+        let both = Both {
+            process: process.clone(),
+            cgroup: cgroup.clone(),
+            budget: 100,
+            cgroup_budget: 400,
+        };
+        assert_eq!(
+            both.allocated_bytes(),
+            10,
+            "the cgroup has 100 to spare, the process 90"
+        );
+        cgroup.set(350);
+        assert_eq!(both.allocated_bytes(), 50, "the cgroup has 50 to spare");
+        cgroup.set(420);
+        assert_eq!(
+            both.allocated_bytes(),
+            120,
+            "the cgroup is 20 over: so is the reading"
+        );
+        process.set(130);
+        assert_eq!(both.allocated_bytes(), 130);
         assert_eq!(both.refresh(), Ok(()));
     }
 }

@@ -12,9 +12,9 @@ mod cgroup;
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
 
-pub use cgroup::CgroupMemory;
 #[cfg(feature = "jemalloc")]
-pub(crate) use cgroup::Highest;
+pub(crate) use cgroup::Both;
+pub use cgroup::CgroupMemory;
 #[cfg(feature = "jemalloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
 pub use jemalloc::JemallocMemory;
@@ -30,7 +30,9 @@ pub enum MemorySourceKind {
     /// The working set of the process's memory cgroup, every process in it included
     /// (`cgroup`; see [`CgroupMemory`]).
     Cgroup,
-    /// Both: a request is admitted only while each stays within the budget (`both`).
+    /// Both: a request is admitted only while the process's allocated bytes stay within
+    /// the memory budget and the cgroup's working set within the cgroup budget (`both`; see
+    /// [`AdmissionConfig::cgroup_budget`](crate::AdmissionConfig::cgroup_budget)).
     Both,
 }
 

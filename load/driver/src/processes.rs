@@ -1,7 +1,9 @@
-//! `processes`: three example servers in one memory cgroup with a limit, their loads
-//! starting 4 s apart and overlapping. Each server's budget is 75 % of the cgroup's limit;
-//! with the jemalloc source each one counts only its own allocations, with the cgroup source
-//! each sees the whole cgroup's working set, as the kernel does. Reports goodput, the
+//! `processes`: three example servers in one memory cgroup with a limit. With their loads
+//! starting 4 s apart and overlapping, each server's budget 75 % of the cgroup's limit: the
+//! jemalloc source (each counts only its own allocations) against the cgroup source (each
+//! sees the whole cgroup's working set, as the kernel does). With their loads starting
+//! together: the cgroup source at 75 % again, and `both` at 25 % each (the cgroup within its
+//! default 75 %). Reports goodput, the
 //! cgroup's peak working set, and the processes the kernel killed; charts the working set
 //! against the limit.
 
@@ -22,9 +24,58 @@ const SERVERS: usize = 3;
 const LOAD: Duration = Duration::from_secs(12);
 const STAGGER: Duration = Duration::from_secs(4);
 
-/// One run: which source, and what came of it.
-struct Run {
+/// One setup: the servers' memory source and budget, and how far apart their loads start.
+struct Setup {
     source: &'static str,
+    budget: &'static str,
+    stagger: Duration,
+}
+
+const SETUPS: [Setup; 4] = [
+    Setup {
+        source: "jemalloc",
+        budget: "75%",
+        stagger: STAGGER,
+    },
+    Setup {
+        source: "cgroup",
+        budget: "75%",
+        stagger: STAGGER,
+    },
+    Setup {
+        source: "cgroup",
+        budget: "75%",
+        stagger: Duration::ZERO,
+    },
+    Setup {
+        source: "both",
+        budget: "25%",
+        stagger: Duration::ZERO,
+    },
+];
+
+impl Setup {
+    fn name(&self) -> String {
+        let start = if self.stagger.is_zero() {
+            "together".to_owned()
+        } else {
+            format!("{} s apart", self.stagger.as_secs())
+        };
+        let cgroup = if self.source == "both" {
+            " (the cgroup 75 %, by default)"
+        } else {
+            ""
+        };
+        format!(
+            "{}, {} each{cgroup}, loads {start}",
+            self.source, self.budget
+        )
+    }
+}
+
+/// One run: its setup, and what came of it.
+struct Run {
+    name: String,
     outcomes: Vec<Outcome>,
     /// (seconds, working set in bytes) every 100 ms.
     working_set: Vec<(f64, f64)>,
@@ -44,25 +95,28 @@ fn phase() -> Phase {
     phase
 }
 
-/// Runs both setups; returns the report's Markdown section.
+/// Runs every setup; returns the report's Markdown section.
 pub fn run(out: &Path, bin_dir: &Path) -> Result<String, String> {
     let dir = out.join("processes");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut runs = Vec::new();
-    for source in ["jemalloc", "cgroup"] {
-        eprintln!("[processes] {SERVERS} servers in one cgroup, ADMISSION_MEMORY_SOURCE={source}");
-        runs.push(run_one(source, &dir, bin_dir)?);
+    for (index, setup) in SETUPS.iter().enumerate() {
+        eprintln!(
+            "[processes] {SERVERS} servers in one cgroup: {}",
+            setup.name()
+        );
+        runs.push(run_one(setup, index, &dir, bin_dir)?);
     }
     chart(&runs, &dir.join("working-set.svg")).map_err(|e| format!("chart: {e}"))?;
     Ok(section(&runs))
 }
 
-fn run_one(source: &'static str, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
+fn run_one(setup: &Setup, index: usize, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
     let name = format!("tower-admission-load-{}", std::process::id());
     let cgroup = Arc::new(Cgroup::make(&name, LIMIT)?);
     let env: Vec<(String, String)> = [
-        ("ADMISSION_MEMORY_SOURCE", source),
-        ("ADMISSION_MEMORY_BUDGET", "75%"),
+        ("ADMISSION_MEMORY_SOURCE", setup.source),
+        ("ADMISSION_MEMORY_BUDGET", setup.budget),
         ("ADMISSION_MAX_CONCURRENCY", "64"),
         ("ADMISSION_QUEUE_CAPACITY", "64"),
         ("ADMISSION_QUEUE_TIMEOUT", "1s"),
@@ -72,8 +126,8 @@ fn run_one(source: &'static str, dir: &Path, bin_dir: &Path) -> Result<Run, Stri
     .collect();
     let procs = cgroup.procs();
     let mut servers = Vec::new();
-    for index in 0..SERVERS {
-        let log = dir.join(format!("server-{source}-{index}.log"));
+    for server in 0..SERVERS {
+        let log = dir.join(format!("server-{index}-{server}.log"));
         let binary = bin_dir.join("server");
         servers.push(Server::start_in(&binary, &env, &log, Some(&procs))?);
     }
@@ -93,9 +147,9 @@ fn run_one(source: &'static str, dir: &Path, bin_dir: &Path) -> Result<Run, Stri
         .iter()
         .enumerate()
         .map(|(index, server)| {
-            let addr = server.addr;
+            let (addr, stagger) = (server.addr, setup.stagger);
             thread::spawn(move || {
-                thread::sleep(STAGGER * index as u32);
+                thread::sleep(stagger * index as u32);
                 client::run(addr, &phase(), Duration::from_millis(100))
             })
         })
@@ -116,7 +170,7 @@ fn run_one(source: &'static str, dir: &Path, bin_dir: &Path) -> Result<Run, Stri
         server.stop();
     }
     Ok(Run {
-        source,
+        name: setup.name(),
         outcomes,
         working_set,
         oom_kills,
@@ -126,14 +180,12 @@ fn run_one(source: &'static str, dir: &Path, bin_dir: &Path) -> Result<Run, Stri
 
 fn section(runs: &[Run]) -> String {
     let mut out = format!(
-        "### processes\n\n{SERVERS} example servers in one memory cgroup limited to {} MiB, each with `ADMISSION_MEMORY_BUDGET=75%` (of that limit, {} MiB), each driven by 40 clients of `/work?kib=16384&ms=300` (backing off 100 ms after a 503) for {} s, the second from t={} s and the third from t={} s.\n\n",
+        "### processes\n\n{SERVERS} example servers in one memory cgroup limited to {} MiB, each driven by 40 clients of `/work?kib=16384&ms=300` (backing off 100 ms after a 503) for {} s: the loads {} s apart, or all from t=0. Budgets are percentages of the cgroup's limit.\n\n",
         LIMIT / MIB,
-        LIMIT * 3 / 4 / MIB,
         LOAD.as_secs(),
         STAGGER.as_secs(),
-        2 * STAGGER.as_secs()
     );
-    out.push_str("| `ADMISSION_MEMORY_SOURCE` | goodput (2xx/s, all servers, over the whole run) | 503 | no answer | peak working set (MiB) | limit (MiB) | OOM kills | servers dead at the end |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| source, budget, loads | goodput (2xx/s, all servers, over the whole run) | 503 | no answer | peak working set (MiB) | limit (MiB) | OOM kills | servers dead at the end |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for run in runs {
         let ok: u64 = run
             .outcomes
@@ -146,7 +198,7 @@ fn section(runs: &[Run]) -> String {
         let _ = writeln!(
             out,
             "| {} | {:.0} | {refused} | {errors} | {:.0} | {} | {} | {} of {SERVERS} |",
-            run.source,
+            run.name,
             ok as f64 / end().as_secs_f64(),
             peak / MIB as f64,
             LIMIT / MIB,
@@ -168,15 +220,11 @@ fn chart(runs: &[Run], path: &Path) -> plot::ChartResult {
                 .iter()
                 .map(|(t, b)| (*t, b / MIB as f64))
                 .collect();
-            (
-                format!("ADMISSION_MEMORY_SOURCE={}", run.source),
-                color,
-                points,
-            )
+            (run.name.clone(), color, points)
         })
         .collect();
     let end = end().as_secs_f64() + 1.0;
-    let caption = format!("processes: the cgroup's working set, {SERVERS} servers with 75 % each");
+    let caption = format!("processes: the cgroup's working set, {SERVERS} servers");
     plot::line_chart(
         path,
         &caption,
