@@ -32,14 +32,9 @@ static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_tracing();
-    let metrics = match common::install_metrics() {
-        Ok(metrics) => metrics,
-        Err(error) => return common::failure(&error),
-    };
-    let addr = match common::listen_addr() {
-        Ok(addr) => addr,
-        Err(error) => return common::config_error(&error),
+    let (metrics, addr) = match common::start() {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let limiter = std::env::var("LIMITER").unwrap_or_else(|_| "tower".into());
     let app = match limiter.as_str() {

@@ -49,14 +49,9 @@ static GLOBAL: tower_admission::Jemalloc = tower_admission::Jemalloc;
 async fn main() -> ExitCode {
     // 1. Logs to stderr, then the metrics recorder: it must be installed before the pool
     //    describes its metrics.
-    common::init_tracing();
-    let metrics = match common::install_metrics() {
-        Ok(metrics) => metrics,
-        Err(error) => return common::failure(&error),
-    };
-    let addr = match common::listen_addr() {
-        Ok(addr) => addr,
-        Err(error) => return common::config_error(&error),
+    let (metrics, addr) = match common::start() {
+        Ok(started) => started,
+        Err(code) => return code,
     };
 
     // 2. The admission pool: this server's defaults (health and metrics skip admission;

@@ -67,21 +67,41 @@ impl<'a> RequestHead<'a> {
     }
 }
 
-/// A function that puts requests into cost classes.
-#[derive(Clone)]
-pub(crate) struct Classifier(pub(crate) Arc<dyn Fn(&RequestHead<'_>) -> CostClass + Send + Sync>);
+/// A function of a request's head given in the configuration (a classifier, a
+/// prioritizer), shared by its clones and compared by identity.
+pub(crate) struct HeadFn<T>(Arc<dyn Fn(&RequestHead<'_>) -> T + Send + Sync>);
 
-impl fmt::Debug for Classifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Classifier(..)")
+impl<T> HeadFn<T> {
+    pub(crate) fn new(f: impl Fn(&RequestHead<'_>) -> T + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// What the function says of `request`.
+    pub(crate) fn of<B>(&self, request: &Request<B>) -> T {
+        (self.0)(&RequestHead::of(request))
     }
 }
 
-impl PartialEq for Classifier {
+impl<T> Clone for HeadFn<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T> fmt::Debug for HeadFn<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeadFn(..)")
+    }
+}
+
+impl<T> PartialEq for HeadFn<T> {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }
+
+/// A function that puts requests into cost classes.
+pub(crate) type Classifier = HeadFn<CostClass>;
 
 /// Path prefixes that match whole segments: `/health` matches `/health` and `/health/live`,
 /// not `/healthcare`; `/static/` matches everything below it.
@@ -152,7 +172,7 @@ impl HttpSettings {
     pub(crate) fn classify<B>(&self, request: &Request<B>) -> CostClass {
         match &self.classifier {
             None => CostClass::route(request.method(), request.uri().path()),
-            Some(Classifier(classify)) => classify(&RequestHead::of(request)),
+            Some(classify) => classify.of(request),
         }
     }
 }
@@ -190,9 +210,9 @@ mod tests {
         let a = by_route.classify(&request("/work?kib=1"));
         let b = by_route.classify(&request("/work?kib=65536"));
         assert_eq!(a, b, "the query is not part of the route");
-        let by_size = settings(Some(Classifier(Arc::new(|head: &RequestHead<'_>| {
+        let by_size = settings(Some(HeadFn::new(|head: &RequestHead<'_>| {
             CostClass::new(head.uri().query())
-        }))));
+        })));
         let a = by_size.classify(&request("/work?kib=1"));
         let b = by_size.classify(&request("/work?kib=65536"));
         assert_ne!(a, b);

@@ -1,10 +1,10 @@
 //! [`Priority`]: who goes first when not everyone can, and how a request is given one.
 
-use std::{fmt, str::FromStr, sync::Arc};
+use std::{fmt, str::FromStr};
 
 use http::{HeaderName, Request};
 
-use crate::http_settings::{PathPrefixes, RequestHead};
+use crate::http_settings::{HeadFn, PathPrefixes};
 
 /// How much a request matters when not every request can be served.
 ///
@@ -92,20 +92,7 @@ impl FromStr for Priority {
 
 /// A function that gives requests a priority (see
 /// [`AdmissionConfig::prioritize`](crate::AdmissionConfig::prioritize)).
-#[derive(Clone)]
-pub(crate) struct Prioritize(pub(crate) Arc<dyn Fn(&RequestHead<'_>) -> Priority + Send + Sync>);
-
-impl fmt::Debug for Prioritize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Prioritize(..)")
-    }
-}
-
-impl PartialEq for Prioritize {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
+pub(crate) type Prioritize = HeadFn<Priority>;
 
 /// The environment's shorthand: a header that names the priority, else path prefixes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -138,7 +125,7 @@ impl Prioritizer {
     pub(crate) fn of<B>(&self, request: &Request<B>) -> Priority {
         match self {
             Prioritizer::None => Priority::Normal,
-            Prioritizer::Custom(Prioritize(prioritize)) => prioritize(&RequestHead::of(request)),
+            Prioritizer::Custom(prioritize) => prioritize.of(request),
             Prioritizer::Rules(rules) => {
                 let named = rules
                     .header

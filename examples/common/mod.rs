@@ -35,8 +35,18 @@ const MAX_STREAM_CHUNKS: u64 = 100_000;
 const MAX_INGEST_BYTES: usize = 64 << 20;
 const PAGE: usize = 4096;
 
+/// What every example server does first: logs, then the metrics recorder (before anything
+/// describes a metric), then its address. Fails with the exit code to return: 2 for a bad
+/// `LISTEN_ADDR`.
+pub fn start() -> Result<(PrometheusHandle, SocketAddr), ExitCode> {
+    init_tracing();
+    let metrics = install_metrics().map_err(|error| failure(&error))?;
+    let addr = listen_addr().map_err(|error| config_error(&error))?;
+    Ok((metrics, addr))
+}
+
 /// Logs to stderr (`RUST_LOG`, default `info`).
-pub fn init_tracing() {
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -47,7 +57,7 @@ pub fn init_tracing() {
 }
 
 /// `LISTEN_ADDR`, default `127.0.0.1:3000`.
-pub fn listen_addr() -> Result<SocketAddr, String> {
+fn listen_addr() -> Result<SocketAddr, String> {
     let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     listen.parse().map_err(|_| {
         format!("LISTEN_ADDR={listen:?} is not valid: expected an address such as 127.0.0.1:3000")
@@ -81,14 +91,15 @@ pub fn failure(message: &str) -> ExitCode {
 }
 
 /// Installs the Prometheus recorder, before anything describes a metric.
-pub fn install_metrics() -> Result<PrometheusHandle, String> {
+fn install_metrics() -> Result<PrometheusHandle, String> {
     let failed = |e: metrics_exporter_prometheus::BuildError| {
         format!("cannot install the metrics recorder: {e}")
     };
-    // Explicit buckets make the queue wait a Prometheus histogram rather than a summary.
+    // Explicit buckets make the queue waits (all and by priority) Prometheus histograms
+    // rather than summaries.
     PrometheusBuilder::new()
         .set_buckets_for_metric(
-            Matcher::Full("admission_queue_wait_seconds".into()),
+            Matcher::Suffix("queue_wait_seconds".into()),
             &[
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ],

@@ -256,7 +256,7 @@ impl AdmissionConfig {
         mut self,
         classify: impl Fn(&RequestHead<'_>) -> CostClass + Send + Sync + 'static,
     ) -> Self {
-        self.classifier = Some(Classifier(std::sync::Arc::new(classify)));
+        self.classifier = Some(Classifier::new(classify));
         self
     }
 
@@ -279,7 +279,7 @@ impl AdmissionConfig {
         mut self,
         prioritize: impl Fn(&RequestHead<'_>) -> Priority + Send + Sync + 'static,
     ) -> Self {
-        self.prioritize = Some(Prioritize(std::sync::Arc::new(prioritize)));
+        self.prioritize = Some(Prioritize::new(prioritize));
         self
     }
 

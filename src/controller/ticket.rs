@@ -7,8 +7,11 @@ use std::{
     task::{Context, Poll},
 };
 
-use super::{Ask, Controller, permit::Permit};
-use crate::{priority::Priority, rejection::Rejection};
+use super::{Ask, Controller, permit::Permit, queue::Left};
+use crate::{
+    priority::Priority,
+    rejection::{Reason, Rejection},
+};
 
 /// A place in the queue. Dropping it leaves the queue, or gives back a grant not yet taken.
 ///
@@ -64,17 +67,28 @@ impl Ticket {
         }
         let mut queue = self.controller.lock();
         if let Some(waiter) = queue.get_mut(self.id) {
-            if !self.controller.is_closed() {
-                match &mut waiter.waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
-                return Poll::Pending;
+            if self.controller.is_closed() {
+                drop(queue);
+                return Poll::Ready(self.expire());
             }
+            match &mut waiter.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
         }
+        // No longer waiting: granted, or evicted; told under the same lock.
+        let left = queue.leave(self.id);
         drop(queue);
-        // Granted, evicted, or closed while waiting.
-        Poll::Ready(self.expire())
+        self.settled = true;
+        Poll::Ready(match left {
+            Left::Evicted(limit) => {
+                Err(self
+                    .controller
+                    .refuse(self.ask.priority, Reason::QueueFull, limit))
+            }
+            Left::Granted | Left::Waiting => Ok(self.permit()),
+        })
     }
 
     /// The deadline passed: leave the queue with a rejection, unless the grant came first.
