@@ -6,6 +6,7 @@ use crate::{
     config::{AdmissionConfig, ConfigError, MemoryBudget, describe, resolve_budget},
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
+    heartbeat::Heartbeat,
     http_settings::{HttpSettings, PathPrefixes, RetryAfter},
     layer::AdmissionLayer,
     memory::{CgroupMemory, MemorySource, MemorySourceKind},
@@ -134,7 +135,10 @@ impl Admission {
             reservations: config.reservations,
             reserved_slots: (share(max_concurrency as f64) as usize).min(max_concurrency - 1),
             reserved_bytes: budget.map_or(0, |b| share(b as f64) as u64),
+            lateness_target: config.adaptive_limit.then_some(config.lateness_target),
+            queue_target: config.queue_target,
         };
+        let heartbeat = config.adaptive_limit.then(Heartbeat::new);
         let http_settings = HttpSettings {
             queue_timeout: config.queue_timeout,
             retry_after: match config.retry_after_secs {
@@ -150,6 +154,7 @@ impl Admission {
                 request: config.request_body.rate(),
                 response: config.response_body.rate(),
             },
+            heartbeat: heartbeat.clone(),
         };
         let description = describe(
             &config,
@@ -159,7 +164,7 @@ impl Admission {
         );
         let controller = Arc::new(Controller::new(settings, Arc::new(source)));
         metrics::describe();
-        sampler::spawn(&controller, config.sample_interval)
+        sampler::spawn(&controller, config.sample_interval, heartbeat)
             .map_err(|e| ConfigError::Sampler(e.into()))?;
         Ok(Self {
             controller,

@@ -59,6 +59,10 @@ pin_project! {
         Queued {
             waiting: Pin<Box<Waiting<S, B>>>,
         },
+        // Admitted, and yielding once before the handler runs (see `Yielding`).
+        Yielding {
+            yielding: Box<Yielding<S, B>>,
+        },
         Rejected {
             rejection: Rejection,
             retry_after: HeaderValue,
@@ -81,11 +85,55 @@ pin_project! {
     }
 }
 
+/// An admitted request that yields to the runtime once before its handler runs: tokio
+/// resumes a yielded task only after its worker has next polled for I/O and timers, so a
+/// request admitted the moment a slot frees (from the queue, or while the runtime runs late)
+/// does not keep the workers from noticing a readable socket, such as a bypassed `/health`.
+struct Yielding<S, B> {
+    /// Taken once the yield is over.
+    call: Option<(Permit, S, Request<B>)>,
+    timeout: Duration,
+    rates: BodyRates,
+    yield_now: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl<S, B> Yielding<S, B> {
+    fn new(
+        permit: Permit,
+        service: S,
+        request: Request<B>,
+        timeout: Duration,
+        rates: BodyRates,
+    ) -> Box<Self> {
+        Box::new(Self {
+            call: Some((permit, service, request)),
+            timeout,
+            rates,
+            yield_now: Box::pin(tokio::task::yield_now()),
+        })
+    }
+}
+
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<MinRateBody<B>>>,
     B: Body,
 {
+    /// Calls `service` with an admitted request that yields once first (see `Yielding`).
+    pub(crate) fn yielding(
+        service: S,
+        request: Request<B>,
+        permit: Permit,
+        timeout: Duration,
+        rates: BodyRates,
+    ) -> Self {
+        Self {
+            state: State::Yielding {
+                yielding: Yielding::new(permit, service, request, timeout, rates),
+            },
+        }
+    }
+
     /// Calls `service` with a request that skips admission.
     pub(crate) fn bypassed(service: &mut S, request: Request<B>) -> Self {
         let future = service.call(MinRateBody::unmetered(request));
@@ -203,7 +251,11 @@ where
                         }
                         return Poll::Ready(Ok(response::too_slow(slow)));
                     }
-                    let response = ready!(polled)?;
+                    let polled = ready!(polled);
+                    if let Some(permit) = permit {
+                        permit.responded();
+                    }
+                    let response = polled?;
                     let (permit, rate) = (permit.take(), *response_rate);
                     return Poll::Ready(Ok(
                         response.map(|body| AdmissionBody::admitted(body, permit, rate))
@@ -213,6 +265,14 @@ where
                     rejection,
                     retry_after,
                 } => return Poll::Ready(Ok(response::rejection(*rejection, retry_after))),
+                StateProj::Yielding { yielding } => {
+                    ready!(yielding.yield_now.as_mut().poll(cx));
+                    // Taken once: the state changes below.
+                    let Some((permit, mut service, request)) = yielding.call.take() else {
+                        return Poll::Pending;
+                    };
+                    call_admitted(&mut service, request, permit, yielding.timeout, yielding.rates)
+                }
                 StateProj::Queued { waiting } => match ready!(poll_queued(waiting.as_mut(), cx)) {
                     Ok(state) => state,
                     Err((rejection, retry_after)) => {
@@ -251,13 +311,10 @@ where
     };
     metrics::record_queue_wait(waiting.queued_at.elapsed(), waiting.ticket.priority());
     Poll::Ready(match (granted, waiting.call.take()) {
-        (Ok(permit), Some((mut service, request))) => Ok(call_admitted(
-            &mut service,
-            request,
-            permit,
-            *waiting.timeout,
-            *waiting.rates,
-        )),
+        // Admitted the moment a slot freed: yield first (see `Yielding`).
+        (Ok(permit), Some((service, request))) => Ok(State::Yielding {
+            yielding: Yielding::new(permit, service, request, *waiting.timeout, *waiting.rates),
+        }),
         (Err(rejection), _) => Err((
             rejection,
             waiting.retry_after.header(waiting.ticket.controller()),
@@ -280,6 +337,7 @@ where
                 }
             }
             State::Queued { .. } => "Queued",
+            State::Yielding { .. } => "Yielding",
             State::Rejected { .. } => "Rejected",
         };
         f.debug_struct("ResponseFuture")

@@ -9,6 +9,7 @@ use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Uri};
 use crate::{
     controller::{Controller, CostClass},
     data_rate::BodyRates,
+    heartbeat::Heartbeat,
     priority::Prioritizer,
     response,
 };
@@ -140,6 +141,8 @@ pub(crate) struct HttpSettings {
     pub(crate) classifier: Option<Classifier>,
     pub(crate) prioritizer: Prioritizer,
     pub(crate) rates: BodyRates,
+    /// The runtime's heartbeat, where the live limit follows it.
+    pub(crate) heartbeat: Option<Arc<Heartbeat>>,
 }
 
 /// What a shed request is told to wait.

@@ -65,6 +65,15 @@ mod enabled {
             Unit::Seconds,
             "Time since the memory source last refreshed successfully."
         );
+        describe_gauge!(
+            "admission_concurrency_limit",
+            "The live concurrency limit: max_concurrency, or less while the runtime runs late."
+        );
+        describe_gauge!(
+            "admission_runtime_lateness_seconds",
+            Unit::Seconds,
+            "How late the runtime's heartbeat task ran at the last reading."
+        );
         describe_histogram!(
             "admission_queue_wait_seconds",
             Unit::Seconds,
@@ -99,6 +108,8 @@ mod enabled {
         gauge!("admission_memory_budget_bytes")
             .set(s.memory_budget_bytes.map_or(f64::INFINITY, |b| b as f64));
         gauge!("admission_max_concurrency").set(s.max_concurrency as f64);
+        gauge!("admission_concurrency_limit").set(s.concurrency_limit as f64);
+        gauge!("admission_runtime_lateness_seconds").set(s.runtime_lateness.as_secs_f64());
         gauge!("admission_queue_capacity").set(s.queue_capacity as f64);
         counter!("admission_admitted_total").absolute(s.admitted);
         counter!("admission_admitted_over_budget_total").absolute(s.admitted_over_budget);
@@ -106,8 +117,15 @@ mod enabled {
         gauge!("admission_memory_reading_age_seconds").set(s.memory_reading_age.as_secs_f64());
         for reason in Reason::ALL {
             for limit in Limit::ALL {
-                if reason == Reason::TooLarge && limit == Limit::Concurrency {
-                    continue; // only memory can make a request too large
+                // Only memory makes a request too large; a standing queue is one the
+                // concurrency limit holds.
+                let possible = match reason {
+                    Reason::TooLarge => limit == Limit::Memory,
+                    Reason::StandingQueue => limit != Limit::Memory,
+                    _ => true,
+                };
+                if !possible {
+                    continue;
                 }
                 counter!("admission_rejected_total", "reason" => reason.as_str(), "limit" => limit.as_str())
                     .absolute(s.rejected(reason, limit));

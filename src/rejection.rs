@@ -6,7 +6,7 @@
 /// use tower_admission::{Limit, Reason};
 ///
 /// let labels: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-/// assert_eq!(labels, ["queue_full", "queue_timeout", "too_large"]);
+/// assert_eq!(labels, ["queue_full", "queue_timeout", "too_large", "standing_queue"]);
 /// assert_eq!(Limit::Memory.as_str(), "memory");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,21 +18,30 @@ pub enum Reason {
     QueueTimeout,
     /// The request declared a `Content-Length` above the whole memory budget.
     TooLarge,
+    /// The request waited twice the queue target in a queue that stood (see
+    /// [`AdmissionConfig::queue_target`](crate::AdmissionConfig::queue_target)).
+    StandingQueue,
 }
 
 impl Reason {
-    /// The label used in metrics and response bodies: `queue_full`, `queue_timeout` or
-    /// `too_large`.
+    /// The label used in metrics and response bodies: `queue_full`, `queue_timeout`,
+    /// `too_large` or `standing_queue`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Reason::QueueFull => "queue_full",
             Reason::QueueTimeout => "queue_timeout",
             Reason::TooLarge => "too_large",
+            Reason::StandingQueue => "standing_queue",
         }
     }
 
     /// Every reason, for iterating over counters.
-    pub const ALL: [Reason; 3] = [Reason::QueueFull, Reason::QueueTimeout, Reason::TooLarge];
+    pub const ALL: [Reason; 4] = [
+        Reason::QueueFull,
+        Reason::QueueTimeout,
+        Reason::TooLarge,
+        Reason::StandingQueue,
+    ];
 }
 
 /// The limit that held a request back (see [`Reason`] for an example).
@@ -43,19 +52,24 @@ pub enum Limit {
     Concurrency,
     /// The memory budget.
     Memory,
+    /// The live concurrency limit, below `max_concurrency` while the runtime runs late (see
+    /// [`AdmissionConfig::adaptive_limit`](crate::AdmissionConfig::adaptive_limit)).
+    Adaptive,
 }
 
 impl Limit {
-    /// The label used in metrics and response bodies: `concurrency` or `memory`.
+    /// The label used in metrics and response bodies: `concurrency`, `memory` or
+    /// `adaptive`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Limit::Concurrency => "concurrency",
             Limit::Memory => "memory",
+            Limit::Adaptive => "adaptive",
         }
     }
 
     /// Every limit, for iterating over counters.
-    pub const ALL: [Limit; 2] = [Limit::Concurrency, Limit::Memory];
+    pub const ALL: [Limit; 3] = [Limit::Concurrency, Limit::Memory, Limit::Adaptive];
 }
 
 /// A request the layer answered itself, with why. [`AdmissionBody::rejection`] returns it, so

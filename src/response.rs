@@ -49,6 +49,22 @@ pub(crate) fn rejection<B>(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded: reason=queue_timeout limit=memory (no memory came free before the queue timeout or a shutdown)\n",
         ),
+        (Reason::QueueFull, Limit::Adaptive) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=queue_full limit=adaptive (the runtime runs late, every slot of the live limit is busy, and the queue is full or closed)\n",
+        ),
+        (Reason::QueueTimeout, Limit::Adaptive) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=queue_timeout limit=adaptive (the runtime runs late, and no slot of the live limit came free before the queue timeout or a shutdown)\n",
+        ),
+        (Reason::StandingQueue, Limit::Adaptive) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=standing_queue limit=adaptive (the queue stands: it waited twice the queue target for a slot of the live limit)\n",
+        ),
+        (Reason::StandingQueue, _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=standing_queue limit=concurrency (the queue stands: it waited twice the queue target for a slot)\n",
+        ),
         (Reason::TooLarge, _) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             "too large: reason=too_large limit=memory (the declared body exceeds the whole memory budget)\n",

@@ -1,5 +1,5 @@
-//! The dedicated OS thread that refreshes the memory reading, wakes waiters that now fit,
-//! and publishes metrics.
+//! The dedicated OS thread that refreshes the memory reading, reads the runtime's
+//! heartbeat, wakes waiters that now fit, and publishes metrics.
 //!
 //! A thread of its own, not a tokio task: jemalloc's epoch advance takes a process-wide
 //! mutex for up to a millisecond and must never stall a runtime worker.
@@ -10,37 +10,50 @@ use std::{
     time::Duration,
 };
 
-use crate::controller::Controller;
+use crate::{controller::Controller, heartbeat::Heartbeat};
 
 /// Starts the sampler. The first sample is taken here, so the reading is fresh (and the
 /// metrics published) before the first request; the thread takes the rest. It holds only a
 /// weak reference and stops once the pool is dropped.
-pub(crate) fn spawn(controller: &Arc<Controller>, interval: Duration) -> std::io::Result<()> {
-    let pause = sample(controller, interval);
+/// With a `heartbeat`, each sample also tells the controller how late the runtime runs.
+pub(crate) fn spawn(
+    controller: &Arc<Controller>,
+    interval: Duration,
+    heartbeat: Option<Arc<Heartbeat>>,
+) -> std::io::Result<()> {
+    let pause = sample(controller, interval, heartbeat.as_deref());
     let controller = Arc::downgrade(controller);
     thread::Builder::new()
         .name("admission-sampler".into())
-        .spawn(move || run(controller, pause, interval))
+        .spawn(move || run(controller, pause, interval, heartbeat))
         .map(drop)
 }
 
-fn run(controller: Weak<Controller>, mut pause: Duration, interval: Duration) {
+fn run(
+    controller: Weak<Controller>,
+    mut pause: Duration,
+    interval: Duration,
+    heartbeat: Option<Arc<Heartbeat>>,
+) {
     loop {
         thread::sleep(pause);
         let Some(controller) = controller.upgrade() else {
             return;
         };
-        pause = sample(&controller, interval);
+        pause = sample(&controller, interval, heartbeat.as_deref());
     }
 }
 
-/// Refreshes the reading, lets the controller act on it and publishes the metrics; returns
-/// how long to pause before the next sample.
-fn sample(controller: &Controller, interval: Duration) -> Duration {
+/// Refreshes the reading, lets the controller act on it and on the runtime's lateness, and
+/// publishes the metrics; returns how long to pause before the next sample.
+fn sample(controller: &Controller, interval: Duration, heartbeat: Option<&Heartbeat>) -> Duration {
     // A failed refresh keeps the last reading; the controller's policy decides what an
     // untrusted reading means, and says so.
     let refreshed = controller.memory().refresh();
     controller.on_sample(refreshed);
+    if let Some(heartbeat) = heartbeat {
+        controller.on_lateness(heartbeat.lateness());
+    }
     crate::metrics::publish(&controller.snapshot());
     pause(
         controller.spoken_for_bytes(),

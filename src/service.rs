@@ -120,10 +120,23 @@ where
             None => CostClass::NONE,
         };
         let priority = settings.prioritizer.of(&request);
+        if let Some(heartbeat) = &settings.heartbeat {
+            heartbeat.ensure_running();
+        }
         match self
             .controller
             .acquire_as(priority, class, declared_length(&request))
         {
+            // While the runtime runs late, even a request admitted at once yields first.
+            Acquired::Admitted(permit) if self.controller.runtime_is_late() => {
+                ResponseFuture::yielding(
+                    readied(&mut self.inner),
+                    request,
+                    permit,
+                    settings.queue_timeout,
+                    settings.rates,
+                )
+            }
             Acquired::Admitted(permit) => ResponseFuture::admitted(
                 &mut self.inner,
                 request,
@@ -132,10 +145,7 @@ where
                 settings.rates,
             ),
             Acquired::Queued(ticket) => {
-                // The readied service goes with the request; this one gets a fresh clone,
-                // which the next `poll_ready` readies.
-                let clone = self.inner.clone();
-                let readied = std::mem::replace(&mut self.inner, clone);
+                let readied = readied(&mut self.inner);
                 ResponseFuture::queued(
                     ticket,
                     settings.queue_timeout,
@@ -151,6 +161,13 @@ where
             }
         }
     }
+}
+
+/// The readied `inner` service, to go with a request that is called later; `inner` becomes
+/// a fresh clone, which the next `poll_ready` readies.
+fn readied<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
 
 fn declared_length<B>(request: &Request<B>) -> Option<u64> {

@@ -35,8 +35,13 @@ pub struct Snapshot {
     pub charged_bytes: u64,
     /// The memory budget, `None` when off.
     pub memory_budget_bytes: Option<u64>,
-    /// The concurrency limit.
+    /// The concurrency limit's ceiling.
     pub max_concurrency: usize,
+    /// The live concurrency limit: `max_concurrency`, or less while the runtime runs late.
+    pub concurrency_limit: usize,
+    /// How late the runtime's heartbeat ran at the last reading (zero before the first
+    /// request, and with the adaptive limit off).
+    pub runtime_lateness: std::time::Duration,
     /// The queue's capacity.
     pub queue_capacity: usize,
     /// Requests admitted since start.
@@ -47,9 +52,9 @@ pub struct Snapshot {
     pub memory_source_errors: u64,
     /// Time since the memory source last refreshed successfully.
     pub memory_reading_age: std::time::Duration,
-    pub(crate) rejected: [[u64; 2]; 3],
+    pub(crate) rejected: [[u64; Limit::ALL.len()]; Reason::ALL.len()],
     pub(crate) admitted_by: [u64; 3],
-    pub(crate) rejected_by: [[u64; 3]; 3],
+    pub(crate) rejected_by: [[u64; Reason::ALL.len()]; 3],
     pub(crate) cut_off: [u64; 2],
 }
 

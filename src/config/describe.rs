@@ -39,6 +39,8 @@ pub(crate) fn describe(
     format!(
         "tower-admission effective configuration:\n\
          \x20 max concurrency   {}\n\
+         \x20 live limit        {}\n\
+         \x20 queue target      {}\n\
          \x20 memory budget     {budget}\n\
          \x20 memory source     {source}{cgroup_budget}\n\
          \x20 cost classes      {classes}\n\
@@ -54,6 +56,21 @@ pub(crate) fn describe(
          \x20 request bodies    {}\n\
          \x20 response bodies   {}",
         config.max_concurrency,
+        if config.adaptive_limit {
+            format!(
+                "adaptive: falls while the runtime runs more than {} late",
+                humantime::format_duration(config.lateness_target)
+            )
+        } else {
+            "off (fixed at max concurrency)".to_owned()
+        },
+        match config.queue_target {
+            Some(target) => format!(
+                "{} (a standing queue is shed past twice that, or two service times)",
+                humantime::format_duration(target)
+            ),
+            None => "off (a standing queue is not shed)".to_owned(),
+        },
         config.queue_capacity,
         humantime::format_duration(config.queue_timeout),
         humantime::format_duration(config.sample_interval),

@@ -34,8 +34,12 @@ pub(crate) mod vars {
     /// Which reading the budget applies to (see [`MemorySourceKind`](crate::MemorySourceKind)).
     pub(crate) const MEMORY_SOURCE: &str = "ADMISSION_MEMORY_SOURCE";
     pub(crate) const CGROUP_BUDGET: &str = "ADMISSION_CGROUP_BUDGET";
+    /// The live concurrency limit and the standing queue.
+    pub(crate) const ADAPTIVE_LIMIT: &str = "ADMISSION_ADAPTIVE_LIMIT";
+    pub(crate) const LATENESS_TARGET: &str = "ADMISSION_LATENESS_TARGET";
+    pub(crate) const QUEUE_TARGET: &str = "ADMISSION_QUEUE_TARGET";
 
-    pub(crate) const ALL: [&str; 19] = [
+    pub(crate) const ALL: [&str; 22] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -55,6 +59,9 @@ pub(crate) mod vars {
         CRITICAL_RESERVE,
         MEMORY_SOURCE,
         CGROUP_BUDGET,
+        ADAPTIVE_LIMIT,
+        LATENESS_TARGET,
+        QUEUE_TARGET,
     ];
     pub(crate) const PREFIX: &str = "ADMISSION_";
 }
@@ -72,6 +79,8 @@ const BYPASS_FORMS: &str =
 const HEADER_FORMS: &str = "a header name such as x-priority, or nothing for none";
 const RESERVE_FORMS: &str = "a percentage in [0, 100) such as 10%";
 const SOURCE_FORMS: &str = "jemalloc, cgroup or both";
+const ON_OFF_FORMS: &str = "on or off";
+const DURATION_OR_OFF_FORMS: &str = "a duration greater than zero, such as 5ms, or off";
 
 impl AdmissionConfig {
     /// The defaults, overridden by the `ADMISSION_*` environment variables.
@@ -234,6 +243,25 @@ impl AdmissionConfig {
             vars::RESPONSE_BODY_GRACE => {
                 self.response_body.grace =
                     parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            vars::ADAPTIVE_LIMIT => {
+                let on = match trimmed.to_ascii_lowercase().as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(malformed(ON_OFF_FORMS)),
+                };
+                self.adaptive_limit = on;
+            }
+            vars::LATENESS_TARGET => {
+                self.lateness_target =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            vars::QUEUE_TARGET => {
+                self.queue_target = if trimmed.eq_ignore_ascii_case("off") {
+                    None
+                } else {
+                    Some(parse_duration(trimmed).ok_or_else(|| malformed(DURATION_OR_OFF_FORMS))?)
+                };
             }
             _ => unreachable!("every name in vars::ALL is handled"),
         }

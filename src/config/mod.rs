@@ -67,6 +67,12 @@ pub struct AdmissionConfig {
     pub(crate) memory_source: MemorySourceKind,
     /// With the `both` source: the budget on the cgroup's working set.
     pub(crate) cgroup_budget: MemoryBudget,
+    /// Whether the live concurrency limit finds itself below `max_concurrency`.
+    pub(crate) adaptive_limit: bool,
+    /// The runtime lateness above which the live concurrency limit falls.
+    pub(crate) lateness_target: Duration,
+    /// The sojourn above which the queue stands; `None`: never shed for standing.
+    pub(crate) queue_target: Option<Duration>,
 }
 
 /// One direction's minimum rate as configured: the rate may be off while a grace is set.
@@ -122,9 +128,15 @@ impl Default for AdmissionConfig {
             critical_reserve: 0.0,
             memory_source: MemorySourceKind::Jemalloc,
             cgroup_budget: MemoryBudget::Percent(75.0),
+            adaptive_limit: true,
+            lateness_target: Duration::from_millis(10),
+            queue_target: Some(DEFAULT_QUEUE_TARGET),
         }
     }
 }
+
+/// `ADMISSION_QUEUE_TARGET`'s default (5 ms), as CoDel's on server queues.
+const DEFAULT_QUEUE_TARGET: Duration = Duration::from_millis(5);
 
 impl AdmissionConfig {
     /// At most this many requests in flight (`ADMISSION_MAX_CONCURRENCY`); at least 1.
@@ -185,6 +197,63 @@ impl AdmissionConfig {
     /// The longest a request waits in the queue before a 503 (`ADMISSION_QUEUE_TIMEOUT`).
     pub fn queue_timeout(mut self, timeout: Duration) -> Self {
         self.queue_timeout = timeout;
+        self
+    }
+
+    /// Whether the concurrency limit finds itself below `max_concurrency`
+    /// (`ADMISSION_ADAPTIVE_LIMIT`, on by default), or is fixed at it (off).
+    ///
+    /// A task on the runtime wakes every 5 ms and a thread outside it reads how late it
+    /// runs. While that lateness stays above the [target](Self::lateness_target), every
+    /// request waiting for I/O (a bypassed health check too) waits as long, and more
+    /// requests in flight only add to it: the live limit falls to what was in use, scaled by
+    /// target over lateness (by a tenth to a half each 50 ms). While the runtime is on time
+    /// and the limit is reached, it rises again (by a quarter each 50 ms, by one near the
+    /// target), up to `max_concurrency`. Requests that wait on I/O or timers never make the
+    /// runtime late, so for them the limit stays at the ceiling; CPU-bound handlers find a
+    /// limit near the number of worker threads. While the runtime runs late, admitted
+    /// requests also yield once before their handler runs, so the workers poll for I/O.
+    ///
+    /// ```
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// // The old behaviour: exactly 64 in flight at most, whatever the runtime does.
+    /// let fixed = AdmissionConfig::default().max_concurrency(64).adaptive_limit(false);
+    /// # let _ = fixed;
+    /// ```
+    pub fn adaptive_limit(mut self, on: bool) -> Self {
+        self.adaptive_limit = on;
+        self
+    }
+
+    /// How late the runtime may run before the live concurrency limit falls
+    /// (`ADMISSION_LATENESS_TARGET`, 10 ms by default). A lower target keeps health checks
+    /// more prompt at the cost of fewer CPU-bound requests at once.
+    pub fn lateness_target(mut self, target: Duration) -> Self {
+        self.lateness_target = target;
+        self
+    }
+
+    /// The queue's target sojourn (`ADMISSION_QUEUE_TARGET`, 5 ms by default), or `None` to
+    /// never shed a standing queue.
+    ///
+    /// Over each 100 ms, the least time an admitted waiter spent in the queue is kept. If it
+    /// stayed above the target, or one service time (in flight over admissions per second)
+    /// where that is longer, the queue stands: it only delays everyone, as when a closed
+    /// loop of clients keeps it full. While it stands, waiters that the concurrency limit
+    /// has held back for twice that are answered `503` (`reason=standing_queue`), so those
+    /// served wait about the target. Waiters held back by memory keep their place: a large
+    /// request waiting for room is not a standing queue.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// let config = AdmissionConfig::default().queue_target(Some(Duration::from_millis(20)));
+    /// # let _ = config;
+    /// ```
+    pub fn queue_target(mut self, target: Option<Duration>) -> Self {
+        self.queue_target = target;
         self
     }
 
@@ -429,6 +498,12 @@ impl AdmissionConfig {
         }
         if self.queue_timeout.is_zero() {
             return invalid("queue_timeout", "must be greater than zero");
+        }
+        if self.lateness_target.is_zero() {
+            return invalid("lateness_target", "must be greater than zero");
+        }
+        if self.queue_target.is_some_and(|t| t.is_zero()) {
+            return invalid("queue_target", "must be greater than zero, or None for off");
         }
         if self.retry_after_secs.is_none() && self.retry_after_max_secs == 0 {
             return invalid("retry_after_auto", "the most must be at least 1 second");

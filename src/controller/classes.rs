@@ -93,6 +93,17 @@ pub(crate) struct ClassId(usize);
 impl ClassId {
     /// The class of everything the table has no slot for.
     pub(crate) const OVERFLOW: ClassId = ClassId(SLOTS);
+
+    /// The class in place `index`, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(index: usize) -> Self {
+        Self(index.min(SLOTS))
+    }
+
+    /// Its place: `0..=SLOTS`.
+    pub(crate) fn index(self) -> usize {
+        self.0
+    }
 }
 
 /// The largest value observed in the current or the previous window. Values are stored plus

@@ -68,15 +68,21 @@ impl Controller {
     /// Requests below `Critical` count the reserved slots and bytes as taken.
     pub(super) fn fit(&self, state: u64, memory: u64, ask: Ask) -> Fit {
         let settings = &self.settings;
+        let live = self.limit.get();
         let (slots, reserved_bytes) = match ask.priority {
-            Priority::Critical => (settings.max_concurrency, 0),
+            Priority::Critical => (live, 0),
+            // At least one slot stays for the others, however low the live limit.
             _ => (
-                settings.max_concurrency - settings.reserved_slots,
+                live - settings.reserved_slots.min(live - 1),
                 settings.reserved_bytes,
             ),
         };
         if in_flight(state) >= slots as u64 {
-            return Fit::Blocked(Limit::Concurrency);
+            return Fit::Blocked(if live < self.limit.ceiling() {
+                Limit::Adaptive
+            } else {
+                Limit::Concurrency
+            });
         }
         let Some(budget) = settings.budget else {
             return Fit::Fits;

@@ -50,10 +50,12 @@ mod classes;
 mod drain;
 mod fit;
 mod footprint;
+mod limit;
 mod permit;
 mod queue;
 mod report;
 mod reserve;
+mod standing;
 mod ticket;
 mod word;
 
@@ -89,7 +91,9 @@ use crate::{
 use classes::Classes;
 use fit::{Fit, Reading};
 use footprint::Footprint;
+use limit::LiveLimit;
 use queue::{Left, Queue, Verdict};
+use standing::Standing;
 use word::{QUEUED, charge, charged_bytes, claim, in_flight};
 
 /// The resolved limits of one pool.
@@ -107,6 +111,12 @@ pub(crate) struct Settings {
     /// Slots and bytes of the budget only `Critical` requests may use.
     pub(crate) reserved_slots: usize,
     pub(crate) reserved_bytes: u64,
+    /// The runtime lateness above which the live limit falls; `None`: the limit is fixed at
+    /// `max_concurrency` (see [`limit`]).
+    pub(crate) lateness_target: Option<Duration>,
+    /// The sojourn above which the queue stands; `None`: it is never shed for standing (see
+    /// [`standing`]).
+    pub(crate) queue_target: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -127,6 +137,8 @@ impl Settings {
             reservations: false,
             reserved_slots: 0,
             reserved_bytes: 0,
+            lateness_target: None,
+            queue_target: None,
         }
     }
 }
@@ -182,10 +194,10 @@ pub(crate) struct Controller {
     queued: AtomicUsize,
     admitted: AtomicU64,
     admitted_over_budget: AtomicU64,
-    rejected: [[AtomicU64; 2]; 3],
+    rejected: [[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()],
     /// Admissions by priority, and rejections by priority and reason.
     admitted_by: [AtomicU64; 3],
-    rejected_by: [[AtomicU64; 3]; 3],
+    rejected_by: [[AtomicU64; Reason::ALL.len()]; 3],
     /// Milliseconds since `started`, advanced by the sampler: a clock the request path reads
     /// for the price of a load.
     clock_ms: AtomicU64,
@@ -194,6 +206,12 @@ pub(crate) struct Controller {
     over_budget_log: LogThrottle,
     slow_bodies: SlowBodies,
     drain: drain::Drain,
+    pub(crate) limit: LiveLimit,
+    /// The runtime's lateness at the last reading, in microseconds.
+    lateness_us: AtomicU64,
+    limit_log: LogThrottle,
+    /// The live limit last logged: a move to half or twice it is logged again.
+    limit_logged: AtomicUsize,
 }
 
 impl fmt::Debug for Controller {
@@ -218,10 +236,14 @@ impl Controller {
             thread_allocations,
             reading_health: ReadingHealth::new(settings.memory_failure, settings.sample_interval),
             closed: AtomicBool::new(false),
+            limit: LiveLimit::new(settings.max_concurrency, settings.lateness_target),
+            lateness_us: AtomicU64::new(0),
+            limit_log: LogThrottle::new(Duration::from_secs(1)),
+            limit_logged: AtomicUsize::new(settings.max_concurrency),
+            queue: Mutex::new(Queue::new(settings.queue_target.map(Standing::new))),
             settings,
             memory,
             state: AtomicU64::new(0),
-            queue: Mutex::default(),
             queued: AtomicUsize::new(0),
             admitted: AtomicU64::new(0),
             admitted_over_budget: AtomicU64::new(0),
@@ -484,7 +506,7 @@ impl Controller {
         let mut queue = self.lock();
         match queue.leave(id) {
             Left::Granted => None,
-            Left::Evicted(limit) => Some((Reason::QueueFull, limit)),
+            Left::Evicted(reason, limit) => Some((reason, limit)),
             Left::Waiting => {
                 let limit = self.blame(self.state.load(SeqCst), memory, ask);
                 // The head may have left: those behind it may fit now.
@@ -510,7 +532,7 @@ impl Controller {
         let wakers = if self.closed.load(SeqCst) {
             Vec::new()
         } else {
-            queue.admit(|waiter, head| {
+            let mut wakers = queue.admit(|waiter, head| {
                 let state = self.state.load(SeqCst);
                 match self.may_admit_locked(state, memory, waiter.ask, head, reading) {
                     Some(over_budget) => {
@@ -518,20 +540,74 @@ impl Controller {
                         self.count_admission(waiter.ask.priority, over_budget, memory);
                         Verdict::Admitted
                     }
-                    None if in_flight(state) >= self.settings.max_concurrency as u64 => {
-                        Verdict::Stop
-                    }
+                    None if in_flight(state) >= self.limit.get() as u64 => Verdict::Stop,
                     None => Verdict::Waits,
                 }
-            })
+            });
+            wakers.extend(self.shed_standing(queue, memory));
+            wakers
         };
         if queue.is_empty() {
+            if let Some(standing) = &mut queue.standing {
+                standing.emptied();
+            }
             self.state.fetch_and(!QUEUED, SeqCst);
         }
         self.queued.store(queue.len(), Relaxed);
         wakers
     }
 
+    /// While the queue stands (see [`standing`]), sends away the waiters that waited too
+    /// long for a slot (not for memory). Returns their wakers.
+    fn shed_standing(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
+        let now = Instant::now();
+        let Some(standing) = &queue.standing else {
+            return Vec::new();
+        };
+        // One service time, by Little's law: in flight over the rate of admissions.
+        let state = self.state.load(SeqCst);
+        let rate = self.drain.rate();
+        let service = if rate > 0.0 {
+            Duration::from_secs_f64((in_flight(state) as f64 / rate).min(3600.0))
+        } else {
+            Duration::ZERO
+        };
+        let Some(longest) = standing.longest(now, service) else {
+            return Vec::new();
+        };
+        let shed = queue.shed_standing(now, longest, |ask| match self.fit(state, memory, *ask) {
+            Fit::Blocked(limit @ (Limit::Concurrency | Limit::Adaptive)) => Some(limit),
+            _ => None,
+        });
+        shed
+    }
+
+    /// Called by the sampler with the runtime's lateness: moves the live limit (see
+    /// [`limit`]), and lets waiters in if it rose.
+    pub(crate) fn on_lateness(&self, lateness: Duration) {
+        self.lateness_us
+            .store(lateness.as_micros() as u64, Relaxed);
+        let state = self.state.load(SeqCst);
+        let queued = state & QUEUED != 0;
+        let blocked = queued && in_flight(state) >= self.limit.get() as u64;
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let Some((from, to)) =
+            self.limit
+                .observe(now_ms, lateness, in_flight(state) as usize, blocked)
+        else {
+            return;
+        };
+        self.log_limit(from, to, lateness, now_ms);
+        if to > from && queued {
+            self.grant_waiters(Reading::Last);
+        }
+    }
+
+    /// Whether an admitted request should yield once before its handler runs, so that the
+    /// runtime polls for I/O first: while the runtime runs late.
+    pub(crate) fn runtime_is_late(&self) -> bool {
+        self.limit.is_late()
+    }
     /// Stops queueing, for a graceful shutdown: every waiter is woken to leave with a 503
     /// (`queue_timeout`), and later arrivals that do not fit at once get one (`queue_full`).
     /// Admitted requests are not touched.

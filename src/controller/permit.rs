@@ -29,6 +29,7 @@ use std::{
 };
 
 use super::{Ask, Controller, classes::ClassId, word::kib};
+use std::time::Instant;
 use crate::data_rate::BodyProgress;
 
 /// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
@@ -155,13 +156,21 @@ pub(crate) struct Permit {
     peak: u64,
     /// Whether a poll has shown its cost (see `Controller::settle`).
     settled: bool,
+    /// When it was admitted, where the live limit samples latency; taken at the response
+    /// head.
+    admitted_at: Option<Instant>,
 }
 
 impl Permit {
     /// Wraps a slot and the charge of `ask`, which the controller has already counted.
     pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
         let charge = Charge::new(kib(ask.charge), ask.declared);
+        let admitted_at = controller
+            .limit
+            .samples_latency()
+            .then(Instant::now);
         Self {
+            admitted_at,
             charge: Held::new(charge, controller_shares(&controller)),
             controller,
             class: ask.class,
@@ -258,6 +267,16 @@ impl Permit {
         match &self.charge {
             Held::Shared(charge) => Some((&self.controller, Arc::clone(charge))),
             Held::Own(_) => None,
+        }
+    }
+
+    /// The response head is ready: the live limit learns how long the request took since
+    /// its admission (once).
+    pub(crate) fn responded(&mut self) {
+        if let Some(admitted_at) = self.admitted_at.take() {
+            self.controller
+                .limit
+                .sample(self.class, admitted_at.elapsed());
         }
     }
 

@@ -16,10 +16,14 @@
 use std::{
     collections::{BTreeMap, HashMap},
     task::Waker,
+    time::{Duration, Instant},
 };
 
-use super::Ask;
-use crate::{priority::Priority, rejection::Limit};
+use super::{Ask, standing::Standing};
+use crate::{
+    priority::Priority,
+    rejection::{Limit, Reason},
+};
 
 /// How many waiters may go ahead of a blocked head before it holds the line.
 pub(crate) const MAX_PASSES: u32 = 1024;
@@ -39,6 +43,8 @@ pub(super) struct Waiter {
     /// ...and what they were charged.
     passed_bytes: u64,
     pub(super) waker: Option<Waker>,
+    /// When it joined the queue.
+    pub(super) since: Instant,
 }
 
 impl Waiter {
@@ -65,8 +71,9 @@ pub(super) enum Left {
     Waiting,
     /// It was granted a permit.
     Granted,
-    /// Its place went to a waiter of a higher priority; this limit held it back.
-    Evicted(Limit),
+    /// It was sent away: its place went to a waiter of a higher priority (`queue_full`), or
+    /// it stood too long in a standing queue; this limit held it back.
+    Evicted(Reason, Limit),
 }
 
 #[derive(Default)]
@@ -75,12 +82,14 @@ pub(super) struct Queue {
     /// the queue's order and a cancelled waiter leaves in O(log n), without unsafe intrusive
     /// lists.
     waiters: BTreeMap<u64, Waiter>,
-    /// Waiters evicted for a higher priority that have not yet seen it.
-    evicted: HashMap<u64, Limit>,
+    /// Waiters sent away that have not yet seen it.
+    evicted: HashMap<u64, (Reason, Limit)>,
     /// Per priority: how many requests of higher priorities were admitted since it was last
     /// served, while it waited.
     overtaken: [u32; 3],
     next_arrival: u64,
+    /// Whether the queue stands, where waiters are shed for it.
+    pub(super) standing: Option<Standing>,
 }
 
 fn key_range(priority: usize) -> std::ops::Range<u64> {
@@ -93,6 +102,13 @@ fn rank_of(id: u64) -> usize {
 }
 
 impl Queue {
+    pub(super) fn new(standing: Option<Standing>) -> Self {
+        Self {
+            standing,
+            ..Self::default()
+        }
+    }
+
     pub(super) fn push(&mut self, ask: Ask) -> u64 {
         let id = key_range(ask.priority.rank()).start | self.next_arrival;
         self.next_arrival += 1;
@@ -101,7 +117,11 @@ impl Queue {
             passes: 0,
             passed_bytes: 0,
             waker: None,
+            since: Instant::now(),
         };
+        if let Some(standing) = &mut self.standing {
+            standing.joined(waiter.since);
+        }
         self.waiters.insert(id, waiter);
         id
     }
@@ -112,7 +132,7 @@ impl Queue {
             return Left::Waiting;
         }
         match self.evicted.remove(&id) {
-            Some(limit) => Left::Evicted(limit),
+            Some((reason, limit)) => Left::Evicted(reason, limit),
             None => Left::Granted,
         }
     }
@@ -143,8 +163,37 @@ impl Queue {
             .last_key_value()
             .filter(|(id, _)| rank_of(**id) > priority.rank())?;
         let waiter = self.waiters.remove(&id)?;
-        self.evicted.insert(id, limit(&waiter.ask));
+        self.evicted
+            .insert(id, (Reason::QueueFull, limit(&waiter.ask)));
         Some(waiter.waker)
+    }
+
+    /// Sends away, as `standing_queue`, the waiters that have waited longer than `longest`
+    /// at `now` and that `blocked` says only the concurrency limit holds back (naming it):
+    /// the oldest of each priority first, looking no further than the first younger one.
+    /// A waiter held back by memory keeps its place. Returns their wakers.
+    pub(super) fn shed_standing(
+        &mut self,
+        now: Instant,
+        longest: Duration,
+        blocked: impl Fn(&Ask) -> Option<Limit>,
+    ) -> Vec<Waker> {
+        let mut shed = Vec::new();
+        for rank in 0..self.overtaken.len() {
+            let old = self
+                .waiters
+                .range(key_range(rank))
+                .take(SCAN)
+                .take_while(|(_, w)| now.saturating_duration_since(w.since) > longest);
+            shed.extend(old.filter_map(|(&id, w)| Some((id, blocked(&w.ask)?))));
+        }
+        shed.into_iter()
+            .filter_map(|(id, limit)| {
+                let waiter = self.waiters.remove(&id)?;
+                self.evicted.insert(id, (Reason::StandingQueue, limit));
+                waiter.waker
+            })
+            .collect()
     }
 
     /// Counts an admission of `priority` against the lower priorities that wait, and

@@ -1,9 +1,12 @@
 //! What the pool counts and tells: admissions, rejections and slow bodies (with throttled
 //! logs), and the snapshot of its live figures.
 
-use std::sync::atomic::{
-    AtomicU64,
-    Ordering::{Relaxed, SeqCst},
+use std::{
+    sync::atomic::{
+        AtomicU64,
+        Ordering::{Relaxed, SeqCst},
+    },
+    time::Duration,
 };
 
 use super::{
@@ -60,6 +63,25 @@ impl Controller {
         Rejection::new(reason, limit)
     }
 
+    /// Logs a move of the live limit to half or twice what was last logged, at most once a
+    /// second.
+    pub(super) fn log_limit(&self, from: usize, to: usize, lateness: Duration, now_ms: u64) {
+        let logged = self.limit_logged.load(Relaxed);
+        if to > logged / 2 && to < logged.saturating_mul(2) {
+            return;
+        }
+        if self.limit_log.allow(now_ms, 1).is_some() {
+            self.limit_logged.store(to, Relaxed);
+            tracing::info!(
+                from,
+                to,
+                lateness_ms = lateness.as_secs_f64() * 1e3,
+                ceiling = self.limit.ceiling(),
+                "live concurrency limit moved"
+            );
+        }
+    }
+
     fn note_over_budget(&self, memory: u64) {
         let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
         if let Some(suppressed) = self
@@ -86,6 +108,8 @@ impl Controller {
             charged_bytes: charged_bytes(state),
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
+            concurrency_limit: self.limit.get(),
+            runtime_lateness: Duration::from_micros(self.lateness_us.load(Relaxed)),
             queue_capacity: self.settings.queue_capacity,
             admitted: self.admitted.load(Relaxed),
             admitted_over_budget: self.admitted_over_budget.load(Relaxed),

@@ -10,7 +10,7 @@ use std::{
 use super::{Ask, Controller, permit::Permit, queue::Left};
 use crate::{
     priority::Priority,
-    rejection::{Reason, Rejection},
+    rejection::Rejection,
 };
 
 /// A place in the queue. Dropping it leaves the queue, or gives back a grant not yet taken.
@@ -82,10 +82,8 @@ impl Ticket {
         drop(queue);
         self.settled = true;
         Poll::Ready(match left {
-            Left::Evicted(limit) => {
-                Err(self
-                    .controller
-                    .refuse(self.ask.priority, Reason::QueueFull, limit))
+            Left::Evicted(reason, limit) => {
+                Err(self.controller.refuse(self.ask.priority, reason, limit))
             }
             Left::Granted | Left::Waiting => Ok(self.permit()),
         })

@@ -244,7 +244,8 @@ fn run_setup(
     let base = format!("http://{}", server.addr);
     let start = Instant::now();
     let sampler = probe::sampler(server.addr, server.pid(), start, Duration::from_millis(100));
-    let heartbeat = probe::heartbeat(server.addr, Duration::from_millis(100));
+    let period = if scenario.cpu { 50 } else { 100 };
+    let heartbeat = probe::heartbeat(server.addr, Duration::from_millis(period));
 
     let loads: Vec<_> = scenario
         .phases

@@ -20,7 +20,11 @@ pub const COLORS: [RGBColor; 5] = [
 
 pub fn charts(run: &Run, dir: &Path) -> Result<(), String> {
     memory(run, &dir.join("memory.svg")).map_err(|e| format!("memory chart: {e}"))?;
-    if run.verdict().is_some() {
+    if run.scenario.cpu {
+        latency_frontier(run, &dir.join("frontier.svg"))
+            .map_err(|e| format!("frontier chart: {e}"))?;
+        heartbeat(run, &dir.join("heartbeat.svg")).map_err(|e| format!("heartbeat chart: {e}"))?;
+    } else if run.verdict().is_some() {
         frontier(run, &dir.join("frontier.svg")).map_err(|e| format!("frontier chart: {e}"))?;
     }
     if run.scenario.baseline {
@@ -81,8 +85,9 @@ fn admission_chart(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
     let series = vec![
         ("in flight".into(), COLORS[0], points(|s| s.in_flight)),
         ("queued".into(), COLORS[1], points(|s| s.queued)),
+        ("live concurrency limit".into(), COLORS[2], points(|s| s.limit.min(512.0))),
     ];
-    let caption = "tower-admission: requests in flight and queued";
+    let caption = "tower-admission: requests in flight, queued, and the live limit";
     line_chart(path, caption, "requests", end, series, None)
 }
 
@@ -261,6 +266,111 @@ fn frontier(run: &Run, path: &Path) -> ChartResult {
         ))?
         .label("budget + one largest request")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// `/health` latency over time: tower-admission, the best heartbeat-safe static N, the
+/// largest N and no limit. A probe that failed is drawn at the top.
+fn heartbeat(run: &Run, path: &Path) -> ChartResult {
+    let best = run.best_heartbeat_safe().map(|s| s.name.as_str());
+    let largest_n = run.setups.iter().filter_map(|s| s.tower_n).max();
+    let shown = run.setups.iter().filter(|s| {
+        s.name == crate::ADMISSION
+            || (s.tower_n.is_none() && !s.is_admission())
+            || Some(s.name.as_str()) == best
+            || s.tower_n == largest_n
+    });
+    let period = 0.05;
+    let series = shown
+        .zip(COLORS)
+        .map(|(setup, color)| {
+            let points = setup
+                .health
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (i as f64 * period, h.map_or(1000.0, |h| h * 1000.0)))
+                .collect();
+            (setup.name.clone(), color, points)
+        })
+        .collect();
+    let caption = format!("{}: /health latency (bypassed), probed every 50 ms", run.scenario.name);
+    let end = run.scenario.length().as_secs_f64();
+    let target = crate::report::HEARTBEAT_SAFE * 1000.0;
+    line_chart(path, &caption, "ms", end, series, Some(("25 ms", target)))
+}
+
+/// Goodput against 2xx p99: every static N a point on tower's line, tower-admission's setups
+/// and no limit as points of their own.
+fn latency_frontier(run: &Run, path: &Path) -> ChartResult {
+    let point = |s: &SetupRun| (s.ok_p99() * 1000.0, s.goodput());
+    let mut tower: Vec<(usize, (f64, f64))> = run
+        .setups
+        .iter()
+        .filter_map(|s| Some((s.tower_n?, point(s))))
+        .collect();
+    tower.sort_by_key(|(n, _)| *n);
+    let others: Vec<(String, (f64, f64))> = run
+        .setups
+        .iter()
+        .filter(|s| s.tower_n.is_none())
+        .map(|s| (s.name.clone(), point(s)))
+        .collect();
+    let all = tower.iter().map(|(_, p)| *p).chain(others.iter().map(|(_, p)| *p));
+    let (right, top) = all
+        .filter(|p| p.0.is_finite())
+        .fold((1.0_f64, 1.0_f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let caption = format!("{}: goodput against p99 of 2xx answers", run.scenario.name);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..right * 1.15, 0.0..top * 1.15)?;
+    chart
+        .configure_mesh()
+        .x_desc("p99 of 2xx answers (ms)")
+        .y_desc("goodput (2xx/s)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    let color = COLORS[1];
+    chart
+        .draw_series(LineSeries::new(
+            tower.iter().map(|(_, p)| *p),
+            color.stroke_width(2),
+        ))?
+        .label("tower LoadShed + GlobalConcurrencyLimit, one point per N")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart.draw_series(tower.iter().map(|(n, p)| {
+        EmptyElement::at(*p)
+            + Circle::new((0, 0), 4, color.filled())
+            + Text::new(format!("N={n}"), (6, -14), ("sans-serif", 13))
+    }))?;
+    for (index, (name, p)) in others.iter().enumerate() {
+        let color = if name == crate::ADMISSION {
+            COLORS[0]
+        } else if name.starts_with(crate::ADMISSION) {
+            COLORS[3]
+        } else {
+            RGBColor(127, 127, 127)
+        };
+        let size = if name == crate::ADMISSION { 8 } else { 5 };
+        let offset = 14 + 14 * index as i32;
+        chart.draw_series(std::iter::once(
+            EmptyElement::at(*p)
+                + Circle::new((0, 0), size, color.filled())
+                + Text::new(name.clone(), (10, -offset), ("sans-serif", 13)),
+        ))?;
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)

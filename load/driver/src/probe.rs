@@ -19,6 +19,8 @@ pub struct Sample {
     pub memory: f64,
     pub budget: f64,
     pub in_flight: f64,
+    /// The live concurrency limit.
+    pub limit: f64,
     pub queued: f64,
     pub reserved: f64,
     pub admitted: f64,
@@ -95,6 +97,7 @@ pub fn parse_sample(t: f64, text: &str, rss: f64) -> Sample {
             .unwrap_or(0.0),
         budget: metric(text, "admission_memory_budget_bytes").unwrap_or(f64::NAN),
         in_flight: metric(text, "admission_in_flight").unwrap_or(f64::NAN),
+        limit: metric(text, "admission_concurrency_limit").unwrap_or(f64::NAN),
         queued: metric(text, "admission_queued").unwrap_or(f64::NAN),
         reserved: metric(text, "admission_reserved_bytes").unwrap_or(f64::NAN),
         admitted: metric(text, "admission_admitted_total").unwrap_or(f64::NAN),

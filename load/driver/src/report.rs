@@ -80,6 +80,16 @@ impl SetupRun {
         percentile(&ok, 0.99)
     }
 
+    /// Whether `/health` p99 stayed within [`HEARTBEAT_SAFE`].
+    pub fn heartbeat_safe(&self) -> bool {
+        self.health_p99().is_some_and(|p99| p99 <= HEARTBEAT_SAFE)
+    }
+
+    /// The 2xx p99 of the first phase (the load the scenario is about).
+    pub fn ok_p99(&self) -> f64 {
+        self.outcomes.first().map_or(f64::NAN, |o| o.ok_p99)
+    }
+
     pub fn health_failures(&self) -> usize {
         self.health.iter().filter(|h| h.is_none()).count()
     }
@@ -160,6 +170,9 @@ impl Run {
         if self.scenario.sweep.is_empty() {
             return None;
         }
+        if self.scenario.cpu {
+            return self.cpu_verdict();
+        }
         let admission = self.admission()?;
         let (goodput, peak) = (admission.goodput(), admission.peak(|s| s.memory));
         let held = if peak <= self.bound() {
@@ -199,6 +212,89 @@ impl Run {
             let _ = write!(
                 text,
                 " BELOW the frontier: {} did better at no more memory.",
+                beaten.join(", ")
+            );
+        }
+        Some(text)
+    }
+}
+
+/// `/health` p99 at most this keeps the heartbeat: a static N is heartbeat-safe below it.
+pub const HEARTBEAT_SAFE: f64 = 0.025;
+
+impl Run {
+    /// The static limit with the most goodput among those whose `/health` p99 stays within
+    /// [`HEARTBEAT_SAFE`].
+    pub fn best_heartbeat_safe(&self) -> Option<&SetupRun> {
+        self.setups
+            .iter()
+            .filter(|s| s.tower_n.is_some() && s.heartbeat_safe())
+            .max_by(|a, b| a.goodput().total_cmp(&b.goodput()))
+    }
+
+    /// The headline of a CPU sweep: the heartbeat, goodput against the best heartbeat-safe
+    /// static N, the 2xx p99 against the lowest of the static N that serve at least 60 % of
+    /// the most any setup serves, and the latency frontier.
+    fn cpu_verdict(&self) -> Option<String> {
+        let admission = self.admission()?;
+        let (goodput, p99) = (admission.goodput(), admission.ok_p99());
+        let health = admission.health_p99().unwrap_or(f64::INFINITY);
+        let met = |ok: bool| if ok { "met" } else { "MISSED" };
+        let mut text = format!(
+            "tower-admission: {goodput:.0} 2xx/s, 2xx p99 {}, /health p99 {} (target ≤ {}: {}).",
+            ms(p99),
+            ms(health),
+            ms(HEARTBEAT_SAFE),
+            met(health <= HEARTBEAT_SAFE)
+        );
+        match self.best_heartbeat_safe() {
+            Some(best) => {
+                let ratio = goodput / best.goodput().max(1e-9);
+                let _ = write!(
+                    text,
+                    " Best heartbeat-safe static N = {}: {:.0} 2xx/s; ratio {ratio:.2}x (target ≥ 1: {}).",
+                    best.tower_n.unwrap_or(0),
+                    best.goodput(),
+                    met(ratio >= 1.0)
+                );
+            }
+            None => text.push_str(" No static N kept the heartbeat."),
+        }
+        let most = self.setups.iter().map(SetupRun::goodput).fold(0.0, f64::max);
+        let lowest = self
+            .setups
+            .iter()
+            .filter(|s| s.tower_n.is_some() && s.goodput() >= 0.6 * most)
+            .min_by(|a, b| a.ok_p99().total_cmp(&b.ok_p99()));
+        if let Some(lowest) = lowest {
+            let ratio = p99 / lowest.ok_p99().max(1e-9);
+            let _ = write!(
+                text,
+                " Lowest 2xx p99 among static N serving ≥ 60 % of the most ({most:.0}/s): N = {}, {}; ratio {ratio:.2}x (target ≤ 3: {}).",
+                lowest.tower_n.unwrap_or(0),
+                ms(lowest.ok_p99()),
+                met(ratio <= 3.0)
+            );
+        }
+        let beaten: Vec<String> = self
+            .setups
+            .iter()
+            .filter(|s| {
+                s.tower_n.is_some()
+                    && s.heartbeat_safe()
+                    && s.ok_p99() <= p99
+                    && s.goodput() > 1.05 * goodput
+            })
+            .map(|s| format!("N = {}", s.tower_n.unwrap_or(0)))
+            .collect();
+        if beaten.is_empty() {
+            text.push_str(
+                " On or above the latency frontier: no heartbeat-safe static N with a p99 as low served more than 1.05x as much.",
+            );
+        } else {
+            let _ = write!(
+                text,
+                " BELOW the latency frontier: {} served more at a p99 as low.",
                 beaten.join(", ")
             );
         }

@@ -137,6 +137,8 @@ pub struct Scenario {
     /// Also run every setup with the first phase alone (the load the others disturb), to
     /// compare.
     pub baseline: bool,
+    /// CPU-bound: judged by 2xx latency and `/health` (probed every 50 ms), not by memory.
+    pub cpu: bool,
 }
 
 impl Scenario {
@@ -181,6 +183,7 @@ pub fn steady(seconds: u64) -> Scenario {
         settle: Duration::from_secs(2),
         variants: Vec::new(),
         baseline: false,
+        cpu: false,
     }
 }
 
@@ -208,6 +211,7 @@ pub fn mixed() -> Scenario {
         settle: Duration::from_secs(2),
         variants: Vec::new(),
         baseline: false,
+        cpu: false,
     }
 }
 
@@ -232,6 +236,7 @@ pub fn mixed3() -> Scenario {
         settle: Duration::from_secs(2),
         variants: Vec::new(),
         baseline: false,
+        cpu: false,
     }
 }
 
@@ -254,6 +259,7 @@ pub fn spike() -> Scenario {
         settle: Duration::from_secs(4),
         variants: Vec::new(),
         baseline: false,
+        cpu: false,
     }
 }
 
@@ -280,6 +286,7 @@ pub fn disconnect() -> Scenario {
         settle: Duration::from_secs(3),
         variants: Vec::new(),
         baseline: false,
+        cpu: false,
     }
 }
 
@@ -302,6 +309,7 @@ pub fn stream() -> Scenario {
         settle: Duration::from_secs(2),
         variants: Vec::new(),
         baseline: false,
+        cpu: false,
     }
 }
 
@@ -325,6 +333,7 @@ pub fn ingest() -> Scenario {
         settle: Duration::from_secs(2),
         variants: Vec::new(),
         baseline: false,
+        cpu: false,
     }
 }
 
@@ -341,6 +350,7 @@ pub fn cost() -> Scenario {
         settle: Duration::from_secs(1),
         variants: Vec::new(),
         baseline: false,
+        cpu: false,
     }
 }
 
@@ -386,6 +396,7 @@ fn slow_clients(name: &'static str, pace: u64) -> Scenario {
             ],
         )],
         baseline: true,
+        cpu: false,
     }
 }
 
@@ -407,6 +418,7 @@ pub fn retry() -> Scenario {
         settle: Duration::from_secs(4), // the last admitted wait up to 2 s, then work 0.5 s
         variants: vec![("Retry-After 1", vec![("ADMISSION_RETRY_AFTER", "1".into())])],
         baseline: false,
+        cpu: false,
     }
 }
 
@@ -450,6 +462,69 @@ pub fn priority() -> Scenario {
             ),
         ],
         baseline: true,
+        cpu: false,
+    }
+}
+
+/// The static limits the CPU sweeps try: from one request per core and less to no limit
+/// worth the name.
+const CPU_SWEEP: [usize; 7] = [1, 2, 3, 4, 8, 16, 64];
+
+/// CPU-bound requests (512 KiB JSON bodies parsed into a tree inline, as axum's `Json`
+/// extractor does) from 64 clients on a 2-core machine, backing off 50 ms after a 503, with
+/// the layer's defaults: no count to guess.
+pub fn cpu() -> Scenario {
+    Scenario {
+        name: "cpu",
+        demonstrates: "CPU-bound requests (512 KiB JSON bodies parsed inline) from 64 clients backing off 50 ms after a 503, with the layer's defaults: the concurrency limit finds itself, the queue does not stand, and a bypassed /health stays prompt",
+        env: Vec::new(),
+        budget: 0,
+        largest_request: 0,
+        tower_concurrency: 2,
+        sweep: CPU_SWEEP.to_vec(),
+        phases: vec![
+            Phase::get("parse 512KiB JSON", "/ingest", 64, 0, 12)
+                .post(512 << 10)
+                .backing_off(50),
+        ],
+        settle: Duration::from_secs(2),
+        variants: vec![
+            ("fixed", vec![("ADMISSION_ADAPTIVE_LIMIT", "off".into())]),
+            (
+                "fixed N=2",
+                vec![
+                    ("ADMISSION_ADAPTIVE_LIMIT", "off".into()),
+                    ("ADMISSION_MAX_CONCURRENCY", "2".into()),
+                ],
+            ),
+        ],
+        baseline: false,
+        cpu: true,
+    }
+}
+
+/// CPU-bound parses and memory-heavy requests on one server: the live limit must not starve
+/// the memory-bound requests, nor the budget the parses.
+pub fn cpu_mixed() -> Scenario {
+    Scenario {
+        name: "cpu-mixed",
+        demonstrates: "CPU-bound parses (512 KiB JSON, 48 clients) beside memory-heavy requests (16 MiB x 100 ms, 24 clients) on one server with a 192 MiB budget, clients backing off 50 ms after a 503",
+        env: env(192 * MIB, 256, 1024, "1s"),
+        budget: 192 * MIB,
+        largest_request: 16 * MIB,
+        tower_concurrency: 16,
+        sweep: vec![2, 4, 8, 16, 32],
+        phases: vec![
+            Phase::get("parse 512KiB JSON", "/ingest", 48, 0, 12)
+                .post(512 << 10)
+                .backing_off(50),
+            Phase::get("hold 16MiB x 100ms", "/work?kib=16384&ms=100", 24, 0, 12)
+                .backing_off(50),
+        ],
+        settle: Duration::from_secs(2),
+        variants: vec![("fixed", vec![("ADMISSION_ADAPTIVE_LIMIT", "off".into())])],
+        baseline: false,
+        cpu: true,
     }
 }
 
@@ -464,6 +539,8 @@ pub fn all() -> Vec<Scenario> {
         ingest(),
         cost(),
         slowloris(),
+        cpu(),
+        cpu_mixed(),
     ]
 }
 
@@ -477,8 +554,10 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "slowloris-1k" => Some(slowloris_1k()),
         "retry" => Some(retry()),
         "priority" => Some(priority()),
+        "cpu" => Some(cpu()),
+        "cpu-mixed" => Some(cpu_mixed()),
         _ => all().into_iter().find(|s| s.name == name),
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, all, smoke";

@@ -1,0 +1,316 @@
+//! The live concurrency limit: how many requests may be in flight now, found below the
+//! configured ceiling (`max_concurrency`) from how late the runtime runs.
+//!
+//! **The signal.** A task on the runtime should wake every few milliseconds; the sampler
+//! thread, outside the runtime, reads how late it is (so that a stall is seen while it lasts).
+//! A worker notices timers and readable sockets only between polls, so when it is late, every
+//! request that waits for I/O (a bypassed `/health` among them) is late by as much: more
+//! requests in flight only add waiting. A runtime with a free worker is never late, whatever
+//! one long poll does.
+//!
+//! **The second signal: latency against its baseline.** A runtime that yields between polls
+//! is seldom late, yet twelve CPU-bound requests on two cores each take six times as long as
+//! one. Each admitted request's time from admission to its response head (never its queue
+//! wait, nor its response body, which a slow client sets) is compared with its class's
+//! baseline: the least such time the class showed lately, which creeps up by 1/64 each
+//! window so that a route that really became slower is learned again (per class, so a slow
+//! route is not mistaken for congestion). A window in which most requests took more than
+//! [`TOLERANCE`] times their baseline is *slow*.
+//!
+//! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`LiveLimit::observe`]):
+//! - late (the window's mean lateness above the target): the limit falls to what was in
+//!   use, times `target / lateness`, clamped to `[0.5, 0.9]` (a gradient, as Netflix's
+//!   `Gradient2Limit` clamps its own), never below 1;
+//! - slow: it falls to what was in use, times 0.9;
+//! - otherwise, if the limit held someone back or was all in use: it rises, by a quarter
+//!   while the lateness stays under half the target and hardly any request was slow, by one
+//!   otherwise;
+//! - otherwise it stays: a limit nobody reaches learns nothing.
+//!
+//! It starts at the ceiling, so a pool whose runtime is never late behaves as a fixed count.
+//! Pure arithmetic on explicit readings and times: the tests drive it with a virtual clock.
+
+use std::{
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use super::classes::{ClassId, SLOTS};
+
+/// How long a window of readings lasts before the limit moves.
+pub(crate) const WINDOW_MS: u64 = 50;
+/// The least and the most a late window scales the limit by.
+const LEAST_FACTOR: f64 = 0.5;
+const MOST_FACTOR: f64 = 0.9;
+/// A request is slow when it takes more than this many times its class's baseline.
+pub(crate) const TOLERANCE: u64 = 2;
+/// A window judges latency only with this many samples or more.
+const MIN_SAMPLES: u64 = 8;
+
+/// A change of the live limit: from, to.
+pub(crate) type Moved = (usize, usize);
+
+#[derive(Debug)]
+pub(crate) struct LiveLimit {
+    ceiling: usize,
+    /// The lateness above which the limit falls; `None`: fixed at the ceiling.
+    target: Option<Duration>,
+    current: AtomicUsize,
+    /// Whether the last window was late: admissions then yield before their handler runs.
+    late: AtomicBool,
+    window: Mutex<Window>,
+    /// Per class, the baseline latency in microseconds (0: none yet).
+    baselines: [AtomicU64; SLOTS + 1],
+    /// This window's latency samples, and how many of them were slow.
+    samples: AtomicU64,
+    slow: AtomicU64,
+}
+
+/// The readings of the current window.
+#[derive(Debug, Default)]
+struct Window {
+    started_ms: Option<u64>,
+    lateness_us: u64,
+    readings: u64,
+    /// The most in flight at any reading.
+    peak: usize,
+    /// Whether the limit held a waiter back at any reading.
+    blocked: bool,
+}
+
+impl LiveLimit {
+    /// A limit of `ceiling` at most, adaptive when `target` is set.
+    pub(crate) fn new(ceiling: usize, target: Option<Duration>) -> Self {
+        Self {
+            ceiling,
+            target,
+            current: AtomicUsize::new(ceiling),
+            late: AtomicBool::new(false),
+            window: Mutex::default(),
+            baselines: std::array::from_fn(|_| AtomicU64::new(0)),
+            samples: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether requests' latencies are sampled at all.
+    #[inline]
+    pub(crate) fn samples_latency(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// Records that a request of `class` took `latency` from admission to its response head.
+    pub(crate) fn sample(&self, class: ClassId, latency: Duration) {
+        let micros = (latency.as_micros() as u64).max(1);
+        let baseline = &self.baselines[class.index()];
+        let before = baseline.load(Relaxed);
+        if before == 0 || micros < before {
+            baseline.fetch_min(micros, Relaxed);
+            if before == 0 {
+                baseline.compare_exchange(0, micros, Relaxed, Relaxed).ok();
+            }
+        }
+        self.samples.fetch_add(1, Relaxed);
+        if before != 0 && micros > before * TOLERANCE {
+            self.slow.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The limit now.
+    #[inline]
+    pub(crate) fn get(&self) -> usize {
+        self.current.load(Relaxed)
+    }
+
+    pub(crate) fn ceiling(&self) -> usize {
+        self.ceiling
+    }
+
+    /// Whether the runtime ran late in the last window.
+    #[inline]
+    pub(crate) fn is_late(&self) -> bool {
+        self.late.load(Relaxed)
+    }
+
+    /// Takes one reading at `now_ms`: the runtime's `lateness`, the requests `in_flight`, and
+    /// whether the limit holds a waiter back. Closes the window once it has lasted
+    /// [`WINDOW_MS`]; returns the change, if the limit moved.
+    pub(crate) fn observe(
+        &self,
+        now_ms: u64,
+        lateness: Duration,
+        in_flight: usize,
+        blocked: bool,
+    ) -> Option<Moved> {
+        let target = self.target?;
+        // Only the sampler thread observes; the lock is never contended.
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = *window.started_ms.get_or_insert(now_ms);
+        window.lateness_us += lateness.as_micros() as u64;
+        window.readings += 1;
+        window.peak = window.peak.max(in_flight);
+        window.blocked |= blocked;
+        if now_ms < started + WINDOW_MS {
+            return None;
+        }
+        let closed = std::mem::take(&mut *window);
+        drop(window);
+        let (samples, slow) = (self.samples.swap(0, Relaxed), self.slow.swap(0, Relaxed));
+        // Baselines creep up, so that a route that became slower is learned again.
+        for baseline in &self.baselines {
+            let micros = baseline.load(Relaxed);
+            baseline.store(micros + micros / 64, Relaxed);
+        }
+        let mean = Duration::from_micros(closed.lateness_us / closed.readings);
+        let late = mean > target;
+        let slowed = samples >= MIN_SAMPLES && slow * 2 > samples;
+        self.late.store(late, Relaxed);
+        let current = self.get();
+        let in_use = closed.peak.min(current) as f64;
+        let next = if late {
+            let factor = (target.as_secs_f64() / mean.as_secs_f64()).clamp(LEAST_FACTOR, MOST_FACTOR);
+            (in_use * factor) as usize
+        } else if slowed {
+            (in_use * MOST_FACTOR) as usize
+        } else if closed.blocked || closed.peak >= current {
+            let calm = mean < target / 2 && slow * 10 <= samples;
+            let step = if calm { current / 4 } else { 1 };
+            current.saturating_add(step.max(1))
+        } else {
+            current
+        };
+        let next = next.clamp(1, self.ceiling);
+        (next != current).then(|| {
+            self.current.store(next, Relaxed);
+            (current, next)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGET: Duration = Duration::from_millis(10);
+
+    /// Feeds `windows` whole windows of readings (one every 10 ms) from `*now`.
+    fn feed(
+        limit: &LiveLimit,
+        now: &mut u64,
+        windows: u64,
+        lateness: Duration,
+        in_flight: usize,
+        blocked: bool,
+    ) {
+        for _ in 0..windows * (WINDOW_MS / 10 + 1) {
+            limit.observe(*now, lateness, in_flight, blocked);
+            *now += 10;
+        }
+    }
+
+    #[test]
+    fn starts_at_the_ceiling_and_fixed_never_moves() {
+        let fixed = LiveLimit::new(64, None);
+        assert_eq!(fixed.observe(0, Duration::from_secs(1), 64, true), None);
+        assert_eq!(fixed.observe(1000, Duration::from_secs(1), 64, true), None);
+        assert_eq!(fixed.get(), 64);
+        assert!(!fixed.is_late());
+        assert_eq!(LiveLimit::new(64, Some(TARGET)).get(), 64);
+    }
+
+    #[test]
+    fn falls_while_late_by_the_gradient_from_what_was_in_use() {
+        let limit = LiveLimit::new(256, Some(TARGET));
+        let mut now = 0;
+        // 200 ms late with 40 in flight: the gradient clamps at one half, from 40, not 256.
+        feed(&limit, &mut now, 1, Duration::from_millis(200), 40, true);
+        assert_eq!(limit.get(), 20);
+        assert!(limit.is_late());
+        // Slightly late: a tenth off at least.
+        feed(&limit, &mut now, 1, Duration::from_millis(11), 20, true);
+        assert_eq!(limit.get(), 18);
+        // Later and later: never below 1.
+        feed(&limit, &mut now, 20, Duration::from_millis(500), 20, true);
+        assert_eq!(limit.get(), 1);
+    }
+
+    #[test]
+    fn recovers_to_the_ceiling_when_on_time_and_in_use() {
+        let limit = LiveLimit::new(256, Some(TARGET));
+        let mut now = 0;
+        feed(&limit, &mut now, 10, Duration::from_secs(1), 256, true);
+        assert_eq!(limit.get(), 1);
+        // Well on time: a quarter (at least one) a window, up to the ceiling and no further.
+        feed(&limit, &mut now, 1, Duration::ZERO, 1, true);
+        assert_eq!(limit.get(), 2);
+        assert!(!limit.is_late());
+        feed(&limit, &mut now, 100, Duration::ZERO, 0, true);
+        assert_eq!(limit.get(), 256);
+        // Nearly late: one a window.
+        feed(&limit, &mut now, 1, Duration::from_millis(60), 256, true);
+        let cut = limit.get();
+        feed(&limit, &mut now, 1, Duration::from_millis(6), cut, true);
+        assert_eq!(limit.get(), cut + 1);
+    }
+
+    #[test]
+    fn does_not_grow_while_nobody_needs_it() {
+        let limit = LiveLimit::new(256, Some(TARGET));
+        let mut now = 0;
+        feed(&limit, &mut now, 1, Duration::from_millis(40), 16, true);
+        let cut = limit.get();
+        assert!(cut < 16, "{cut}");
+        // On time, but below the limit and nobody held back: it stays.
+        feed(&limit, &mut now, 10, Duration::ZERO, cut - 1, false);
+        assert_eq!(limit.get(), cut);
+    }
+
+    #[test]
+    fn falls_while_most_requests_take_twice_their_baseline() {
+        let limit = LiveLimit::new(64, Some(TARGET));
+        let class = ClassId::OVERFLOW;
+        let mut now = 0;
+        // A baseline of 10 ms, then a window of requests at 25 ms: slow.
+        limit.sample(class, Duration::from_millis(10));
+        for _ in 0..10 {
+            limit.sample(class, Duration::from_millis(25));
+        }
+        feed(&limit, &mut now, 1, Duration::ZERO, 40, true);
+        assert_eq!(limit.get(), 36, "a tenth off what was in use");
+        // Back near the baseline: it grows again.
+        for _ in 0..10 {
+            limit.sample(class, Duration::from_millis(12));
+        }
+        feed(&limit, &mut now, 1, Duration::ZERO, 36, true);
+        assert!(limit.get() > 36);
+    }
+
+    #[test]
+    fn a_new_class_learns_its_own_baseline() {
+        let limit = LiveLimit::new(64, Some(TARGET));
+        let (fast, slow) = (ClassId::OVERFLOW, ClassId::for_tests(3));
+        limit.sample(fast, Duration::from_millis(1));
+        // A class 100 times slower is not slow: its first sample is its baseline.
+        for _ in 0..20 {
+            limit.sample(slow, Duration::from_millis(100));
+        }
+        let mut now = 0;
+        feed(&limit, &mut now, 1, Duration::ZERO, 64, true);
+        assert_eq!(limit.get(), 64);
+    }
+
+    #[test]
+    fn a_window_needs_its_length() {
+        let limit = LiveLimit::new(8, Some(TARGET));
+        for t in 0..WINDOW_MS {
+            assert_eq!(limit.observe(t, Duration::from_secs(1), 8, true), None);
+        }
+        assert_eq!(
+            limit.observe(WINDOW_MS, Duration::from_secs(1), 8, true),
+            Some((8, 4))
+        );
+    }
+}
