@@ -271,7 +271,13 @@ where
                     let Some((permit, mut service, request)) = yielding.call.take() else {
                         return Poll::Pending;
                     };
-                    call_admitted(&mut service, request, permit, yielding.timeout, yielding.rates)
+                    call_admitted(
+                        &mut service,
+                        request,
+                        permit,
+                        yielding.timeout,
+                        yielding.rates,
+                    )
                 }
                 StateProj::Queued { waiting } => match ready!(poll_queued(waiting.as_mut(), cx)) {
                     Ok(state) => state,

@@ -63,7 +63,8 @@ impl Heartbeat {
         if self.failed.load(Relaxed) || self.running.swap(true, AcqRel) {
             return;
         }
-        self.last_tick_us.store(self.micros(Instant::now()), Relaxed);
+        self.last_tick_us
+            .store(self.micros(Instant::now()), Relaxed);
         self.late_us.store(0, Relaxed);
         runtime.spawn(beat(Arc::downgrade(self)));
     }
@@ -87,21 +88,23 @@ impl Heartbeat {
 }
 
 /// Ticks every [`PERIOD`] until the pool is gone or the runtime drops the task.
+///
+/// The lateness is measured on the runtime's own clock (which tests may pause), the time of
+/// the tick on the real one, which the sampler thread reads.
 async fn beat(heartbeat: Weak<Heartbeat>) {
+    use tokio::time::{Instant as RuntimeInstant, sleep_until};
     let _stopped = Stopped(heartbeat.clone());
-    let mut due = Instant::now() + PERIOD;
     loop {
-        tokio::time::sleep_until(due.into()).await;
-        let now = Instant::now();
+        let due = RuntimeInstant::now() + PERIOD;
+        sleep_until(due).await;
+        let late = RuntimeInstant::now().saturating_duration_since(due);
         let Some(heartbeat) = heartbeat.upgrade() else {
             return;
         };
-        let late = now.saturating_duration_since(due).as_micros() as u64;
-        heartbeat.late_us.store(late, Relaxed);
+        heartbeat.late_us.store(late.as_micros() as u64, Relaxed);
         heartbeat
             .last_tick_us
-            .store(heartbeat.micros(now), Relaxed);
-        due = now + PERIOD;
+            .store(heartbeat.micros(Instant::now()), Relaxed);
     }
 }
 
@@ -141,8 +144,11 @@ mod tests {
             seen.lateness()
         });
         // The only worker does not yield for 120 ms.
-        std::thread::sleep(Duration::from_millis(120));
-        let lateness = watcher.join().unwrap();
+        let blocking = tokio::spawn(async { std::thread::sleep(Duration::from_millis(120)) });
+        let lateness = tokio::task::spawn_blocking(move || watcher.join().unwrap())
+            .await
+            .unwrap();
+        blocking.await.unwrap();
         assert!(lateness >= Duration::from_millis(40), "{lateness:?}");
     }
 
@@ -164,7 +170,9 @@ mod tests {
     #[test]
     fn a_runtime_without_timers_stops_it_for_good() {
         let heartbeat = Heartbeat::new();
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             heartbeat.ensure_running();
             tokio::task::yield_now().await;

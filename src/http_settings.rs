@@ -192,6 +192,7 @@ mod tests {
             classifier,
             prioritizer: Prioritizer::None,
             rates: BodyRates::default(),
+            heartbeat: None,
         }
     }
 

@@ -117,11 +117,11 @@ mod enabled {
         gauge!("admission_memory_reading_age_seconds").set(s.memory_reading_age.as_secs_f64());
         for reason in Reason::ALL {
             for limit in Limit::ALL {
-                // Only memory makes a request too large; a standing queue is one the
-                // concurrency limit holds.
+                // Only memory makes a request too large; a standing queue is shed only
+                // while the live limit is below its ceiling.
                 let possible = match reason {
                     Reason::TooLarge => limit == Limit::Memory,
-                    Reason::StandingQueue => limit != Limit::Memory,
+                    Reason::StandingQueue => limit == Limit::Adaptive,
                     _ => true,
                 };
                 if !possible {

@@ -57,13 +57,9 @@ pub(crate) fn rejection<B>(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded: reason=queue_timeout limit=adaptive (the runtime runs late, and no slot of the live limit came free before the queue timeout or a shutdown)\n",
         ),
-        (Reason::StandingQueue, Limit::Adaptive) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=standing_queue limit=adaptive (the queue stands: it waited twice the queue target for a slot of the live limit)\n",
-        ),
         (Reason::StandingQueue, _) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=standing_queue limit=concurrency (the queue stands: it waited twice the queue target for a slot)\n",
+            "overloaded: reason=standing_queue limit=adaptive (the runtime runs behind and the queue stands: it waited twice the queue target for a slot of the live limit)\n",
         ),
         (Reason::TooLarge, _) => (
             StatusCode::PAYLOAD_TOO_LARGE,

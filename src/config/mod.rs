@@ -240,10 +240,13 @@ impl AdmissionConfig {
     /// Over each 100 ms, the least time an admitted waiter spent in the queue is kept. If it
     /// stayed above the target, or one service time (in flight over admissions per second)
     /// where that is longer, the queue stands: it only delays everyone, as when a closed
-    /// loop of clients keeps it full. While it stands, waiters that the concurrency limit
-    /// has held back for twice that are answered `503` (`reason=standing_queue`), so those
-    /// served wait about the target. Waiters held back by memory keep their place: a large
-    /// request waiting for room is not a standing queue.
+    /// loop of clients keeps it full. While it stands and the [live
+    /// limit](Self::adaptive_limit) is below `max_concurrency` (the service cannot keep up),
+    /// waiters that the live limit has held back for twice that are answered `503`
+    /// (`reason=standing_queue`, `limit=adaptive`), so those served wait about the target.
+    /// Waiters held back by memory keep their place (a large request waiting for room is not
+    /// a standing queue), and so do waiters for a limit at its ceiling (slots held by long
+    /// requests, streams), which wait up to the queue timeout as before.
     ///
     /// ```
     /// use std::time::Duration;

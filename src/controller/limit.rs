@@ -171,7 +171,8 @@ impl LiveLimit {
         let current = self.get();
         let in_use = closed.peak.min(current) as f64;
         let next = if late {
-            let factor = (target.as_secs_f64() / mean.as_secs_f64()).clamp(LEAST_FACTOR, MOST_FACTOR);
+            let factor =
+                (target.as_secs_f64() / mean.as_secs_f64()).clamp(LEAST_FACTOR, MOST_FACTOR);
             (in_use * factor) as usize
         } else if slowed {
             (in_use * MOST_FACTOR) as usize

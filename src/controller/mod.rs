@@ -558,7 +558,10 @@ impl Controller {
     }
 
     /// While the queue stands (see [`standing`]), sends away the waiters that waited too
-    /// long for a slot (not for memory). Returns their wakers.
+    /// long for a slot of the live limit while it is below the ceiling: the runtime cannot
+    /// keep up, and a longer queue only adds waiting. Waiters held back by memory, or by a
+    /// limit at its ceiling (slots held by long requests), keep their place. Returns their
+    /// wakers.
     fn shed_standing(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
         let now = Instant::now();
         let Some(standing) = &queue.standing else {
@@ -575,18 +578,16 @@ impl Controller {
         let Some(longest) = standing.longest(now, service) else {
             return Vec::new();
         };
-        let shed = queue.shed_standing(now, longest, |ask| match self.fit(state, memory, *ask) {
-            Fit::Blocked(limit @ (Limit::Concurrency | Limit::Adaptive)) => Some(limit),
+        queue.shed_standing(now, longest, |ask| match self.fit(state, memory, *ask) {
+            Fit::Blocked(Limit::Adaptive) => Some(Limit::Adaptive),
             _ => None,
-        });
-        shed
+        })
     }
 
     /// Called by the sampler with the runtime's lateness: moves the live limit (see
     /// [`limit`]), and lets waiters in if it rose.
     pub(crate) fn on_lateness(&self, lateness: Duration) {
-        self.lateness_us
-            .store(lateness.as_micros() as u64, Relaxed);
+        self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
         let state = self.state.load(SeqCst);
         let queued = state & QUEUED != 0;
         let blocked = queued && in_flight(state) >= self.limit.get() as u64;

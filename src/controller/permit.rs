@@ -29,8 +29,8 @@ use std::{
 };
 
 use super::{Ask, Controller, classes::ClassId, word::kib};
-use std::time::Instant;
 use crate::data_rate::BodyProgress;
+use std::time::Instant;
 
 /// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
 /// most polls of small requests cost no shared write.
@@ -165,10 +165,7 @@ impl Permit {
     /// Wraps a slot and the charge of `ask`, which the controller has already counted.
     pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
         let charge = Charge::new(kib(ask.charge), ask.declared);
-        let admitted_at = controller
-            .limit
-            .samples_latency()
-            .then(Instant::now);
+        let admitted_at = controller.limit.samples_latency().then(Instant::now);
         Self {
             admitted_at,
             charge: Held::new(charge, controller_shares(&controller)),

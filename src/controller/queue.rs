@@ -486,13 +486,19 @@ mod tests {
             q.evict_below(Priority::Critical, |_| Limit::Memory)
                 .is_some()
         );
-        assert!(matches!(q.leave(new), Left::Evicted(Limit::Memory)));
+        assert!(matches!(
+            q.leave(new),
+            Left::Evicted(Reason::QueueFull, Limit::Memory)
+        ));
         assert!(matches!(q.leave(new), Left::Granted), "told once");
         assert!(
             q.evict_below(Priority::Critical, |_| Limit::Concurrency)
                 .is_some()
         );
-        assert!(matches!(q.leave(old), Left::Evicted(Limit::Concurrency)));
+        assert!(matches!(
+            q.leave(old),
+            Left::Evicted(Reason::QueueFull, Limit::Concurrency)
+        ));
         assert!(q.evict_below(Priority::Normal, |_| Limit::Memory).is_none());
         assert!(matches!(q.leave(normal), Left::Waiting));
         assert!(q.is_empty() && q.evicted.is_empty());
@@ -503,5 +509,31 @@ mod tests {
         let mut q = queue(&[1, 1]);
         assert!(q.admit(|_, _| Verdict::Stop).is_empty());
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn a_standing_queue_sheds_old_waiters_held_for_a_slot_and_keeps_those_held_for_memory() {
+        let mut q = queue(&[1, 64, 1]);
+        let old: Vec<u64> = q.waiters.keys().copied().collect();
+        std::thread::sleep(Duration::from_millis(30));
+        let young = q.push(ask(1));
+        let now = q.waiters[&young].since + Duration::from_millis(5);
+        // Charge 64 waits for memory; the others for a slot.
+        let blocked = |ask: &Ask| (ask.charge == 1).then_some(Limit::Adaptive);
+        q.shed_standing(now, Duration::from_millis(20), blocked);
+        assert!(matches!(
+            q.leave(old[0]),
+            Left::Evicted(Reason::StandingQueue, Limit::Adaptive)
+        ));
+        assert!(matches!(
+            q.leave(old[2]),
+            Left::Evicted(Reason::StandingQueue, Limit::Adaptive)
+        ));
+        let left: Vec<u64> = q.waiters.values().map(|w| w.ask.charge).collect();
+        assert_eq!(
+            left,
+            [64, 1],
+            "memory keeps its place, and the young one stays"
+        );
     }
 }

@@ -71,7 +71,11 @@ mod tests {
         standing.emptied();
         assert_eq!(standing.longest(later, fast), None);
         standing.joined(later);
-        assert_eq!(standing.longest(later + INTERVAL, fast), None, "a new burst");
+        assert_eq!(
+            standing.longest(later + INTERVAL, fast),
+            None,
+            "a new burst"
+        );
     }
 
     #[test]

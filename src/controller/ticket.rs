@@ -8,10 +8,7 @@ use std::{
 };
 
 use super::{Ask, Controller, permit::Permit, queue::Left};
-use crate::{
-    priority::Priority,
-    rejection::Rejection,
-};
+use crate::{priority::Priority, rejection::Rejection};
 
 /// A place in the queue. Dropping it leaves the queue, or gives back a grant not yet taken.
 ///

@@ -85,7 +85,11 @@ fn admission_chart(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
     let series = vec![
         ("in flight".into(), COLORS[0], points(|s| s.in_flight)),
         ("queued".into(), COLORS[1], points(|s| s.queued)),
-        ("live concurrency limit".into(), COLORS[2], points(|s| s.limit.min(512.0))),
+        (
+            "live concurrency limit".into(),
+            COLORS[2],
+            points(|s| s.limit.min(512.0)),
+        ),
     ];
     let caption = "tower-admission: requests in flight, queued, and the live limit";
     line_chart(path, caption, "requests", end, series, None)
@@ -300,7 +304,10 @@ fn heartbeat(run: &Run, path: &Path) -> ChartResult {
             (setup.name.clone(), color, points)
         })
         .collect();
-    let caption = format!("{}: /health latency (bypassed), probed every 50 ms", run.scenario.name);
+    let caption = format!(
+        "{}: /health latency (bypassed), probed every 50 ms",
+        run.scenario.name
+    );
     let end = run.scenario.length().as_secs_f64();
     let target = crate::report::HEARTBEAT_SAFE * 1000.0;
     line_chart(path, &caption, "ms", end, series, Some(("25 ms", target)))
@@ -322,7 +329,10 @@ fn latency_frontier(run: &Run, path: &Path) -> ChartResult {
         .filter(|s| s.tower_n.is_none())
         .map(|s| (s.name.clone(), point(s)))
         .collect();
-    let all = tower.iter().map(|(_, p)| *p).chain(others.iter().map(|(_, p)| *p));
+    let all = tower
+        .iter()
+        .map(|(_, p)| *p)
+        .chain(others.iter().map(|(_, p)| *p));
     let (right, top) = all
         .filter(|p| p.0.is_finite())
         .fold((1.0_f64, 1.0_f64), |(x, y), p| (x.max(p.0), y.max(p.1)));

@@ -260,7 +260,11 @@ impl Run {
             }
             None => text.push_str(" No static N kept the heartbeat."),
         }
-        let most = self.setups.iter().map(SetupRun::goodput).fold(0.0, f64::max);
+        let most = self
+            .setups
+            .iter()
+            .map(SetupRun::goodput)
+            .fold(0.0, f64::max);
         let lowest = self
             .setups
             .iter()

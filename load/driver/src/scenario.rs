@@ -518,8 +518,7 @@ pub fn cpu_mixed() -> Scenario {
             Phase::get("parse 512KiB JSON", "/ingest", 48, 0, 12)
                 .post(512 << 10)
                 .backing_off(50),
-            Phase::get("hold 16MiB x 100ms", "/work?kib=16384&ms=100", 24, 0, 12)
-                .backing_off(50),
+            Phase::get("hold 16MiB x 100ms", "/work?kib=16384&ms=100", 24, 0, 12).backing_off(50),
         ],
         settle: Duration::from_secs(2),
         variants: vec![("fixed", vec![("ADMISSION_ADAPTIVE_LIMIT", "off".into())])],
