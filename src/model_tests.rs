@@ -46,6 +46,9 @@ enum Op {
     Memory(u8),
     /// The sampler ticks, but the memory source fails: the memory limit fails open.
     SourceFails,
+    /// The sampler reads the runtime this many ms late, a window after the last reading:
+    /// the live limit moves (in pools where it is adaptive).
+    Late(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -58,6 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Poll),
         1 => (0u8..80).prop_map(Op::Memory),
         1 => Just(Op::SourceFails),
+        2 => (0u8..40).prop_map(Op::Late),
     ]
 }
 
@@ -79,14 +83,20 @@ struct Model {
     priorities: std::collections::HashMap<u64, Priority>,
     /// Waiters whose place a critical request took, by arrival number.
     evicted: std::collections::HashSet<u64>,
+    /// The virtual clock of the lateness readings, in ms.
+    now_ms: u64,
 }
 
 impl Model {
-    fn new(max: usize, capacity: usize, reserve: bool) -> Self {
+    fn new(max: usize, capacity: usize, reserve: bool, adaptive: bool) -> Self {
         let memory = ManualMemory::new(0);
         let mut settings = Settings::for_tests(max, Some(64 * MIB), capacity);
         if reserve && max > 1 {
             (settings.reserved_slots, settings.reserved_bytes) = (1, 8 * MIB);
+        }
+        if adaptive {
+            settings.lateness_target = Some(std::time::Duration::from_millis(10));
+            settings.queue_target = Some(std::time::Duration::from_millis(5));
         }
         let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
         Self {
@@ -100,6 +110,7 @@ impl Model {
             closed: false,
             priorities: Default::default(),
             evicted: Default::default(),
+            now_ms: 0,
         }
     }
 
@@ -119,6 +130,11 @@ impl Model {
                 let someone_waits = waiters.iter().any(|w| self.priorities[w] <= priority);
                 match self.controller.acquire_as(priority, CLASS, Some(declared)) {
                     Acquired::Admitted(permit) => {
+                        let s = self.controller.snapshot();
+                        assert!(
+                            s.in_flight <= s.concurrency_limit,
+                            "admitted beyond the live limit: {s:?}"
+                        );
                         // No barging: an arrival goes through the queue while anyone of its
                         // priority or a higher one waits.
                         assert!(
@@ -189,6 +205,11 @@ impl Model {
                 .controller
                 .on_sample(Err(crate::memory::MemoryError::injected())),
             Op::Poll => self.observe_grants(),
+            Op::Late(ms) => {
+                self.now_ms += 60;
+                let lateness = std::time::Duration::from_millis(ms.into());
+                self.controller.on_lateness_at(lateness, self.now_ms);
+            }
             _ => {}
         }
     }
@@ -213,8 +234,12 @@ impl Model {
         for (arrival, estimate, mut ticket) in self.waiting.drain(..) {
             match ticket.poll_grant(&mut cx) {
                 Poll::Ready(Ok(permit)) => granted.push((arrival, estimate, permit)),
+                // A standing queue sheds only waiters for a live limit below its ceiling.
                 Poll::Ready(Err(rejection)) => assert!(
-                    self.closed || self.evicted.contains(&arrival),
+                    self.closed
+                        || self.evicted.contains(&arrival)
+                        || (rejection.reason() == Reason::StandingQueue
+                            && rejection.limit() == Limit::Adaptive),
                     "waiter rejected while open: {rejection:?}"
                 ),
                 Poll::Pending => still.push((arrival, estimate, ticket)),
@@ -239,6 +264,7 @@ impl Model {
         assert_eq!(s.in_flight, self.served.len() + granted.len());
         assert_eq!(s.queued, waiting.len());
         assert!(s.in_flight <= settings.max_concurrency);
+        assert!((1..=settings.max_concurrency).contains(&s.concurrency_limit));
         assert!(s.queued <= settings.queue_capacity);
         // Only critical requests use the reserved slots.
         let below_critical = self
@@ -305,10 +331,11 @@ proptest! {
         max in 1usize..5,
         capacity in 0usize..5,
         reserve: bool,
+        adaptive: bool,
         ops in proptest::collection::vec(op(), 1..120),
         closes_after in proptest::option::weighted(0.25, 0usize..120),
     ) {
-        let mut model = Model::new(max, capacity, reserve);
+        let mut model = Model::new(max, capacity, reserve, adaptive);
         for (step, op) in ops.into_iter().enumerate() {
             if closes_after == Some(step) {
                 model.controller.close();

@@ -206,10 +206,12 @@ impl AdmissionConfig {
     /// A task on the runtime wakes every 5 ms and a thread outside it reads how late it
     /// runs. While that lateness stays above the [target](Self::lateness_target), every
     /// request waiting for I/O (a bypassed health check too) waits as long, and more
-    /// requests in flight only add to it: the live limit falls to what was in use, scaled by
-    /// target over lateness (by a tenth to a half each 50 ms). While the runtime is on time
-    /// and the limit is reached, it rises again (by a quarter each 50 ms, by one near the
-    /// target), up to `max_concurrency`. Requests that wait on I/O or timers never make the
+    /// requests in flight only add to it: after two late windows of 50 ms in a row, the live
+    /// limit falls to what was in use, scaled by target over lateness (by a tenth to a half).
+    /// It also falls by a tenth when most requests took more than twice as long, from
+    /// admission to response head, as the least their cost class took lately. While the
+    /// runtime is on time and the limit is reached, it rises again (by a quarter each 50 ms,
+    /// by one near the target or while many requests are slow), up to `max_concurrency`. Requests that wait on I/O or timers never make the
     /// runtime late, so for them the limit stays at the ceiling; CPU-bound handlers find a
     /// limit near the number of worker threads. While the runtime runs late, admitted
     /// requests also yield once before their handler runs, so the workers poll for I/O.
@@ -234,19 +236,18 @@ impl AdmissionConfig {
         self
     }
 
-    /// The queue's target sojourn (`ADMISSION_QUEUE_TARGET`, 5 ms by default), or `None` to
+    /// The queue's target wait (`ADMISSION_QUEUE_TARGET`, 5 ms by default), or `None` to
     /// never shed a standing queue.
     ///
-    /// Over each 100 ms, the least time an admitted waiter spent in the queue is kept. If it
-    /// stayed above the target, or one service time (in flight over admissions per second)
-    /// where that is longer, the queue stands: it only delays everyone, as when a closed
-    /// loop of clients keeps it full. While it stands and the [live
-    /// limit](Self::adaptive_limit) is below `max_concurrency` (the service cannot keep up),
-    /// waiters that the live limit has held back for twice that are answered `503`
-    /// (`reason=standing_queue`, `limit=adaptive`), so those served wait about the target.
-    /// Waiters held back by memory keep their place (a large request waiting for room is not
-    /// a standing queue), and so do waiters for a limit at its ceiling (slots held by long
-    /// requests, streams), which wait up to the queue timeout as before.
+    /// While the [live limit](Self::adaptive_limit) is below `max_concurrency` (the runtime
+    /// cannot keep up), a queue that has not emptied for 100 ms stands: it only delays
+    /// everyone, as when a closed loop of clients keeps it full and every request waits the
+    /// whole queue for a core. Waiters that the live limit then holds back for twice the
+    /// target are answered `503` (`reason=standing_queue`, `limit=adaptive`), so those served
+    /// wait about the target. Waiters held back by memory keep their place (a large request
+    /// waiting for room is not a standing queue), and so does everyone while the limit is at
+    /// its ceiling (slots held by long requests or streams): they wait up to the queue
+    /// timeout, as before.
     ///
     /// ```
     /// use std::time::Duration;

@@ -18,13 +18,15 @@
 //! [`TOLERANCE`] times their baseline is *slow*.
 //!
 //! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`LiveLimit::observe`]):
-//! - late (the window's mean lateness above the target): the limit falls to what was in
-//!   use, times `target / lateness`, clamped to `[0.5, 0.9]` (a gradient, as Netflix's
+//! - late (the mean lateness above the target in this window and the one before: a single
+//!   long poll, such as a large allocation touched at once, stalls one window now and then,
+//!   and fewer requests in flight would not have prevented it): the limit falls to what was
+//!   in use, times `target / lateness`, clamped to `[0.5, 0.9]` (a gradient, as Netflix's
 //!   `Gradient2Limit` clamps its own), never below 1;
 //! - slow: it falls to what was in use, times 0.9;
 //! - otherwise, if the limit held someone back or was all in use: it rises, by a quarter
-//!   while the lateness stays under half the target and hardly any request was slow, by one
-//!   otherwise;
+//!   while the lateness stays under half the target and at most a quarter of the requests
+//!   were slow, by one otherwise;
 //! - otherwise it stays: a limit nobody reaches learns nothing.
 //!
 //! It starts at the ceiling, so a pool whose runtime is never late behaves as a fixed count.
@@ -50,8 +52,34 @@ pub(crate) const TOLERANCE: u64 = 2;
 /// A window judges latency only with this many samples or more.
 const MIN_SAMPLES: u64 = 8;
 
-/// A change of the live limit: from, to.
-pub(crate) type Moved = (usize, usize);
+/// A change of the live limit, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Moved {
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) why: Why,
+}
+
+/// Why the live limit moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The runtime ran late.
+    Late,
+    /// Most requests took more than [`TOLERANCE`] times their baseline.
+    Slow,
+    /// On time and reached: room to grow.
+    Room,
+}
+
+impl Why {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Why::Late => "the runtime ran late",
+            Why::Slow => "most requests took over twice their baseline",
+            Why::Room => "on time and reached",
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct LiveLimit {
@@ -165,28 +193,35 @@ impl LiveLimit {
             baseline.store(micros + micros / 64, Relaxed);
         }
         let mean = Duration::from_micros(closed.lateness_us / closed.readings);
+        // Late twice in a row: one long poll (a large allocation touched at once) stalls a
+        // window now and then, and fewer requests in flight would not have prevented it.
         let late = mean > target;
-        let slowed = samples >= MIN_SAMPLES && slow * 2 > samples;
+        let stays_late = late && self.late.swap(late, Relaxed);
         self.late.store(late, Relaxed);
+        let slowed = samples >= MIN_SAMPLES && slow * 2 > samples;
         let current = self.get();
         let in_use = closed.peak.min(current) as f64;
-        let next = if late {
+        let (next, why) = if stays_late {
             let factor =
                 (target.as_secs_f64() / mean.as_secs_f64()).clamp(LEAST_FACTOR, MOST_FACTOR);
-            (in_use * factor) as usize
+            ((in_use * factor) as usize, Why::Late)
         } else if slowed {
-            (in_use * MOST_FACTOR) as usize
+            ((in_use * MOST_FACTOR) as usize, Why::Slow)
         } else if closed.blocked || closed.peak >= current {
-            let calm = mean < target / 2 && slow * 10 <= samples;
+            let calm = mean < target / 2 && slow * 4 <= samples;
             let step = if calm { current / 4 } else { 1 };
-            current.saturating_add(step.max(1))
+            (current.saturating_add(step.max(1)), Why::Room)
         } else {
-            current
+            (current, Why::Room)
         };
-        let next = next.clamp(1, self.ceiling);
-        (next != current).then(|| {
-            self.current.store(next, Relaxed);
-            (current, next)
+        let to = next.clamp(1, self.ceiling);
+        (to != current).then(|| {
+            self.current.store(to, Relaxed);
+            Moved {
+                from: current,
+                to,
+                why,
+            }
         })
     }
 }
@@ -226,10 +261,13 @@ mod tests {
     fn falls_while_late_by_the_gradient_from_what_was_in_use() {
         let limit = LiveLimit::new(256, Some(TARGET));
         let mut now = 0;
-        // 200 ms late with 40 in flight: the gradient clamps at one half, from 40, not 256.
+        // One late window alone is a stall: nothing moves.
+        feed(&limit, &mut now, 1, Duration::from_millis(200), 40, true);
+        assert_eq!(limit.get(), 256);
+        assert!(limit.is_late());
+        // Late again, 200 ms with 40 in flight: the gradient clamps at one half, from 40.
         feed(&limit, &mut now, 1, Duration::from_millis(200), 40, true);
         assert_eq!(limit.get(), 20);
-        assert!(limit.is_late());
         // Slightly late: a tenth off at least.
         feed(&limit, &mut now, 1, Duration::from_millis(11), 20, true);
         assert_eq!(limit.get(), 18);
@@ -251,8 +289,9 @@ mod tests {
         feed(&limit, &mut now, 100, Duration::ZERO, 0, true);
         assert_eq!(limit.get(), 256);
         // Nearly late: one a window.
-        feed(&limit, &mut now, 1, Duration::from_millis(60), 256, true);
+        feed(&limit, &mut now, 2, Duration::from_millis(60), 256, true);
         let cut = limit.get();
+        assert!(cut < 256);
         feed(&limit, &mut now, 1, Duration::from_millis(6), cut, true);
         assert_eq!(limit.get(), cut + 1);
     }
@@ -261,7 +300,7 @@ mod tests {
     fn does_not_grow_while_nobody_needs_it() {
         let limit = LiveLimit::new(256, Some(TARGET));
         let mut now = 0;
-        feed(&limit, &mut now, 1, Duration::from_millis(40), 16, true);
+        feed(&limit, &mut now, 2, Duration::from_millis(40), 16, true);
         let cut = limit.get();
         assert!(cut < 16, "{cut}");
         // On time, but below the limit and nobody held back: it stays.
@@ -306,12 +345,21 @@ mod tests {
     #[test]
     fn a_window_needs_its_length() {
         let limit = LiveLimit::new(8, Some(TARGET));
+        let late = Duration::from_secs(1);
         for t in 0..WINDOW_MS {
-            assert_eq!(limit.observe(t, Duration::from_secs(1), 8, true), None);
+            assert_eq!(limit.observe(t, late, 8, true), None);
+        }
+        assert_eq!(limit.observe(WINDOW_MS, late, 8, true), None, "late once");
+        for t in WINDOW_MS + 1..2 * WINDOW_MS + 1 {
+            assert_eq!(limit.observe(t, late, 8, true), None);
         }
         assert_eq!(
-            limit.observe(WINDOW_MS, Duration::from_secs(1), 8, true),
-            Some((8, 4))
+            limit.observe(2 * WINDOW_MS + 1, late, 8, true),
+            Some(Moved {
+                from: 8,
+                to: 4,
+                why: Why::Late
+            })
         );
     }
 }

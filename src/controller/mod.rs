@@ -557,27 +557,18 @@ impl Controller {
         wakers
     }
 
-    /// While the queue stands (see [`standing`]), sends away the waiters that waited too
-    /// long for a slot of the live limit while it is below the ceiling: the runtime cannot
-    /// keep up, and a longer queue only adds waiting. Waiters held back by memory, or by a
-    /// limit at its ceiling (slots held by long requests), keep their place. Returns their
-    /// wakers.
+    /// While the live limit is below its ceiling (the runtime cannot keep up) and the queue
+    /// stands (see [`standing`]), sends away the waiters that waited too long for a slot;
+    /// those held back by memory keep their place. Returns their wakers.
     fn shed_standing(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
+        if self.limit.get() >= self.limit.ceiling() {
+            return Vec::new();
+        }
         let now = Instant::now();
-        let Some(standing) = &queue.standing else {
+        let Some(longest) = queue.standing.as_ref().and_then(|s| s.longest(now)) else {
             return Vec::new();
         };
-        // One service time, by Little's law: in flight over the rate of admissions.
         let state = self.state.load(SeqCst);
-        let rate = self.drain.rate();
-        let service = if rate > 0.0 {
-            Duration::from_secs_f64((in_flight(state) as f64 / rate).min(3600.0))
-        } else {
-            Duration::ZERO
-        };
-        let Some(longest) = standing.longest(now, service) else {
-            return Vec::new();
-        };
         queue.shed_standing(now, longest, |ask| match self.fit(state, memory, *ask) {
             Fit::Blocked(Limit::Adaptive) => Some(Limit::Adaptive),
             _ => None,
@@ -587,19 +578,24 @@ impl Controller {
     /// Called by the sampler with the runtime's lateness: moves the live limit (see
     /// [`limit`]), and lets waiters in if it rose.
     pub(crate) fn on_lateness(&self, lateness: Duration) {
+        self.on_lateness_at(lateness, self.started.elapsed().as_millis() as u64);
+    }
+
+    /// [`on_lateness`](Self::on_lateness) at `now_ms` (since the pool started): tests drive
+    /// it on a virtual clock.
+    pub(crate) fn on_lateness_at(&self, lateness: Duration, now_ms: u64) {
         self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
         let state = self.state.load(SeqCst);
         let queued = state & QUEUED != 0;
         let blocked = queued && in_flight(state) >= self.limit.get() as u64;
-        let now_ms = self.started.elapsed().as_millis() as u64;
-        let Some((from, to)) =
-            self.limit
-                .observe(now_ms, lateness, in_flight(state) as usize, blocked)
+        let Some(moved) = self
+            .limit
+            .observe(now_ms, lateness, in_flight(state) as usize, blocked)
         else {
             return;
         };
-        self.log_limit(from, to, lateness, now_ms);
-        if to > from && queued {
+        self.log_limit(moved, lateness, now_ms);
+        if moved.to > moved.from && queued {
             self.grant_waiters(Reading::Last);
         }
     }

@@ -11,6 +11,7 @@ use std::{
 
 use super::{
     Controller,
+    limit::Moved,
     word::{charged_bytes, in_flight},
 };
 use crate::{
@@ -65,7 +66,16 @@ impl Controller {
 
     /// Logs a move of the live limit to half or twice what was last logged, at most once a
     /// second.
-    pub(super) fn log_limit(&self, from: usize, to: usize, lateness: Duration, now_ms: u64) {
+    pub(super) fn log_limit(&self, moved: Moved, lateness: Duration, now_ms: u64) {
+        let Moved { from, to, why } = moved;
+        let lateness_ms = lateness.as_secs_f64() * 1e3;
+        tracing::debug!(
+            from,
+            to,
+            lateness_ms,
+            why = why.as_str(),
+            "live limit moved"
+        );
         let logged = self.limit_logged.load(Relaxed);
         if to > logged / 2 && to < logged.saturating_mul(2) {
             return;
@@ -75,7 +85,8 @@ impl Controller {
             tracing::info!(
                 from,
                 to,
-                lateness_ms = lateness.as_secs_f64() * 1e3,
+                lateness_ms,
+                why = why.as_str(),
                 ceiling = self.limit.ceiling(),
                 "live concurrency limit moved"
             );

@@ -1,20 +1,18 @@
 //! Whether the queue stands, as "Fail at Scale" puts it for server queues: a queue that has
-//! not been empty for a whole interval only delays everyone, and refills the workers the
-//! moment one is free. Then a waiter may wait only a short time (twice the target) before it
-//! is sent away (`503`, `standing_queue`), rather than be served late; when the queue
-//! empties, waiting is as long as the queue timeout again. A burst that the queue absorbs
-//! and drains is never shed.
+//! not been empty for a whole interval (100 ms) only delays everyone, and refills the
+//! workers the moment one is free. Then a waiter may wait only twice the target (5 ms by
+//! default) before it is sent away (`503`, `standing_queue`), rather than be served late;
+//! once the queue empties, waiting is as long as the queue timeout again. A burst that the
+//! queue absorbs and drains within the interval is never shed.
 //!
-//! The target is the configured one (5 ms by default) or one service time, whichever is
-//! longer, and the interval 100 ms or one service time: where a handler runs 500 ms, a slot
-//! frees only every so often and a queue a service time long is not standing.
-//!
-//! Only waiters that the concurrency limit holds back are sent away: one that waits for
-//! memory is not a standing queue, and keeps its place (see `Queue::shed_standing`).
+//! The controller applies it only to waiters held back by the live concurrency limit while
+//! it is below its ceiling (the runtime cannot keep up): a waiter for memory, or for slots
+//! held by long requests, is not in a standing queue and keeps its place (see
+//! `Queue::shed_standing`).
 
 use std::time::{Duration, Instant};
 
-/// How long the queue must stay non-empty before it stands, at least.
+/// How long the queue must stay non-empty before it stands.
 pub(crate) const INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
@@ -42,12 +40,11 @@ impl Standing {
         self.since = None;
     }
 
-    /// How long a waiter may wait at `now`, while requests are served in about `service`:
-    /// twice the target if the queue stands, `None` if it does not.
-    pub(crate) fn longest(&self, now: Instant, service: Duration) -> Option<Duration> {
+    /// How long a waiter may wait at `now`: twice the target if the queue stands, `None` if
+    /// it does not.
+    pub(crate) fn longest(&self, now: Instant) -> Option<Duration> {
         let since = self.since?;
-        let stands = now.saturating_duration_since(since) > INTERVAL.max(service);
-        stands.then(|| self.target.max(service) * 2)
+        (now.saturating_duration_since(since) > INTERVAL).then_some(self.target * 2)
     }
 }
 
@@ -61,31 +58,15 @@ mod tests {
     fn stands_once_not_empty_for_an_interval_until_it_empties() {
         let mut standing = Standing::new(TARGET);
         let start = Instant::now();
-        let fast = Duration::from_millis(1);
-        assert_eq!(standing.longest(start, fast), None, "empty");
+        assert_eq!(standing.longest(start), None, "empty");
         standing.joined(start);
         standing.joined(start + INTERVAL / 2);
-        assert_eq!(standing.longest(start + INTERVAL, fast), None);
+        assert_eq!(standing.longest(start + INTERVAL), None);
         let later = start + INTERVAL + Duration::from_millis(1);
-        assert_eq!(standing.longest(later, fast), Some(TARGET * 2));
+        assert_eq!(standing.longest(later), Some(TARGET * 2));
         standing.emptied();
-        assert_eq!(standing.longest(later, fast), None);
+        assert_eq!(standing.longest(later), None);
         standing.joined(later);
-        assert_eq!(
-            standing.longest(later + INTERVAL, fast),
-            None,
-            "a new burst"
-        );
-    }
-
-    #[test]
-    fn a_queue_one_service_time_long_does_not_stand() {
-        let mut standing = Standing::new(TARGET);
-        let start = Instant::now();
-        let slow = Duration::from_millis(500);
-        standing.joined(start);
-        assert_eq!(standing.longest(start + slow / 2, slow), None);
-        let later = start + slow + Duration::from_millis(1);
-        assert_eq!(standing.longest(later, slow), Some(slow * 2));
+        assert_eq!(standing.longest(later + INTERVAL), None, "a new burst");
     }
 }

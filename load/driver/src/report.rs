@@ -522,12 +522,12 @@ pub fn problems(run: &Run) -> Vec<String> {
 
 pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<(), String> {
     let mut csv = String::from(
-        "t_seconds,memory_bytes,budget_bytes,in_flight,queued,charged_bytes,admitted_total,rejected_total,rss_bytes\n",
+        "t_seconds,memory_bytes,budget_bytes,in_flight,queued,charged_bytes,admitted_total,rejected_total,rss_bytes,concurrency_limit\n",
     );
     for s in samples {
         let _ = writeln!(
             csv,
-            "{:.3},{},{},{},{},{},{},{},{}",
+            "{:.3},{},{},{},{},{},{},{},{},{}",
             s.t,
             s.memory,
             s.budget,
@@ -536,7 +536,8 @@ pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<(), String> {
             s.reserved,
             s.admitted,
             s.rejected,
-            s.rss
+            s.rss,
+            s.limit
         );
     }
     std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))

@@ -54,9 +54,9 @@ impl Server {
             command.env_remove(name);
         }
         command
+            .env("RUST_LOG", "warn") // unless the setup says otherwise
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("LISTEN_ADDR", addr.to_string())
-            .env("RUST_LOG", "warn")
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_file)
             .stdin(Stdio::null());

@@ -1,0 +1,168 @@
+//! CPU-bound handlers over real TCP: with the layer's defaults, a bypassed `/health` stays
+//! prompt while handlers that spin on the CPU keep both worker threads busy; without the
+//! layer, it waits behind them. A behaviour test, asserted loosely enough for a loaded
+//! 2-core machine, not a benchmark.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use axum::{Router, routing::get};
+use tower_admission::{Admission, AdmissionConfig, ManualMemory, MemoryBudget};
+
+/// Each `/spin` request holds a worker this long without yielding, as an inline parse does.
+const SPIN: Duration = Duration::from_millis(4);
+const CLIENTS: usize = 24;
+const LOAD: Duration = Duration::from_secs(3);
+
+fn spin() -> &'static str {
+    let start = Instant::now();
+    while start.elapsed() < SPIN {
+        std::hint::spin_loop();
+    }
+    "spun\n"
+}
+
+/// Serves `/spin` and `/health` (bypassed) on a runtime of two workers, with the layer or
+/// without; returns the address and a flag that stops it.
+fn serve(with_layer: bool) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut app = Router::new()
+                .route("/spin", get(|| async { spin() }))
+                .route("/health", get(|| async { "ok\n" }));
+            if with_layer {
+                let config = AdmissionConfig::default()
+                    .memory_budget(MemoryBudget::Off)
+                    .bypass(["/health"]);
+                let admission =
+                    Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+                app = app.layer(admission.layer());
+            }
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let server = axum::serve(listener, app);
+            tokio::select! {
+                _ = server => {}
+                _ = async {
+                    while !stopped.load(Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                } => {}
+            }
+        });
+    });
+    (addr, stop)
+}
+
+/// One `GET path` on a kept-alive connection; the status.
+fn request(connection: &mut BufReader<TcpStream>, path: &str) -> std::io::Result<u16> {
+    write!(
+        connection.get_mut(),
+        "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n"
+    )?;
+    let mut line = String::new();
+    connection.read_line(&mut line)?;
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0;
+    loop {
+        line.clear();
+        connection.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    connection.read_exact(&mut vec![0; length])?;
+    Ok(status)
+}
+
+fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    BufReader::new(stream)
+}
+
+/// Drives `/spin` from closed-loop clients (backing off 20 ms after a 503) while probing
+/// `/health` every 20 ms; returns the probes' 90th percentile and how many spins were served.
+fn health_under_load(with_layer: bool) -> (Duration, usize) {
+    let (addr, stop) = serve(with_layer);
+    let end = Instant::now() + LOAD;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut connection = connect(addr);
+                let mut served = 0;
+                while Instant::now() < end {
+                    match request(&mut connection, "/spin") {
+                        Ok(200) => served += 1,
+                        Ok(_) => thread::sleep(Duration::from_millis(20)),
+                        Err(_) => connection = connect(addr),
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300)); // past the start
+    let mut probe = connect(addr);
+    let mut probes = Vec::new();
+    while Instant::now() + Duration::from_millis(100) < end {
+        let start = Instant::now();
+        assert_eq!(request(&mut probe, "/health").unwrap(), 200);
+        probes.push(start.elapsed());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let served = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    stop.store(true, Relaxed);
+    probes.sort();
+    (probes[probes.len() * 9 / 10], served)
+}
+
+#[test]
+fn cpu_bound_handlers_do_not_keep_a_bypassed_health_check_waiting() {
+    let (without, served_without) = health_under_load(false);
+    let (with, served_with) = health_under_load(true);
+    eprintln!(
+        "/health p90: {with:?} with the layer ({served_with} spins), {without:?} without ({served_without} spins)"
+    );
+    // The load must load: without the layer, /health waits behind the spinning handlers.
+    assert!(
+        without >= SPIN * 3,
+        "without the layer /health p90 {without:?}: the load did not load"
+    );
+    assert!(
+        with * 2 <= without,
+        "/health p90 with the layer {with:?}, without {without:?}"
+    );
+    // Keeping the heartbeat does not cost most of the work.
+    assert!(
+        served_with * 2 >= served_without,
+        "served {served_with} with the layer, {served_without} without"
+    );
+}
