@@ -97,6 +97,7 @@ impl Model {
         if adaptive {
             settings.lateness_target = Some(std::time::Duration::from_millis(10));
             settings.queue_target = Some(std::time::Duration::from_millis(5));
+            settings.initial_limit = 1;
         }
         let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
         Self {

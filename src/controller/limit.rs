@@ -14,8 +14,9 @@
 //! wait, nor its response body, which a slow client sets) is compared with its class's
 //! baseline: the least such time the class showed lately, which creeps up by 1/64 each
 //! window so that a route that really became slower is learned again (per class, so a slow
-//! route is not mistaken for congestion). A window in which most requests took more than
-//! [`TOLERANCE`] times their baseline is *slow*.
+//! route is not mistaken for congestion). Two windows in a row in which most requests took
+//! more than [`TOLERANCE`] times their baseline are *slow* (one may be chance, in a class of
+//! mixed sizes).
 //!
 //! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`LiveLimit::observe`]):
 //! - late (the mean lateness above the target in this window and the one before: a single
@@ -29,7 +30,11 @@
 //!   were slow, by one otherwise;
 //! - otherwise it stays: a limit nobody reaches learns nothing.
 //!
-//! It starts at the ceiling, so a pool whose runtime is never late behaves as a fixed count.
+//! **Slow start.** It starts at twice the machine's cores (or the ceiling, if lower) and
+//! doubles each window in which it is reached and nothing says to fall, until it first
+//! falls: a cold burst of CPU-bound requests is not admitted wholesale (64 of them on two
+//! cores each take 32 times as long as one), while requests that wait on I/O reach a
+//! ceiling of 256 in a quarter of a second.
 //! Pure arithmetic on explicit readings and times: the tests drive it with a virtual clock.
 
 use std::{
@@ -87,8 +92,12 @@ pub(crate) struct LiveLimit {
     /// The lateness above which the limit falls; `None`: fixed at the ceiling.
     target: Option<Duration>,
     current: AtomicUsize,
+    /// Until the limit first falls, it doubles when it grows.
+    slow_start: AtomicBool,
     /// Whether the last window was late: admissions then yield before their handler runs.
     late: AtomicBool,
+    /// Whether the last window was slow.
+    slow_before: AtomicBool,
     window: Mutex<Window>,
     /// Per class, the baseline latency in microseconds (0: none yet).
     baselines: [AtomicU64; SLOTS + 1],
@@ -110,13 +119,19 @@ struct Window {
 }
 
 impl LiveLimit {
-    /// A limit of `ceiling` at most, adaptive when `target` is set.
-    pub(crate) fn new(ceiling: usize, target: Option<Duration>) -> Self {
+    /// A limit of `ceiling` at most, adaptive from `initial` when `target` is set.
+    pub(crate) fn new(ceiling: usize, target: Option<Duration>, initial: usize) -> Self {
+        let initial = match target {
+            Some(_) => initial.clamp(1, ceiling),
+            None => ceiling,
+        };
         Self {
             ceiling,
             target,
-            current: AtomicUsize::new(ceiling),
+            current: AtomicUsize::new(initial),
+            slow_start: AtomicBool::new(true),
             late: AtomicBool::new(false),
+            slow_before: AtomicBool::new(false),
             window: Mutex::default(),
             baselines: std::array::from_fn(|_| AtomicU64::new(0)),
             samples: AtomicU64::new(0),
@@ -155,6 +170,13 @@ impl LiveLimit {
 
     pub(crate) fn ceiling(&self) -> usize {
         self.ceiling
+    }
+
+    /// Whether the limit has fallen below its ceiling since it started (slow start is not a
+    /// fall) and not grown back to it: the service cannot keep up.
+    #[inline]
+    pub(crate) fn has_fallen(&self) -> bool {
+        !self.slow_start.load(Relaxed) && self.get() < self.ceiling
     }
 
     /// Whether the runtime ran late in the last window.
@@ -196,9 +218,11 @@ impl LiveLimit {
         // Late twice in a row: one long poll (a large allocation touched at once) stalls a
         // window now and then, and fewer requests in flight would not have prevented it.
         let late = mean > target;
-        let stays_late = late && self.late.swap(late, Relaxed);
-        self.late.store(late, Relaxed);
-        let slowed = samples >= MIN_SAMPLES && slow * 2 > samples;
+        let stays_late = self.late.swap(late, Relaxed) && late;
+        // Slow twice in a row too: in a class of mixed sizes, one window may by chance see
+        // mostly its larger requests end.
+        let slow_now = samples >= MIN_SAMPLES && slow * 2 > samples;
+        let slowed = self.slow_before.swap(slow_now, Relaxed) && slow_now;
         let current = self.get();
         let in_use = closed.peak.min(current) as f64;
         let (next, why) = if stays_late {
@@ -209,12 +233,19 @@ impl LiveLimit {
             ((in_use * MOST_FACTOR) as usize, Why::Slow)
         } else if closed.blocked || closed.peak >= current {
             let calm = mean < target / 2 && slow * 4 <= samples;
-            let step = if calm { current / 4 } else { 1 };
+            let step = match (self.slow_start.load(Relaxed), calm) {
+                (true, _) => current,
+                (false, true) => current / 4,
+                (false, false) => 1,
+            };
             (current.saturating_add(step.max(1)), Why::Room)
         } else {
             (current, Why::Room)
         };
         let to = next.clamp(1, self.ceiling);
+        if to < current {
+            self.slow_start.store(false, Relaxed);
+        }
         (to != current).then(|| {
             self.current.store(to, Relaxed);
             Moved {
@@ -249,17 +280,30 @@ mod tests {
 
     #[test]
     fn starts_at_the_ceiling_and_fixed_never_moves() {
-        let fixed = LiveLimit::new(64, None);
+        let fixed = LiveLimit::new(64, None, 4);
         assert_eq!(fixed.observe(0, Duration::from_secs(1), 64, true), None);
         assert_eq!(fixed.observe(1000, Duration::from_secs(1), 64, true), None);
         assert_eq!(fixed.get(), 64);
         assert!(!fixed.is_late());
-        assert_eq!(LiveLimit::new(64, Some(TARGET)).get(), 64);
+        assert_eq!(LiveLimit::new(64, Some(TARGET), 64).get(), 64);
+    }
+
+    #[test]
+    fn starts_slow_and_doubles_until_it_first_falls() {
+        let limit = LiveLimit::new(256, Some(TARGET), 4);
+        let mut now = 0;
+        feed(&limit, &mut now, 3, Duration::ZERO, 256, true);
+        assert_eq!(limit.get(), 32);
+        feed(&limit, &mut now, 2, Duration::from_millis(20), 32, true);
+        assert_eq!(limit.get(), 16);
+        // After its first fall it grows by a quarter at most.
+        feed(&limit, &mut now, 1, Duration::ZERO, 16, true);
+        assert_eq!(limit.get(), 20);
     }
 
     #[test]
     fn falls_while_late_by_the_gradient_from_what_was_in_use() {
-        let limit = LiveLimit::new(256, Some(TARGET));
+        let limit = LiveLimit::new(256, Some(TARGET), 256);
         let mut now = 0;
         // One late window alone is a stall: nothing moves.
         feed(&limit, &mut now, 1, Duration::from_millis(200), 40, true);
@@ -278,7 +322,7 @@ mod tests {
 
     #[test]
     fn recovers_to_the_ceiling_when_on_time_and_in_use() {
-        let limit = LiveLimit::new(256, Some(TARGET));
+        let limit = LiveLimit::new(256, Some(TARGET), 256);
         let mut now = 0;
         feed(&limit, &mut now, 10, Duration::from_secs(1), 256, true);
         assert_eq!(limit.get(), 1);
@@ -298,7 +342,7 @@ mod tests {
 
     #[test]
     fn does_not_grow_while_nobody_needs_it() {
-        let limit = LiveLimit::new(256, Some(TARGET));
+        let limit = LiveLimit::new(256, Some(TARGET), 256);
         let mut now = 0;
         feed(&limit, &mut now, 2, Duration::from_millis(40), 16, true);
         let cut = limit.get();
@@ -310,11 +354,16 @@ mod tests {
 
     #[test]
     fn falls_while_most_requests_take_twice_their_baseline() {
-        let limit = LiveLimit::new(64, Some(TARGET));
+        let limit = LiveLimit::new(64, Some(TARGET), 64);
         let class = ClassId::OVERFLOW;
         let mut now = 0;
         // A baseline of 10 ms, then a window of requests at 25 ms: slow.
         limit.sample(class, Duration::from_millis(10));
+        for _ in 0..10 {
+            limit.sample(class, Duration::from_millis(25));
+        }
+        feed(&limit, &mut now, 1, Duration::ZERO, 40, true);
+        assert_eq!(limit.get(), 64, "one slow window may be chance");
         for _ in 0..10 {
             limit.sample(class, Duration::from_millis(25));
         }
@@ -330,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_new_class_learns_its_own_baseline() {
-        let limit = LiveLimit::new(64, Some(TARGET));
+        let limit = LiveLimit::new(64, Some(TARGET), 64);
         let (fast, slow) = (ClassId::OVERFLOW, ClassId::for_tests(3));
         limit.sample(fast, Duration::from_millis(1));
         // A class 100 times slower is not slow: its first sample is its baseline.
@@ -344,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_window_needs_its_length() {
-        let limit = LiveLimit::new(8, Some(TARGET));
+        let limit = LiveLimit::new(8, Some(TARGET), 8);
         let late = Duration::from_secs(1);
         for t in 0..WINDOW_MS {
             assert_eq!(limit.observe(t, late, 8, true), None);

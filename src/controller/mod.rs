@@ -114,6 +114,8 @@ pub(crate) struct Settings {
     /// The runtime lateness above which the live limit falls; `None`: the limit is fixed at
     /// `max_concurrency` (see [`limit`]).
     pub(crate) lateness_target: Option<Duration>,
+    /// Where the live limit starts (its slow start).
+    pub(crate) initial_limit: usize,
     /// The sojourn above which the queue stands; `None`: it is never shed for standing (see
     /// [`standing`]).
     pub(crate) queue_target: Option<Duration>,
@@ -138,6 +140,7 @@ impl Settings {
             reserved_slots: 0,
             reserved_bytes: 0,
             lateness_target: None,
+            initial_limit: max_concurrency,
             queue_target: None,
         }
     }
@@ -236,7 +239,11 @@ impl Controller {
             thread_allocations,
             reading_health: ReadingHealth::new(settings.memory_failure, settings.sample_interval),
             closed: AtomicBool::new(false),
-            limit: LiveLimit::new(settings.max_concurrency, settings.lateness_target),
+            limit: LiveLimit::new(
+                settings.max_concurrency,
+                settings.lateness_target,
+                settings.initial_limit,
+            ),
             lateness_us: AtomicU64::new(0),
             limit_log: LogThrottle::new(Duration::from_secs(1)),
             limit_logged: AtomicUsize::new(settings.max_concurrency),
@@ -557,11 +564,11 @@ impl Controller {
         wakers
     }
 
-    /// While the live limit is below its ceiling (the runtime cannot keep up) and the queue
-    /// stands (see [`standing`]), sends away the waiters that waited too long for a slot;
+    /// While the live limit has fallen below its ceiling (the runtime cannot keep up) and the
+    /// queue stands (see [`standing`]), sends away the waiters that waited too long for a slot;
     /// those held back by memory keep their place. Returns their wakers.
     fn shed_standing(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
-        if self.limit.get() >= self.limit.ceiling() {
+        if !self.limit.has_fallen() {
             return Vec::new();
         }
         let now = Instant::now();

@@ -197,10 +197,12 @@ fn run_scenario(scenario: &Scenario, args: &Args) -> Result<Run, String> {
     let mut setup_runs = Vec::new();
     let only = std::env::var("SETUPS").ok();
     for (index, setup) in setups(scenario, &args.bin_dir).into_iter().enumerate() {
-        // SETUPS=admission,none,tower limits a run to some setups (for quick checks).
+        // SETUPS=admission,variants,tower,none limits a run to some setups (for quick checks,
+        // or for a build that predates the variants' settings).
         let kind = match setup.tower_n {
             Some(_) => "tower",
-            None if setup.name.starts_with(ADMISSION) => "admission",
+            None if setup.name == ADMISSION => "admission",
+            None if setup.name.starts_with(ADMISSION) => "variants",
             None => "none",
         };
         if only
