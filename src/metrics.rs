@@ -118,7 +118,7 @@ mod enabled {
         for reason in Reason::ALL {
             for limit in Limit::ALL {
                 // Only memory makes a request too large; a standing queue is shed only
-                // while the live limit is below its ceiling.
+                // once the live limit has fallen.
                 let possible = match reason {
                     Reason::TooLarge => limit == Limit::Memory,
                     Reason::StandingQueue => limit == Limit::Adaptive,

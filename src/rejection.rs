@@ -52,7 +52,7 @@ pub enum Limit {
     Concurrency,
     /// The memory budget.
     Memory,
-    /// The live concurrency limit, below `max_concurrency` while the runtime runs late (see
+    /// The live concurrency limit, while it is below `max_concurrency` (see
     /// [`AdmissionConfig::adaptive_limit`](crate::AdmissionConfig::adaptive_limit)).
     Adaptive,
 }

@@ -51,15 +51,15 @@ pub(crate) fn rejection<B>(
         ),
         (Reason::QueueFull, Limit::Adaptive) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=queue_full limit=adaptive (the runtime runs late, every slot of the live limit is busy, and the queue is full or closed)\n",
+            "overloaded: reason=queue_full limit=adaptive (every slot of the live limit, below max concurrency, is busy and the queue is full or closed)\n",
         ),
         (Reason::QueueTimeout, Limit::Adaptive) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=queue_timeout limit=adaptive (the runtime runs late, and no slot of the live limit came free before the queue timeout or a shutdown)\n",
+            "overloaded: reason=queue_timeout limit=adaptive (no slot of the live limit, below max concurrency, came free before the queue timeout or a shutdown)\n",
         ),
         (Reason::StandingQueue, _) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=standing_queue limit=adaptive (the runtime runs behind and the queue stands: it waited twice the queue target for a slot of the live limit)\n",
+            "overloaded: reason=standing_queue limit=adaptive (the service cannot keep up and the queue stands: it waited twice the queue target for a slot of the live limit)\n",
         ),
         (Reason::TooLarge, _) => (
             StatusCode::PAYLOAD_TOO_LARGE,

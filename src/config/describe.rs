@@ -66,7 +66,7 @@ pub(crate) fn describe(
         },
         match config.queue_target {
             Some(target) => format!(
-                "{} (while the live limit is below max concurrency, a queue not empty for 100 ms is shed past twice that)",
+                "{} (once the live limit has fallen, a queue not empty for 100 ms is shed past twice that)",
                 humantime::format_duration(target)
             ),
             None => "off (a standing queue is not shed)".to_owned(),

@@ -211,7 +211,8 @@ impl AdmissionConfig {
     /// It also falls by a tenth when most requests took more than twice as long, from
     /// admission to response head, as the least their cost class took lately. While the
     /// runtime is on time and the limit is reached, it rises again (by a quarter each 50 ms,
-    /// by one near the target or while many requests are slow), up to `max_concurrency`. Requests that wait on I/O or timers never make the
+    /// by one near the target or while many requests are slow), up to `max_concurrency`. It
+    /// starts at twice the machine's cores and doubles each 50 ms until it first falls. Requests that wait on I/O or timers never make the
     /// runtime late, so for them the limit stays at the ceiling; CPU-bound handlers find a
     /// limit near the number of worker threads. While the runtime runs late, admitted
     /// requests also yield once before their handler runs, so the workers poll for I/O.
@@ -239,15 +240,15 @@ impl AdmissionConfig {
     /// The queue's target wait (`ADMISSION_QUEUE_TARGET`, 5 ms by default), or `None` to
     /// never shed a standing queue.
     ///
-    /// While the [live limit](Self::adaptive_limit) is below `max_concurrency` (the runtime
-    /// cannot keep up), a queue that has not emptied for 100 ms stands: it only delays
+    /// Once the [live limit](Self::adaptive_limit) has fallen below `max_concurrency` (the
+    /// runtime cannot keep up), a queue that has not emptied for 100 ms stands: it only delays
     /// everyone, as when a closed loop of clients keeps it full and every request waits the
     /// whole queue for a core. Waiters that the live limit then holds back for twice the
     /// target are answered `503` (`reason=standing_queue`, `limit=adaptive`), so those served
     /// wait about the target. Waiters held back by memory keep their place (a large request
     /// waiting for room is not a standing queue), and so does everyone while the limit is at
-    /// its ceiling (slots held by long requests or streams): they wait up to the queue
-    /// timeout, as before.
+    /// its ceiling (slots held by long requests or streams) or still in its slow start:
+    /// they wait up to the queue timeout, as before.
     ///
     /// ```
     /// use std::time::Duration;

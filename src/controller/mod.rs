@@ -94,7 +94,7 @@ use footprint::Footprint;
 use limit::LiveLimit;
 use queue::{Left, Queue, Verdict};
 use standing::Standing;
-use word::{QUEUED, charge, charged_bytes, claim, in_flight};
+use word::{QUEUED, charge, charged_bytes, claim, in_flight, without_in_flight};
 
 /// The resolved limits of one pool.
 #[derive(Debug, Clone)]
@@ -576,9 +576,12 @@ impl Controller {
             return Vec::new();
         };
         let state = self.state.load(SeqCst);
-        queue.shed_standing(now, longest, |ask| match self.fit(state, memory, *ask) {
-            Fit::Blocked(Limit::Adaptive) => Some(Limit::Adaptive),
-            _ => None,
+        // Held back by the live limit only: with nobody in flight, it would fit in memory.
+        let charges = without_in_flight(state);
+        queue.shed_standing(now, longest, |ask| {
+            let slot = matches!(self.fit(state, memory, *ask), Fit::Blocked(Limit::Adaptive));
+            let room = !matches!(self.fit(charges, memory, *ask), Fit::Blocked(Limit::Memory));
+            (slot && room).then_some(Limit::Adaptive)
         })
     }
 

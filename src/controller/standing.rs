@@ -5,8 +5,8 @@
 //! once the queue empties, waiting is as long as the queue timeout again. A burst that the
 //! queue absorbs and drains within the interval is never shed.
 //!
-//! The controller applies it only to waiters held back by the live concurrency limit while
-//! it is below its ceiling (the runtime cannot keep up): a waiter for memory, or for slots
+//! The controller applies it only to waiters held back by the live concurrency limit once
+//! it has fallen below its ceiling (the runtime cannot keep up): a waiter for memory, or for slots
 //! held by long requests, is not in a standing queue and keeps its place (see
 //! `Queue::shed_standing`).
 

@@ -564,3 +564,72 @@ fn a_class_not_seen_yet_goes_one_at_a_time_until_a_poll_shows_its_cost() {
         other => panic!("expected admission, got {other:?}"),
     }
 }
+
+/// A pool whose live limit (4 slots at most) has fallen to 2 after two late windows, with a
+/// 5 ms queue target and 64 MiB of budget.
+fn fallen_pool() -> (Arc<Controller>, ManualMemory) {
+    let memory = ManualMemory::new(0);
+    let settings = Settings {
+        lateness_target: Some(Duration::from_millis(10)),
+        queue_target: Some(Duration::from_millis(5)),
+        ..Settings::for_tests(4, Some(64 * MIB), 8)
+    };
+    let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
+    let late = Duration::from_millis(15);
+    for now_ms in [0, 60, 120, 180] {
+        controller.on_lateness_at(late, now_ms);
+    }
+    assert!(controller.limit.has_fallen());
+    (controller, memory)
+}
+
+#[test]
+fn a_live_limit_that_fell_holds_arrivals_back_as_adaptive() {
+    let (c, _) = fallen_pool();
+    let live = c.snapshot().concurrency_limit;
+    assert!(live < 4, "{live}");
+    let _served: Vec<Permit> = (0..live)
+        .map(|_| admitted(c.acquire(CLASS, None)))
+        .collect();
+    let mut ticket = queued(c.acquire(CLASS, None));
+    assert_eq!(
+        ticket.expire().unwrap_err(),
+        Rejection::new(Reason::QueueTimeout, Limit::Adaptive)
+    );
+}
+
+#[test]
+fn a_standing_queue_sheds_waiters_for_a_slot_and_keeps_those_for_memory() {
+    let (c, memory) = fallen_pool();
+    let live = c.snapshot().concurrency_limit;
+    let mut served: Vec<Permit> = (0..live)
+        .map(|_| admitted(c.acquire(CLASS, None)))
+        .collect();
+    let mut first = queued(c.acquire(CLASS, None));
+    let mut second = queued(c.acquire(CLASS, None));
+    // Held back by memory as well as by the live limit.
+    memory.set(60 * MIB);
+    let large = queued(c.acquire(CLASS, Some(63 * MIB)));
+    // The queue stands once it has not emptied for 100 ms; the next grant looks.
+    std::thread::sleep(standing::INTERVAL + Duration::from_millis(10));
+    drop(served.pop());
+    let waker = Arc::new(CountingWaker::default());
+    assert!(
+        poll(&mut first, &waker).is_ready(),
+        "the freed slot goes to the head"
+    );
+    let mut cx = Context::from_waker(Waker::noop());
+    match second.poll_grant(&mut cx) {
+        Poll::Ready(Err(rejection)) => assert_eq!(
+            rejection,
+            Rejection::new(Reason::StandingQueue, Limit::Adaptive)
+        ),
+        other => panic!("expected a standing-queue rejection, got {other:?}"),
+    }
+    assert!(
+        large.is_waiting(),
+        "held back by memory: it keeps its place"
+    );
+    let s = c.snapshot();
+    assert_eq!(s.rejected(Reason::StandingQueue, Limit::Adaptive), 1);
+}

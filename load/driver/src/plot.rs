@@ -188,55 +188,81 @@ fn per_second(samples: &[Sample], span: usize, value: fn(&Sample) -> f64) -> Vec
 
 /// The static-limit sweep: goodput against peak memory for each N (a line through the
 /// points, labelled with N), tower-admission as one point, and the bound as a dashed line.
+/// What a frontier chart puts on its x axis.
+struct Axis {
+    caption: String,
+    desc: &'static str,
+    /// Each setup's x value.
+    x: fn(&SetupRun) -> f64,
+    /// A dashed vertical line (the memory bound), if any.
+    bound: Option<(&'static str, f64)>,
+}
+
+/// Goodput against peak memory, with the bound.
 fn frontier(run: &Run, path: &Path) -> ChartResult {
-    let point = |s: &SetupRun| (s.peak(|x| x.memory) / MIB, s.goodput());
+    let budget = run.scenario.budget as f64 / MIB;
+    let axis = Axis {
+        caption: format!(
+            "{}: goodput against peak memory (budget {budget:.0} MiB)",
+            run.scenario.name
+        ),
+        desc: "peak allocated memory (MiB)",
+        x: |s| s.peak(|x| x.memory) / MIB,
+        bound: Some(("budget + one largest request", run.bound() / MIB)),
+    };
+    frontier_chart(run, path, axis)
+}
+
+/// Goodput against the 2xx p99 (the latency frontier).
+fn latency_frontier(run: &Run, path: &Path) -> ChartResult {
+    let axis = Axis {
+        caption: format!("{}: goodput against p99 of 2xx answers", run.scenario.name),
+        desc: "p99 of 2xx answers (ms)",
+        x: |s| s.ok_p99() * 1000.0,
+        bound: None,
+    };
+    frontier_chart(run, path, axis)
+}
+
+/// Goodput against `axis`: every static N a point on tower's line, every other setup
+/// (tower-admission's, no limit) a point of its own.
+fn frontier_chart(run: &Run, path: &Path, axis: Axis) -> ChartResult {
+    let point = |s: &SetupRun| ((axis.x)(s), s.goodput());
     let mut tower: Vec<(usize, (f64, f64))> = run
         .setups
         .iter()
         .filter_map(|s| Some((s.tower_n?, point(s))))
         .collect();
     tower.sort_by_key(|(n, _)| *n);
-    let admission = run.admission().map(point);
-    let unlimited = run
+    let others: Vec<(&str, (f64, f64))> = run
         .setups
         .iter()
-        .find(|s| s.tower_n.is_none() && !s.is_admission())
-        .map(point);
-    let bound = run.bound() / MIB;
-    let all = tower
+        .filter(|s| s.tower_n.is_none() && !s.alone)
+        .map(|s| (s.name.as_str(), point(s)))
+        .collect();
+    let points = tower
         .iter()
         .map(|(_, p)| *p)
-        .chain(admission)
-        .chain(unlimited);
-    let (right, top) = all.fold((bound, 1.0_f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+        .chain(others.iter().map(|(_, p)| *p));
+    let (right, top) = points
+        .chain(axis.bound.map(|(_, x)| (x, 0.0)))
+        .filter(|p| p.0.is_finite())
+        .fold((1.0_f64, 1.0_f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE)?;
-    let caption = format!(
-        "{}: goodput against peak memory (budget {:.0} MiB)",
-        run.scenario.name,
-        run.scenario.budget as f64 / MIB
-    );
     let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 18))
+        .caption(&axis.caption, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..right * 1.1, 0.0..top * 1.15)?;
+        .build_cartesian_2d(0.0..right * 1.15, 0.0..top * 1.15)?;
     chart
         .configure_mesh()
-        .x_desc("peak allocated memory (MiB)")
+        .x_desc(axis.desc)
         .y_desc("goodput (2xx/s)")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    if let Some(p) = unlimited {
-        let grey = RGBColor(127, 127, 127);
-        chart.draw_series(std::iter::once(
-            EmptyElement::at(p)
-                + Circle::new((0, 0), 5, grey.filled())
-                + Text::new("no limit", (8, 4), ("sans-serif", 13)),
-        ))?;
-    }
     let color = COLORS[1];
     chart
         .draw_series(LineSeries::new(
@@ -250,26 +276,32 @@ fn frontier(run: &Run, path: &Path) -> ChartResult {
             + Circle::new((0, 0), 4, color.filled())
             + Text::new(format!("N={n}"), (6, -14), ("sans-serif", 13))
     }))?;
-    if let Some(p) = admission {
-        let color = COLORS[0];
-        chart
-            .draw_series(std::iter::once(
-                EmptyElement::at(p)
-                    + Circle::new((0, 0), 8, color.filled())
-                    + Text::new("tower-admission", (10, -18), ("sans-serif", 14)),
-            ))?
-            .label("tower-admission")
-            .legend(move |(x, y)| Circle::new((x + 10, y), 6, color.filled()));
+    for (index, (name, p)) in others.iter().enumerate() {
+        let (color, size) = if *name == crate::ADMISSION {
+            (COLORS[0], 8)
+        } else if name.starts_with(crate::ADMISSION) {
+            (COLORS[3], 5)
+        } else {
+            (RGBColor(127, 127, 127), 5)
+        };
+        let offset = 14 + 14 * index as i32;
+        chart.draw_series(std::iter::once(
+            EmptyElement::at(*p)
+                + Circle::new((0, 0), size, color.filled())
+                + Text::new(name.to_string(), (10, -offset), ("sans-serif", 13)),
+        ))?;
     }
-    chart
-        .draw_series(DashedLineSeries::new(
-            [(bound, 0.0), (bound, top * 1.15)],
-            6,
-            4,
-            BLACK.stroke_width(1),
-        ))?
-        .label("budget + one largest request")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    if let Some((label, x)) = axis.bound {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(x, 0.0), (x, top * 1.15)],
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))?
+            .label(label)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -311,84 +343,6 @@ fn heartbeat(run: &Run, path: &Path) -> ChartResult {
     let end = run.scenario.length().as_secs_f64();
     let target = crate::report::HEARTBEAT_SAFE * 1000.0;
     line_chart(path, &caption, "ms", end, series, Some(("25 ms", target)))
-}
-
-/// Goodput against 2xx p99: every static N a point on tower's line, tower-admission's setups
-/// and no limit as points of their own.
-fn latency_frontier(run: &Run, path: &Path) -> ChartResult {
-    let point = |s: &SetupRun| (s.ok_p99() * 1000.0, s.goodput());
-    let mut tower: Vec<(usize, (f64, f64))> = run
-        .setups
-        .iter()
-        .filter_map(|s| Some((s.tower_n?, point(s))))
-        .collect();
-    tower.sort_by_key(|(n, _)| *n);
-    let others: Vec<(String, (f64, f64))> = run
-        .setups
-        .iter()
-        .filter(|s| s.tower_n.is_none())
-        .map(|s| (s.name.clone(), point(s)))
-        .collect();
-    let all = tower
-        .iter()
-        .map(|(_, p)| *p)
-        .chain(others.iter().map(|(_, p)| *p));
-    let (right, top) = all
-        .filter(|p| p.0.is_finite())
-        .fold((1.0_f64, 1.0_f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
-    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let caption = format!("{}: goodput against p99 of 2xx answers", run.scenario.name);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..right * 1.15, 0.0..top * 1.15)?;
-    chart
-        .configure_mesh()
-        .x_desc("p99 of 2xx answers (ms)")
-        .y_desc("goodput (2xx/s)")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()?;
-    let color = COLORS[1];
-    chart
-        .draw_series(LineSeries::new(
-            tower.iter().map(|(_, p)| *p),
-            color.stroke_width(2),
-        ))?
-        .label("tower LoadShed + GlobalConcurrencyLimit, one point per N")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    chart.draw_series(tower.iter().map(|(n, p)| {
-        EmptyElement::at(*p)
-            + Circle::new((0, 0), 4, color.filled())
-            + Text::new(format!("N={n}"), (6, -14), ("sans-serif", 13))
-    }))?;
-    for (index, (name, p)) in others.iter().enumerate() {
-        let color = if name == crate::ADMISSION {
-            COLORS[0]
-        } else if name.starts_with(crate::ADMISSION) {
-            COLORS[3]
-        } else {
-            RGBColor(127, 127, 127)
-        };
-        let size = if name == crate::ADMISSION { 8 } else { 5 };
-        let offset = 14 + 14 * index as i32;
-        chart.draw_series(std::iter::once(
-            EmptyElement::at(*p)
-                + Circle::new((0, 0), size, color.filled())
-                + Text::new(name.clone(), (10, -offset), ("sans-serif", 13)),
-        ))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
 }
 
 /// Lines over time (seconds on x), with an optional dashed `limit` line.
