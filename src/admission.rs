@@ -177,6 +177,7 @@ impl Admission {
 
     /// A layer that applies this pool's admission control.
     pub fn layer(&self) -> AdmissionLayer {
+        self.settings.ensure_heartbeat();
         AdmissionLayer::new(Arc::clone(&self.controller), Arc::clone(&self.settings))
     }
 

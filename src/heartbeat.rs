@@ -44,9 +44,8 @@ impl Heartbeat {
         })
     }
 
-    /// Starts the heartbeat on the current runtime unless one runs (or none can). Called for
-    /// every admitted request: a load while it runs. If the runtime it ran on shuts down, the
-    /// next request starts it on its own.
+    /// Starts the heartbeat on the current runtime unless one runs (or none can): a load
+    /// while it runs. If the runtime it ran on shuts down, the next call starts it again.
     #[inline]
     pub(crate) fn ensure_running(self: &Arc<Self>) {
         if !self.running.load(Relaxed) {

@@ -165,6 +165,16 @@ impl RetryAfter {
 }
 
 impl HttpSettings {
+    /// Where the live limit follows the runtime's heartbeat, makes sure it beats (on this
+    /// runtime, if the one it ran on has gone). Called when a request queues or is refused:
+    /// the live limit binds only then, and starts below the ceiling, so a busy pool soon
+    /// does.
+    pub(crate) fn ensure_heartbeat(&self) {
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.ensure_running();
+        }
+    }
+
     /// Whether `path` skips admission.
     #[inline]
     pub(crate) fn bypasses(&self, path: &str) -> bool {

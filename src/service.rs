@@ -120,9 +120,6 @@ where
             None => CostClass::NONE,
         };
         let priority = settings.prioritizer.of(&request);
-        if let Some(heartbeat) = &settings.heartbeat {
-            heartbeat.ensure_running();
-        }
         match self
             .controller
             .acquire_as(priority, class, declared_length(&request))
@@ -145,6 +142,7 @@ where
                 settings.rates,
             ),
             Acquired::Queued(ticket) => {
+                settings.ensure_heartbeat();
                 let readied = readied(&mut self.inner);
                 ResponseFuture::queued(
                     ticket,
@@ -156,6 +154,7 @@ where
                 )
             }
             Acquired::Rejected(rejection) => {
+                settings.ensure_heartbeat();
                 let retry_after = settings.retry_after.header(&self.controller);
                 ResponseFuture::rejected(rejection, retry_after)
             }

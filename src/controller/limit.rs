@@ -10,13 +10,13 @@
 //!
 //! **The second signal: latency against its baseline.** A runtime that yields between polls
 //! is seldom late, yet twelve CPU-bound requests on two cores each take six times as long as
-//! one. Each admitted request's time from admission to its response head (never its queue
+//! one. One admitted request in two is timed from admission to its response head (never its queue
 //! wait, nor its response body, which a slow client sets) is compared with its class's
 //! baseline: the least such time the class showed lately, which creeps up by 1/64 each
 //! window so that a route that really became slower is learned again (per class, so a slow
-//! route is not mistaken for congestion). Two windows in a row in which most requests took
-//! more than [`TOLERANCE`] times their baseline are *slow* (one may be chance, in a class of
-//! mixed sizes).
+//! route is not mistaken for congestion). Once [`MIN_SAMPLES`] have come (in one window or
+//! more), they are judged: if most took more than [`TOLERANCE`] times their baseline twice
+//! in a row (once may be chance, in a class of mixed sizes), requests are *slow*.
 //!
 //! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`LiveLimit::observe`]):
 //! - late (the mean lateness above the target in this window and the one before: a single
@@ -31,8 +31,8 @@
 //! - otherwise it stays: a limit nobody reaches learns nothing.
 //!
 //! **Slow start.** It starts at twice the machine's cores (or the ceiling, if lower) and
-//! doubles each window in which it is reached and nothing says to fall, until it first
-//! falls: a cold burst of CPU-bound requests is not admitted wholesale (64 of them on two
+//! doubles each window in which it is reached, unless requests were judged slow, until it
+//! first falls: a cold burst of CPU-bound requests is not admitted wholesale (64 of them on two
 //! cores each take 32 times as long as one), while requests that wait on I/O reach a
 //! ceiling of 256 in a quarter of a second.
 //! Pure arithmetic on explicit readings and times: the tests drive it with a virtual clock.
@@ -54,7 +54,7 @@ const LEAST_FACTOR: f64 = 0.5;
 const MOST_FACTOR: f64 = 0.9;
 /// A request is slow when it takes more than this many times its class's baseline.
 pub(crate) const TOLERANCE: u64 = 2;
-/// A window judges latency only with this many samples or more.
+/// Latency is judged once this many samples have come, over one window or more.
 const MIN_SAMPLES: u64 = 8;
 
 /// A change of the live limit, and why.
@@ -208,7 +208,13 @@ impl LiveLimit {
         }
         let closed = std::mem::take(&mut *window);
         drop(window);
-        let (samples, slow) = (self.samples.swap(0, Relaxed), self.slow.swap(0, Relaxed));
+        // Latency is judged once a window has enough samples; until then they add up.
+        let (samples, slow) = (self.samples.load(Relaxed), self.slow.load(Relaxed));
+        let judged = samples >= MIN_SAMPLES;
+        if judged {
+            self.samples.fetch_sub(samples, Relaxed);
+            self.slow.fetch_sub(slow, Relaxed);
+        }
         // Baselines creep up, so that a route that became slower is learned again.
         for baseline in &self.baselines {
             let micros = baseline.load(Relaxed);
@@ -221,8 +227,8 @@ impl LiveLimit {
         let stays_late = self.late.swap(late, Relaxed) && late;
         // Slow twice in a row too: in a class of mixed sizes, one window may by chance see
         // mostly its larger requests end.
-        let slow_now = samples >= MIN_SAMPLES && slow * 2 > samples;
-        let slowed = self.slow_before.swap(slow_now, Relaxed) && slow_now;
+        let slow_now = judged && slow * 2 > samples;
+        let slowed = judged && self.slow_before.swap(slow_now, Relaxed) && slow_now;
         let current = self.get();
         let in_use = closed.peak.min(current) as f64;
         let (next, why) = if stays_late {
@@ -232,13 +238,16 @@ impl LiveLimit {
         } else if slowed {
             ((in_use * MOST_FACTOR) as usize, Why::Slow)
         } else if closed.blocked || closed.peak >= current {
+            // In slow start it doubles unless requests were found slow; after, it grows
+            // only on a judgment of latency (not late alone).
             let calm = mean < target / 2 && slow * 4 <= samples;
-            let step = match (self.slow_start.load(Relaxed), calm) {
-                (true, _) => current,
-                (false, true) => current / 4,
-                (false, false) => 1,
+            let step = match (self.slow_start.load(Relaxed), judged, calm) {
+                (true, _, _) if !slow_now => current,
+                (_, false, _) => 0,
+                (_, true, true) => (current / 4).max(1),
+                (_, true, false) => 1,
             };
-            (current.saturating_add(step.max(1)), Why::Room)
+            (current.saturating_add(step), Why::Room)
         } else {
             (current, Why::Room)
         };
@@ -278,6 +287,28 @@ mod tests {
         }
     }
 
+    /// [`feed`], with ten requests a window at their baseline: calm windows.
+    fn feed_calm(limit: &LiveLimit, now: &mut u64, windows: u64, in_flight: usize) {
+        for _ in 0..windows {
+            for _ in 0..10 {
+                limit.sample(ClassId::OVERFLOW, Duration::from_millis(1));
+            }
+            feed(limit, now, 1, Duration::ZERO, in_flight, true);
+        }
+    }
+
+    #[test]
+    fn grows_only_once_latency_is_judged() {
+        let limit = LiveLimit::new(256, Some(TARGET), 256);
+        let mut now = 0;
+        feed(&limit, &mut now, 2, Duration::from_millis(40), 16, true);
+        let cut = limit.get();
+        feed(&limit, &mut now, 1, Duration::ZERO, cut, true);
+        assert_eq!(limit.get(), cut, "no samples: nothing is known");
+        feed_calm(&limit, &mut now, 1, cut);
+        assert_eq!(limit.get(), cut * 5 / 4);
+    }
+
     #[test]
     fn starts_at_the_ceiling_and_fixed_never_moves() {
         let fixed = LiveLimit::new(64, None, 4);
@@ -297,7 +328,7 @@ mod tests {
         feed(&limit, &mut now, 2, Duration::from_millis(20), 32, true);
         assert_eq!(limit.get(), 16);
         // After its first fall it grows by a quarter at most.
-        feed(&limit, &mut now, 1, Duration::ZERO, 16, true);
+        feed_calm(&limit, &mut now, 1, 16);
         assert_eq!(limit.get(), 20);
     }
 
@@ -327,15 +358,18 @@ mod tests {
         feed(&limit, &mut now, 10, Duration::from_secs(1), 256, true);
         assert_eq!(limit.get(), 1);
         // Well on time: a quarter (at least one) a window, up to the ceiling and no further.
-        feed(&limit, &mut now, 1, Duration::ZERO, 1, true);
+        feed_calm(&limit, &mut now, 1, 1);
         assert_eq!(limit.get(), 2);
         assert!(!limit.is_late());
-        feed(&limit, &mut now, 100, Duration::ZERO, 0, true);
+        feed_calm(&limit, &mut now, 100, 0);
         assert_eq!(limit.get(), 256);
         // Nearly late: one a window.
         feed(&limit, &mut now, 2, Duration::from_millis(60), 256, true);
         let cut = limit.get();
         assert!(cut < 256);
+        for _ in 0..10 {
+            limit.sample(ClassId::OVERFLOW, Duration::from_millis(1));
+        }
         feed(&limit, &mut now, 1, Duration::from_millis(6), cut, true);
         assert_eq!(limit.get(), cut + 1);
     }

@@ -156,8 +156,8 @@ pub(crate) struct Permit {
     peak: u64,
     /// Whether a poll has shown its cost (see `Controller::settle`).
     settled: bool,
-    /// When it was admitted, where the live limit samples latency; taken at the response
-    /// head.
+    /// When it was admitted, where the live limit samples this request's latency; taken at
+    /// the response head.
     admitted_at: Option<Instant>,
 }
 
@@ -165,7 +165,9 @@ impl Permit {
     /// Wraps a slot and the charge of `ask`, which the controller has already counted.
     pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
         let charge = Charge::new(kib(ask.charge), ask.declared);
-        let admitted_at = controller.limit.samples_latency().then(Instant::now);
+        // One request in two is timed: enough to judge a window, at half the cost.
+        let timed = controller.limit.samples_latency() && super::drain::draw() % 2 == 0;
+        let admitted_at = timed.then(Instant::now);
         Self {
             admitted_at,
             charge: Held::new(charge, controller_shares(&controller)),
