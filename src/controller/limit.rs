@@ -14,9 +14,11 @@
 //! wait, nor its response body, which a slow client sets) is compared with its class's
 //! baseline: the least such time the class showed lately, which creeps up by 1/64 each
 //! window so that a route that really became slower is learned again (per class, so a slow
-//! route is not mistaken for congestion). Once [`MIN_SAMPLES`] have come (in one window or
-//! more), they are judged: if most took more than [`TOLERANCE`] times their baseline twice
-//! in a row (once may be chance, in a class of mixed sizes), requests are *slow*.
+//! route is not mistaken for congestion). A request is slow if it took more than
+//! [`TOLERANCE`] times its baseline, and more than half the lateness target beyond it (a
+//! route that answers in microseconds is not congested at twice that). Once
+//! [`MIN_SAMPLES`] have come (in one window or more), they are judged: if most were slow
+//! twice in a row (once may be chance, in a class of mixed sizes), requests are *slow*.
 //!
 //! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`LiveLimit::observe`]):
 //! - late (the mean lateness above the target in this window and the one before: a single
@@ -157,7 +159,10 @@ impl LiveLimit {
             }
         }
         self.samples.fetch_add(1, Relaxed);
-        if before != 0 && micros > before * TOLERANCE {
+        // Slow by a margin that matters too: a route that answers in microseconds is not
+        // congested when it takes twice as long.
+        let margin = self.target.map_or(0, |t| t.as_micros() as u64 / 2);
+        if before != 0 && micros > before * TOLERANCE && micros - before > margin {
             self.slow.fetch_add(1, Relaxed);
         }
     }
@@ -391,6 +396,14 @@ mod tests {
         let limit = LiveLimit::new(64, Some(TARGET), 64);
         let class = ClassId::OVERFLOW;
         let mut now = 0;
+        // A route of microseconds taking twice as long is not slow: not by 5 ms.
+        let fast = ClassId::for_tests(5);
+        limit.sample(fast, Duration::from_micros(20));
+        for _ in 0..20 {
+            limit.sample(fast, Duration::from_micros(900));
+        }
+        feed(&limit, &mut now, 2, Duration::ZERO, 40, true);
+        assert_eq!(limit.get(), 64);
         // A baseline of 10 ms, then a window of requests at 25 ms: slow.
         limit.sample(class, Duration::from_millis(10));
         for _ in 0..10 {

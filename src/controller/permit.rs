@@ -26,11 +26,11 @@ use std::{
             Ordering::{Relaxed, SeqCst},
         },
     },
+    time::Instant,
 };
 
 use super::{Ask, Controller, classes::ClassId, word::kib};
 use crate::data_rate::BodyProgress;
-use std::time::Instant;
 
 /// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
 /// most polls of small requests cost no shared write.
@@ -270,9 +270,10 @@ impl Permit {
     }
 
     /// The response head is ready: the live limit learns how long the request took since
-    /// its admission (once).
+    /// its admission (once), unless its handler reserved memory (it may have waited for it).
     pub(crate) fn responded(&mut self) {
-        if let Some(admitted_at) = self.admitted_at.take() {
+        let reserved = self.charge.reserved.load(Relaxed) > 0;
+        if let Some(admitted_at) = self.admitted_at.take().filter(|_| !reserved) {
             self.controller
                 .limit
                 .sample(self.class, admitted_at.elapsed());
