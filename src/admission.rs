@@ -136,8 +136,11 @@ impl Admission {
             reserved_slots: (share(max_concurrency as f64) as usize).min(max_concurrency - 1),
             reserved_bytes: budget.map_or(0, |b| share(b as f64) as u64),
             lateness_target: config.adaptive_limit.then_some(config.lateness_target),
-            // Twice the cores: CPU-bound work needs no more, and slow start doubles it fast.
-            initial_limit: std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
+            // Twice the cores, at least 16: CPU-bound work needs no more, and slow start
+            // doubles it fast for work that waits.
+            initial_limit: std::thread::available_parallelism()
+                .map_or(16, |n| n.get() * 2)
+                .max(16),
             queue_target: config.queue_target,
         };
         let heartbeat = config.adaptive_limit.then(Heartbeat::new);

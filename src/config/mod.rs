@@ -208,11 +208,12 @@ impl AdmissionConfig {
     /// request waiting for I/O (a bypassed health check too) waits as long, and more
     /// requests in flight only add to it: after two late windows of 50 ms in a row, the live
     /// limit falls to what was in use, scaled by target over lateness (by a tenth to a half).
-    /// It also falls by a tenth when most requests took more than twice as long, from
-    /// admission to response head, as the least their cost class took lately. While the
+    /// It also falls by a tenth when, twice in a row, most timed requests took more than twice
+    /// as long, from admission to response head, as the least their cost class took lately
+    /// (and more than half the target beyond it). While the
     /// runtime is on time and the limit is reached, it rises again (by a quarter each 50 ms,
     /// by one near the target or while many requests are slow), up to `max_concurrency`. It
-    /// starts at twice the machine's cores and doubles each 50 ms until it first falls. Requests that wait on I/O or timers never make the
+    /// starts at twice the machine's cores (16 at least) and doubles each 50 ms until it first falls. Requests that wait on I/O or timers never make the
     /// runtime late, so for them the limit stays at the ceiling; CPU-bound handlers find a
     /// limit near the number of worker threads. While the runtime runs late, admitted
     /// requests also yield once before their handler runs, so the workers poll for I/O.
@@ -231,7 +232,10 @@ impl AdmissionConfig {
 
     /// How late the runtime may run before the live concurrency limit falls
     /// (`ADMISSION_LATENESS_TARGET`, 10 ms by default). A lower target keeps health checks
-    /// more prompt at the cost of fewer CPU-bound requests at once.
+    /// more prompt at the cost of fewer CPU-bound requests at once. Handlers whose single
+    /// polls run longer than the target make the runtime late whenever every worker runs one:
+    /// the limit then falls until a worker stays free, trading throughput for a prompt
+    /// heartbeat; a target above those polls trades back.
     pub fn lateness_target(mut self, target: Duration) -> Self {
         self.lateness_target = target;
         self

@@ -32,11 +32,12 @@
 //!   were slow, by one otherwise;
 //! - otherwise it stays: a limit nobody reaches learns nothing.
 //!
-//! **Slow start.** It starts at twice the machine's cores (or the ceiling, if lower) and
-//! doubles each window in which it is reached, unless requests were judged slow, until it
-//! first falls: a cold burst of CPU-bound requests is not admitted wholesale (64 of them on two
-//! cores each take 32 times as long as one), while requests that wait on I/O reach a
-//! ceiling of 256 in a quarter of a second.
+//! **Slow start.** It starts at twice the machine's cores, 16 at least (or the ceiling, if
+//! lower), and doubles each window in which it is reached, unless requests were judged slow,
+//! until it first falls: a cold burst of CPU-bound requests is not admitted wholesale (64 of
+//! them on two cores each take 32 times as long as one), while requests that wait on I/O
+//! reach a ceiling of 256 within a quarter of a second.
+//!
 //! Pure arithmetic on explicit readings and times: the tests drive it with a virtual clock.
 
 use std::{

@@ -597,11 +597,10 @@ impl Controller {
         self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
         let state = self.state.load(SeqCst);
         let queued = state & QUEUED != 0;
-        let blocked = queued && in_flight(state) >= self.limit.get() as u64;
-        let Some(moved) = self
-            .limit
-            .observe(now_ms, lateness, in_flight(state) as usize, blocked)
-        else {
+        // The reserved slots count as used: below `Critical`, waiters cannot have them.
+        let used = in_flight(state) as usize + self.settings.reserved_slots;
+        let blocked = queued && used >= self.limit.get();
+        let Some(moved) = self.limit.observe(now_ms, lateness, used, blocked) else {
             return;
         };
         self.log_limit(moved, lateness, now_ms);
