@@ -272,8 +272,10 @@ impl Permit {
     /// The response head is ready: the live limit learns how long the request took since
     /// its admission (once), unless its handler reserved memory (it may have waited for it).
     pub(crate) fn responded(&mut self) {
-        let reserved = self.charge.reserved.load(Relaxed) > 0;
-        if let Some(admitted_at) = self.admitted_at.take().filter(|_| !reserved) {
+        let Some(admitted_at) = self.admitted_at.take() else {
+            return;
+        };
+        if self.charge.reserved.load(Relaxed) == 0 {
             self.controller
                 .limit
                 .sample(self.class, admitted_at.elapsed());
