@@ -158,6 +158,7 @@ impl Admission {
             rates: BodyRates {
                 request: config.request_body.rate(),
                 response: config.response_body.rate(),
+                streams: config.streams_min_rate,
             },
             heartbeat: heartbeat.clone(),
         };

@@ -108,6 +108,23 @@ impl Guard {
     }
 }
 
+/// An empty body, as the bodies of axum, hyper and tower-http are by default: layers such
+/// as tower-http's `TimeoutLayer` build their own answers with it.
+///
+/// ```
+/// use http_body::Body;
+/// use tower_admission::AdmissionBody;
+///
+/// let body = AdmissionBody::<http_body_util::Empty<bytes::Bytes>>::default();
+/// assert!(body.is_end_stream());
+/// assert!(body.rejection().is_none());
+/// ```
+impl<B> Default for AdmissionBody<B> {
+    fn default() -> Self {
+        Self::own(None, Bytes::new())
+    }
+}
+
 impl<B> AdmissionBody<B> {
     /// The inner service's body, holding `permit` (if admitted) until it ends, and cut off
     /// once its client takes it slower than `rate`.

@@ -89,6 +89,8 @@ impl fmt::Display for MinDataRate {
 pub(crate) struct BodyRates {
     pub(crate) request: Option<MinDataRate>,
     pub(crate) response: Option<MinDataRate>,
+    /// Whether a stream's request body is cut off below the request rate too.
+    pub(crate) streams: bool,
 }
 
 /// Which body was too slow.

@@ -18,6 +18,7 @@ use crate::{
     body::AdmissionBody,
     controller::{Permit, Ticket},
     data_rate::{BodyRates, MinDataRate},
+    grpc::Dialect,
     http_settings::RetryAfter,
     metrics,
     rejection::Rejection,
@@ -54,6 +55,7 @@ pin_project! {
             // Set if the request's body is cut off for being too slow.
             cut: Option<CutOff>,
             response_rate: Option<MinDataRate>,
+            dialect: Dialect,
         },
         // Boxed: the queued path is the slow path, and this keeps the common future small.
         Queued {
@@ -66,6 +68,7 @@ pin_project! {
         Rejected {
             rejection: Rejection,
             retry_after: HeaderValue,
+            dialect: Dialect,
         },
     }
 }
@@ -79,10 +82,17 @@ pin_project! {
         // The readied inner service and the request, taken once admitted.
         call: Option<(S, Request<B>)>,
         retry_after: RetryAfter,
-        // How long a reservation of the request's handler may wait.
-        timeout: Duration,
-        rates: BodyRates,
+        serving: Serving,
     }
+}
+
+/// How an admitted request is served: how long its handler's reservation may wait, the
+/// minimum rates of its bodies, and in which terms the layer answers it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Serving {
+    pub(crate) timeout: Duration,
+    pub(crate) rates: BodyRates,
+    pub(crate) dialect: Dialect,
 }
 
 /// An admitted request that yields to the runtime once before its handler runs: tokio
@@ -92,23 +102,15 @@ pin_project! {
 struct Yielding<S, B> {
     /// Taken once the yield is over.
     call: Option<(Permit, S, Request<B>)>,
-    timeout: Duration,
-    rates: BodyRates,
+    serving: Serving,
     yield_now: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl<S, B> Yielding<S, B> {
-    fn new(
-        permit: Permit,
-        service: S,
-        request: Request<B>,
-        timeout: Duration,
-        rates: BodyRates,
-    ) -> Box<Self> {
+    fn new(permit: Permit, service: S, request: Request<B>, serving: Serving) -> Box<Self> {
         Box::new(Self {
             call: Some((permit, service, request)),
-            timeout,
-            rates,
+            serving,
             yield_now: Box::pin(tokio::task::yield_now()),
         })
     }
@@ -124,12 +126,11 @@ where
         service: S,
         request: Request<B>,
         permit: Permit,
-        timeout: Duration,
-        rates: BodyRates,
+        serving: Serving,
     ) -> Self {
         Self {
             state: State::Yielding {
-                yielding: Yielding::new(permit, service, request, timeout, rates),
+                yielding: Yielding::new(permit, service, request, serving),
             },
         }
     }
@@ -143,6 +144,7 @@ where
                 permit: None,
                 cut: None,
                 response_rate: None,
+                dialect: Dialect::Http,
             },
         }
     }
@@ -152,31 +154,29 @@ where
         service: &mut S,
         request: Request<B>,
         permit: Permit,
-        timeout: Duration,
-        rates: BodyRates,
+        serving: Serving,
     ) -> Self {
         Self {
-            state: call_admitted(service, request, permit, timeout, rates),
+            state: call_admitted(service, request, permit, serving),
         }
     }
 
+    /// Waits for admission until the queue timeout, which is also `serving.timeout`.
     pub(crate) fn queued(
         ticket: Ticket,
-        timeout: Duration,
         service: S,
         request: Request<B>,
         retry_after: RetryAfter,
-        rates: BodyRates,
+        serving: Serving,
     ) -> Self {
         let queued_at = Instant::now();
         let waiting = Waiting {
             ticket,
-            deadline: tokio::time::sleep_until(queued_at + timeout),
+            deadline: tokio::time::sleep_until(queued_at + serving.timeout),
             queued_at,
             call: Some((service, request)),
             retry_after,
-            timeout,
-            rates,
+            serving,
         };
         Self {
             state: State::Queued {
@@ -185,11 +185,16 @@ where
         }
     }
 
-    pub(crate) fn rejected(rejection: Rejection, retry_after: HeaderValue) -> Self {
+    pub(crate) fn rejected(
+        rejection: Rejection,
+        retry_after: HeaderValue,
+        dialect: Dialect,
+    ) -> Self {
         Self {
             state: State::Rejected {
                 rejection,
                 retry_after,
+                dialect,
             },
         }
     }
@@ -201,16 +206,18 @@ fn call_admitted<S, B>(
     service: &mut S,
     mut request: Request<B>,
     permit: Permit,
-    timeout: Duration,
-    rates: BodyRates,
+    serving: Serving,
 ) -> State<S, B>
 where
     S: Service<Request<MinRateBody<B>>>,
     B: Body,
 {
-    Reservation::attach(&mut request, &permit, timeout);
+    Reservation::attach(&mut request, &permit, serving.timeout);
     let mut permit = permit;
-    let (request, cut) = MinRateBody::metered(request, rates.request, permit.declared());
+    let rates = serving.rates;
+    // A gRPC call may be a long-lived stream, which sends when it has something to say.
+    let cuts = rates.streams || serving.dialect != Dialect::Grpc;
+    let (request, cut) = MinRateBody::metered(request, rates.request, permit.declared(), cuts);
     if let Some(cut) = &cut {
         permit.follow(cut.progress());
     }
@@ -219,6 +226,7 @@ where
         permit: Some(permit),
         cut,
         response_rate: rates.response,
+        dialect: serving.dialect,
     }
 }
 
@@ -238,6 +246,7 @@ where
                     permit,
                     cut,
                     response_rate,
+                    dialect,
                 } => {
                     let polled = match permit {
                         Some(permit) => permit.track(|| future.poll(cx)),
@@ -249,7 +258,7 @@ where
                         if let Some(permit) = permit.take() {
                             permit.controller().record_slow(slow);
                         }
-                        return Poll::Ready(Ok(response::too_slow(slow)));
+                        return Poll::Ready(Ok(response::too_slow(slow, *dialect)));
                     }
                     let polled = ready!(polled);
                     if let Some(permit) = permit {
@@ -264,45 +273,30 @@ where
                 StateProj::Rejected {
                     rejection,
                     retry_after,
-                } => return Poll::Ready(Ok(response::rejection(*rejection, retry_after))),
+                    dialect,
+                } => {
+                    return Poll::Ready(Ok(response::rejection(*rejection, retry_after, *dialect)));
+                }
                 StateProj::Yielding { yielding } => {
                     ready!(yielding.yield_now.as_mut().poll(cx));
                     // Taken once: the state changes below.
                     let Some((permit, mut service, request)) = yielding.call.take() else {
                         return Poll::Pending;
                     };
-                    call_admitted(
-                        &mut service,
-                        request,
-                        permit,
-                        yielding.timeout,
-                        yielding.rates,
-                    )
+                    call_admitted(&mut service, request, permit, yielding.serving)
                 }
-                StateProj::Queued { waiting } => match ready!(poll_queued(waiting.as_mut(), cx)) {
-                    Ok(state) => state,
-                    Err((rejection, retry_after)) => {
-                        this.state.set(State::Rejected {
-                            rejection,
-                            retry_after,
-                        });
-                        continue;
-                    }
-                },
+                StateProj::Queued { waiting } => ready!(poll_queued(waiting.as_mut(), cx)),
             };
             this.state.set(admitted);
         }
     }
 }
 /// The queued state's step: ready once admitted (with the admitted request's state) or
-/// rejected at the deadline. Kept apart, and cold, so the common path stays small.
+/// rejected at the deadline (with the rejected state). Kept apart, and cold, so the common path stays small.
 #[cold]
 #[inline(never)]
 #[allow(clippy::type_complexity)]
-fn poll_queued<S, B>(
-    waiting: Pin<&mut Waiting<S, B>>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<State<S, B>, (Rejection, HeaderValue)>>
+fn poll_queued<S, B>(waiting: Pin<&mut Waiting<S, B>>, cx: &mut Context<'_>) -> Poll<State<S, B>>
 where
     S: Service<Request<MinRateBody<B>>>,
     B: Body,
@@ -318,13 +312,14 @@ where
     metrics::record_queue_wait(waiting.queued_at.elapsed(), waiting.ticket.priority());
     Poll::Ready(match (granted, waiting.call.take()) {
         // Admitted the moment a slot freed: yield first (see `Yielding`).
-        (Ok(permit), Some((service, request))) => Ok(State::Yielding {
-            yielding: Yielding::new(permit, service, request, *waiting.timeout, *waiting.rates),
-        }),
-        (Err(rejection), _) => Err((
+        (Ok(permit), Some((service, request))) => State::Yielding {
+            yielding: Yielding::new(permit, service, request, *waiting.serving),
+        },
+        (Err(rejection), _) => State::Rejected {
             rejection,
-            waiting.retry_after.header(waiting.ticket.controller()),
-        )),
+            retry_after: waiting.retry_after.header(waiting.ticket.controller()),
+            dialect: waiting.serving.dialect,
+        },
         (Ok(_), None) => unreachable!("the state leaves Queued as soon as `call` is taken"),
     })
 }

@@ -80,6 +80,7 @@ mod config;
 mod controller;
 mod data_rate;
 pub mod future;
+mod grpc;
 mod heartbeat;
 mod http_settings;
 mod layer;

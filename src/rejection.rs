@@ -55,21 +55,30 @@ pub enum Limit {
     /// The live concurrency limit, while it is below `max_concurrency` (see
     /// [`AdmissionConfig::adaptive_limit`](crate::AdmissionConfig::adaptive_limit)).
     Adaptive,
+    /// The estimate of a request whose cost is not known yet: it would fit in the memory
+    /// budget, but requests of unknown cost go one at a time, and another was in flight.
+    Estimate,
 }
 
 impl Limit {
-    /// The label used in metrics and response bodies: `concurrency`, `memory` or
-    /// `adaptive`.
+    /// The label used in metrics and response bodies: `concurrency`, `memory`, `adaptive`
+    /// or `estimate`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Limit::Concurrency => "concurrency",
             Limit::Memory => "memory",
             Limit::Adaptive => "adaptive",
+            Limit::Estimate => "estimate",
         }
     }
 
     /// Every limit, for iterating over counters.
-    pub const ALL: [Limit; 3] = [Limit::Concurrency, Limit::Memory, Limit::Adaptive];
+    pub const ALL: [Limit; 4] = [
+        Limit::Concurrency,
+        Limit::Memory,
+        Limit::Adaptive,
+        Limit::Estimate,
+    ];
 }
 
 /// A request the layer answered itself, with why. [`AdmissionBody::rejection`] returns it, so

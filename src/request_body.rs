@@ -68,6 +68,8 @@ struct Watch {
     timer: Option<Pin<Box<Sleep>>>,
     progress: Arc<BodyProgress>,
     declared: u64,
+    /// Whether the body is cut off below the rate; if not, the rate only lowers its charge.
+    cuts: bool,
 }
 
 /// An admitted request's body progress, seen from its response future: the flag that says
@@ -94,11 +96,13 @@ impl CutOff {
 
 impl<B: Body> MinRateBody<B> {
     /// The request, its body (declared `declared` bytes long) metered at `rate` unless it
-    /// has none; the body's progress, for the response future and the permit.
+    /// has none, and cut off below it if it `cuts`; the body's progress, for the response
+    /// future and the permit.
     pub(crate) fn metered(
         request: Request<B>,
         rate: Option<MinDataRate>,
         declared: u64,
+        cuts: bool,
     ) -> (Request<Self>, Option<CutOff>) {
         match rate {
             Some(rate) if !request.body().is_end_stream() => {
@@ -108,6 +112,7 @@ impl<B: Body> MinRateBody<B> {
                     timer: None,
                     progress: Arc::clone(&progress),
                     declared,
+                    cuts,
                 };
                 let cut = CutOff { progress, rate };
                 (
@@ -158,6 +163,11 @@ where
                 watch.meter.received(bytes as u64, now);
                 watch.update_floor(now);
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
+            // A stream is not cut off; its pace only lowers its charge, at each poll.
+            Poll::Pending if !watch.cuts => {
+                watch.update_floor(Instant::now());
+                Poll::Pending
             }
             Poll::Pending => loop {
                 let now = Instant::now();

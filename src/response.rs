@@ -6,6 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::{
     body::AdmissionBody,
     data_rate::TooSlow,
+    grpc::{self, Code, Dialect},
     rejection::{Limit, Reason, Rejection},
 };
 
@@ -27,12 +28,42 @@ pub(crate) fn retry_after(secs: u32) -> HeaderValue {
 }
 
 /// `503` with `Retry-After` (or `413` for a body larger than the whole budget), a plain-text
-/// body naming the reason and the limit. The body carries the [`Rejection`].
+/// body naming the reason and the limit; to a gRPC request, the same in gRPC's terms (see
+/// [`grpc`]). The body carries the [`Rejection`].
 pub(crate) fn rejection<B>(
     rejection: Rejection,
     retry_after: &HeaderValue,
+    dialect: Dialect,
 ) -> Response<AdmissionBody<B>> {
-    let (status, text) = match (rejection.reason(), rejection.limit()) {
+    let (status, text) = explain(rejection);
+    let unavailable = status == StatusCode::SERVICE_UNAVAILABLE;
+    if dialect == Dialect::Grpc {
+        let (code, pushback_ms) = match unavailable {
+            true => (Code::Unavailable, seconds(retry_after).map(|s| s * 1000)),
+            false => (Code::ResourceExhausted, None),
+        };
+        let body = AdmissionBody::own(Some(rejection), Bytes::new());
+        return grpc::answer(code, text, pushback_ms, body);
+    }
+    let mut response = plain_text(
+        status,
+        AdmissionBody::own(Some(rejection), Bytes::from_static(text.as_bytes())),
+    );
+    if unavailable {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after.clone());
+    }
+    response
+}
+
+fn seconds(retry_after: &HeaderValue) -> Option<u64> {
+    retry_after.to_str().ok()?.parse().ok()
+}
+
+/// The status and the text that say why the layer refused a request.
+fn explain(rejection: Rejection) -> (StatusCode, &'static str) {
+    match (rejection.reason(), rejection.limit()) {
         (Reason::QueueFull, Limit::Concurrency) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded: reason=queue_full limit=concurrency (every slot is busy and the queue is full or closed)\n",
@@ -57,6 +88,14 @@ pub(crate) fn rejection<B>(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded: reason=queue_timeout limit=adaptive (no slot of the live limit, below max concurrency, came free before the queue timeout or a shutdown)\n",
         ),
+        (Reason::QueueFull, Limit::Estimate) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=queue_full limit=estimate (its cost is not known yet, requests of unknown cost go one at a time, another is in flight, and the queue is full or closed)\n",
+        ),
+        (Reason::QueueTimeout, Limit::Estimate) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=queue_timeout limit=estimate (its cost is not known yet, requests of unknown cost go one at a time, and another stayed in flight until the queue timeout or a shutdown)\n",
+        ),
         (Reason::StandingQueue, _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded: reason=standing_queue limit=adaptive (the service cannot keep up and the queue stands: it waited twice the queue target for a slot of the live limit)\n",
@@ -65,23 +104,18 @@ pub(crate) fn rejection<B>(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too large: reason=too_large limit=memory (the declared body exceeds the whole memory budget)\n",
         ),
-    };
-    let mut response = plain_text(
-        status,
-        AdmissionBody::own(Some(rejection), Bytes::from_static(text.as_bytes())),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, retry_after.clone());
     }
-    response
 }
 
-/// `408` for a request whose body came slower than the minimum rate. The connection closes:
-/// the rest of the body will not be read.
-pub(crate) fn too_slow<B>(slow: TooSlow) -> Response<AdmissionBody<B>> {
+/// `408` for a request whose body came slower than the minimum rate (to a gRPC request,
+/// `DEADLINE_EXCEEDED`). The connection closes: the rest of the body will not be read.
+pub(crate) fn too_slow<B>(slow: TooSlow, dialect: Dialect) -> Response<AdmissionBody<B>> {
     let text = format!("request timeout: {slow}\n");
+    if dialect == Dialect::Grpc {
+        // HTTP/2 has no `Connection: close`: the stream ends, and the connection serves on.
+        let body = AdmissionBody::own(None, Bytes::new());
+        return grpc::answer(Code::DeadlineExceeded, &text, None, body);
+    }
     let mut response = plain_text(
         StatusCode::REQUEST_TIMEOUT,
         AdmissionBody::own(None, Bytes::from(text)),

@@ -12,7 +12,8 @@ use tower_service::Service;
 use crate::{
     body::AdmissionBody,
     controller::{Acquired, Controller, CostClass},
-    future::ResponseFuture,
+    future::{ResponseFuture, Serving},
+    grpc::Dialect,
     http_settings::HttpSettings,
     request_body::MinRateBody,
     snapshot::Snapshot,
@@ -120,43 +121,32 @@ where
             None => CostClass::NONE,
         };
         let priority = settings.prioritizer.of(&request);
+        let serving = Serving {
+            timeout: settings.queue_timeout,
+            rates: settings.rates,
+            dialect: Dialect::of(request.headers()),
+        };
         match self
             .controller
             .acquire_as(priority, class, declared_length(&request))
         {
             // While the runtime runs late, even a request admitted at once yields first.
             Acquired::Admitted(permit) if self.controller.runtime_is_late() => {
-                ResponseFuture::yielding(
-                    readied(&mut self.inner),
-                    request,
-                    permit,
-                    settings.queue_timeout,
-                    settings.rates,
-                )
+                ResponseFuture::yielding(readied(&mut self.inner), request, permit, serving)
             }
-            Acquired::Admitted(permit) => ResponseFuture::admitted(
-                &mut self.inner,
-                request,
-                permit,
-                settings.queue_timeout,
-                settings.rates,
-            ),
+            Acquired::Admitted(permit) => {
+                ResponseFuture::admitted(&mut self.inner, request, permit, serving)
+            }
             Acquired::Queued(ticket) => {
                 settings.ensure_heartbeat();
                 let readied = readied(&mut self.inner);
-                ResponseFuture::queued(
-                    ticket,
-                    settings.queue_timeout,
-                    readied,
-                    request,
-                    settings.retry_after.clone(),
-                    settings.rates,
-                )
+                let retry_after = settings.retry_after.clone();
+                ResponseFuture::queued(ticket, readied, request, retry_after, serving)
             }
             Acquired::Rejected(rejection) => {
                 settings.ensure_heartbeat();
                 let retry_after = settings.retry_after.header(&self.controller);
-                ResponseFuture::rejected(rejection, retry_after)
+                ResponseFuture::rejected(rejection, retry_after, serving.dialect)
             }
         }
     }

@@ -261,3 +261,67 @@ async fn a_handler_reserves_before_allocating_and_waits_for_room() {
         "nothing left behind"
     );
 }
+
+fn grpc_request() -> Request<Empty<Bytes>> {
+    let mut request = request();
+    request.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn a_grpc_request_is_refused_in_grpc_terms_and_others_in_http_ones() {
+    let admission = admission(
+        AdmissionConfig::default()
+            .max_concurrency(1)
+            .adaptive_limit(false)
+            .queue_capacity(0)
+            .retry_after_secs(2),
+    );
+    let mut service = admission.layer().layer(service_fn(ok));
+    let held = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    let refused = service
+        .ready()
+        .await
+        .unwrap()
+        .call(grpc_request())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::OK, "trailers-only");
+    let headers = refused.headers();
+    assert_eq!(headers["content-type"], "application/grpc");
+    assert_eq!(headers["grpc-status"], "14", "UNAVAILABLE");
+    assert!(
+        headers["grpc-message"]
+            .to_str()
+            .unwrap()
+            .starts_with("overloaded: reason=queue_full limit=concurrency"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["grpc-retry-pushback-ms"], "2000");
+    assert!(http_body::Body::is_end_stream(refused.body()));
+    let rejection = refused.body().rejection().unwrap();
+    assert_eq!(
+        (rejection.reason(), rejection.limit()),
+        (Reason::QueueFull, Limit::Concurrency)
+    );
+    let plain = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(plain.headers()["retry-after"], "2");
+    assert!(plain.headers().get("grpc-status").is_none());
+    drop(held);
+}

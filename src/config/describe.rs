@@ -82,7 +82,7 @@ pub(crate) fn describe(
             ),
         },
         config.memory_failure,
-        describe_rate(config.request_body.rate()),
+        describe_request_rate(config),
         describe_rate(config.response_body.rate()),
     )
 }
@@ -115,6 +115,14 @@ fn describe_priorities(config: &AdmissionConfig) -> String {
         ));
     }
     parts.join("; ")
+}
+
+fn describe_request_rate(config: &AdmissionConfig) -> String {
+    let rate = describe_rate(config.request_body.rate());
+    match (config.request_body.rate(), config.streams_min_rate) {
+        (Some(_), false) => format!("{rate} (gRPC streams: not cut off, charged what arrived)"),
+        _ => rate,
+    }
 }
 
 fn describe_rate(rate: Option<MinDataRate>) -> String {

@@ -59,6 +59,8 @@ pub struct AdmissionConfig {
     pub(crate) classifier: Option<Classifier>,
     pub(crate) reservations: bool,
     pub(crate) request_body: RateSetting,
+    /// Whether gRPC requests' bodies are cut off below the request rate too.
+    pub(crate) streams_min_rate: bool,
     pub(crate) response_body: RateSetting,
     pub(crate) priority_rules: PriorityRules,
     pub(crate) prioritize: Option<Prioritize>,
@@ -122,6 +124,7 @@ impl Default for AdmissionConfig {
             classifier: None,
             reservations: false,
             request_body: RateSetting::DEFAULT,
+            streams_min_rate: false,
             response_body: RateSetting::DEFAULT,
             priority_rules: PriorityRules::default(),
             prioritize: None,
@@ -431,6 +434,29 @@ impl AdmissionConfig {
     /// brings within the grace period, not its whole declared length.
     pub fn min_request_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
         self.request_body.set(rate.into());
+        self
+    }
+
+    /// Whether the [minimum request body rate](Self::min_request_body_rate) cuts off gRPC
+    /// requests' bodies too; off by default.
+    ///
+    /// A gRPC client- or bidi-streaming call sends a message when it has one, seconds or
+    /// minutes apart: it is a long-lived stream, not a slow upload, and the rate would cut it
+    /// off after the grace period. (ASP.NET Core's gRPC server, whose Kestrel defaults the
+    /// rates follow, turns the rate off for such calls likewise.) A gRPC request, told by its
+    /// `content-type: application/grpc…` (a unary call cannot be told from a stream by its
+    /// head), is then never cut off, but its charge still follows what arrived: a declared
+    /// body that comes slowly is charged what came, as any other.
+    ///
+    /// ```
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// // Unary calls only, and clients that must keep up: hold gRPC bodies to the rate too.
+    /// let config = AdmissionConfig::default().min_rate_for_streams(true);
+    /// assert!(config.to_string().contains("request bodies"));
+    /// ```
+    pub fn min_rate_for_streams(mut self, on: bool) -> Self {
+        self.streams_min_rate = on;
         self
     }
 

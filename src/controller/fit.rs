@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use super::{
     Ask, Controller,
-    word::{charged_bytes, in_flight},
+    word::{QUEUED, charged_bytes, in_flight},
 };
 use crate::{priority::Priority, reading_health::MemoryFailure, rejection::Limit};
 
@@ -101,12 +101,19 @@ impl Controller {
         }
     }
 
-    /// The limit that keeps a request from going at once. When it would fit by itself (or
-    /// may go, one at a time), a waiter ahead of it, or one of unknown cost, holds it back,
-    /// and only memory can do that.
+    /// The limit that keeps a request from going at once. When it would fit were its cost
+    /// known, only its estimate holds it back (requests of unknown cost go one at a time);
+    /// when it would fit by itself, a waiter ahead of it holds it back, and only memory can
+    /// do that.
     pub(super) fn blame(&self, state: u64, memory: u64, ask: Ask) -> Limit {
         match self.fit(state, memory, ask) {
             Fit::Blocked(limit) => limit,
+            Fit::Unsure
+                if state & QUEUED == 0
+                    && self.fit(state, memory, Ask { known: true, ..ask }) == Fit::Fits =>
+            {
+                Limit::Estimate
+            }
             Fit::Fits | Fit::Unsure => Limit::Memory,
         }
     }

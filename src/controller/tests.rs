@@ -565,6 +565,21 @@ fn a_class_not_seen_yet_goes_one_at_a_time_until_a_poll_shows_its_cost() {
     }
 }
 
+#[test]
+fn a_new_class_held_back_one_at_a_time_blames_its_estimate_not_memory() {
+    let settings = Settings::for_tests(8, Some(64 * MIB), 0);
+    let c = Arc::new(Controller::new(settings, Arc::new(Counted)));
+    let Acquired::Admitted(mut first) = c.acquire(CLASS, None) else {
+        panic!("the first of a new class did not go")
+    };
+    // Memory stands far below the budget: the estimate held the second back.
+    assert_eq!(rejected(c.acquire(CLASS, None)).limit(), Limit::Estimate);
+    assert_eq!(c.snapshot().rejected(Reason::QueueFull, Limit::Estimate), 1);
+    // Once its cost is known, the next goes.
+    first.track(|| ());
+    let _next = admitted(c.acquire(CLASS, None));
+}
+
 /// A pool whose live limit (4 slots at most) has fallen to 2 after two late windows, with a
 /// 5 ms queue target and 64 MiB of budget.
 fn fallen_pool() -> (Arc<Controller>, ManualMemory) {
