@@ -449,11 +449,15 @@ impl AdmissionConfig {
     /// body that comes slowly is charged what came, as any other.
     ///
     /// ```
-    /// use tower_admission::AdmissionConfig;
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
     ///
+    /// let streams = "gRPC streams: not cut off";
+    /// let default = Admission::with_memory_source(AdmissionConfig::default(), ManualMemory::new(0));
+    /// assert!(default.unwrap().to_string().contains(streams));
     /// // Unary calls only, and clients that must keep up: hold gRPC bodies to the rate too.
     /// let config = AdmissionConfig::default().min_rate_for_streams(true);
-    /// assert!(config.to_string().contains("request bodies"));
+    /// let held = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+    /// assert!(!held.to_string().contains(streams));
     /// ```
     pub fn min_rate_for_streams(mut self, on: bool) -> Self {
         self.streams_min_rate = on;
