@@ -142,6 +142,7 @@ impl Admission {
                 .map_or(16, |n| n.get() * 2)
                 .max(16),
             queue_target: config.queue_target,
+            observe_only: config.observe_only,
         };
         let heartbeat = config.adaptive_limit.then(Heartbeat::new);
         let http_settings = HttpSettings {

@@ -57,6 +57,10 @@ mod enabled {
             "Requests refused, by reason and limit."
         );
         describe_counter!(
+            "admission_would_reject_total",
+            "Observing only: requests admitted that would have been refused, by reason and limit."
+        );
+        describe_counter!(
             "admission_memory_source_errors_total",
             "Memory source refreshes that failed."
         );
@@ -115,6 +119,7 @@ mod enabled {
         counter!("admission_admitted_over_budget_total").absolute(s.admitted_over_budget);
         counter!("admission_memory_source_errors_total").absolute(s.memory_source_errors);
         gauge!("admission_memory_reading_age_seconds").set(s.memory_reading_age.as_secs_f64());
+        let observing = s.observe_only;
         for reason in Reason::ALL {
             for limit in Limit::ALL {
                 // Only memory makes a request too large; a standing queue is shed only
@@ -129,6 +134,10 @@ mod enabled {
                 }
                 counter!("admission_rejected_total", "reason" => reason.as_str(), "limit" => limit.as_str())
                     .absolute(s.rejected(reason, limit));
+                if observing {
+                    counter!("admission_would_reject_total", "reason" => reason.as_str(), "limit" => limit.as_str())
+                        .absolute(s.would_reject(reason, limit));
+                }
             }
         }
         for priority in Priority::ALL {

@@ -44,6 +44,9 @@ pub struct Snapshot {
     pub runtime_lateness: std::time::Duration,
     /// The queue's capacity.
     pub queue_capacity: usize,
+    /// Whether the pool only observes: it admits everything (see
+    /// [`AdmissionConfig::observe_only`](crate::AdmissionConfig::observe_only)).
+    pub observe_only: bool,
     /// Requests admitted since start.
     pub admitted: u64,
     /// Of those, admitted over the memory budget because nothing else was in flight.
@@ -53,6 +56,7 @@ pub struct Snapshot {
     /// Time since the memory source last refreshed successfully.
     pub memory_reading_age: std::time::Duration,
     pub(crate) rejected: [[u64; Limit::ALL.len()]; Reason::ALL.len()],
+    pub(crate) would_reject: [[u64; Limit::ALL.len()]; Reason::ALL.len()],
     pub(crate) admitted_by: [u64; 3],
     pub(crate) rejected_by: [[u64; Reason::ALL.len()]; 3],
     pub(crate) cut_off: [u64; 2],
@@ -62,6 +66,12 @@ impl Snapshot {
     /// Requests refused since start for `reason` at `limit`.
     pub fn rejected(&self, reason: Reason, limit: Limit) -> u64 {
         self.rejected[reason as usize][limit as usize]
+    }
+
+    /// Requests admitted since start that would have been refused for `reason` at `limit`
+    /// (observing only: see [`AdmissionConfig::observe_only`](crate::AdmissionConfig::observe_only)).
+    pub fn would_reject(&self, reason: Reason, limit: Limit) -> u64 {
+        self.would_reject[reason as usize][limit as usize]
     }
 
     /// Requests of `priority` admitted since start.

@@ -325,3 +325,35 @@ async fn a_grpc_request_is_refused_in_grpc_terms_and_others_in_http_ones() {
     assert!(plain.headers().get("grpc-status").is_none());
     drop(held);
 }
+
+#[tokio::test]
+async fn observing_only_every_request_is_served_and_the_refusals_are_counted() {
+    let admission = admission(
+        AdmissionConfig::default()
+            .max_concurrency(1)
+            .adaptive_limit(false)
+            .queue_capacity(0)
+            .observe_only(true),
+    );
+    let mut service = admission.layer().layer(service_fn(ok));
+    let held = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    let over = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    assert_eq!(over.status(), StatusCode::OK);
+    let s = admission.snapshot();
+    assert_eq!(s.would_reject(Reason::QueueFull, Limit::Concurrency), 1);
+    assert_eq!((s.rejected_total(), s.in_flight), (0, 2));
+    drop((held, over));
+    assert_eq!(admission.snapshot().in_flight, 0);
+}

@@ -36,8 +36,13 @@ pub(crate) fn describe(
         MemorySourceKind::Both => format!(" (cgroup budget {})", config.cgroup_budget),
         _ => String::new(),
     };
+    let mode = if config.observe_only {
+        "\n  OBSERVE ONLY: nothing is refused; what would be is counted in admission_would_reject_total"
+    } else {
+        ""
+    };
     format!(
-        "tower-admission effective configuration:\n\
+        "tower-admission effective configuration:{mode}\n\
          \x20 max concurrency   {}\n\
          \x20 live limit        {}\n\
          \x20 queue target      {}\n\

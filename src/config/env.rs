@@ -38,8 +38,10 @@ pub(crate) mod vars {
     pub(crate) const ADAPTIVE_LIMIT: &str = "ADMISSION_ADAPTIVE_LIMIT";
     pub(crate) const LATENESS_TARGET: &str = "ADMISSION_LATENESS_TARGET";
     pub(crate) const QUEUE_TARGET: &str = "ADMISSION_QUEUE_TARGET";
+    /// Count what would be refused, and admit everything.
+    pub(crate) const OBSERVE_ONLY: &str = "ADMISSION_OBSERVE_ONLY";
 
-    pub(crate) const ALL: [&str; 22] = [
+    pub(crate) const ALL: [&str; 23] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -62,6 +64,7 @@ pub(crate) mod vars {
         ADAPTIVE_LIMIT,
         LATENESS_TARGET,
         QUEUE_TARGET,
+        OBSERVE_ONLY,
     ];
     pub(crate) const PREFIX: &str = "ADMISSION_";
 }
@@ -245,12 +248,11 @@ impl AdmissionConfig {
                     parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
             }
             vars::ADAPTIVE_LIMIT => {
-                let on = match trimmed.to_ascii_lowercase().as_str() {
-                    "on" => true,
-                    "off" => false,
-                    _ => return Err(malformed(ON_OFF_FORMS)),
-                };
-                self.adaptive_limit = on;
+                self.adaptive_limit =
+                    parse_on_off(trimmed).ok_or_else(|| malformed(ON_OFF_FORMS))?;
+            }
+            vars::OBSERVE_ONLY => {
+                self.observe_only = parse_on_off(trimmed).ok_or_else(|| malformed(ON_OFF_FORMS))?;
             }
             vars::LATENESS_TARGET => {
                 self.lateness_target =
@@ -266,6 +268,14 @@ impl AdmissionConfig {
             _ => unreachable!("every name in vars::ALL is handled"),
         }
         Ok(())
+    }
+}
+
+fn parse_on_off(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -352,6 +362,22 @@ mod tests {
         assert_eq!(c.retry_after_secs, None, "auto");
         assert_eq!(c.retry_after_max_secs, 30);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn switches_take_on_or_off() {
+        for (value, on) in [("on", true), ("OFF", false), (" On ", true)] {
+            assert_eq!(apply(vars::OBSERVE_ONLY, value).unwrap().observe_only, on);
+            assert_eq!(
+                apply(vars::ADAPTIVE_LIMIT, value).unwrap().adaptive_limit,
+                on
+            );
+        }
+        for value in ["", "yes", "1", "true"] {
+            let text = apply(vars::OBSERVE_ONLY, value).unwrap_err().to_string();
+            assert!(text.contains("ADMISSION_OBSERVE_ONLY"), "{text}");
+            assert!(text.contains("on or off"), "{text}");
+        }
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct AdmissionConfig {
     pub(crate) cgroup_budget: MemoryBudget,
     /// Whether the live concurrency limit finds itself below `max_concurrency`.
     pub(crate) adaptive_limit: bool,
+    /// Whether the layer only counts what it would refuse, and admits everything.
+    pub(crate) observe_only: bool,
     /// The runtime lateness above which the live concurrency limit falls.
     pub(crate) lateness_target: Duration,
     /// The sojourn above which the queue stands; `None`: never shed for standing.
@@ -132,6 +134,7 @@ impl Default for AdmissionConfig {
             memory_source: MemorySourceKind::Jemalloc,
             cgroup_budget: MemoryBudget::Percent(75.0),
             adaptive_limit: true,
+            observe_only: false,
             lateness_target: Duration::from_millis(10),
             queue_target: Some(DEFAULT_QUEUE_TARGET),
         }
@@ -230,6 +233,32 @@ impl AdmissionConfig {
     /// ```
     pub fn adaptive_limit(mut self, on: bool) -> Self {
         self.adaptive_limit = on;
+        self
+    }
+
+    /// Observe only (`ADMISSION_OBSERVE_ONLY=on`), for rolling the layer out: it decides as
+    /// usual, but admits every request, and counts and logs what it would have refused
+    /// (`admission_would_reject_total{reason, limit}`, [`Snapshot::would_reject`], a
+    /// throttled `warn` "request would be shed"). Off by default.
+    ///
+    /// Nothing waits: a request that would have queued goes at once, and stands for a
+    /// waiter until it ends; a request that arrives while as many such requests are in
+    /// flight as the queue holds would have been refused (`queue_full`). Queue timeouts and a
+    /// standing queue are not played out: a run that counts no refusals may still have
+    /// queued some requests for long. Watch `admission_would_reject_total` against
+    /// `admission_admitted_total` under real load before turning shedding on.
+    ///
+    /// [`Snapshot::would_reject`]: crate::Snapshot::would_reject
+    ///
+    /// ```
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+    ///
+    /// let config = AdmissionConfig::default().observe_only(true);
+    /// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+    /// assert!(admission.to_string().contains("OBSERVE ONLY"));
+    /// ```
+    pub fn observe_only(mut self, on: bool) -> Self {
+        self.observe_only = on;
         self
     }
 

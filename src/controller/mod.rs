@@ -51,6 +51,7 @@ mod drain;
 mod fit;
 mod footprint;
 mod limit;
+mod observe;
 mod permit;
 mod queue;
 mod report;
@@ -119,6 +120,8 @@ pub(crate) struct Settings {
     /// The sojourn above which the queue stands; `None`: it is never shed for standing (see
     /// [`standing`]).
     pub(crate) queue_target: Option<Duration>,
+    /// Count what would be refused, and admit everything (see [`observe`]).
+    pub(crate) observe_only: bool,
 }
 
 #[cfg(test)]
@@ -142,6 +145,7 @@ impl Settings {
             lateness_target: None,
             initial_limit: max_concurrency,
             queue_target: None,
+            observe_only: false,
         }
     }
 }
@@ -198,6 +202,10 @@ pub(crate) struct Controller {
     admitted: AtomicU64,
     admitted_over_budget: AtomicU64,
     rejected: [[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()],
+    /// Observe only: what would have been refused, and the requests admitted past the limits
+    /// (they stand for the waiters they would have been).
+    would_reject: [[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()],
+    past_limits: AtomicUsize,
     /// Admissions by priority, and rejections by priority and reason.
     admitted_by: [AtomicU64; 3],
     rejected_by: [[AtomicU64; Reason::ALL.len()]; 3],
@@ -255,6 +263,8 @@ impl Controller {
             admitted: AtomicU64::new(0),
             admitted_over_budget: AtomicU64::new(0),
             rejected: Default::default(),
+            would_reject: Default::default(),
+            past_limits: AtomicUsize::new(0),
             admitted_by: Default::default(),
             rejected_by: Default::default(),
             clock_ms: AtomicU64::new(0),
@@ -297,7 +307,8 @@ impl Controller {
             };
             return self.acquire_charged(ask);
         };
-        if declared > budget {
+        // Observing only, it goes past the limits, counted there.
+        if declared > budget && !self.settings.observe_only {
             return Acquired::Rejected(self.refuse(priority, Reason::TooLarge, Limit::Memory));
         }
         let class = self.classes.find(class);
@@ -307,7 +318,7 @@ impl Controller {
             .saturating_sub(self.footprint.baseline())
             .max(declared);
         let charge = self.classes.estimate(class, declared).min(room);
-        self.acquire_charged(Ask {
+        let ask = Ask {
             priority,
             class,
             charge,
@@ -315,13 +326,18 @@ impl Controller {
             least: self.classes.least(class, declared).min(charge),
             // Only where polls are measured can a class become known.
             known: self.thread_allocations.is_none() || self.classes.is_known(class),
-        })
+        };
+        if declared > budget {
+            return self.admit_past_limits(self.memory.allocated_bytes(), ask);
+        }
+        self.acquire_charged(ask)
     }
 
     fn acquire_charged(self: &Arc<Self>, ask: Ask) -> Acquired {
         let memory = self.memory.allocated_bytes();
         match self.try_admit(memory, ask) {
             Ok(()) => Acquired::Admitted(Permit::new(Arc::clone(self), ask)),
+            Err(_) if self.settings.observe_only => self.admit_past_limits(memory, ask),
             // Full, or closed, and no room to wait: answer without the lock. The queue length
             // may be an instant old, which only matters at the boundary.
             Err(Fit::Blocked(limit))

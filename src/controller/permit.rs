@@ -156,6 +156,8 @@ pub(crate) struct Permit {
     peak: u64,
     /// Whether a poll has shown its cost (see `Controller::settle`).
     settled: bool,
+    /// Admitted past the limits, observing only (see `super::observe`).
+    past_limits: bool,
     /// When it was admitted, where the live limit samples this request's latency; taken at
     /// the response head.
     admitted_at: Option<Instant>,
@@ -180,7 +182,13 @@ impl Permit {
             net: 0,
             peak: 0,
             settled: false,
+            past_limits: false,
         }
+    }
+
+    /// Marks the request as admitted past the limits, observing only.
+    pub(super) fn past_limits(&mut self) {
+        self.past_limits = true;
     }
 
     /// Lets the request's body meter lower what the request is charged for its body: a body
@@ -328,6 +336,9 @@ impl Drop for Permit {
         }
         if self.charge.beyond.load(SeqCst) {
             self.controller.end_reservation_beyond();
+        }
+        if self.past_limits {
+            self.controller.end_past_limits();
         }
         self.controller.release(self.charge.close(), !self.settled);
     }

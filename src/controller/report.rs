@@ -122,11 +122,16 @@ impl Controller {
             concurrency_limit: self.limit.get(),
             runtime_lateness: Duration::from_micros(self.lateness_us.load(Relaxed)),
             queue_capacity: self.settings.queue_capacity,
+            observe_only: self.settings.observe_only,
             admitted: self.admitted.load(Relaxed),
             admitted_over_budget: self.admitted_over_budget.load(Relaxed),
             memory_source_errors: self.reading_health.errors(),
             memory_reading_age: self.reading_health.age(),
             rejected: self.rejected.each_ref().map(|row| row.each_ref().map(load)),
+            would_reject: self
+                .would_reject
+                .each_ref()
+                .map(|row| row.each_ref().map(load)),
             admitted_by: self.admitted_by.each_ref().map(load),
             rejected_by: self
                 .rejected_by

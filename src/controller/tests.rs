@@ -580,6 +580,44 @@ fn a_new_class_held_back_one_at_a_time_blames_its_estimate_not_memory() {
     let _next = admitted(c.acquire(CLASS, None));
 }
 
+#[test]
+fn observing_only_admits_everything_and_counts_what_it_would_refuse() {
+    let settings = Settings {
+        observe_only: true,
+        ..Settings::for_tests(1, Some(64 * MIB), 1)
+    };
+    let c = Arc::new(Controller::new(settings, Arc::new(ManualMemory::new(0))));
+    let first = admitted(c.acquire(CLASS, None));
+    // It would have waited: it goes, and stands for that waiter.
+    let waiter = admitted(c.acquire(CLASS, None));
+    assert_eq!(
+        c.snapshot()
+            .would_reject(Reason::QueueFull, Limit::Concurrency),
+        0
+    );
+    // The queue it would have waited in is full: counted, and admitted all the same.
+    let refused = admitted(c.acquire(CLASS, None));
+    let too_large = admitted(c.acquire(CLASS, Some(100 * MIB)));
+    let s = c.snapshot();
+    assert_eq!(s.would_reject(Reason::QueueFull, Limit::Concurrency), 1);
+    assert_eq!(s.would_reject(Reason::TooLarge, Limit::Memory), 1);
+    assert_eq!((s.rejected_total(), s.in_flight, s.queued), (0, 4, 0));
+    assert!(s.observe_only);
+    drop((first, waiter, refused, too_large));
+    let s = c.snapshot();
+    assert_eq!((s.in_flight, s.charged_bytes), (0, 0));
+    // Nothing stands for a waiter any more: the next two go without a count.
+    let _next = (
+        admitted(c.acquire(CLASS, None)),
+        admitted(c.acquire(CLASS, None)),
+    );
+    assert_eq!(
+        c.snapshot()
+            .would_reject(Reason::QueueFull, Limit::Concurrency),
+        1
+    );
+}
+
 /// A pool whose live limit (4 slots at most) has fallen to 2 after two late windows, with a
 /// 5 ms queue target and 64 MiB of budget.
 fn fallen_pool() -> (Arc<Controller>, ManualMemory) {

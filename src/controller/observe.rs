@@ -1,0 +1,69 @@
+//! Observe only: the pool decides as usual, admits every request anyway, and counts what it
+//! would have refused, so that operators can watch what shedding would do before they turn
+//! it on.
+//!
+//! A request that would have waited goes at once and stands for that waiter until it ends:
+//! while as many such requests are in flight as the queue holds, the next one would have
+//! found the queue full. Queue timeouts and a standing queue are not played out.
+
+use std::sync::{
+    Arc,
+    atomic::Ordering::{Relaxed, SeqCst},
+};
+
+use super::{
+    Acquired, Ask, Controller, Permit,
+    word::{MAX_CONCURRENCY, claim, in_flight, kib},
+};
+use crate::rejection::{Limit, Reason};
+
+impl Controller {
+    /// Admits `ask`, which the limits hold back, past them; counts it as refused if the
+    /// queue it would have waited in is full.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn admit_past_limits(self: &Arc<Self>, memory: u64, ask: Ask) -> Acquired {
+        let state = self.state.load(SeqCst);
+        let limit = self.blame(state, memory, ask);
+        if in_flight(state) >= MAX_CONCURRENCY as u64 - 1 {
+            // The state word counts no more: refuse for real, beyond any server's load.
+            return Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit));
+        }
+        let too_large = self
+            .settings
+            .budget
+            .is_some_and(|budget| ask.declared > budget);
+        if too_large {
+            self.would_refuse(Reason::TooLarge, Limit::Memory);
+        } else if self.past_limits.load(Relaxed) >= self.settings.queue_capacity
+            || self.sheds_at_once(memory, ask)
+        {
+            self.would_refuse(Reason::QueueFull, limit);
+        }
+        self.past_limits.fetch_add(1, Relaxed);
+        self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
+        self.count_admission(ask.priority, false, memory);
+        let mut permit = Permit::new(Arc::clone(self), ask);
+        permit.past_limits();
+        Acquired::Admitted(permit)
+    }
+
+    /// A request admitted past the limits ended.
+    pub(super) fn end_past_limits(&self) {
+        self.past_limits.fetch_sub(1, Relaxed);
+    }
+
+    /// Counts, and logs (throttled), a refusal that observing only did not make.
+    pub(super) fn would_refuse(&self, reason: Reason, limit: Limit) {
+        let total = self.would_reject[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
+        if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed), total) {
+            tracing::warn!(
+                reason = reason.as_str(),
+                limit = limit.as_str(),
+                total,
+                suppressed,
+                "request would be shed (observe only: admitted)"
+            );
+        }
+    }
+}
