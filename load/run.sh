@@ -4,7 +4,7 @@
 # load/results/<timestamp>/report.md with SVG charts.
 #
 #   load/run.sh              the default demo (mixed), about 3 minutes with a warm build
-#   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | smoke
+#   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | h2 | smoke
 #   load/run.sh processes    three servers in one memory cgroup (root; cgroup v2 or v1)
 #   load/run.sh replicas     one and three servers behind nginx (installed when missing)
 #   load/run.sh all          every scenario, about 17 minutes
@@ -30,6 +30,12 @@ fi
 if [ "$scenario" = replicas ] && ! [ -x /usr/sbin/nginx ]; then
   echo "installing nginx (Debian's package)" >&2
   apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx >/dev/null
+fi
+
+# The h2c load generator of `h2` (and `all`): Debian's nghttp2-client, installed when missing.
+if { [ "$scenario" = h2 ] || [ "$scenario" = all ]; } && ! command -v h2load >/dev/null; then
+  echo "installing h2load (Debian's nghttp2-client)" >&2
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null
 fi
 
 echo "building the example servers and the load driver (release)" >&2

@@ -7,6 +7,7 @@
 
 mod cgroup;
 mod client;
+mod h2load;
 mod oha;
 mod plot;
 mod probe;
@@ -266,6 +267,9 @@ fn run_setup(
                     return client::run(addr, &phase, backoff);
                 }
                 let tag = format!("{index}-{p}");
+                if let Some(streams) = phase.h2_streams {
+                    return h2load::run(&phase, streams, &base, &dir, &tag);
+                }
                 let (mut child, json) = oha::start(&oha, &phase, &base, &dir, &tag)?;
                 let status = child.wait().map_err(|e| e.to_string())?;
                 if !status.success() {

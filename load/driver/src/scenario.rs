@@ -27,6 +27,8 @@ pub struct Phase {
     pub honors_retry_after: bool,
     /// The request priority backing-off clients name in `x-priority`.
     pub priority: Option<&'static str>,
+    /// Sent over h2c by `h2load`, this many streams at once on each connection.
+    pub h2_streams: Option<u32>,
 }
 
 /// How a slow client sends or reads its body.
@@ -65,7 +67,14 @@ impl Phase {
             slow: None,
             honors_retry_after: false,
             priority: None,
+            h2_streams: None,
         }
+    }
+
+    /// Over h2c, `streams` at once on each connection.
+    fn h2(mut self, streams: u32) -> Self {
+        self.h2_streams = Some(streams);
+        self
     }
 
     /// Slow clients instead of ordinary ones.
@@ -527,6 +536,28 @@ pub fn cpu_mixed() -> Scenario {
     }
 }
 
+/// The same work over HTTP/1.1 (oha, a connection per request in flight) and over h2c
+/// (h2load, 4 connections of 64 streams each), side by side on one server.
+pub fn h2() -> Scenario {
+    Scenario {
+        name: "h2",
+        demonstrates: "256 KiB x 50 ms requests from 64 HTTP/1.1 connections and from 256 h2c streams on 4 connections at once, against a 32 MiB budget: both protocols are admitted, queued and shed alike, memory holds, and nothing is left behind",
+        env: env(32 * MIB, 256, 256, "1s"),
+        budget: 32 * MIB,
+        largest_request: 256 << 10,
+        tower_concurrency: 96,
+        sweep: Vec::new(),
+        phases: vec![
+            Phase::get("HTTP/1.1 (oha)", "/work?kib=256&ms=50", 64, 0, 10),
+            Phase::get("h2c (h2load)", "/work?kib=256&ms=50", 4, 0, 10).h2(64),
+        ],
+        settle: Duration::from_secs(2),
+        variants: Vec::new(),
+        baseline: false,
+        cpu: false,
+    }
+}
+
 pub fn all() -> Vec<Scenario> {
     vec![
         steady(10),
@@ -540,6 +571,7 @@ pub fn all() -> Vec<Scenario> {
         slowloris(),
         cpu(),
         cpu_mixed(),
+        h2(),
     ]
 }
 
@@ -555,8 +587,9 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "priority" => Some(priority()),
         "cpu" => Some(cpu()),
         "cpu-mixed" => Some(cpu_mixed()),
+        "h2" => Some(h2()),
         _ => all().into_iter().find(|s| s.name == name),
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, all, smoke";
