@@ -161,6 +161,7 @@ impl Admission {
                 response: config.response_body.rate(),
                 streams: config.streams_min_rate,
             },
+            shaper: config.shaper.clone(),
             heartbeat: heartbeat.clone(),
         };
         let description = describe(

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -19,7 +20,7 @@ use crate::{
     controller::{Permit, Ticket},
     data_rate::{BodyRates, MinDataRate},
     grpc::Dialect,
-    http_settings::RetryAfter,
+    http_settings::{RetryAfter, Shaper},
     metrics,
     rejection::Rejection,
     request_body::{CutOff, MinRateBody},
@@ -70,6 +71,11 @@ pin_project! {
             retry_after: HeaderValue,
             dialect: Dialect,
         },
+        // Refused, answered as the configuration's shaper said (boxed: it is rare).
+        Shaped {
+            rejection: Rejection,
+            response: Option<Box<Response<Bytes>>>,
+        },
     }
 }
 
@@ -83,6 +89,7 @@ pin_project! {
         call: Option<(S, Request<B>)>,
         retry_after: RetryAfter,
         serving: Serving,
+        shaper: Option<Shaper>,
     }
 }
 
@@ -168,6 +175,7 @@ where
         request: Request<B>,
         retry_after: RetryAfter,
         serving: Serving,
+        shaper: Option<Shaper>,
     ) -> Self {
         let queued_at = Instant::now();
         let waiting = Waiting {
@@ -177,6 +185,7 @@ where
             call: Some((service, request)),
             retry_after,
             serving,
+            shaper,
         };
         Self {
             state: State::Queued {
@@ -185,18 +194,25 @@ where
         }
     }
 
+    /// Refused: the layer's own answer, or the shaper's.
     pub(crate) fn rejected(
         rejection: Rejection,
         retry_after: HeaderValue,
         dialect: Dialect,
+        shaped: Option<Response<Bytes>>,
     ) -> Self {
-        Self {
-            state: State::Rejected {
+        let state = match shaped {
+            Some(response) => State::Shaped {
+                rejection,
+                response: Some(Box::new(response)),
+            },
+            None => State::Rejected {
                 rejection,
                 retry_after,
                 dialect,
             },
-        }
+        };
+        Self { state }
     }
 }
 
@@ -277,6 +293,16 @@ where
                 } => {
                     return Poll::Ready(Ok(response::rejection(*rejection, retry_after, *dialect)));
                 }
+                StateProj::Shaped {
+                    rejection,
+                    response,
+                } => {
+                    let response = response.take().map_or_else(Response::default, |r| *r);
+                    let rejection = Some(*rejection);
+                    return Poll::Ready(Ok(
+                        response.map(|body| AdmissionBody::own(rejection, body))
+                    ));
+                }
                 StateProj::Yielding { yielding } => {
                     ready!(yielding.yield_now.as_mut().poll(cx));
                     // Taken once: the state changes below.
@@ -315,11 +341,20 @@ where
         (Ok(permit), Some((service, request))) => State::Yielding {
             yielding: Yielding::new(permit, service, request, *waiting.serving),
         },
-        (Err(rejection), _) => State::Rejected {
-            rejection,
-            retry_after: waiting.retry_after.header(waiting.ticket.controller()),
-            dialect: waiting.serving.dialect,
-        },
+        (Err(rejection), call) => {
+            let retry_after = waiting.retry_after.header(waiting.ticket.controller());
+            match (waiting.shaper.as_ref(), call) {
+                (Some(shaper), Some((_, request))) => State::Shaped {
+                    rejection,
+                    response: Some(Box::new(shaper.shape(&rejection, &request, &retry_after))),
+                },
+                _ => State::Rejected {
+                    rejection,
+                    retry_after,
+                    dialect: waiting.serving.dialect,
+                },
+            }
+        }
         (Ok(_), None) => unreachable!("the state leaves Queued as soon as `call` is taken"),
     })
 }
@@ -339,7 +374,7 @@ where
             }
             State::Queued { .. } => "Queued",
             State::Yielding { .. } => "Yielding",
-            State::Rejected { .. } => "Rejected",
+            State::Rejected { .. } | State::Shaped { .. } => "Rejected",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -4,13 +4,15 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Uri};
+use bytes::Bytes;
+use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 
 use crate::{
     controller::{Controller, CostClass},
     data_rate::BodyRates,
     heartbeat::Heartbeat,
     priority::Prioritizer,
+    rejection::Rejection,
     response,
 };
 
@@ -104,6 +106,48 @@ impl<T> PartialEq for HeadFn<T> {
 /// A function that puts requests into cost classes.
 pub(crate) type Classifier = HeadFn<CostClass>;
 
+/// The function that shapes the layer's refusals (see
+/// [`AdmissionConfig::shape_rejections`](crate::AdmissionConfig::shape_rejections)).
+type ShapeFn = dyn Fn(&Rejection, &RequestHead<'_>, Duration) -> Response<Bytes> + Send + Sync;
+
+/// A rejection shaper given in the configuration, shared by its clones and compared by
+/// identity.
+#[derive(Clone)]
+pub(crate) struct Shaper(Arc<ShapeFn>);
+
+impl Shaper {
+    pub(crate) fn new(
+        f: impl Fn(&Rejection, &RequestHead<'_>, Duration) -> Response<Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The answer to `request`, refused for `rejection` and told to retry after
+    /// `retry_after` (a `Retry-After` value, in seconds).
+    pub(crate) fn shape<B>(
+        &self,
+        rejection: &Rejection,
+        request: &Request<B>,
+        retry_after: &HeaderValue,
+    ) -> Response<Bytes> {
+        let secs = retry_after.to_str().ok().and_then(|s| s.parse().ok());
+        let retry_after = Duration::from_secs(secs.unwrap_or(1));
+        (self.0)(rejection, &RequestHead::of(request), retry_after)
+    }
+}
+
+impl fmt::Debug for Shaper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Shaper(..)")
+    }
+}
+
+impl PartialEq for Shaper {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// Path prefixes that match whole segments: `/health` matches `/health` and `/health/live`,
 /// not `/healthcare`; `/static/` matches everything below it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,6 +185,8 @@ pub(crate) struct HttpSettings {
     pub(crate) classifier: Option<Classifier>,
     pub(crate) prioritizer: Prioritizer,
     pub(crate) rates: BodyRates,
+    /// Shapes the layer's refusals instead of its own answers, if set.
+    pub(crate) shaper: Option<Shaper>,
     /// The runtime's heartbeat, where the live limit follows it.
     pub(crate) heartbeat: Option<Arc<Heartbeat>>,
 }

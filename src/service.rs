@@ -141,12 +141,17 @@ where
                 settings.ensure_heartbeat();
                 let readied = readied(&mut self.inner);
                 let retry_after = settings.retry_after.clone();
-                ResponseFuture::queued(ticket, readied, request, retry_after, serving)
+                let shaper = settings.shaper.clone();
+                ResponseFuture::queued(ticket, readied, request, retry_after, serving, shaper)
             }
             Acquired::Rejected(rejection) => {
                 settings.ensure_heartbeat();
                 let retry_after = settings.retry_after.header(&self.controller);
-                ResponseFuture::rejected(rejection, retry_after, serving.dialect)
+                let shaped = settings
+                    .shaper
+                    .as_ref()
+                    .map(|shaper| shaper.shape(&rejection, &request, &retry_after));
+                ResponseFuture::rejected(rejection, retry_after, serving.dialect, shaped)
             }
         }
     }

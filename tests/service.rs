@@ -5,7 +5,7 @@ use std::{convert::Infallible, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{Empty, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_admission::{
     Admission, AdmissionConfig, Limit, ManualMemory, MemoryBudget, MinRateBody, Reason,
@@ -356,4 +356,53 @@ async fn observing_only_every_request_is_served_and_the_refusals_are_counted() {
     assert_eq!((s.rejected_total(), s.in_flight), (0, 2));
     drop((held, over));
     assert_eq!(admission.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shaper_answers_refusals_at_once_and_at_the_queue_timeout() {
+    let admission = admission(
+        AdmissionConfig::default()
+            .max_concurrency(1)
+            .adaptive_limit(false)
+            .queue_capacity(1)
+            .retry_after_secs(3)
+            .shape_rejections(|rejection, head, retry_after| {
+                let body = format!(
+                    "{} {} {} {}",
+                    head.uri().path(),
+                    rejection.reason().as_str(),
+                    rejection.limit().as_str(),
+                    retry_after.as_secs()
+                );
+                Response::builder()
+                    .status(StatusCode::TOO_MANY_REQUESTS)
+                    .body(Bytes::from(body))
+                    .unwrap()
+            }),
+    );
+    let service = admission.layer().layer(service_fn(ok));
+    let held = service.clone().oneshot(request()).await.unwrap();
+    let waiter = tokio::spawn(
+        service
+            .clone()
+            .oneshot(Request::get("/waits").body(Empty::new()).unwrap()),
+    );
+    tokio::task::yield_now().await;
+    let refused = service
+        .clone()
+        .oneshot(Request::get("/now").body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let timed_out = waiter.await.unwrap().unwrap();
+    for (response, text) in [
+        (refused, "/now queue_full concurrency 3"),
+        (timed_out, "/waits queue_timeout concurrency 3"),
+    ] {
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(response.body().rejection().is_some());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, text);
+    }
+    drop(held);
 }

@@ -9,15 +9,17 @@ mod error;
 
 use std::time::Duration;
 
-use http::HeaderName;
+use bytes::Bytes;
+use http::{HeaderName, Response};
 
 use crate::{
     controller::CostClass,
     data_rate::MinDataRate,
-    http_settings::{Classifier, PathPrefixes, RequestHead},
+    http_settings::{Classifier, PathPrefixes, RequestHead, Shaper},
     memory::MemorySourceKind,
     priority::{Prioritize, Priority, PriorityRules},
     reading_health::MemoryFailure,
+    rejection::Rejection,
 };
 
 pub use budget::MemoryBudget;
@@ -57,6 +59,7 @@ pub struct AdmissionConfig {
     pub(crate) request_estimate: u64,
     pub(crate) memory_failure: MemoryFailure,
     pub(crate) classifier: Option<Classifier>,
+    pub(crate) shaper: Option<Shaper>,
     pub(crate) reservations: bool,
     pub(crate) request_body: RateSetting,
     /// Whether gRPC requests' bodies are cut off below the request rate too.
@@ -124,6 +127,7 @@ impl Default for AdmissionConfig {
             request_estimate: 256 << 10,
             memory_failure: MemoryFailure::Open,
             classifier: None,
+            shaper: None,
             reservations: false,
             request_body: RateSetting::DEFAULT,
             streams_min_rate: false,
@@ -367,6 +371,50 @@ impl AdmissionConfig {
         classify: impl Fn(&RequestHead<'_>) -> CostClass + Send + Sync + 'static,
     ) -> Self {
         self.classifier = Some(Classifier::new(classify));
+        self
+    }
+
+    /// Answers the layer's refusals (what would be a `503` or a `413`, see [`Rejection`])
+    /// with what `shape` returns, instead of the layer's own plain-text or gRPC answers.
+    ///
+    /// `shape` is given the rejection, the request's head and the `Retry-After` the layer
+    /// would send; its response goes out as it is (add `Retry-After` yourself if you want
+    /// it), and [`AdmissionBody::rejection`](crate::AdmissionBody::rejection) still tells it
+    /// from the service's own answers. It runs on the path that must stay cheapest under
+    /// overload: keep it to building a small response. A `408` for a request body too slow
+    /// is not a refusal, and keeps the layer's answer.
+    ///
+    /// [`Rejection`]: crate::Rejection
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Response, StatusCode, header};
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// // JSON problem details, as the rest of this API answers.
+    /// let config = AdmissionConfig::default().shape_rejections(|rejection, _head, retry_after| {
+    ///     let body = format!(
+    ///         r#"{{"type":"overloaded","reason":"{}","limit":"{}"}}"#,
+    ///         rejection.reason().as_str(),
+    ///         rejection.limit().as_str(),
+    ///     );
+    ///     Response::builder()
+    ///         .status(StatusCode::SERVICE_UNAVAILABLE)
+    ///         .header(header::CONTENT_TYPE, "application/problem+json")
+    ///         .header(header::RETRY_AFTER, retry_after.as_secs())
+    ///         .body(Bytes::from(body))
+    ///         .unwrap()
+    /// });
+    /// # let _ = config;
+    /// ```
+    pub fn shape_rejections(
+        mut self,
+        shape: impl Fn(&Rejection, &RequestHead<'_>, Duration) -> Response<Bytes>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.shaper = Some(Shaper::new(shape));
         self
     }
 
