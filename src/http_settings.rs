@@ -248,6 +248,7 @@ mod tests {
             classifier,
             prioritizer: Prioritizer::None,
             rates: BodyRates::default(),
+            shaper: None,
             heartbeat: None,
         }
     }
