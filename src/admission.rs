@@ -7,12 +7,10 @@ use crate::{
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
     heartbeat::Heartbeat,
-    http_settings::{HttpSettings, PathPrefixes, RetryAfter},
+    http_settings::{HttpSettings, PathPrefixes, Prioritizer, RetryAfter},
     layer::AdmissionLayer,
     memory::{CgroupMemory, MemorySource, MemorySourceKind},
-    metrics,
-    priority::Prioritizer,
-    response, sampler,
+    metrics, response, sampler,
     snapshot::Snapshot,
 };
 

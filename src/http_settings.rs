@@ -5,13 +5,12 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 
 use crate::{
-    controller::{Controller, CostClass},
+    controller::{Controller, CostClass, Priority},
     data_rate::BodyRates,
     heartbeat::Heartbeat,
-    priority::Prioritizer,
     rejection::Rejection,
     response,
 };
@@ -148,6 +147,60 @@ impl PartialEq for Shaper {
     }
 }
 
+/// A function that gives requests a priority (see
+/// [`AdmissionConfig::prioritize`](crate::AdmissionConfig::prioritize)).
+pub(crate) type Prioritize = HeadFn<Priority>;
+
+/// The environment's shorthand: a header that names the priority, else path prefixes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct PriorityRules {
+    pub(crate) header: Option<HeaderName>,
+    pub(crate) critical: PathPrefixes,
+    pub(crate) sheddable: PathPrefixes,
+}
+
+/// How requests are given a priority: a function of the request's head, or rules.
+#[derive(Debug, Clone)]
+pub(crate) enum Prioritizer {
+    /// Everything is [`Priority::Normal`].
+    None,
+    Rules(PriorityRules),
+    Custom(Prioritize),
+}
+
+impl Prioritizer {
+    /// `custom` if set, else `rules` unless they say nothing.
+    pub(crate) fn new(custom: Option<&Prioritize>, rules: &PriorityRules) -> Self {
+        match custom {
+            Some(custom) => Prioritizer::Custom(custom.clone()),
+            None if *rules == PriorityRules::default() => Prioritizer::None,
+            None => Prioritizer::Rules(rules.clone()),
+        }
+    }
+
+    /// The priority of `request`. A header value that names no priority counts as absent.
+    pub(crate) fn of<B>(&self, request: &Request<B>) -> Priority {
+        match self {
+            Prioritizer::None => Priority::Normal,
+            Prioritizer::Custom(prioritize) => prioritize.of(request),
+            Prioritizer::Rules(rules) => {
+                let named = rules
+                    .header
+                    .as_ref()
+                    .and_then(|name| request.headers().get(name)?.to_str().ok()?.parse().ok());
+                let path = request.uri().path();
+                named.unwrap_or(if rules.critical.matches(path) {
+                    Priority::Critical
+                } else if rules.sheddable.matches(path) {
+                    Priority::Sheddable
+                } else {
+                    Priority::Normal
+                })
+            }
+        }
+    }
+}
+
 /// Path prefixes that match whole segments: `/health` matches `/health` and `/health/live`,
 /// not `/healthcare`; `/static/` matches everything below it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -239,6 +292,36 @@ impl HttpSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_names_the_priority_else_the_path_does() {
+        let rules = PriorityRules {
+            header: Some(HeaderName::from_static("x-priority")),
+            critical: PathPrefixes::new(["/pay"]),
+            sheddable: PathPrefixes::new(["/prefetch"]),
+        };
+        let rules = Prioritizer::new(None, &rules);
+        let request = |path: &str, header: Option<&str>| {
+            let mut builder = Request::get(path);
+            if let Some(value) = header {
+                builder = builder.header("x-priority", value);
+            }
+            builder.body(()).unwrap()
+        };
+        assert_eq!(rules.of(&request("/pay/now", None)), Priority::Critical);
+        assert_eq!(rules.of(&request("/prefetch", None)), Priority::Sheddable);
+        assert_eq!(rules.of(&request("/other", None)), Priority::Normal);
+        let by_header = rules.of(&request("/pay", Some("Sheddable")));
+        assert_eq!(by_header, Priority::Sheddable);
+        let unknown = rules.of(&request("/prefetch", Some("urgent")));
+        assert_eq!(
+            unknown,
+            Priority::Sheddable,
+            "an unknown value counts as absent"
+        );
+        let none = Prioritizer::new(None, &PriorityRules::default());
+        assert!(matches!(none, Prioritizer::None));
+    }
 
     fn settings(classifier: Option<Classifier>) -> HttpSettings {
         HttpSettings {

@@ -89,7 +89,6 @@ mod memory;
 mod metrics;
 #[cfg(test)]
 mod model_tests;
-mod priority;
 mod reading_health;
 mod rejection;
 mod request_body;
@@ -104,13 +103,13 @@ pub use admission::Admission;
 pub use body::AdmissionBody;
 pub use config::{AdmissionConfig, ConfigError, MemoryBudget};
 pub use controller::CostClass;
+pub use controller::{Priority, UnknownPriority};
 pub use data_rate::{Direction, MinDataRate, TooSlow};
 pub use http_settings::RequestHead;
 pub use layer::AdmissionLayer;
 pub use memory::{
     CgroupMemory, ManualMemory, MemoryError, MemorySource, MemorySourceKind, ThreadAllocations,
 };
-pub use priority::{Priority, UnknownPriority};
 pub use reading_health::MemoryFailure;
 pub use rejection::{Limit, Reason, Rejection};
 pub use request_body::MinRateBody;

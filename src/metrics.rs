@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::{priority::Priority, snapshot::Snapshot};
+use crate::{controller::Priority, snapshot::Snapshot};
 
 #[cfg(feature = "metrics")]
 mod enabled {
@@ -18,8 +18,8 @@ mod enabled {
     };
 
     use crate::{
+        controller::Priority,
         data_rate::Direction,
-        priority::Priority,
         rejection::{Limit, Reason},
         snapshot::Snapshot,
     };

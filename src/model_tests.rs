@@ -18,9 +18,9 @@ use std::{
 use proptest::prelude::*;
 
 use crate::{
+    controller::Priority,
     controller::{Acquired, Controller, CostClass, MAX_PASSES, Permit, Settings, Ticket, kib},
     memory::{ManualMemory, MemorySource},
-    priority::Priority,
     rejection::{Limit, Reason},
 };
 

@@ -1,8 +1,8 @@
 //! A lock-free view of one admission pool's live figures.
 
 use crate::{
+    controller::Priority,
     data_rate::Direction,
-    priority::Priority,
     rejection::{Limit, Reason},
 };
 

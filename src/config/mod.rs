@@ -13,11 +13,10 @@ use bytes::Bytes;
 use http::{HeaderName, Response};
 
 use crate::{
-    controller::CostClass,
+    controller::{CostClass, Priority},
     data_rate::MinDataRate,
-    http_settings::{Classifier, PathPrefixes, RequestHead, Shaper},
+    http_settings::{Classifier, PathPrefixes, Prioritize, PriorityRules, RequestHead, Shaper},
     memory::MemorySourceKind,
-    priority::{Prioritize, Priority, PriorityRules},
     reading_health::MemoryFailure,
     rejection::Rejection,
 };

@@ -53,6 +53,7 @@ mod footprint;
 mod limit;
 mod observe;
 mod permit;
+mod priority;
 mod queue;
 mod report;
 mod reserve;
@@ -63,6 +64,7 @@ mod word;
 pub(crate) use classes::ClassId;
 pub use classes::CostClass;
 pub(crate) use permit::{Charge, Permit};
+pub use priority::{Priority, UnknownPriority};
 #[cfg(test)]
 pub(crate) use queue::MAX_PASSES;
 pub(crate) use ticket::Ticket;
@@ -85,7 +87,6 @@ use crate::{
     data_rate::SlowBodies,
     log_throttle::LogThrottle,
     memory::{MemoryError, MemorySource, ThreadAllocations},
-    priority::Priority,
     reading_health::{MemoryFailure, ReadingHealth},
     rejection::{Limit, Reason, Rejection},
 };

@@ -19,11 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Ask, standing::Standing};
-use crate::{
-    priority::Priority,
-    rejection::{Limit, Reason},
-};
+use super::{Ask, Priority, standing::Standing};
+use crate::rejection::{Limit, Reason};
 
 /// How many waiters may go ahead of a blocked head before it holds the line.
 pub(crate) const MAX_PASSES: u32 = 1024;

@@ -10,13 +10,12 @@ use std::{
 };
 
 use super::{
-    Controller,
+    Controller, Priority,
     limit::Moved,
     word::{charged_bytes, in_flight},
 };
 use crate::{
     data_rate::TooSlow,
-    priority::Priority,
     rejection::{Limit, Reason, Rejection},
     snapshot::Snapshot,
 };
