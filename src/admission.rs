@@ -7,10 +7,10 @@ use crate::{
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
     heartbeat::Heartbeat,
-    http_settings::{HttpSettings, PathPrefixes, Prioritizer, RetryAfter},
+    http_settings::{HttpSettings, PathPrefixes, Prioritizer, RetryAfter, retry_after},
     layer::AdmissionLayer,
     memory::{CgroupMemory, MemorySource, MemorySourceKind},
-    metrics, response, sampler,
+    metrics, sampler,
     snapshot::Snapshot,
 };
 
@@ -146,7 +146,7 @@ impl Admission {
         let http_settings = HttpSettings {
             queue_timeout: config.queue_timeout,
             retry_after: match config.retry_after_secs {
-                Some(secs) => RetryAfter::Fixed(response::retry_after(secs)),
+                Some(secs) => RetryAfter::Fixed(retry_after(secs)),
                 None => RetryAfter::Auto {
                     max: config.retry_after_max_secs,
                 },

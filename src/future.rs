@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::{
-    body::AdmissionBody,
+    body::{self, AdmissionBody},
     controller::{Permit, Ticket},
     data_rate::{BodyRates, MinDataRate},
     grpc::Dialect,
@@ -25,7 +25,6 @@ use crate::{
     rejection::Rejection,
     request_body::{CutOff, MinRateBody},
     reservation::Reservation,
-    response,
 };
 
 pin_project! {
@@ -274,7 +273,7 @@ where
                         if let Some(permit) = permit.take() {
                             permit.controller().record_slow(slow);
                         }
-                        return Poll::Ready(Ok(response::too_slow(slow, *dialect)));
+                        return Poll::Ready(Ok(body::too_slow(slow, *dialect)));
                     }
                     let polled = ready!(polled);
                     if let Some(permit) = permit {
@@ -291,7 +290,7 @@ where
                     retry_after,
                     dialect,
                 } => {
-                    return Poll::Ready(Ok(response::rejection(*rejection, retry_after, *dialect)));
+                    return Poll::Ready(Ok(body::rejection(*rejection, retry_after, *dialect)));
                 }
                 StateProj::Shaped {
                     rejection,

@@ -22,8 +22,6 @@
 
 use http::{HeaderMap, HeaderValue, Response, header};
 
-use crate::body::AdmissionBody;
-
 /// In which terms the layer answers a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -54,13 +52,14 @@ pub(crate) enum Code {
     Unavailable = 14,
 }
 
-/// A trailers-only gRPC answer: `code`, `message`, and the pushback, if any.
+/// A trailers-only gRPC answer: `code`, `message`, and the pushback, if any, around `body`
+/// (which must be empty).
 pub(crate) fn answer<B>(
     code: Code,
     message: &str,
     pushback_ms: Option<u64>,
-    body: AdmissionBody<B>,
-) -> Response<AdmissionBody<B>> {
+    body: B,
+) -> Response<B> {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
@@ -118,11 +117,11 @@ mod tests {
 
     #[test]
     fn an_answer_is_trailers_only_with_status_message_and_pushback() {
-        let response = answer::<http_body_util::Empty<bytes::Bytes>>(
+        let response = answer(
             Code::Unavailable,
             "overloaded: 100% busy\n",
             Some(2000),
-            AdmissionBody::default(),
+            http_body_util::Empty::<bytes::Bytes>::new(),
         );
         assert_eq!(response.status(), 200);
         let headers = response.headers();

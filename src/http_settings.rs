@@ -12,7 +12,6 @@ use crate::{
     data_rate::BodyRates,
     heartbeat::Heartbeat,
     rejection::Rejection,
-    response,
 };
 
 /// What a classifier sees of a request: its head, borrowed (see
@@ -244,6 +243,23 @@ pub(crate) struct HttpSettings {
     pub(crate) heartbeat: Option<Arc<Heartbeat>>,
 }
 
+/// `Retry-After` values that clone without touching a reference count: the rejection path is
+/// the one that must stay cheapest under overload.
+const STATIC_SECONDS: [&str; 61] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
+    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60",
+];
+
+/// The `Retry-After` header value for `secs` seconds.
+pub(crate) fn retry_after(secs: u32) -> HeaderValue {
+    match STATIC_SECONDS.get(secs as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(secs),
+    }
+}
+
 /// What a shed request is told to wait.
 #[derive(Debug, Clone)]
 pub(crate) enum RetryAfter {
@@ -258,7 +274,7 @@ impl RetryAfter {
     pub(crate) fn header(&self, controller: &Controller) -> HeaderValue {
         match self {
             RetryAfter::Fixed(value) => value.clone(),
-            RetryAfter::Auto { max } => response::retry_after(controller.retry_after_secs(*max)),
+            RetryAfter::Auto { max } => retry_after(controller.retry_after_secs(*max)),
         }
     }
 }
@@ -292,6 +308,13 @@ impl HttpSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_values() {
+        for secs in [0, 1, 59, 60, 61, 3600, u32::MAX] {
+            assert_eq!(retry_after(secs), HeaderValue::from(secs));
+        }
+    }
 
     #[test]
     fn the_header_names_the_priority_else_the_path_does() {

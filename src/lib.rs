@@ -93,7 +93,6 @@ mod reading_health;
 mod rejection;
 mod request_body;
 mod reservation;
-mod response;
 mod sampler;
 mod service;
 mod snapshot;
