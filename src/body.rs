@@ -17,12 +17,12 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::{
+    BoxError,
     controller::Permit,
     data_rate::{Direction, MinDataRate, TooSlow, WriteMeter},
     grpc::{self, Code, Dialect},
     rejection::Rejection,
     rejection::{Limit, Reason},
-    request_body::BoxError,
 };
 
 pin_project! {
@@ -103,7 +103,7 @@ impl Guard {
     /// Ends the body for being too slow: the permit goes back now.
     fn cut(&mut self, slow: TooSlow) {
         if let Some(permit) = self.permit.take() {
-            permit.controller().record_slow(slow);
+            permit.cut_off(slow);
         }
         self.cut = true;
         if let Some(waker) = self.waker.take() {

@@ -271,7 +271,7 @@ where
                     // made of the error, and gives the permit back now.
                     if let Some(slow) = cut.as_ref().and_then(CutOff::too_slow) {
                         if let Some(permit) = permit.take() {
-                            permit.controller().record_slow(slow);
+                            permit.cut_off(slow);
                         }
                         return Poll::Ready(Ok(body::too_slow(slow, *dialect)));
                     }

@@ -73,6 +73,9 @@
 )]
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
+/// The error type of the bodies the layer wraps, as tower-http's.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 mod admission;
 mod body;
 mod cgroup;

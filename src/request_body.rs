@@ -14,10 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::BoxError;
 use crate::data_rate::{BodyProgress, Direction, MinDataRate, ReadMeter, TooSlow};
-
-/// The error type of bodies the layer wraps.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
     /// The request body an [`AdmissionService`](crate::AdmissionService) hands its inner

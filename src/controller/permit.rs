@@ -30,7 +30,7 @@ use std::{
 };
 
 use super::{Ask, Controller, classes::ClassId, word::kib};
-use crate::data_rate::BodyProgress;
+use crate::data_rate::{BodyProgress, TooSlow};
 
 /// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
 /// most polls of small requests cost no shared write.
@@ -290,9 +290,10 @@ impl Permit {
         }
     }
 
-    /// The class the request belongs to.
-    pub(crate) fn controller(&self) -> &Controller {
-        &self.controller
+    /// Ends the request for a body too slow (`slow` says which, and at which rate): counted,
+    /// and the slot and the charge go back now.
+    pub(crate) fn cut_off(self, slow: TooSlow) {
+        self.controller.record_slow(slow);
     }
 
     /// The request's declared `Content-Length`.

@@ -38,7 +38,7 @@ impl Controller {
     }
 
     /// Counts a body cut off for being too slow (its permit is about to go).
-    pub(crate) fn record_slow(&self, slow: TooSlow) {
+    pub(super) fn record_slow(&self, slow: TooSlow) {
         self.slow_bodies.record(slow, self.clock_ms.load(Relaxed));
     }
 
