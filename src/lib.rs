@@ -90,8 +90,6 @@ mod layer;
 mod log_throttle;
 mod memory;
 mod metrics;
-#[cfg(test)]
-mod model_tests;
 mod reading_health;
 mod rejection;
 mod request_body;

@@ -5,7 +5,7 @@ use std::{
     task::{Context, Poll, Wake},
 };
 
-use super::*;
+use crate::controller::*;
 use crate::memory::ManualMemory;
 
 const MIB: u64 = 1 << 20;
