@@ -78,7 +78,6 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 mod admission;
 mod body;
-mod cgroup;
 mod config;
 mod controller;
 mod data_rate;
@@ -90,14 +89,12 @@ mod layer;
 mod log_throttle;
 mod memory;
 mod metrics;
-mod reading_health;
 mod rejection;
 mod request_body;
 mod reservation;
 mod sampler;
 mod service;
 mod snapshot;
-mod system_memory;
 
 pub use admission::Admission;
 pub use body::AdmissionBody;
@@ -107,10 +104,10 @@ pub use controller::{Priority, UnknownPriority};
 pub use data_rate::{Direction, MinDataRate, TooSlow};
 pub use http_settings::RequestHead;
 pub use layer::AdmissionLayer;
+pub use memory::MemoryFailure;
 pub use memory::{
     CgroupMemory, ManualMemory, MemoryError, MemorySource, MemorySourceKind, ThreadAllocations,
 };
-pub use reading_health::MemoryFailure;
 pub use rejection::{Limit, Reason, Rejection};
 pub use request_body::MinRateBody;
 pub use reservation::Reservation;

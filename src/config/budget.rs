@@ -5,7 +5,7 @@ use std::fmt;
 use bytesize::ByteSize;
 
 use super::ConfigError;
-use crate::system_memory;
+use crate::memory::limit;
 
 /// How much allocated memory the process may hold before requests wait.
 ///
@@ -48,8 +48,7 @@ pub(crate) fn resolve_budget(budget: MemoryBudget) -> Result<(Option<u64>, Strin
         MemoryBudget::Off => (None, "off".into()),
         MemoryBudget::Bytes(bytes) => (Some(bytes), iec(bytes)),
         MemoryBudget::Percent(pct) => {
-            let limit =
-                system_memory::memory_limit().map_err(|e| ConfigError::SystemMemory(e.into()))?;
+            let limit = limit::memory_limit().map_err(|e| ConfigError::SystemMemory(e.into()))?;
             let bytes = (limit.bytes as f64 * pct / 100.0) as u64;
             let text = format!(
                 "{} ({pct}% of {} {})",
@@ -69,7 +68,7 @@ mod tests {
     #[test]
     fn percentage_budgets_resolve_against_the_machine() {
         let (bytes, text) = resolve_budget(MemoryBudget::Percent(50.0)).unwrap();
-        let limit = system_memory::memory_limit().unwrap();
+        let limit = limit::memory_limit().unwrap();
         assert_eq!(bytes, Some(limit.bytes / 2));
         assert!(text.contains("50% of"), "{text}");
     }

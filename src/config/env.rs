@@ -6,7 +6,7 @@ use std::{ffi::OsString, time::Duration};
 use bytesize::ByteSize;
 
 use super::{AdmissionConfig, ConfigError, MemoryBudget};
-use crate::reading_health::MemoryFailure;
+use crate::memory::MemoryFailure;
 use crate::{http_settings::PathPrefixes, memory::MemorySourceKind};
 
 /// The environment variables [`AdmissionConfig::from_env`] reads.

@@ -16,8 +16,8 @@ use crate::{
     controller::{CostClass, Priority},
     data_rate::MinDataRate,
     http_settings::{Classifier, PathPrefixes, Prioritize, PriorityRules, RequestHead, Shaper},
+    memory::MemoryFailure,
     memory::MemorySourceKind,
-    reading_health::MemoryFailure,
     rejection::Rejection,
 };
 

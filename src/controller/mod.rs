@@ -87,7 +87,7 @@ use crate::{
     data_rate::SlowBodies,
     log_throttle::LogThrottle,
     memory::{MemoryError, MemorySource, ThreadAllocations},
-    reading_health::{MemoryFailure, ReadingHealth},
+    memory::{MemoryFailure, ReadingHealth},
     rejection::{Limit, Reason, Rejection},
 };
 use classes::Classes;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{MemoryError, MemorySource, ThreadAllocations};
-use crate::cgroup::{CgroupDir, Version};
+use crate::memory::cgroup_dir::{CgroupDir, Version};
 
 /// Reads the working set of a memory cgroup (usage less inactive file pages: what the OOM
 /// killer and the kubelet weigh) on the sampler thread: cgroup v2's `memory.current` and
@@ -163,7 +163,7 @@ impl<A: MemorySource, B: MemorySource> MemorySource for Both<A, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{cgroup::tests::FakeMount, memory::ManualMemory};
+    use crate::memory::{ManualMemory, cgroup_dir::tests::FakeMount};
 
     #[test]
     fn reads_the_working_set_on_refresh_only() {

@@ -1,4 +1,7 @@
-//! Where the controller reads the process's live memory from.
+//! Where the controller reads the process's live memory from, and everything about reading
+//! it: the sources (jemalloc, the memory cgroup, a manual one for tests), the cgroup's
+//! directory (`cgroup_dir`), the limit a percentage budget is of (`limit`), and whether a
+//! reading can be trusted (`health`).
 //!
 //! The request path only calls [`MemorySource::allocated_bytes`], which must be as cheap as
 //! an atomic load; the sampler thread calls [`MemorySource::refresh`] every sample interval.
@@ -9,12 +12,17 @@ use std::sync::{
 };
 
 mod cgroup;
+pub(crate) mod cgroup_dir;
+mod health;
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
+pub(crate) mod limit;
 
 #[cfg(feature = "jemalloc")]
 pub(crate) use cgroup::Both;
 pub use cgroup::CgroupMemory;
+pub use health::MemoryFailure;
+pub(crate) use health::ReadingHealth;
 #[cfg(feature = "jemalloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
 pub use jemalloc::JemallocMemory;

@@ -3,7 +3,7 @@
 
 use std::{fmt, fs, io, path::Path};
 
-use crate::cgroup::CgroupDir;
+use crate::memory::cgroup_dir::CgroupDir;
 
 /// The memory limit that applies to this process, and where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ fn resolve(mount: &Path, proc_self_cgroup: &str, meminfo: &str) -> io::Result<Me
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::tests::FakeMount;
+    use crate::memory::cgroup_dir::tests::FakeMount;
 
     const MEMINFO: &str = "MemTotal:       24576000 kB\nMemFree:        1000 kB\n";
 
