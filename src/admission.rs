@@ -65,7 +65,7 @@ impl Admission {
             MemorySourceKind::Jemalloc => Self::on_jemalloc(config),
             MemorySourceKind::Cgroup => {
                 let cgroup = CgroupMemory::new()?;
-                Self::with_memory_source(config, cgroup)
+                Self::build(config, cgroup)
             }
             #[cfg(feature = "jemalloc")]
             MemorySourceKind::Both => {
@@ -81,7 +81,7 @@ impl Admission {
                     budget,
                     cgroup_budget: resolve_budget(config.cgroup_budget)?.0.unwrap_or(u64::MAX),
                 };
-                Self::with_memory_source(config, both)
+                Self::build(config, both)
             }
             #[cfg(not(feature = "jemalloc"))]
             MemorySourceKind::Both => Err(crate::memory::MemoryError::NoSource.into()),
@@ -91,15 +91,13 @@ impl Admission {
     fn on_jemalloc(config: AdmissionConfig) -> Result<Self, ConfigError> {
         #[cfg(feature = "jemalloc")]
         match crate::memory::JemallocMemory::new() {
-            Ok(source) => Self::with_memory_source(config, source),
-            Err(_) if config.memory_budget == MemoryBudget::Off => {
-                Self::with_memory_source(config, Unmeasured)
-            }
+            Ok(source) => Self::build(config, source),
+            Err(_) if config.memory_budget == MemoryBudget::Off => Self::build(config, Unmeasured),
             Err(error) => Err(error.into()),
         }
         #[cfg(not(feature = "jemalloc"))]
         if config.memory_budget == MemoryBudget::Off {
-            Self::with_memory_source(config, Unmeasured)
+            Self::build(config, Unmeasured)
         } else {
             Err(crate::memory::MemoryError::NoSource.into())
         }
@@ -112,6 +110,11 @@ impl Admission {
         source: impl MemorySource,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        Self::build(config, source)
+    }
+
+    /// The pool, from a configuration already validated.
+    fn build(config: AdmissionConfig, source: impl MemorySource) -> Result<Self, ConfigError> {
         let (budget, budget_text) = resolve_budget(config.memory_budget)?;
         if budget.is_some_and(|budget| config.request_estimate >= budget) {
             return Err(ConfigError::Invalid {

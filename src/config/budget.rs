@@ -10,12 +10,13 @@ use crate::memory::limit;
 /// How much allocated memory the process may hold before requests wait.
 ///
 /// ```
-/// use tower_admission::{AdmissionConfig, MemoryBudget};
+/// use tower_admission::{Admission, AdmissionConfig, ManualMemory, MemoryBudget};
 ///
 /// let config = AdmissionConfig::default()
-///     .apply_vars([("ADMISSION_MEMORY_BUDGET", "60%")])
+///     .apply_vars([("ADMISSION_MEMORY_BUDGET", "512MiB")])
 ///     .unwrap();
-/// assert_eq!(config.get_memory_budget(), MemoryBudget::Percent(60.0));
+/// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+/// assert_eq!(admission.snapshot().memory_budget_bytes, Some(512 << 20));
 /// assert_eq!(MemoryBudget::Bytes(512 << 20).to_string(), "512.0 MiB");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]

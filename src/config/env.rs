@@ -105,12 +105,13 @@ impl AdmissionConfig {
     /// `self`, overridden by the `ADMISSION_*` entries of `vars`; other names are ignored.
     ///
     /// ```
-    /// use tower_admission::AdmissionConfig;
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
     ///
     /// let config = AdmissionConfig::default()
     ///     .apply_vars([("ADMISSION_MAX_CONCURRENCY", "8"), ("PATH", "/bin")])
     ///     .unwrap();
-    /// assert_eq!(config.get_max_concurrency(), 8);
+    /// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+    /// assert_eq!(admission.snapshot().max_concurrency, 8);
     ///
     /// let err = AdmissionConfig::default()
     ///     .apply_vars([("ADMISSION_QUEUE_TIMOUT", "2s")])
@@ -510,7 +511,7 @@ mod tests {
         assert_eq!(c.response_body.grace, Duration::from_millis(500));
         assert!(apply(vars::REQUEST_BODY_GRACE, "0s").is_err());
         let off = apply(vars::MIN_RESPONSE_BODY_RATE, "off").unwrap();
-        assert_eq!(off.get_min_response_body_rate(), None);
+        assert_eq!(off.response_body.rate(), None);
     }
 
     #[test]

@@ -34,14 +34,16 @@ pub use error::ConfigError;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_admission::{AdmissionConfig, MemoryBudget};
+/// use tower_admission::{Admission, AdmissionConfig, ManualMemory, MemoryBudget};
 ///
 /// let config = AdmissionConfig::default()
 ///     .max_concurrency(32)
 ///     .memory_budget(MemoryBudget::Percent(50.0))
 ///     .queue_capacity(100)
 ///     .queue_timeout(Duration::from_millis(250));
-/// assert_eq!(config.get_max_concurrency(), 32);
+/// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+/// assert_eq!(admission.snapshot().max_concurrency, 32);
+/// assert!(admission.to_string().contains("queue timeout     250ms"));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdmissionConfig {
@@ -556,16 +558,6 @@ impl AdmissionConfig {
         self
     }
 
-    /// The configured minimum request body rate, `None` when off.
-    pub fn get_min_request_body_rate(&self) -> Option<MinDataRate> {
-        self.request_body.rate()
-    }
-
-    /// The configured minimum response body rate, `None` when off.
-    pub fn get_min_response_body_rate(&self) -> Option<MinDataRate> {
-        self.response_body.rate()
-    }
-
     /// What the memory limit does while the reading cannot be trusted
     /// (`ADMISSION_MEMORY_FAILURE`, `open` by default): see [`MemoryFailure`].
     pub fn on_memory_failure(mut self, policy: MemoryFailure) -> Self {
@@ -573,23 +565,8 @@ impl AdmissionConfig {
         self
     }
 
-    /// The configured concurrency limit.
-    pub fn get_max_concurrency(&self) -> usize {
-        self.max_concurrency
-    }
-
-    /// The configured memory budget, before a percentage is resolved.
-    pub fn get_memory_budget(&self) -> MemoryBudget {
-        self.memory_budget
-    }
-
-    /// The configured memory failure policy.
-    pub fn get_memory_failure(&self) -> MemoryFailure {
-        self.memory_failure
-    }
-
     /// Checks every setting; [`Admission`](crate::Admission) calls it before starting.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting: &'static str, reason: &str| {
             Err(ConfigError::Invalid {
                 setting,

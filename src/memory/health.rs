@@ -25,13 +25,14 @@ const STALE_AFTER_AT_LEAST: Duration = Duration::from_secs(1);
 /// (`admission_memory_source_errors_total`, `admission_memory_reading_age_seconds`).
 ///
 /// ```
-/// use tower_admission::{AdmissionConfig, MemoryFailure};
+/// use tower_admission::{Admission, AdmissionConfig, ManualMemory, MemoryFailure};
 ///
 /// let config = AdmissionConfig::default()
 ///     .apply_vars([("ADMISSION_MEMORY_FAILURE", "closed")])
 ///     .unwrap();
-/// assert_eq!(config.get_memory_failure(), MemoryFailure::Closed);
-/// assert_eq!(AdmissionConfig::default().get_memory_failure(), MemoryFailure::Open);
+/// assert_eq!(config, AdmissionConfig::default().on_memory_failure(MemoryFailure::Closed));
+/// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+/// assert!(admission.to_string().contains("memory failure    fail closed"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemoryFailure {
