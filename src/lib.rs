@@ -9,6 +9,10 @@
 //! refreshed by a dedicated thread), keeps the queue bounded in length and time, and lets
 //! health checks bypass it.
 //!
+//! The manual is the [`guide`]: how the layer decides, priorities, rejections, slow clients,
+//! CPU-bound handlers, gRPC and HTTP/2, running more than one process, observability, and
+//! what is promised (with the test that shows each).
+//!
 //! # Example
 //!
 //! ```
@@ -82,6 +86,7 @@ mod config;
 mod controller;
 mod data_rate;
 pub mod future;
+pub mod guide;
 mod grpc;
 mod heartbeat;
 mod http_settings;
