@@ -1,26 +1,24 @@
-//! Configuration: the builder and its validation. The environment's `ADMISSION_*` variables
-//! are read in [`env`], the budget is resolved in [`budget`], errors are in [`error`], and
-//! the effective configuration is described in [`describe`].
+//! Configuration: the builder and its validation. The limits' setters are here; those that
+//! tell requests apart and answer them are in [`requests`], the minimum body rates in
+//! [`bodies`]. The environment's `ADMISSION_*` variables are read in [`env`], the budget is
+//! resolved in [`budget`], errors are in [`error`], and the effective configuration is
+//! described in [`describe`].
 
+mod bodies;
 mod budget;
 mod describe;
 mod env;
 mod error;
+mod requests;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderName, Response};
-
 use crate::{
-    controller::{CostClass, Priority},
-    data_rate::MinDataRate,
-    http_settings::{Classifier, PathPrefixes, Prioritize, PriorityRules, RequestHead, Shaper},
-    memory::MemoryFailure,
-    memory::MemorySourceKind,
-    rejection::Rejection,
+    http_settings::{Classifier, Prioritize, PriorityRules, Shaper},
+    memory::{MemoryFailure, MemorySourceKind},
 };
 
+use bodies::RateSetting;
 pub use budget::MemoryBudget;
 pub(crate) use budget::resolve_budget;
 pub(crate) use describe::describe;
@@ -81,33 +79,6 @@ pub struct AdmissionConfig {
     pub(crate) lateness_target: Duration,
     /// The sojourn above which the queue stands; `None`: never shed for standing.
     pub(crate) queue_target: Option<Duration>,
-}
-
-/// One direction's minimum rate as configured: the rate may be off while a grace is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RateSetting {
-    pub(crate) bytes_per_second: Option<u64>,
-    pub(crate) grace: Duration,
-}
-
-impl RateSetting {
-    /// Kestrel's defaults: 240 bytes/s after a 5 s grace period.
-    const DEFAULT: Self = Self {
-        bytes_per_second: Some(240),
-        grace: Duration::from_secs(5),
-    };
-
-    pub(crate) fn rate(&self) -> Option<MinDataRate> {
-        self.bytes_per_second
-            .map(|bytes_per_second| MinDataRate::new(bytes_per_second, self.grace))
-    }
-
-    fn set(&mut self, rate: Option<MinDataRate>) {
-        self.bytes_per_second = rate.map(|rate| rate.bytes_per_second());
-        if let Some(rate) = rate {
-            self.grace = rate.grace();
-        }
-    }
 }
 
 impl Default for AdmissionConfig {
@@ -310,36 +281,6 @@ impl AdmissionConfig {
         self
     }
 
-    /// Path prefixes that skip admission (`ADMISSION_BYPASS`), such as `/health`.
-    ///
-    /// A prefix matches whole path segments: `/health` matches `/health` and
-    /// `/health/live`, not `/healthcare`.
-    pub fn bypass<I, P>(mut self, prefixes: I) -> Self
-    where
-        I: IntoIterator<Item = P>,
-        P: Into<String>,
-    {
-        self.bypass = prefixes.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Seconds announced in `Retry-After` on a 503 (`ADMISSION_RETRY_AFTER`).
-    pub fn retry_after_secs(mut self, secs: u32) -> Self {
-        self.retry_after_secs = Some(secs);
-        self
-    }
-
-    /// `Retry-After` computed for each shed request (`ADMISSION_RETRY_AFTER=auto`,
-    /// `ADMISSION_RETRY_AFTER_MAX`), the default with a most of 30 s: the waiters ahead of it
-    /// over the rate at which the pool admitted requests lately while saturated, spread over
-    /// ±25 % so that shed clients do not return together, within 1 to `max_secs` seconds
-    /// (1 s until the pool has first been saturated).
-    pub fn retry_after_auto(mut self, max_secs: u32) -> Self {
-        self.retry_after_secs = None;
-        self.retry_after_max_secs = max_secs;
-        self
-    }
-
     /// What a request of a cost class never seen before is charged, on top of its
     /// `Content-Length`, until its first poll. Default 256 KiB. Once a class has been seen,
     /// its requests are charged the most that requests of the class allocated lately; after
@@ -350,211 +291,12 @@ impl AdmissionConfig {
         self
     }
 
-    /// Puts requests into cost classes with `classify`, instead of by method and path.
-    ///
-    /// Requests of one class share what the layer learns of their cost: until its first
-    /// poll, a request is charged the most its class has allocated lately. Use it where cost
-    /// depends on something other than the route, such as a query parameter or a header.
-    /// Keep the number of classes small: the table holds 64, and the rest share one.
-    ///
-    /// ```
-    /// use tower_admission::{AdmissionConfig, CostClass};
-    ///
-    /// // Thumbnails cost little, full-size renders a lot, on the same route.
-    /// let config = AdmissionConfig::default().classify(|head| {
-    ///     let full = head.uri().query().is_some_and(|q| q.contains("size=full"));
-    ///     CostClass::new((head.uri().path(), full))
-    /// });
-    /// # let _ = config;
-    /// ```
-    pub fn classify(
-        mut self,
-        classify: impl Fn(&RequestHead<'_>) -> CostClass + Send + Sync + 'static,
-    ) -> Self {
-        self.classifier = Some(Classifier::new(classify));
-        self
-    }
-
-    /// Answers the layer's refusals (what would be a `503` or a `413`, see [`Rejection`])
-    /// with what `shape` returns, instead of the layer's own plain-text or gRPC answers.
-    ///
-    /// `shape` is given the rejection, the request's head and the `Retry-After` the layer
-    /// would send; its response goes out as it is (add `Retry-After` yourself if you want
-    /// it), and [`AdmissionBody::rejection`](crate::AdmissionBody::rejection) still tells it
-    /// from the service's own answers. It runs on the path that must stay cheapest under
-    /// overload: keep it to building a small response. A `408` for a request body too slow
-    /// is not a refusal, and keeps the layer's answer.
-    ///
-    /// [`Rejection`]: crate::Rejection
-    ///
-    /// ```
-    /// use bytes::Bytes;
-    /// use http::{Response, StatusCode, header};
-    /// use tower_admission::AdmissionConfig;
-    ///
-    /// // JSON problem details, as the rest of this API answers.
-    /// let config = AdmissionConfig::default().shape_rejections(|rejection, _head, retry_after| {
-    ///     let body = format!(
-    ///         r#"{{"type":"overloaded","reason":"{}","limit":"{}"}}"#,
-    ///         rejection.reason().as_str(),
-    ///         rejection.limit().as_str(),
-    ///     );
-    ///     Response::builder()
-    ///         .status(StatusCode::SERVICE_UNAVAILABLE)
-    ///         .header(header::CONTENT_TYPE, "application/problem+json")
-    ///         .header(header::RETRY_AFTER, retry_after.as_secs())
-    ///         .body(Bytes::from(body))
-    ///         .unwrap()
-    /// });
-    /// # let _ = config;
-    /// ```
-    pub fn shape_rejections(
-        mut self,
-        shape: impl Fn(&Rejection, &RequestHead<'_>, Duration) -> Response<Bytes>
-        + Send
-        + Sync
-        + 'static,
-    ) -> Self {
-        self.shaper = Some(Shaper::new(shape));
-        self
-    }
-
-    /// Gives each request a [`Priority`] with `prioritize`, instead of by the priority header
-    /// and path prefixes ([`priority_header`](Self::priority_header),
-    /// [`critical_paths`](Self::critical_paths), [`sheddable_paths`](Self::sheddable_paths)).
-    ///
-    /// ```
-    /// use tower_admission::{AdmissionConfig, Priority};
-    ///
-    /// // Checkout is what pays; recommendations can wait for a quieter moment.
-    /// let config = AdmissionConfig::default().prioritize(|head| match head.uri().path() {
-    ///     path if path.starts_with("/checkout") => Priority::Critical,
-    ///     path if path.starts_with("/recommendations") => Priority::Sheddable,
-    ///     _ => Priority::Normal,
-    /// });
-    /// # let _ = config;
-    /// ```
-    pub fn prioritize(
-        mut self,
-        prioritize: impl Fn(&RequestHead<'_>) -> Priority + Send + Sync + 'static,
-    ) -> Self {
-        self.prioritize = Some(Prioritize::new(prioritize));
-        self
-    }
-
-    /// A request header whose value names the request's priority (`critical`, `normal` or
-    /// `sheddable`; `ADMISSION_PRIORITY_HEADER`). A missing or unknown value leaves the
-    /// priority to the path prefixes. Clients can set any header: let a proxy you trust set
-    /// this one, or strip it at the edge.
-    ///
-    /// ```
-    /// use http::HeaderName;
-    /// use tower_admission::AdmissionConfig;
-    ///
-    /// let config = AdmissionConfig::default()
-    ///     .priority_header(HeaderName::from_static("x-priority"))
-    ///     .critical_paths(["/checkout"])
-    ///     .sheddable_paths(["/prefetch", "/reports/"]);
-    /// # let _ = config;
-    /// ```
-    pub fn priority_header(mut self, name: HeaderName) -> Self {
-        self.priority_rules.header = Some(name);
-        self
-    }
-
-    /// Path prefixes of [`Priority::Critical`] requests (`ADMISSION_CRITICAL_PATHS`),
-    /// matching whole segments as [`bypass`](Self::bypass) does.
-    pub fn critical_paths<I, P>(mut self, prefixes: I) -> Self
-    where
-        I: IntoIterator<Item = P>,
-        P: Into<String>,
-    {
-        self.priority_rules.critical = PathPrefixes::new(prefixes);
-        self
-    }
-
-    /// Path prefixes of [`Priority::Sheddable`] requests (`ADMISSION_SHEDDABLE_PATHS`).
-    pub fn sheddable_paths<I, P>(mut self, prefixes: I) -> Self
-    where
-        I: IntoIterator<Item = P>,
-        P: Into<String>,
-    {
-        self.priority_rules.sheddable = PathPrefixes::new(prefixes);
-        self
-    }
-
-    /// The percentage of slots and of the memory budget that only [`Priority::Critical`]
-    /// requests may use (`ADMISSION_CRITICAL_RESERVE`), in `[0, 100)`; 0 by default. At
-    /// least one slot is left to the others.
-    pub fn critical_reserve(mut self, percent: f64) -> Self {
-        self.critical_reserve = percent;
-        self
-    }
-
     /// Gives every admitted request a [`Reservation`](crate::Reservation) in its extensions,
     /// through which its handler can reserve memory before allocating it. Off by default: it
     /// costs an allocation per request (about 400 instructions), so only pools whose handlers
     /// reserve should pay it.
     pub fn reservations(mut self, on: bool) -> Self {
         self.reservations = on;
-        self
-    }
-
-    /// The least rate at which an admitted request's client must send its body
-    /// (`ADMISSION_MIN_REQUEST_BODY_RATE`, `ADMISSION_REQUEST_BODY_GRACE`); `None` for no
-    /// minimum. Default 240 bytes/s after 5 s, as Kestrel's.
-    ///
-    /// Only time the handler spends waiting for body data counts. Below the rate, the body
-    /// fails with [`TooSlow`](crate::TooSlow), the layer answers `408 Request Timeout` with
-    /// `Connection: close`, and the request's slot and memory go back at once: a client
-    /// that trickles its body cannot hold them for long. Meanwhile, once the handler has
-    /// waited 250 ms for body data, a body is charged what has arrived plus what its pace
-    /// brings within the grace period, not its whole declared length.
-    pub fn min_request_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
-        self.request_body.set(rate.into());
-        self
-    }
-
-    /// Whether the [minimum request body rate](Self::min_request_body_rate) cuts off gRPC
-    /// requests' bodies too; off by default.
-    ///
-    /// A gRPC client- or bidi-streaming call sends a message when it has one, seconds or
-    /// minutes apart: it is a long-lived stream, not a slow upload, and the rate would cut it
-    /// off after the grace period. (ASP.NET Core's gRPC server, whose Kestrel defaults the
-    /// rates follow, turns the rate off for such calls likewise.) A gRPC request, told by its
-    /// `content-type: application/grpc…` (a unary call cannot be told from a stream by its
-    /// head), is then never cut off, but its charge still follows what arrived: a declared
-    /// body that comes slowly is charged what came, as any other.
-    ///
-    /// ```
-    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
-    ///
-    /// let streams = "gRPC streams: not cut off";
-    /// let default = Admission::with_memory_source(AdmissionConfig::default(), ManualMemory::new(0));
-    /// assert!(default.unwrap().to_string().contains(streams));
-    /// // Unary calls only, and clients that must keep up: hold gRPC bodies to the rate too.
-    /// let config = AdmissionConfig::default().min_rate_for_streams(true);
-    /// let held = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
-    /// assert!(!held.to_string().contains(streams));
-    /// ```
-    pub fn min_rate_for_streams(mut self, on: bool) -> Self {
-        self.streams_min_rate = on;
-        self
-    }
-
-    /// The least rate at which an admitted request's client must take its response body
-    /// (`ADMISSION_MIN_RESPONSE_BODY_RATE`, `ADMISSION_RESPONSE_BODY_GRACE`); `None` for no
-    /// minimum. Default 240 bytes/s after 5 s, as Kestrel's.
-    ///
-    /// Each frame the body hands the server must be taken within the grace period or its
-    /// size at the rate, whichever is longer. Time the body waits for its handler does not
-    /// count. Below the rate, the body ends with [`TooSlow`](crate::TooSlow) (hyper closes the
-    /// connection) and the request's slot and memory go back, even while the server, its
-    /// buffers full, does not ask for more. The server's and the kernel's buffers hide a
-    /// client's pace for as long as they take to fill: a response that fits in them is never
-    /// cut off, and its permit goes back once it is handed over.
-    pub fn min_response_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
-        self.response_body.set(rate.into());
         self
     }
 

@@ -1,0 +1,93 @@
+//! The minimum rates at which clients must send and take bodies, as Kestrel's.
+
+use std::time::Duration;
+
+use super::AdmissionConfig;
+use crate::data_rate::MinDataRate;
+
+/// One direction's minimum rate as configured: the rate may be off while a grace is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateSetting {
+    pub(crate) bytes_per_second: Option<u64>,
+    pub(crate) grace: Duration,
+}
+
+impl RateSetting {
+    /// Kestrel's defaults: 240 bytes/s after a 5 s grace period.
+    pub(super) const DEFAULT: Self = Self {
+        bytes_per_second: Some(240),
+        grace: Duration::from_secs(5),
+    };
+
+    pub(crate) fn rate(&self) -> Option<MinDataRate> {
+        self.bytes_per_second
+            .map(|bytes_per_second| MinDataRate::new(bytes_per_second, self.grace))
+    }
+
+    fn set(&mut self, rate: Option<MinDataRate>) {
+        self.bytes_per_second = rate.map(|rate| rate.bytes_per_second());
+        if let Some(rate) = rate {
+            self.grace = rate.grace();
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// The least rate at which an admitted request's client must send its body
+    /// (`ADMISSION_MIN_REQUEST_BODY_RATE`, `ADMISSION_REQUEST_BODY_GRACE`); `None` for no
+    /// minimum. Default 240 bytes/s after 5 s, as Kestrel's.
+    ///
+    /// Only time the handler spends waiting for body data counts. Below the rate, the body
+    /// fails with [`TooSlow`](crate::TooSlow), the layer answers `408 Request Timeout` with
+    /// `Connection: close`, and the request's slot and memory go back at once: a client
+    /// that trickles its body cannot hold them for long. Meanwhile, once the handler has
+    /// waited 250 ms for body data, a body is charged what has arrived plus what its pace
+    /// brings within the grace period, not its whole declared length.
+    pub fn min_request_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
+        self.request_body.set(rate.into());
+        self
+    }
+
+    /// Whether the [minimum request body rate](Self::min_request_body_rate) cuts off gRPC
+    /// requests' bodies too; off by default.
+    ///
+    /// A gRPC client- or bidi-streaming call sends a message when it has one, seconds or
+    /// minutes apart: it is a long-lived stream, not a slow upload, and the rate would cut it
+    /// off after the grace period. (ASP.NET Core's gRPC server, whose Kestrel defaults the
+    /// rates follow, turns the rate off for such calls likewise.) A gRPC request, told by its
+    /// `content-type: application/grpc…` (a unary call cannot be told from a stream by its
+    /// head), is then never cut off, but its charge still follows what arrived: a declared
+    /// body that comes slowly is charged what came, as any other.
+    ///
+    /// ```
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+    ///
+    /// let streams = "gRPC streams: not cut off";
+    /// let default = Admission::with_memory_source(AdmissionConfig::default(), ManualMemory::new(0));
+    /// assert!(default.unwrap().to_string().contains(streams));
+    /// // Unary calls only, and clients that must keep up: hold gRPC bodies to the rate too.
+    /// let config = AdmissionConfig::default().min_rate_for_streams(true);
+    /// let held = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+    /// assert!(!held.to_string().contains(streams));
+    /// ```
+    pub fn min_rate_for_streams(mut self, on: bool) -> Self {
+        self.streams_min_rate = on;
+        self
+    }
+
+    /// The least rate at which an admitted request's client must take its response body
+    /// (`ADMISSION_MIN_RESPONSE_BODY_RATE`, `ADMISSION_RESPONSE_BODY_GRACE`); `None` for no
+    /// minimum. Default 240 bytes/s after 5 s, as Kestrel's.
+    ///
+    /// Each frame the body hands the server must be taken within the grace period or its
+    /// size at the rate, whichever is longer. Time the body waits for its handler does not
+    /// count. Below the rate, the body ends with [`TooSlow`](crate::TooSlow) (hyper closes the
+    /// connection) and the request's slot and memory go back, even while the server, its
+    /// buffers full, does not ask for more. The server's and the kernel's buffers hide a
+    /// client's pace for as long as they take to fill: a response that fits in them is never
+    /// cut off, and its permit goes back once it is handed over.
+    pub fn min_response_body_rate(mut self, rate: impl Into<Option<MinDataRate>>) -> Self {
+        self.response_body.set(rate.into());
+        self
+    }
+}
