@@ -55,10 +55,12 @@ mod observe;
 mod permit;
 mod priority;
 mod queue;
+mod readings;
 mod report;
 mod reserve;
 mod standing;
 mod ticket;
+mod waiting;
 mod word;
 
 pub(crate) use classes::ClassId;
@@ -86,17 +88,17 @@ use std::{
 use crate::{
     data_rate::SlowBodies,
     log_throttle::LogThrottle,
-    memory::{MemoryError, MemorySource, ThreadAllocations},
     memory::{MemoryFailure, ReadingHealth},
+    memory::{MemorySource, ThreadAllocations},
     rejection::{Limit, Reason, Rejection},
 };
 use classes::Classes;
 use fit::{Fit, Reading};
 use footprint::Footprint;
 use limit::LiveLimit;
-use queue::{Left, Queue, Verdict};
+use queue::Queue;
 use standing::Standing;
-use word::{QUEUED, charge, charged_bytes, claim, in_flight, without_in_flight};
+use word::{QUEUED, charge, charged_bytes, claim, in_flight};
 
 /// The resolved limits of one pool.
 #[derive(Debug, Clone)]
@@ -403,61 +405,6 @@ impl Controller {
         }
     }
 
-    /// Under the lock: admits at once if nobody of its priority or a higher one waits and
-    /// the request may go (above the soft limit too, when no other request's cost is
-    /// unknown), else queues or rejects it. In a full queue, a `Critical` request takes the
-    /// place of the newest waiter of a lower priority, if any.
-    fn acquire_locked(self: &Arc<Self>, memory: u64, ask: Ask) -> Acquired {
-        let mut queue = self.lock();
-        if !queue.holds_back(ask.priority) {
-            // (A starving priority holds everyone back: see `Queue::holds_back`.)
-            let state = self.state.load(SeqCst);
-            if let Some(over_budget) =
-                self.may_admit_locked(state, memory, ask, true, Reading::Last)
-            {
-                // Only the lock holder adds while the fast path refuses; a racing release
-                // only subtracts.
-                self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
-                self.count_admission(ask.priority, over_budget, memory);
-                queue.admitted(ask.priority);
-                drop(queue);
-                return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
-            }
-        }
-        let mut evicted = None;
-        if ask.priority == Priority::Critical
-            && queue.len() >= self.settings.queue_capacity
-            && !self.closed.load(SeqCst)
-        {
-            let state = self.state.load(SeqCst);
-            evicted = queue.evict_below(ask.priority, |lower| self.blame(state, memory, *lower));
-        }
-        if (queue.len() >= self.settings.queue_capacity && evicted.is_none())
-            || self.closed.load(SeqCst)
-        {
-            let limit = self.blame(self.state.load(SeqCst), memory, ask);
-            drop(queue);
-            return Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit));
-        }
-        let id = queue.push(ask);
-        self.state.fetch_or(QUEUED, SeqCst);
-        // A release between the failed try and the bit did not see the bit: check again, now
-        // that every later release will. This may grant the new ticket itself.
-        let wakers = self.grant(&mut queue, memory, Reading::Last);
-        drop(queue);
-        wakers
-            .into_iter()
-            .chain(evicted.flatten())
-            .for_each(Waker::wake);
-        tracing::trace!(charge = ask.charge, "request queued");
-        Acquired::Queued(Ticket {
-            controller: Arc::clone(self),
-            id,
-            ask,
-            settled: false,
-        })
-    }
-
     /// Gives back what an admitted request held (`unsettled`: it was never polled), and hands
     /// it on to waiters if any.
     pub(crate) fn release(&self, charged_kib: u64, unsettled: bool) {
@@ -488,149 +435,6 @@ impl Controller {
         }
     }
 
-    /// Called by the sampler after each refresh: a lower reading may let waiters in.
-    pub(crate) fn on_sample(&self, refreshed: Result<(), MemoryError>) {
-        self.reading_health.record(&refreshed);
-        let now_ms = self.started.elapsed().as_millis() as u64;
-        self.clock_ms.store(now_ms, Relaxed);
-        self.classes.tick(now_ms);
-        let state = self.state.load(SeqCst);
-        let refused = self
-            .rejected
-            .iter()
-            .flatten()
-            .map(|n| n.load(Relaxed))
-            .sum();
-        let (admitted, queued) = (self.admitted.load(Relaxed), state & QUEUED != 0);
-        self.drain.update(admitted, refused, queued, now_ms);
-        if refreshed.is_ok() {
-            self.footprint
-                .observe(self.memory.allocated_bytes(), in_flight(state));
-        }
-        // After a failed refresh too: the sampler's tick is what lets the progress guarantee
-        // serve one request at a time when failing closed.
-        if state & QUEUED != 0 {
-            self.grant_waiters(Reading::Fresh);
-        }
-    }
-
-    fn grant_waiters(&self, reading: Reading) {
-        let memory = self.memory.allocated_bytes();
-        let mut queue = self.lock();
-        let wakers = self.grant(&mut queue, memory, reading);
-        drop(queue);
-        wakers.into_iter().for_each(Waker::wake);
-    }
-
-    /// Removes ticket `id` from the queue: returns why it leaves without a permit if it was
-    /// still queued (its wait ends: `queue_timeout`) or had been evicted (`queue_full`), and
-    /// `None` if it had been granted meanwhile. Counts nothing.
-    fn leave_queue(&self, id: u64, ask: Ask) -> Option<(Reason, Limit)> {
-        let memory = self.memory.allocated_bytes();
-        let mut queue = self.lock();
-        match queue.leave(id) {
-            Left::Granted => None,
-            Left::Evicted(reason, limit) => Some((reason, limit)),
-            Left::Waiting => {
-                let limit = self.blame(self.state.load(SeqCst), memory, ask);
-                // The head may have left: those behind it may fit now.
-                let wakers = self.grant(&mut queue, memory, Reading::Last);
-                drop(queue);
-                wakers.into_iter().for_each(Waker::wake);
-                Some((Reason::QueueTimeout, limit))
-            }
-        }
-    }
-
-    /// Admits waiters in the queue's order while they may go; returns their wakers, to be
-    /// woken once the lock is released. Clears the `QUEUED` bit when the queue empties.
-    ///
-    /// The progress guarantee (nothing in flight: admit the head over the budget) waits for a
-    /// fresh reading: right after a large request ends, the last reading may still show its
-    /// memory for up to one sample interval.
-    ///
-    /// Checking and then adding is safe here: while the bit is set, only the lock holder
-    /// adds to the state word; everyone else only subtracts.
-    fn grant(&self, queue: &mut Queue, memory: u64, reading: Reading) -> Vec<Waker> {
-        // Once closed, waiters leave with a rejection when next polled (`close` woke them).
-        let wakers = if self.closed.load(SeqCst) {
-            Vec::new()
-        } else {
-            let mut wakers = queue.admit(|waiter, head| {
-                let state = self.state.load(SeqCst);
-                match self.may_admit_locked(state, memory, waiter.ask, head, reading) {
-                    Some(over_budget) => {
-                        self.state.fetch_add(claim(kib(waiter.ask.charge)), SeqCst);
-                        self.count_admission(waiter.ask.priority, over_budget, memory);
-                        Verdict::Admitted
-                    }
-                    None if in_flight(state) >= self.limit.get() as u64 => Verdict::Stop,
-                    None => Verdict::Waits,
-                }
-            });
-            wakers.extend(self.shed_standing(queue, memory));
-            wakers
-        };
-        if queue.is_empty() {
-            if let Some(standing) = &mut queue.standing {
-                standing.emptied();
-            }
-            self.state.fetch_and(!QUEUED, SeqCst);
-        }
-        self.queued.store(queue.len(), Relaxed);
-        wakers
-    }
-
-    /// While the live limit has fallen below its ceiling (the runtime cannot keep up) and the
-    /// queue stands (see [`standing`]), sends away the waiters that waited too long for a slot;
-    /// those held back by memory keep their place. Returns their wakers.
-    fn shed_standing(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
-        if !self.limit.has_fallen() {
-            return Vec::new();
-        }
-        let now = Instant::now();
-        let Some(longest) = queue.standing.as_ref().and_then(|s| s.longest(now)) else {
-            return Vec::new();
-        };
-        let state = self.state.load(SeqCst);
-        // Held back by the live limit only: with nobody in flight, it would fit in memory.
-        let charges = without_in_flight(state);
-        queue.shed_standing(now, longest, |ask| {
-            let slot = matches!(self.fit(state, memory, *ask), Fit::Blocked(Limit::Adaptive));
-            let room = !matches!(self.fit(charges, memory, *ask), Fit::Blocked(Limit::Memory));
-            (slot && room).then_some(Limit::Adaptive)
-        })
-    }
-
-    /// Called by the sampler with the runtime's lateness: moves the live limit (see
-    /// [`limit`]), and lets waiters in if it rose.
-    pub(crate) fn on_lateness(&self, lateness: Duration) {
-        self.on_lateness_at(lateness, self.started.elapsed().as_millis() as u64);
-    }
-
-    /// [`on_lateness`](Self::on_lateness) at `now_ms` (since the pool started): tests drive
-    /// it on a virtual clock.
-    pub(crate) fn on_lateness_at(&self, lateness: Duration, now_ms: u64) {
-        self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
-        let state = self.state.load(SeqCst);
-        let queued = state & QUEUED != 0;
-        // The reserved slots count as used: below `Critical`, waiters cannot have them.
-        let used = in_flight(state) as usize + self.settings.reserved_slots;
-        let blocked = queued && used >= self.limit.get();
-        let Some(moved) = self.limit.observe(now_ms, lateness, used, blocked) else {
-            return;
-        };
-        self.log_limit(moved, lateness, now_ms);
-        if moved.to > moved.from && queued {
-            self.grant_waiters(Reading::Last);
-        }
-    }
-
-    /// Whether an admitted request should yield once before its handler runs, so that the
-    /// runtime polls for I/O first: while the runtime runs late.
-    pub(crate) fn runtime_is_late(&self) -> bool {
-        self.limit.is_late()
-    }
     /// Stops queueing, for a graceful shutdown: every waiter is woken to leave with a 503
     /// (`queue_timeout`), and later arrivals that do not fit at once get one (`queue_full`).
     /// Admitted requests are not touched.

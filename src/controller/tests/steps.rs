@@ -6,7 +6,7 @@ use std::{
 };
 
 use crate::controller::*;
-use crate::memory::ManualMemory;
+use crate::memory::{ManualMemory, MemoryError};
 
 const MIB: u64 = 1 << 20;
 const CLASS: CostClass = CostClass::ANY_FOR_TESTS;

@@ -1,0 +1,166 @@
+//! The waiting side of the controller: a request that cannot go at once joins the queue (or
+//! is refused), and waiters are admitted in the queue's order as releases, recharges and
+//! fresh readings make room; a standing queue is shed; a waiter leaves on its deadline or
+//! when its client goes.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::Ordering::{Relaxed, SeqCst},
+    },
+    task::Waker,
+    time::Instant,
+};
+
+use super::{
+    Acquired, Ask, Controller, Permit, Priority, Ticket,
+    fit::{Fit, Reading},
+    queue::{Left, Queue, Verdict},
+    word::{QUEUED, claim, in_flight, kib, without_in_flight},
+};
+use crate::rejection::{Limit, Reason};
+
+impl Controller {
+    /// Under the lock: admits at once if nobody of its priority or a higher one waits and
+    /// the request may go (above the soft limit too, when no other request's cost is
+    /// unknown), else queues or rejects it. In a full queue, a `Critical` request takes the
+    /// place of the newest waiter of a lower priority, if any.
+    pub(super) fn acquire_locked(self: &Arc<Self>, memory: u64, ask: Ask) -> Acquired {
+        let mut queue = self.lock();
+        if !queue.holds_back(ask.priority) {
+            // (A starving priority holds everyone back: see `Queue::holds_back`.)
+            let state = self.state.load(SeqCst);
+            if let Some(over_budget) =
+                self.may_admit_locked(state, memory, ask, true, Reading::Last)
+            {
+                // Only the lock holder adds while the fast path refuses; a racing release
+                // only subtracts.
+                self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
+                self.count_admission(ask.priority, over_budget, memory);
+                queue.admitted(ask.priority);
+                drop(queue);
+                return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
+            }
+        }
+        let mut evicted = None;
+        if ask.priority == Priority::Critical
+            && queue.len() >= self.settings.queue_capacity
+            && !self.closed.load(SeqCst)
+        {
+            let state = self.state.load(SeqCst);
+            evicted = queue.evict_below(ask.priority, |lower| self.blame(state, memory, *lower));
+        }
+        if (queue.len() >= self.settings.queue_capacity && evicted.is_none())
+            || self.closed.load(SeqCst)
+        {
+            let limit = self.blame(self.state.load(SeqCst), memory, ask);
+            drop(queue);
+            return Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit));
+        }
+        let id = queue.push(ask);
+        self.state.fetch_or(QUEUED, SeqCst);
+        // A release between the failed try and the bit did not see the bit: check again, now
+        // that every later release will. This may grant the new ticket itself.
+        let wakers = self.grant(&mut queue, memory, Reading::Last);
+        drop(queue);
+        wakers
+            .into_iter()
+            .chain(evicted.flatten())
+            .for_each(Waker::wake);
+        tracing::trace!(charge = ask.charge, "request queued");
+        Acquired::Queued(Ticket {
+            controller: Arc::clone(self),
+            id,
+            ask,
+            settled: false,
+        })
+    }
+
+    pub(super) fn grant_waiters(&self, reading: Reading) {
+        let memory = self.memory.allocated_bytes();
+        let mut queue = self.lock();
+        let wakers = self.grant(&mut queue, memory, reading);
+        drop(queue);
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Removes ticket `id` from the queue: returns why it leaves without a permit if it was
+    /// still queued (its wait ends: `queue_timeout`) or had been evicted (`queue_full`), and
+    /// `None` if it had been granted meanwhile. Counts nothing.
+    pub(super) fn leave_queue(&self, id: u64, ask: Ask) -> Option<(Reason, Limit)> {
+        let memory = self.memory.allocated_bytes();
+        let mut queue = self.lock();
+        match queue.leave(id) {
+            Left::Granted => None,
+            Left::Evicted(reason, limit) => Some((reason, limit)),
+            Left::Waiting => {
+                let limit = self.blame(self.state.load(SeqCst), memory, ask);
+                // The head may have left: those behind it may fit now.
+                let wakers = self.grant(&mut queue, memory, Reading::Last);
+                drop(queue);
+                wakers.into_iter().for_each(Waker::wake);
+                Some((Reason::QueueTimeout, limit))
+            }
+        }
+    }
+
+    /// Admits waiters in the queue's order while they may go; returns their wakers, to be
+    /// woken once the lock is released. Clears the `QUEUED` bit when the queue empties.
+    ///
+    /// The progress guarantee (nothing in flight: admit the head over the budget) waits for a
+    /// fresh reading: right after a large request ends, the last reading may still show its
+    /// memory for up to one sample interval.
+    ///
+    /// Checking and then adding is safe here: while the bit is set, only the lock holder
+    /// adds to the state word; everyone else only subtracts.
+    pub(super) fn grant(&self, queue: &mut Queue, memory: u64, reading: Reading) -> Vec<Waker> {
+        // Once closed, waiters leave with a rejection when next polled (`close` woke them).
+        let wakers = if self.closed.load(SeqCst) {
+            Vec::new()
+        } else {
+            let mut wakers = queue.admit(|waiter, head| {
+                let state = self.state.load(SeqCst);
+                match self.may_admit_locked(state, memory, waiter.ask, head, reading) {
+                    Some(over_budget) => {
+                        self.state.fetch_add(claim(kib(waiter.ask.charge)), SeqCst);
+                        self.count_admission(waiter.ask.priority, over_budget, memory);
+                        Verdict::Admitted
+                    }
+                    None if in_flight(state) >= self.limit.get() as u64 => Verdict::Stop,
+                    None => Verdict::Waits,
+                }
+            });
+            wakers.extend(self.shed_standing(queue, memory));
+            wakers
+        };
+        if queue.is_empty() {
+            if let Some(standing) = &mut queue.standing {
+                standing.emptied();
+            }
+            self.state.fetch_and(!QUEUED, SeqCst);
+        }
+        self.queued.store(queue.len(), Relaxed);
+        wakers
+    }
+
+    /// While the live limit has fallen below its ceiling (the runtime cannot keep up) and the
+    /// queue stands (see [`standing`]), sends away the waiters that waited too long for a slot;
+    /// those held back by memory keep their place. Returns their wakers.
+    pub(super) fn shed_standing(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
+        if !self.limit.has_fallen() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let Some(longest) = queue.standing.as_ref().and_then(|s| s.longest(now)) else {
+            return Vec::new();
+        };
+        let state = self.state.load(SeqCst);
+        // Held back by the live limit only: with nobody in flight, it would fit in memory.
+        let charges = without_in_flight(state);
+        queue.shed_standing(now, longest, |ask| {
+            let slot = matches!(self.fit(state, memory, *ask), Fit::Blocked(Limit::Adaptive));
+            let room = !matches!(self.fit(charges, memory, *ask), Fit::Blocked(Limit::Memory));
+            (slot && room).then_some(Limit::Adaptive)
+        })
+    }
+}
