@@ -134,8 +134,8 @@ impl Admission {
             memory_failure: config.memory_failure,
             sample_interval: config.sample_interval,
             reservations: config.reservations,
-            reserved_slots: (share(max_concurrency as f64) as usize).min(max_concurrency - 1),
-            reserved_bytes: budget.map_or(0, |b| share(b as f64) as u64),
+            critical_slots: (share(max_concurrency as f64) as usize).min(max_concurrency - 1),
+            critical_bytes: budget.map_or(0, |b| share(b as f64) as u64),
             lateness_target: config.adaptive_limit.then_some(config.lateness_target),
             // Twice the cores, at least 16: CPU-bound work needs no more, and slow start
             // doubles it fast for work that waits.

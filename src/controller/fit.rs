@@ -70,12 +70,12 @@ impl Controller {
     pub(super) fn fit(&self, state: u64, memory: u64, ask: Ask) -> Fit {
         let settings = &self.settings;
         let live = self.limit.get();
-        let (slots, reserved_bytes) = match ask.priority {
+        let (slots, critical_bytes) = match ask.priority {
             Priority::Critical => (live, 0),
             // At least one slot stays for the others, however low the live limit.
             _ => (
-                live - settings.reserved_slots.min(live - 1),
-                settings.reserved_bytes,
+                live - settings.critical_slots.min(live - 1),
+                settings.critical_bytes,
             ),
         };
         if in_flight(state) >= slots as u64 {
@@ -88,7 +88,7 @@ impl Controller {
         let Some(budget) = settings.budget else {
             return Fit::Fits;
         };
-        let budget = budget - reserved_bytes;
+        let budget = budget - critical_bytes;
         let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
         let soft = budget.saturating_sub(self.classes.largest());
         let within =

@@ -113,8 +113,8 @@ pub(crate) struct Settings {
     /// Whether admitted requests carry a [`Reservation`](crate::Reservation).
     pub(crate) reservations: bool,
     /// Slots and bytes of the budget only `Critical` requests may use.
-    pub(crate) reserved_slots: usize,
-    pub(crate) reserved_bytes: u64,
+    pub(crate) critical_slots: usize,
+    pub(crate) critical_bytes: u64,
     /// The runtime lateness above which the live limit falls; `None`: the limit is fixed at
     /// `max_concurrency` (see [`limit`]).
     pub(crate) lateness_target: Option<Duration>,
@@ -143,8 +143,8 @@ impl Settings {
             memory_failure: MemoryFailure::Open,
             sample_interval: Duration::from_millis(10),
             reservations: false,
-            reserved_slots: 0,
-            reserved_bytes: 0,
+            critical_slots: 0,
+            critical_bytes: 0,
             lateness_target: None,
             initial_limit: max_concurrency,
             queue_target: None,
@@ -312,7 +312,11 @@ impl Controller {
         };
         // Observing only, it goes past the limits, counted there.
         if declared > budget && !self.settings.observe_only {
-            return Acquired::Rejected(self.refuse(priority, Reason::TooLarge, Limit::Memory));
+            return Acquired::Rejected(self.reject_admission(
+                priority,
+                Reason::TooLarge,
+                Limit::Memory,
+            ));
         }
         let class = self.classes.find(class);
         // No more than the budget can ever hold beside the baseline: a class that once cost
@@ -348,11 +352,11 @@ impl Controller {
                     && (self.queued.load(Relaxed) >= self.settings.queue_capacity
                         || self.closed.load(SeqCst)) =>
             {
-                Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit))
+                Acquired::Rejected(self.reject_admission(ask.priority, Reason::QueueFull, limit))
             }
             Err(_) if self.sheds_at_once(memory, ask) => {
                 let limit = self.blame(self.state.load(SeqCst), memory, ask);
-                Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit))
+                Acquired::Rejected(self.reject_admission(ask.priority, Reason::QueueFull, limit))
             }
             Err(_) => self.acquire_locked(memory, ask),
         }

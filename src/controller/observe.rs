@@ -27,18 +27,22 @@ impl Controller {
         let limit = self.blame(state, memory, ask);
         if in_flight(state) >= MAX_CONCURRENCY as u64 - 1 {
             // The state word counts no more: refuse for real, beyond any server's load.
-            return Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit));
+            return Acquired::Rejected(self.reject_admission(
+                ask.priority,
+                Reason::QueueFull,
+                limit,
+            ));
         }
         let too_large = self
             .settings
             .budget
             .is_some_and(|budget| ask.declared > budget);
         if too_large {
-            self.would_refuse(Reason::TooLarge, Limit::Memory);
+            self.count_would_reject(Reason::TooLarge, Limit::Memory);
         } else if self.past_limits.load(Relaxed) >= self.settings.queue_capacity
             || self.sheds_at_once(memory, ask)
         {
-            self.would_refuse(Reason::QueueFull, limit);
+            self.count_would_reject(Reason::QueueFull, limit);
         }
         self.past_limits.fetch_add(1, Relaxed);
         self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
@@ -54,7 +58,7 @@ impl Controller {
     }
 
     /// Counts, and logs (throttled), a refusal that observing only did not make.
-    pub(super) fn would_refuse(&self, reason: Reason, limit: Limit) {
+    pub(super) fn count_would_reject(&self, reason: Reason, limit: Limit) {
         let total = self.would_reject[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
         if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed), total) {
             tracing::warn!(

@@ -53,7 +53,7 @@ impl Controller {
         let state = self.state.load(SeqCst);
         let queued = state & QUEUED != 0;
         // The reserved slots count as used: below `Critical`, waiters cannot have them.
-        let used = in_flight(state) as usize + self.settings.reserved_slots;
+        let used = in_flight(state) as usize + self.settings.critical_slots;
         let blocked = queued && used >= self.limit.get();
         let Some(moved) = self.limit.observe(now_ms, lateness, used, blocked) else {
             return;

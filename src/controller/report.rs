@@ -43,7 +43,12 @@ impl Controller {
     }
 
     /// Refuses admission to a request of `priority`: counted by priority too.
-    pub(super) fn refuse(&self, priority: Priority, reason: Reason, limit: Limit) -> Rejection {
+    pub(super) fn reject_admission(
+        &self,
+        priority: Priority,
+        reason: Reason,
+        limit: Limit,
+    ) -> Rejection {
         self.rejected_by[priority.rank()][reason as usize].fetch_add(1, Relaxed);
         self.reject(reason, limit)
     }

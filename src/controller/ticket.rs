@@ -20,7 +20,7 @@ pub(crate) struct Ticket {
     pub(super) id: u64,
     pub(super) ask: Ask,
     /// Whether the grant was taken as a permit, or the ticket left the queue.
-    pub(super) settled: bool,
+    pub(super) done: bool,
 }
 
 impl fmt::Debug for Ticket {
@@ -28,7 +28,7 @@ impl fmt::Debug for Ticket {
         f.debug_struct("Ticket")
             .field("id", &self.id)
             .field("charge", &self.ask.charge)
-            .field("settled", &self.settled)
+            .field("done", &self.done)
             .finish()
     }
 }
@@ -38,7 +38,7 @@ impl Ticket {
     /// settle a ticket to look at it.
     #[cfg(test)]
     pub(crate) fn is_waiting(&self) -> bool {
-        !self.settled && self.controller.lock().get_mut(self.id).is_some()
+        !self.done && self.controller.lock().get_mut(self.id).is_some()
     }
 
     /// The charge the ticket was granted with, or will be.
@@ -59,7 +59,7 @@ impl Ticket {
     /// Ready with the permit once granted, or with a rejection once the pool is closed;
     /// otherwise registers `cx`'s waker.
     pub(crate) fn poll_grant(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Rejection>> {
-        if self.settled {
+        if self.done {
             // Polled again after completion: a caller bug, answered without a second permit.
             return Poll::Pending;
         }
@@ -78,10 +78,12 @@ impl Ticket {
         // No longer waiting: granted, or evicted; told under the same lock.
         let left = queue.leave(self.id);
         drop(queue);
-        self.settled = true;
+        self.done = true;
         Poll::Ready(match left {
             Left::Evicted(reason, limit) => {
-                Err(self.controller.refuse(self.ask.priority, reason, limit))
+                Err(self
+                    .controller
+                    .reject_admission(self.ask.priority, reason, limit))
             }
             Left::Granted | Left::Waiting => Ok(self.permit()),
         })
@@ -89,9 +91,13 @@ impl Ticket {
 
     /// The deadline passed: leave the queue with a rejection, unless the grant came first.
     pub(crate) fn expire(&mut self) -> Result<Permit, Rejection> {
-        self.settled = true;
+        self.done = true;
         match self.controller.leave_queue(self.id, self.ask) {
-            Some((reason, limit)) => Err(self.controller.refuse(self.ask.priority, reason, limit)),
+            Some((reason, limit)) => {
+                Err(self
+                    .controller
+                    .reject_admission(self.ask.priority, reason, limit))
+            }
             None => Ok(self.permit()),
         }
     }
@@ -104,7 +110,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if !self.settled && self.controller.leave_queue(self.id, self.ask).is_none() {
+        if !self.done && self.controller.leave_queue(self.id, self.ask).is_none() {
             // Granted, but the future was dropped before it noticed: the permit it would
             // have become gives everything back.
             drop(self.permit());

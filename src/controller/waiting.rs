@@ -55,7 +55,11 @@ impl Controller {
         {
             let limit = self.blame(self.state.load(SeqCst), memory, ask);
             drop(queue);
-            return Acquired::Rejected(self.refuse(ask.priority, Reason::QueueFull, limit));
+            return Acquired::Rejected(self.reject_admission(
+                ask.priority,
+                Reason::QueueFull,
+                limit,
+            ));
         }
         let id = queue.push(ask);
         self.state.fetch_or(QUEUED, SeqCst);
@@ -72,7 +76,7 @@ impl Controller {
             controller: Arc::clone(self),
             id,
             ask,
-            settled: false,
+            done: false,
         })
     }
 

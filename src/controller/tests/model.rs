@@ -92,7 +92,7 @@ impl Model {
         let memory = ManualMemory::new(0);
         let mut settings = Settings::for_tests(max, Some(64 * MIB), capacity);
         if reserve && max > 1 {
-            (settings.reserved_slots, settings.reserved_bytes) = (1, 8 * MIB);
+            (settings.critical_slots, settings.critical_bytes) = (1, 8 * MIB);
         }
         if adaptive {
             settings.lateness_target = Some(std::time::Duration::from_millis(10));
@@ -275,7 +275,7 @@ impl Model {
             .chain(granted.iter().map(|(a, _, _)| a))
             .filter(|a| self.priorities[a] != Priority::Critical)
             .count();
-        assert!(below_critical <= settings.max_concurrency - settings.reserved_slots);
+        assert!(below_critical <= settings.max_concurrency - settings.critical_slots);
         let sheddable = waiting
             .iter()
             .filter(|(a, _, _)| self.priorities[a] == Priority::Sheddable)
@@ -374,7 +374,7 @@ fn many_threads_racing_leave_nothing_behind() {
     const ROUNDS: usize = 5_000;
     let memory = ManualMemory::new(0);
     let settings = Settings {
-        reserved_slots: 1,
+        critical_slots: 1,
         ..Settings::for_tests(3, Some(16 * MIB), 4)
     };
     let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));

@@ -414,7 +414,7 @@ fn closing_answers_waiters_and_stops_queueing() {
 
 fn with_reserve(max: usize, budget: Option<u64>, capacity: usize, slots: usize) -> Arc<Controller> {
     let settings = Settings {
-        reserved_slots: slots,
+        critical_slots: slots,
         ..Settings::for_tests(max, budget, capacity)
     };
     Arc::new(Controller::new(settings, Arc::new(ManualMemory::new(0))))
