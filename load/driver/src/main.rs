@@ -7,6 +7,7 @@
 
 mod cgroup;
 mod client;
+mod experiment;
 mod h2load;
 mod oha;
 mod plot;
@@ -26,7 +27,7 @@ use std::{
 };
 
 use report::{Run, SetupRun};
-use scenario::Scenario;
+use scenario::{ADMISSION, Scenario};
 use server::Server;
 
 /// A server set up for comparison.
@@ -88,9 +89,6 @@ fn setups(scenario: &Scenario, bin_dir: &Path) -> Vec<Setup> {
 /// examples' folder, and returns its Markdown section.
 type OwnReport = fn(&Path, &Path) -> Result<String, String>;
 
-/// The name of the tower-admission setup.
-pub const ADMISSION: &str = "tower-admission";
-
 struct Args {
     scenario: String,
     out: PathBuf,
@@ -131,8 +129,8 @@ fn main() -> ExitCode {
     };
     // Scenarios with servers of their own (a cgroup, nginx) and a report of their own.
     let own: Option<OwnReport> = match args.scenario.as_str() {
-        "processes" => Some(processes::run),
-        "replicas" => Some(replicas::run),
+        "processes" => Some(experiment::run::<processes::Processes>),
+        "replicas" => Some(experiment::run::<replicas::Replicas>),
         _ => None,
     };
     if let Some(run) = own {

@@ -277,9 +277,9 @@ fn frontier_chart(run: &Run, path: &Path, axis: Axis) -> ChartResult {
             + Text::new(format!("N={n}"), (6, -14), ("sans-serif", 13))
     }))?;
     for (index, (name, p)) in others.iter().enumerate() {
-        let (color, size) = if *name == crate::ADMISSION {
+        let (color, size) = if *name == crate::scenario::ADMISSION {
             (COLORS[0], 8)
-        } else if name.starts_with(crate::ADMISSION) {
+        } else if name.starts_with(crate::scenario::ADMISSION) {
             (COLORS[3], 5)
         } else {
             (RGBColor(127, 127, 127), 5)
@@ -318,7 +318,7 @@ fn heartbeat(run: &Run, path: &Path) -> ChartResult {
     let best = run.best_heartbeat_safe().map(|s| s.name.as_str());
     let largest_n = run.setups.iter().filter_map(|s| s.tower_n).max();
     let shown = run.setups.iter().filter(|s| {
-        s.name == crate::ADMISSION
+        s.name == crate::scenario::ADMISSION
             || (s.tower_n.is_none() && !s.is_admission())
             || Some(s.name.as_str()) == best
             || s.tower_n == largest_n

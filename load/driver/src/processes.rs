@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{cgroup::Cgroup, client, oha::Outcome, plot, probe, scenario::Phase, server::Server};
+use crate::{
+    cgroup::Cgroup, client, experiment::Experiment, oha::Outcome, plot, probe, scenario::Phase,
+    server::Server,
+};
 
 const MIB: u64 = 1 << 20;
 const LIMIT: u64 = 768 * MIB;
@@ -25,7 +28,7 @@ const LOAD: Duration = Duration::from_secs(12);
 const STAGGER: Duration = Duration::from_secs(4);
 
 /// One setup: the servers' memory source and budget, and how far apart their loads start.
-struct Setup {
+pub struct Setup {
     source: &'static str,
     budget: &'static str,
     stagger: Duration,
@@ -74,7 +77,7 @@ impl Setup {
 }
 
 /// One run: its setup, and what came of it.
-struct Run {
+pub struct Run {
     name: String,
     outcomes: Vec<Outcome>,
     /// (seconds, working set in bytes) every 100 ms.
@@ -95,23 +98,37 @@ fn phase() -> Phase {
     phase
 }
 
-/// Runs every setup; returns the report's Markdown section.
-pub fn run(out: &Path, bin_dir: &Path) -> Result<String, String> {
-    let dir = out.join("processes");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut runs = Vec::new();
-    for (index, setup) in SETUPS.iter().enumerate() {
-        eprintln!(
-            "[processes] {SERVERS} servers in one cgroup: {}",
-            setup.name()
-        );
-        runs.push(run_one(setup, index, &dir, bin_dir)?);
+/// Three servers in one memory cgroup.
+pub struct Processes;
+
+impl Experiment for Processes {
+    const NAME: &'static str = "processes";
+    const CHART: &'static str = "working-set.svg";
+    type Setup = Setup;
+    type Run = Run;
+
+    fn setups() -> &'static [Setup] {
+        &SETUPS
     }
-    chart(&runs, &dir.join("working-set.svg")).map_err(|e| format!("chart: {e}"))?;
-    Ok(section(&runs))
+
+    fn describe(setup: &Setup) -> String {
+        format!("{SERVERS} servers in one cgroup: {}", setup.name())
+    }
+
+    fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
+        run_one(setup, dir, bin_dir)
+    }
+
+    fn section(runs: &[Run]) -> String {
+        section(runs)
+    }
+
+    fn chart(runs: &[Run], path: &Path) -> plot::ChartResult {
+        chart(runs, path)
+    }
 }
 
-fn run_one(setup: &Setup, index: usize, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
+fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
     let name = format!("tower-admission-load-{}", std::process::id());
     let cgroup = Arc::new(Cgroup::make(&name, LIMIT)?);
     let env: Vec<(String, String)> = [
@@ -127,7 +144,7 @@ fn run_one(setup: &Setup, index: usize, dir: &Path, bin_dir: &Path) -> Result<Ru
     let procs = cgroup.procs();
     let mut servers = Vec::new();
     for server in 0..SERVERS {
-        let log = dir.join(format!("server-{index}-{server}.log"));
+        let log = dir.join(format!("server-{server}.log"));
         let binary = bin_dir.join("server");
         servers.push(Server::start_in(&binary, &env, &log, Some(&procs))?);
     }

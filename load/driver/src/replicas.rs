@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{client, oha::Outcome, plot, probe, scenario::Phase, server::Server};
+use crate::{
+    client, experiment::Experiment, oha::Outcome, plot, probe, scenario::Phase, server::Server,
+};
 
 const MIB: f64 = (1 << 20) as f64;
 const LOAD: Duration = Duration::from_secs(12);
@@ -24,7 +26,7 @@ const BUDGET_MIB: u64 = 64;
 const PASS_ON: &str = "error timeout";
 const RETRY: &str = "error timeout http_503";
 
-struct Setup {
+pub struct Setup {
     name: &'static str,
     replicas: usize,
     next_upstream: &'static str,
@@ -48,7 +50,7 @@ const SETUPS: [Setup; 3] = [
     },
 ];
 
-struct Run {
+pub struct Run {
     name: &'static str,
     outcome: Outcome,
     /// Each replica's peak allocated bytes and the 503s it answered nginx.
@@ -138,18 +140,34 @@ impl Drop for Nginx {
     }
 }
 
-/// Runs every setup; returns the report's Markdown section.
-pub fn run(out: &Path, bin_dir: &Path) -> Result<String, String> {
-    let dir = out.join("replicas");
-    let mut runs = Vec::new();
-    for (index, setup) in SETUPS.iter().enumerate() {
-        eprintln!("[replicas] {}", setup.name);
-        let setup_dir = dir.join(index.to_string());
-        fs::create_dir_all(setup_dir.join("tmp")).map_err(|e| e.to_string())?;
-        runs.push(run_one(setup, &setup_dir, bin_dir)?);
+/// One and three servers behind nginx.
+pub struct Replicas;
+
+impl Experiment for Replicas {
+    const NAME: &'static str = "replicas";
+    const CHART: &'static str = "goodput.svg";
+    type Setup = Setup;
+    type Run = Run;
+
+    fn setups() -> &'static [Setup] {
+        &SETUPS
     }
-    chart(&runs, &dir.join("goodput.svg")).map_err(|e| format!("chart: {e}"))?;
-    Ok(section(&runs))
+
+    fn describe(setup: &Setup) -> String {
+        setup.name.to_owned()
+    }
+
+    fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
+        run_one(setup, dir, bin_dir)
+    }
+
+    fn section(runs: &[Run]) -> String {
+        section(runs)
+    }
+
+    fn chart(runs: &[Run], path: &Path) -> plot::ChartResult {
+        chart(runs, path)
+    }
 }
 
 fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
@@ -160,6 +178,7 @@ fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
     ]
     .map(|(k, v)| (k.to_owned(), v))
     .into();
+    fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
     let mut replicas = Vec::new();
     for index in 0..setup.replicas {
         let log = dir.join(format!("replica-{index}.log"));

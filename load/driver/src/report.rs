@@ -26,7 +26,7 @@ pub struct SetupRun {
 impl SetupRun {
     /// Whether this is tower-admission (or a variant of it).
     pub fn is_admission(&self) -> bool {
-        self.name.starts_with(crate::ADMISSION)
+        self.name.starts_with(crate::scenario::ADMISSION)
     }
 
     /// The name, marked when the run had the ordinary load alone.
@@ -111,7 +111,7 @@ impl Run {
     pub fn admission(&self) -> Option<&SetupRun> {
         self.setups
             .iter()
-            .find(|s| s.name == crate::ADMISSION && !s.alone)
+            .find(|s| s.name == crate::scenario::ADMISSION && !s.alone)
     }
 
     /// With a baseline: each setup's goodput of the first phase against that phase alone,
@@ -130,7 +130,7 @@ impl Run {
             .filter_map(|with| {
                 let alone = self.setups.iter().find(|s| s.alone && s.name == with.name)?;
                 let ratio = with.first_goodput() / alone.first_goodput().max(1e-9);
-                let target = match (with.name == crate::ADMISSION, ratio >= target) {
+                let target = match (with.name == crate::scenario::ADMISSION, ratio >= target) {
                     (false, _) => String::new(),
                     (true, true) => format!(" (target ≥ {target:.2}: met)"),
                     (true, false) => format!(" (target ≥ {target:.2}: MISSED)"),

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The name of the tower-admission setup (and the prefix of its variants).
+pub const ADMISSION: &str = "tower-admission";
+
 const MIB: u64 = 1 << 20;
 
 /// One stream of load from one `oha` process.
