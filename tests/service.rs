@@ -125,15 +125,9 @@ async fn shed_decisions_ignore_the_coop_budget() {
             .max_concurrency(1)
             .queue_capacity(0),
     );
-    let mut service = admission.layer().layer(service_fn(ok));
+    let service = admission.layer().layer(service_fn(ok));
     for _ in 0..2_000 {
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(request())
-            .await
-            .unwrap();
+        let response = service.clone().oneshot(request()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
     assert_eq!(admission.snapshot().rejected_total(), 0);
@@ -280,21 +274,9 @@ async fn a_grpc_request_is_refused_in_grpc_terms_and_others_in_http_ones() {
             .queue_capacity(0)
             .retry_after_secs(2),
     );
-    let mut service = admission.layer().layer(service_fn(ok));
-    let held = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .unwrap();
-    let refused = service
-        .ready()
-        .await
-        .unwrap()
-        .call(grpc_request())
-        .await
-        .unwrap();
+    let service = admission.layer().layer(service_fn(ok));
+    let held = service.clone().oneshot(request()).await.unwrap();
+    let refused = service.clone().oneshot(grpc_request()).await.unwrap();
     assert_eq!(refused.status(), StatusCode::OK, "trailers-only");
     let headers = refused.headers();
     assert_eq!(headers["content-type"], "application/grpc");
@@ -313,13 +295,7 @@ async fn a_grpc_request_is_refused_in_grpc_terms_and_others_in_http_ones() {
         (rejection.reason(), rejection.limit()),
         (Reason::QueueFull, Limit::Concurrency)
     );
-    let plain = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .unwrap();
+    let plain = service.clone().oneshot(request()).await.unwrap();
     assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(plain.headers()["retry-after"], "2");
     assert!(plain.headers().get("grpc-status").is_none());
@@ -335,21 +311,9 @@ async fn observing_only_every_request_is_served_and_the_refusals_are_counted() {
             .queue_capacity(0)
             .observe_only(true),
     );
-    let mut service = admission.layer().layer(service_fn(ok));
-    let held = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .unwrap();
-    let over = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .unwrap();
+    let service = admission.layer().layer(service_fn(ok));
+    let held = service.clone().oneshot(request()).await.unwrap();
+    let over = service.clone().oneshot(request()).await.unwrap();
     assert_eq!(over.status(), StatusCode::OK);
     let s = admission.snapshot();
     assert_eq!(s.would_reject(Reason::QueueFull, Limit::Concurrency), 1);

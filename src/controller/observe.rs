@@ -59,15 +59,7 @@ impl Controller {
 
     /// Counts, and logs (throttled), a refusal that observing only did not make.
     pub(super) fn count_would_reject(&self, reason: Reason, limit: Limit) {
-        let total = self.would_reject[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
-        if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed), total) {
-            tracing::warn!(
-                reason = reason.as_str(),
-                limit = limit.as_str(),
-                total,
-                suppressed,
-                "request would be shed (observe only: admitted)"
-            );
-        }
+        let what = "request would be shed (observe only: admitted)";
+        self.count_shed(&self.would_reject, reason, limit, what);
     }
 }

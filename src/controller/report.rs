@@ -54,7 +54,20 @@ impl Controller {
     }
 
     pub(crate) fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
-        let total = self.rejected[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
+        self.count_shed(&self.rejected, reason, limit, "request shed");
+        Rejection::new(reason, limit)
+    }
+
+    /// Counts a shed in `counts` (the sheds, or those that observing only did not make), and
+    /// logs it as `what`, throttled.
+    pub(super) fn count_shed(
+        &self,
+        counts: &[[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()],
+        reason: Reason,
+        limit: Limit,
+        what: &str,
+    ) {
+        let total = counts[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
         // At 100k rejections/s a line per rejection would be its own outage.
         if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed), total) {
             tracing::warn!(
@@ -62,10 +75,9 @@ impl Controller {
                 limit = limit.as_str(),
                 total,
                 suppressed,
-                "request shed"
+                "{what}"
             );
         }
-        Rejection::new(reason, limit)
     }
 
     /// Logs a move of the live limit to half or twice what was last logged, at most once a

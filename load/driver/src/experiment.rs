@@ -7,32 +7,32 @@ use std::path::Path;
 use crate::plot;
 
 /// One experiment: its setups, how one is run, and how the runs are reported.
-pub trait Experiment {
-    /// The experiment's name: its folder in the results, and its log prefix.
-    const NAME: &'static str;
+pub struct Experiment<S: 'static, R> {
+    /// Its folder in the results, and its log prefix.
+    pub name: &'static str,
+    pub setups: &'static [S],
+    pub describe: fn(&S) -> String,
+    /// Runs a setup with its files in a folder of its own (made, and empty), the servers
+    /// from the binaries' folder.
+    pub run_one: fn(&S, &Path, &Path) -> Result<R, String>,
+    pub section: fn(&[R]) -> String,
     /// The chart's file name, in the experiment's folder.
-    const CHART: &'static str;
-    type Setup: 'static;
-    type Run;
-
-    fn setups() -> &'static [Self::Setup];
-    fn describe(setup: &Self::Setup) -> String;
-    /// Runs `setup` with its files in `dir` (made, and empty), the servers from `bin_dir`.
-    fn run_one(setup: &Self::Setup, dir: &Path, bin_dir: &Path) -> Result<Self::Run, String>;
-    fn section(runs: &[Self::Run]) -> String;
-    fn chart(runs: &[Self::Run], path: &Path) -> plot::ChartResult;
+    pub chart_file: &'static str,
+    pub chart: fn(&[R], &Path) -> plot::ChartResult,
 }
 
-/// Runs every setup of `E`; returns the report's Markdown section.
-pub fn run<E: Experiment>(out: &Path, bin_dir: &Path) -> Result<String, String> {
-    let dir = out.join(E::NAME);
-    let mut runs = Vec::new();
-    for (index, setup) in E::setups().iter().enumerate() {
-        eprintln!("[{}] {}", E::NAME, E::describe(setup));
-        let setup_dir = dir.join(index.to_string());
-        std::fs::create_dir_all(&setup_dir).map_err(|e| e.to_string())?;
-        runs.push(E::run_one(setup, &setup_dir, bin_dir)?);
+impl<S, R> Experiment<S, R> {
+    /// Runs every setup; returns the report's Markdown section.
+    pub fn run(&self, out: &Path, bin_dir: &Path) -> Result<String, String> {
+        let dir = out.join(self.name);
+        let mut runs = Vec::new();
+        for (index, setup) in self.setups.iter().enumerate() {
+            eprintln!("[{}] {}", self.name, (self.describe)(setup));
+            let setup_dir = dir.join(index.to_string());
+            std::fs::create_dir_all(&setup_dir).map_err(|e| e.to_string())?;
+            runs.push((self.run_one)(setup, &setup_dir, bin_dir)?);
+        }
+        (self.chart)(&runs, &dir.join(self.chart_file)).map_err(|e| format!("chart: {e}"))?;
+        Ok((self.section)(&runs))
     }
-    E::chart(&runs, &dir.join(E::CHART)).map_err(|e| format!("chart: {e}"))?;
-    Ok(E::section(&runs))
 }

@@ -129,8 +129,8 @@ fn main() -> ExitCode {
     };
     // Scenarios with servers of their own (a cgroup, nginx) and a report of their own.
     let own: Option<OwnReport> = match args.scenario.as_str() {
-        "processes" => Some(experiment::run::<processes::Processes>),
-        "replicas" => Some(experiment::run::<replicas::Replicas>),
+        "processes" => Some(|out, bin| processes::PROCESSES.run(out, bin)),
+        "replicas" => Some(|out, bin| replicas::REPLICAS.run(out, bin)),
         _ => None,
     };
     if let Some(run) = own {

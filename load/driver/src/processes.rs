@@ -98,35 +98,16 @@ fn phase() -> Phase {
     phase
 }
 
-/// Three servers in one memory cgroup.
-pub struct Processes;
-
-impl Experiment for Processes {
-    const NAME: &'static str = "processes";
-    const CHART: &'static str = "working-set.svg";
-    type Setup = Setup;
-    type Run = Run;
-
-    fn setups() -> &'static [Setup] {
-        &SETUPS
-    }
-
-    fn describe(setup: &Setup) -> String {
-        format!("{SERVERS} servers in one cgroup: {}", setup.name())
-    }
-
-    fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
-        run_one(setup, dir, bin_dir)
-    }
-
-    fn section(runs: &[Run]) -> String {
-        section(runs)
-    }
-
-    fn chart(runs: &[Run], path: &Path) -> plot::ChartResult {
-        chart(runs, path)
-    }
-}
+/// The experiment.
+pub const PROCESSES: Experiment<Setup, Run> = Experiment {
+    name: "processes",
+    setups: &SETUPS,
+    describe: |setup| format!("{SERVERS} servers in one cgroup: {}", setup.name()),
+    run_one,
+    section,
+    chart_file: "working-set.svg",
+    chart,
+};
 
 fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
     let name = format!("tower-admission-load-{}", std::process::id());

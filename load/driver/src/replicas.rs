@@ -140,35 +140,16 @@ impl Drop for Nginx {
     }
 }
 
-/// One and three servers behind nginx.
-pub struct Replicas;
-
-impl Experiment for Replicas {
-    const NAME: &'static str = "replicas";
-    const CHART: &'static str = "goodput.svg";
-    type Setup = Setup;
-    type Run = Run;
-
-    fn setups() -> &'static [Setup] {
-        &SETUPS
-    }
-
-    fn describe(setup: &Setup) -> String {
-        setup.name.to_owned()
-    }
-
-    fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
-        run_one(setup, dir, bin_dir)
-    }
-
-    fn section(runs: &[Run]) -> String {
-        section(runs)
-    }
-
-    fn chart(runs: &[Run], path: &Path) -> plot::ChartResult {
-        chart(runs, path)
-    }
-}
+/// The experiment.
+pub const REPLICAS: Experiment<Setup, Run> = Experiment {
+    name: "replicas",
+    setups: &SETUPS,
+    describe: |setup| setup.name.to_owned(),
+    run_one,
+    section,
+    chart_file: "goodput.svg",
+    chart,
+};
 
 fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
     let env: Vec<(String, String)> = [
