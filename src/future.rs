@@ -92,13 +92,12 @@ pin_project! {
     }
 }
 
-/// How an admitted request is served: how long its handler's reservation may wait, the
-/// minimum rates of its bodies, and in which terms the layer answers it.
+/// How an admitted request is served: how long its handler's reservation may wait, and the
+/// minimum rates of its bodies.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Serving {
     pub(crate) timeout: Duration,
     pub(crate) rates: BodyRates,
-    pub(crate) dialect: Dialect,
 }
 
 /// An admitted request that yields to the runtime once before its handler runs: tokio
@@ -230,8 +229,15 @@ where
     Reservation::attach(&mut request, &permit, serving.timeout);
     let mut permit = permit;
     let rates = serving.rates;
+    // Only a body that is metered can be cut off, and answered in gRPC's terms then: the
+    // content type is looked at only for those.
+    let metered = rates.request.is_some() && !request.body().is_end_stream();
+    let dialect = match metered {
+        true => Dialect::of(request.headers()),
+        false => Dialect::Http,
+    };
     // A gRPC call may be a long-lived stream, which sends when it has something to say.
-    let cuts = rates.streams || serving.dialect != Dialect::Grpc;
+    let cuts = rates.streams || dialect != Dialect::Grpc;
     let (request, cut) = MinRateBody::metered(request, rates.request, permit.declared(), cuts);
     if let Some(cut) = &cut {
         permit.follow(cut.progress());
@@ -241,7 +247,7 @@ where
         permit: Some(permit),
         cut,
         response_rate: rates.response,
-        dialect: serving.dialect,
+        dialect,
     }
 }
 
@@ -347,10 +353,11 @@ where
                     rejection,
                     response: Some(Box::new(shaper.shape(&rejection, &request, &retry_after))),
                 },
-                _ => State::Rejected {
+                (_, call) => State::Rejected {
                     rejection,
                     retry_after,
-                    dialect: waiting.serving.dialect,
+                    dialect: call
+                        .map_or(Dialect::Http, |(_, request)| Dialect::of(request.headers())),
                 },
             }
         }

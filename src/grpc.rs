@@ -33,13 +33,12 @@ impl Dialect {
     /// gRPC for a request whose `content-type` is gRPC's (`application/grpc`, with or
     /// without a `+proto`-like suffix, or gRPC-Web's), HTTP otherwise.
     pub(crate) fn of(headers: &HeaderMap) -> Self {
-        let grpc = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| {
-                let value = value.trim_start().to_ascii_lowercase();
-                value.starts_with("application/grpc")
-            });
+        const GRPC: &[u8] = b"application/grpc";
+        // On every request: no allocation, no UTF-8 check.
+        let grpc = headers.get(header::CONTENT_TYPE).is_some_and(|value| {
+            let value = value.as_bytes().trim_ascii_start();
+            value.len() >= GRPC.len() && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        });
         if grpc { Dialect::Grpc } else { Dialect::Http }
     }
 }

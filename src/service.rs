@@ -124,7 +124,6 @@ where
         let serving = Serving {
             timeout: settings.queue_timeout,
             rates: settings.rates,
-            dialect: Dialect::of(request.headers()),
         };
         match self
             .controller
@@ -151,7 +150,8 @@ where
                     .shaper
                     .as_ref()
                     .map(|shaper| shaper.shape(&rejection, &request, &retry_after));
-                ResponseFuture::rejected(rejection, retry_after, serving.dialect, shaped)
+                let dialect = Dialect::of(request.headers());
+                ResponseFuture::rejected(rejection, retry_after, dialect, shaped)
             }
         }
     }
