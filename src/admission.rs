@@ -7,7 +7,7 @@ use crate::{
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
     heartbeat::Heartbeat,
-    http_settings::{HttpSettings, PathPrefixes, Prioritizer, RetryAfter, retry_after},
+    http_settings::{HttpSettings, PathPrefixes, Prioritizer, RetryAfter, Serving, retry_after},
     layer::AdmissionLayer,
     memory::{CgroupMemory, MemorySource, MemorySourceKind},
     metrics, sampler,
@@ -147,7 +147,14 @@ impl Admission {
         };
         let heartbeat = config.adaptive_limit.then(Heartbeat::new);
         let http_settings = HttpSettings {
-            queue_timeout: config.queue_timeout,
+            serving: Serving {
+                timeout: config.queue_timeout,
+                rates: BodyRates {
+                    request: config.request_body.rate(),
+                    response: config.response_body.rate(),
+                    streams: config.streams_min_rate,
+                },
+            },
             retry_after: match config.retry_after_secs {
                 Some(secs) => RetryAfter::Fixed(retry_after(secs)),
                 None => RetryAfter::Auto {
@@ -157,11 +164,6 @@ impl Admission {
             bypass: PathPrefixes::new(config.bypass.clone()),
             classifier: config.classifier.clone(),
             prioritizer: Prioritizer::new(config.prioritize.as_ref(), &config.priority_rules),
-            rates: BodyRates {
-                request: config.request_body.rate(),
-                response: config.response_body.rate(),
-                streams: config.streams_min_rate,
-            },
             shaper: config.shaper.clone(),
             heartbeat: heartbeat.clone(),
         };

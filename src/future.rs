@@ -5,7 +5,6 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -18,9 +17,9 @@ use tower_service::Service;
 use crate::{
     body::{self, AdmissionBody},
     controller::{Permit, Ticket},
-    data_rate::{BodyRates, MinDataRate},
+    data_rate::MinDataRate,
     grpc::Dialect,
-    http_settings::{RetryAfter, Shaper},
+    http_settings::{RetryAfter, Serving, Shaper},
     metrics,
     rejection::Rejection,
     request_body::{CutOff, MinRateBody},
@@ -90,14 +89,6 @@ pin_project! {
         serving: Serving,
         shaper: Option<Shaper>,
     }
-}
-
-/// How an admitted request is served: how long its handler's reservation may wait, and the
-/// minimum rates of its bodies.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Serving {
-    pub(crate) timeout: Duration,
-    pub(crate) rates: BodyRates,
 }
 
 /// An admitted request that yields to the runtime once before its handler runs: tokio

@@ -229,14 +229,22 @@ impl PathPrefixes {
     }
 }
 
+/// How an admitted request is served: how long its handler's reservation may wait, and the
+/// minimum rates of its bodies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Serving {
+    pub(crate) timeout: Duration,
+    pub(crate) rates: BodyRates,
+}
+
 #[derive(Debug)]
 pub(crate) struct HttpSettings {
-    pub(crate) queue_timeout: Duration,
+    /// The queue timeout and the minimum body rates, as each request takes them.
+    pub(crate) serving: Serving,
     pub(crate) retry_after: RetryAfter,
     pub(crate) bypass: PathPrefixes,
     pub(crate) classifier: Option<Classifier>,
     pub(crate) prioritizer: Prioritizer,
-    pub(crate) rates: BodyRates,
     /// Shapes the layer's refusals instead of its own answers, if set.
     pub(crate) shaper: Option<Shaper>,
     /// The runtime's heartbeat, where the live limit follows it.
@@ -348,12 +356,14 @@ mod tests {
 
     fn settings(classifier: Option<Classifier>) -> HttpSettings {
         HttpSettings {
-            queue_timeout: Duration::from_secs(1),
+            serving: Serving {
+                timeout: Duration::from_secs(1),
+                rates: BodyRates::default(),
+            },
             retry_after: RetryAfter::Fixed(HeaderValue::from_static("1")),
             bypass: PathPrefixes::new(["/health", "/static/"]),
             classifier,
             prioritizer: Prioritizer::None,
-            rates: BodyRates::default(),
             shaper: None,
             heartbeat: None,
         }

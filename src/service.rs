@@ -12,7 +12,7 @@ use tower_service::Service;
 use crate::{
     body::AdmissionBody,
     controller::{Acquired, Controller, CostClass},
-    future::{ResponseFuture, Serving},
+    future::ResponseFuture,
     grpc::Dialect,
     http_settings::HttpSettings,
     request_body::MinRateBody,
@@ -121,10 +121,7 @@ where
             None => CostClass::NONE,
         };
         let priority = settings.prioritizer.of(&request);
-        let serving = Serving {
-            timeout: settings.queue_timeout,
-            rates: settings.rates,
-        };
+        let serving = settings.serving;
         match self
             .controller
             .acquire_as(priority, class, declared_length(&request))
