@@ -126,6 +126,7 @@ impl Admission {
         let max_concurrency = config.max_concurrency.min(MAX_CONCURRENCY);
         let budget = budget.map(|b| b.min(MAX_BUDGET_BYTES));
         let share = |total: f64| (total * config.critical_reserve / 100.0).ceil();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let settings = Settings {
             max_concurrency,
             budget,
@@ -139,10 +140,9 @@ impl Admission {
             lateness_target: config.adaptive_limit.then_some(config.lateness_target),
             // Twice the cores, at least 16: CPU-bound work needs no more, and slow start
             // doubles it fast for work that waits.
-            initial_limit: std::thread::available_parallelism()
-                .map_or(16, |n| n.get() * 2)
-                .max(16),
+            initial_limit: (cores * 2).max(16),
             queue_target: config.queue_target,
+            workers: crate::cpu_quota::cores().map_or(cores, |quota| quota.min(cores)),
             observe_only: config.observe_only,
         };
         let heartbeat = config.adaptive_limit.then(Heartbeat::new);

@@ -382,9 +382,21 @@ fn explain(rejection: Rejection) -> (StatusCode, &'static str) {
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded: reason=queue_timeout limit=estimate (its cost is not known yet, requests of unknown cost go one at a time, and another stayed in flight until the queue timeout or a shutdown)\n",
         ),
+        (Reason::QueueFull, Limit::Cpu) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=queue_full limit=cpu (the cpu is saturated with the work already admitted and the queue is full or closed)\n",
+        ),
+        (Reason::QueueTimeout, Limit::Cpu) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=queue_timeout limit=cpu (the cpu stayed saturated with the work already admitted until the queue timeout or a shutdown)\n",
+        ),
+        (Reason::StandingQueue, Limit::Cpu) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=standing_queue limit=cpu (the cpu is saturated: the request would wait, or has waited, longer than twice its queue target)\n",
+        ),
         (Reason::StandingQueue, _) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=standing_queue limit=adaptive (the service cannot keep up and the queue stands: it waited twice the queue target for a slot of the live limit)\n",
+            "overloaded: reason=standing_queue limit=adaptive (the runtime runs late: the request waited longer than twice its queue target for a slot of the live limit)\n",
         ),
         (Reason::TooLarge, _) => (
             StatusCode::PAYLOAD_TOO_LARGE,

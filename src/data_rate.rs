@@ -156,11 +156,13 @@ impl TooSlow {
 const PACE_WINDOW: Duration = Duration::from_millis(250);
 
 /// What a request's body meter tells the rest of the layer: whether the body was cut off,
-/// and the least its request must be charged for it.
+/// the least its request must be charged for it, and whether its handler waits for its
+/// client's bytes (time that is the client's, not work).
 #[derive(Debug)]
 pub(crate) struct BodyProgress {
     floor: AtomicU64,
     cut: AtomicBool,
+    waiting: AtomicBool,
 }
 
 impl BodyProgress {
@@ -168,7 +170,17 @@ impl BodyProgress {
         Self {
             floor: AtomicU64::new(declared),
             cut: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the handler's last read of the body found no bytes ready.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.waiting.load(Relaxed)
+    }
+
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Relaxed);
     }
 
     /// The least the request is charged for its body.

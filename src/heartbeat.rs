@@ -5,10 +5,13 @@
 //! A tokio worker notices expired timers and readable sockets in the same step, so the
 //! heartbeat is late exactly when a request that waits for I/O would be: a bypassed
 //! `/health` answers about that much later. Only stable tokio APIs are used.
+//!
+//! It also keeps the runtime's metrics, so that the sampler can tell how many workers run
+//! requests and how often they park (a worker parks when it has run out of work).
 
 use std::{
     sync::{
-        Arc, Weak,
+        Arc, Mutex, PoisonError, Weak,
         atomic::{
             AtomicBool, AtomicU64,
             Ordering::{AcqRel, Acquire, Relaxed, Release},
@@ -31,6 +34,8 @@ pub(crate) struct Heartbeat {
     running: AtomicBool,
     /// Set if the task panicked (a runtime without timers): never started again.
     failed: AtomicBool,
+    /// The metrics of the runtime it runs on.
+    metrics: Mutex<Option<tokio::runtime::RuntimeMetrics>>,
 }
 
 impl Heartbeat {
@@ -41,6 +46,7 @@ impl Heartbeat {
             late_us: AtomicU64::new(0),
             running: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            metrics: Mutex::new(None),
         })
     }
 
@@ -65,6 +71,7 @@ impl Heartbeat {
         self.last_tick_us
             .store(self.micros(Instant::now()), Relaxed);
         self.late_us.store(0, Relaxed);
+        *self.metrics.lock().unwrap_or_else(PoisonError::into_inner) = Some(runtime.metrics());
         runtime.spawn(beat(Arc::downgrade(self)));
     }
 
@@ -79,6 +86,19 @@ impl Heartbeat {
             .saturating_sub(self.last_tick_us.load(Relaxed));
         let overdue = since_tick.saturating_sub(PERIOD.as_micros() as u64);
         Duration::from_micros(overdue.max(self.late_us.load(Relaxed)))
+    }
+
+    /// The runtime's workers, and how often they have parked in all (where the platform
+    /// has the 64-bit atomics tokio counts parks with); `None` before the heartbeat started.
+    pub(crate) fn workers_and_parks(&self) -> Option<(usize, Option<u64>)> {
+        let metrics = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
+        let metrics = metrics.as_ref()?;
+        let workers = metrics.num_workers();
+        #[cfg(target_has_atomic = "64")]
+        let parks = Some((0..workers).map(|w| metrics.worker_park_count(w)).sum());
+        #[cfg(not(target_has_atomic = "64"))]
+        let parks = None;
+        Some((workers, parks))
     }
 
     fn micros(&self, at: Instant) -> u64 {

@@ -84,6 +84,7 @@ mod admission;
 mod body;
 mod config;
 mod controller;
+mod cpu_quota;
 mod data_rate;
 pub mod future;
 mod grpc;
@@ -104,7 +105,7 @@ mod snapshot;
 pub use admission::Admission;
 pub use body::AdmissionBody;
 pub use config::{AdmissionConfig, ConfigError, MemoryBudget};
-pub use controller::CostClass;
+pub use controller::{CostClass, QueueTarget};
 pub use controller::{Priority, UnknownPriority};
 pub use data_rate::{Direction, MinDataRate, TooSlow};
 pub use http_settings::RequestHead;
@@ -117,7 +118,7 @@ pub use rejection::{Limit, Reason, Rejection};
 pub use request_body::MinRateBody;
 pub use reservation::Reservation;
 pub use service::AdmissionService;
-pub use snapshot::Snapshot;
+pub use snapshot::{ClassCost, Snapshot};
 
 #[cfg(feature = "jemalloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]

@@ -71,7 +71,35 @@ mod enabled {
         );
         describe_gauge!(
             "admission_concurrency_limit",
-            "The live concurrency limit: max_concurrency, or less while the runtime runs late."
+            "The live concurrency limit: max_concurrency, or less while the runtime runs late (it falls to what was in use, by a tenth to a half, after two late 50 ms windows; every fall to half or less is logged). The CPU gate holds CPU-bound work back below it: see admission_cpu_*."
+        );
+        describe_gauge!(
+            "admission_cpu_saturated",
+            "1 while the CPU is saturated (request polls keep the workers busy and they hardly ever park): only then does the CPU gate hold requests back."
+        );
+        describe_gauge!(
+            "admission_cpu_workers",
+            "The workers the CPU gate counts: the runtime's, or fewer under a cgroup CPU quota."
+        );
+        describe_gauge!(
+            "admission_cpu_charged_seconds",
+            Unit::Seconds,
+            "CPU work charged to the requests in flight: each one's class demand less what its polls used, nothing while it waits for its request body."
+        );
+        describe_gauge!(
+            "admission_cpu_capacity_seconds",
+            Unit::Seconds,
+            "The CPU work the gate admits at once while saturated: the workers times 1.5 typical requests."
+        );
+        describe_gauge!(
+            "admission_class_cpu_seconds",
+            Unit::Seconds,
+            "CPU time one request of the class demands (time in its polls), learned per cost class; class is the first request the class table saw (METHOD /path), or other."
+        );
+        describe_gauge!(
+            "admission_class_peak_bytes",
+            Unit::Bytes,
+            "The most one request of the class allocated beyond its Content-Length lately, per cost class."
         );
         describe_gauge!(
             "admission_runtime_lateness_seconds",
@@ -114,6 +142,21 @@ mod enabled {
         gauge!("admission_max_concurrency").set(s.max_concurrency as f64);
         gauge!("admission_concurrency_limit").set(s.concurrency_limit as f64);
         gauge!("admission_runtime_lateness_seconds").set(s.runtime_lateness.as_secs_f64());
+        gauge!("admission_cpu_saturated").set(f64::from(u8::from(s.cpu_saturated)));
+        gauge!("admission_cpu_workers").set(s.cpu_workers as f64);
+        gauge!("admission_cpu_charged_seconds").set(s.cpu_charged.as_secs_f64());
+        gauge!("admission_cpu_capacity_seconds").set(s.cpu_capacity.as_secs_f64());
+        // At most one series per slot of the bounded class table.
+        for class in &s.classes {
+            let name = class.name.clone();
+            if let Some(cpu) = class.cpu {
+                gauge!("admission_class_cpu_seconds", "class" => name.clone())
+                    .set(cpu.as_secs_f64());
+            }
+            if let Some(peak) = class.peak_bytes {
+                gauge!("admission_class_peak_bytes", "class" => name).set(peak as f64);
+            }
+        }
         gauge!("admission_queue_capacity").set(s.queue_capacity as f64);
         counter!("admission_admitted_total").absolute(s.admitted);
         counter!("admission_admitted_over_budget_total").absolute(s.admitted_over_budget);
@@ -122,11 +165,11 @@ mod enabled {
         let observing = s.observe_only;
         for reason in Reason::ALL {
             for limit in Limit::ALL {
-                // Only memory makes a request too large; a standing queue is shed only
-                // once the live limit has fallen.
+                // Only memory makes a request too large; only a CPU that cannot keep up
+                // (the gate, or the live limit once it has fallen) sheds for waiting.
                 let possible = match reason {
                     Reason::TooLarge => limit == Limit::Memory,
-                    Reason::StandingQueue => limit == Limit::Adaptive,
+                    Reason::StandingQueue => matches!(limit, Limit::Adaptive | Limit::Cpu),
                     _ => true,
                 };
                 if !possible {

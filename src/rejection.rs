@@ -18,7 +18,8 @@ pub enum Reason {
     QueueTimeout,
     /// The request declared a `Content-Length` above the whole memory budget.
     TooLarge,
-    /// The request waited twice the queue target in a queue that stood (see
+    /// The request would have waited, or had waited, longer than twice the queue target for
+    /// a CPU that cannot keep up: by default, twice its service time (see
     /// [`AdmissionConfig::queue_target`](crate::AdmissionConfig::queue_target)).
     StandingQueue,
 }
@@ -58,26 +59,32 @@ pub enum Limit {
     /// The estimate of a request whose cost is not known yet: it would fit in the memory
     /// budget, but requests of unknown cost go one at a time, and another was in flight.
     Estimate,
+    /// The CPU: the workers are saturated, and the CPU work already admitted is what they can
+    /// finish soon (see
+    /// [`AdmissionConfig::adaptive_limit`](crate::AdmissionConfig::adaptive_limit)).
+    Cpu,
 }
 
 impl Limit {
-    /// The label used in metrics and response bodies: `concurrency`, `memory`, `adaptive`
-    /// or `estimate`.
+    /// The label used in metrics and response bodies: `concurrency`, `memory`, `adaptive`,
+    /// `estimate` or `cpu`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Limit::Concurrency => "concurrency",
             Limit::Memory => "memory",
             Limit::Adaptive => "adaptive",
             Limit::Estimate => "estimate",
+            Limit::Cpu => "cpu",
         }
     }
 
     /// Every limit, for iterating over counters.
-    pub const ALL: [Limit; 4] = [
+    pub const ALL: [Limit; 5] = [
         Limit::Concurrency,
         Limit::Memory,
         Limit::Adaptive,
         Limit::Estimate,
+        Limit::Cpu,
     ];
 }
 

@@ -151,7 +151,9 @@ where
         if watch.progress.is_cut() {
             return Poll::Ready(Some(Err(watch.too_slow())));
         }
-        match this.inner.poll_frame(cx) {
+        let polled = this.inner.poll_frame(cx);
+        watch.progress.set_waiting(polled.is_pending());
+        match polled {
             Poll::Ready(frame) => {
                 let bytes = match &frame {
                     Some(Ok(frame)) => frame.data_ref().map_or(0, |data| data.remaining()),

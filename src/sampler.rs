@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{controller::Controller, heartbeat::Heartbeat};
+use crate::{
+    controller::{Controller, Runtime},
+    heartbeat::Heartbeat,
+};
 
 /// Starts the sampler. The first sample is taken here, so the reading is fresh (and the
 /// metrics published) before the first request; the thread takes the rest. It holds only a
@@ -52,7 +55,7 @@ fn sample(controller: &Controller, interval: Duration, heartbeat: Option<&Heartb
     let refreshed = controller.memory().refresh();
     controller.on_sample(refreshed);
     if let Some(heartbeat) = heartbeat {
-        controller.on_lateness(heartbeat.lateness());
+        controller.on_runtime(runtime(heartbeat));
     }
     crate::metrics::publish(&controller.snapshot());
     pause(
@@ -60,6 +63,18 @@ fn sample(controller: &Controller, interval: Duration, heartbeat: Option<&Heartb
         controller.settings.budget,
         interval,
     )
+}
+
+/// How the runtime runs: its lateness, its workers (no more than a CPU quota allows) and
+/// their parks.
+fn runtime(heartbeat: &Heartbeat) -> Runtime {
+    let (workers, parks) = heartbeat.workers_and_parks().unzip();
+    let quota = crate::cpu_quota::cores();
+    Runtime {
+        lateness: heartbeat.lateness(),
+        workers: workers.map(|w| quota.map_or(w, |q| q.min(w))),
+        parks: parks.flatten(),
+    }
 }
 
 /// The sample interval, or a quarter of it while the memory spoken for is

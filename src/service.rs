@@ -115,16 +115,18 @@ where
         if settings.bypasses(request.uri().path()) {
             return ResponseFuture::bypassed(&mut self.inner, request);
         }
-        // Without a budget, costs are not charged: no need to know the class.
-        let class = match self.controller.settings.budget {
-            Some(_) => settings.classify(&request),
-            None => CostClass::NONE,
+        // Without a budget or a CPU gate, costs are not learned: no need to know the class.
+        let class = match self.controller.learns_classes() {
+            true => settings.classify(&request),
+            false => CostClass::NONE,
         };
         let priority = settings.prioritizer.of(&request);
         let serving = settings.serving;
         match self
             .controller
-            .acquire_as(priority, class, declared_length(&request))
+            .acquire_as(priority, class, declared_length(&request), || {
+                format!("{} {}", request.method(), request.uri().path())
+            })
         {
             // While the runtime runs late, even a request admitted at once yields first.
             Acquired::Admitted(permit) if self.controller.runtime_is_late() => {

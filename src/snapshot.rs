@@ -21,7 +21,7 @@ use crate::{
 /// assert_eq!(snapshot.memory_bytes, 4096);
 /// assert_eq!(snapshot.rejected(Reason::QueueFull, Limit::Memory), 0);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Snapshot {
     /// Requests admitted and not yet finished (including their response bodies).
@@ -42,6 +42,17 @@ pub struct Snapshot {
     /// How late the runtime's heartbeat ran at the last reading (zero before the first
     /// request, and with the adaptive limit off).
     pub runtime_lateness: std::time::Duration,
+    /// Whether the CPU is saturated: only then does the CPU gate hold requests back (see
+    /// [`AdmissionConfig::adaptive_limit`](crate::AdmissionConfig::adaptive_limit)).
+    pub cpu_saturated: bool,
+    /// The workers the CPU gate counts: the runtime's, or fewer under a CPU quota.
+    pub cpu_workers: usize,
+    /// The CPU work charged to the requests in flight.
+    pub cpu_charged: std::time::Duration,
+    /// The CPU work the gate admits at once while the CPU is saturated.
+    pub cpu_capacity: std::time::Duration,
+    /// What each cost class has shown of its cost, for the classes the table holds.
+    pub classes: Vec<ClassCost>,
     /// The queue's capacity.
     pub queue_capacity: usize,
     /// Whether the pool only observes: it admits everything (see
@@ -60,6 +71,29 @@ pub struct Snapshot {
     pub(crate) admitted_by: [u64; 3],
     pub(crate) rejected_by: [[u64; Reason::ALL.len()]; 3],
     pub(crate) cut_off: [u64; 2],
+}
+
+/// What requests of one cost class cost lately (see [`Snapshot::classes`]).
+///
+/// ```
+/// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+///
+/// let admission = Admission::with_memory_source(AdmissionConfig::default(), ManualMemory::new(0))
+///     .unwrap();
+/// for class in admission.snapshot().classes {
+///     println!("{}: {:?} of CPU, {:?} bytes at most", class.name, class.cpu, class.peak_bytes);
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClassCost {
+    /// The first request of the class the table saw, as `METHOD /path` (by default a class
+    /// is its method and path); `other` for the classes the table had no room for.
+    pub name: String,
+    /// The CPU time one request demands (time spent in its polls), once measured.
+    pub cpu: Option<std::time::Duration>,
+    /// The most a request allocated beyond its `Content-Length` lately, once measured.
+    pub peak_bytes: Option<u64>,
 }
 
 impl Snapshot {

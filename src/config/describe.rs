@@ -5,6 +5,7 @@ use bytesize::ByteSize;
 
 use super::AdmissionConfig;
 use crate::{data_rate::MinDataRate, memory::MemorySourceKind};
+use crate::controller::QueueTarget;
 
 pub(crate) fn describe(
     config: &AdmissionConfig,
@@ -63,18 +64,20 @@ pub(crate) fn describe(
         config.max_concurrency,
         if config.adaptive_limit {
             format!(
-                "adaptive: falls while the runtime runs more than {} late",
+                "adaptive: while the cpu is saturated, the cpu work in flight (time in request polls, learned per class) fits the workers within 1.5 typical requests; the live limit falls while the runtime runs more than {} late",
                 humantime::format_duration(config.lateness_target)
             )
         } else {
             "off (fixed at max concurrency)".to_owned()
         },
-        match config.queue_target {
-            Some(target) => format!(
-                "{} (once the live limit has fallen, a queue not empty for 100 ms is shed past twice that)",
+        match (config.adaptive_limit, config.queue_target) {
+            (false, _) => "none (the adaptive limit is off)".to_owned(),
+            (true, QueueTarget::Auto) => "auto: 1.5x the class's cpu demand, 1 ms at least; held back by a saturated cpu, a request predicted or found to wait over twice that is shed".to_owned(),
+            (true, QueueTarget::Fixed(target)) => format!(
+                "{}: held back by a saturated cpu, a request predicted or found to wait over twice that is shed",
                 humantime::format_duration(target)
             ),
-            None => "off (a standing queue is not shed)".to_owned(),
+            (true, QueueTarget::Off) => "off (waiters wait up to the queue timeout)".to_owned(),
         },
         config.queue_capacity,
         humantime::format_duration(config.queue_timeout),

@@ -7,6 +7,7 @@ use bytesize::ByteSize;
 
 use super::{AdmissionConfig, ConfigError, MemoryBudget};
 use crate::memory::MemoryFailure;
+use crate::controller::QueueTarget;
 use crate::{http_settings::PathPrefixes, memory::MemorySourceKind};
 
 /// The environment variables [`AdmissionConfig::from_env`] reads.
@@ -34,7 +35,7 @@ pub(crate) mod vars {
     /// Which reading the budget applies to (see [`MemorySourceKind`](crate::MemorySourceKind)).
     pub(crate) const MEMORY_SOURCE: &str = "ADMISSION_MEMORY_SOURCE";
     pub(crate) const CGROUP_BUDGET: &str = "ADMISSION_CGROUP_BUDGET";
-    /// The live concurrency limit and the standing queue.
+    /// The live concurrency limit, the CPU gate and the wait it allows.
     pub(crate) const ADAPTIVE_LIMIT: &str = "ADMISSION_ADAPTIVE_LIMIT";
     pub(crate) const LATENESS_TARGET: &str = "ADMISSION_LATENESS_TARGET";
     pub(crate) const QUEUE_TARGET: &str = "ADMISSION_QUEUE_TARGET";
@@ -83,7 +84,7 @@ const HEADER_FORMS: &str = "a header name such as x-priority, or nothing for non
 const RESERVE_FORMS: &str = "a percentage in [0, 100) such as 10%";
 const SOURCE_FORMS: &str = "jemalloc, cgroup or both";
 const ON_OFF_FORMS: &str = "on or off";
-const DURATION_OR_OFF_FORMS: &str = "a duration greater than zero, such as 5ms, or off";
+const QUEUE_TARGET_FORMS: &str = "auto, a duration greater than zero such as 5ms, or off";
 
 impl AdmissionConfig {
     /// The defaults, overridden by the `ADMISSION_*` environment variables.
@@ -261,9 +262,12 @@ impl AdmissionConfig {
             }
             vars::QUEUE_TARGET => {
                 self.queue_target = if trimmed.eq_ignore_ascii_case("off") {
-                    None
+                    QueueTarget::Off
+                } else if trimmed.eq_ignore_ascii_case("auto") {
+                    QueueTarget::Auto
                 } else {
-                    Some(parse_duration(trimmed).ok_or_else(|| malformed(DURATION_OR_OFF_FORMS))?)
+                    let target = parse_duration(trimmed).filter(|t| !t.is_zero());
+                    QueueTarget::Fixed(target.ok_or_else(|| malformed(QUEUE_TARGET_FORMS))?)
                 };
             }
             _ => unreachable!("every name in vars::ALL is handled"),

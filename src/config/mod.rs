@@ -19,6 +19,7 @@ use crate::{
 };
 
 use bodies::RateSetting;
+use crate::controller::QueueTarget;
 pub use budget::MemoryBudget;
 pub(crate) use budget::resolve_budget;
 pub(crate) use describe::describe;
@@ -78,7 +79,7 @@ pub struct AdmissionConfig {
     /// The runtime lateness above which the live concurrency limit falls.
     pub(crate) lateness_target: Duration,
     /// The sojourn above which the queue stands; `None`: never shed for standing.
-    pub(crate) queue_target: Option<Duration>,
+    pub(crate) queue_target: QueueTarget,
 }
 
 impl Default for AdmissionConfig {
@@ -112,13 +113,11 @@ impl Default for AdmissionConfig {
             adaptive_limit: true,
             observe_only: false,
             lateness_target: Duration::from_millis(10),
-            queue_target: Some(DEFAULT_QUEUE_TARGET),
+            queue_target: QueueTarget::Auto,
         }
     }
 }
 
-/// `ADMISSION_QUEUE_TARGET`'s default (5 ms), as CoDel's on server queues.
-const DEFAULT_QUEUE_TARGET: Duration = Duration::from_millis(5);
 
 impl AdmissionConfig {
     /// At most this many requests in flight (`ADMISSION_MAX_CONCURRENCY`); at least 1.
@@ -182,28 +181,38 @@ impl AdmissionConfig {
         self
     }
 
-    /// Whether the concurrency limit finds itself below `max_concurrency`
-    /// (`ADMISSION_ADAPTIVE_LIMIT`, on by default), or is fixed at it (off).
+    /// Whether the layer finds how much work it can take below `max_concurrency`
+    /// (`ADMISSION_ADAPTIVE_LIMIT`, on by default), or admits a fixed count (off).
     ///
-    /// A task on the runtime wakes every 5 ms and a thread outside it reads how late it
-    /// runs. While that lateness stays above the [target](Self::lateness_target), every
-    /// request waiting for I/O (a bypassed health check too) waits as long, and more
-    /// requests in flight only add to it: after two late windows of 50 ms in a row, the live
-    /// limit falls to what was in use, scaled by target over lateness (by a tenth to a half).
-    /// It also falls by a tenth when, twice in a row, most timed requests took more than twice
-    /// as long, from admission to response head, as the least their cost class took lately
-    /// (and more than half the target beyond it). While the
-    /// runtime is on time and the limit is reached, it rises again (by a quarter each 50 ms,
-    /// by one near the target or while many requests are slow), up to `max_concurrency`. It
-    /// starts at twice the machine's cores (16 at least) and doubles each 50 ms until it first falls. Requests that wait on I/O or timers never make the
-    /// runtime late, so for them the limit stays at the ceiling; CPU-bound handlers find a
-    /// limit near the number of worker threads. While the runtime runs late, admitted
-    /// requests also yield once before their handler runs, so the workers poll for I/O.
+    /// On, two mechanisms work beside the memory budget:
+    ///
+    /// - **The CPU gate.** Each request's CPU demand is the time spent inside its own polls,
+    ///   never its wall time: a client's upload or download, a timer, a downstream reply and
+    ///   other processes' turns on the CPU are not work. Each cost class learns what its
+    ///   requests demand (an unknown class starts from what requests in general demand). While
+    ///   the CPU is saturated (request polls keep the workers busy and they hardly ever run
+    ///   out of work), a request is admitted only while the work charged to the requests in
+    ///   flight plus its own fits what the workers (the runtime's, or fewer under a cgroup CPU
+    ///   quota) can finish within one and a half typical requests; one in flight is always
+    ///   admitted. A request is charged its class's demand less what it has used, and nothing
+    ///   while its handler waits for its request body. Requests that wait rather than compute
+    ///   leave the CPU idle, so the gate never holds them back. Refusals name `limit=cpu`;
+    ///   see [`queue_target`](Self::queue_target) for how long a request held back may wait.
+    /// - **The live limit**, a guard for work the layer cannot see (`spawn_blocking`, thread
+    ///   pools, other processes): a task on the runtime wakes every 5 ms and a thread outside
+    ///   it reads how late it runs. While that lateness stays above the
+    ///   [target](Self::lateness_target) for two windows of 50 ms, the limit on requests in
+    ///   flight falls to what was in use, scaled by target over lateness (by a tenth to a
+    ///   half); while the runtime is on time and the limit is reached, it rises again (by a
+    ///   quarter each 50 ms, by one near the target), up to `max_concurrency`. It starts at
+    ///   twice the machine's cores (16 at least) and doubles each 50 ms until it first falls.
+    ///   While the runtime runs late, admitted requests yield once before their handler runs,
+    ///   so the workers poll for I/O.
     ///
     /// ```
     /// use tower_admission::AdmissionConfig;
     ///
-    /// // The old behaviour: exactly 64 in flight at most, whatever the runtime does.
+    /// // A fixed count: exactly 64 in flight at most, whatever the runtime does.
     /// let fixed = AdmissionConfig::default().max_concurrency(64).adaptive_limit(false);
     /// # let _ = fixed;
     /// ```
@@ -249,27 +258,28 @@ impl AdmissionConfig {
         self
     }
 
-    /// The queue's target wait (`ADMISSION_QUEUE_TARGET`, 5 ms by default), or `None` to
-    /// never shed a standing queue.
+    /// How long a request held back by a saturated CPU may wait (`ADMISSION_QUEUE_TARGET`:
+    /// `auto` by default, a duration, or `off`).
     ///
-    /// Once the [live limit](Self::adaptive_limit) has fallen below `max_concurrency` (the
-    /// runtime cannot keep up), a queue that has not emptied for 100 ms stands: it only delays
-    /// everyone, as when a closed loop of clients keeps it full and every request waits the
-    /// whole queue for a core. Waiters that the live limit then holds back for twice the
-    /// target are answered `503` (`reason=standing_queue`, `limit=adaptive`), so those served
-    /// wait about the target. Waiters held back by memory keep their place (a large request
-    /// waiting for room is not a standing queue), and so does everyone while the limit is at
-    /// its ceiling (slots held by long requests or streams) or still in its slow start:
-    /// they wait up to the queue timeout, as before.
+    /// A CPU-bound request's queue wait is the part of its latency the layer adds. While the
+    /// CPU gate holds requests back, one whose predicted wait (the CPU work queued ahead of it
+    /// and its own, over the workers) exceeds twice the target is refused when it arrives,
+    /// before its body is read, and a waiter that has waited twice the target is sent away
+    /// (`503`, `reason=standing_queue`, `limit=cpu`); so is a waiter held back by the live
+    /// limit once it has fallen (`limit=adaptive`). With [`QueueTarget::Auto`] the target is
+    /// one and a half times the CPU demand of the request's cost class (1 ms at least): a
+    /// route of 50 µs and one of 500 ms cannot share one absolute target. Waiters held back
+    /// by memory or by `max_concurrency` keep their place, up to the queue timeout.
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_admission::AdmissionConfig;
+    /// use tower_admission::{AdmissionConfig, QueueTarget};
     ///
-    /// let config = AdmissionConfig::default().queue_target(Some(Duration::from_millis(20)));
+    /// let config = AdmissionConfig::default()
+    ///     .queue_target(QueueTarget::Fixed(Duration::from_millis(20)));
     /// # let _ = config;
     /// ```
-    pub fn queue_target(mut self, target: Option<Duration>) -> Self {
+    pub fn queue_target(mut self, target: QueueTarget) -> Self {
         self.queue_target = target;
         self
     }
@@ -336,8 +346,8 @@ impl AdmissionConfig {
         if self.lateness_target.is_zero() {
             return invalid("lateness_target", "must be greater than zero");
         }
-        if self.queue_target.is_some_and(|t| t.is_zero()) {
-            return invalid("queue_target", "must be greater than zero, or None for off");
+        if self.queue_target == QueueTarget::Fixed(Duration::ZERO) {
+            return invalid("queue_target", "must be greater than zero, or QueueTarget::Off");
         }
         if self.retry_after_secs.is_none() && self.retry_after_max_secs == 0 {
             return invalid("retry_after_auto", "the most must be at least 1 second");

@@ -13,12 +13,20 @@
 //! and the *least* peak of its requests, the same way: what a request of the class surely
 //! costs, where the peak is what it may cost.
 //!
+//! Each class also learns its requests' **CPU demand** (the time spent in their polls, see
+//! [`super::cpu`]), as a figure that rises fast and falls slowly, and keeps the name of the
+//! first request that claimed its slot (method and path), so that an operator can see what
+//! each route costs.
+//!
 //! The table is bounded: [`SLOTS`] classes, claimed first come, first served, and one overflow
 //! class for everything after. Lock-free: a lookup is a hash and a few loads.
 
 use std::{
     hash::{Hash, Hasher},
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
 };
 
 /// The classes the table holds before it sends new ones to the overflow class.
@@ -94,16 +102,7 @@ impl ClassId {
     /// The class of everything the table has no slot for.
     pub(crate) const OVERFLOW: ClassId = ClassId(SLOTS);
 
-    /// The class in place `index`, for tests.
-    #[cfg(test)]
-    pub(crate) fn for_tests(index: usize) -> Self {
-        Self(index.min(SLOTS))
-    }
 
-    /// Its place: `0..=SLOTS`.
-    pub(crate) fn index(self) -> usize {
-        self.0
-    }
 }
 
 /// The largest value observed in the current or the previous window. Values are stored plus
@@ -164,6 +163,18 @@ struct Class {
     peak: RecentMax,
     least: RecentMin,
     rise: RecentMax,
+    /// CPU demand per request, in nanoseconds (0: not measured yet).
+    cpu_ns: AtomicU64,
+    /// The first request that claimed the slot, as `METHOD /path`.
+    name: OnceLock<Box<str>>,
+}
+
+/// What one class has shown of its cost (see [`Classes::figures`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClassFigures {
+    pub(crate) name: String,
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) peak_bytes: Option<u64>,
 }
 
 /// The table of cost classes, with the largest unknown part of a charge seen lately across
@@ -191,7 +202,8 @@ impl Classes {
     }
 
     /// The slot of `class`, claiming a free one for a class not seen before.
-    pub(crate) fn find(&self, class: CostClass) -> ClassId {
+    /// The slot of `class`, claimed if it has none yet; `name` names a slot it claims.
+    pub(crate) fn find(&self, class: CostClass, name: impl FnOnce() -> String) -> ClassId {
         // The high bits: a multiplicative hash mixes upwards.
         let start = ((class.0 >> 32) as usize) % SLOTS;
         for probe in 0..SLOTS {
@@ -200,7 +212,10 @@ impl Classes {
             match key.load(Relaxed) {
                 k if k == class.0 => return ClassId(index),
                 0 => match key.compare_exchange(0, class.0, Relaxed, Relaxed) {
-                    Ok(_) => return ClassId(index),
+                    Ok(_) => {
+                        self.slots[index].name.get_or_init(|| name().into());
+                        return ClassId(index);
+                    }
                     Err(k) if k == class.0 => return ClassId(index),
                     Err(_) => {}
                 },
@@ -260,6 +275,41 @@ impl Classes {
     }
 
     /// Starts a new window once the current one is over; `now_ms` on the controller's clock.
+    /// What a request of the class demands of a core, in nanoseconds, once measured.
+    pub(crate) fn cpu_ns(&self, id: ClassId) -> Option<u64> {
+        Some(self.class(id).cpu_ns.load(Relaxed)).filter(|&ns| ns > 0)
+    }
+
+    /// A request of the class ended after demanding `ns` in its polls.
+    pub(crate) fn observe_cpu(&self, id: ClassId, ns: u64) {
+        super::cpu::learn(&self.class(id).cpu_ns, ns);
+    }
+
+    /// Every class that has a slot (and the overflow class, once it has a figure): its name,
+    /// CPU demand and peak.
+    pub(crate) fn figures(&self) -> Vec<ClassFigures> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, class)| {
+                let name = match class.name.get() {
+                    Some(name) => name.to_string(),
+                    None if index == SLOTS => "other".to_owned(),
+                    None => return None,
+                };
+                let cpu_ns = self.cpu_ns(ClassId(index));
+                let peak_bytes = class.peak.get();
+                (cpu_ns.is_some() || peak_bytes.is_some() || index < SLOTS).then_some(
+                    ClassFigures {
+                        name,
+                        cpu_ns,
+                        peak_bytes,
+                    },
+                )
+            })
+            .collect()
+    }
+
     pub(crate) fn tick(&self, now_ms: u64) {
         let start = self.window_start_ms.load(Relaxed);
         if now_ms.saturating_sub(start) < WINDOW_MS {
@@ -286,7 +336,7 @@ mod tests {
     #[test]
     fn a_new_class_is_charged_the_initial_figure_then_its_recent_maximum() {
         let classes = Classes::new(256 << 10);
-        let work = classes.find(CostClass::route(&Method::GET, "/work"));
+        let work = classes.find(CostClass::route(&Method::GET, "/work"), String::new);
         assert_eq!(classes.estimate(work, 0), 256 << 10);
         classes.observe_peak(work, 0, 64 * MIB);
         for _ in 0..1000 {
@@ -302,7 +352,7 @@ mod tests {
     #[test]
     fn the_least_a_class_costs_is_learned_from_ended_requests() {
         let classes = Classes::new(MIB);
-        let id = classes.find(CostClass::new("mixed"));
+        let id = classes.find(CostClass::new("mixed"), String::new);
         assert_eq!(classes.least(id, 5), 5, "nothing known yet");
         classes.observe_end(id, 0, 64 * MIB);
         classes.observe_end(id, 0, 64 << 10);
@@ -320,7 +370,7 @@ mod tests {
     #[test]
     fn peaks_are_learned_above_the_declared_length() {
         let classes = Classes::new(0);
-        let ingest = classes.find(CostClass::route(&Method::POST, "/ingest"));
+        let ingest = classes.find(CostClass::route(&Method::POST, "/ingest"), String::new);
         classes.observe_peak(ingest, 4 * MIB, 30 * MIB);
         assert_eq!(classes.estimate(ingest, 8 * MIB), 34 * MIB);
         assert_eq!(
@@ -333,7 +383,7 @@ mod tests {
     #[test]
     fn an_outlier_is_forgotten_after_two_windows_but_an_idle_class_keeps_its_figure() {
         let classes = Classes::new(0);
-        let id = classes.find(CostClass::new("x"));
+        let id = classes.find(CostClass::new("x"), String::new);
         classes.observe_peak(id, 0, 64 * MIB);
         classes.tick(WINDOW_MS); // the outlier moves to the previous window
         classes.observe_peak(id, 0, MIB);
@@ -351,12 +401,12 @@ mod tests {
     fn classes_are_kept_apart_and_the_table_is_bounded() {
         let classes = Classes::new(0);
         let ids: Vec<ClassId> = (0..SLOTS + 10)
-            .map(|i| classes.find(CostClass::new(i)))
+            .map(|i| classes.find(CostClass::new(i), String::new))
             .collect();
         assert!(ids[..SLOTS].iter().all(|id| id.0 < SLOTS));
         assert!(ids[SLOTS..].iter().all(|id| id.0 == SLOTS), "overflow");
         for (i, id) in ids.iter().enumerate().take(SLOTS) {
-            assert_eq!(classes.find(CostClass::new(i)), *id, "found again");
+            assert_eq!(classes.find(CostClass::new(i), String::new), *id, "found again");
         }
         classes.observe_peak(ids[0], 0, MIB);
         assert_eq!(classes.estimate(ids[1], 0), 0);

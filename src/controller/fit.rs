@@ -66,6 +66,9 @@ impl Controller {
     /// overshoots by one request at most. A request whose class always costs the same is not
     /// unsure: it waits until its charge fits.
     ///
+    /// While the CPU is saturated, a request whose work does not fit what the workers can
+    /// finish soon is held back by the CPU gate (see [`cpu`](super::cpu)).
+    ///
     /// Requests below `Critical` count the reserved slots and bytes as taken.
     pub(super) fn fit(&self, state: u64, memory: u64, ask: Ask) -> Fit {
         let settings = &self.settings;
@@ -84,6 +87,9 @@ impl Controller {
             } else {
                 Limit::Concurrency
             });
+        }
+        if self.cpu.holds_back(ask.cpu_us, in_flight(state)) {
+            return Fit::Blocked(Limit::Cpu);
         }
         let Some(budget) = settings.budget else {
             return Fit::Fits;

@@ -8,17 +8,10 @@
 //! requests in flight only add waiting. A runtime with a free worker is never late, whatever
 //! one long poll does.
 //!
-//! **The second signal: latency against its baseline.** A runtime that yields between polls
-//! is seldom late, yet twelve CPU-bound requests on two cores each take six times as long as
-//! one. One admitted request in two is timed from admission to its response head (never its queue
-//! wait, nor its response body, which a slow client sets) is compared with its class's
-//! baseline: the least such time the class showed lately, which creeps up by 1/64 each
-//! window so that a route that really became slower is learned again (per class, so a slow
-//! route is not mistaken for congestion). A request is slow if it took more than
-//! [`TOLERANCE`] times its baseline, and more than half the lateness target beyond it (a
-//! route that answers in microseconds is not congested at twice that). Once
-//! [`MIN_SAMPLES`] have come (in one window or more), they are judged: if most were slow
-//! twice in a row (once may be chance, in a class of mixed sizes), requests are *slow*.
+//! The work requests do themselves is the CPU gate's business (see [`super::cpu`]): it reads
+//! their CPU demand, never their latency, which a client's upload, a downstream call or a
+//! timer sets as much as the CPU does. This limit is the guard for the work the layer cannot
+//! see: `spawn_blocking` and thread pools beside the runtime, other processes on the machine.
 //!
 //! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`LiveLimit::observe`]):
 //! - late (the mean lateness above the target in this window and the one before: a single
@@ -26,39 +19,30 @@
 //!   and fewer requests in flight would not have prevented it): the limit falls to what was
 //!   in use, times `target / lateness`, clamped to `[0.5, 0.9]` (a gradient, as Netflix's
 //!   `Gradient2Limit` clamps its own), never below 1;
-//! - slow: it falls to what was in use, times 0.9;
 //! - otherwise, if the limit held someone back or was all in use: it rises, by a quarter
-//!   while the lateness stays under half the target and at most a quarter of the requests
-//!   were slow, by one otherwise;
+//!   while the lateness stays under half the target, by one otherwise;
 //! - otherwise it stays: a limit nobody reaches learns nothing.
 //!
 //! **Slow start.** It starts at twice the machine's cores, 16 at least (or the ceiling, if
-//! lower), and doubles each window in which it is reached, unless requests were judged slow,
-//! until it first falls: a cold burst of CPU-bound requests is not admitted wholesale (64 of
-//! them on two cores each take 32 times as long as one), while requests that wait on I/O
-//! reach a ceiling of 256 within a quarter of a second.
+//! lower), and doubles each window in which it is reached until it first falls: a cold burst
+//! is not admitted wholesale before the CPU gate has measured anything, while requests that
+//! wait on I/O reach a ceiling of 256 within a quarter of a second.
 //!
 //! Pure arithmetic on explicit readings and times: the tests drive it with a virtual clock.
 
 use std::{
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
     },
     time::Duration,
 };
-
-use super::classes::{ClassId, SLOTS};
 
 /// How long a window of readings lasts before the limit moves.
 pub(crate) const WINDOW_MS: u64 = 50;
 /// The least and the most a late window scales the limit by.
 const LEAST_FACTOR: f64 = 0.5;
 const MOST_FACTOR: f64 = 0.9;
-/// A request is slow when it takes more than this many times its class's baseline.
-pub(crate) const TOLERANCE: u64 = 2;
-/// Latency is judged once this many samples have come, over one window or more.
-const MIN_SAMPLES: u64 = 8;
 
 /// A change of the live limit, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +57,6 @@ pub(crate) struct Moved {
 pub(crate) enum Why {
     /// The runtime ran late.
     Late,
-    /// Most requests took more than [`TOLERANCE`] times their baseline.
-    Slow,
     /// On time and reached: room to grow.
     Room,
 }
@@ -83,7 +65,6 @@ impl Why {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Why::Late => "the runtime ran late",
-            Why::Slow => "most requests took over twice their baseline",
             Why::Room => "on time and reached",
         }
     }
@@ -99,14 +80,7 @@ pub(crate) struct LiveLimit {
     slow_start: AtomicBool,
     /// Whether the last window was late: admissions then yield before their handler runs.
     late: AtomicBool,
-    /// Whether the last window was slow.
-    slow_before: AtomicBool,
     window: Mutex<Window>,
-    /// Per class, the baseline latency in microseconds (0: none yet).
-    baselines: [AtomicU64; SLOTS + 1],
-    /// This window's latency samples, and how many of them were slow.
-    samples: AtomicU64,
-    slow: AtomicU64,
 }
 
 /// The readings of the current window.
@@ -134,37 +108,7 @@ impl LiveLimit {
             current: AtomicUsize::new(initial),
             slow_start: AtomicBool::new(true),
             late: AtomicBool::new(false),
-            slow_before: AtomicBool::new(false),
             window: Mutex::default(),
-            baselines: std::array::from_fn(|_| AtomicU64::new(0)),
-            samples: AtomicU64::new(0),
-            slow: AtomicU64::new(0),
-        }
-    }
-
-    /// Whether requests' latencies are sampled at all.
-    #[inline]
-    pub(crate) fn samples_latency(&self) -> bool {
-        self.target.is_some()
-    }
-
-    /// Records that a request of `class` took `latency` from admission to its response head.
-    pub(crate) fn sample(&self, class: ClassId, latency: Duration) {
-        let micros = (latency.as_micros() as u64).max(1);
-        let baseline = &self.baselines[class.index()];
-        let before = baseline.load(Relaxed);
-        if before == 0 || micros < before {
-            baseline.fetch_min(micros, Relaxed);
-            if before == 0 {
-                baseline.compare_exchange(0, micros, Relaxed, Relaxed).ok();
-            }
-        }
-        self.samples.fetch_add(1, Relaxed);
-        // Slow by a margin that matters too: a route that answers in microseconds is not
-        // congested when it takes twice as long.
-        let margin = self.target.map_or(0, |t| t.as_micros() as u64 / 2);
-        if before != 0 && micros > before * TOLERANCE && micros - before > margin {
-            self.slow.fetch_add(1, Relaxed);
         }
     }
 
@@ -214,44 +158,23 @@ impl LiveLimit {
         }
         let closed = std::mem::take(&mut *window);
         drop(window);
-        // Latency is judged once a window has enough samples; until then they add up.
-        let (samples, slow) = (self.samples.load(Relaxed), self.slow.load(Relaxed));
-        let judged = samples >= MIN_SAMPLES;
-        if judged {
-            self.samples.fetch_sub(samples, Relaxed);
-            self.slow.fetch_sub(slow, Relaxed);
-        }
-        // Baselines creep up, so that a route that became slower is learned again.
-        for baseline in &self.baselines {
-            let micros = baseline.load(Relaxed);
-            baseline.store(micros + micros / 64, Relaxed);
-        }
         let mean = Duration::from_micros(closed.lateness_us / closed.readings);
         // Late twice in a row: one long poll (a large allocation touched at once) stalls a
         // window now and then, and fewer requests in flight would not have prevented it.
         let late = mean > target;
         let stays_late = self.late.swap(late, Relaxed) && late;
-        // Slow twice in a row too: in a class of mixed sizes, one window may by chance see
-        // mostly its larger requests end.
-        let slow_now = judged && slow * 2 > samples;
-        let slowed = judged && self.slow_before.swap(slow_now, Relaxed) && slow_now;
         let current = self.get();
         let in_use = closed.peak.min(current) as f64;
         let (next, why) = if stays_late {
             let factor =
                 (target.as_secs_f64() / mean.as_secs_f64()).clamp(LEAST_FACTOR, MOST_FACTOR);
             ((in_use * factor) as usize, Why::Late)
-        } else if slowed {
-            ((in_use * MOST_FACTOR) as usize, Why::Slow)
         } else if closed.blocked || closed.peak >= current {
-            // In slow start it doubles unless requests were found slow; after, it grows
-            // only on a judgment of latency (not late alone).
-            let calm = mean < target / 2 && slow * 4 <= samples;
-            let step = match (self.slow_start.load(Relaxed), judged, calm) {
-                (true, _, _) if !slow_now => current,
-                (_, false, _) => 0,
-                (_, true, true) => (current / 4).max(1),
-                (_, true, false) => 1,
+            // In slow start it doubles; after, it grows by a quarter while well on time.
+            let step = match (self.slow_start.load(Relaxed), mean < target / 2) {
+                (true, _) => current,
+                (false, true) => (current / 4).max(1),
+                (false, false) => 1,
             };
             (current.saturating_add(step), Why::Room)
         } else {
@@ -293,28 +216,6 @@ mod tests {
         }
     }
 
-    /// [`feed`], with ten requests a window at their baseline: calm windows.
-    fn feed_calm(limit: &LiveLimit, now: &mut u64, windows: u64, in_flight: usize) {
-        for _ in 0..windows {
-            for _ in 0..10 {
-                limit.sample(ClassId::OVERFLOW, Duration::from_millis(1));
-            }
-            feed(limit, now, 1, Duration::ZERO, in_flight, true);
-        }
-    }
-
-    #[test]
-    fn grows_only_once_latency_is_judged() {
-        let limit = LiveLimit::new(256, Some(TARGET), 256);
-        let mut now = 0;
-        feed(&limit, &mut now, 2, Duration::from_millis(40), 16, true);
-        let cut = limit.get();
-        feed(&limit, &mut now, 1, Duration::ZERO, cut, true);
-        assert_eq!(limit.get(), cut, "no samples: nothing is known");
-        feed_calm(&limit, &mut now, 1, cut);
-        assert_eq!(limit.get(), cut * 5 / 4);
-    }
-
     #[test]
     fn starts_at_the_ceiling_and_fixed_never_moves() {
         let fixed = LiveLimit::new(64, None, 4);
@@ -334,7 +235,7 @@ mod tests {
         feed(&limit, &mut now, 2, Duration::from_millis(20), 32, true);
         assert_eq!(limit.get(), 16);
         // After its first fall it grows by a quarter at most.
-        feed_calm(&limit, &mut now, 1, 16);
+        feed(&limit, &mut now, 1, Duration::ZERO, 16, true);
         assert_eq!(limit.get(), 20);
     }
 
@@ -364,18 +265,15 @@ mod tests {
         feed(&limit, &mut now, 10, Duration::from_secs(1), 256, true);
         assert_eq!(limit.get(), 1);
         // Well on time: a quarter (at least one) a window, up to the ceiling and no further.
-        feed_calm(&limit, &mut now, 1, 1);
+        feed(&limit, &mut now, 1, Duration::ZERO, 1, true);
         assert_eq!(limit.get(), 2);
         assert!(!limit.is_late());
-        feed_calm(&limit, &mut now, 100, 0);
+        feed(&limit, &mut now, 100, Duration::ZERO, 0, true);
         assert_eq!(limit.get(), 256);
         // Nearly late: one a window.
         feed(&limit, &mut now, 2, Duration::from_millis(60), 256, true);
         let cut = limit.get();
         assert!(cut < 256);
-        for _ in 0..10 {
-            limit.sample(ClassId::OVERFLOW, Duration::from_millis(1));
-        }
         feed(&limit, &mut now, 1, Duration::from_millis(6), cut, true);
         assert_eq!(limit.get(), cut + 1);
     }
@@ -390,53 +288,6 @@ mod tests {
         // On time, but below the limit and nobody held back: it stays.
         feed(&limit, &mut now, 10, Duration::ZERO, cut - 1, false);
         assert_eq!(limit.get(), cut);
-    }
-
-    #[test]
-    fn falls_while_most_requests_take_twice_their_baseline() {
-        let limit = LiveLimit::new(64, Some(TARGET), 64);
-        let class = ClassId::OVERFLOW;
-        let mut now = 0;
-        // A route of microseconds taking twice as long is not slow: not by 5 ms.
-        let fast = ClassId::for_tests(5);
-        limit.sample(fast, Duration::from_micros(20));
-        for _ in 0..20 {
-            limit.sample(fast, Duration::from_micros(900));
-        }
-        feed(&limit, &mut now, 2, Duration::ZERO, 40, true);
-        assert_eq!(limit.get(), 64);
-        // A baseline of 10 ms, then a window of requests at 25 ms: slow.
-        limit.sample(class, Duration::from_millis(10));
-        for _ in 0..10 {
-            limit.sample(class, Duration::from_millis(25));
-        }
-        feed(&limit, &mut now, 1, Duration::ZERO, 40, true);
-        assert_eq!(limit.get(), 64, "one slow window may be chance");
-        for _ in 0..10 {
-            limit.sample(class, Duration::from_millis(25));
-        }
-        feed(&limit, &mut now, 1, Duration::ZERO, 40, true);
-        assert_eq!(limit.get(), 36, "a tenth off what was in use");
-        // Back near the baseline: it grows again.
-        for _ in 0..10 {
-            limit.sample(class, Duration::from_millis(12));
-        }
-        feed(&limit, &mut now, 1, Duration::ZERO, 36, true);
-        assert!(limit.get() > 36);
-    }
-
-    #[test]
-    fn a_new_class_learns_its_own_baseline() {
-        let limit = LiveLimit::new(64, Some(TARGET), 64);
-        let (fast, slow) = (ClassId::OVERFLOW, ClassId::for_tests(3));
-        limit.sample(fast, Duration::from_millis(1));
-        // A class 100 times slower is not slow: its first sample is its baseline.
-        for _ in 0..20 {
-            limit.sample(slow, Duration::from_millis(100));
-        }
-        let mut now = 0;
-        feed(&limit, &mut now, 1, Duration::ZERO, 64, true);
-        assert_eq!(limit.get(), 64);
     }
 
     #[test]

@@ -47,6 +47,8 @@
 //! under the lock and woken after it is released.
 
 mod classes;
+mod clock;
+mod cpu;
 mod drain;
 mod fit;
 mod footprint;
@@ -58,17 +60,19 @@ mod queue;
 mod readings;
 mod report;
 mod reserve;
-mod standing;
 mod ticket;
 mod waiting;
 mod word;
 
 pub(crate) use classes::ClassId;
 pub use classes::CostClass;
+pub(crate) use clock::Clock;
 pub(crate) use permit::{Charge, Permit};
+pub(crate) use readings::Runtime;
 pub use priority::{Priority, UnknownPriority};
 #[cfg(test)]
 pub(crate) use queue::MAX_PASSES;
+pub use queue::QueueTarget;
 pub(crate) use ticket::Ticket;
 pub(crate) use word::{MAX_BUDGET_BYTES, MAX_CONCURRENCY, kib};
 
@@ -82,7 +86,7 @@ use std::{
         },
     },
     task::Waker,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::{
@@ -94,10 +98,10 @@ use crate::{
 };
 use classes::Classes;
 use fit::{Fit, Reading};
+use cpu::CpuGate;
 use footprint::Footprint;
 use limit::LiveLimit;
 use queue::Queue;
-use standing::Standing;
 use word::{QUEUED, charge, charged_bytes, claim, in_flight};
 
 /// The resolved limits of one pool.
@@ -120,9 +124,10 @@ pub(crate) struct Settings {
     pub(crate) lateness_target: Option<Duration>,
     /// Where the live limit starts (its slow start).
     pub(crate) initial_limit: usize,
-    /// The sojourn above which the queue stands; `None`: it is never shed for standing (see
-    /// [`standing`]).
-    pub(crate) queue_target: Option<Duration>,
+    /// How long a waiter held back by the CPU may wait (see [`queue`]).
+    pub(crate) queue_target: QueueTarget,
+    /// The workers that run requests, until the runtime tells.
+    pub(crate) workers: usize,
     /// Count what would be refused, and admit everything (see [`observe`]).
     pub(crate) observe_only: bool,
 }
@@ -147,7 +152,8 @@ impl Settings {
             critical_bytes: 0,
             lateness_target: None,
             initial_limit: max_concurrency,
-            queue_target: None,
+            queue_target: QueueTarget::Off,
+            workers: 2,
             observe_only: false,
         }
     }
@@ -164,6 +170,8 @@ pub(crate) struct Ask {
     pub(crate) least: u64,
     /// Whether its class has shown its cost: a class not seen yet goes one at a time.
     pub(crate) known: bool,
+    /// The CPU work it brings, in microseconds (0 where the CPU gate is off).
+    pub(crate) cpu_us: u64,
 }
 
 /// What [`Controller::acquire`] decided.
@@ -212,15 +220,17 @@ pub(crate) struct Controller {
     /// Admissions by priority, and rejections by priority and reason.
     admitted_by: [AtomicU64; 3],
     rejected_by: [[AtomicU64; Reason::ALL.len()]; 3],
-    /// Milliseconds since `started`, advanced by the sampler: a clock the request path reads
+    /// Milliseconds since the pool started, advanced by the sampler: a clock the request path reads
     /// for the price of a load.
     clock_ms: AtomicU64,
-    started: Instant,
     shed_log: LogThrottle,
     over_budget_log: LogThrottle,
     slow_bodies: SlowBodies,
     drain: drain::Drain,
     pub(crate) limit: LiveLimit,
+    pub(crate) cpu: CpuGate,
+    /// Times polls and queue waits: the real clock, or a virtual one in tests.
+    pub(crate) clock: Clock,
     /// The runtime's lateness at the last reading, in microseconds.
     lateness_us: AtomicU64,
     limit_log: LogThrottle,
@@ -255,10 +265,12 @@ impl Controller {
                 settings.lateness_target,
                 settings.initial_limit,
             ),
+            cpu: CpuGate::new(settings.lateness_target.is_some(), settings.workers),
+            clock: Clock::default(),
             lateness_us: AtomicU64::new(0),
             limit_log: LogThrottle::new(Duration::from_secs(1)),
             limit_logged: AtomicUsize::new(settings.max_concurrency),
-            queue: Mutex::new(Queue::new(settings.queue_target.map(Standing::new))),
+            queue: Mutex::new(Queue::default()),
             settings,
             memory,
             state: AtomicU64::new(0),
@@ -271,7 +283,6 @@ impl Controller {
             admitted_by: Default::default(),
             rejected_by: Default::default(),
             clock_ms: AtomicU64::new(0),
-            started: Instant::now(),
             shed_log: LogThrottle::new(Duration::from_secs(1)),
             over_budget_log: LogThrottle::new(Duration::from_secs(1)),
             slow_bodies: SlowBodies::default(),
@@ -286,27 +297,39 @@ impl Controller {
     /// [`acquire_as`](Self::acquire_as) a `Normal` request.
     #[cfg(test)]
     pub(crate) fn acquire(self: &Arc<Self>, class: CostClass, declared: Option<u64>) -> Acquired {
-        self.acquire_as(Priority::Normal, class, declared)
+        self.acquire_as(Priority::Normal, class, declared, String::new)
+    }
+
+    /// Whether requests are told apart by cost class: where memory is charged, or CPU work.
+    pub(crate) fn learns_classes(&self) -> bool {
+        self.settings.budget.is_some() || self.cpu.is_enabled()
     }
 
     /// Admits, queues or rejects a request of `priority` and `class` that declared
-    /// `declared` body bytes.
+    /// `declared` body bytes; `name` names its class if it is the first of it.
     pub(crate) fn acquire_as(
         self: &Arc<Self>,
         priority: Priority,
         class: CostClass,
         declared: Option<u64>,
+        name: impl FnOnce() -> String,
     ) -> Acquired {
         let declared = declared.unwrap_or(0);
+        let class = match self.learns_classes() {
+            true => self.classes.find(class, name),
+            false => ClassId::OVERFLOW,
+        };
+        let cpu_us = self.cpu_estimate_us(class);
         let Some(budget) = self.settings.budget else {
             // Without a budget there is nothing to charge, and nothing to pay for charging.
             let ask = Ask {
                 priority,
-                class: ClassId::OVERFLOW,
+                class,
                 charge: 0,
                 declared,
                 least: 0,
                 known: true,
+                cpu_us,
             };
             return self.acquire_charged(ask);
         };
@@ -318,7 +341,6 @@ impl Controller {
                 Limit::Memory,
             ));
         }
-        let class = self.classes.find(class);
         // No more than the budget can ever hold beside the baseline: a class that once cost
         // more than the budget is admitted alone, not only over the budget.
         let room = budget
@@ -333,11 +355,23 @@ impl Controller {
             least: self.classes.least(class, declared).min(charge),
             // Only where polls are measured can a class become known.
             known: self.thread_allocations.is_none() || self.classes.is_known(class),
+            cpu_us,
         };
         if declared > budget {
             return self.admit_past_limits(self.memory.allocated_bytes(), ask);
         }
         self.acquire_charged(ask)
+    }
+
+    /// The CPU work a request of `class` brings, in microseconds: what its class demands, or
+    /// what requests in general do; 0 where the CPU gate is off.
+    fn cpu_estimate_us(&self, class: ClassId) -> u64 {
+        if !self.cpu.is_enabled() {
+            return 0;
+        }
+        self.classes
+            .cpu_ns(class)
+            .map_or_else(|| self.cpu.typical_us(), |ns| ns.div_ceil(1000))
     }
 
     fn acquire_charged(self: &Arc<Self>, ask: Ask) -> Acquired {
@@ -401,7 +435,7 @@ impl Controller {
                 SeqCst,
             ) {
                 Ok(_) => {
-                    self.count_admission(ask.priority, over_budget, memory);
+                    self.count_admission(ask, over_budget, memory);
                     return Ok(());
                 }
                 Err(now) => state = now,

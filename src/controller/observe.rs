@@ -46,7 +46,7 @@ impl Controller {
         }
         self.past_limits.fetch_add(1, Relaxed);
         self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
-        self.count_admission(ask.priority, false, memory);
+        self.count_admission(ask, false, memory);
         let mut permit = Permit::new(Arc::clone(self), ask);
         permit.past_limits();
         Acquired::Admitted(permit)

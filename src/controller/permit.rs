@@ -16,6 +16,10 @@
 //! everything the poll allocated: that bound is what the class learns. (jemalloc's own
 //! per-thread peak cannot be reset without unsafe code, and the bound costs nothing more
 //! than the two readings already taken.)
+//!
+//! **CPU.** Where the CPU gate is on, each poll is also timed: its time is the request's
+//! CPU demand, which corrects what the gate holds for it and, once it has answered, teaches
+//! its class (see [`super::cpu`]).
 
 use std::{
     fmt,
@@ -26,10 +30,15 @@ use std::{
             Ordering::{Relaxed, SeqCst},
         },
     },
-    time::Instant,
 };
 
-use super::{Ask, Controller, classes::ClassId, word::kib};
+use super::{
+    Ask, Controller,
+    classes::ClassId,
+    cpu::Demand,
+    fit::Reading,
+    word::{QUEUED, kib},
+};
 use crate::data_rate::{BodyProgress, TooSlow};
 
 /// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
@@ -158,20 +167,19 @@ pub(crate) struct Permit {
     settled: bool,
     /// Admitted past the limits, observing only (see `super::observe`).
     past_limits: bool,
-    /// When it was admitted, where the live limit samples this request's latency; taken at
-    /// the response head.
-    admitted_at: Option<Instant>,
+    /// Its CPU demand, where the CPU gate is on.
+    demand: Demand,
+    /// Whether its response head is ready: only then is its demand whole enough to learn.
+    responded: bool,
 }
 
 impl Permit {
     /// Wraps a slot and the charge of `ask`, which the controller has already counted.
     pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
         let charge = Charge::new(kib(ask.charge), ask.declared);
-        // One request in two is timed: enough to judge a window, at half the cost.
-        let timed = controller.limit.samples_latency() && super::drain::draw() % 2 == 0;
-        let admitted_at = timed.then(Instant::now);
         Self {
-            admitted_at,
+            demand: Demand::new(ask.cpu_us),
+            responded: false,
             charge: Held::new(charge, controller_shares(&controller)),
             controller,
             class: ask.class,
@@ -205,10 +213,29 @@ impl Permit {
             .map_or(self.declared, |body| body.floor().min(self.declared))
     }
 
-    /// Runs `poll` (one poll of the request's work) and corrects the request's charge by what
-    /// the poll allocated and freed on this thread.
+    /// Runs `poll` (one poll of the request's work) and corrects the request's charges by
+    /// what the poll allocated and freed on this thread, and by how long it took.
     #[inline]
     pub(crate) fn track<R>(&mut self, poll: impl FnOnce() -> R) -> R {
+        if !self.controller.cpu.is_enabled() {
+            return self.track_memory(poll);
+        }
+        let started = self.controller.clock.now_ns();
+        let result = self.track_memory(poll);
+        let spent = self.controller.clock.now_ns().saturating_sub(started);
+        let waiting = self.body.as_ref().is_some_and(|body| body.is_waiting());
+        let controller = &self.controller;
+        if self.demand.polled(&controller.cpu, spent, waiting)
+            && controller.state.load(SeqCst) & QUEUED != 0
+        {
+            controller.grant_waiters(Reading::Last);
+        }
+        result
+    }
+
+    /// [`track`](Self::track)'s memory side.
+    #[inline]
+    fn track_memory<R>(&mut self, poll: impl FnOnce() -> R) -> R {
         let Some(counters) = self.controller.thread_allocations else {
             let result = poll();
             self.follow_floor_untracked();
@@ -277,17 +304,9 @@ impl Permit {
         }
     }
 
-    /// The response head is ready: the live limit learns how long the request took since
-    /// its admission (once), unless its handler reserved memory (it may have waited for it).
+    /// The response head is ready: the request's demand so far is worth learning.
     pub(crate) fn responded(&mut self) {
-        let Some(admitted_at) = self.admitted_at.take() else {
-            return;
-        };
-        if self.charge.reserved.load(Relaxed) == 0 {
-            self.controller
-                .limit
-                .sample(self.class, admitted_at.elapsed());
-        }
+        self.responded = true;
     }
 
     /// Ends the request for a body too slow (`slow` says which, and at which rate): counted,
@@ -331,9 +350,17 @@ impl fmt::Debug for Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let classes = &self.controller.classes;
         if self.settled && self.controller.thread_allocations.is_some() {
-            let classes = &self.controller.classes;
             classes.observe_end(self.class, self.declared, self.peak);
+        }
+        if self.controller.cpu.is_enabled() {
+            self.demand.end(&self.controller.cpu);
+            // A request cut short (its client gone) did not show what it demands.
+            if self.responded {
+                classes.observe_cpu(self.class, self.demand.used_ns());
+                self.controller.cpu.learn(self.demand.used_ns());
+            }
         }
         if self.charge.beyond.load(SeqCst) {
             self.controller.end_reservation_beyond();

@@ -12,15 +12,66 @@
 //! requests do not wait behind a large one (a 64 MiB head lets up to 1,024 requests of 64 KiB
 //! by), and a large one is never starved: it waits for at most its own size in others beyond
 //! those ahead of it, and never past its deadline (the response future's business).
+//!
+//! **A wait bounded by service time.** A waiter held back by a CPU that cannot keep up waits
+//! only as long as its [`QueueTarget`] allows (by default twice one and a half times its
+//! class's CPU demand, 2 ms at least): a request that would wait longer is refused when it
+//! arrives, and one that has waited longer is sent away (`503`, `standing_queue`), since a
+//! CPU-bound request's queue wait is the part of its latency the layer adds. A route of 50 µs
+//! and one of 500 ms cannot share one absolute target. A waiter held back by memory keeps its
+//! place.
 
 use std::{
     collections::{BTreeMap, HashMap},
     task::Waker,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use super::{Ask, Priority, standing::Standing};
+use super::{Ask, Priority};
 use crate::rejection::{Limit, Reason};
+
+/// How long a request held back by the CPU may wait in the queue: twice the target, after
+/// which it is sent away (`503`, `standing_queue`); one that would wait longer is refused
+/// when it arrives.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_admission::{AdmissionConfig, QueueTarget};
+///
+/// // The default: relative to each request's service time.
+/// let auto = AdmissionConfig::default().queue_target(QueueTarget::Auto);
+/// // A fixed target: at most 40 ms of waiting for the CPU.
+/// let fixed = AdmissionConfig::default().queue_target(QueueTarget::Fixed(Duration::from_millis(20)));
+/// # let _ = (auto, fixed);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueTarget {
+    /// One and a half times the CPU demand of the request's cost class (what serving it
+    /// takes while the gate holds the CPU's work to about one and a half requests a worker),
+    /// and 1 ms at least.
+    #[default]
+    Auto,
+    /// The same target for every request.
+    Fixed(Duration),
+    /// Never sent away for waiting: only the queue timeout ends a wait.
+    Off,
+}
+
+impl QueueTarget {
+    /// The shortest target `Auto` gives, in microseconds.
+    const LEAST_AUTO_US: u64 = 1_000;
+
+    /// The longest a request that brings `cpu_us` of work may wait for the CPU, in
+    /// nanoseconds: twice its target; `None` when off.
+    pub(crate) fn longest_ns(self, cpu_us: u64) -> Option<u64> {
+        let target_us = match self {
+            Self::Auto => (cpu_us * 3 / 2).max(Self::LEAST_AUTO_US),
+            Self::Fixed(target) => target.as_micros() as u64,
+            Self::Off => return None,
+        };
+        Some(target_us.saturating_mul(2_000))
+    }
+}
 
 /// How many waiters may go ahead of a blocked head before it holds the line.
 pub(crate) const MAX_PASSES: u32 = 1024;
@@ -40,8 +91,8 @@ pub(super) struct Waiter {
     /// ...and what they were charged.
     passed_bytes: u64,
     pub(super) waker: Option<Waker>,
-    /// When it joined the queue.
-    pub(super) since: Instant,
+    /// When it joined the queue, in nanoseconds on the controller's clock.
+    pub(super) since_ns: u64,
 }
 
 impl Waiter {
@@ -85,8 +136,8 @@ pub(super) struct Queue {
     /// served, while it waited.
     overtaken: [u32; 3],
     next_arrival: u64,
-    /// Whether the queue stands, where waiters are shed for it.
-    pub(super) standing: Option<Standing>,
+    /// The CPU work the waiters bring, in microseconds.
+    cpu_us: u64,
 }
 
 fn key_range(priority: usize) -> std::ops::Range<u64> {
@@ -99,14 +150,8 @@ fn rank_of(id: u64) -> usize {
 }
 
 impl Queue {
-    pub(super) fn new(standing: Option<Standing>) -> Self {
-        Self {
-            standing,
-            ..Self::default()
-        }
-    }
-
-    pub(super) fn push(&mut self, ask: Ask) -> u64 {
+    /// Queues `ask`, arrived at `now_ns`.
+    pub(super) fn push(&mut self, ask: Ask, now_ns: u64) -> u64 {
         let id = key_range(ask.priority.rank()).start | self.next_arrival;
         self.next_arrival += 1;
         let waiter = Waiter {
@@ -114,18 +159,28 @@ impl Queue {
             passes: 0,
             passed_bytes: 0,
             waker: None,
-            since: Instant::now(),
+            since_ns: now_ns,
         };
-        if let Some(standing) = &mut self.standing {
-            standing.joined(waiter.since);
-        }
+        self.cpu_us += ask.cpu_us;
         self.waiters.insert(id, waiter);
         id
     }
 
+    /// Takes waiter `id` out of the queue.
+    fn take(&mut self, id: u64) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&id)?;
+        self.cpu_us -= waiter.ask.cpu_us;
+        Some(waiter)
+    }
+
+    /// The CPU work the waiters bring, in microseconds.
+    pub(super) fn cpu_us(&self) -> u64 {
+        self.cpu_us
+    }
+
     /// Takes waiter `id` out of the queue, or says what became of it.
     pub(super) fn leave(&mut self, id: u64) -> Left {
-        if self.waiters.remove(&id).is_some() {
+        if self.take(id).is_some() {
             return Left::Waiting;
         }
         match self.evicted.remove(&id) {
@@ -159,34 +214,30 @@ impl Queue {
             .waiters
             .last_key_value()
             .filter(|(id, _)| rank_of(**id) > priority.rank())?;
-        let waiter = self.waiters.remove(&id)?;
+        let waiter = self.take(id)?;
         self.evicted
             .insert(id, (Reason::QueueFull, limit(&waiter.ask)));
         Some(waiter.waker)
     }
 
-    /// Sends away, as `standing_queue`, the waiters that have waited longer than `longest`
-    /// at `now` and that `blocked` says only the concurrency limit holds back (naming it):
-    /// the oldest of each priority first, looking no further than the first younger one.
-    /// A waiter held back by memory keeps its place. Returns their wakers.
+    /// Sends away, as `standing_queue`, the waiters that `too_long` says have waited too
+    /// long at `now_ns` (naming the limit that held them back), looking at the oldest
+    /// [`SCAN`] of each priority. Returns their wakers.
     pub(super) fn shed_standing(
         &mut self,
-        now: Instant,
-        longest: Duration,
-        blocked: impl Fn(&Ask) -> Option<Limit>,
+        now_ns: u64,
+        too_long: impl Fn(&Ask, u64) -> Option<Limit>,
     ) -> Vec<Waker> {
         let mut shed = Vec::new();
         for rank in 0..self.overtaken.len() {
-            let old = self
-                .waiters
-                .range(key_range(rank))
-                .take(SCAN)
-                .take_while(|(_, w)| now.saturating_duration_since(w.since) > longest);
-            shed.extend(old.filter_map(|(&id, w)| Some((id, blocked(&w.ask)?))));
+            let old = self.waiters.range(key_range(rank)).take(SCAN);
+            shed.extend(old.filter_map(|(&id, w)| {
+                Some((id, too_long(&w.ask, now_ns.saturating_sub(w.since_ns))?))
+            }));
         }
         shed.into_iter()
             .filter_map(|(id, limit)| {
-                let waiter = self.waiters.remove(&id)?;
+                let waiter = self.take(id)?;
                 self.evicted.insert(id, (Reason::StandingQueue, limit));
                 waiter.waker
             })
@@ -274,7 +325,7 @@ impl Queue {
                     blocked += 1;
                 }
                 Verdict::Admitted => {
-                    let Some(admitted) = self.waiters.remove(&id) else {
+                    let Some(admitted) = self.take(id) else {
                         break;
                     };
                     self.admitted(admitted.ask.priority);
@@ -309,13 +360,14 @@ mod tests {
             declared: 0,
             least: 0,
             known: true,
+            cpu_us: 1,
         }
     }
 
     fn queue(charges: &[u64]) -> Queue {
         let mut queue = Queue::default();
         for &charge in charges {
-            queue.push(ask(charge));
+            queue.push(ask(charge), 0);
         }
         queue
     }
@@ -363,7 +415,7 @@ mod tests {
     fn the_head_holds_the_line_once_its_own_charge_has_passed() {
         let mut q = queue(&[100]);
         for _ in 0..150 {
-            q.push(ask(1));
+            q.push(ask(1), 0);
         }
         let mut room = 99;
         assert_eq!(admit_within(&mut q, &mut room), 99);
@@ -382,7 +434,7 @@ mod tests {
     fn the_head_holds_the_line_after_max_passes() {
         let mut q = queue(&[u64::MAX]);
         for _ in 0..MAX_PASSES + 5 {
-            q.push(ask(0));
+            q.push(ask(0), 0);
         }
         let mut room = u64::MAX - 1;
         assert_eq!(admit_within(&mut q, &mut room), MAX_PASSES as usize);
@@ -409,7 +461,7 @@ mod tests {
             (Priority::Normal, 4),
             (Priority::Critical, 5),
         ] {
-            q.push(ask_as(priority, charge));
+            q.push(ask_as(priority, charge), 0);
         }
         assert!(q.holds_back(Priority::Normal));
         assert_eq!(offer_order(&mut q), [3, 5, 2, 4, 1]);
@@ -418,7 +470,7 @@ mod tests {
     #[test]
     fn a_starving_priority_goes_first_once() {
         let mut q = Queue::default();
-        let sheddable = q.push(ask_as(Priority::Sheddable, 1));
+        let sheddable = q.push(ask_as(Priority::Sheddable, 1), 0);
         for _ in 0..MAX_OVERTAKES {
             assert!(q.starving().is_none());
             q.admitted(Priority::Critical);
@@ -428,8 +480,8 @@ mod tests {
             q.holds_back(Priority::Critical),
             "its turn: even critical queues"
         );
-        q.push(ask_as(Priority::Critical, 2));
-        q.push(ask_as(Priority::Normal, 3));
+        q.push(ask_as(Priority::Critical, 2), 0);
+        q.push(ask_as(Priority::Normal, 3), 0);
         assert_eq!(offer_order(&mut q), [1, 2, 3]);
         assert!(q.starving().is_none(), "served: the count starts again");
     }
@@ -440,7 +492,7 @@ mod tests {
         for _ in 0..2 * MAX_OVERTAKES {
             q.admitted(Priority::Critical);
         }
-        q.push(ask_as(Priority::Normal, 1));
+        q.push(ask_as(Priority::Normal, 1), 0);
         assert!(q.starving().is_none());
         assert!(!q.holds_back(Priority::Critical));
     }
@@ -448,12 +500,12 @@ mod tests {
     #[test]
     fn a_starving_waiter_that_does_not_fit_holds_the_line_after_its_charge() {
         let mut q = Queue::default();
-        q.push(ask_as(Priority::Normal, 10));
+        q.push(ask_as(Priority::Normal, 10), 0);
         for _ in 0..MAX_OVERTAKES {
             q.admitted(Priority::Critical);
         }
         for _ in 0..20 {
-            q.push(ask_as(Priority::Critical, 1));
+            q.push(ask_as(Priority::Critical, 1), 0);
         }
         let mut room = 9;
         assert_eq!(admit_within(&mut q, &mut room), 9, "criticals pass it");
@@ -472,9 +524,9 @@ mod tests {
     #[test]
     fn a_full_queue_gives_the_newest_lowest_waiter_s_place() {
         let mut q = Queue::default();
-        let normal = q.push(ask_as(Priority::Normal, 1));
-        let old = q.push(ask_as(Priority::Sheddable, 2));
-        let new = q.push(ask_as(Priority::Sheddable, 3));
+        let normal = q.push(ask_as(Priority::Normal, 1), 0);
+        let old = q.push(ask_as(Priority::Sheddable, 2), 0);
+        let new = q.push(ask_as(Priority::Sheddable, 3), 0);
         assert!(
             q.evict_below(Priority::Sheddable, |_| Limit::Memory)
                 .is_none()
@@ -509,28 +561,35 @@ mod tests {
     }
 
     #[test]
-    fn a_standing_queue_sheds_old_waiters_held_for_a_slot_and_keeps_those_held_for_memory() {
+    fn old_waiters_held_for_the_cpu_are_shed_and_those_held_for_memory_keep_their_place() {
         let mut q = queue(&[1, 64, 1]);
         let old: Vec<u64> = q.waiters.keys().copied().collect();
-        std::thread::sleep(Duration::from_millis(30));
-        let young = q.push(ask(1));
-        let now = q.waiters[&young].since + Duration::from_millis(5);
-        // Charge 64 waits for memory; the others for a slot.
-        let blocked = |ask: &Ask| (ask.charge == 1).then_some(Limit::Adaptive);
-        q.shed_standing(now, Duration::from_millis(20), blocked);
+        let young = q.push(ask(1), 30_000_000);
+        assert_eq!(q.cpu_us(), 4);
+        // Charge 64 waits for memory; the others for the CPU, 20 ms at most.
+        let too_long =
+            |ask: &Ask, waited: u64| (ask.charge == 1 && waited > 20_000_000).then_some(Limit::Cpu);
+        q.shed_standing(35_000_000, too_long);
         assert!(matches!(
             q.leave(old[0]),
-            Left::Evicted(Reason::StandingQueue, Limit::Adaptive)
+            Left::Evicted(Reason::StandingQueue, Limit::Cpu)
         ));
         assert!(matches!(
             q.leave(old[2]),
-            Left::Evicted(Reason::StandingQueue, Limit::Adaptive)
+            Left::Evicted(Reason::StandingQueue, Limit::Cpu)
         ));
         let left: Vec<u64> = q.waiters.values().map(|w| w.ask.charge).collect();
-        assert_eq!(
-            left,
-            [64, 1],
-            "memory keeps its place, and the young one stays"
-        );
+        assert_eq!(left, [64, 1], "memory keeps its place, and the young one stays");
+        assert!(matches!(q.leave(young), Left::Waiting));
+        assert_eq!(q.cpu_us(), 1);
+    }
+
+    #[test]
+    fn the_auto_target_follows_service_time() {
+        assert_eq!(QueueTarget::Auto.longest_ns(10_000), Some(30_000_000));
+        assert_eq!(QueueTarget::Auto.longest_ns(50), Some(2_000_000), "1 ms at least");
+        let fixed = QueueTarget::Fixed(Duration::from_millis(5));
+        assert_eq!(fixed.longest_ns(10_000), Some(10_000_000));
+        assert_eq!(QueueTarget::Off.longest_ns(10_000), None);
     }
 }

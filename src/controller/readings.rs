@@ -1,5 +1,6 @@
 //! What the sampler thread feeds the controller: each memory reading (which may let waiters
-//! in) and the runtime's lateness (which moves the live limit).
+//! in), and how the runtime runs: its lateness (which moves the live limit), its workers and
+//! how often they park (which tell the CPU gate whether the CPU is saturated).
 
 use std::{
     sync::atomic::Ordering::{Relaxed, SeqCst},
@@ -17,7 +18,7 @@ impl Controller {
     /// Called by the sampler after each refresh: a lower reading may let waiters in.
     pub(crate) fn on_sample(&self, refreshed: Result<(), MemoryError>) {
         self.reading_health.record(&refreshed);
-        let now_ms = self.started.elapsed().as_millis() as u64;
+        let now_ms = self.clock.now_ms();
         self.clock_ms.store(now_ms, Relaxed);
         self.classes.tick(now_ms);
         let state = self.state.load(SeqCst);
@@ -40,26 +41,41 @@ impl Controller {
         }
     }
 
-    /// Called by the sampler with the runtime's lateness: moves the live limit (see
-    /// [`limit`]), and lets waiters in if it rose.
-    pub(crate) fn on_lateness(&self, lateness: Duration) {
-        self.on_lateness_at(lateness, self.started.elapsed().as_millis() as u64);
+    /// Called by the sampler with how the runtime runs: moves the live limit (see
+    /// [`limit`](super::limit)) and judges whether the CPU is saturated (see
+    /// [`cpu`](super::cpu)); lets waiters in if either opened.
+    pub(crate) fn on_runtime(&self, runtime: Runtime) {
+        self.on_runtime_at(runtime, self.clock.now_ms());
     }
 
-    /// [`on_lateness`](Self::on_lateness) at `now_ms` (since the pool started): tests drive
-    /// it on a virtual clock.
-    pub(crate) fn on_lateness_at(&self, lateness: Duration, now_ms: u64) {
+    /// [`on_runtime`](Self::on_runtime) at `now_ms` (since the pool started): tests drive it
+    /// on a virtual clock.
+    pub(crate) fn on_runtime_at(&self, runtime: Runtime, now_ms: u64) {
+        let Runtime {
+            lateness,
+            workers,
+            parks,
+        } = runtime;
         self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
+        if let Some(workers) = workers {
+            self.cpu.set_workers(workers);
+        }
+        let was_saturated = self.cpu.is_saturated();
+        if let Some(judged) = self.cpu.observe(now_ms, parks) {
+            self.log_cpu(judged, was_saturated);
+        }
         let state = self.state.load(SeqCst);
         let queued = state & QUEUED != 0;
         // The reserved slots count as used: below `Critical`, waiters cannot have them.
         let used = in_flight(state) as usize + self.settings.critical_slots;
         let blocked = queued && used >= self.limit.get();
-        let Some(moved) = self.limit.observe(now_ms, lateness, used, blocked) else {
-            return;
-        };
-        self.log_limit(moved, lateness, now_ms);
-        if moved.to > moved.from && queued {
+        let moved = self.limit.observe(now_ms, lateness, used, blocked);
+        if let Some(moved) = moved {
+            self.log_limit(moved, lateness, now_ms);
+        }
+        let opened = moved.is_some_and(|m| m.to > m.from)
+            || (was_saturated && !self.cpu.is_saturated());
+        if opened && queued {
             self.grant_waiters(Reading::Last);
         }
     }
@@ -69,4 +85,15 @@ impl Controller {
     pub(crate) fn runtime_is_late(&self) -> bool {
         self.limit.is_late()
     }
+}
+
+/// How the runtime runs, as the sampler reads it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Runtime {
+    /// How late its heartbeat runs.
+    pub(crate) lateness: Duration,
+    /// Its workers (fewer under a CPU quota), once known.
+    pub(crate) workers: Option<usize>,
+    /// How often its workers have parked in all, where it tells.
+    pub(crate) parks: Option<u64>,
 }

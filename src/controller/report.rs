@@ -10,14 +10,15 @@ use std::{
 };
 
 use super::{
-    Controller, Priority,
+    Ask, Controller, Priority,
+    cpu::Judged,
     limit::Moved,
     word::{charged_bytes, in_flight},
 };
 use crate::{
     data_rate::TooSlow,
     rejection::{Limit, Reason, Rejection},
-    snapshot::Snapshot,
+    snapshot::{ClassCost, Snapshot},
 };
 
 impl Controller {
@@ -28,7 +29,10 @@ impl Controller {
             .retry_after(self.queued.load(Relaxed), max, super::drain::draw())
     }
 
-    pub(super) fn count_admission(&self, priority: Priority, over_budget: bool, memory: u64) {
+    /// Counts the admission of `ask`, and charges the CPU work it brings.
+    pub(super) fn count_admission(&self, ask: Ask, over_budget: bool, memory: u64) {
+        let priority = ask.priority;
+        self.cpu.charge(ask.cpu_us);
         self.unsettled.fetch_add(1, SeqCst);
         self.admitted.fetch_add(1, Relaxed);
         self.admitted_by[priority.rank()].fetch_add(1, Relaxed);
@@ -109,6 +113,33 @@ impl Controller {
         }
     }
 
+    /// Logs a window the CPU gate judged: at debug level each one, at info level when the
+    /// CPU becomes saturated or stops being so.
+    pub(super) fn log_cpu(&self, judged: Judged, was_saturated: bool) {
+        let Judged {
+            busy_workers,
+            parks,
+            saturated,
+        } = judged;
+        let (charged_us, capacity_us) = (self.cpu.charged_us(), self.cpu.capacity_us());
+        tracing::debug!(busy_workers, parks, saturated, charged_us, capacity_us, "cpu window");
+        if saturated != was_saturated {
+            tracing::info!(
+                busy_workers,
+                parks,
+                workers = self.cpu.workers(),
+                typical_us = self.cpu.typical_us(),
+                capacity_us,
+                "{}",
+                if saturated {
+                    "cpu saturated: admitting only the work the workers can finish soon"
+                } else {
+                    "cpu no longer saturated: the cpu gate is open"
+                }
+            );
+        }
+    }
+
     fn note_over_budget(&self, memory: u64) {
         let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
         if let Some(suppressed) = self
@@ -137,6 +168,20 @@ impl Controller {
             max_concurrency: self.settings.max_concurrency,
             concurrency_limit: self.limit.get(),
             runtime_lateness: Duration::from_micros(self.lateness_us.load(Relaxed)),
+            cpu_saturated: self.cpu.is_saturated(),
+            cpu_workers: self.cpu.workers(),
+            cpu_charged: Duration::from_micros(self.cpu.charged_us()),
+            cpu_capacity: Duration::from_micros(self.cpu.capacity_us()),
+            classes: self
+                .classes
+                .figures()
+                .into_iter()
+                .map(|figures| ClassCost {
+                    name: figures.name,
+                    cpu: figures.cpu_ns.map(Duration::from_nanos),
+                    peak_bytes: figures.peak_bytes,
+                })
+                .collect(),
             queue_capacity: self.settings.queue_capacity,
             observe_only: self.settings.observe_only,
             admitted: self.admitted.load(Relaxed),

@@ -1,7 +1,7 @@
 //! The waiting side of the controller: a request that cannot go at once joins the queue (or
 //! is refused), and waiters are admitted in the queue's order as releases, recharges and
-//! fresh readings make room; a standing queue is shed; a waiter leaves on its deadline or
-//! when its client goes.
+//! fresh readings make room; waiters held back by the CPU longer than their target are shed;
+//! a waiter leaves on its deadline or when its client goes.
 
 use std::{
     sync::{
@@ -9,13 +9,12 @@ use std::{
         atomic::Ordering::{Relaxed, SeqCst},
     },
     task::Waker,
-    time::Instant,
 };
 
 use super::{
     Acquired, Ask, Controller, Permit, Priority, Ticket,
     fit::{Fit, Reading},
-    queue::{Left, Queue, Verdict},
+    queue::{Left, Queue, QueueTarget, Verdict},
     word::{QUEUED, claim, in_flight, kib, without_in_flight},
 };
 use crate::rejection::{Limit, Reason};
@@ -36,7 +35,7 @@ impl Controller {
                 // Only the lock holder adds while the fast path refuses; a racing release
                 // only subtracts.
                 self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
-                self.count_admission(ask.priority, over_budget, memory);
+                self.count_admission(ask, over_budget, memory);
                 queue.admitted(ask.priority);
                 drop(queue);
                 return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
@@ -61,7 +60,16 @@ impl Controller {
                 limit,
             ));
         }
-        let id = queue.push(ask);
+        if self.would_wait_too_long(&queue, memory, ask) {
+            drop(queue);
+            wakers_of(evicted).for_each(Waker::wake);
+            return Acquired::Rejected(self.reject_admission(
+                ask.priority,
+                Reason::StandingQueue,
+                Limit::Cpu,
+            ));
+        }
+        let id = queue.push(ask, self.clock.now_ns());
         self.state.fetch_or(QUEUED, SeqCst);
         // A release between the failed try and the bit did not see the bit: check again, now
         // that every later release will. This may grant the new ticket itself.
@@ -69,7 +77,7 @@ impl Controller {
         drop(queue);
         wakers
             .into_iter()
-            .chain(evicted.flatten())
+            .chain(wakers_of(evicted))
             .for_each(Waker::wake);
         tracing::trace!(charge = ask.charge, "request queued");
         Acquired::Queued(Ticket {
@@ -127,7 +135,7 @@ impl Controller {
                 match self.may_admit_locked(state, memory, waiter.ask, head, reading) {
                     Some(over_budget) => {
                         self.state.fetch_add(claim(kib(waiter.ask.charge)), SeqCst);
-                        self.count_admission(waiter.ask.priority, over_budget, memory);
+                        self.count_admission(waiter.ask, over_budget, memory);
                         Verdict::Admitted
                     }
                     None if in_flight(state) >= self.limit.get() as u64 => Verdict::Stop,
@@ -138,33 +146,53 @@ impl Controller {
             wakers
         };
         if queue.is_empty() {
-            if let Some(standing) = &mut queue.standing {
-                standing.emptied();
-            }
             self.state.fetch_and(!QUEUED, SeqCst);
         }
         self.queued.store(queue.len(), Relaxed);
         wakers
     }
 
-    /// While the live limit has fallen below its ceiling (the runtime cannot keep up) and the
-    /// queue stands (see [`standing`]), sends away the waiters that waited too long for a slot;
+    /// Whether `ask`, held back by the CPU, would wait longer than its target allows: the
+    /// work queued ahead of it and its own, spread over the workers, is its wait.
+    fn would_wait_too_long(&self, queue: &Queue, memory: u64, ask: Ask) -> bool {
+        let Some(longest) = self.settings.queue_target.longest_ns(ask.cpu_us) else {
+            return false;
+        };
+        let ahead_us = queue.cpu_us() + ask.cpu_us;
+        let wait_ns = ahead_us.saturating_mul(1000) / self.cpu.workers() as u64;
+        wait_ns > longest
+            && self.fit(self.state.load(SeqCst), memory, ask) == Fit::Blocked(Limit::Cpu)
+    }
+
+    /// While the CPU cannot keep up (saturated, or the runtime late enough for the live limit
+    /// to fall), sends away the waiters held back by it longer than their target allows;
     /// those held back by memory keep their place. Returns their wakers.
     pub(super) fn shed_standing(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
-        if !self.limit.has_fallen() {
+        let target = self.settings.queue_target;
+        if target == QueueTarget::Off
+            || queue.is_empty()
+            || !(self.cpu.is_saturated() || self.limit.has_fallen())
+        {
             return Vec::new();
         }
-        let now = Instant::now();
-        let Some(longest) = queue.standing.as_ref().and_then(|s| s.longest(now)) else {
-            return Vec::new();
-        };
         let state = self.state.load(SeqCst);
-        // Held back by the live limit only: with nobody in flight, it would fit in memory.
+        // Held back by the CPU only: with nobody in flight, it would fit in memory.
         let charges = without_in_flight(state);
-        queue.shed_standing(now, longest, |ask| {
-            let slot = matches!(self.fit(state, memory, *ask), Fit::Blocked(Limit::Adaptive));
+        queue.shed_standing(self.clock.now_ns(), |ask, waited_ns| {
+            if target.longest_ns(ask.cpu_us).is_none_or(|longest| waited_ns <= longest) {
+                return None;
+            }
+            let limit = match self.fit(state, memory, *ask) {
+                Fit::Blocked(limit @ (Limit::Cpu | Limit::Adaptive)) => limit,
+                _ => return None,
+            };
             let room = !matches!(self.fit(charges, memory, *ask), Fit::Blocked(Limit::Memory));
-            (slot && room).then_some(Limit::Adaptive)
+            room.then_some(limit)
         })
     }
+}
+
+/// The waker of a waiter evicted to make room, if any.
+fn wakers_of(evicted: Option<Option<Waker>>) -> impl Iterator<Item = Waker> {
+    evicted.flatten().into_iter()
 }

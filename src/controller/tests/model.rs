@@ -19,7 +19,10 @@ use proptest::prelude::*;
 
 use crate::{
     controller::Priority,
-    controller::{Acquired, Controller, CostClass, MAX_PASSES, Permit, Settings, Ticket, kib},
+    controller::{
+        Acquired, Controller, CostClass, MAX_PASSES, Permit, QueueTarget, Runtime, Settings, Ticket,
+        kib,
+    },
     memory::{ManualMemory, MemorySource},
     rejection::{Limit, Reason},
 };
@@ -96,7 +99,7 @@ impl Model {
         }
         if adaptive {
             settings.lateness_target = Some(std::time::Duration::from_millis(10));
-            settings.queue_target = Some(std::time::Duration::from_millis(5));
+            settings.queue_target = QueueTarget::Fixed(std::time::Duration::from_millis(5));
             settings.initial_limit = 1;
         }
         let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
@@ -129,7 +132,7 @@ impl Model {
                 };
                 let waiters: Vec<u64> = self.waiters().collect();
                 let someone_waits = waiters.iter().any(|w| self.priorities[w] <= priority);
-                match self.controller.acquire_as(priority, CLASS, Some(declared)) {
+                match self.controller.acquire_as(priority, CLASS, Some(declared), String::new) {
                     Acquired::Admitted(permit) => {
                         let s = self.controller.snapshot();
                         assert!(
@@ -209,7 +212,11 @@ impl Model {
             Op::Late(ms) => {
                 self.now_ms += 60;
                 let lateness = std::time::Duration::from_millis(ms.into());
-                self.controller.on_lateness_at(lateness, self.now_ms);
+                let runtime = Runtime {
+                    lateness,
+                    ..Runtime::default()
+                };
+                self.controller.on_runtime_at(runtime, self.now_ms);
             }
             _ => {}
         }
@@ -235,12 +242,13 @@ impl Model {
         for (arrival, estimate, mut ticket) in self.waiting.drain(..) {
             match ticket.poll_grant(&mut cx) {
                 Poll::Ready(Ok(permit)) => granted.push((arrival, estimate, permit)),
-                // A standing queue sheds only waiters for a live limit below its ceiling.
+                // Only a CPU that cannot keep up sheds for waiting: the gate, or a live limit
+                // below its ceiling.
                 Poll::Ready(Err(rejection)) => assert!(
                     self.closed
                         || self.evicted.contains(&arrival)
                         || (rejection.reason() == Reason::StandingQueue
-                            && rejection.limit() == Limit::Adaptive),
+                            && matches!(rejection.limit(), Limit::Adaptive | Limit::Cpu)),
                     "waiter rejected while open: {rejection:?}"
                 ),
                 Poll::Pending => still.push((arrival, estimate, ticket)),
@@ -389,7 +397,7 @@ fn many_threads_racing_leave_nothing_behind() {
                 for round in 0..ROUNDS {
                     let declared = ((t + round) % 5) as u64 * MIB;
                     let priority = Priority::ALL[(t + round / 7) % 3];
-                    match controller.acquire_as(priority, CLASS, Some(declared)) {
+                    match controller.acquire_as(priority, CLASS, Some(declared), String::new) {
                         Acquired::Admitted(mut permit) => {
                             tally.admitted += 1;
                             if round % 2 == 0 {

@@ -207,7 +207,7 @@ fn a_request_goes_on_the_least_its_class_costs_one_at_a_time() {
     let _filler = admitted(c.acquire(CLASS, Some(100 * MIB))); // 101 of 128
     // A class that costs from 1 to 64 MiB: its estimate does not fit, the least does.
     let mixed = CostClass::new("mixed");
-    let id = c.classes.find(mixed);
+    let id = c.classes.find(mixed, String::new);
     c.classes.observe_peak(id, 0, 64 * MIB);
     c.classes.observe_end(id, 0, MIB);
     let Acquired::Admitted(mut probe) = c.acquire(mixed, None) else {
@@ -425,8 +425,8 @@ fn a_freed_slot_goes_to_the_highest_priority_waiting() {
     let c = with_reserve(1, None, 8, 0);
     let first = admitted(c.acquire(CLASS, None));
     let waker = Arc::new(CountingWaker::default());
-    let mut normal = queued(c.acquire_as(Priority::Normal, CLASS, None));
-    let mut critical = queued(c.acquire_as(Priority::Critical, CLASS, None));
+    let mut normal = queued(c.acquire_as(Priority::Normal, CLASS, None, String::new));
+    let mut critical = queued(c.acquire_as(Priority::Critical, CLASS, None, String::new));
     drop(first);
     assert!(poll(&mut normal, &waker).is_pending());
     let permit = poll(&mut critical, &waker);
@@ -442,11 +442,11 @@ fn a_freed_slot_goes_to_the_highest_priority_waiting() {
 fn sheddable_requests_are_refused_rather_than_fill_half_the_queue() {
     let c = with_reserve(1, None, 4, 0);
     let _busy = admitted(c.acquire(CLASS, None));
-    let _a = queued(c.acquire_as(Priority::Sheddable, CLASS, None));
-    let _b = queued(c.acquire_as(Priority::Normal, CLASS, None));
-    let shed = rejected(c.acquire_as(Priority::Sheddable, CLASS, None));
+    let _a = queued(c.acquire_as(Priority::Sheddable, CLASS, None, String::new));
+    let _b = queued(c.acquire_as(Priority::Normal, CLASS, None, String::new));
+    let shed = rejected(c.acquire_as(Priority::Sheddable, CLASS, None, String::new));
     assert_eq!(shed.reason(), Reason::QueueFull);
-    let _c = queued(c.acquire_as(Priority::Normal, CLASS, None));
+    let _c = queued(c.acquire_as(Priority::Normal, CLASS, None, String::new));
     let s = c.snapshot();
     assert_eq!(s.rejected_with(Priority::Sheddable, Reason::QueueFull), 1);
     assert_eq!(s.rejected_with(Priority::Normal, Reason::QueueFull), 0);
@@ -457,9 +457,9 @@ fn sheddable_requests_are_refused_above_the_soft_limit() {
     let (c, memory) = controller(8, Some(64 * MIB), 8);
     memory.set(63 * MIB + MIB / 2);
     c.on_sample(Ok(()));
-    let shed = rejected(c.acquire_as(Priority::Sheddable, CLASS, None));
+    let shed = rejected(c.acquire_as(Priority::Sheddable, CLASS, None, String::new));
     assert_eq!(shed.limit(), Limit::Memory);
-    let normal = c.acquire_as(Priority::Normal, CLASS, None);
+    let normal = c.acquire_as(Priority::Normal, CLASS, None, String::new);
     assert!(!matches!(normal, Acquired::Rejected(_)), "{normal:?}");
 }
 
@@ -467,9 +467,9 @@ fn sheddable_requests_are_refused_above_the_soft_limit() {
 fn reserved_slots_are_for_critical_requests_only() {
     let c = with_reserve(3, None, 8, 1);
     let _a = admitted(c.acquire(CLASS, None));
-    let _b = admitted(c.acquire_as(Priority::Sheddable, CLASS, None));
+    let _b = admitted(c.acquire_as(Priority::Sheddable, CLASS, None, String::new));
     let mut normal = queued(c.acquire(CLASS, None));
-    let _critical = admitted(c.acquire_as(Priority::Critical, CLASS, None));
+    let _critical = admitted(c.acquire_as(Priority::Critical, CLASS, None, String::new));
     let rejection = normal.expire().unwrap_err();
     assert_eq!(rejection.limit(), Limit::Concurrency);
 }
@@ -483,7 +483,7 @@ fn a_critical_request_takes_the_newest_lower_place_in_a_full_queue() {
     let mut newer = queued(c.acquire(CLASS, None));
     let rejection = rejected(c.acquire(CLASS, None));
     assert_eq!(rejection.reason(), Reason::QueueFull);
-    let mut critical = queued(c.acquire_as(Priority::Critical, CLASS, None));
+    let mut critical = queued(c.acquire_as(Priority::Critical, CLASS, None, String::new));
     assert!(!newer.is_waiting());
     match newer.poll_grant(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(Err(rejection)) => {
@@ -492,9 +492,9 @@ fn a_critical_request_takes_the_newest_lower_place_in_a_full_queue() {
         }
         other => panic!("expected the evicted waiter's rejection, got {other:?}"),
     }
-    let mut second = queued(c.acquire_as(Priority::Critical, CLASS, None));
+    let mut second = queued(c.acquire_as(Priority::Critical, CLASS, None, String::new));
     assert!(older.expire().is_err(), "the last lower place went too");
-    let full = rejected(c.acquire_as(Priority::Critical, CLASS, None));
+    let full = rejected(c.acquire_as(Priority::Critical, CLASS, None, String::new));
     assert_eq!(full.reason(), Reason::QueueFull, "no lower place is left");
     drop(busy);
     let served = poll(&mut critical, &waker);
@@ -510,8 +510,8 @@ fn a_critical_request_takes_the_newest_lower_place_in_a_full_queue() {
 fn an_evicted_waiter_dropped_unseen_leaves_nothing() {
     let c = with_reserve(1, None, 1, 0);
     let busy = admitted(c.acquire(CLASS, None));
-    let evicted = queued(c.acquire_as(Priority::Sheddable, CLASS, None));
-    let critical = queued(c.acquire_as(Priority::Critical, CLASS, None));
+    let evicted = queued(c.acquire_as(Priority::Sheddable, CLASS, None, String::new));
+    let critical = queued(c.acquire_as(Priority::Critical, CLASS, None, String::new));
     drop(evicted);
     drop(critical);
     drop(busy);
@@ -619,26 +619,32 @@ fn observing_only_admits_everything_and_counts_what_it_would_refuse() {
 }
 
 /// A pool whose live limit (4 slots at most) has fallen to 2 after two late windows, with a
-/// 5 ms queue target and 64 MiB of budget.
-fn fallen_pool() -> (Arc<Controller>, ManualMemory) {
+/// 5 ms queue target, 64 MiB of budget, and a virtual clock (in nanoseconds).
+fn fallen_pool() -> (Arc<Controller>, ManualMemory, Arc<AtomicU64>) {
     let memory = ManualMemory::new(0);
     let settings = Settings {
         lateness_target: Some(Duration::from_millis(10)),
-        queue_target: Some(Duration::from_millis(5)),
+        queue_target: QueueTarget::Fixed(Duration::from_millis(5)),
         ..Settings::for_tests(4, Some(64 * MIB), 8)
     };
-    let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
-    let late = Duration::from_millis(15);
+    let mut controller = Controller::new(settings, Arc::new(memory.clone()));
+    let (clock, now) = Clock::virtual_for_tests();
+    controller.clock = clock;
+    let controller = Arc::new(controller);
+    let late = Runtime {
+        lateness: Duration::from_millis(15),
+        ..Runtime::default()
+    };
     for now_ms in [0, 60, 120, 180] {
-        controller.on_lateness_at(late, now_ms);
+        controller.on_runtime_at(late, now_ms);
     }
     assert!(controller.limit.has_fallen());
-    (controller, memory)
+    (controller, memory, now)
 }
 
 #[test]
 fn a_live_limit_that_fell_holds_arrivals_back_as_adaptive() {
-    let (c, _) = fallen_pool();
+    let (c, _, _) = fallen_pool();
     let live = c.snapshot().concurrency_limit;
     assert!(live < 4, "{live}");
     let _served: Vec<Permit> = (0..live)
@@ -652,8 +658,8 @@ fn a_live_limit_that_fell_holds_arrivals_back_as_adaptive() {
 }
 
 #[test]
-fn a_standing_queue_sheds_waiters_for_a_slot_and_keeps_those_for_memory() {
-    let (c, memory) = fallen_pool();
+fn a_late_runtime_sheds_waiters_for_a_slot_past_twice_the_target_and_keeps_those_for_memory() {
+    let (c, memory, now) = fallen_pool();
     let live = c.snapshot().concurrency_limit;
     let mut served: Vec<Permit> = (0..live)
         .map(|_| admitted(c.acquire(CLASS, None)))
@@ -663,8 +669,8 @@ fn a_standing_queue_sheds_waiters_for_a_slot_and_keeps_those_for_memory() {
     // Held back by memory as well as by the live limit.
     memory.set(60 * MIB);
     let large = queued(c.acquire(CLASS, Some(63 * MIB)));
-    // The queue stands once it has not emptied for 100 ms; the next grant looks.
-    std::thread::sleep(standing::INTERVAL + Duration::from_millis(10));
+    // Past twice the target; the next grant looks.
+    now.fetch_add(11_000_000, Relaxed);
     drop(served.pop());
     let waker = Arc::new(CountingWaker::default());
     assert!(
