@@ -156,13 +156,15 @@ impl TooSlow {
 const PACE_WINDOW: Duration = Duration::from_millis(250);
 
 /// What a request's body meter tells the rest of the layer: whether the body was cut off,
-/// the least its request must be charged for it, and whether its handler waits for its
+/// the least its request must be charged for it, and how long its handler has waited for the
 /// client's bytes (time that is the client's, not work).
 #[derive(Debug)]
 pub(crate) struct BodyProgress {
     floor: AtomicU64,
     cut: AtomicBool,
-    waiting: AtomicBool,
+    /// Time the handler has waited for data, in nanoseconds; `u64::MAX` once the whole body
+    /// has arrived.
+    waited_ns: AtomicU64,
 }
 
 impl BodyProgress {
@@ -170,17 +172,17 @@ impl BodyProgress {
         Self {
             floor: AtomicU64::new(declared),
             cut: AtomicBool::new(false),
-            waiting: AtomicBool::new(false),
+            waited_ns: AtomicU64::new(0),
         }
     }
 
-    /// Whether the handler's last read of the body found no bytes ready.
-    pub(crate) fn is_waiting(&self) -> bool {
-        self.waiting.load(Relaxed)
-    }
-
-    pub(crate) fn set_waiting(&self, waiting: bool) {
-        self.waiting.store(waiting, Relaxed);
+    /// How long the handler has waited for the client's bytes, while part of the body is
+    /// still to come; `None` once it has all arrived.
+    pub(crate) fn waited(&self) -> Option<Duration> {
+        match self.waited_ns.load(Relaxed) {
+            u64::MAX => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
     }
 
     /// The least the request is charged for its body.
@@ -190,6 +192,12 @@ impl BodyProgress {
 
     pub(crate) fn set_floor(&self, bytes: u64) {
         self.floor.store(bytes, Relaxed);
+    }
+
+    /// `None`: the whole body has arrived.
+    pub(crate) fn set_waited(&self, waited: Option<Duration>) {
+        let ns = waited.map_or(u64::MAX, |w| (w.as_nanos() as u64).min(u64::MAX - 1));
+        self.waited_ns.store(ns, Relaxed);
     }
 
     pub(crate) fn cut(&self) {
@@ -241,7 +249,7 @@ impl ReadMeter {
     }
 
     /// Time waited for data, the wait in progress included.
-    fn waited(&self, now: Instant) -> Duration {
+    pub(crate) fn waited(&self, now: Instant) -> Duration {
         self.waited
             + self
                 .waiting_since

@@ -93,7 +93,7 @@ pin_project! {
 
 /// An admitted request that yields to the runtime once before its handler runs: tokio
 /// resumes a yielded task only after its worker has next polled for I/O and timers, so a
-/// request admitted the moment a slot frees (from the queue, or while the runtime runs late)
+/// request admitted the moment a slot frees (from the queue, or while the runtime is busy)
 /// does not keep the workers from noticing a readable socket, such as a bypassed `/health`.
 struct Yielding<S, B> {
     /// Taken once the yield is over.

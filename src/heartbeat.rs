@@ -7,7 +7,7 @@
 //! `/health` answers about that much later. Only stable tokio APIs are used.
 //!
 //! It also keeps the runtime's metrics, so that the sampler can tell how many workers run
-//! requests and how often they park (a worker parks when it has run out of work).
+//! requests.
 
 use std::{
     sync::{
@@ -88,17 +88,10 @@ impl Heartbeat {
         Duration::from_micros(overdue.max(self.late_us.load(Relaxed)))
     }
 
-    /// The runtime's workers, and how often they have parked in all (where the platform
-    /// has the 64-bit atomics tokio counts parks with); `None` before the heartbeat started.
-    pub(crate) fn workers_and_parks(&self) -> Option<(usize, Option<u64>)> {
+    /// The runtime's workers; `None` before the heartbeat started.
+    pub(crate) fn workers(&self) -> Option<usize> {
         let metrics = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
-        let metrics = metrics.as_ref()?;
-        let workers = metrics.num_workers();
-        #[cfg(target_has_atomic = "64")]
-        let parks = Some((0..workers).map(|w| metrics.worker_park_count(w)).sum());
-        #[cfg(not(target_has_atomic = "64"))]
-        let parks = None;
-        Some((workers, parks))
+        metrics.as_ref().map(tokio::runtime::RuntimeMetrics::num_workers)
     }
 
     fn micros(&self, at: Instant) -> u64 {

@@ -84,7 +84,7 @@ mod enabled {
         describe_gauge!(
             "admission_cpu_charged_seconds",
             Unit::Seconds,
-            "CPU work charged to the requests in flight: each one's class demand less what its polls used, nothing while it waits for its request body."
+            "CPU work charged to the requests in flight: each one's class demand less what its polls used."
         );
         describe_gauge!(
             "admission_cpu_capacity_seconds",

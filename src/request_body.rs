@@ -151,9 +151,8 @@ where
         if watch.progress.is_cut() {
             return Poll::Ready(Some(Err(watch.too_slow())));
         }
-        let polled = this.inner.poll_frame(cx);
-        watch.progress.set_waiting(polled.is_pending());
-        match polled {
+        let mut inner = this.inner;
+        match inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
                 let bytes = match &frame {
                     Some(Ok(frame)) => frame.data_ref().map_or(0, |data| data.remaining()),
@@ -161,12 +160,13 @@ where
                 };
                 let now = Instant::now();
                 watch.meter.received(bytes as u64, now);
-                watch.update_floor(now);
+                let done = frame.is_none() || inner.is_end_stream();
+                watch.update_progress(now, done);
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
             // A stream is not cut off; its pace only lowers its charge, at each poll.
             Poll::Pending if !watch.cuts => {
-                watch.update_floor(Instant::now());
+                watch.update_progress(Instant::now(), false);
                 Poll::Pending
             }
             Poll::Pending => loop {
@@ -176,7 +176,7 @@ where
                     watch.progress.cut();
                     return Poll::Ready(Some(Err(watch.too_slow())));
                 }
-                watch.update_floor(now);
+                watch.update_progress(now, false);
                 let wake_at = match watch.meter.pace_known_at() {
                     Some(at) if at > now => at.min(deadline),
                     _ => deadline,
@@ -206,9 +206,13 @@ impl Watch {
         Box::new(TooSlow::new(Direction::Request, self.meter.rate()))
     }
 
-    fn update_floor(&self, now: Instant) {
+    /// Tells the rest of the layer how the body goes: the least to charge for it, and how
+    /// long the handler has waited for it (`done`: it has all arrived).
+    fn update_progress(&self, now: Instant, done: bool) {
         self.progress
             .set_floor(self.meter.floor(self.declared, now));
+        self.progress
+            .set_waited((!done).then(|| self.meter.waited(now)));
     }
 }
 

@@ -65,15 +65,14 @@ fn sample(controller: &Controller, interval: Duration, heartbeat: Option<&Heartb
     )
 }
 
-/// How the runtime runs: its lateness, its workers (no more than a CPU quota allows) and
-/// their parks.
+/// How the runtime runs: its lateness, and its workers (no more than a CPU quota allows).
 fn runtime(heartbeat: &Heartbeat) -> Runtime {
-    let (workers, parks) = heartbeat.workers_and_parks().unzip();
     let quota = crate::cpu_quota::cores();
     Runtime {
         lateness: heartbeat.lateness(),
-        workers: workers.map(|w| quota.map_or(w, |q| q.min(w))),
-        parks: parks.flatten(),
+        workers: heartbeat
+            .workers()
+            .map(|w| quota.map_or(w, |q| q.min(w))),
     }
 }
 

@@ -128,8 +128,8 @@ where
                 format!("{} {}", request.method(), request.uri().path())
             })
         {
-            // While the runtime runs late, even a request admitted at once yields first.
-            Acquired::Admitted(permit) if self.controller.runtime_is_late() => {
+            // While the runtime is busy, even a request admitted at once yields first.
+            Acquired::Admitted(permit) if self.controller.runtime_is_busy() => {
                 ResponseFuture::yielding(readied(&mut self.inner), request, permit, serving)
             }
             Acquired::Admitted(permit) => {

@@ -194,9 +194,8 @@ impl AdmissionConfig {
     ///   out of work), a request is admitted only while the work charged to the requests in
     ///   flight plus its own fits what the workers (the runtime's, or fewer under a cgroup CPU
     ///   quota) can finish within one and a half typical requests; one in flight is always
-    ///   admitted. A request is charged its class's demand less what it has used, and nothing
-    ///   while its handler waits for its request body. Requests that wait rather than compute
-    ///   leave the CPU idle, so the gate never holds them back. Refusals name `limit=cpu`;
+    ///   admitted. A request is charged its class's demand less what it has used. Requests
+    ///   that wait rather than compute leave the CPU idle, so the gate never holds them back. Refusals name `limit=cpu`;
     ///   see [`queue_target`](Self::queue_target) for how long a request held back may wait.
     /// - **The live limit**, a guard for work the layer cannot see (`spawn_blocking`, thread
     ///   pools, other processes): a task on the runtime wakes every 5 ms and a thread outside

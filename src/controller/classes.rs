@@ -165,6 +165,9 @@ struct Class {
     rise: RecentMax,
     /// CPU demand per request, in nanoseconds (0: not measured yet).
     cpu_ns: AtomicU64,
+    /// Of its requests with a body, the share (in thousandths, a moving average) whose
+    /// handler waited for the client longer than the request's demand.
+    waits_for_clients: AtomicU64,
     /// The first request that claimed the slot, as `METHOD /path`.
     name: OnceLock<Box<str>>,
 }
@@ -283,6 +286,22 @@ impl Classes {
     /// A request of the class ended after demanding `ns` in its polls.
     pub(crate) fn observe_cpu(&self, id: ClassId, ns: u64) {
         super::cpu::learn(&self.class(id).cpu_ns, ns);
+    }
+
+    /// A request of the class with a body ended: `waited` says whether its handler waited for
+    /// the client longer than the request's demand.
+    pub(crate) fn observe_body(&self, id: ClassId, waited: bool) {
+        let share = &self.class(id).waits_for_clients;
+        let before = share.load(Relaxed);
+        let sample = if waited { 1000 } else { 0 };
+        // A moving average over about eight requests; a racing update may be lost.
+        share.store((before * 7 + sample) / 8, Relaxed);
+    }
+
+    /// Whether most requests of the class wait for their clients (uploads at the pace of the
+    /// client's link): their work comes only once their body has arrived.
+    pub(crate) fn waits_for_clients(&self, id: ClassId) -> bool {
+        self.class(id).waits_for_clients.load(Relaxed) > 500
     }
 
     /// Every class that has a slot (and the overflow class, once it has a figure): its name,

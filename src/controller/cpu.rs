@@ -9,8 +9,15 @@
 //! class not seen yet starts from what requests in general demand ([`CpuGate::typical_us`]).
 //!
 //! **Charged like bytes.** An admitted request is charged its class's figure, less what its
-//! polls have used so far (but never less than an eighth of the figure while it runs), and
-//! nothing while its handler waits for its request body: a client's upload is not work.
+//! polls have used so far. A request whose handler has waited for its client's body four
+//! times as long as the request's whole demand (2 ms at least) is charged nothing until the
+//! body has arrived: the client, not the CPU, sets its pace. (Not sooner: a saturated runtime
+//! reads sockets late, and a body that seems slow may be waiting in the kernel's buffer for a
+//! worker.) A class most of whose requests wait so is charged nothing at admission either,
+//! and never held back by the gate: its work comes only once a client has sent a body, and is
+//! charged then. That a request waited is learned only while the CPU has room and the
+//! runtime is on time (a body read late proves nothing of its client); that one did not wait,
+//! always.
 //!
 //! **The gate.** While the CPU is saturated, a request is admitted only while the work
 //! charged to the requests in flight, plus its own, fits what the workers can do within the
@@ -19,16 +26,16 @@
 //! and a worker is never left without a request ready to run. With nothing in flight a
 //! request is always admitted.
 //!
-//! **Saturated** means that, over a window of [`WINDOW_MS`], request polls kept at least half
-//! the workers busy and the workers hardly ever ran out of work (they parked at most once each,
-//! where the runtime tells). The gate opens again once the workers park often (four times each
-//! a window) or request polls fall below a quarter of them. Requests that mostly wait (on a
-//! client, a timer, another service) leave the CPU idle, so the gate stays open for them and
-//! only `max_concurrency` and the memory budget hold them.
+//! **Saturated** means that, over a window of [`WINDOW_MS`], request polls kept at least 60 %
+//! of the workers busy; it stays so until they keep fewer than 40 % busy. Requests that mostly
+//! wait (on a client, a timer, another service) leave the CPU idle, so the gate stays open
+//! for them and only `max_concurrency` and the memory budget hold them. (The workers' park
+//! counts were tried as a second sign, and dropped: with clients on the same cores, workers
+//! park while the few admitted requests wait for their bodies, and the gate flapped open.)
 
-use std::sync::{
-    Mutex, PoisonError,
-    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+use std::{
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+    time::Duration,
 };
 
 /// How long one window of readings lasts before saturation is judged again.
@@ -38,6 +45,10 @@ pub(crate) const WINDOW_MS: u64 = 50;
 const LEAST_HORIZON_US: u64 = 2_000;
 /// A request of unknown demand, before anything at all was measured, in microseconds.
 const FIRST_GUESS_US: u64 = 1_000;
+/// The share of the workers request polls must keep busy for the CPU to become saturated,
+/// and the share below which it no longer is.
+const ENTER_SATURATED: f64 = 0.6;
+const LEAVE_SATURATED: f64 = 0.4;
 /// A poll this long or longer adds to the window at once; shorter ones add up in the permit.
 pub(crate) const FLUSH_NS: u64 = 20_000;
 
@@ -55,22 +66,17 @@ pub(crate) struct CpuGate {
     typical_ns: AtomicU64,
     /// Whether the CPU is saturated: the gate holds requests back only then.
     saturated: AtomicBool,
-    window: Mutex<Window>,
+    /// When the current window started, in milliseconds (`u64::MAX`: not yet).
+    window_start_ms: AtomicU64,
+    /// How many workers request polls kept busy in the last window, in thousandths.
+    busy_milli: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct Window {
-    started_ms: Option<u64>,
-    /// The workers' park count when the window started, where the runtime tells it.
-    parks_at_start: Option<u64>,
-}
-
-/// What the gate judged of a window: how busy request polls kept the workers, and how often
-/// they parked.
+/// What the gate judged of a window: how busy request polls kept the workers, and whether
+/// the CPU is saturated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Judged {
     pub(crate) busy_workers: f64,
-    pub(crate) parks: Option<u64>,
     pub(crate) saturated: bool,
 }
 
@@ -83,7 +89,8 @@ impl CpuGate {
             polled_ns: AtomicU64::new(0),
             typical_ns: AtomicU64::new(0),
             saturated: AtomicBool::new(false),
-            window: Mutex::default(),
+            window_start_ms: AtomicU64::new(u64::MAX),
+            busy_milli: AtomicU64::new(0),
         }
     }
 
@@ -124,9 +131,11 @@ impl CpuGate {
     }
 
     /// Whether a request that brings `own_us` of work must wait, `in_flight` being admitted.
+    /// One that brings none soon (its class waits for its clients) is never held back.
     #[inline]
     pub(crate) fn holds_back(&self, own_us: u64, in_flight: u64) -> bool {
         self.enabled
+            && own_us > 0
             && in_flight > 0
             && self.saturated.load(Relaxed)
             && self.charged_us.load(Relaxed).saturating_add(own_us) > self.capacity_us()
@@ -160,46 +169,46 @@ impl CpuGate {
         learn(&self.typical_ns, ns);
     }
 
-    /// Takes one reading at `now_ms`, with the workers' total park count if the runtime tells
-    /// it; judges the window once it has lasted [`WINDOW_MS`].
-    pub(crate) fn observe(&self, now_ms: u64, parks: Option<u64>) -> Option<Judged> {
+    /// Whether request polls kept the workers busy enough, in the last window, to make the
+    /// runtime late by themselves: all workers but one (half of them at least). Lateness they
+    /// explain is this gate's to handle; the live limit is for the rest.
+    pub(crate) fn explains_lateness(&self) -> bool {
+        let workers = self.workers() as f64;
+        let busy = self.busy_milli.load(Relaxed) as f64 / 1000.0;
+        self.enabled && busy >= (workers - 1.0).max(workers / 2.0)
+    }
+
+    /// Takes one reading at `now_ms`; judges the window once it has lasted [`WINDOW_MS`].
+    /// Only the sampler thread observes.
+    pub(crate) fn observe(&self, now_ms: u64) -> Option<Judged> {
         if !self.enabled {
             return None;
         }
-        // Only the sampler thread observes; the lock is never contended.
-        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        let started = *window.started_ms.get_or_insert(now_ms);
-        if window.parks_at_start.is_none() {
-            window.parks_at_start = parks;
-        }
+        let started = match self.window_start_ms.load(Relaxed) {
+            u64::MAX => {
+                self.window_start_ms.store(now_ms, Relaxed);
+                now_ms
+            }
+            started => started,
+        };
         if now_ms < started + WINDOW_MS {
             return None;
         }
-        let parks_at_start = window.parks_at_start;
-        *window = Window {
-            started_ms: Some(now_ms),
-            parks_at_start: parks,
-        };
-        drop(window);
+        self.window_start_ms.store(now_ms, Relaxed);
         let length_ns = (now_ms - started) as f64 * 1e6;
         let busy_workers = self.polled_ns.swap(0, Relaxed) as f64 / length_ns;
-        let parks = parks.zip(parks_at_start).map(|(now, then)| now.saturating_sub(then));
+        self.busy_milli
+            .store((busy_workers * 1000.0) as u64, Relaxed);
         let workers = self.workers() as f64;
+        // Hysteresis: a window's work varies with the mix of requests that ended in it.
         let saturated = if self.saturated.load(Relaxed) {
-            // Stays until the workers clearly have time to spare.
-            busy_workers >= workers / 4.0 && parks.is_none_or(|p| p as f64 <= 4.0 * workers)
+            busy_workers >= workers * LEAVE_SATURATED
         } else {
-            busy_workers >= workers / 2.0
-                && match parks {
-                    Some(parks) => parks as f64 <= workers,
-                    // Without the runtime's word, request polls alone must fill the workers.
-                    None => busy_workers >= workers * 0.9,
-                }
+            busy_workers >= workers * ENTER_SATURATED
         };
         self.saturated.store(saturated, Relaxed);
         Some(Judged {
             busy_workers,
-            parks,
             saturated,
         })
     }
@@ -218,18 +227,22 @@ pub(crate) struct Demand {
     charged_us: u64,
     /// Time spent in its polls.
     used_ns: u64,
-    /// Poll time not yet added to the gate's window.
-    unflushed_ns: u64,
+    /// Poll time not yet added to the gate's window (less than [`FLUSH_NS`]).
+    unflushed_ns: u32,
+    /// The longest its handler waited for its body's bytes, in microseconds.
+    body_waited_us: u32,
 }
 
 impl Demand {
-    /// A request admitted with `estimate_us`, which the gate has already been charged.
-    pub(crate) fn new(estimate_us: u64) -> Self {
+    /// A request of `estimate_us`, admitted charged `charged_us` (nothing, if its class waits
+    /// for its clients), which the gate already holds.
+    pub(crate) fn new(estimate_us: u64, charged_us: u64) -> Self {
         Self {
             estimate_us,
-            charged_us: estimate_us,
+            charged_us,
             used_ns: 0,
             unflushed_ns: 0,
+            body_waited_us: 0,
         }
     }
 
@@ -237,25 +250,41 @@ impl Demand {
         self.used_ns
     }
 
-    /// A poll took `spent_ns`; `waiting` says whether the request now waits for its client's
-    /// body. Corrects the charge: the estimate less what was used (an eighth of it at least),
-    /// or nothing while it waits for the client. Returns whether the charge fell.
-    pub(crate) fn polled(&mut self, gate: &CpuGate, spent_ns: u64, waiting: bool) -> bool {
+    /// Whether its client set its pace: its handler waited for the body
+    /// [`CLIENT_BOUND`] times as long as the request's whole demand (2 ms at least).
+    pub(crate) fn waited_for_client(&self) -> bool {
+        client_bound(self.body_waited_us.into(), self.used_ns / 1000)
+    }
+
+    /// A poll took `spent_ns`; its handler has waited `body_waited` for the part of its body
+    /// still to come (`None`: no body to come, or no meter on it). Corrects the charge to
+    /// the estimate less what was used, or nothing while the client sets the pace; returns
+    /// whether it fell.
+    pub(crate) fn polled(
+        &mut self,
+        gate: &CpuGate,
+        spent_ns: u64,
+        body_waited: Option<Duration>,
+    ) -> bool {
         self.used_ns = self.used_ns.saturating_add(spent_ns);
-        self.unflushed_ns += spent_ns;
-        if self.unflushed_ns >= FLUSH_NS {
-            gate.polled(std::mem::take(&mut self.unflushed_ns));
-        }
-        let target = if waiting {
-            0
-        } else {
-            let used_us = self.used_ns / 1000;
-            self.estimate_us
-                .saturating_sub(used_us)
-                .max(self.estimate_us / 8)
+        let unflushed = u64::from(self.unflushed_ns) + spent_ns;
+        self.unflushed_ns = match unflushed >= FLUSH_NS {
+            true => {
+                gate.polled(unflushed);
+                0
+            }
+            false => unflushed as u32,
         };
-        let moved = target.abs_diff(self.charged_us);
-        if moved < RECHARGE_STEP_US && (target != 0 || self.charged_us == 0) {
+        let waited_us = body_waited.map(|w| w.as_micros().min(u32::MAX.into()) as u32);
+        if let Some(waited_us) = waited_us {
+            self.body_waited_us = self.body_waited_us.max(waited_us);
+        }
+        let waits = waited_us.is_some_and(|w| client_bound(w.into(), self.estimate_us));
+        let target = match waits {
+            true => 0,
+            false => self.estimate_us.saturating_sub(self.used_ns / 1000),
+        };
+        if target.abs_diff(self.charged_us) < RECHARGE_STEP_US {
             return false;
         }
         let fell = gate.recharge(self.charged_us, target);
@@ -266,8 +295,19 @@ impl Demand {
     /// The request ended: the gate gets its charge and its poll time back.
     pub(crate) fn end(&mut self, gate: &CpuGate) {
         gate.recharge(std::mem::take(&mut self.charged_us), 0);
-        gate.polled(std::mem::take(&mut self.unflushed_ns));
+        gate.polled(std::mem::take(&mut self.unflushed_ns).into());
     }
+}
+
+/// How many times its demand a request's handler must have waited for the client's body for
+/// the client to set its pace. Well above one: a saturated runtime reads sockets late, and
+/// a body that seems slow may be waiting in the kernel's buffer for a worker.
+const CLIENT_BOUND: u64 = 4;
+
+/// Whether a handler that waited `waited_us` for its body waited on its client rather than on
+/// the CPU, for a request that demands `demand_us`.
+fn client_bound(waited_us: u64, demand_us: u64) -> bool {
+    waited_us > CLIENT_BOUND * demand_us.max(LEAST_HORIZON_US)
 }
 
 /// Learns `ns` into a figure that rises fast (a quarter of the way) and falls slowly (a
@@ -290,34 +330,31 @@ pub(crate) fn learn(figure: &AtomicU64, ns: u64) {
 mod tests {
     use super::*;
 
-    /// Feeds readings every 10 ms for one window, `busy` workers' worth of polls, `parks` a
-    /// window.
-    fn window(gate: &CpuGate, now: &mut u64, busy: f64, parks_total: &mut u64, parks: u64) {
+    /// Feeds readings every 10 ms for one window, `busy` workers' worth of polls.
+    fn window(gate: &CpuGate, now: &mut u64, busy: f64) {
         gate.polled((busy * WINDOW_MS as f64 * 1e6) as u64);
         let mut judged = None;
         for _ in 0..WINDOW_MS / 10 {
             *now += 10;
-            *parks_total += parks / (WINDOW_MS / 10);
-            judged = judged.or(gate.observe(*now, Some(*parks_total)));
+            judged = judged.or(gate.observe(*now));
         }
         assert!(judged.is_some(), "a window closed");
     }
 
     #[test]
-    fn saturated_only_while_request_polls_fill_workers_that_never_park() {
+    fn saturated_while_request_polls_keep_most_workers_busy() {
         let gate = CpuGate::new(true, 2);
-        let (mut now, mut parks) = (0, 0);
-        gate.observe(now, Some(parks));
-        window(&gate, &mut now, 1.9, &mut parks, 50);
-        assert!(!gate.is_saturated(), "the workers parked often: work came in bursts");
-        window(&gate, &mut now, 0.3, &mut parks, 0);
-        assert!(!gate.is_saturated(), "hardly any request work");
-        window(&gate, &mut now, 1.8, &mut parks, 0);
+        let mut now = 0;
+        gate.observe(now);
+        window(&gate, &mut now, 1.1);
+        assert!(!gate.is_saturated(), "requests that mostly wait");
+        window(&gate, &mut now, 1.3);
         assert!(gate.is_saturated());
-        window(&gate, &mut now, 1.0, &mut parks, 5);
+        window(&gate, &mut now, 0.9);
         assert!(gate.is_saturated(), "it takes clear slack to open again");
-        window(&gate, &mut now, 1.0, &mut parks, 20);
+        window(&gate, &mut now, 0.7);
         assert!(!gate.is_saturated());
+        assert_eq!(CpuGate::new(false, 2).observe(1_000), None, "off");
     }
 
     #[test]

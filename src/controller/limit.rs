@@ -12,6 +12,8 @@
 //! their CPU demand, never their latency, which a client's upload, a downstream call or a
 //! timer sets as much as the CPU does. This limit is the guard for the work the layer cannot
 //! see: `spawn_blocking` and thread pools beside the runtime, other processes on the machine.
+//! So the controller passes it no lateness for a window in which request polls kept all
+//! workers but one busy (long polls of requests explain it, and the gate holds them).
 //!
 //! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`LiveLimit::observe`]):
 //! - late (the mean lateness above the target in this window and the one before: a single

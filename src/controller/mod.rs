@@ -170,7 +170,8 @@ pub(crate) struct Ask {
     pub(crate) least: u64,
     /// Whether its class has shown its cost: a class not seen yet goes one at a time.
     pub(crate) known: bool,
-    /// The CPU work it brings, in microseconds (0 where the CPU gate is off).
+    /// The CPU work it brings soon, in microseconds, as charged at admission (0 where the CPU
+    /// gate is off).
     pub(crate) cpu_us: u64,
 }
 
@@ -319,7 +320,7 @@ impl Controller {
             true => self.classes.find(class, name),
             false => ClassId::OVERFLOW,
         };
-        let cpu_us = self.cpu_estimate_us(class);
+        let cpu_us = self.cpu_charge_us(class);
         let Some(budget) = self.settings.budget else {
             // Without a budget there is nothing to charge, and nothing to pay for charging.
             let ask = Ask {
@@ -363,9 +364,19 @@ impl Controller {
         self.acquire_charged(ask)
     }
 
+    /// The CPU work a request of `class` brings soon, in microseconds: what its class
+    /// demands, or what requests in general do; none if its class waits for its clients (its
+    /// work comes once its body has), nor where the CPU gate is off.
+    fn cpu_charge_us(&self, class: ClassId) -> u64 {
+        match self.classes.waits_for_clients(class) {
+            true => 0,
+            false => self.cpu_estimate_us(class),
+        }
+    }
+
     /// The CPU work a request of `class` brings, in microseconds: what its class demands, or
     /// what requests in general do; 0 where the CPU gate is off.
-    fn cpu_estimate_us(&self, class: ClassId) -> u64 {
+    pub(crate) fn cpu_estimate_us(&self, class: ClassId) -> u64 {
         if !self.cpu.is_enabled() {
             return 0;
         }

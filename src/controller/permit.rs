@@ -178,7 +178,7 @@ impl Permit {
     pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
         let charge = Charge::new(kib(ask.charge), ask.declared);
         Self {
-            demand: Demand::new(ask.cpu_us),
+            demand: Demand::new(controller.cpu_estimate_us(ask.class), ask.cpu_us),
             responded: false,
             charge: Held::new(charge, controller_shares(&controller)),
             controller,
@@ -223,9 +223,9 @@ impl Permit {
         let started = self.controller.clock.now_ns();
         let result = self.track_memory(poll);
         let spent = self.controller.clock.now_ns().saturating_sub(started);
-        let waiting = self.body.as_ref().is_some_and(|body| body.is_waiting());
+        let body_waited = self.body.as_ref().and_then(|body| body.waited());
         let controller = &self.controller;
-        if self.demand.polled(&controller.cpu, spent, waiting)
+        if self.demand.polled(&controller.cpu, spent, body_waited)
             && controller.state.load(SeqCst) & QUEUED != 0
         {
             controller.grant_waiters(Reading::Last);
@@ -360,6 +360,12 @@ impl Drop for Permit {
             if self.responded {
                 classes.observe_cpu(self.class, self.demand.used_ns());
                 self.controller.cpu.learn(self.demand.used_ns());
+                // A busy or late runtime reads bodies late: a long wait proves nothing then.
+                let controller = &self.controller;
+                let waited = self.demand.waited_for_client();
+                if self.body.is_some() && !(waited && controller.runtime_is_busy()) {
+                    classes.observe_body(self.class, waited);
+                }
             }
         }
         if self.charge.beyond.load(SeqCst) {

@@ -1,6 +1,6 @@
 //! What the sampler thread feeds the controller: each memory reading (which may let waiters
-//! in), and how the runtime runs: its lateness (which moves the live limit), its workers and
-//! how often they park (which tell the CPU gate whether the CPU is saturated).
+//! in), and how the runtime runs: its lateness (which moves the live limit) and its workers
+//! (what the CPU gate can admit).
 
 use std::{
     sync::atomic::Ordering::{Relaxed, SeqCst},
@@ -51,17 +51,13 @@ impl Controller {
     /// [`on_runtime`](Self::on_runtime) at `now_ms` (since the pool started): tests drive it
     /// on a virtual clock.
     pub(crate) fn on_runtime_at(&self, runtime: Runtime, now_ms: u64) {
-        let Runtime {
-            lateness,
-            workers,
-            parks,
-        } = runtime;
+        let Runtime { lateness, workers } = runtime;
         self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
         if let Some(workers) = workers {
             self.cpu.set_workers(workers);
         }
         let was_saturated = self.cpu.is_saturated();
-        if let Some(judged) = self.cpu.observe(now_ms, parks) {
+        if let Some(judged) = self.cpu.observe(now_ms) {
             self.log_cpu(judged, was_saturated);
         }
         let state = self.state.load(SeqCst);
@@ -69,7 +65,13 @@ impl Controller {
         // The reserved slots count as used: below `Critical`, waiters cannot have them.
         let used = in_flight(state) as usize + self.settings.critical_slots;
         let blocked = queued && used >= self.limit.get();
-        let moved = self.limit.observe(now_ms, lateness, used, blocked);
+        // Lateness that request polls explain is the CPU gate's: the live limit guards
+        // against work the layer cannot see.
+        let unexplained = match self.cpu.explains_lateness() {
+            true => Duration::ZERO,
+            false => lateness,
+        };
+        let moved = self.limit.observe(now_ms, unexplained, used, blocked);
         if let Some(moved) = moved {
             self.log_limit(moved, lateness, now_ms);
         }
@@ -80,10 +82,12 @@ impl Controller {
         }
     }
 
-    /// Whether an admitted request should yield once before its handler runs, so that the
-    /// runtime polls for I/O first: while the runtime runs late.
-    pub(crate) fn runtime_is_late(&self) -> bool {
-        self.limit.is_late()
+    /// Whether the runtime is busy: it runs late, or request polls saturate the CPU. An
+    /// admitted request then yields once before its handler runs, so that the worker polls
+    /// for I/O first: with a CPU-bound request always ready, a worker would otherwise look at
+    /// sockets (a bypassed `/health` among them) only every few dozen polls.
+    pub(crate) fn runtime_is_busy(&self) -> bool {
+        self.limit.is_late() || self.cpu.is_saturated()
     }
 }
 
@@ -94,6 +98,4 @@ pub(crate) struct Runtime {
     pub(crate) lateness: Duration,
     /// Its workers (fewer under a CPU quota), once known.
     pub(crate) workers: Option<usize>,
-    /// How often its workers have parked in all, where it tells.
-    pub(crate) parks: Option<u64>,
 }

@@ -118,15 +118,13 @@ impl Controller {
     pub(super) fn log_cpu(&self, judged: Judged, was_saturated: bool) {
         let Judged {
             busy_workers,
-            parks,
             saturated,
         } = judged;
         let (charged_us, capacity_us) = (self.cpu.charged_us(), self.cpu.capacity_us());
-        tracing::debug!(busy_workers, parks, saturated, charged_us, capacity_us, "cpu window");
+        tracing::debug!(busy_workers, saturated, charged_us, capacity_us, "cpu window");
         if saturated != was_saturated {
             tracing::info!(
                 busy_workers,
-                parks,
                 workers = self.cpu.workers(),
                 typical_us = self.cpu.typical_us(),
                 capacity_us,

@@ -20,6 +20,8 @@ struct Tally {
     statuses: BTreeMap<u16, u64>,
     errors: u64,
     ok_latencies: Vec<f64>,
+    /// From the first attempt at a request to its 2xx, backoffs included.
+    job_latencies: Vec<f64>,
     /// When each 2xx arrived, in seconds after the phase began.
     ok_at: Vec<f64>,
 }
@@ -44,25 +46,29 @@ pub fn run(addr: SocketAddr, phase: &Phase, backoff: Duration) -> Result<Outcome
         }
         total.errors += tally.errors;
         total.ok_latencies.extend(tally.ok_latencies);
+        total.job_latencies.extend(tally.job_latencies);
         total.ok_at.extend(tally.ok_at);
     }
     total.ok_latencies.sort_by(f64::total_cmp);
-    let quantile = |q: f64| {
-        let n = total.ok_latencies.len();
-        if n == 0 {
-            f64::NAN
-        } else {
-            total.ok_latencies[((n - 1) as f64 * q).round() as usize]
-        }
-    };
+    total.job_latencies.sort_by(f64::total_cmp);
     Ok(Outcome {
         seconds: began.elapsed().as_secs_f64(),
         statuses: total.statuses,
         errors: total.errors,
-        ok_p50: quantile(0.5),
-        ok_p99: quantile(0.99),
+        ok_p50: quantile(&total.ok_latencies, 0.5),
+        ok_p99: quantile(&total.ok_latencies, 0.99),
+        job_p50: quantile(&total.job_latencies, 0.5),
+        job_p99: quantile(&total.job_latencies, 0.99),
         ok_at: total.ok_at,
     })
+}
+
+/// The `q` quantile of `sorted`, NaN if empty.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n => sorted[((n - 1) as f64 * q).round() as usize],
+    }
 }
 
 /// A small, seeded generator: the draws differ by connection and repeat from run to run.
@@ -96,6 +102,8 @@ fn connection(
     let mut draw = Draw(0x9e37_79b9_7f4a_7c15 ^ (u64::from(index) + 1).wrapping_mul(0xff51_afd7));
     let mut stream: Option<BufReader<TcpStream>> = None;
     let timeout = phase.timeout.unwrap_or(Duration::from_secs(30));
+    // When the current job's first attempt was sent.
+    let mut job_started: Option<Instant> = None;
     while Instant::now() < deadline {
         let request = Request {
             path: phase.pick_path(draw.next()),
@@ -103,6 +111,7 @@ fn connection(
             body: body.as_deref().map(Vec::as_slice),
         };
         let sent = Instant::now();
+        let job = *job_started.get_or_insert(sent);
         match exchange(&mut stream, addr, &request, timeout) {
             Ok(Answer {
                 status,
@@ -112,7 +121,9 @@ fn connection(
                 *tally.statuses.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
                     tally.ok_latencies.push(sent.elapsed().as_secs_f64());
+                    tally.job_latencies.push(job.elapsed().as_secs_f64());
                     tally.ok_at.push(began.elapsed().as_secs_f64());
+                    job_started = None;
                 }
                 if status >= 400 {
                     // Refused (503, 413): as `Retry-After` says, for clients that honour

@@ -74,6 +74,8 @@ pub fn parse(text: &str) -> Result<Outcome, String> {
         errors,
         ok_p50: f64::NAN,
         ok_p99: f64::NAN,
+        job_p50: f64::NAN,
+        job_p99: f64::NAN,
         ok_at: Vec::new(),
     })
 }

@@ -20,6 +20,10 @@ pub struct Outcome {
     /// Latency percentiles of 2xx answers, in seconds.
     pub ok_p50: f64,
     pub ok_p99: f64,
+    /// Percentiles of job latency, in seconds: from a client's first attempt at a request to
+    /// its 2xx, refusals and backoffs included (backing-off clients only).
+    pub job_p50: f64,
+    pub job_p99: f64,
     /// When each 2xx arrived, in seconds after the phase began (backing-off clients only).
     pub ok_at: Vec<f64>,
 }
@@ -112,6 +116,8 @@ pub fn parse(json: &Path) -> Result<Outcome, String> {
         errors,
         ok_p50: ok["p50"].as_f64().unwrap_or(f64::NAN),
         ok_p99: ok["p99"].as_f64().unwrap_or(f64::NAN),
+        job_p50: f64::NAN,
+        job_p99: f64::NAN,
         ok_at: Vec::new(),
     })
 }

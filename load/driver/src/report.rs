@@ -347,14 +347,20 @@ pub fn table(run: &Run) -> String {
     if let Some(classes) = classes_table(run) {
         let _ = writeln!(out, "{classes}\n");
     }
-    out.push_str("| setup | goodput (2xx/s) | per phase | 503 | 413 | no answer | p50 / p99 of 2xx (ms) | /health p99 (ms) | peak memory (MiB) | budget (MiB) | peak RSS (MiB) | after the load |\n");
-    out.push_str("|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---|\n");
+    out.push_str("| setup | goodput (2xx/s) | per phase | 503 | 503 per 2xx | 413 | no answer | p50 / p99 of 2xx (ms) | job p50 / p99 (ms) | /health p99 (ms) | peak memory (MiB) | budget (MiB) | peak RSS (MiB) | after the load |\n");
+    out.push_str("|---|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|\n");
     for setup in &run.setups {
         let latencies: Vec<String> = setup
             .outcomes
             .iter()
             .map(|o| format!("{} / {}", ms(o.ok_p50), ms(o.ok_p99)))
             .collect();
+        let jobs: Vec<String> = setup
+            .outcomes
+            .iter()
+            .map(|o| format!("{} / {}", ms(o.job_p50), ms(o.job_p99)))
+            .collect();
+        let ok: u64 = setup.outcomes.iter().map(|o| o.count(|s| (200..300).contains(&s))).sum();
         let per_phase: Vec<String> = setup
             .outcomes
             .iter()
@@ -377,14 +383,16 @@ pub fn table(run: &Run) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             setup.label(),
             setup.goodput(),
             per_phase.join("; "),
             setup.count(503),
+            setup.count(503) as f64 / ok.max(1) as f64,
             setup.count(413),
             setup.no_answer(),
             latencies.join("; "),
+            jobs.join("; "),
             health,
             mib(setup.peak(|s| s.memory)),
             if setup.is_admission() {

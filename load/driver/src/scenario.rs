@@ -502,16 +502,82 @@ pub fn cpu() -> Scenario {
         settle: Duration::from_secs(2),
         variants: vec![
             ("fixed", vec![("ADMISSION_ADAPTIVE_LIMIT", "off".into())]),
-            (
-                "fixed N=2",
-                vec![
-                    ("ADMISSION_ADAPTIVE_LIMIT", "off".into()),
-                    ("ADMISSION_MAX_CONCURRENCY", "2".into()),
-                ],
-            ),
+            ("fixed N=2", fixed_with_queue(2, 1024)),
+            // The layer's own family: a static N and a short bounded queue.
+            ("fixed N=2, queue 4", fixed_with_queue(2, 4)),
+            ("fixed N=3, queue 4", fixed_with_queue(3, 4)),
         ],
         baseline: false,
         cpu: true,
+    }
+}
+
+/// A fixed limit of `n` with a queue of `capacity`.
+fn fixed_with_queue(n: usize, capacity: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("ADMISSION_ADAPTIVE_LIMIT", "off".into()),
+        ("ADMISSION_MAX_CONCURRENCY", n.to_string()),
+        ("ADMISSION_QUEUE_CAPACITY", capacity.to_string()),
+    ]
+}
+
+/// Clients that upload 1 MiB JSON bodies at the pace of an ordinary link (2 MiB/s each),
+/// writing the whole body before reading the answer, to a route that parses them: the CPU is
+/// not the bottleneck, the clients are. No limit should fall for their upload time.
+pub fn uploads() -> Scenario {
+    let paced = |bytes_per_second| Slow {
+        upload: Some(MIB),
+        bytes_per_second,
+    };
+    Scenario {
+        name: "uploads",
+        demonstrates: "1 MiB JSON uploads paced like ordinary links (40 clients at 2 MiB/s, 8 at 1 MiB/s), each written whole before the answer is read, to a route that parses them, with the layer's defaults: the clients, not the CPU, set the pace, and no limit may read their upload time as work",
+        env: Vec::new(),
+        budget: 0,
+        largest_request: 0,
+        tower_concurrency: 8,
+        sweep: vec![2, 4, 8, 16, 32, 64],
+        phases: vec![
+            Phase::get("upload 1MiB at 2MiB/s", "/ingest", 40, 0, 12).slow(paced(2 * MIB)),
+            Phase::get("upload 1MiB at 1MiB/s", "/ingest", 8, 0, 12).slow(paced(MIB)),
+        ],
+        settle: Duration::from_secs(2),
+        variants: vec![("fixed", vec![("ADMISSION_ADAPTIVE_LIMIT", "off".into())])],
+        baseline: false,
+        cpu: true,
+    }
+}
+
+/// Handlers that wait rather than compute, for a time that varies within one route (one
+/// cost class): 300 clients at once, each request sleeping 50 to 500 ms.
+pub fn sleepers() -> Scenario {
+    let sleeps: Vec<(&str, u32)> = [
+        "/work?kib=0&ms=50",
+        "/work?kib=0&ms=100",
+        "/work?kib=0&ms=200",
+        "/work?kib=0&ms=350",
+        "/work?kib=0&ms=500",
+    ]
+    .into_iter()
+    .map(|path| (path, 1))
+    .collect();
+    Scenario {
+        name: "sleepers",
+        demonstrates: "300 clients whose requests sleep 50 to 500 ms on one route (as handlers waiting on a database do), backing off 100 ms after a 503, with the layer's defaults: waiting is not work, so nothing should be refused that the fixed count serves",
+        env: Vec::new(),
+        budget: 0,
+        largest_request: 0,
+        tower_concurrency: 256,
+        sweep: Vec::new(),
+        phases: vec![
+            Phase::get("sleep 50-500ms", "/work?kib=0&ms=50..500", 300, 0, 10)
+                .mixed(&sleeps)
+                .backing_off(100),
+        ],
+        settle: Duration::from_secs(2),
+        variants: vec![("fixed", vec![("ADMISSION_ADAPTIVE_LIMIT", "off".into())])],
+        baseline: false,
+        cpu: false,
     }
 }
 
@@ -575,6 +641,8 @@ pub fn all() -> Vec<Scenario> {
         cpu(),
         cpu_mixed(),
         h2(),
+        uploads(),
+        sleepers(),
     ]
 }
 
@@ -595,4 +663,4 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, all, smoke";

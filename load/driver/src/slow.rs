@@ -1,12 +1,15 @@
 //! Slow clients, as in slowloris-style attacks on bodies: uploaders that declare a large body
 //! and trickle it (R.U.D.Y.), and readers that take a long response a few bytes at a time
 //! (slow read). Each one starts again as soon as the server ends its request, for as long
-//! as its phase lasts: an attacker reconnects.
+//! as its phase lasts: an attacker reconnects. Uploaders at the pace of an ordinary link are
+//! the same clients, faster: they send a real JSON body, write it whole before reading the
+//! answer, as most HTTP clients do, and count the latency of the ones answered 2xx.
 
 use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream},
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
@@ -25,53 +28,84 @@ const TICK: Duration = Duration::from_millis(100);
 pub fn run(addr: SocketAddr, phase: &Phase, slow: Slow) -> Result<Outcome, String> {
     let began = Instant::now();
     let deadline = began + phase.duration;
+    // One body for every uploader: a JSON array of the declared size.
+    let body: Arc<[u8]> = match slow.upload {
+        Some(declared) => crate::oha::json_body(declared).into_bytes().into(),
+        None => Arc::from(Vec::new()),
+    };
     let threads: Vec<_> = (0..phase.connections)
-        .map(|_| {
-            let path = phase.path.clone();
-            thread::spawn(move || client(addr, &path, slow, deadline))
+        .map(|i| {
+            let (path, body) = (phase.path.clone(), Arc::clone(&body));
+            // Spread the first requests over one tick, as clients that start apart.
+            let start = began + TICK * i / phase.connections.max(1);
+            thread::spawn(move || client(addr, &path, slow, &body, start, deadline))
         })
         .collect();
-    let mut statuses = BTreeMap::new();
-    let mut errors = 0;
+    let mut total = Tally::default();
+    let mut ok_at = Vec::new();
     for thread in threads {
-        let (seen, failed) = thread.join().map_err(|_| "a slow client panicked")?;
-        for (status, n) in seen {
-            *statuses.entry(status).or_default() += n;
+        let tally = thread.join().map_err(|_| "a slow client panicked")?;
+        for (status, n) in tally.statuses {
+            *total.statuses.entry(status).or_default() += n;
         }
-        errors += failed;
+        total.errors += tally.errors;
+        total.ok_latencies.extend(tally.ok_latencies);
+        ok_at.extend(tally.ok_at.iter().map(|at| at.duration_since(began).as_secs_f64()));
     }
+    total.ok_latencies.sort_by(f64::total_cmp);
+    let quantile = |q| crate::client::quantile(&total.ok_latencies, q);
     Ok(Outcome {
         seconds: began.elapsed().as_secs_f64(),
-        statuses,
-        errors,
-        ok_p50: f64::NAN,
-        ok_p99: f64::NAN,
-        ok_at: Vec::new(),
+        ok_p50: quantile(0.5),
+        ok_p99: quantile(0.99),
+        job_p50: f64::NAN,
+        job_p99: f64::NAN,
+        statuses: total.statuses,
+        errors: total.errors,
+        ok_at,
     })
 }
 
-/// One slow client, request after request until `deadline`.
+#[derive(Default)]
+struct Tally {
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    /// Seconds from the first byte sent to the answer, of the 2xx answers.
+    ok_latencies: Vec<f64>,
+    ok_at: Vec<Instant>,
+}
+
+/// One slow client, request after request from `start` until `deadline`.
 fn client(
     addr: SocketAddr,
     path: &str,
     slow: Slow,
+    body: &[u8],
+    start: Instant,
     deadline: Instant,
-) -> (BTreeMap<u16, u64>, u64) {
-    let mut statuses = BTreeMap::new();
-    let mut errors = 0;
+) -> Tally {
+    let mut tally = Tally::default();
+    thread::sleep(start.saturating_duration_since(Instant::now()));
     while Instant::now() < deadline {
+        let sent = Instant::now();
         let ended = match slow.upload {
-            Some(declared) => upload(addr, path, declared, slow.bytes_per_second, deadline),
+            Some(_) => upload(addr, path, body, slow.bytes_per_second, deadline),
             None => read(addr, path, slow.bytes_per_second, deadline),
         };
         match ended {
-            Ended::Answered(status) => *statuses.entry(status).or_default() += 1,
-            Ended::Cut => errors += 1,
+            Ended::Answered(status) => {
+                *tally.statuses.entry(status).or_default() += 1;
+                if (200..300).contains(&status) {
+                    tally.ok_latencies.push(sent.elapsed().as_secs_f64());
+                    tally.ok_at.push(Instant::now());
+                }
+            }
+            Ended::Cut => tally.errors += 1,
             Ended::Deadline => break,
         }
         thread::sleep(TICK);
     }
-    (statuses, errors)
+    tally
 }
 
 enum Ended {
@@ -83,11 +117,12 @@ enum Ended {
     Deadline,
 }
 
-/// Declares `declared` bytes and sends `bytes_per_second` of them, until the server answers.
+/// Sends `body` at `bytes_per_second`, a piece each tick, until the server answers; reads
+/// only between pieces, as a client that writes its body before reading the answer.
 fn upload(
     addr: SocketAddr,
     path: &str,
-    declared: u64,
+    body: &[u8],
     bytes_per_second: u64,
     deadline: Instant,
 ) -> Ended {
@@ -95,23 +130,28 @@ fn upload(
         return Ended::Cut;
     };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: load\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nhost: load\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
     );
     if stream.write_all(head.as_bytes()).is_err() || stream.set_nonblocking(true).is_err() {
         return Ended::Cut;
     }
-    let piece = vec![b' '; (bytes_per_second * TICK.as_millis() as u64 / 1000).max(1) as usize];
+    let piece = (bytes_per_second * TICK.as_millis() as u64 / 1000).max(1) as usize;
+    let mut sent = 0;
     let mut answer = Vec::new();
     while Instant::now() < deadline {
         if let Some(ended) = answered(&mut stream, &mut answer) {
             return ended;
         }
-        match stream.write(&piece) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(_) => return answered(&mut stream, &mut answer).unwrap_or(Ended::Cut),
+        if sent < body.len() {
+            let end = (sent + piece).min(body.len());
+            match stream.write(&body[sent..end]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return answered(&mut stream, &mut answer).unwrap_or(Ended::Cut),
+            }
         }
-        thread::sleep(TICK);
+        thread::sleep(if sent < body.len() { TICK } else { TICK / 20 });
     }
     Ended::Deadline
 }
