@@ -91,7 +91,9 @@ impl Heartbeat {
     /// The runtime's workers; `None` before the heartbeat started.
     pub(crate) fn workers(&self) -> Option<usize> {
         let metrics = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
-        metrics.as_ref().map(tokio::runtime::RuntimeMetrics::num_workers)
+        metrics
+            .as_ref()
+            .map(tokio::runtime::RuntimeMetrics::num_workers)
     }
 
     fn micros(&self, at: Instant) -> u64 {

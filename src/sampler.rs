@@ -70,9 +70,7 @@ fn runtime(heartbeat: &Heartbeat) -> Runtime {
     let quota = crate::cpu_quota::cores();
     Runtime {
         lateness: heartbeat.lateness(),
-        workers: heartbeat
-            .workers()
-            .map(|w| quota.map_or(w, |q| q.min(w))),
+        workers: heartbeat.workers().map(|w| quota.map_or(w, |q| q.min(w))),
     }
 }
 

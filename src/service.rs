@@ -126,8 +126,7 @@ where
             .controller
             .acquire_as(priority, class, declared_length(&request), || {
                 format!("{} {}", request.method(), request.uri().path())
-            })
-        {
+            }) {
             // While the runtime is busy, even a request admitted at once yields first.
             Acquired::Admitted(permit) if self.controller.runtime_is_busy() => {
                 ResponseFuture::yielding(readied(&mut self.inner), request, permit, serving)

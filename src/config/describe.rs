@@ -4,8 +4,8 @@
 use bytesize::ByteSize;
 
 use super::AdmissionConfig;
-use crate::{data_rate::MinDataRate, memory::MemorySourceKind};
 use crate::controller::QueueTarget;
+use crate::{data_rate::MinDataRate, memory::MemorySourceKind};
 
 pub(crate) fn describe(
     config: &AdmissionConfig,

@@ -6,8 +6,8 @@ use std::{ffi::OsString, time::Duration};
 use bytesize::ByteSize;
 
 use super::{AdmissionConfig, ConfigError, MemoryBudget};
-use crate::memory::MemoryFailure;
 use crate::controller::QueueTarget;
+use crate::memory::MemoryFailure;
 use crate::{http_settings::PathPrefixes, memory::MemorySourceKind};
 
 /// The environment variables [`AdmissionConfig::from_env`] reads.

@@ -18,8 +18,8 @@ use crate::{
     memory::{MemoryFailure, MemorySourceKind},
 };
 
-use bodies::RateSetting;
 use crate::controller::QueueTarget;
+use bodies::RateSetting;
 pub use budget::MemoryBudget;
 pub(crate) use budget::resolve_budget;
 pub(crate) use describe::describe;
@@ -117,7 +117,6 @@ impl Default for AdmissionConfig {
         }
     }
 }
-
 
 impl AdmissionConfig {
     /// At most this many requests in flight (`ADMISSION_MAX_CONCURRENCY`); at least 1.
@@ -346,7 +345,10 @@ impl AdmissionConfig {
             return invalid("lateness_target", "must be greater than zero");
         }
         if self.queue_target == QueueTarget::Fixed(Duration::ZERO) {
-            return invalid("queue_target", "must be greater than zero, or QueueTarget::Off");
+            return invalid(
+                "queue_target",
+                "must be greater than zero, or QueueTarget::Off",
+            );
         }
         if self.retry_after_secs.is_none() && self.retry_after_max_secs == 0 {
             return invalid("retry_after_auto", "the most must be at least 1 second");

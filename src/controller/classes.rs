@@ -101,8 +101,6 @@ pub(crate) struct ClassId(usize);
 impl ClassId {
     /// The class of everything the table has no slot for.
     pub(crate) const OVERFLOW: ClassId = ClassId(SLOTS);
-
-
 }
 
 /// The largest value observed in the current or the previous window. Values are stored plus
@@ -425,7 +423,11 @@ mod tests {
         assert!(ids[..SLOTS].iter().all(|id| id.0 < SLOTS));
         assert!(ids[SLOTS..].iter().all(|id| id.0 == SLOTS), "overflow");
         for (i, id) in ids.iter().enumerate().take(SLOTS) {
-            assert_eq!(classes.find(CostClass::new(i), String::new), *id, "found again");
+            assert_eq!(
+                classes.find(CostClass::new(i), String::new),
+                *id,
+                "found again"
+            );
         }
         classes.observe_peak(ids[0], 0, MIB);
         assert_eq!(classes.estimate(ids[1], 0), 0);

@@ -1,12 +1,12 @@
 //! The controller's clock: nanoseconds since the pool started, read to time polls and waits.
 //! Tests drive a virtual one.
 
-use std::time::Instant;
 #[cfg(test)]
 use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering::Relaxed},
 };
+use std::time::Instant;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Clock {

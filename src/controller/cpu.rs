@@ -361,7 +361,11 @@ mod tests {
     fn holds_back_only_while_saturated_and_never_the_first() {
         let gate = CpuGate::new(true, 2);
         gate.learn(5_000_000);
-        assert_eq!(gate.capacity_us(), 15_000, "two workers, 1.5 requests of 5 ms each");
+        assert_eq!(
+            gate.capacity_us(),
+            15_000,
+            "two workers, 1.5 requests of 5 ms each"
+        );
         gate.charge(15_000);
         assert!(!gate.holds_back(5_000, 3), "not saturated");
         gate.saturated.store(true, Relaxed);

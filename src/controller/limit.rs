@@ -12,8 +12,8 @@
 //! their CPU demand, never their latency, which a client's upload, a downstream call or a
 //! timer sets as much as the CPU does. This limit is the guard for the work the layer cannot
 //! see: `spawn_blocking` and thread pools beside the runtime, other processes on the machine.
-//! So the controller passes it no lateness for a window in which request polls kept all
-//! workers but one busy (long polls of requests explain it, and the gate holds them).
+//! So a window in which request polls kept all workers but one busy is not late: long polls
+//! of requests explain it, and the gate holds them.
 //!
 //! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`LiveLimit::observe`]):
 //! - late (the mean lateness above the target in this window and the one before: a single
@@ -139,13 +139,15 @@ impl LiveLimit {
 
     /// Takes one reading at `now_ms`: the runtime's `lateness`, the requests `in_flight`, and
     /// whether the limit holds a waiter back. Closes the window once it has lasted
-    /// [`WINDOW_MS`]; returns the change, if the limit moved.
+    /// [`WINDOW_MS`]; a window whose lateness request polls `explained` is not late. Returns
+    /// the change, if the limit moved.
     pub(crate) fn observe(
         &self,
         now_ms: u64,
         lateness: Duration,
         in_flight: usize,
         blocked: bool,
+        explained: bool,
     ) -> Option<Moved> {
         let target = self.target?;
         // Only the sampler thread observes; the lock is never contended.
@@ -163,7 +165,7 @@ impl LiveLimit {
         let mean = Duration::from_micros(closed.lateness_us / closed.readings);
         // Late twice in a row: one long poll (a large allocation touched at once) stalls a
         // window now and then, and fewer requests in flight would not have prevented it.
-        let late = mean > target;
+        let late = mean > target && !explained;
         let stays_late = self.late.swap(late, Relaxed) && late;
         let current = self.get();
         let in_use = closed.peak.min(current) as f64;
@@ -213,7 +215,7 @@ mod tests {
         blocked: bool,
     ) {
         for _ in 0..windows * (WINDOW_MS / 10 + 1) {
-            limit.observe(*now, lateness, in_flight, blocked);
+            limit.observe(*now, lateness, in_flight, blocked, false);
             *now += 10;
         }
     }
@@ -221,8 +223,14 @@ mod tests {
     #[test]
     fn starts_at_the_ceiling_and_fixed_never_moves() {
         let fixed = LiveLimit::new(64, None, 4);
-        assert_eq!(fixed.observe(0, Duration::from_secs(1), 64, true), None);
-        assert_eq!(fixed.observe(1000, Duration::from_secs(1), 64, true), None);
+        assert_eq!(
+            fixed.observe(0, Duration::from_secs(1), 64, true, false),
+            None
+        );
+        assert_eq!(
+            fixed.observe(1000, Duration::from_secs(1), 64, true, false),
+            None
+        );
         assert_eq!(fixed.get(), 64);
         assert!(!fixed.is_late());
         assert_eq!(LiveLimit::new(64, Some(TARGET), 64).get(), 64);
@@ -293,18 +301,34 @@ mod tests {
     }
 
     #[test]
+    fn lateness_that_request_polls_explain_moves_nothing() {
+        let limit = LiveLimit::new(64, Some(TARGET), 64);
+        let mut now = 0;
+        for _ in 0..3 * (WINDOW_MS / 10 + 1) {
+            limit.observe(now, Duration::from_millis(80), 64, true, true);
+            now += 10;
+        }
+        assert_eq!(limit.get(), 64);
+        assert!(!limit.is_late());
+    }
+
+    #[test]
     fn a_window_needs_its_length() {
         let limit = LiveLimit::new(8, Some(TARGET), 8);
         let late = Duration::from_secs(1);
         for t in 0..WINDOW_MS {
-            assert_eq!(limit.observe(t, late, 8, true), None);
-        }
-        assert_eq!(limit.observe(WINDOW_MS, late, 8, true), None, "late once");
-        for t in WINDOW_MS + 1..2 * WINDOW_MS + 1 {
-            assert_eq!(limit.observe(t, late, 8, true), None);
+            assert_eq!(limit.observe(t, late, 8, true, false), None);
         }
         assert_eq!(
-            limit.observe(2 * WINDOW_MS + 1, late, 8, true),
+            limit.observe(WINDOW_MS, late, 8, true, false),
+            None,
+            "late once"
+        );
+        for t in WINDOW_MS + 1..2 * WINDOW_MS + 1 {
+            assert_eq!(limit.observe(t, late, 8, true, false), None);
+        }
+        assert_eq!(
+            limit.observe(2 * WINDOW_MS + 1, late, 8, true, false),
             Some(Moved {
                 from: 8,
                 to: 4,

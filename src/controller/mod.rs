@@ -68,11 +68,11 @@ pub(crate) use classes::ClassId;
 pub use classes::CostClass;
 pub(crate) use clock::Clock;
 pub(crate) use permit::{Charge, Permit};
-pub(crate) use readings::Runtime;
 pub use priority::{Priority, UnknownPriority};
 #[cfg(test)]
 pub(crate) use queue::MAX_PASSES;
 pub use queue::QueueTarget;
+pub(crate) use readings::Runtime;
 pub(crate) use ticket::Ticket;
 pub(crate) use word::{MAX_BUDGET_BYTES, MAX_CONCURRENCY, kib};
 
@@ -97,8 +97,8 @@ use crate::{
     rejection::{Limit, Reason, Rejection},
 };
 use classes::Classes;
-use fit::{Fit, Reading};
 use cpu::CpuGate;
+use fit::{Fit, Reading};
 use footprint::Footprint;
 use limit::LiveLimit;
 use queue::Queue;

@@ -360,11 +360,8 @@ impl Drop for Permit {
             if self.responded {
                 classes.observe_cpu(self.class, self.demand.used_ns());
                 self.controller.cpu.learn(self.demand.used_ns());
-                // A busy or late runtime reads bodies late: a long wait proves nothing then.
-                let controller = &self.controller;
-                let waited = self.demand.waited_for_client();
-                if self.body.is_some() && !(waited && controller.runtime_is_busy()) {
-                    classes.observe_body(self.class, waited);
+                if self.body.is_some() {
+                    classes.observe_body(self.class, self.demand.waited_for_client());
                 }
             }
         }

@@ -579,7 +579,11 @@ mod tests {
             Left::Evicted(Reason::StandingQueue, Limit::Cpu)
         ));
         let left: Vec<u64> = q.waiters.values().map(|w| w.ask.charge).collect();
-        assert_eq!(left, [64, 1], "memory keeps its place, and the young one stays");
+        assert_eq!(
+            left,
+            [64, 1],
+            "memory keeps its place, and the young one stays"
+        );
         assert!(matches!(q.leave(young), Left::Waiting));
         assert_eq!(q.cpu_us(), 1);
     }
@@ -587,7 +591,11 @@ mod tests {
     #[test]
     fn the_auto_target_follows_service_time() {
         assert_eq!(QueueTarget::Auto.longest_ns(10_000), Some(30_000_000));
-        assert_eq!(QueueTarget::Auto.longest_ns(50), Some(2_000_000), "1 ms at least");
+        assert_eq!(
+            QueueTarget::Auto.longest_ns(50),
+            Some(2_000_000),
+            "1 ms at least"
+        );
         let fixed = QueueTarget::Fixed(Duration::from_millis(5));
         assert_eq!(fixed.longest_ns(10_000), Some(10_000_000));
         assert_eq!(QueueTarget::Off.longest_ns(10_000), None);

@@ -66,17 +66,16 @@ impl Controller {
         let used = in_flight(state) as usize + self.settings.critical_slots;
         let blocked = queued && used >= self.limit.get();
         // Lateness that request polls explain is the CPU gate's: the live limit guards
-        // against work the layer cannot see.
-        let unexplained = match self.cpu.explains_lateness() {
-            true => Duration::ZERO,
-            false => lateness,
-        };
-        let moved = self.limit.observe(now_ms, unexplained, used, blocked);
+        // against work the layer cannot see. (Both judge windows on the same ticks.)
+        let explained = self.cpu.explains_lateness();
+        let moved = self
+            .limit
+            .observe(now_ms, lateness, used, blocked, explained);
         if let Some(moved) = moved {
             self.log_limit(moved, lateness, now_ms);
         }
-        let opened = moved.is_some_and(|m| m.to > m.from)
-            || (was_saturated && !self.cpu.is_saturated());
+        let opened =
+            moved.is_some_and(|m| m.to > m.from) || (was_saturated && !self.cpu.is_saturated());
         if opened && queued {
             self.grant_waiters(Reading::Last);
         }

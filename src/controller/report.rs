@@ -121,7 +121,13 @@ impl Controller {
             saturated,
         } = judged;
         let (charged_us, capacity_us) = (self.cpu.charged_us(), self.cpu.capacity_us());
-        tracing::debug!(busy_workers, saturated, charged_us, capacity_us, "cpu window");
+        tracing::debug!(
+            busy_workers,
+            saturated,
+            charged_us,
+            capacity_us,
+            "cpu window"
+        );
         if saturated != was_saturated {
             tracing::info!(
                 busy_workers,

@@ -20,8 +20,8 @@ use proptest::prelude::*;
 use crate::{
     controller::Priority,
     controller::{
-        Acquired, Controller, CostClass, MAX_PASSES, Permit, QueueTarget, Runtime, Settings, Ticket,
-        kib,
+        Acquired, Controller, CostClass, MAX_PASSES, Permit, QueueTarget, Runtime, Settings,
+        Ticket, kib,
     },
     memory::{ManualMemory, MemorySource},
     rejection::{Limit, Reason},
@@ -52,6 +52,9 @@ enum Op {
     /// The sampler reads the runtime this many ms late, a window after the last reading:
     /// the live limit moves (in pools where it is adaptive).
     Late(u8),
+    /// Request polls kept this many tenths of the workers busy over a window: the CPU gate
+    /// judges whether the CPU is saturated (in pools where it is adaptive).
+    Busy(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -65,6 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..80).prop_map(Op::Memory),
         1 => Just(Op::SourceFails),
         2 => (0u8..40).prop_map(Op::Late),
+        2 => (0u8..12).prop_map(Op::Busy),
     ]
 }
 
@@ -132,7 +136,10 @@ impl Model {
                 };
                 let waiters: Vec<u64> = self.waiters().collect();
                 let someone_waits = waiters.iter().any(|w| self.priorities[w] <= priority);
-                match self.controller.acquire_as(priority, CLASS, Some(declared), String::new) {
+                match self
+                    .controller
+                    .acquire_as(priority, CLASS, Some(declared), String::new)
+                {
                     Acquired::Admitted(permit) => {
                         let s = self.controller.snapshot();
                         assert!(
@@ -217,6 +224,15 @@ impl Model {
                     ..Runtime::default()
                 };
                 self.controller.on_runtime_at(runtime, self.now_ms);
+            }
+            Op::Busy(tenths) => {
+                self.now_ms += 60;
+                let workers = self.controller.cpu.workers() as u64;
+                let window_ns = 60 * 1_000_000;
+                let polled = u64::from(tenths) * workers * window_ns / 10;
+                self.controller.cpu.polled(polled);
+                self.controller
+                    .on_runtime_at(Runtime::default(), self.now_ms);
             }
             _ => {}
         }

@@ -7,6 +7,7 @@ use std::{
 
 use crate::controller::*;
 use crate::memory::{ManualMemory, MemoryError};
+use std::sync::atomic::AtomicU64;
 
 const MIB: u64 = 1 << 20;
 const CLASS: CostClass = CostClass::ANY_FOR_TESTS;
@@ -691,4 +692,165 @@ fn a_late_runtime_sheds_waiters_for_a_slot_past_twice_the_target_and_keeps_those
     );
     let s = c.snapshot();
     assert_eq!(s.rejected(Reason::StandingQueue, Limit::Adaptive), 1);
+}
+
+const MS: u64 = 1_000_000;
+
+/// A pool with the CPU gate on (two workers, no budget, 16 slots, a queue of 8) and a virtual
+/// clock in nanoseconds.
+fn cpu_pool() -> (Arc<Controller>, Arc<AtomicU64>) {
+    let settings = Settings {
+        lateness_target: Some(Duration::from_millis(10)),
+        queue_target: QueueTarget::Auto,
+        ..Settings::for_tests(16, None, 8)
+    };
+    let mut controller = Controller::new(settings, Arc::new(ManualMemory::new(0)));
+    let (clock, now) = Clock::virtual_for_tests();
+    controller.clock = clock;
+    (Arc::new(controller), now)
+}
+
+/// A request of `class` that runs to its response: `work` poll by poll, each a time spent in
+/// the poll, with `between` passing outside them (a timer, a downstream call, a client).
+fn serve(c: &Arc<Controller>, now: &AtomicU64, class: CostClass, work: &[u64], between: u64) {
+    let mut permit = match c.acquire(class, None) {
+        Acquired::Admitted(permit) => permit,
+        other => panic!("expected admission, got {other:?}"),
+    };
+    for spent in work {
+        permit.track(|| now.fetch_add(*spent, Relaxed));
+        now.fetch_add(between, Relaxed);
+    }
+    permit.responded();
+}
+
+/// Judges one window of the CPU gate in which request polls kept `busy` workers busy.
+fn window(c: &Controller, now: &AtomicU64, busy: f64) {
+    let window_ns = 50 * MS;
+    c.cpu.polled((busy * window_ns as f64) as u64);
+    let ms = now.fetch_add(window_ns, Relaxed) / MS;
+    c.on_runtime_at(Runtime::default(), ms);
+    c.on_runtime_at(Runtime::default(), ms + 50);
+}
+
+#[test]
+fn cpu_demand_is_time_in_polls_never_time_between_them() {
+    let (c, now) = cpu_pool();
+    let (parse, sleep) = (CostClass::new("parse"), CostClass::new("sleep"));
+    // A handler that parses: two polls of 3 ms.
+    serve(&c, &now, parse, &[3 * MS, 3 * MS], 0);
+    // A handler that sleeps 500 ms between two polls of 10 µs: waiting is not work.
+    serve(&c, &now, sleep, &[10_000, 10_000], 500 * MS);
+    let figure = |class| {
+        let id = c.classes.find(class, String::new);
+        c.classes.cpu_ns(id).unwrap()
+    };
+    assert_eq!(figure(parse), 6 * MS);
+    assert_eq!(figure(sleep), 20_000);
+    assert_eq!(c.cpu.charged_us(), 0, "everything given back");
+    // The snapshot shows what each class costs.
+    let mut seen: Vec<Option<Duration>> = c.snapshot().classes.iter().map(|k| k.cpu).collect();
+    seen.sort();
+    let expected = [Duration::from_micros(20), Duration::from_millis(6)];
+    assert_eq!(seen, expected.map(Some));
+}
+
+#[test]
+fn a_request_waiting_for_its_client_is_not_charged_for_it() {
+    let (c, now) = cpu_pool();
+    let upload = CostClass::new("upload");
+    // The class demands 4 ms.
+    serve(&c, &now, upload, &[4 * MS], 0);
+    let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
+    assert_eq!(c.cpu.charged_us(), 4_000);
+    let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20));
+    permit.follow(Arc::clone(&body));
+    // Waited 10 ms for the client: not yet four times the demand (a late runtime, maybe).
+    body.set_waited(Some(Duration::from_millis(10)));
+    permit.track(|| now.fetch_add(MS, Relaxed));
+    assert_eq!(c.cpu.charged_us(), 3_000, "the estimate less what was used");
+    // Waited 20 ms: the client sets the pace.
+    body.set_waited(Some(Duration::from_millis(20)));
+    permit.track(|| ());
+    assert_eq!(c.cpu.charged_us(), 0);
+    // The body has arrived: its parse is work again.
+    body.set_waited(None);
+    permit.track(|| ());
+    assert_eq!(c.cpu.charged_us(), 3_000);
+    permit.responded();
+    drop(permit);
+    assert_eq!(c.cpu.charged_us(), 0);
+}
+
+#[test]
+fn a_saturated_cpu_admits_the_work_the_workers_finish_soon_and_bounds_the_wait() {
+    let (c, now) = cpu_pool();
+    let parse = CostClass::new("parse");
+    serve(&c, &now, parse, &[4 * MS], 0);
+    // Not saturated: the gate is open, whatever is charged.
+    let mut served: Vec<Permit> = (0..5).map(|_| admitted(c.acquire(parse, None))).collect();
+    drop(served.drain(2..));
+    window(&c, &now, 1.8);
+    assert!(c.snapshot().cpu_saturated);
+    // Two workers, 1.5 requests of 4 ms each: 12 ms of work. Two are in flight (8 ms).
+    served.push(admitted(c.acquire(parse, None)));
+    let mut first = queued(c.acquire(parse, None));
+    // A waiter's wait is the work queued up to it, over two workers: the sixth would wait
+    // 12 ms, twice its target (1.5 x 4 ms); the seventh longer, so it is refused at once.
+    let mut others: Vec<Ticket> = (0..5).map(|_| queued(c.acquire(parse, None))).collect();
+    assert_eq!(
+        rejected(c.acquire(parse, None)),
+        Rejection::new(Reason::StandingQueue, Limit::Cpu)
+    );
+    // A request whose work is done gives its charge back: the head goes.
+    let waker = Arc::new(CountingWaker::default());
+    served[0].track(|| now.fetch_add(4 * MS, Relaxed));
+    let Poll::Ready(_head) = poll(&mut first, &waker) else {
+        panic!("the head goes first");
+    };
+    // At the next grant, a freed slot goes to the oldest waiter, and those that waited past
+    // twice their target are sent away.
+    now.fetch_add(13 * MS, Relaxed);
+    drop(served.pop());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(others[0].poll_grant(&mut cx), Poll::Ready(Ok(_))));
+    for ticket in &mut others[1..] {
+        match ticket.poll_grant(&mut cx) {
+            Poll::Ready(Err(rejection)) => {
+                assert_eq!(rejection, Rejection::new(Reason::StandingQueue, Limit::Cpu))
+            }
+            other => panic!("expected a standing-queue rejection, got {other:?}"),
+        }
+    }
+    let s = c.snapshot();
+    assert_eq!(s.rejected(Reason::StandingQueue, Limit::Cpu), 1 + 4);
+    assert_eq!(s.queued, 0);
+    // Slack: the gate opens.
+    window(&c, &now, 0.5);
+    assert!(!c.snapshot().cpu_saturated);
+    let _more: Vec<Permit> = (0..8).map(|_| admitted(c.acquire(parse, None))).collect();
+}
+
+#[test]
+fn a_class_that_waits_for_its_clients_is_never_held_back_by_the_cpu() {
+    let (c, now) = cpu_pool();
+    let (upload, parse) = (CostClass::new("upload"), CostClass::new("parse"));
+    serve(&c, &now, parse, &[4 * MS], 0);
+    // Uploads whose handlers waited 100 ms for a 1 ms parse, while the CPU had room.
+    for _ in 0..8 {
+        let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
+        let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20));
+        permit.follow(Arc::clone(&body));
+        body.set_waited(Some(Duration::from_millis(100)));
+        permit.track(|| now.fetch_add(MS, Relaxed));
+        permit.responded();
+    }
+    let _parses: Vec<Permit> = (0..4).map(|_| admitted(c.acquire(parse, None))).collect();
+    window(&c, &now, 1.9);
+    assert!(c.cpu.charged_us() > c.cpu.capacity_us());
+    assert!(matches!(c.acquire(parse, None), Acquired::Queued(_)));
+    // Uploads bring no work until their bodies have come.
+    let _uploads: Vec<Permit> = (0..8)
+        .map(|_| admitted(c.acquire(upload, Some(1 << 20))))
+        .collect();
 }
