@@ -7,7 +7,7 @@
 #   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | h2 | uploads | sleepers | smoke
 #   load/run.sh processes    three servers in one memory cgroup (root; cgroup v2 or v1)
 #   load/run.sh replicas     one and three servers behind nginx (installed when missing)
-#   load/run.sh all          every scenario, about 17 minutes
+#   load/run.sh all          every scenario, about 21 minutes
 #   SETUPS=admission,none load/run.sh mixed    only some of the setups (admission, variants, tower, none)
 #
 # Everything it starts listens on or targets 127.0.0.1 only, runs for a bounded time, and is

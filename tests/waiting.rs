@@ -128,21 +128,23 @@ fn bursts_of_handlers_that_sleep_a_varying_time_are_all_served() {
 #[test]
 fn clients_that_upload_slowly_are_not_taken_for_work() {
     let (addr, admission) = serve();
-    // 256 KiB of JSON, sent at about 1 MiB/s (16 KiB every 16 ms), written whole before the
-    // answer is read, by 24 clients at once, twice.
+    // 64 KiB of JSON, sent at about 256 KiB/s (4 KiB every 16 ms), written whole before the
+    // answer is read, by 24 clients starting 10 ms apart, twice: the clients set the pace,
+    // and the parses (a few ms each) leave the CPU room.
     let item = br#"{"id":12345,"name":"admission","tags":["a","b"]},"#;
     let mut json = b"[".to_vec();
-    while json.len() + item.len() < 256 << 10 {
+    while json.len() + item.len() < 64 << 10 {
         json.extend_from_slice(item);
     }
     json.extend_from_slice(br#"{"id":0}]"#);
     let json: &'static [u8] = json.leak();
-    let upload = move |_| {
+    let upload = move |i: usize| {
+        thread::sleep(Duration::from_millis(10 * i as u64));
         let head = format!(
             "POST /parse HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             json.len()
         );
-        exchange(addr, &head, json, 16 << 10, Duration::from_millis(16))
+        exchange(addr, &head, json, 4 << 10, Duration::from_millis(16))
     };
     for round in 0..2 {
         let statuses = burst(24, upload);

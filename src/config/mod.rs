@@ -183,29 +183,12 @@ impl AdmissionConfig {
     /// Whether the layer finds how much work it can take below `max_concurrency`
     /// (`ADMISSION_ADAPTIVE_LIMIT`, on by default), or admits a fixed count (off).
     ///
-    /// On, two mechanisms work beside the memory budget:
-    ///
-    /// - **The CPU gate.** Each request's CPU demand is the time spent inside its own polls,
-    ///   never its wall time: a client's upload or download, a timer, a downstream reply and
-    ///   other processes' turns on the CPU are not work. Each cost class learns what its
-    ///   requests demand (an unknown class starts from what requests in general demand). While
-    ///   the CPU is saturated (request polls keep the workers busy and they hardly ever run
-    ///   out of work), a request is admitted only while the work charged to the requests in
-    ///   flight plus its own fits what the workers (the runtime's, or fewer under a cgroup CPU
-    ///   quota) can finish within one and a half typical requests; one in flight is always
-    ///   admitted. A request is charged its class's demand less what it has used. Requests
-    ///   that wait rather than compute leave the CPU idle, so the gate never holds them back. Refusals name `limit=cpu`;
-    ///   see [`queue_target`](Self::queue_target) for how long a request held back may wait.
-    /// - **The live limit**, a guard for work the layer cannot see (`spawn_blocking`, thread
-    ///   pools, other processes): a task on the runtime wakes every 5 ms and a thread outside
-    ///   it reads how late it runs. While that lateness stays above the
-    ///   [target](Self::lateness_target) for two windows of 50 ms, the limit on requests in
-    ///   flight falls to what was in use, scaled by target over lateness (by a tenth to a
-    ///   half); while the runtime is on time and the limit is reached, it rises again (by a
-    ///   quarter each 50 ms, by one near the target), up to `max_concurrency`. It starts at
-    ///   twice the machine's cores (16 at least) and doubles each 50 ms until it first falls.
-    ///   While the runtime runs late, admitted requests yield once before their handler runs,
-    ///   so the workers poll for I/O.
+    /// On, each request's CPU demand (the time spent in its own polls, never its wall time)
+    /// is learned per cost class, and while the CPU is saturated the CPU work in flight is
+    /// held to what the workers finish within one and a half typical requests (refusals name
+    /// `limit=cpu`); the runtime's lateness moves a live limit on requests in flight, a guard
+    /// against work the layer cannot see. The whole rule is in the
+    /// [CPU-bound handlers](crate::guide::cpu_bound) page.
     ///
     /// ```
     /// use tower_admission::AdmissionConfig;
@@ -245,29 +228,21 @@ impl AdmissionConfig {
         self
     }
 
-    /// How late the runtime may run before the live concurrency limit falls
-    /// (`ADMISSION_LATENESS_TARGET`, 10 ms by default). A lower target keeps health checks
-    /// more prompt at the cost of fewer CPU-bound requests at once. Handlers whose single
-    /// polls run longer than the target make the runtime late whenever every worker runs one:
-    /// the limit then falls until a worker stays free, trading throughput for a prompt
-    /// heartbeat; a target above those polls trades back.
+    /// How late the runtime may run, for reasons request polls do not explain, before the live
+    /// concurrency limit falls (`ADMISSION_LATENESS_TARGET`, 10 ms by default): the guard
+    /// against CPU work the layer cannot see (`spawn_blocking`, thread pools, other
+    /// processes). See [CPU-bound handlers](crate::guide::cpu_bound).
     pub fn lateness_target(mut self, target: Duration) -> Self {
         self.lateness_target = target;
         self
     }
 
     /// How long a request held back by a saturated CPU may wait (`ADMISSION_QUEUE_TARGET`:
-    /// `auto` by default, a duration, or `off`).
-    ///
-    /// A CPU-bound request's queue wait is the part of its latency the layer adds. While the
-    /// CPU gate holds requests back, one whose predicted wait (the CPU work queued ahead of it
-    /// and its own, over the workers) exceeds twice the target is refused when it arrives,
-    /// before its body is read, and a waiter that has waited twice the target is sent away
-    /// (`503`, `reason=standing_queue`, `limit=cpu`); so is a waiter held back by the live
-    /// limit once it has fallen (`limit=adaptive`). With [`QueueTarget::Auto`] the target is
-    /// one and a half times the CPU demand of the request's cost class (1 ms at least): a
-    /// route of 50 µs and one of 500 ms cannot share one absolute target. Waiters held back
-    /// by memory or by `max_concurrency` keep their place, up to the queue timeout.
+    /// `auto` by default, a duration, or `off`): one predicted to wait more than twice the
+    /// target is refused as it arrives, one that has waited that long is answered `503`
+    /// (`reason=standing_queue`). [`QueueTarget::Auto`] makes the target one and a half times
+    /// the CPU demand of the request's cost class. Waiters held back by memory keep their
+    /// place. See [CPU-bound handlers](crate::guide::cpu_bound).
     ///
     /// ```
     /// use std::time::Duration;

@@ -9,7 +9,10 @@
 //! class not seen yet starts from what requests in general demand ([`CpuGate::typical_us`]).
 //!
 //! **Charged like bytes.** An admitted request is charged its class's figure, less what its
-//! polls have used so far. A request whose handler has waited for its client's body four
+//! polls have used so far, while it has work ready: one whose last poll returned `Pending`
+//! while not reading its body waits on a timer, another service or its response's reader,
+//! and is charged nothing until its next poll (work that follows such a wait is not foreseen;
+//! the live limit guards against what that misses). A request whose handler has waited for its client's body four
 //! times as long as the request's whole demand (2 ms at least) is charged nothing until the
 //! body has arrived: the client, not the CPU, sets its pace. (Not sooner: a saturated runtime
 //! reads sockets late, and a body that seems slow may be waiting in the kernel's buffer for a
@@ -38,11 +41,13 @@ use std::{
     time::Duration,
 };
 
+use crate::log_throttle::LogThrottle;
+
 /// How long one window of readings lasts before saturation is judged again.
 pub(crate) const WINDOW_MS: u64 = 50;
 /// The shortest horizon, in microseconds: below it, the time to hand a request to a worker
 /// would count as much as the work.
-const LEAST_HORIZON_US: u64 = 2_000;
+const LEAST_HORIZON_US: u64 = 5_000;
 /// A request of unknown demand, before anything at all was measured, in microseconds.
 const FIRST_GUESS_US: u64 = 1_000;
 /// The share of the workers request polls must keep busy for the CPU to become saturated,
@@ -70,6 +75,8 @@ pub(crate) struct CpuGate {
     window_start_ms: AtomicU64,
     /// How many workers request polls kept busy in the last window, in thousandths.
     busy_milli: AtomicU64,
+    /// Throttles the log of saturation coming and going.
+    pub(super) log: LogThrottle,
 }
 
 /// What the gate judged of a window: how busy request polls kept the workers, and whether
@@ -91,6 +98,7 @@ impl CpuGate {
             saturated: AtomicBool::new(false),
             window_start_ms: AtomicU64::new(u64::MAX),
             busy_milli: AtomicU64::new(0),
+            log: LogThrottle::new(Duration::from_secs(1)),
         }
     }
 
@@ -124,9 +132,17 @@ impl CpuGate {
         }
     }
 
-    /// The CPU work the workers may have charged at once, in microseconds.
+    /// The CPU work the workers may have charged at once, in microseconds: within one and a
+    /// half typical requests.
     pub(crate) fn capacity_us(&self) -> u64 {
-        let horizon = (self.typical_us() * 3 / 2).max(LEAST_HORIZON_US);
+        self.capacity_for_us(0)
+    }
+
+    /// [`capacity_us`](Self::capacity_us) for a request that brings `own_us`: within one and
+    /// a half of its own service time too, so that a request heavier than most is not held
+    /// back for good.
+    fn capacity_for_us(&self, own_us: u64) -> u64 {
+        let horizon = (self.typical_us().max(own_us) * 3 / 2).max(LEAST_HORIZON_US);
         horizon * self.workers() as u64
     }
 
@@ -138,7 +154,7 @@ impl CpuGate {
             && own_us > 0
             && in_flight > 0
             && self.saturated.load(Relaxed)
-            && self.charged_us.load(Relaxed).saturating_add(own_us) > self.capacity_us()
+            && self.charged_us.load(Relaxed).saturating_add(own_us) > self.capacity_for_us(own_us)
     }
 
     pub(crate) fn charge(&self, us: u64) {
@@ -257,14 +273,16 @@ impl Demand {
     }
 
     /// A poll took `spent_ns`; its handler has waited `body_waited` for the part of its body
-    /// still to come (`None`: no body to come, or no meter on it). Corrects the charge to
-    /// the estimate less what was used, or nothing while the client sets the pace; returns
-    /// whether it fell.
+    /// still to come (`None`: no body to come, or no meter on it); `idle`: the request now
+    /// waits on something other than its body (a timer, another service, its response's
+    /// reader). Corrects the charge to the estimate less what was used, or nothing while the
+    /// request is idle or its client sets the pace; returns whether it fell.
     pub(crate) fn polled(
         &mut self,
         gate: &CpuGate,
         spent_ns: u64,
         body_waited: Option<Duration>,
+        idle: bool,
     ) -> bool {
         self.used_ns = self.used_ns.saturating_add(spent_ns);
         let unflushed = u64::from(self.unflushed_ns) + spent_ns;
@@ -279,7 +297,7 @@ impl Demand {
         if let Some(waited_us) = waited_us {
             self.body_waited_us = self.body_waited_us.max(waited_us);
         }
-        let waits = waited_us.is_some_and(|w| client_bound(w.into(), self.estimate_us));
+        let waits = idle || waited_us.is_some_and(|w| client_bound(w.into(), self.estimate_us));
         let target = match waits {
             true => 0,
             false => self.estimate_us.saturating_sub(self.used_ns / 1000),
@@ -303,24 +321,24 @@ impl Demand {
 /// the client to set its pace. Well above one: a saturated runtime reads sockets late, and
 /// a body that seems slow may be waiting in the kernel's buffer for a worker.
 const CLIENT_BOUND: u64 = 4;
+/// The demand a request is taken to have at least, for [`CLIENT_BOUND`], in microseconds.
+const LEAST_CLIENT_WAIT_US: u64 = 2_000;
 
 /// Whether a handler that waited `waited_us` for its body waited on its client rather than on
 /// the CPU, for a request that demands `demand_us`.
 fn client_bound(waited_us: u64, demand_us: u64) -> bool {
-    waited_us > CLIENT_BOUND * demand_us.max(LEAST_HORIZON_US)
+    waited_us > CLIENT_BOUND * demand_us.max(LEAST_CLIENT_WAIT_US)
 }
 
-/// Learns `ns` into a figure that rises fast (a quarter of the way) and falls slowly (a
-/// sixteenth): conservative, as an estimate that admits work should be. 0 means unknown.
+/// Learns `ns` into a moving average over about eight requests (0 means unknown): in a class
+/// of mixed sizes, the gate balances on the mean, since a request is charged only until its
+/// work is done or it waits.
 pub(crate) fn learn(figure: &AtomicU64, ns: u64) {
     let ns = ns.max(1);
     let before = figure.load(Relaxed);
-    let after = if before == 0 {
-        ns
-    } else if ns > before {
-        before + (ns - before) / 4
-    } else {
-        before - (before - ns) / 16
+    let after = match before {
+        0 => ns,
+        before => (before * 7 + ns) / 8,
     };
     // A racing update may be lost: one sample, in a running figure.
     figure.store(after.max(1), Relaxed);
@@ -377,13 +395,13 @@ mod tests {
     }
 
     #[test]
-    fn the_figure_rises_fast_and_falls_slowly() {
+    fn the_figure_is_a_moving_average() {
         let figure = AtomicU64::new(0);
         learn(&figure, 1_000);
         assert_eq!(figure.load(Relaxed), 1_000);
-        learn(&figure, 5_000);
+        learn(&figure, 9_000);
         assert_eq!(figure.load(Relaxed), 2_000);
         learn(&figure, 400);
-        assert_eq!(figure.load(Relaxed), 1_900);
+        assert_eq!(figure.load(Relaxed), 1_800);
     }
 }

@@ -23,6 +23,7 @@
 
 use std::{
     fmt,
+    task::Poll,
     sync::{
         Arc,
         atomic::{
@@ -216,7 +217,7 @@ impl Permit {
     /// Runs `poll` (one poll of the request's work) and corrects the request's charges by
     /// what the poll allocated and freed on this thread, and by how long it took.
     #[inline]
-    pub(crate) fn track<R>(&mut self, poll: impl FnOnce() -> R) -> R {
+    pub(crate) fn track<T>(&mut self, poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
         if !self.controller.cpu.is_enabled() {
             return self.track_memory(poll);
         }
@@ -224,8 +225,11 @@ impl Permit {
         let result = self.track_memory(poll);
         let spent = self.controller.clock.now_ns().saturating_sub(started);
         let body_waited = self.body.as_ref().and_then(|body| body.waited());
+        // Pending while not reading its body: it waits on a timer, another service or its
+        // response's reader, and has no work ready.
+        let idle = result.is_pending() && body_waited.is_none();
         let controller = &self.controller;
-        if self.demand.polled(&controller.cpu, spent, body_waited)
+        if self.demand.polled(&controller.cpu, spent, body_waited, idle)
             && controller.state.load(SeqCst) & QUEUED != 0
         {
             controller.grant_waiters(Reading::Last);
@@ -360,8 +364,10 @@ impl Drop for Permit {
             if self.responded {
                 classes.observe_cpu(self.class, self.demand.used_ns());
                 self.controller.cpu.learn(self.demand.used_ns());
-                if self.body.is_some() {
-                    classes.observe_body(self.class, self.demand.waited_for_client());
+                // A busy runtime reads bodies late: a long wait proves nothing then.
+                let waited = self.demand.waited_for_client();
+                if self.body.is_some() && !(waited && self.controller.runtime_is_busy()) {
+                    classes.observe_body(self.class, waited);
                 }
             }
         }

@@ -93,6 +93,9 @@ pub(super) struct Waiter {
     pub(super) waker: Option<Waker>,
     /// When it joined the queue, in nanoseconds on the controller's clock.
     pub(super) since_ns: u64,
+    /// The CPU work it adds to the queue's: its own if only the CPU held it back when it
+    /// joined, else none (a waiter for memory does not delay those waiting for the CPU).
+    cpu_us: u64,
 }
 
 impl Waiter {
@@ -136,7 +139,7 @@ pub(super) struct Queue {
     /// served, while it waited.
     overtaken: [u32; 3],
     next_arrival: u64,
-    /// The CPU work the waiters bring, in microseconds.
+    /// The CPU work of the waiters only the CPU held back when they joined, in microseconds.
     cpu_us: u64,
 }
 
@@ -150,18 +153,20 @@ fn rank_of(id: u64) -> usize {
 }
 
 impl Queue {
-    /// Queues `ask`, arrived at `now_ns`.
-    pub(super) fn push(&mut self, ask: Ask, now_ns: u64) -> u64 {
+    /// Queues `ask`, arrived at `now_ns`, held back by the CPU alone (`for_cpu`) or not.
+    pub(super) fn push(&mut self, ask: Ask, now_ns: u64, for_cpu: bool) -> u64 {
         let id = key_range(ask.priority.rank()).start | self.next_arrival;
         self.next_arrival += 1;
+        let cpu_us = if for_cpu { ask.cpu_us } else { 0 };
         let waiter = Waiter {
             ask,
             passes: 0,
             passed_bytes: 0,
             waker: None,
             since_ns: now_ns,
+            cpu_us,
         };
-        self.cpu_us += ask.cpu_us;
+        self.cpu_us += cpu_us;
         self.waiters.insert(id, waiter);
         id
     }
@@ -169,11 +174,11 @@ impl Queue {
     /// Takes waiter `id` out of the queue.
     fn take(&mut self, id: u64) -> Option<Waiter> {
         let waiter = self.waiters.remove(&id)?;
-        self.cpu_us -= waiter.ask.cpu_us;
+        self.cpu_us -= waiter.cpu_us;
         Some(waiter)
     }
 
-    /// The CPU work the waiters bring, in microseconds.
+    /// The CPU work of the waiters only the CPU held back when they joined, in microseconds.
     pub(super) fn cpu_us(&self) -> u64 {
         self.cpu_us
     }
@@ -367,7 +372,7 @@ mod tests {
     fn queue(charges: &[u64]) -> Queue {
         let mut queue = Queue::default();
         for &charge in charges {
-            queue.push(ask(charge), 0);
+            queue.push(ask(charge), 0, true);
         }
         queue
     }
@@ -415,7 +420,7 @@ mod tests {
     fn the_head_holds_the_line_once_its_own_charge_has_passed() {
         let mut q = queue(&[100]);
         for _ in 0..150 {
-            q.push(ask(1), 0);
+            q.push(ask(1), 0, true);
         }
         let mut room = 99;
         assert_eq!(admit_within(&mut q, &mut room), 99);
@@ -434,7 +439,7 @@ mod tests {
     fn the_head_holds_the_line_after_max_passes() {
         let mut q = queue(&[u64::MAX]);
         for _ in 0..MAX_PASSES + 5 {
-            q.push(ask(0), 0);
+            q.push(ask(0), 0, true);
         }
         let mut room = u64::MAX - 1;
         assert_eq!(admit_within(&mut q, &mut room), MAX_PASSES as usize);
@@ -461,7 +466,7 @@ mod tests {
             (Priority::Normal, 4),
             (Priority::Critical, 5),
         ] {
-            q.push(ask_as(priority, charge), 0);
+            q.push(ask_as(priority, charge), 0, true);
         }
         assert!(q.holds_back(Priority::Normal));
         assert_eq!(offer_order(&mut q), [3, 5, 2, 4, 1]);
@@ -470,7 +475,7 @@ mod tests {
     #[test]
     fn a_starving_priority_goes_first_once() {
         let mut q = Queue::default();
-        let sheddable = q.push(ask_as(Priority::Sheddable, 1), 0);
+        let sheddable = q.push(ask_as(Priority::Sheddable, 1), 0, true);
         for _ in 0..MAX_OVERTAKES {
             assert!(q.starving().is_none());
             q.admitted(Priority::Critical);
@@ -480,8 +485,8 @@ mod tests {
             q.holds_back(Priority::Critical),
             "its turn: even critical queues"
         );
-        q.push(ask_as(Priority::Critical, 2), 0);
-        q.push(ask_as(Priority::Normal, 3), 0);
+        q.push(ask_as(Priority::Critical, 2), 0, true);
+        q.push(ask_as(Priority::Normal, 3), 0, true);
         assert_eq!(offer_order(&mut q), [1, 2, 3]);
         assert!(q.starving().is_none(), "served: the count starts again");
     }
@@ -492,7 +497,7 @@ mod tests {
         for _ in 0..2 * MAX_OVERTAKES {
             q.admitted(Priority::Critical);
         }
-        q.push(ask_as(Priority::Normal, 1), 0);
+        q.push(ask_as(Priority::Normal, 1), 0, true);
         assert!(q.starving().is_none());
         assert!(!q.holds_back(Priority::Critical));
     }
@@ -500,12 +505,12 @@ mod tests {
     #[test]
     fn a_starving_waiter_that_does_not_fit_holds_the_line_after_its_charge() {
         let mut q = Queue::default();
-        q.push(ask_as(Priority::Normal, 10), 0);
+        q.push(ask_as(Priority::Normal, 10), 0, true);
         for _ in 0..MAX_OVERTAKES {
             q.admitted(Priority::Critical);
         }
         for _ in 0..20 {
-            q.push(ask_as(Priority::Critical, 1), 0);
+            q.push(ask_as(Priority::Critical, 1), 0, true);
         }
         let mut room = 9;
         assert_eq!(admit_within(&mut q, &mut room), 9, "criticals pass it");
@@ -524,9 +529,9 @@ mod tests {
     #[test]
     fn a_full_queue_gives_the_newest_lowest_waiter_s_place() {
         let mut q = Queue::default();
-        let normal = q.push(ask_as(Priority::Normal, 1), 0);
-        let old = q.push(ask_as(Priority::Sheddable, 2), 0);
-        let new = q.push(ask_as(Priority::Sheddable, 3), 0);
+        let normal = q.push(ask_as(Priority::Normal, 1), 0, true);
+        let old = q.push(ask_as(Priority::Sheddable, 2), 0, true);
+        let new = q.push(ask_as(Priority::Sheddable, 3), 0, true);
         assert!(
             q.evict_below(Priority::Sheddable, |_| Limit::Memory)
                 .is_none()
@@ -564,7 +569,7 @@ mod tests {
     fn old_waiters_held_for_the_cpu_are_shed_and_those_held_for_memory_keep_their_place() {
         let mut q = queue(&[1, 64, 1]);
         let old: Vec<u64> = q.waiters.keys().copied().collect();
-        let young = q.push(ask(1), 30_000_000);
+        let young = q.push(ask(1), 30_000_000, true);
         assert_eq!(q.cpu_us(), 4);
         // Charge 64 waits for memory; the others for the CPU, 20 ms at most.
         let too_long =

@@ -58,7 +58,7 @@ impl Controller {
         }
         let was_saturated = self.cpu.is_saturated();
         if let Some(judged) = self.cpu.observe(now_ms) {
-            self.log_cpu(judged, was_saturated);
+            self.log_cpu(judged, was_saturated, now_ms);
         }
         let state = self.state.load(SeqCst);
         let queued = state & QUEUED != 0;

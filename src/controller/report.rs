@@ -84,8 +84,8 @@ impl Controller {
         }
     }
 
-    /// Logs a move of the live limit to half or twice what was last logged, at most once a
-    /// second.
+    /// Logs a move of the live limit to half or twice what was last logged: every fall, and
+    /// a rise at most once a second.
     pub(super) fn log_limit(&self, moved: Moved, lateness: Duration, now_ms: u64) {
         let Moved { from, to, why } = moved;
         let lateness_ms = lateness.as_secs_f64() * 1e3;
@@ -100,7 +100,9 @@ impl Controller {
         if to > logged / 2 && to < logged.saturating_mul(2) {
             return;
         }
-        if self.limit_log.allow(now_ms, 1).is_some() {
+        // Every large fall is told (falls come at most once a window); rises once a second.
+        let fell = to <= logged / 2;
+        if fell || self.limit_log.allow(now_ms, 1).is_some() {
             self.limit_logged.store(to, Relaxed);
             tracing::info!(
                 from,
@@ -114,8 +116,8 @@ impl Controller {
     }
 
     /// Logs a window the CPU gate judged: at debug level each one, at info level when the
-    /// CPU becomes saturated or stops being so.
-    pub(super) fn log_cpu(&self, judged: Judged, was_saturated: bool) {
+    /// CPU becomes saturated or stops being so (at most once a second).
+    pub(super) fn log_cpu(&self, judged: Judged, was_saturated: bool, now_ms: u64) {
         let Judged {
             busy_workers,
             saturated,
@@ -128,7 +130,7 @@ impl Controller {
             capacity_us,
             "cpu window"
         );
-        if saturated != was_saturated {
+        if saturated != was_saturated && self.cpu.log.allow(now_ms, 1).is_some() {
             tracing::info!(
                 busy_workers,
                 workers = self.cpu.workers(),

@@ -60,7 +60,8 @@ impl Controller {
                 limit,
             ));
         }
-        if self.would_wait_too_long(&queue, memory, ask) {
+        let for_cpu = self.held_by_cpu_alone(self.state.load(SeqCst), memory, ask);
+        if for_cpu && self.would_wait_too_long(&queue, ask) {
             drop(queue);
             wakers_of(evicted).for_each(Waker::wake);
             return Acquired::Rejected(self.reject_admission(
@@ -69,7 +70,7 @@ impl Controller {
                 Limit::Cpu,
             ));
         }
-        let id = queue.push(ask, self.clock.now_ns());
+        let id = queue.push(ask, self.clock.now_ns(), for_cpu);
         self.state.fetch_or(QUEUED, SeqCst);
         // A release between the failed try and the bit did not see the bit: check again, now
         // that every later release will. This may grant the new ticket itself.
@@ -153,15 +154,13 @@ impl Controller {
     }
 
     /// Whether `ask`, held back by the CPU, would wait longer than its target allows: the
-    /// work queued ahead of it and its own, spread over the workers, is its wait.
-    fn would_wait_too_long(&self, queue: &Queue, memory: u64, ask: Ask) -> bool {
+    /// work queued for the CPU ahead of it and its own, spread over the workers, is its wait.
+    fn would_wait_too_long(&self, queue: &Queue, ask: Ask) -> bool {
         let Some(longest) = self.settings.queue_target.longest_ns(ask.cpu_us) else {
             return false;
         };
         let ahead_us = queue.cpu_us() + ask.cpu_us;
-        let wait_ns = ahead_us.saturating_mul(1000) / self.cpu.workers() as u64;
-        wait_ns > longest
-            && self.fit(self.state.load(SeqCst), memory, ask) == Fit::Blocked(Limit::Cpu)
+        ahead_us.saturating_mul(1000) / self.cpu.workers() as u64 > longest
     }
 
     /// While the CPU cannot keep up (saturated, or the runtime late enough for the live limit
@@ -176,22 +175,29 @@ impl Controller {
             return Vec::new();
         }
         let state = self.state.load(SeqCst);
-        // Held back by the CPU only: with nobody in flight, it would fit in memory.
+        // Held back by the live limit only: with nobody in flight, it would fit in memory.
         let charges = without_in_flight(state);
         queue.shed_standing(self.clock.now_ns(), |ask, waited_ns| {
-            if target
-                .longest_ns(ask.cpu_us)
-                .is_none_or(|longest| waited_ns <= longest)
-            {
+            if target.longest_ns(ask.cpu_us).is_none_or(|longest| waited_ns <= longest) {
                 return None;
             }
-            let limit = match self.fit(state, memory, *ask) {
-                Fit::Blocked(limit @ (Limit::Cpu | Limit::Adaptive)) => limit,
-                _ => return None,
-            };
+            if self.held_by_cpu_alone(state, memory, *ask) {
+                return Some(Limit::Cpu);
+            }
+            let slot = matches!(self.fit(state, memory, *ask), Fit::Blocked(Limit::Adaptive));
             let room = !matches!(self.fit(charges, memory, *ask), Fit::Blocked(Limit::Memory));
-            room.then_some(limit)
+            (slot && room).then_some(Limit::Adaptive)
         })
+    }
+
+    /// Whether only the CPU gate holds `ask` back in `state`: were its work not counted, it
+    /// would go (memory, a slot and the estimate rule allowing).
+    fn held_by_cpu_alone(&self, state: u64, memory: u64, ask: Ask) -> bool {
+        self.fit(state, memory, ask) == Fit::Blocked(Limit::Cpu)
+            && !matches!(
+                self.fit(state, memory, Ask { cpu_us: 0, ..ask }),
+                Fit::Blocked(_)
+            )
     }
 }
 

@@ -187,7 +187,7 @@ impl Model {
             }
             Op::Run(i) if !self.served.is_empty() => {
                 let i = i % self.served.len();
-                self.served[i].2.track(|| ());
+                let _ = self.served[i].2.track(|| Poll::Ready(()));
             }
             Op::Finish(i) if !self.served.is_empty() => {
                 let i = i % self.served.len();
@@ -417,7 +417,7 @@ fn many_threads_racing_leave_nothing_behind() {
                         Acquired::Admitted(mut permit) => {
                             tally.admitted += 1;
                             if round % 2 == 0 {
-                                permit.track(std::thread::yield_now);
+                                let _ = permit.track(|| Poll::Ready(std::thread::yield_now()));
                             }
                             drop(permit);
                         }

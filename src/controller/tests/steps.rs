@@ -37,7 +37,7 @@ fn controller_failing(
 fn admitted(a: Acquired) -> Permit {
     match a {
         Acquired::Admitted(mut p) => {
-            p.track(|| ());
+            let _ = p.track(|| Poll::Ready(()));
             p
         }
         other => panic!("expected admission, got {other:?}"),
@@ -73,7 +73,7 @@ fn poll(ticket: &mut Ticket, waker: &Arc<CountingWaker>) -> Poll<Permit> {
         .poll_grant(&mut Context::from_waker(&waker))
         .map(|granted| {
             let mut permit = granted.expect("granted, not rejected");
-            permit.track(|| ());
+            let _ = permit.track(|| Poll::Ready(()));
             permit
         })
 }
@@ -190,7 +190,7 @@ fn above_the_soft_limit_requests_of_unknown_cost_go_one_at_a_time() {
     };
     // The budget is full: the next one waits for room, not for a cost.
     let mut tenth = queued(c.acquire(CLASS, None));
-    ninth.track(|| ());
+    let _ = ninth.track(|| Poll::Ready(()));
     assert!(poll(&mut tenth, &waker).is_pending());
     drop(ninth);
     assert!(
@@ -219,7 +219,7 @@ fn a_request_goes_on_the_least_its_class_costs_one_at_a_time() {
     let mut next = queued(c.acquire(mixed, None));
     let waker = Arc::new(CountingWaker::default());
     assert!(poll(&mut next, &waker).is_pending());
-    probe.track(|| ());
+    let _ = probe.track(|| Poll::Ready(()));
     assert!(poll(&mut next, &waker).is_pending());
     drop(probe); // 101 of 128: 101 + 1 leaves the margin of 2 MiB
     assert!(poll(&mut next, &waker).is_ready());
@@ -557,7 +557,7 @@ fn a_class_not_seen_yet_goes_one_at_a_time_until_a_poll_shows_its_cost() {
     };
     let second = queued(c.acquire(CLASS, None));
     // Its first poll allocates 16 MiB: the class is known, and the second one goes.
-    first.track(|| ALLOCATED.set(ALLOCATED.get() + 16 * MIB));
+    let _ = first.track(|| Poll::Ready(ALLOCATED.set(ALLOCATED.get() + 16 * MIB)));
     assert!(!second.is_waiting());
     // From now on, requests of the class go at once on what it showed.
     match c.acquire(CLASS, None) {
@@ -577,7 +577,7 @@ fn a_new_class_held_back_one_at_a_time_blames_its_estimate_not_memory() {
     assert_eq!(rejected(c.acquire(CLASS, None)).limit(), Limit::Estimate);
     assert_eq!(c.snapshot().rejected(Reason::QueueFull, Limit::Estimate), 1);
     // Once its cost is known, the next goes.
-    first.track(|| ());
+    let _ = first.track(|| Poll::Ready(()));
     let _next = admitted(c.acquire(CLASS, None));
 }
 
@@ -718,7 +718,7 @@ fn serve(c: &Arc<Controller>, now: &AtomicU64, class: CostClass, work: &[u64], b
         other => panic!("expected admission, got {other:?}"),
     };
     for spent in work {
-        permit.track(|| now.fetch_add(*spent, Relaxed));
+        let _ = permit.track(|| Poll::Ready(now.fetch_add(*spent, Relaxed)));
         now.fetch_add(between, Relaxed);
     }
     permit.responded();
@@ -767,15 +767,15 @@ fn a_request_waiting_for_its_client_is_not_charged_for_it() {
     permit.follow(Arc::clone(&body));
     // Waited 10 ms for the client: not yet four times the demand (a late runtime, maybe).
     body.set_waited(Some(Duration::from_millis(10)));
-    permit.track(|| now.fetch_add(MS, Relaxed));
+    let _ = permit.track(|| Poll::Ready(now.fetch_add(MS, Relaxed)));
     assert_eq!(c.cpu.charged_us(), 3_000, "the estimate less what was used");
     // Waited 20 ms: the client sets the pace.
     body.set_waited(Some(Duration::from_millis(20)));
-    permit.track(|| ());
+    let _ = permit.track(|| Poll::Ready(()));
     assert_eq!(c.cpu.charged_us(), 0);
     // The body has arrived: its parse is work again.
     body.set_waited(None);
-    permit.track(|| ());
+    let _ = permit.track(|| Poll::Ready(()));
     assert_eq!(c.cpu.charged_us(), 3_000);
     permit.responded();
     drop(permit);
@@ -804,7 +804,7 @@ fn a_saturated_cpu_admits_the_work_the_workers_finish_soon_and_bounds_the_wait()
     );
     // A request whose work is done gives its charge back: the head goes.
     let waker = Arc::new(CountingWaker::default());
-    served[0].track(|| now.fetch_add(4 * MS, Relaxed));
+    let _ = served[0].track(|| Poll::Ready(now.fetch_add(4 * MS, Relaxed)));
     let Poll::Ready(_head) = poll(&mut first, &waker) else {
         panic!("the head goes first");
     };
@@ -842,7 +842,7 @@ fn a_class_that_waits_for_its_clients_is_never_held_back_by_the_cpu() {
         let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20));
         permit.follow(Arc::clone(&body));
         body.set_waited(Some(Duration::from_millis(100)));
-        permit.track(|| now.fetch_add(MS, Relaxed));
+        let _ = permit.track(|| Poll::Ready(now.fetch_add(MS, Relaxed)));
         permit.responded();
     }
     let _parses: Vec<Permit> = (0..4).map(|_| admitted(c.acquire(parse, None))).collect();
