@@ -14,7 +14,8 @@
 //! costs, where the peak is what it may cost.
 //!
 //! Each class also learns its requests' **CPU demand** (the time spent in their polls, see
-//! [`super::cpu`]), as a figure that rises fast and falls slowly, and keeps the name of the
+//! [`super::cpu`]), as a moving average, whether its requests wait for their clients' bodies,
+//! and keeps the name of the
 //! first request that claimed its slot (method and path), so that an operator can see what
 //! each route costs.
 //!

@@ -5,28 +5,31 @@
 //! (its handler's and its response body's, see `Permit::track`): what it asks of a core. A
 //! poll that waits for a client's bytes, a timer or a downstream reply returns at once, so
 //! none of that waiting counts, and other requests cannot inflate it (a worker runs one poll
-//! at a time). Each cost class learns what its requests demand (see [`super::classes`]); a
-//! class not seen yet starts from what requests in general demand ([`CpuGate::typical_us`]).
+//! at a time). Each cost class learns what its requests demand, as a moving average over
+//! about eight requests (see [`super::classes`]); a class not seen yet starts from what
+//! requests in general demand ([`CpuGate::typical_us`]).
 //!
-//! **Charged like bytes.** An admitted request is charged its class's figure, less what its
-//! polls have used so far, while it has work ready: one whose last poll returned `Pending`
-//! while not reading its body waits on a timer, another service or its response's reader,
-//! and is charged nothing until its next poll (work that follows such a wait is not foreseen;
-//! the live limit guards against what that misses). A request whose handler has waited for its client's body four
-//! times as long as the request's whole demand (2 ms at least) is charged nothing until the
-//! body has arrived: the client, not the CPU, sets its pace. (Not sooner: a saturated runtime
-//! reads sockets late, and a body that seems slow may be waiting in the kernel's buffer for a
-//! worker.) A class most of whose requests wait so is charged nothing at admission either,
-//! and never held back by the gate: its work comes only once a client has sent a body, and is
-//! charged then. That a request waited is learned only while the CPU has room and the
-//! runtime is on time (a body read late proves nothing of its client); that one did not wait,
-//! always.
+//! **Charged while it has work ready.** An admitted request is charged its class's figure,
+//! less what its polls have used so far. One whose last poll returned `Pending` while not
+//! reading its body waits on a timer, another service or its response's reader, and is
+//! charged nothing until its next poll (work that follows such a wait is not foreseen; the
+//! live limit guards against what that misses). So a class of mixed sizes is charged its
+//! mean, and each request only until its work is done or it waits. One whose handler has
+//! waited for its client's body four times as long as the request's whole demand (2 ms at
+//! least) is charged nothing until the body has arrived: the client, not the CPU, sets its
+//! pace. (Not sooner: a busy runtime reads sockets late, and a body that seems slow may be
+//! waiting in the kernel's buffer for a worker.) A class most of whose requests wait so is
+//! charged nothing at admission either, and never held back by the gate: its work comes only
+//! once a client has sent a body, and is charged then. That a request waited is learned only
+//! while the runtime is not busy (a body read late proves nothing of its client); that one
+//! did not wait, always.
 //!
 //! **The gate.** While the CPU is saturated, a request is admitted only while the work
 //! charged to the requests in flight, plus its own, fits what the workers can do within the
-//! horizon: `charged + own ≤ workers × horizon`, with the horizon one and a half typical
-//! requests (2 ms at least): admitted work drains within about one and a half service times,
-//! and a worker is never left without a request ready to run. With nothing in flight a
+//! horizon: `charged + own ≤ workers × horizon`, with the horizon one and a half times the
+//! larger of a typical request and this one (5 ms at least): admitted work drains within
+//! about one and a half service times, a worker is never left without a request ready to
+//! run, and a request heavier than most is not held back for good. With nothing in flight a
 //! request is always admitted.
 //!
 //! **Saturated** means that, over a window of [`WINDOW_MS`], request polls kept at least 60 %

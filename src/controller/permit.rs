@@ -23,7 +23,6 @@
 
 use std::{
     fmt,
-    task::Poll,
     sync::{
         Arc,
         atomic::{
@@ -31,6 +30,7 @@ use std::{
             Ordering::{Relaxed, SeqCst},
         },
     },
+    task::Poll,
 };
 
 use super::{
@@ -229,7 +229,9 @@ impl Permit {
         // response's reader, and has no work ready.
         let idle = result.is_pending() && body_waited.is_none();
         let controller = &self.controller;
-        if self.demand.polled(&controller.cpu, spent, body_waited, idle)
+        if self
+            .demand
+            .polled(&controller.cpu, spent, body_waited, idle)
             && controller.state.load(SeqCst) & QUEUED != 0
         {
             controller.grant_waiters(Reading::Last);

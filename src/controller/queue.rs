@@ -15,11 +15,12 @@
 //!
 //! **A wait bounded by service time.** A waiter held back by a CPU that cannot keep up waits
 //! only as long as its [`QueueTarget`] allows (by default twice one and a half times its
-//! class's CPU demand, 2 ms at least): a request that would wait longer is refused when it
+//! class's CPU demand, 1 ms at least): a request that would wait longer is refused when it
 //! arrives, and one that has waited longer is sent away (`503`, `standing_queue`), since a
 //! CPU-bound request's queue wait is the part of its latency the layer adds. A route of 50 µs
-//! and one of 500 ms cannot share one absolute target. A waiter held back by memory keeps its
-//! place.
+//! and one of 500 ms cannot share one absolute target. Only waiters that the CPU alone held
+//! back count towards the predicted wait and are sent away: a waiter held back by memory keeps
+//! its place.
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -178,7 +178,10 @@ impl Controller {
         // Held back by the live limit only: with nobody in flight, it would fit in memory.
         let charges = without_in_flight(state);
         queue.shed_standing(self.clock.now_ns(), |ask, waited_ns| {
-            if target.longest_ns(ask.cpu_us).is_none_or(|longest| waited_ns <= longest) {
+            if target
+                .longest_ns(ask.cpu_us)
+                .is_none_or(|longest| waited_ns <= longest)
+            {
                 return None;
             }
             if self.held_by_cpu_alone(state, memory, *ask) {

@@ -360,7 +360,11 @@ pub fn table(run: &Run) -> String {
             .iter()
             .map(|o| format!("{} / {}", ms(o.job_p50), ms(o.job_p99)))
             .collect();
-        let ok: u64 = setup.outcomes.iter().map(|o| o.count(|s| (200..300).contains(&s))).sum();
+        let ok: u64 = setup
+            .outcomes
+            .iter()
+            .map(|o| o.count(|s| (200..300).contains(&s)))
+            .sum();
         let per_phase: Vec<String> = setup
             .outcomes
             .iter()

@@ -488,7 +488,7 @@ const CPU_SWEEP: [usize; 7] = [1, 2, 3, 4, 8, 16, 64];
 pub fn cpu() -> Scenario {
     Scenario {
         name: "cpu",
-        demonstrates: "CPU-bound requests (512 KiB JSON bodies parsed inline) from 64 clients backing off 50 ms after a 503, with the layer's defaults: the concurrency limit finds itself, the queue does not stand, and a bypassed /health stays prompt",
+        demonstrates: "CPU-bound requests (512 KiB JSON bodies parsed inline) from 64 clients backing off 50 ms after a 503, with the layer's defaults: the CPU gate finds how much work to take, the queue wait stays within its target, and a bypassed /health stays prompt",
         env: Vec::new(),
         budget: 0,
         largest_request: 0,

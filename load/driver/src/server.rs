@@ -54,7 +54,10 @@ impl Server {
             command.env_remove(name);
         }
         command
-            .env("RUST_LOG", std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into())) // unless the setup says otherwise
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            ) // unless the setup says otherwise
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("LISTEN_ADDR", addr.to_string())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)

@@ -50,7 +50,12 @@ pub fn run(addr: SocketAddr, phase: &Phase, slow: Slow) -> Result<Outcome, Strin
         }
         total.errors += tally.errors;
         total.ok_latencies.extend(tally.ok_latencies);
-        ok_at.extend(tally.ok_at.iter().map(|at| at.duration_since(began).as_secs_f64()));
+        ok_at.extend(
+            tally
+                .ok_at
+                .iter()
+                .map(|at| at.duration_since(began).as_secs_f64()),
+        );
     }
     total.ok_latencies.sort_by(f64::total_cmp);
     let quantile = |q| crate::client::quantile(&total.ok_latencies, q);

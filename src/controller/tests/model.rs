@@ -417,7 +417,10 @@ fn many_threads_racing_leave_nothing_behind() {
                         Acquired::Admitted(mut permit) => {
                             tally.admitted += 1;
                             if round % 2 == 0 {
-                                let _ = permit.track(|| Poll::Ready(std::thread::yield_now()));
+                                let _ = permit.track(|| {
+                                    std::thread::yield_now();
+                                    Poll::Ready(())
+                                });
                             }
                             drop(permit);
                         }

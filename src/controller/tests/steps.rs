@@ -557,7 +557,10 @@ fn a_class_not_seen_yet_goes_one_at_a_time_until_a_poll_shows_its_cost() {
     };
     let second = queued(c.acquire(CLASS, None));
     // Its first poll allocates 16 MiB: the class is known, and the second one goes.
-    let _ = first.track(|| Poll::Ready(ALLOCATED.set(ALLOCATED.get() + 16 * MIB)));
+    let _ = first.track(|| {
+        ALLOCATED.set(ALLOCATED.get() + 16 * MIB);
+        Poll::Ready(())
+    });
     assert!(!second.is_waiting());
     // From now on, requests of the class go at once on what it showed.
     match c.acquire(CLASS, None) {
