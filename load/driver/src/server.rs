@@ -53,11 +53,11 @@ impl Server {
         for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("ADMISSION_")) {
             command.env_remove(name);
         }
+        // SERVER_LOG sets the servers' RUST_LOG (the CPU gate's windows are at `debug`),
+        // unless the setup says otherwise.
+        let log = std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into());
         command
-            .env(
-                "RUST_LOG",
-                std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into()),
-            ) // unless the setup says otherwise
+            .env("RUST_LOG", log)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("LISTEN_ADDR", addr.to_string())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
