@@ -55,9 +55,9 @@ impl Server {
         }
         // SERVER_LOG sets the servers' RUST_LOG (the CPU gate's windows are at `debug`),
         // unless the setup says otherwise.
-        let log = std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into());
+        let rust_log = std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into());
         command
-            .env("RUST_LOG", log)
+            .env("RUST_LOG", rust_log)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("LISTEN_ADDR", addr.to_string())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
