@@ -32,7 +32,7 @@
 //! run, and a request heavier than most is not held back for good. With nothing in flight a
 //! request is always admitted.
 //!
-//! **Saturated** means that, over a window of [`WINDOW_MS`], request polls kept at least 60 %
+//! **Saturated** means that, over a window of [`WINDOW_MS`] (the live limit's), request polls kept at least 60 %
 //! of the workers busy; it stays so until they keep fewer than 40 % busy. Requests that mostly
 //! wait (on a client, a timer, another service) leave the CPU idle, so the gate stays open
 //! for them and only `max_concurrency` and the memory budget hold them. (The workers' park
@@ -44,10 +44,10 @@ use std::{
     time::Duration,
 };
 
+// The live limit's window: both judge theirs on the same sampler ticks, so that a window of
+// lateness is told whether request polls explain it.
+use super::limit::WINDOW_MS;
 use crate::log_throttle::LogThrottle;
-
-/// How long one window of readings lasts before saturation is judged again.
-pub(crate) const WINDOW_MS: u64 = 50;
 /// The shortest horizon, in microseconds: below it, the time to hand a request to a worker
 /// would count as much as the work.
 const LEAST_HORIZON_US: u64 = 5_000;
@@ -158,12 +158,6 @@ impl CpuGate {
             && in_flight > 0
             && self.saturated.load(Relaxed)
             && self.charged_us.load(Relaxed).saturating_add(own_us) > self.capacity_for_us(own_us)
-    }
-
-    pub(crate) fn charge(&self, us: u64) {
-        if us > 0 {
-            self.charged_us.fetch_add(us, Relaxed);
-        }
     }
 
     /// Moves a request's charge from `from` to `to` microseconds; returns whether it fell.
@@ -387,7 +381,7 @@ mod tests {
             15_000,
             "two workers, 1.5 requests of 5 ms each"
         );
-        gate.charge(15_000);
+        gate.recharge(0, 15_000);
         assert!(!gate.holds_back(5_000, 3), "not saturated");
         gate.saturated.store(true, Relaxed);
         assert!(gate.holds_back(5_000, 3));

@@ -32,7 +32,7 @@ impl Controller {
     /// Counts the admission of `ask`, and charges the CPU work it brings.
     pub(super) fn count_admission(&self, ask: Ask, over_budget: bool, memory: u64) {
         let priority = ask.priority;
-        self.cpu.charge(ask.cpu_us);
+        self.cpu.recharge(0, ask.cpu_us);
         self.unsettled.fetch_add(1, SeqCst);
         self.admitted.fetch_add(1, Relaxed);
         self.admitted_by[priority.rank()].fetch_add(1, Relaxed);
