@@ -7,7 +7,9 @@ use crate::{
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
     heartbeat::Heartbeat,
-    http_settings::{HttpSettings, PathPrefixes, Prioritizer, RetryAfter, Serving, retry_after},
+    http_settings::{
+        HttpSettings, PathPrefixes, Prioritizer, Refusing, RetryAfter, Serving, retry_after,
+    },
     layer::AdmissionLayer,
     memory::{CgroupMemory, MemorySource, MemorySourceKind},
     metrics, sampler,
@@ -155,16 +157,19 @@ impl Admission {
                     streams: config.streams_min_rate,
                 },
             },
-            retry_after: match config.retry_after_secs {
-                Some(secs) => RetryAfter::Fixed(retry_after(secs)),
-                None => RetryAfter::Auto {
-                    max: config.retry_after_max_secs,
+            refusing: Arc::new(Refusing {
+                retry_after: match config.retry_after_secs {
+                    Some(secs) => RetryAfter::Fixed(retry_after(secs)),
+                    None => RetryAfter::Auto {
+                        max: config.retry_after_max_secs,
+                    },
                 },
-            },
+                discard: config.discard,
+                shaper: config.shaper.clone(),
+            }),
             bypass: PathPrefixes::new(config.bypass.clone()),
             classifier: config.classifier.clone(),
             prioritizer: Prioritizer::new(config.prioritize.as_ref(), &config.priority_rules),
-            shaper: config.shaper.clone(),
             heartbeat: heartbeat.clone(),
         };
         let description = describe(

@@ -10,6 +10,7 @@ use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Resp
 use crate::{
     controller::{Controller, CostClass, Priority},
     data_rate::BodyRates,
+    discard::DiscardBound,
     heartbeat::Heartbeat,
     rejection::Rejection,
 };
@@ -237,16 +238,24 @@ pub(crate) struct Serving {
     pub(crate) rates: BodyRates,
 }
 
+/// How a refused request is answered: told when to retry, and its unread body discarded.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusing {
+    pub(crate) retry_after: RetryAfter,
+    pub(crate) discard: DiscardBound,
+    /// Shapes the layer's refusals instead of its own answers, if set.
+    pub(crate) shaper: Option<Shaper>,
+}
+
 #[derive(Debug)]
 pub(crate) struct HttpSettings {
     /// The queue timeout and the minimum body rates, as each request takes them.
     pub(crate) serving: Serving,
-    pub(crate) retry_after: RetryAfter,
+    /// How refusals are answered; shared with queued requests.
+    pub(crate) refusing: Arc<Refusing>,
     pub(crate) bypass: PathPrefixes,
     pub(crate) classifier: Option<Classifier>,
     pub(crate) prioritizer: Prioritizer,
-    /// Shapes the layer's refusals instead of its own answers, if set.
-    pub(crate) shaper: Option<Shaper>,
     /// The runtime's heartbeat, where the live limit follows it.
     pub(crate) heartbeat: Option<Arc<Heartbeat>>,
 }
@@ -360,11 +369,14 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 rates: BodyRates::default(),
             },
-            retry_after: RetryAfter::Fixed(HeaderValue::from_static("1")),
+            refusing: Arc::new(Refusing {
+                retry_after: RetryAfter::Fixed(HeaderValue::from_static("1")),
+                discard: DiscardBound::DEFAULT,
+                shaper: None,
+            }),
             bypass: PathPrefixes::new(["/health", "/static/"]),
             classifier,
             prioritizer: Prioritizer::None,
-            shaper: None,
             heartbeat: None,
         }
     }

@@ -20,6 +20,7 @@ mod enabled {
     use crate::{
         controller::Priority,
         data_rate::Direction,
+        discard::Discard,
         rejection::{Limit, Reason},
         snapshot::Snapshot,
     };
@@ -128,6 +129,15 @@ mod enabled {
             "admission_cut_off_total",
             "Admitted requests cut off because their client sent (direction=request) or read (direction=response) the body slower than the minimum rate."
         );
+        describe_counter!(
+            "admission_discards_total",
+            "Refused requests with an unread body, by how it ended: read to its end and dropped so the client could read the answer (whole), or answered with Connection: close (limit, timeout, too_slow, gone, skipped)."
+        );
+        describe_counter!(
+            "admission_discarded_bytes_total",
+            Unit::Bytes,
+            "Bytes of refused requests' bodies read and dropped."
+        );
         // Registered up front, so the histogram is scraped (empty) before anyone waits.
         let _ = histogram!("admission_queue_wait_seconds");
     }
@@ -196,6 +206,11 @@ mod enabled {
             counter!("admission_cut_off_total", "direction" => direction.as_str())
                 .absolute(s.cut_off(direction));
         }
+        for outcome in Discard::ALL {
+            counter!("admission_discards_total", "outcome" => outcome.as_str())
+                .absolute(s.discards(outcome));
+        }
+        counter!("admission_discarded_bytes_total").absolute(s.discarded_bytes);
     }
 
     pub(crate) fn record_queue_wait(wait: Duration, priority: Priority) {

@@ -6,14 +6,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, header};
+use http::{Request, Response};
 use tower_service::Service;
 
 use crate::{
     body::AdmissionBody,
     controller::{Acquired, Controller, CostClass},
+    discard::declared_length,
     future::ResponseFuture,
-    grpc::Dialect,
     http_settings::HttpSettings,
     request_body::MinRateBody,
     snapshot::Snapshot,
@@ -137,19 +137,13 @@ where
             Acquired::Queued(ticket) => {
                 settings.ensure_heartbeat();
                 let readied = readied(&mut self.inner);
-                let retry_after = settings.retry_after.clone();
-                let shaper = settings.shaper.clone();
-                ResponseFuture::queued(ticket, readied, request, retry_after, serving, shaper)
+                let refusing = Arc::clone(&settings.refusing);
+                ResponseFuture::queued(ticket, readied, request, refusing, serving)
             }
             Acquired::Rejected(rejection) => {
                 settings.ensure_heartbeat();
-                let retry_after = settings.retry_after.header(&self.controller);
-                let shaped = settings
-                    .shaper
-                    .as_ref()
-                    .map(|shaper| shaper.shape(&rejection, &request, &retry_after));
-                let dialect = Dialect::of(request.headers());
-                ResponseFuture::rejected(rejection, retry_after, dialect, shaped)
+                let refusing = &settings.refusing;
+                ResponseFuture::refused(rejection, request, refusing, serving, &self.controller)
             }
         }
     }
@@ -160,15 +154,4 @@ where
 fn readied<S: Clone>(inner: &mut S) -> S {
     let clone = inner.clone();
     std::mem::replace(inner, clone)
-}
-
-fn declared_length<B>(request: &Request<B>) -> Option<u64> {
-    request
-        .headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }

@@ -3,6 +3,7 @@
 use crate::{
     controller::Priority,
     data_rate::Direction,
+    discard::Discard,
     rejection::{Limit, Reason},
 };
 
@@ -66,11 +67,15 @@ pub struct Snapshot {
     pub memory_source_errors: u64,
     /// Time since the memory source last refreshed successfully.
     pub memory_reading_age: std::time::Duration,
+    /// Bytes of refused requests' bodies read and dropped since start, so that their clients
+    /// could read the answer.
+    pub discarded_bytes: u64,
     pub(crate) rejected: [[u64; Limit::ALL.len()]; Reason::ALL.len()],
     pub(crate) would_reject: [[u64; Limit::ALL.len()]; Reason::ALL.len()],
     pub(crate) admitted_by: [u64; 3],
     pub(crate) rejected_by: [[u64; Reason::ALL.len()]; 3],
     pub(crate) cut_off: [u64; 2],
+    pub(crate) discards: [u64; Discard::ALL.len()],
 }
 
 /// What requests of one cost class cost lately (see [`Snapshot::classes`]).
@@ -124,6 +129,11 @@ impl Snapshot {
     /// (`Response`) the body slower than the minimum rate.
     pub fn cut_off(&self, direction: Direction) -> u64 {
         self.cut_off[direction as usize]
+    }
+
+    /// Refused requests whose unread body was dealt with as `outcome` since start.
+    pub fn discards(&self, outcome: Discard) -> u64 {
+        self.discards[outcome as usize]
     }
 
     /// Requests refused since start, for any reason.

@@ -90,4 +90,46 @@ impl AdmissionConfig {
         self.response_body.set(rate.into());
         self
     }
+
+    /// The most of a refused request's unread body the layer reads and drops before it
+    /// answers (`ADMISSION_DISCARD_LIMIT`), over HTTP/1; 0 never reads one. Default 8 MiB.
+    ///
+    /// A client that writes its whole body before it reads (Python's `requests`, most SDKs,
+    /// `curl` on a slow link) cannot read an answer sent while its body is unread: the
+    /// connection is reset under it. So the layer reads a refused request's body to its end,
+    /// without keeping it, and then answers; the connection serves on. A body declared
+    /// longer than the limit, one still coming at the limit or at the
+    /// [discard timeout](Self::discard_timeout), one slower than the
+    /// [minimum request body rate](Self::min_request_body_rate), and a client waiting for
+    /// `100 Continue` are answered at once with `Connection: close`. Discarding holds no slot
+    /// and no charge; the connection's buffers count as memory spoken for, and a refusal
+    /// does not discard when the budget has no room for them. Over HTTP/2 a refusal is
+    /// answered at once, and the stream reset with `NO_ERROR`: the client stops sending and
+    /// reads the answer. `admission_discards_total` counts how discards ended.
+    ///
+    /// Go's `net/http` reads up to 256 KiB for the same reason, and nginx keeps reading for
+    /// up to 30 s (`lingering_close`); 8 MiB within 10 s covers uploads of a few MiB at the
+    /// pace of an ordinary link and costs a few milliseconds of CPU at most.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// let config = AdmissionConfig::default()
+    ///     .discard_limit(32 << 20)
+    ///     .discard_timeout(Duration::from_secs(30));
+    /// # let _ = config;
+    /// ```
+    pub fn discard_limit(mut self, bytes: u64) -> Self {
+        self.discard.bytes = bytes;
+        self
+    }
+
+    /// How long the layer may read a refused request's body before it answers
+    /// (`ADMISSION_DISCARD_TIMEOUT`); default 10 s. See
+    /// [`discard_limit`](Self::discard_limit).
+    pub fn discard_timeout(mut self, timeout: Duration) -> Self {
+        self.discard.timeout = timeout;
+        self
+    }
 }

@@ -60,7 +60,8 @@ pub(crate) fn describe(
          \x20 retry-after       {}\n\
          \x20 memory failure    fail {}\n\
          \x20 request bodies    {}\n\
-         \x20 response bodies   {}",
+         \x20 response bodies   {}\n\
+         \x20 refused bodies    {}",
         config.max_concurrency,
         if config.adaptive_limit {
             format!(
@@ -92,6 +93,14 @@ pub(crate) fn describe(
         config.memory_failure,
         describe_request_rate(config),
         describe_rate(config.response_body.rate()),
+        match config.discard.bytes {
+            0 => "left unread (HTTP/1: the answer closes the connection)".to_owned(),
+            bytes => format!(
+                "discarded up to {} within {} before the answer (HTTP/1)",
+                ByteSize::b(bytes).display().iec(),
+                humantime::format_duration(config.discard.timeout)
+            ),
+        },
     )
 }
 

@@ -27,6 +27,9 @@ pub(crate) mod vars {
     pub(crate) const REQUEST_BODY_GRACE: &str = "ADMISSION_REQUEST_BODY_GRACE";
     pub(crate) const MIN_RESPONSE_BODY_RATE: &str = "ADMISSION_MIN_RESPONSE_BODY_RATE";
     pub(crate) const RESPONSE_BODY_GRACE: &str = "ADMISSION_RESPONSE_BODY_GRACE";
+    /// How much of a refused request's unread body is read and dropped.
+    pub(crate) const DISCARD_LIMIT: &str = "ADMISSION_DISCARD_LIMIT";
+    pub(crate) const DISCARD_TIMEOUT: &str = "ADMISSION_DISCARD_TIMEOUT";
     /// How requests get a [`Priority`](crate::Priority), and what `Critical` ones keep.
     pub(crate) const PRIORITY_HEADER: &str = "ADMISSION_PRIORITY_HEADER";
     pub(crate) const CRITICAL_PATHS: &str = "ADMISSION_CRITICAL_PATHS";
@@ -42,7 +45,7 @@ pub(crate) mod vars {
     /// Count what would be refused, and admit everything.
     pub(crate) const OBSERVE_ONLY: &str = "ADMISSION_OBSERVE_ONLY";
 
-    pub(crate) const ALL: [&str; 23] = [
+    pub(crate) const ALL: [&str; 25] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -56,6 +59,8 @@ pub(crate) mod vars {
         REQUEST_BODY_GRACE,
         MIN_RESPONSE_BODY_RATE,
         RESPONSE_BODY_GRACE,
+        DISCARD_LIMIT,
+        DISCARD_TIMEOUT,
         PRIORITY_HEADER,
         CRITICAL_PATHS,
         SHEDDABLE_PATHS,
@@ -84,6 +89,7 @@ const HEADER_FORMS: &str = "a header name such as x-priority, or nothing for non
 const RESERVE_FORMS: &str = "a percentage in [0, 100) such as 10%";
 const SOURCE_FORMS: &str = "jemalloc, cgroup or both";
 const ON_OFF_FORMS: &str = "on or off";
+const DISCARD_FORMS: &str = "a size such as 8MiB or 1048576 (bytes), or off";
 const QUEUE_TARGET_FORMS: &str = "auto, a duration greater than zero such as 5ms, or off";
 
 impl AdmissionConfig {
@@ -247,6 +253,16 @@ impl AdmissionConfig {
             }
             vars::RESPONSE_BODY_GRACE => {
                 self.response_body.grace =
+                    parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
+            }
+            vars::DISCARD_LIMIT => {
+                self.discard.bytes = match trimmed.eq_ignore_ascii_case("off") {
+                    true => 0,
+                    false => parse_size(trimmed).ok_or_else(|| malformed(DISCARD_FORMS))?,
+                };
+            }
+            vars::DISCARD_TIMEOUT => {
+                self.discard.timeout =
                     parse_duration(trimmed).ok_or_else(|| malformed(DURATION_FORMS))?;
             }
             vars::ADAPTIVE_LIMIT => {

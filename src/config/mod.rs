@@ -19,6 +19,7 @@ use crate::{
 };
 
 use crate::controller::QueueTarget;
+use crate::discard::DiscardBound;
 use bodies::RateSetting;
 pub use budget::MemoryBudget;
 pub(crate) use budget::resolve_budget;
@@ -65,6 +66,8 @@ pub struct AdmissionConfig {
     /// Whether gRPC requests' bodies are cut off below the request rate too.
     pub(crate) streams_min_rate: bool,
     pub(crate) response_body: RateSetting,
+    /// How much of a refused request's unread body is read and dropped.
+    pub(crate) discard: DiscardBound,
     pub(crate) priority_rules: PriorityRules,
     pub(crate) prioritize: Option<Prioritize>,
     /// The percentage of slots and budget only `Critical` requests may use.
@@ -85,8 +88,8 @@ pub struct AdmissionConfig {
 impl Default for AdmissionConfig {
     /// The defaults of the `ADMISSION_*` variables (README's configuration table): 256 in
     /// flight, 75 % of memory, 1024 waiters, a 1 s queue timeout, a 10 ms sample interval,
-    /// no bypass, `Retry-After` computed (at most 30 s); bodies at least 240 bytes/s each way after a 5 s grace
-    /// period.
+    /// no bypass, `Retry-After` computed (at most 30 s); bodies at least 240 bytes/s each way
+    /// after a 5 s grace period; refused requests' bodies discarded up to 8 MiB within 10 s.
     fn default() -> Self {
         Self {
             max_concurrency: 256,
@@ -105,6 +108,7 @@ impl Default for AdmissionConfig {
             request_body: RateSetting::DEFAULT,
             streams_min_rate: false,
             response_body: RateSetting::DEFAULT,
+            discard: DiscardBound::DEFAULT,
             priority_rules: PriorityRules::default(),
             prioritize: None,
             critical_reserve: 0.0,
@@ -315,6 +319,9 @@ impl AdmissionConfig {
         }
         if self.queue_timeout.is_zero() {
             return invalid("queue_timeout", "must be greater than zero");
+        }
+        if self.discard.timeout.is_zero() {
+            return invalid("discard_timeout", "must be greater than zero");
         }
         if self.lateness_target.is_zero() {
             return invalid("lateness_target", "must be greater than zero");

@@ -4,7 +4,7 @@
 //!
 //! **Admission.** With `spoken for = max(memory, baseline + charged)`, where `memory` is the
 //! sampler's last reading and `charged` sums what the requests in flight are charged (see
-//! [`permit`]), a request of `charge` (its conservative estimate, see [`classes`]) is admitted
+//! [`permit`]) and what waiting holds (see [`footprint`]), a request of `charge` (its conservative estimate, see [`classes`]) is admitted
 //! at once while `in_flight < max_concurrency` and `spoken for + charge` stays within the
 //! *soft limit*: the budget less the largest unknown part of a charge given lately (what a
 //! request was expected to allocate beyond its `Content-Length`).
@@ -67,6 +67,7 @@ mod word;
 pub(crate) use classes::ClassId;
 pub use classes::CostClass;
 pub(crate) use clock::Clock;
+pub(crate) use footprint::Held;
 pub(crate) use permit::{Charge, Permit};
 pub use priority::{Priority, UnknownPriority};
 #[cfg(test)]
@@ -91,6 +92,7 @@ use std::{
 
 use crate::{
     data_rate::SlowBodies,
+    discard::Discards,
     log_throttle::LogThrottle,
     memory::{MemoryFailure, ReadingHealth},
     memory::{MemorySource, ThreadAllocations},
@@ -227,6 +229,7 @@ pub(crate) struct Controller {
     shed_log: LogThrottle,
     over_budget_log: LogThrottle,
     slow_bodies: SlowBodies,
+    discards: Discards,
     drain: drain::Drain,
     pub(crate) limit: LiveLimit,
     pub(crate) cpu: CpuGate,
@@ -287,6 +290,7 @@ impl Controller {
             shed_log: LogThrottle::new(Duration::from_secs(1)),
             over_budget_log: LogThrottle::new(Duration::from_secs(1)),
             slow_bodies: SlowBodies::default(),
+            discards: Discards::default(),
             drain: drain::Drain::default(),
         }
     }
@@ -509,7 +513,12 @@ impl Controller {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The memory spoken for now: `max(reading, baseline + charged)`.
+    /// Refused requests' bodies discarded, counted.
+    pub(crate) fn discards(&self) -> &Discards {
+        &self.discards
+    }
+
+    /// The memory spoken for now: `max(reading, baseline + charged + held)`.
     pub(crate) fn spoken_for_bytes(&self) -> u64 {
         let charged = charged_bytes(self.state.load(SeqCst));
         self.footprint

@@ -205,6 +205,8 @@ impl Controller {
                 .each_ref()
                 .map(|row| row.each_ref().map(load)),
             cut_off: self.slow_bodies.counts(),
+            discards: self.discards.counts(),
+            discarded_bytes: self.discards.bytes(),
         }
     }
 }

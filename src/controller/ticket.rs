@@ -48,7 +48,7 @@ impl Ticket {
     }
 
     /// The pool the ticket waits in.
-    pub(crate) fn controller(&self) -> &Controller {
+    pub(crate) fn controller(&self) -> &Arc<Controller> {
         &self.controller
     }
 

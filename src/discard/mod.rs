@@ -1,0 +1,219 @@
+//! A refused request's unread body, read and dropped so that its client can read the answer.
+//!
+//! Most clients write their whole body before they read (Python's `requests`, most SDKs,
+//! `curl` on a slow link). Answered while its body is unread, such a client never sees the
+//! answer: hyper closes a connection with request bytes still unread, the kernel then resets
+//! it, and the client's write fails with a reset or a broken pipe, so its retry logic sees a
+//! network error instead of a `503` and its `Retry-After`. Over HTTP/1 the layer therefore
+//! reads a refused request's body to its end and drops it before answering, within a bound
+//! in bytes and in time, held to the minimum request body rate; the connection then serves
+//! on. A body declared longer than the bound, one still coming at the bound, and a client
+//! waiting for `100 Continue` are answered at once with `Connection: close`.
+//!
+//! Over HTTP/2 a refusal is answered at once: h2 then resets the stream with `NO_ERROR`,
+//! which tells the client to stop sending and read the answer, and the connection serves on.
+//!
+//! Discarding holds no slot and no charge; it holds the connection's buffers, which count as
+//! spoken for (see [`Controller::try_hold`]), and it is skipped when the budget has no room
+//! for them.
+
+mod outcome;
+
+pub use outcome::Discard;
+pub(crate) use outcome::Discards;
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Buf;
+use http::{Request, Version, header};
+use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::{
+    controller::{Controller, Held},
+    data_rate::{MinDataRate, TooSlow},
+    request_body::MinRateBody,
+};
+
+/// How much of a refused request's body the layer reads and drops before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DiscardBound {
+    /// At most this many bytes; 0: never read, answer at once.
+    pub(crate) bytes: u64,
+    /// For at most this long.
+    pub(crate) timeout: Duration,
+}
+
+impl DiscardBound {
+    /// 8 MiB within 10 s: uploads of a few MiB at the pace of an ordinary link (about
+    /// 1 MiB/s) read their answer; a discard costs a few milliseconds of CPU at most.
+    pub(crate) const DEFAULT: Self = Self {
+        bytes: 8 << 20,
+        timeout: Duration::from_secs(10),
+    };
+}
+
+/// What a connection discarding a body holds: its read buffer, which hyper grows to about
+/// 400 KiB while a fast client keeps it full, and the connection itself.
+const DISCARDING_BYTES: u64 = 448 << 10;
+
+/// What a refused request's answer waits for.
+pub(crate) enum Unread<B> {
+    /// Nothing: no body is left unread, or HTTP/2 resets the stream.
+    Nothing,
+    /// The body is left unread: the answer closes the connection.
+    Skipped,
+    /// The body is being discarded (boxed: refusals with a body are the rare case).
+    Discarding(Pin<Box<Discarding<B>>>),
+}
+
+impl<B: Body> Unread<B> {
+    /// Begins discarding `request`'s body, if it has one left unread that is worth reading.
+    pub(crate) fn begin(
+        request: Request<B>,
+        bound: DiscardBound,
+        rate: Option<MinDataRate>,
+        controller: &Arc<Controller>,
+    ) -> Self {
+        let http1 = matches!(request.version(), Version::HTTP_10 | Version::HTTP_11);
+        if !http1 || request.body().is_end_stream() {
+            return Unread::Nothing;
+        }
+        let declared = declared_length(&request);
+        // Reading the body would make hyper send `100 Continue` to a client that waits for
+        // it: the client would upload only to see its body dropped.
+        let expects = request.headers().contains_key(header::EXPECT);
+        let fits = bound.bytes > 0 && declared.is_none_or(|length| length <= bound.bytes);
+        let held = match (fits && !expects)
+            .then(|| controller.try_hold(DISCARDING_BYTES))
+            .flatten()
+        {
+            Some(held) => held,
+            None => {
+                controller.discards().record(Discard::Skipped, 0);
+                return Unread::Skipped;
+            }
+        };
+        let request = request.map(|body| Failing { body });
+        let (request, _) = MinRateBody::metered(request, rate, declared.unwrap_or(0), true);
+        Unread::Discarding(Box::pin(Discarding {
+            body: request.into_body(),
+            deadline: tokio::time::sleep(bound.timeout),
+            limit: bound.bytes,
+            read: 0,
+            held,
+        }))
+    }
+}
+
+pin_project! {
+    /// Reads a refused request's body and drops it, until its end or the bound.
+    pub(crate) struct Discarding<B> {
+        #[pin]
+        body: MinRateBody<Failing<B>>,
+        #[pin]
+        deadline: Sleep,
+        limit: u64,
+        read: u64,
+        held: Held,
+    }
+}
+
+/// The body failed: the client went away, or sent something hyper could not read. What
+/// failed does not matter to a body that is being dropped.
+#[derive(Debug)]
+pub(crate) struct Gone;
+
+impl fmt::Display for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the refused request's body failed")
+    }
+}
+
+impl std::error::Error for Gone {}
+
+pin_project! {
+    /// A body whose errors are all [`Gone`].
+    pub(crate) struct Failing<B> {
+        #[pin]
+        body: B,
+    }
+}
+
+impl<B: Body> Body for Failing<B> {
+    type Data = B::Data;
+    type Error = Gone;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, Gone>>> {
+        self.project().body.poll_frame(cx).map_err(|_| Gone)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
+
+/// Frames read in one poll at most, so that a fast client does not keep its worker.
+const FRAMES_PER_POLL: usize = 16;
+
+impl<B: Body> Future for Discarding<B> {
+    type Output = Discard;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Discard> {
+        let mut this = self.project();
+        let outcome = 'read: {
+            for _ in 0..FRAMES_PER_POLL {
+                match this.body.as_mut().poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        *this.read += frame.data_ref().map_or(0, |data| data.remaining() as u64);
+                        if this.body.is_end_stream() {
+                            break 'read Discard::Whole;
+                        }
+                        if *this.read > *this.limit {
+                            break 'read Discard::Limit;
+                        }
+                    }
+                    Poll::Ready(Some(Err(error))) if error.is::<TooSlow>() => {
+                        break 'read Discard::TooSlow;
+                    }
+                    Poll::Ready(Some(Err(_))) => break 'read Discard::Gone,
+                    Poll::Ready(None) => break 'read Discard::Whole,
+                    Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                        Poll::Ready(()) => break 'read Discard::Timeout,
+                        Poll::Pending => return Poll::Pending,
+                    },
+                }
+            }
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        };
+        this.held
+            .controller()
+            .discards()
+            .record(outcome, *this.read);
+        Poll::Ready(outcome)
+    }
+}
+
+/// The request's `Content-Length`, if it declares a valid one.
+pub(crate) fn declared_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
