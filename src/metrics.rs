@@ -42,6 +42,11 @@ mod enabled {
             "Bytes charged to requests in flight: estimates, or what they allocated when more."
         );
         describe_gauge!(
+            "admission_held_bytes",
+            Unit::Bytes,
+            "Bytes held by waiting, counted as spoken for beside the charges: queued requests' connections and heads, connections discarding a refused body."
+        );
+        describe_gauge!(
             "admission_memory_budget_bytes",
             Unit::Bytes,
             "The memory budget (+Inf when off)."
@@ -147,6 +152,7 @@ mod enabled {
         gauge!("admission_queued").set(s.queued as f64);
         gauge!("admission_memory_bytes").set(s.memory_bytes as f64);
         gauge!("admission_reserved_bytes").set(s.charged_bytes as f64);
+        gauge!("admission_held_bytes").set(s.held_bytes as f64);
         gauge!("admission_memory_budget_bytes")
             .set(s.memory_budget_bytes.map_or(f64::INFINITY, |b| b as f64));
         gauge!("admission_max_concurrency").set(s.max_concurrency as f64);

@@ -34,6 +34,9 @@ pub struct Snapshot {
     /// Bytes charged to the requests in flight: each one's estimate, or what its polls have
     /// allocated when that is more.
     pub charged_bytes: u64,
+    /// Bytes held by waiting, counted as memory spoken for beside the charges: each queued
+    /// request's connection and head, each connection discarding a refused request's body.
+    pub held_bytes: u64,
     /// The memory budget, `None` when off.
     pub memory_budget_bytes: Option<u64>,
     /// The concurrency limit's ceiling.

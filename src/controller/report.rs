@@ -170,6 +170,7 @@ impl Controller {
             queued: self.queued.load(Relaxed),
             memory_bytes: self.memory.allocated_bytes(),
             charged_bytes: charged_bytes(state),
+            held_bytes: self.footprint.held(),
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
             concurrency_limit: self.limit.get(),

@@ -301,6 +301,27 @@ pub async fn read_reply(mut stream: TcpStream) -> Reply {
         .unwrap_or_else(|| panic!("not an HTTP response: {:?}", String::from_utf8_lossy(&raw)))
 }
 
+/// Reads a response's head (and what came with it) from a connection that may stay open.
+pub async fn read_reply_head(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = tokio::time::timeout(left, stream.read(&mut buf))
+            .await
+            .expect("the server answered within 20 s")
+            .expect("the connection could be read");
+        assert!(
+            read > 0,
+            "closed before an answer: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..read]);
+    }
+    parse_reply(&raw).expect("an HTTP response")
+}
+
 pub fn parse_reply(raw: &[u8]) -> Option<Reply> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n")?;
