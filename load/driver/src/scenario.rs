@@ -40,6 +40,9 @@ pub struct Slow {
     /// `POST` a body declared this large, trickling it; `None`: `GET` and read slowly.
     pub upload: Option<u64>,
     pub bytes_per_second: u64,
+    /// Writes its whole body before it reads a byte, as Python's `requests` and most SDKs do:
+    /// a write that fails (a reset, a broken pipe) ends the request without an answer.
+    pub writes_first: bool,
 }
 
 impl Phase {
@@ -381,10 +384,12 @@ fn slow_clients(name: &'static str, pace: u64) -> Scenario {
     let upload = |bytes_per_second| Slow {
         upload: Some(20 * MIB),
         bytes_per_second,
+        writes_first: false,
     };
     let read = |bytes_per_second| Slow {
         upload: None,
         bytes_per_second,
+        writes_first: false,
     };
     Scenario {
         name,
@@ -528,6 +533,7 @@ pub fn uploads() -> Scenario {
     let paced = |bytes_per_second| Slow {
         upload: Some(MIB),
         bytes_per_second,
+        writes_first: false,
     };
     Scenario {
         name: "uploads",
@@ -543,6 +549,40 @@ pub fn uploads() -> Scenario {
         ],
         settle: Duration::from_secs(2),
         variants: vec![("fixed", vec![("ADMISSION_ADAPTIVE_LIMIT", "off".into())])],
+        baseline: false,
+        cpu: true,
+    }
+}
+
+/// Clients that write their whole body before they read a byte (as Python's `requests` and
+/// most SDKs do) against a server that must refuse most of them: every refusal must reach its
+/// client as a `503` it can read, not as a reset.
+pub fn refusals() -> Scenario {
+    let whole = |declared, bytes_per_second| Slow {
+        upload: Some(declared),
+        bytes_per_second,
+        writes_first: true,
+    };
+    Scenario {
+        name: "refusals",
+        demonstrates: "48 clients that write their whole JSON body before reading (32 send 1 MiB at once, 16 send 4 MiB at 8 MiB/s) to a parsing route held to 2 in flight and a queue of 2: most are refused, and each refusal must reach its client as a readable 503, not a reset",
+        env: vec![
+            ("ADMISSION_MAX_CONCURRENCY", "2".into()),
+            ("ADMISSION_QUEUE_CAPACITY", "2".into()),
+        ],
+        budget: 0,
+        largest_request: 0,
+        tower_concurrency: 2,
+        sweep: Vec::new(),
+        phases: vec![
+            Phase::get("1MiB written whole", "/ingest", 32, 0, 10).slow(whole(MIB, 1 << 40)),
+            Phase::get("4MiB at 8MiB/s", "/ingest", 16, 0, 10).slow(whole(4 * MIB, 8 * MIB)),
+        ],
+        settle: Duration::from_secs(2),
+        variants: vec![(
+            "discard off",
+            vec![("ADMISSION_DISCARD_LIMIT", "off".into())],
+        )],
         baseline: false,
         cpu: true,
     }
@@ -643,6 +683,7 @@ pub fn all() -> Vec<Scenario> {
         h2(),
         uploads(),
         sleepers(),
+        refusals(),
     ]
 }
 
@@ -663,4 +704,4 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, refusals, all, smoke";

@@ -94,7 +94,7 @@ fn client(
     while Instant::now() < deadline {
         let sent = Instant::now();
         let ended = match slow.upload {
-            Some(_) => upload(addr, path, body, slow.bytes_per_second, deadline),
+            Some(_) => upload(addr, path, body, slow, deadline),
             None => read(addr, path, slow.bytes_per_second, deadline),
         };
         match ended {
@@ -122,15 +122,14 @@ enum Ended {
     Deadline,
 }
 
-/// Sends `body` at `bytes_per_second`, a piece each tick, until the server answers; reads
-/// only between pieces, as a client that writes its body before reading the answer.
-fn upload(
-    addr: SocketAddr,
-    path: &str,
-    body: &[u8],
-    bytes_per_second: u64,
-    deadline: Instant,
-) -> Ended {
+/// Sends `body` at `slow`'s pace, a piece each tick, until the server answers; reads only
+/// between pieces, or, for a client that `writes_first`, once the body is all written.
+fn upload(addr: SocketAddr, path: &str, body: &[u8], slow: Slow, deadline: Instant) -> Ended {
+    let Slow {
+        bytes_per_second,
+        writes_first,
+        ..
+    } = slow;
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return Ended::Cut;
     };
@@ -138,10 +137,13 @@ fn upload(
         "POST {path} HTTP/1.1\r\nhost: load\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
+    let piece = (bytes_per_second * TICK.as_millis() as u64 / 1000).max(1) as usize;
+    if writes_first {
+        return upload_writes_first(stream, head, body, piece, deadline);
+    }
     if stream.write_all(head.as_bytes()).is_err() || stream.set_nonblocking(true).is_err() {
         return Ended::Cut;
     }
-    let piece = (bytes_per_second * TICK.as_millis() as u64 / 1000).max(1) as usize;
     let mut sent = 0;
     let mut answer = Vec::new();
     while Instant::now() < deadline {
@@ -159,6 +161,38 @@ fn upload(
         thread::sleep(if sent < body.len() { TICK } else { TICK / 20 });
     }
     Ended::Deadline
+}
+
+/// Writes `head` and `body` whole, `piece` bytes a tick (at once if `piece` holds it), and
+/// only then reads the answer. A failed write is the end: such a client never reads.
+fn upload_writes_first(
+    mut stream: TcpStream,
+    head: String,
+    body: &[u8],
+    piece: usize,
+    deadline: Instant,
+) -> Ended {
+    let timeouts = [
+        stream.set_write_timeout(Some(Duration::from_secs(10))),
+        stream.set_read_timeout(Some(Duration::from_secs(10))),
+    ];
+    if timeouts.iter().any(Result::is_err) || stream.write_all(head.as_bytes()).is_err() {
+        return Ended::Cut;
+    }
+    for piece in body.chunks(piece) {
+        if Instant::now() >= deadline {
+            return Ended::Deadline;
+        }
+        if stream.write_all(piece).is_err() {
+            return Ended::Cut;
+        }
+        if piece.len() < body.len() {
+            thread::sleep(TICK);
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    status(&answer).map_or(Ended::Cut, Ended::Answered)
 }
 
 /// What the server said so far: `Some` once it answered or closed.
