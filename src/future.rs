@@ -84,13 +84,14 @@ enum Answer {
     Shaped(Option<Box<Response<Bytes>>>),
 }
 
-/// What a queued request holds while it waits, measured with the example server (jemalloc's
-/// allocated bytes over 1,000 waiters): an HTTP/1 connection with its buffers and the
-/// request's head, about 30 KiB; an HTTP/2 stream and its head, about 4 KiB.
-fn waiting_bytes(version: Version) -> u64 {
+/// What a request holds beyond what its handler allocates, queued or in flight: its
+/// connection's buffers and its head. Measured with the example server, as jemalloc's
+/// allocated bytes less the charges over hundreds of requests queued or in flight: about
+/// 28–30 KiB per HTTP/1 connection, 2–4 KiB per HTTP/2 stream.
+fn connection_bytes(version: Version) -> u64 {
     match version {
         Version::HTTP_2 | Version::HTTP_3 => 4 << 10,
-        _ => 32 << 10,
+        _ => 28 << 10,
     }
 }
 
@@ -184,7 +185,9 @@ where
         serving: Serving,
     ) -> Self {
         let queued_at = Instant::now();
-        let held = ticket.controller().hold(waiting_bytes(request.version()));
+        let held = ticket
+            .controller()
+            .hold(connection_bytes(request.version()));
         let waiting = Waiting {
             ticket,
             deadline: tokio::time::sleep_until(queued_at + serving.timeout),
@@ -296,6 +299,7 @@ where
 {
     Reservation::attach(&mut request, &permit, serving.timeout);
     let mut permit = permit;
+    permit.hold(connection_bytes(request.version()));
     let rates = serving.rates;
     // Only a body that is metered can be cut off, and answered in gRPC's terms then: the
     // content type is looked at only for those.

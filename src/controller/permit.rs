@@ -172,6 +172,9 @@ pub(crate) struct Permit {
     demand: Demand,
     /// Whether its response head is ready: only then is its demand whole enough to learn.
     responded: bool,
+    /// Bytes held beside the charge: what serving the request holds outside its polls
+    /// (its connection's buffers), counted as spoken for until the permit goes.
+    held: u64,
 }
 
 impl Permit {
@@ -192,7 +195,14 @@ impl Permit {
             peak: 0,
             settled: false,
             past_limits: false,
+            held: 0,
         }
+    }
+
+    /// Holds `bytes` beside the charge until the permit goes (see [`super::footprint`]).
+    pub(crate) fn hold(&mut self, bytes: u64) {
+        self.controller.footprint.hold(bytes);
+        self.held += bytes;
     }
 
     /// Marks the request as admitted past the limits, observing only.
@@ -378,6 +388,9 @@ impl Drop for Permit {
         }
         if self.past_limits {
             self.controller.end_past_limits();
+        }
+        if self.held != 0 {
+            self.controller.footprint.let_go(self.held);
         }
         self.controller.release(self.charge.close(), !self.settled);
     }
