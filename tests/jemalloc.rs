@@ -104,9 +104,10 @@ async fn budget_reacts_to_real_allocations() {
 
     let big = tokio::spawn(service.clone().oneshot(asking(100)));
     // The sampler sees the 100 MiB, and the request is charged them (not only its 1 MiB
-    // estimate) as soon as the poll that allocated them returns.
+    // estimate) as soon as the poll that allocated them returns. The rest of the process may
+    // have freed some of `base` meanwhile (test threads, thread caches): 1 MiB of slack.
     wait_for(&admission, "the sampler to see 100 MiB, charged", |s| {
-        s.in_flight == 1 && s.memory_bytes >= base + 100 * MIB && s.charged_bytes >= 100 * MIB
+        s.in_flight == 1 && s.memory_bytes >= base + 99 * MIB && s.charged_bytes >= 100 * MIB
     })
     .await;
 
