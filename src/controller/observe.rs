@@ -13,6 +13,7 @@ use std::sync::{
 
 use super::{
     Acquired, Ask, Controller, Permit,
+    fit::Reading,
     word::{MAX_CONCURRENCY, claim, in_flight, kib},
 };
 use crate::rejection::{Limit, Reason};
@@ -24,6 +25,13 @@ impl Controller {
     #[inline(never)]
     pub(super) fn admit_past_limits(self: &Arc<Self>, memory: u64, ask: Ask) -> Acquired {
         let state = self.state.load(SeqCst);
+        // What the lock would have admitted (a new class while every admitted request has
+        // shown its cost) goes as it would have, uncounted.
+        if self.may_admit_locked(state, memory, ask, false, Reading::Last) == Some(false) {
+            self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
+            self.count_admission(ask, false, memory);
+            return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
+        }
         let limit = self.blame(state, memory, ask);
         if in_flight(state) >= MAX_CONCURRENCY as u64 - 1 {
             // The state word counts no more: refuse for real, beyond any server's load.

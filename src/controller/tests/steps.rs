@@ -585,6 +585,32 @@ fn a_new_class_held_back_one_at_a_time_blames_its_estimate_not_memory() {
 }
 
 #[test]
+fn observing_only_with_no_queue_counts_a_new_class_only_when_another_was_in_flight() {
+    let settings = Settings {
+        observe_only: true,
+        ..Settings::for_tests(8, Some(64 * MIB), 0)
+    };
+    let c = Arc::new(Controller::new(settings, Arc::new(Counted)));
+    let unpolled = |acquired| match acquired {
+        Acquired::Admitted(permit) => permit,
+        other => panic!("expected admission, got {other:?}"),
+    };
+    // Alone, the first of a new class would have gone: nothing to count.
+    let first = unpolled(c.acquire(CLASS, None));
+    assert_eq!(
+        c.snapshot()
+            .would_reject(Reason::QueueFull, Limit::Estimate),
+        0
+    );
+    // Beside it, still unpolled, the second would have been refused: counted once.
+    let second = unpolled(c.acquire(CLASS, None));
+    let s = c.snapshot();
+    assert_eq!(s.would_reject.iter().flatten().sum::<u64>(), 1, "{s:?}");
+    assert_eq!(s.would_reject(Reason::QueueFull, Limit::Estimate), 1);
+    drop((first, second));
+}
+
+#[test]
 fn observing_only_admits_everything_and_counts_what_it_would_refuse() {
     let settings = Settings {
         observe_only: true,
