@@ -406,14 +406,16 @@ fn explain(rejection: Rejection) -> (StatusCode, &'static str) {
 }
 
 /// `408` for a request whose body came slower than the minimum rate (to a gRPC request,
-/// `DEADLINE_EXCEEDED`). The connection closes: the rest of the body will not be read.
+/// `RESOURCE_EXHAUSTED`, see [`grpc`]). The connection closes: the rest of the body will not
+/// be read.
 pub(crate) fn too_slow<B>(slow: TooSlow, dialect: Dialect) -> Response<AdmissionBody<B>> {
-    let text = format!("request timeout: {slow}\n");
     if dialect == Dialect::Grpc {
         // HTTP/2 has no `Connection: close`: the stream ends, and the connection serves on.
         let body = AdmissionBody::own(None, Bytes::new());
-        return grpc::answer(Code::DeadlineExceeded, &text, None, body);
+        let text = format!("too slow: {slow}");
+        return grpc::answer(Code::ResourceExhausted, &text, None, body);
     }
+    let text = format!("request timeout: {slow}\n");
     let mut response = plain_text(
         StatusCode::REQUEST_TIMEOUT,
         AdmissionBody::own(None, Bytes::from(text)),

@@ -14,8 +14,10 @@
 //! - `grpc-status: 8` (`RESOURCE_EXHAUSTED`) where HTTP would say `413`: the message alone
 //!   is larger than the whole memory budget, as gRPC answers a message over its size limit,
 //!   and retrying will not help;
-//! - `grpc-status: 4` (`DEADLINE_EXCEEDED`) where HTTP would say `408`: the request's body
-//!   came slower than the minimum rate allows;
+//! - `grpc-status: 8` (`RESOURCE_EXHAUSTED`) where HTTP would say `408`: the request's body
+//!   came slower than the minimum rate allows. Not `DEADLINE_EXCEEDED`, which tells the
+//!   client that its own deadline passed (it has not) and invites a longer one; gRPC lists
+//!   flow-control limits reached under `RESOURCE_EXHAUSTED`, and the message says which;
 //! - `grpc-message` naming the reason and the limit, as the HTTP body does;
 //! - `grpc-retry-pushback-ms` with a `503`'s `Retry-After`, in milliseconds: gRPC clients'
 //!   retry policies wait that long before the next attempt (gRPC's retry design, A6).
@@ -46,7 +48,6 @@ impl Dialect {
 /// gRPC status codes the layer answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Code {
-    DeadlineExceeded = 4,
     ResourceExhausted = 8,
     Unavailable = 14,
 }
