@@ -213,16 +213,17 @@ where
         controller: &Arc<Controller>,
     ) -> Self {
         Self {
-            state: refused(rejection, Some(request), refusing, serving, controller),
+            state: refused(rejection, request, refusing, serving, controller),
         }
     }
 }
 
 /// The refused request's state: its answer (the layer's own, or the shaper's), given once
 /// its unread body is dealt with (see [`Unread`]).
+#[inline]
 fn refused<S, B>(
     rejection: Rejection,
-    request: Option<Request<B>>,
+    request: Request<B>,
     refusing: &Refusing,
     serving: Serving,
     controller: &Arc<Controller>,
@@ -232,31 +233,28 @@ where
     B: Body,
 {
     let retry_after = refusing.retry_after.header(controller);
-    let Some(request) = request else {
-        let answer = Answer::Own {
-            retry_after,
-            dialect: Dialect::Http,
-        };
-        let unread = Unread::Nothing;
-        return State::Refused {
-            rejection,
-            answer,
-            unread,
-        };
-    };
     let answer = match &refusing.shaper {
-        Some(shaper) => Answer::Shaped(Some(Box::new(shaper.shape(
-            &rejection,
-            &request,
-            &retry_after,
-        )))),
-        None => Answer::Own {
-            retry_after,
-            dialect: Dialect::of(request.headers()),
-        },
+        Some(shaper) => {
+            let shaped = shaper.shape(&rejection, &request, &retry_after);
+            Answer::Shaped(Some(Box::new(shaped)))
+        }
+        None => {
+            let dialect = Dialect::of(request.headers());
+            Answer::Own {
+                retry_after,
+                dialect,
+            }
+        }
     };
-    let rate = serving.rates.request;
-    let unread = Unread::begin(request, refusing.discard, rate, controller);
+    // Moved on only when there is a body to read: a refusal is the path that must stay
+    // cheapest under overload.
+    let unread = match Unread::matters(&request) {
+        true => {
+            let rate = serving.rates.request;
+            Unread::begin(request, refusing.discard, rate, controller)
+        }
+        false => Unread::Nothing,
+    };
     State::Refused {
         rejection,
         answer,
@@ -415,14 +413,14 @@ where
         (Ok(permit), Some((service, request))) => State::Yielding {
             yielding: Yielding::new(permit, service, request, *waiting.serving),
         },
-        (Err(rejection), call) => refused(
+        (Err(rejection), Some((_, request))) => refused(
             rejection,
-            call.map(|(_, request)| request),
+            request,
             waiting.refusing,
             *waiting.serving,
             waiting.ticket.controller(),
         ),
-        (Ok(_), None) => unreachable!("the state leaves Queued as soon as `call` is taken"),
+        (_, None) => unreachable!("the state leaves Queued as soon as `call` is taken"),
     })
 }
 

@@ -76,17 +76,22 @@ pub(crate) enum Unread<B> {
 }
 
 impl<B: Body> Unread<B> {
-    /// Begins discarding `request`'s body, if it has one left unread that is worth reading.
+    /// Whether `request` leaves a body unread that matters: over HTTP/1, one not yet ended.
+    pub(crate) fn matters(request: &Request<B>) -> bool {
+        matches!(request.version(), Version::HTTP_10 | Version::HTTP_11)
+            && !request.body().is_end_stream()
+    }
+
+    /// Begins discarding `request`'s body, which [matters](Self::matters), if it is worth
+    /// reading.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn begin(
         request: Request<B>,
         bound: DiscardBound,
         rate: Option<MinDataRate>,
         controller: &Arc<Controller>,
     ) -> Self {
-        let http1 = matches!(request.version(), Version::HTTP_10 | Version::HTTP_11);
-        if !http1 || request.body().is_end_stream() {
-            return Unread::Nothing;
-        }
         let declared = declared_length(&request);
         // Reading the body would make hyper send `100 Continue` to a client that waits for
         // it: the client would upload only to see its body dropped.
