@@ -33,7 +33,9 @@ pin_project! {
     ///
     /// It waits for admission when the request was queued, then drives the inner service's
     /// future, and moves the permit into the response body. Dropping it while queued leaves
-    /// the queue at once; dropping it later releases the permit.
+    /// the queue at once; dropping it later releases the permit. A refused HTTP/1 request's
+    /// unread body is read and dropped before the answer (see
+    /// [`AdmissionConfig::discard_limit`](crate::AdmissionConfig::discard_limit)).
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<MinRateBody<B>>>,

@@ -325,3 +325,23 @@ async fn queued_requests_and_discards_hold_memory_until_they_leave() {
     server.wait_idle().await;
     assert_eq!(server.snapshot().held_bytes, 0);
 }
+
+/// Discarding holds the connection's buffers as memory spoken for: with no room for them in
+/// the budget, the refusal goes out at once, with `Connection: close`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_room_in_the_budget_a_refusal_does_not_discard() {
+    let server = saturated(AdmissionConfig::default()).await;
+    server.memory.set((1 << 30) - (64 << 10));
+    tokio::time::sleep(Duration::from_millis(50)).await; // a sample or two
+    let mut stream = server
+        .open_raw("POST /ingest HTTP/1.1\r\nhost: test\r\ncontent-length: 1048576\r\n\r\n")
+        .await;
+    let reply = support::read_reply_head(&mut stream).await;
+    assert_eq!(
+        (reply.status, reply.header("connection")),
+        (503, Some("close"))
+    );
+    let snapshot = server.snapshot();
+    assert_eq!(snapshot.discards(Discard::Skipped), 1);
+    assert_eq!(snapshot.discarded_bytes, 0);
+}

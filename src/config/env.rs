@@ -504,6 +504,27 @@ mod tests {
     }
 
     #[test]
+    fn discard_bounds() {
+        let limit = |value| apply(vars::DISCARD_LIMIT, value).map(|c| c.discard.bytes);
+        assert_eq!(limit("8MiB").unwrap(), 8 << 20);
+        assert_eq!(limit(" 1048576 ").unwrap(), 1 << 20);
+        assert_eq!(limit("OFF").unwrap(), 0);
+        for value in ["0", "-1", "lots", "8MiB/s", ""] {
+            let err = limit(value).unwrap_err().to_string();
+            assert!(
+                err.contains("ADMISSION_DISCARD_LIMIT") && err.contains("8MiB"),
+                "{err}"
+            );
+        }
+        let timeout = apply(vars::DISCARD_TIMEOUT, "500ms")
+            .unwrap()
+            .discard
+            .timeout;
+        assert_eq!(timeout, Duration::from_millis(500));
+        assert!(apply(vars::DISCARD_TIMEOUT, "0s").is_err());
+    }
+
+    #[test]
     fn body_rates() {
         let rate = |var, value| apply(var, value).map(|c| c.request_body.bytes_per_second);
         for (value, bytes) in [
