@@ -6,9 +6,11 @@
 //! the reading covers what no request was charged for (spawned tasks, caches, other threads),
 //! and nothing is counted twice. `baseline` is the reading with nothing in flight.
 //!
-//! What waiting holds is *held*, beside the charges: a queued request's connection and head,
-//! a refused request's connection while its body is discarded. The reading sees those bytes
-//! too, late like the rest; so `charged` includes them, and the baseline leaves them out.
+//! What a request holds outside its handler's polls is *held*, beside the charges: its
+//! connection's buffers and its head, queued or in flight (a figure per HTTP version, given
+//! by the HTTP side), and a refused request's connection while its body is discarded. The
+//! reading sees those bytes too, late like the rest; so they count with the charges, and the
+//! baseline leaves them out.
 
 use std::sync::{
     Arc,
@@ -20,7 +22,7 @@ use super::Controller;
 #[derive(Debug)]
 pub(crate) struct Footprint {
     baseline: AtomicU64,
-    /// Bytes held by waiting, not by requests in flight (see [`Held`]).
+    /// Bytes held outside handlers' polls (see [`Held`], `Permit::hold`).
     held: AtomicU64,
 }
 
@@ -43,7 +45,7 @@ impl Footprint {
         memory.max(self.baseline.load(Relaxed).saturating_add(charged))
     }
 
-    /// Bytes held by waiting now.
+    /// Bytes held outside handlers' polls now.
     pub(crate) fn held(&self) -> u64 {
         self.held.load(Relaxed)
     }
@@ -69,7 +71,8 @@ impl Footprint {
     }
 }
 
-/// Bytes held by waiting, counted as spoken for until dropped.
+/// Bytes held by a request that is not in flight (queued, or refused and discarding its
+/// body), counted as spoken for until dropped.
 #[derive(Debug)]
 pub(crate) struct Held {
     controller: Arc<Controller>,
@@ -77,7 +80,7 @@ pub(crate) struct Held {
 }
 
 impl Controller {
-    /// Holds `bytes` for a waiting request until the [`Held`] is dropped.
+    /// Holds `bytes` until the [`Held`] is dropped.
     pub(crate) fn hold(self: &Arc<Self>, bytes: u64) -> Held {
         self.footprint.hold(bytes);
         Held {

@@ -105,15 +105,13 @@ impl<B: Body> Unread<B> {
         let holds = declared.map_or(DISCARDING_BYTES, |length| {
             length.saturating_add(32 << 10).min(DISCARDING_BYTES)
         });
-        let held = match (fits && !expects)
-            .then(|| controller.try_hold(holds))
-            .flatten()
-        {
-            Some(held) => held,
-            None => {
-                controller.discards().record(Discard::Skipped, 0);
-                return Unread::Skipped;
-            }
+        let held = match fits && !expects {
+            true => controller.try_hold(holds),
+            false => None,
+        };
+        let Some(held) = held else {
+            controller.discards().record(Discard::Skipped, 0);
+            return Unread::Skipped;
         };
         let request = request.map(|body| Failing { body });
         let (request, _) = MinRateBody::metered(request, rate, declared.unwrap_or(0), true);
