@@ -20,7 +20,7 @@ mod enabled {
     use crate::{
         controller::Priority,
         data_rate::Direction,
-        discard::Discard,
+        discarded::Discard,
         rejection::{Limit, Reason},
         snapshot::Snapshot,
     };

@@ -3,7 +3,7 @@
 use crate::{
     controller::Priority,
     data_rate::Direction,
-    discard::Discard,
+    discarded::Discard,
     rejection::{Limit, Reason},
 };
 

@@ -92,7 +92,7 @@ use std::{
 
 use crate::{
     data_rate::SlowBodies,
-    discard::Discards,
+    discarded::Discards,
     log_throttle::LogThrottle,
     memory::{MemoryFailure, ReadingHealth},
     memory::{MemorySource, ThreadAllocations},

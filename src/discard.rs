@@ -17,11 +17,6 @@
 //! spoken for (see [`Controller::try_hold`]), and it is skipped when the budget has no room
 //! for them.
 
-mod outcome;
-
-pub use outcome::Discard;
-pub(crate) use outcome::Discards;
-
 use std::{
     fmt,
     future::Future,
@@ -40,6 +35,7 @@ use tokio::time::Sleep;
 use crate::{
     controller::{Controller, Held},
     data_rate::{MinDataRate, TooSlow},
+    discarded::Discard,
     request_body::MinRateBody,
 };
 

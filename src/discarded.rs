@@ -1,4 +1,4 @@
-//! How discarding a refused request's body ended, counted.
+//! How discarding a refused request's body ended (see [`discard`](crate::discard)), counted.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
