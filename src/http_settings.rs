@@ -8,10 +8,11 @@ use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 
 use crate::{
-    controller::{Controller, CostClass, Priority},
+    controller::{Controller, CostClass},
     data_rate::BodyRates,
     discard::DiscardBound,
     heartbeat::Heartbeat,
+    priority::Priority,
     rejection::Rejection,
 };
 

@@ -97,6 +97,7 @@ mod layer;
 mod log_throttle;
 mod memory;
 mod metrics;
+mod priority;
 mod rejection;
 mod request_body;
 mod reservation;
@@ -108,7 +109,6 @@ pub use admission::Admission;
 pub use body::AdmissionBody;
 pub use config::{AdmissionConfig, ConfigError, MemoryBudget};
 pub use controller::{CostClass, QueueTarget};
-pub use controller::{Priority, UnknownPriority};
 pub use data_rate::{Direction, MinDataRate, TooSlow};
 pub use discarded::Discard;
 pub use http_settings::RequestHead;
@@ -117,6 +117,7 @@ pub use memory::MemoryFailure;
 pub use memory::{
     CgroupMemory, ManualMemory, MemoryError, MemorySource, MemorySourceKind, ThreadAllocations,
 };
+pub use priority::{Priority, UnknownPriority};
 pub use rejection::{Limit, Reason, Rejection};
 pub use request_body::MinRateBody;
 pub use reservation::Reservation;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::{controller::Priority, snapshot::Snapshot};
+use crate::{priority::Priority, snapshot::Snapshot};
 
 #[cfg(feature = "metrics")]
 mod enabled {
@@ -18,9 +18,9 @@ mod enabled {
     };
 
     use crate::{
-        controller::Priority,
         data_rate::Direction,
         discarded::Discard,
+        priority::Priority,
         rejection::{Limit, Reason},
         snapshot::Snapshot,
     };

@@ -1,9 +1,9 @@
 //! A lock-free view of one admission pool's live figures.
 
 use crate::{
-    controller::Priority,
     data_rate::Direction,
     discarded::Discard,
+    priority::Priority,
     rejection::{Limit, Reason},
 };
 

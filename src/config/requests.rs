@@ -8,8 +8,9 @@ use http::{HeaderName, Response};
 
 use super::AdmissionConfig;
 use crate::{
-    controller::{CostClass, Priority},
+    controller::CostClass,
     http_settings::{Classifier, PathPrefixes, Prioritize, RequestHead, Shaper},
+    priority::Priority,
     rejection::Rejection,
 };
 

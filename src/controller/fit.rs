@@ -3,12 +3,11 @@
 
 use std::sync::atomic::Ordering::SeqCst;
 
-use super::Priority;
 use super::{
     Ask, Controller,
     word::{QUEUED, charged_bytes, in_flight},
 };
-use crate::{memory::MemoryFailure, rejection::Limit};
+use crate::{memory::MemoryFailure, priority::Priority, rejection::Limit};
 
 /// A request whose estimate does not fit goes on the least it will cost only while that
 /// leaves this fraction (1/64) of the budget free: room for what no request is charged for,

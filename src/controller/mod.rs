@@ -55,7 +55,6 @@ mod footprint;
 mod limit;
 mod observe;
 mod permit;
-mod priority;
 mod queue;
 mod readings;
 mod report;
@@ -69,7 +68,6 @@ pub use classes::CostClass;
 pub(crate) use clock::Clock;
 pub(crate) use footprint::Held;
 pub(crate) use permit::{Charge, Permit};
-pub use priority::{Priority, UnknownPriority};
 #[cfg(test)]
 pub(crate) use queue::MAX_PASSES;
 pub use queue::QueueTarget;
@@ -96,6 +94,7 @@ use crate::{
     log_throttle::LogThrottle,
     memory::{MemoryFailure, ReadingHealth},
     memory::{MemorySource, ThreadAllocations},
+    priority::Priority,
     rejection::{Limit, Reason, Rejection},
 };
 use classes::Classes;

@@ -28,7 +28,8 @@ use std::{
     time::Duration,
 };
 
-use super::{Ask, Priority};
+use super::Ask;
+use crate::priority::Priority;
 use crate::rejection::{Limit, Reason};
 
 /// How long a request held back by the CPU may wait in the queue: twice the target, after

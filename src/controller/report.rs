@@ -10,13 +10,14 @@ use std::{
 };
 
 use super::{
-    Ask, Controller, Priority,
+    Ask, Controller,
     cpu::Judged,
     limit::Moved,
     word::{charged_bytes, in_flight},
 };
 use crate::{
     data_rate::TooSlow,
+    priority::Priority,
     rejection::{Limit, Reason, Rejection},
     snapshot::{ClassCost, Snapshot},
 };

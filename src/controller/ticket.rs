@@ -7,8 +7,8 @@ use std::{
     task::{Context, Poll},
 };
 
-use super::Priority;
 use super::{Ask, Controller, permit::Permit, queue::Left};
+use crate::priority::Priority;
 use crate::rejection::Rejection;
 
 /// A place in the queue. Dropping it leaves the queue, or gives back a grant not yet taken.

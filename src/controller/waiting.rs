@@ -12,12 +12,15 @@ use std::{
 };
 
 use super::{
-    Acquired, Ask, Controller, Permit, Priority, Ticket,
+    Acquired, Ask, Controller, Permit, Ticket,
     fit::{Fit, Reading},
     queue::{Left, Queue, QueueTarget, Verdict},
     word::{QUEUED, claim, in_flight, kib, without_in_flight},
 };
-use crate::rejection::{Limit, Reason};
+use crate::{
+    priority::Priority,
+    rejection::{Limit, Reason},
+};
 
 impl Controller {
     /// Under the lock: admits at once if nobody of its priority or a higher one waits and

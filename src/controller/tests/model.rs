@@ -18,12 +18,12 @@ use std::{
 use proptest::prelude::*;
 
 use crate::{
-    controller::Priority,
     controller::{
         Acquired, Controller, CostClass, MAX_PASSES, Permit, QueueTarget, Runtime, Settings,
         Ticket, kib,
     },
     memory::{ManualMemory, MemorySource},
+    priority::Priority,
     rejection::{Limit, Reason},
 };
 
