@@ -7,9 +7,7 @@ use crate::{
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
     heartbeat::Heartbeat,
-    http_settings::{
-        HttpSettings, PathPrefixes, Prioritizer, Refusing, RetryAfter, Serving, retry_after,
-    },
+    http_settings::{HttpSettings, PathPrefixes, Prioritizer, Refusing, RetryAfter, Serving},
     layer::AdmissionLayer,
     memory::{CgroupMemory, MemorySource, MemorySourceKind},
     metrics, sampler,
@@ -159,7 +157,7 @@ impl Admission {
             },
             refusing: Arc::new(Refusing {
                 retry_after: match config.retry_after_secs {
-                    Some(secs) => RetryAfter::Fixed(retry_after(secs)),
+                    Some(secs) => RetryAfter::Fixed(secs),
                     None => RetryAfter::Auto {
                         max: config.retry_after_max_secs,
                     },

@@ -318,14 +318,14 @@ fn lock(shared: &Mutex<Guard>) -> std::sync::MutexGuard<'_, Guard> {
 /// [`grpc`]). The body carries the [`Rejection`].
 pub(crate) fn rejection<B>(
     rejection: Rejection,
-    retry_after: &HeaderValue,
+    retry_after_secs: u32,
     dialect: Dialect,
 ) -> Response<AdmissionBody<B>> {
     let (status, text) = explain(rejection);
     let unavailable = status == StatusCode::SERVICE_UNAVAILABLE;
     if dialect == Dialect::Grpc {
         let (code, pushback_ms) = match unavailable {
-            true => (Code::Unavailable, seconds(retry_after).map(|s| s * 1000)),
+            true => (Code::Unavailable, Some(u64::from(retry_after_secs) * 1000)),
             false => (Code::ResourceExhausted, None),
         };
         let body = AdmissionBody::own(Some(rejection), Bytes::new());
@@ -338,13 +338,26 @@ pub(crate) fn rejection<B>(
     if unavailable {
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, retry_after.clone());
+            .insert(header::RETRY_AFTER, retry_after(retry_after_secs));
     }
     response
 }
 
-fn seconds(retry_after: &HeaderValue) -> Option<u64> {
-    retry_after.to_str().ok()?.parse().ok()
+/// `Retry-After` values that clone without touching a reference count: the rejection path is
+/// the one that must stay cheapest under overload.
+const STATIC_SECONDS: [&str; 61] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
+    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60",
+];
+
+/// The `Retry-After` header value for `secs` seconds.
+fn retry_after(secs: u32) -> HeaderValue {
+    match STATIC_SECONDS.get(secs as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(secs),
+    }
 }
 
 /// The status and the text that say why the layer refused a request.
@@ -434,4 +447,16 @@ fn plain_text<B>(status: StatusCode, body: AdmissionBody<B>) -> Response<Admissi
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_values() {
+        for secs in [0, 1, 59, 60, 61, 3600, u32::MAX] {
+            assert_eq!(retry_after(secs), HeaderValue::from(secs));
+        }
+    }
 }

@@ -80,7 +80,7 @@ pin_project! {
 /// The answer to a refused request: the layer's own, or the shaper's (boxed: it is rare).
 enum Answer {
     Own {
-        retry_after: HeaderValue,
+        retry_after_secs: u32,
         dialect: Dialect,
     },
     Shaped(Option<Box<Response<Bytes>>>),
@@ -234,16 +234,16 @@ where
     S: Service<Request<MinRateBody<B>>>,
     B: Body,
 {
-    let retry_after = refusing.retry_after.header(controller);
+    let retry_after_secs = refusing.retry_after.seconds(controller);
     let answer = match &refusing.shaper {
         Some(shaper) => {
-            let shaped = shaper.shape(&rejection, &request, &retry_after);
+            let shaped = shaper.shape(&rejection, &request, retry_after_secs);
             Answer::Shaped(Some(Box::new(shaped)))
         }
         None => {
             let dialect = Dialect::of(request.headers());
             Answer::Own {
-                retry_after,
+                retry_after_secs,
                 dialect,
             }
         }
@@ -269,9 +269,9 @@ impl Answer {
     fn respond<R>(&mut self, rejection: Rejection, closes: bool) -> Response<AdmissionBody<R>> {
         let mut response = match self {
             Answer::Own {
-                retry_after,
+                retry_after_secs,
                 dialect,
-            } => body::rejection(rejection, retry_after, *dialect),
+            } => body::rejection(rejection, *retry_after_secs, *dialect),
             Answer::Shaped(response) => {
                 let response = response.take().map_or_else(Response::default, |r| *r);
                 response.map(|body| AdmissionBody::own(Some(rejection), body))

@@ -5,7 +5,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http::{Extensions, HeaderMap, HeaderName, Method, Request, Response, Uri};
 
 use crate::{
     controller::{Controller, CostClass},
@@ -123,15 +123,14 @@ impl Shaper {
     }
 
     /// The answer to `request`, refused for `rejection` and told to retry after
-    /// `retry_after` (a `Retry-After` value, in seconds).
+    /// `retry_after_secs`.
     pub(crate) fn shape<B>(
         &self,
         rejection: &Rejection,
         request: &Request<B>,
-        retry_after: &HeaderValue,
+        retry_after_secs: u32,
     ) -> Response<Bytes> {
-        let secs = retry_after.to_str().ok().and_then(|s| s.parse().ok());
-        let retry_after = Duration::from_secs(secs.unwrap_or(1));
+        let retry_after = Duration::from_secs(retry_after_secs.into());
         (self.0)(rejection, &RequestHead::of(request), retry_after)
     }
 }
@@ -261,38 +260,23 @@ pub(crate) struct HttpSettings {
     pub(crate) heartbeat: Option<Arc<Heartbeat>>,
 }
 
-/// `Retry-After` values that clone without touching a reference count: the rejection path is
-/// the one that must stay cheapest under overload.
-const STATIC_SECONDS: [&str; 61] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
-    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
-    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60",
-];
-
-/// The `Retry-After` header value for `secs` seconds.
-pub(crate) fn retry_after(secs: u32) -> HeaderValue {
-    match STATIC_SECONDS.get(secs as usize) {
-        Some(text) => HeaderValue::from_static(text),
-        None => HeaderValue::from(secs),
-    }
-}
-
-/// What a shed request is told to wait.
-#[derive(Debug, Clone)]
+/// What a shed request is told to wait, in seconds.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum RetryAfter {
-    /// Always this value, built once.
-    Fixed(HeaderValue),
+    Fixed(u32),
     /// The queue ahead over the recent admission rate, spread, within `1..=max` seconds.
-    Auto { max: u32 },
+    Auto {
+        max: u32,
+    },
 }
 
 impl RetryAfter {
-    /// The header for a request shed now by `controller`'s pool.
-    pub(crate) fn header(&self, controller: &Controller) -> HeaderValue {
-        match self {
-            RetryAfter::Fixed(value) => value.clone(),
-            RetryAfter::Auto { max } => retry_after(controller.retry_after_secs(*max)),
+    /// The seconds a request shed now by `controller`'s pool should wait: carried as a number
+    /// to the edge (the header, gRPC's pushback, the shaper).
+    pub(crate) fn seconds(&self, controller: &Controller) -> u32 {
+        match *self {
+            RetryAfter::Fixed(secs) => secs,
+            RetryAfter::Auto { max } => controller.retry_after_secs(max),
         }
     }
 }
@@ -326,13 +310,6 @@ impl HttpSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_values() {
-        for secs in [0, 1, 59, 60, 61, 3600, u32::MAX] {
-            assert_eq!(retry_after(secs), HeaderValue::from(secs));
-        }
-    }
 
     #[test]
     fn the_header_names_the_priority_else_the_path_does() {
@@ -371,7 +348,7 @@ mod tests {
                 rates: BodyRates::default(),
             },
             refusing: Arc::new(Refusing {
-                retry_after: RetryAfter::Fixed(HeaderValue::from_static("1")),
+                retry_after: RetryAfter::Fixed(1),
                 discard: DiscardBound::DEFAULT,
                 shaper: None,
             }),
