@@ -35,10 +35,12 @@
 use std::{
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::Duration,
 };
+
+use crate::log_throttle::LogThrottle;
 
 /// How long a window of readings lasts before the limit moves.
 pub(crate) const WINDOW_MS: u64 = 50;
@@ -83,6 +85,11 @@ pub(crate) struct LiveLimit {
     /// Whether the last window was late: admissions then yield before their handler runs.
     late: AtomicBool,
     window: Mutex<Window>,
+    /// The runtime's lateness at the last reading, in microseconds.
+    lateness_us: AtomicU64,
+    log: LogThrottle,
+    /// The limit last logged: a move to half or twice it is logged again.
+    logged: AtomicUsize,
 }
 
 /// The readings of the current window.
@@ -111,6 +118,45 @@ impl LiveLimit {
             slow_start: AtomicBool::new(true),
             late: AtomicBool::new(false),
             window: Mutex::default(),
+            lateness_us: AtomicU64::new(0),
+            log: LogThrottle::new(Duration::from_secs(1)),
+            logged: AtomicUsize::new(ceiling),
+        }
+    }
+
+    /// The runtime's lateness at the last reading.
+    pub(crate) fn lateness(&self) -> Duration {
+        Duration::from_micros(self.lateness_us.load(Relaxed))
+    }
+
+    /// Logs a move of the limit to half or twice what was last logged: every fall, and a
+    /// rise at most once a second.
+    fn log(&self, moved: Moved, lateness: Duration, now_ms: u64) {
+        let Moved { from, to, why } = moved;
+        let lateness_ms = lateness.as_secs_f64() * 1e3;
+        tracing::debug!(
+            from,
+            to,
+            lateness_ms,
+            why = why.as_str(),
+            "live limit moved"
+        );
+        let logged = self.logged.load(Relaxed);
+        if to > logged / 2 && to < logged.saturating_mul(2) {
+            return;
+        }
+        // Every large fall is told (falls come at most once a window); rises once a second.
+        let fell = to <= logged / 2;
+        if fell || self.log.allow(now_ms, 1).is_some() {
+            self.logged.store(to, Relaxed);
+            tracing::info!(
+                from,
+                to,
+                lateness_ms,
+                why = why.as_str(),
+                ceiling = self.ceiling,
+                "live concurrency limit moved"
+            );
         }
     }
 
@@ -142,6 +188,23 @@ impl LiveLimit {
     /// [`WINDOW_MS`]; a window whose lateness request polls `explained` is not late. Returns
     /// the change, if the limit moved.
     pub(crate) fn observe(
+        &self,
+        now_ms: u64,
+        lateness: Duration,
+        in_flight: usize,
+        blocked: bool,
+        explained: bool,
+    ) -> Option<Moved> {
+        self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
+        let moved = self.judge(now_ms, lateness, in_flight, blocked, explained);
+        if let Some(moved) = moved {
+            self.log(moved, lateness, now_ms);
+        }
+        moved
+    }
+
+    /// [`observe`](Self::observe)'s window and judgment.
+    fn judge(
         &self,
         now_ms: u64,
         lateness: Duration,

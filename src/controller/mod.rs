@@ -89,9 +89,7 @@ use std::{
 };
 
 use crate::{
-    data_rate::SlowBodies,
     discarded::Discards,
-    log_throttle::LogThrottle,
     memory::{MemoryFailure, ReadingHealth},
     memory::{MemorySource, ThreadAllocations},
     priority::Priority,
@@ -102,7 +100,9 @@ use cpu::CpuGate;
 use fit::{Fit, Reading};
 use footprint::Footprint;
 use limit::LiveLimit;
+use observe::PastLimits;
 use queue::Queue;
+use report::Counters;
 use word::{QUEUED, charge, charged_bytes, claim, in_flight};
 
 /// The resolved limits of one pool.
@@ -212,33 +212,16 @@ pub(crate) struct Controller {
     queue: Mutex<Queue>,
     /// The queue's length, written under the lock and read without it.
     queued: AtomicUsize,
-    admitted: AtomicU64,
-    admitted_over_budget: AtomicU64,
-    rejected: [[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()],
-    /// Observe only: what would have been refused, and the requests admitted past the limits
-    /// (they stand for the waiters they would have been).
-    would_reject: [[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()],
-    past_limits: AtomicUsize,
-    /// Admissions by priority, and rejections by priority and reason.
-    admitted_by: [AtomicU64; 3],
-    rejected_by: [[AtomicU64; Reason::ALL.len()]; 3],
+    counters: Counters,
+    /// Observe only: see [`observe`].
+    past: PastLimits,
     /// Milliseconds since the pool started, advanced by the sampler: a clock the request path reads
     /// for the price of a load.
     clock_ms: AtomicU64,
-    shed_log: LogThrottle,
-    over_budget_log: LogThrottle,
-    slow_bodies: SlowBodies,
-    discards: Discards,
-    drain: drain::Drain,
     pub(crate) limit: LiveLimit,
     pub(crate) cpu: CpuGate,
     /// Times polls and queue waits: the real clock, or a virtual one in tests.
     pub(crate) clock: Clock,
-    /// The runtime's lateness at the last reading, in microseconds.
-    lateness_us: AtomicU64,
-    limit_log: LogThrottle,
-    /// The live limit last logged: a move to half or twice it is logged again.
-    limit_logged: AtomicUsize,
 }
 
 impl fmt::Debug for Controller {
@@ -270,27 +253,14 @@ impl Controller {
             ),
             cpu: CpuGate::new(settings.lateness_target.is_some(), settings.workers),
             clock: Clock::default(),
-            lateness_us: AtomicU64::new(0),
-            limit_log: LogThrottle::new(Duration::from_secs(1)),
-            limit_logged: AtomicUsize::new(settings.max_concurrency),
             queue: Mutex::new(Queue::default()),
             settings,
             memory,
             state: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
-            admitted: AtomicU64::new(0),
-            admitted_over_budget: AtomicU64::new(0),
-            rejected: Default::default(),
-            would_reject: Default::default(),
-            past_limits: AtomicUsize::new(0),
-            admitted_by: Default::default(),
-            rejected_by: Default::default(),
+            counters: Counters::default(),
+            past: PastLimits::default(),
             clock_ms: AtomicU64::new(0),
-            shed_log: LogThrottle::new(Duration::from_secs(1)),
-            over_budget_log: LogThrottle::new(Duration::from_secs(1)),
-            slow_bodies: SlowBodies::default(),
-            discards: Discards::default(),
-            drain: drain::Drain::default(),
         }
     }
 
@@ -514,7 +484,7 @@ impl Controller {
 
     /// Refused requests' bodies discarded, counted.
     pub(crate) fn discards(&self) -> &Discards {
-        &self.discards
+        &self.counters.discards
     }
 
     /// The memory spoken for now: `max(reading, baseline + charged + held)`.

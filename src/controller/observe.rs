@@ -8,15 +8,34 @@
 
 use std::sync::{
     Arc,
-    atomic::Ordering::{Relaxed, SeqCst},
+    atomic::{
+        AtomicUsize,
+        Ordering::{Relaxed, SeqCst},
+    },
 };
 
 use super::{
     Acquired, Ask, Controller, Permit,
     fit::Reading,
+    report::ShedCounts,
     word::{MAX_CONCURRENCY, claim, in_flight, kib},
 };
 use crate::rejection::{Limit, Reason};
+
+/// What observing only keeps: the refusals it did not make, and how many requests are in
+/// flight past the limits (each stands for the waiter it would have been).
+#[derive(Debug, Default)]
+pub(super) struct PastLimits {
+    would_reject: ShedCounts,
+    in_flight: AtomicUsize,
+}
+
+impl PastLimits {
+    /// The refusals observing only did not make.
+    pub(super) fn would_reject(&self) -> &ShedCounts {
+        &self.would_reject
+    }
+}
 
 impl Controller {
     /// Admits `ask`, which the limits hold back, past them; counts it as refused if the
@@ -47,12 +66,12 @@ impl Controller {
             .is_some_and(|budget| ask.declared > budget);
         if too_large {
             self.count_would_reject(Reason::TooLarge, Limit::Memory);
-        } else if self.past_limits.load(Relaxed) >= self.settings.queue_capacity
+        } else if self.past.in_flight.load(Relaxed) >= self.settings.queue_capacity
             || self.sheds_at_once(memory, ask)
         {
             self.count_would_reject(Reason::QueueFull, limit);
         }
-        self.past_limits.fetch_add(1, Relaxed);
+        self.past.in_flight.fetch_add(1, Relaxed);
         self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
         self.count_admission(ask, false, memory);
         let mut permit = Permit::new(Arc::clone(self), ask);
@@ -62,12 +81,14 @@ impl Controller {
 
     /// A request admitted past the limits ended.
     pub(super) fn end_past_limits(&self) {
-        self.past_limits.fetch_sub(1, Relaxed);
+        self.past.in_flight.fetch_sub(1, Relaxed);
     }
 
     /// Counts, and logs (throttled), a refusal that observing only did not make.
     pub(super) fn count_would_reject(&self, reason: Reason, limit: Limit) {
         let what = "request would be shed (observe only: admitted)";
-        self.count_shed(&self.would_reject, reason, limit, what);
+        let now_ms = self.clock_ms.load(Relaxed);
+        let counters = &self.counters;
+        counters.count_shed(&self.past.would_reject, reason, limit, what, now_ms);
     }
 }

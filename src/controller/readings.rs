@@ -22,14 +22,7 @@ impl Controller {
         self.clock_ms.store(now_ms, Relaxed);
         self.classes.tick(now_ms);
         let state = self.state.load(SeqCst);
-        let refused = self
-            .rejected
-            .iter()
-            .flatten()
-            .map(|n| n.load(Relaxed))
-            .sum();
-        let (admitted, queued) = (self.admitted.load(Relaxed), state & QUEUED != 0);
-        self.drain.update(admitted, refused, queued, now_ms);
+        self.counters.tick(state & QUEUED != 0, now_ms);
         if refreshed.is_ok() {
             self.footprint
                 .observe(self.memory.allocated_bytes(), in_flight(state));
@@ -52,7 +45,6 @@ impl Controller {
     /// on a virtual clock.
     pub(crate) fn on_runtime_at(&self, runtime: Runtime, now_ms: u64) {
         let Runtime { lateness, workers } = runtime;
-        self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
         if let Some(workers) = workers {
             self.cpu.set_workers(workers);
         }
@@ -71,9 +63,6 @@ impl Controller {
         let moved = self
             .limit
             .observe(now_ms, lateness, used, blocked, explained);
-        if let Some(moved) = moved {
-            self.log_limit(moved, lateness, now_ms);
-        }
         let opened =
             moved.is_some_and(|m| m.to > m.from) || (was_saturated && !self.cpu.is_saturated());
         if opened && queued {

@@ -12,69 +12,69 @@ use std::{
 use super::{
     Ask, Controller,
     cpu::Judged,
-    limit::Moved,
+    drain::Drain,
     word::{charged_bytes, in_flight},
 };
 use crate::{
-    data_rate::TooSlow,
+    data_rate::{SlowBodies, TooSlow},
+    discarded::Discards,
+    log_throttle::LogThrottle,
     priority::Priority,
     rejection::{Limit, Reason, Rejection},
     snapshot::{ClassCost, Snapshot},
 };
 
-impl Controller {
-    /// Whole seconds a request shed now should wait (see [`drain`](super::drain)), at most
-    /// `max`.
-    pub(crate) fn retry_after_secs(&self, max: u32) -> u32 {
-        self.drain
-            .retry_after(self.queued.load(Relaxed), max, super::drain::draw())
-    }
+/// Shed counts, by reason and limit.
+pub(super) type ShedCounts = [[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()];
 
-    /// Counts the admission of `ask`, and charges the CPU work it brings.
-    pub(super) fn count_admission(&self, ask: Ask, over_budget: bool, memory: u64) {
-        let priority = ask.priority;
-        self.cpu.recharge(0, ask.cpu_us);
-        self.unsettled.fetch_add(1, SeqCst);
-        self.admitted.fetch_add(1, Relaxed);
-        self.admitted_by[priority.rank()].fetch_add(1, Relaxed);
-        if over_budget {
-            self.note_over_budget(memory);
+/// What the pool counts of its decisions, and logs (throttled): admissions and refusals (by
+/// priority too), admissions over the budget, slow bodies, discarded bodies, and the drain
+/// rate that `Retry-After` is computed from.
+#[derive(Debug)]
+pub(super) struct Counters {
+    admitted: AtomicU64,
+    admitted_over_budget: AtomicU64,
+    rejected: ShedCounts,
+    admitted_by: [AtomicU64; 3],
+    rejected_by: [[AtomicU64; Reason::ALL.len()]; 3],
+    shed_log: LogThrottle,
+    over_budget_log: LogThrottle,
+    slow_bodies: SlowBodies,
+    pub(super) discards: Discards,
+    drain: Drain,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            admitted: AtomicU64::new(0),
+            admitted_over_budget: AtomicU64::new(0),
+            rejected: Default::default(),
+            admitted_by: Default::default(),
+            rejected_by: Default::default(),
+            shed_log: LogThrottle::new(Duration::from_secs(1)),
+            over_budget_log: LogThrottle::new(Duration::from_secs(1)),
+            slow_bodies: SlowBodies::default(),
+            discards: Discards::default(),
+            drain: Drain::default(),
         }
     }
+}
 
-    /// Counts a body cut off for being too slow (its permit is about to go).
-    pub(super) fn record_slow(&self, slow: TooSlow) {
-        self.slow_bodies.record(slow, self.clock_ms.load(Relaxed));
-    }
-
-    /// Refuses admission to a request of `priority`: counted by priority too.
-    pub(super) fn reject_admission(
-        &self,
-        priority: Priority,
-        reason: Reason,
-        limit: Limit,
-    ) -> Rejection {
-        self.rejected_by[priority.rank()][reason as usize].fetch_add(1, Relaxed);
-        self.reject(reason, limit)
-    }
-
-    pub(crate) fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
-        self.count_shed(&self.rejected, reason, limit, "request shed");
-        Rejection::new(reason, limit)
-    }
-
+impl Counters {
     /// Counts a shed in `counts` (the sheds, or those that observing only did not make), and
     /// logs it as `what`, throttled.
     pub(super) fn count_shed(
         &self,
-        counts: &[[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()],
+        counts: &ShedCounts,
         reason: Reason,
         limit: Limit,
         what: &str,
+        now_ms: u64,
     ) {
         let total = counts[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
         // At 100k rejections/s a line per rejection would be its own outage.
-        if let Some(suppressed) = self.shed_log.allow(self.clock_ms.load(Relaxed), total) {
+        if let Some(suppressed) = self.shed_log.allow(now_ms, total) {
             tracing::warn!(
                 reason = reason.as_str(),
                 limit = limit.as_str(),
@@ -85,35 +85,77 @@ impl Controller {
         }
     }
 
-    /// Logs a move of the live limit to half or twice what was last logged: every fall, and
-    /// a rise at most once a second.
-    pub(super) fn log_limit(&self, moved: Moved, lateness: Duration, now_ms: u64) {
-        let Moved { from, to, why } = moved;
-        let lateness_ms = lateness.as_secs_f64() * 1e3;
-        tracing::debug!(
-            from,
-            to,
-            lateness_ms,
-            why = why.as_str(),
-            "live limit moved"
-        );
-        let logged = self.limit_logged.load(Relaxed);
-        if to > logged / 2 && to < logged.saturating_mul(2) {
-            return;
-        }
-        // Every large fall is told (falls come at most once a window); rises once a second.
-        let fell = to <= logged / 2;
-        if fell || self.limit_log.allow(now_ms, 1).is_some() {
-            self.limit_logged.store(to, Relaxed);
-            tracing::info!(
-                from,
-                to,
-                lateness_ms,
-                why = why.as_str(),
-                ceiling = self.limit.ceiling(),
-                "live concurrency limit moved"
+    /// Feeds the drain rate the sampler's tick: what was admitted and refused so far.
+    pub(super) fn tick(&self, queued: bool, now_ms: u64) {
+        let refused = self
+            .rejected
+            .iter()
+            .flatten()
+            .map(|n| n.load(Relaxed))
+            .sum();
+        self.drain
+            .update(self.admitted.load(Relaxed), refused, queued, now_ms);
+    }
+
+    fn note_over_budget(&self, memory: u64, budget: Option<u64>, now_ms: u64) {
+        let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
+        if let Some(suppressed) = self.over_budget_log.allow(now_ms, total) {
+            tracing::warn!(
+                memory,
+                budget,
+                total,
+                suppressed,
+                "nothing in flight: admitting one request over the memory budget"
             );
         }
+    }
+}
+
+impl Controller {
+    /// Whole seconds a request shed now should wait (see [`drain`](super::drain)), at most
+    /// `max`.
+    pub(crate) fn retry_after_secs(&self, max: u32) -> u32 {
+        let counters = &self.counters;
+        counters
+            .drain
+            .retry_after(self.queued.load(Relaxed), max, super::drain::draw())
+    }
+
+    /// Counts the admission of `ask`, and charges the CPU work it brings.
+    pub(super) fn count_admission(&self, ask: Ask, over_budget: bool, memory: u64) {
+        let priority = ask.priority;
+        self.cpu.recharge(0, ask.cpu_us);
+        self.unsettled.fetch_add(1, SeqCst);
+        let counters = &self.counters;
+        counters.admitted.fetch_add(1, Relaxed);
+        counters.admitted_by[priority.rank()].fetch_add(1, Relaxed);
+        if over_budget {
+            let now_ms = self.clock_ms.load(Relaxed);
+            counters.note_over_budget(memory, self.settings.budget, now_ms);
+        }
+    }
+
+    /// Counts a body cut off for being too slow (its permit is about to go).
+    pub(super) fn record_slow(&self, slow: TooSlow) {
+        let now_ms = self.clock_ms.load(Relaxed);
+        self.counters.slow_bodies.record(slow, now_ms);
+    }
+
+    /// Refuses admission to a request of `priority`: counted by priority too.
+    pub(super) fn reject_admission(
+        &self,
+        priority: Priority,
+        reason: Reason,
+        limit: Limit,
+    ) -> Rejection {
+        self.counters.rejected_by[priority.rank()][reason as usize].fetch_add(1, Relaxed);
+        self.reject(reason, limit)
+    }
+
+    pub(crate) fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
+        let (counters, now_ms) = (&self.counters, self.clock_ms.load(Relaxed));
+        counters.count_shed(&counters.rejected, reason, limit, "request shed", now_ms);
+        Rejection::new(reason, limit)
     }
 
     /// Logs a window the CPU gate judged: at debug level each one, at info level when the
@@ -147,25 +189,10 @@ impl Controller {
         }
     }
 
-    fn note_over_budget(&self, memory: u64) {
-        let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
-        if let Some(suppressed) = self
-            .over_budget_log
-            .allow(self.clock_ms.load(Relaxed), total)
-        {
-            tracing::warn!(
-                memory,
-                budget = self.settings.budget,
-                total,
-                suppressed,
-                "nothing in flight: admitting one request over the memory budget"
-            );
-        }
-    }
-
     pub(crate) fn snapshot(&self) -> Snapshot {
         let state = self.state.load(SeqCst);
         let load = |counter: &AtomicU64| counter.load(Relaxed);
+        let counters = &self.counters;
         Snapshot {
             in_flight: in_flight(state) as usize,
             queued: self.queued.load(Relaxed),
@@ -175,7 +202,7 @@ impl Controller {
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
             concurrency_limit: self.limit.get(),
-            runtime_lateness: Duration::from_micros(self.lateness_us.load(Relaxed)),
+            runtime_lateness: self.limit.lateness(),
             cpu_saturated: self.cpu.is_saturated(),
             cpu_workers: self.cpu.workers(),
             cpu_charged: Duration::from_micros(self.cpu.charged_us()),
@@ -192,23 +219,27 @@ impl Controller {
                 .collect(),
             queue_capacity: self.settings.queue_capacity,
             observe_only: self.settings.observe_only,
-            admitted: self.admitted.load(Relaxed),
-            admitted_over_budget: self.admitted_over_budget.load(Relaxed),
+            admitted: counters.admitted.load(Relaxed),
+            admitted_over_budget: counters.admitted_over_budget.load(Relaxed),
             memory_source_errors: self.reading_health.errors(),
             memory_reading_age: self.reading_health.age(),
-            rejected: self.rejected.each_ref().map(|row| row.each_ref().map(load)),
-            would_reject: self
-                .would_reject
+            rejected: counters
+                .rejected
                 .each_ref()
                 .map(|row| row.each_ref().map(load)),
-            admitted_by: self.admitted_by.each_ref().map(load),
-            rejected_by: self
+            would_reject: self
+                .past
+                .would_reject()
+                .each_ref()
+                .map(|row| row.each_ref().map(load)),
+            admitted_by: counters.admitted_by.each_ref().map(load),
+            rejected_by: counters
                 .rejected_by
                 .each_ref()
                 .map(|row| row.each_ref().map(load)),
-            cut_off: self.slow_bodies.counts(),
-            discards: self.discards.counts(),
-            discarded_bytes: self.discards.bytes(),
+            cut_off: counters.slow_bodies.counts(),
+            discards: counters.discards.counts(),
+            discarded_bytes: counters.discards.bytes(),
         }
     }
 }
