@@ -392,7 +392,8 @@ where
     }
 }
 /// The queued state's step: ready once admitted (with the admitted request's state) or
-/// rejected at the deadline (with the rejected state). Kept apart, and cold, so the common path stays small.
+/// rejected at the deadline (with the rejected state). Kept apart, and cold, so the common
+/// path stays small.
 #[cold]
 #[inline(never)]
 #[allow(clippy::type_complexity)]

@@ -116,9 +116,10 @@ type ShapeFn = dyn Fn(&Rejection, &RequestHead<'_>, Duration) -> Response<Bytes>
 pub(crate) struct Shaper(Arc<ShapeFn>);
 
 impl Shaper {
-    pub(crate) fn new(
-        f: impl Fn(&Rejection, &RequestHead<'_>, Duration) -> Response<Bytes> + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) fn new<F>(f: F) -> Self
+    where
+        F: Fn(&Rejection, &RequestHead<'_>, Duration) -> Response<Bytes> + Send + Sync + 'static,
+    {
         Self(Arc::new(f))
     }
 

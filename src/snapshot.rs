@@ -111,7 +111,8 @@ impl Snapshot {
     }
 
     /// Requests admitted since start that would have been refused for `reason` at `limit`
-    /// (observing only: see [`AdmissionConfig::observe_only`](crate::AdmissionConfig::observe_only)).
+    /// (observing only: see
+    /// [`AdmissionConfig::observe_only`](crate::AdmissionConfig::observe_only)).
     pub fn would_reject(&self, reason: Reason, limit: Limit) -> u64 {
         self.would_reject[reason as usize][limit as usize]
     }

@@ -63,8 +63,9 @@ impl AdmissionConfig {
     /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
     ///
     /// let streams = "gRPC streams: not cut off";
-    /// let default = Admission::with_memory_source(AdmissionConfig::default(), ManualMemory::new(0));
-    /// assert!(default.unwrap().to_string().contains(streams));
+    /// let config = AdmissionConfig::default();
+    /// let default = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+    /// assert!(default.to_string().contains(streams));
     /// // Unary calls only, and clients that must keep up: hold gRPC bodies to the rate too.
     /// let config = AdmissionConfig::default().min_rate_for_streams(true);
     /// let held = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();

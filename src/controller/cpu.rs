@@ -32,8 +32,8 @@
 //! run, and a request heavier than most is not held back for good. With nothing in flight a
 //! request is always admitted.
 //!
-//! **Saturated** means that, over a window of [`WINDOW_MS`] (the live limit's), request polls kept at least 60 %
-//! of the workers busy; it stays so until they keep fewer than 40 % busy. Requests that mostly
+//! **Saturated** means that, over a window of [`WINDOW_MS`] (the live limit's), request polls
+//! kept at least 60 % of the workers busy; it stays so until they keep fewer than 40 % busy. Requests that mostly
 //! wait (on a client, a timer, another service) leave the CPU idle, so the gate stays open
 //! for them and only `max_concurrency` and the memory budget hold them. (The workers' park
 //! counts were tried as a second sign, and dropped: with clients on the same cores, workers

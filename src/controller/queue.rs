@@ -6,9 +6,9 @@
 //! waiter offered first, so that no priority starves (see [`Queue::admitted`]).
 //!
 //! Within that order, waiters are admitted in turn, except that a waiter that fits in what a
-//! blocked head cannot use may go ahead of it. The head counts the waiters that pass it and what they
-//! are charged; once they number [`MAX_PASSES`] or their charges add up to its own, the head
-//! holds the line and nobody behind it goes first until it is admitted or leaves. So small
+//! blocked head cannot use may go ahead of it. The head counts the waiters that pass it and
+//! what they are charged; once they number [`MAX_PASSES`] or their charges add up to its own,
+//! the head holds the line and nobody behind it goes first until it is admitted or leaves. So small
 //! requests do not wait behind a large one (a 64 MiB head lets up to 1,024 requests of 64 KiB
 //! by), and a large one is never starved: it waits for at most its own size in others beyond
 //! those ahead of it, and never past its deadline (the response future's business).
@@ -43,7 +43,8 @@ use crate::rejection::{Limit, Reason};
 /// // The default: relative to each request's service time.
 /// let auto = AdmissionConfig::default().queue_target(QueueTarget::Auto);
 /// // A fixed target: at most 40 ms of waiting for the CPU.
-/// let fixed = AdmissionConfig::default().queue_target(QueueTarget::Fixed(Duration::from_millis(20)));
+/// let fixed = QueueTarget::Fixed(Duration::from_millis(20));
+/// let fixed = AdmissionConfig::default().queue_target(fixed);
 /// # let _ = (auto, fixed);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
