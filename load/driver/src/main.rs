@@ -5,6 +5,9 @@
 //!
 //! `load/run.sh` builds and runs it; see there for usage.
 
+/// One mebibyte, the unit of every size the driver reports.
+pub const MIB: u64 = 1 << 20;
+
 mod cgroup;
 mod client;
 mod experiment;
@@ -26,12 +29,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use report::{Run, SetupRun};
+use report::{ScenarioRun, SetupRun};
 use scenario::{ADMISSION, Scenario};
 use server::Server;
 
 /// A server set up for comparison.
-struct Setup {
+struct ServerSetup {
     name: String,
     /// N, for tower's limit.
     tower_n: Option<usize>,
@@ -39,7 +42,7 @@ struct Setup {
     env: Vec<(String, String)>,
 }
 
-fn setups(scenario: &Scenario, bin_dir: &Path) -> Vec<Setup> {
+fn setups(scenario: &Scenario, bin_dir: &Path) -> Vec<ServerSetup> {
     let owned = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
         pairs
             .iter()
@@ -51,7 +54,7 @@ fn setups(scenario: &Scenario, bin_dir: &Path) -> Vec<Setup> {
     } else {
         scenario.sweep.clone()
     };
-    let tower = ns.into_iter().map(|n| Setup {
+    let tower = ns.into_iter().map(|n| ServerSetup {
         name: format!("tower LoadShed+GlobalConcurrencyLimit N={n}"),
         tower_n: Some(n),
         binary: bin_dir.join("compare"),
@@ -69,14 +72,14 @@ fn setups(scenario: &Scenario, bin_dir: &Path) -> Vec<Setup> {
     });
     admission
         .chain(variants)
-        .map(|(name, env)| Setup {
+        .map(|(name, env)| ServerSetup {
             name,
             tower_n: None,
             binary: bin_dir.join("server"),
             env,
         })
         .chain(tower)
-        .chain(std::iter::once(Setup {
+        .chain(std::iter::once(ServerSetup {
             name: "no limit".into(),
             tower_n: None,
             binary: bin_dir.join("compare"),
@@ -189,7 +192,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_scenario(scenario: &Scenario, args: &Args) -> Result<Run, String> {
+fn run_scenario(scenario: &Scenario, args: &Args) -> Result<ScenarioRun, String> {
     let dir = args.out.join(scenario.name);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let began = Instant::now();
@@ -224,7 +227,7 @@ fn run_scenario(scenario: &Scenario, args: &Args) -> Result<Run, String> {
             setup_runs.push(alone);
         }
     }
-    let run = Run {
+    let run = ScenarioRun {
         scenario: scenario.clone(),
         setups: setup_runs,
         took: began.elapsed(),
@@ -235,7 +238,7 @@ fn run_scenario(scenario: &Scenario, args: &Args) -> Result<Run, String> {
 
 fn run_setup(
     scenario: &Scenario,
-    setup: &Setup,
+    setup: &ServerSetup,
     dir: &Path,
     oha: &Path,
     index: usize,

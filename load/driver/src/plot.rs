@@ -6,10 +6,10 @@ use plotters::prelude::*;
 
 use crate::{
     probe::Sample,
-    report::{Run, SetupRun},
+    report::{ScenarioRun, SetupRun},
 };
 
-const MIB: f64 = (1 << 20) as f64;
+const MIB: f64 = crate::MIB as f64;
 pub const COLORS: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
@@ -18,7 +18,7 @@ pub const COLORS: [RGBColor; 5] = [
     RGBColor(255, 127, 14),
 ];
 
-pub fn charts(run: &Run, dir: &Path) -> Result<(), String> {
+pub fn charts(run: &ScenarioRun, dir: &Path) -> Result<(), String> {
     memory(run, &dir.join("memory.svg")).map_err(|e| format!("memory chart: {e}"))?;
     if run.scenario.cpu {
         latency_frontier(run, &dir.join("frontier.svg"))
@@ -52,7 +52,7 @@ pub type Series = (String, RGBColor, Vec<(f64, f64)>);
 
 /// Memory over time: tower-admission, the best safe static N and the largest N of a sweep
 /// (or the one N), and no limit.
-fn memory(run: &Run, path: &Path) -> ChartResult {
+fn memory(run: &ScenarioRun, path: &Path) -> ChartResult {
     let budget = run.scenario.budget as f64 / MIB;
     let best = run.best_safe_static().map(|s| s.name.as_str());
     let largest_n = run.setups.iter().filter_map(|s| s.tower_n).max();
@@ -115,7 +115,7 @@ fn rates(setup: &SetupRun, end: f64, path: &Path) -> ChartResult {
 
 /// With a baseline: requests admitted per second (over 1 s windows) by each tower-admission
 /// setup, with the whole load and with the first phase alone.
-fn first_phase(run: &Run, path: &Path) -> ChartResult {
+fn first_phase(run: &ScenarioRun, path: &Path) -> ChartResult {
     let series = run
         .setups
         .iter()
@@ -141,7 +141,7 @@ fn first_phase(run: &Run, path: &Path) -> ChartResult {
 }
 
 /// One phase's 2xx per second (in 1 s bins, by arrival) for every setup, from its clients.
-fn served(run: &Run, phase: usize, path: &Path) -> ChartResult {
+fn served(run: &ScenarioRun, phase: usize, path: &Path) -> ChartResult {
     let end = run.scenario.length().as_secs_f64();
     let series = run
         .setups
@@ -199,7 +199,7 @@ struct Axis {
 }
 
 /// Goodput against peak memory, with the bound.
-fn frontier(run: &Run, path: &Path) -> ChartResult {
+fn frontier(run: &ScenarioRun, path: &Path) -> ChartResult {
     let budget = run.scenario.budget as f64 / MIB;
     let axis = Axis {
         caption: format!(
@@ -214,7 +214,7 @@ fn frontier(run: &Run, path: &Path) -> ChartResult {
 }
 
 /// Goodput against the 2xx p99 (the latency frontier).
-fn latency_frontier(run: &Run, path: &Path) -> ChartResult {
+fn latency_frontier(run: &ScenarioRun, path: &Path) -> ChartResult {
     let axis = Axis {
         caption: format!("{}: goodput against p99 of 2xx answers", run.scenario.name),
         desc: "p99 of 2xx answers (ms)",
@@ -226,7 +226,7 @@ fn latency_frontier(run: &Run, path: &Path) -> ChartResult {
 
 /// Goodput against `axis`: every static N a point on tower's line, every other setup
 /// (tower-admission's, no limit) a point of its own.
-fn frontier_chart(run: &Run, path: &Path, axis: Axis) -> ChartResult {
+fn frontier_chart(run: &ScenarioRun, path: &Path, axis: Axis) -> ChartResult {
     let point = |s: &SetupRun| ((axis.x)(s), s.goodput());
     let mut tower: Vec<(usize, (f64, f64))> = run
         .setups
@@ -314,7 +314,7 @@ fn frontier_chart(run: &Run, path: &Path, axis: Axis) -> ChartResult {
 
 /// `/health` latency over time: tower-admission, the best heartbeat-safe static N, the
 /// largest N and no limit. A probe that failed is drawn at the top.
-fn heartbeat(run: &Run, path: &Path) -> ChartResult {
+fn heartbeat(run: &ScenarioRun, path: &Path) -> ChartResult {
     let best = run.best_heartbeat_safe().map(|s| s.name.as_str());
     let largest_n = run.setups.iter().filter_map(|s| s.tower_n).max();
     let shown = run.setups.iter().filter(|s| {

@@ -20,7 +20,7 @@ use crate::{
     server::Server,
 };
 
-const MIB: u64 = 1 << 20;
+use crate::MIB;
 const LIMIT: u64 = 768 * MIB;
 const SERVERS: usize = 3;
 /// Each server's load, from `STAGGER` times its index on.
@@ -28,36 +28,36 @@ const LOAD: Duration = Duration::from_secs(12);
 const STAGGER: Duration = Duration::from_secs(4);
 
 /// One setup: the servers' memory source and budget, and how far apart their loads start.
-pub struct Setup {
+pub struct ProcessSetup {
     source: &'static str,
     budget: &'static str,
     stagger: Duration,
 }
 
-const SETUPS: [Setup; 4] = [
-    Setup {
+const SETUPS: [ProcessSetup; 4] = [
+    ProcessSetup {
         source: "jemalloc",
         budget: "75%",
         stagger: STAGGER,
     },
-    Setup {
+    ProcessSetup {
         source: "cgroup",
         budget: "75%",
         stagger: STAGGER,
     },
-    Setup {
+    ProcessSetup {
         source: "cgroup",
         budget: "75%",
         stagger: Duration::ZERO,
     },
-    Setup {
+    ProcessSetup {
         source: "both",
         budget: "25%",
         stagger: Duration::ZERO,
     },
 ];
 
-impl Setup {
+impl ProcessSetup {
     fn name(&self) -> String {
         let start = if self.stagger.is_zero() {
             "together".to_owned()
@@ -77,7 +77,7 @@ impl Setup {
 }
 
 /// One run: its setup, and what came of it.
-pub struct Run {
+pub struct ProcessRun {
     name: String,
     outcomes: Vec<Outcome>,
     /// (seconds, working set in bytes) every 100 ms.
@@ -99,7 +99,7 @@ fn phase() -> Phase {
 }
 
 /// The experiment.
-pub const PROCESSES: Experiment<Setup, Run> = Experiment {
+pub const PROCESSES: Experiment<ProcessSetup, ProcessRun> = Experiment {
     name: "processes",
     setups: &SETUPS,
     describe: |setup| format!("{SERVERS} servers in one cgroup: {}", setup.name()),
@@ -109,7 +109,7 @@ pub const PROCESSES: Experiment<Setup, Run> = Experiment {
     chart,
 };
 
-fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
+fn run_one(setup: &ProcessSetup, dir: &Path, bin_dir: &Path) -> Result<ProcessRun, String> {
     let name = format!("tower-admission-load-{}", std::process::id());
     let cgroup = Arc::new(Cgroup::make(&name, LIMIT)?);
     let env: Vec<(String, String)> = [
@@ -167,7 +167,7 @@ fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
     for server in servers {
         server.stop();
     }
-    Ok(Run {
+    Ok(ProcessRun {
         name: setup.name(),
         outcomes,
         working_set,
@@ -176,7 +176,7 @@ fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
     })
 }
 
-fn section(runs: &[Run]) -> String {
+fn section(runs: &[ProcessRun]) -> String {
     let mut out = format!(
         "### processes\n\n{SERVERS} example servers in one memory cgroup limited to {} MiB, each driven by 40 clients of `/work?kib=16384&ms=300` (backing off 100 ms after a 503) for {} s: the loads {} s apart, or all from t=0. Budgets are percentages of the cgroup's limit.\n\n",
         LIMIT / MIB,
@@ -208,7 +208,7 @@ fn section(runs: &[Run]) -> String {
     out
 }
 
-fn chart(runs: &[Run], path: &Path) -> plot::ChartResult {
+fn chart(runs: &[ProcessRun], path: &Path) -> plot::ChartResult {
     let series = runs
         .iter()
         .zip(plot::COLORS)

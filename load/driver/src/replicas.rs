@@ -17,7 +17,7 @@ use crate::{
     client, experiment::Experiment, oha::Outcome, plot, probe, scenario::Phase, server::Server,
 };
 
-const MIB: f64 = (1 << 20) as f64;
+const MIB: f64 = crate::MIB as f64;
 const LOAD: Duration = Duration::from_secs(12);
 const CONNECTIONS: u32 = 20;
 const BUDGET_MIB: u64 = 64;
@@ -26,31 +26,31 @@ const BUDGET_MIB: u64 = 64;
 const PASS_ON: &str = "error timeout";
 const RETRY: &str = "error timeout http_503";
 
-pub struct Setup {
+pub struct ReplicaSetup {
     name: &'static str,
     replicas: usize,
     next_upstream: &'static str,
 }
 
-const SETUPS: [Setup; 3] = [
-    Setup {
+const SETUPS: [ReplicaSetup; 3] = [
+    ReplicaSetup {
         name: "1 replica",
         replicas: 1,
         next_upstream: RETRY,
     },
-    Setup {
+    ReplicaSetup {
         name: "3 replicas, 503s passed on",
         replicas: 3,
         next_upstream: PASS_ON,
     },
-    Setup {
+    ReplicaSetup {
         name: "3 replicas, 503s retried",
         replicas: 3,
         next_upstream: RETRY,
     },
 ];
 
-pub struct Run {
+pub struct ReplicaRun {
     name: &'static str,
     outcome: Outcome,
     /// Each replica's peak allocated bytes and the 503s it answered nginx.
@@ -141,7 +141,7 @@ impl Drop for Nginx {
 }
 
 /// The experiment.
-pub const REPLICAS: Experiment<Setup, Run> = Experiment {
+pub const REPLICAS: Experiment<ReplicaSetup, ReplicaRun> = Experiment {
     name: "replicas",
     setups: &SETUPS,
     describe: |setup| setup.name.to_owned(),
@@ -151,7 +151,7 @@ pub const REPLICAS: Experiment<Setup, Run> = Experiment {
     chart,
 };
 
-fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
+fn run_one(setup: &ReplicaSetup, dir: &Path, bin_dir: &Path) -> Result<ReplicaRun, String> {
     let env: Vec<(String, String)> = [
         ("ADMISSION_MAX_CONCURRENCY", "8".to_owned()),
         ("ADMISSION_QUEUE_CAPACITY", "0".to_owned()),
@@ -203,14 +203,14 @@ fn run_one(setup: &Setup, dir: &Path, bin_dir: &Path) -> Result<Run, String> {
     for replica in replicas {
         replica.stop();
     }
-    Ok(Run {
+    Ok(ReplicaRun {
         name: setup.name,
         outcome,
         replicas: peaks,
     })
 }
 
-fn section(runs: &[Run]) -> String {
+fn section(runs: &[ReplicaRun]) -> String {
     let mut out = format!(
         "### replicas\n\nExample servers (`ADMISSION_MAX_CONCURRENCY=8`, no queue (`ADMISSION_QUEUE_CAPACITY=0`: a replica that is full says so at once), a {BUDGET_MIB} MiB budget) behind nginx (`proxy_next_upstream_tries 3`, `max_fails=0`; each run's `nginx.conf` is beside this report), driven by {CONNECTIONS} clients of `/work?kib=1024&ms=20` (3 in 4) and `/work?kib=1024&ms=300` (1 in 4) through nginx, backing off 100 ms after a 503, for {} s.\n\n",
         LOAD.as_secs()
@@ -241,7 +241,7 @@ fn section(runs: &[Run]) -> String {
 }
 
 /// 2xx per second through nginx, one line per setup.
-fn chart(runs: &[Run], path: &Path) -> plot::ChartResult {
+fn chart(runs: &[ReplicaRun], path: &Path) -> plot::ChartResult {
     let end = LOAD.as_secs_f64();
     let series = runs
         .iter()

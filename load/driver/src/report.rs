@@ -4,7 +4,7 @@ use std::{fmt::Write as _, path::Path, time::Duration};
 
 use crate::{oha::Outcome, probe::Sample, scenario::Scenario};
 
-const MIB: f64 = (1 << 20) as f64;
+const MIB: f64 = crate::MIB as f64;
 
 /// The documented bound for the memory check: peak allocated bytes at most 10 % plus 16 MiB
 /// over the budget, for requests that allocate within about 1 MiB of their reservation.
@@ -102,7 +102,7 @@ impl SetupRun {
     }
 }
 
-impl Run {
+impl ScenarioRun {
     /// Peak allocated memory that holds the budget: the budget plus one largest request.
     pub fn bound(&self) -> f64 {
         (self.scenario.budget + self.scenario.largest_request) as f64
@@ -222,7 +222,7 @@ impl Run {
 /// `/health` p99 at most this keeps the heartbeat: a static N is heartbeat-safe below it.
 pub const HEARTBEAT_SAFE: f64 = 0.025;
 
-impl Run {
+impl ScenarioRun {
     /// The static limit with the most goodput among those whose `/health` p99 stays within
     /// [`HEARTBEAT_SAFE`].
     pub fn best_heartbeat_safe(&self) -> Option<&SetupRun> {
@@ -306,7 +306,7 @@ impl Run {
     }
 }
 
-pub struct Run {
+pub struct ScenarioRun {
     pub scenario: Scenario,
     pub setups: Vec<SetupRun>,
     pub took: Duration,
@@ -330,7 +330,7 @@ fn mib(bytes: f64) -> String {
 }
 
 /// The comparison table of one scenario, in Markdown.
-pub fn table(run: &Run) -> String {
+pub fn table(run: &ScenarioRun) -> String {
     let budget = run.scenario.budget as f64;
     let mut out = format!(
         "### {} ({:.0} s)\n\n{}.\n\n",
@@ -456,7 +456,7 @@ pub fn table(run: &Run) -> String {
 
 /// With priorities: each setup's 2xx per second and 503s per 2xx, by priority (phase), and
 /// the 503s per 2xx over all: what a served request costs in refusals.
-fn classes_table(run: &Run) -> Option<String> {
+fn classes_table(run: &ScenarioRun) -> Option<String> {
     let phases = &run.scenario.phases;
     if phases.iter().all(|p| p.priority.is_none()) {
         return None;
@@ -502,7 +502,7 @@ fn classes_table(run: &Run) -> Option<String> {
 
 /// What should fail the run: leaks, and (for the steady and smoke runs, whose requests
 /// allocate 1 MiB against a 64 KiB reservation) memory beyond the documented bound.
-pub fn problems(run: &Run) -> Vec<String> {
+pub fn problems(run: &ScenarioRun) -> Vec<String> {
     let mut problems = Vec::new();
     for setup in run.setups.iter().filter(|s| s.is_admission()) {
         match setup.end_state() {
@@ -555,7 +555,7 @@ pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<(), String> {
     std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-pub fn write(out: &Path, runs: &[Run]) -> Result<(), String> {
+pub fn write(out: &Path, runs: &[ScenarioRun]) -> Result<(), String> {
     let mut md = String::from("# tower-admission under load\n\n");
     let _ = writeln!(
         md,

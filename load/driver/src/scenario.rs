@@ -5,7 +5,7 @@ use std::time::Duration;
 /// The name of the tower-admission setup (and the prefix of its variants).
 pub const ADMISSION: &str = "tower-admission";
 
-const MIB: u64 = 1 << 20;
+use crate::MIB;
 
 /// One stream of load from one `oha` process.
 #[derive(Debug, Clone)]
