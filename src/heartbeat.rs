@@ -21,7 +21,7 @@ use std::{
 };
 
 /// How often the heartbeat should wake.
-pub(crate) const PERIOD: Duration = Duration::from_millis(5);
+const PERIOD: Duration = Duration::from_millis(5);
 
 #[derive(Debug)]
 pub(crate) struct Heartbeat {

@@ -103,6 +103,14 @@ impl<T> PartialEq for HeadFn<T> {
     }
 }
 
+// Here, not beside the class table: the core knows nothing of HTTP.
+impl CostClass {
+    /// The default class: method and path.
+    pub fn route(method: &Method, path: &str) -> Self {
+        Self::new((method.as_str(), path))
+    }
+}
+
 /// A function that puts requests into cost classes.
 pub(crate) type Classifier = HeadFn<CostClass>;
 

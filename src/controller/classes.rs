@@ -68,11 +68,6 @@ impl CostClass {
     /// One class, for tests that need any.
     #[cfg(test)]
     pub(crate) const ANY_FOR_TESTS: CostClass = CostClass(1);
-
-    /// The default class: method and path.
-    pub fn route(method: &http::Method, path: &str) -> Self {
-        Self::new((method.as_str(), path))
-    }
 }
 
 /// rustc's FxHash: a rotate, an xor and a multiply per word, a tenth of SipHash's cost on a
