@@ -1,6 +1,6 @@
 //! [`Admission`], the handle to one admission pool.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, path::Path, sync::Arc};
 
 use crate::{
     config::{AdmissionConfig, ConfigError, MemoryBudget, describe, resolve_budget},
@@ -9,7 +9,10 @@ use crate::{
     heartbeat::Heartbeat,
     http_settings::{HttpSettings, PathPrefixes, Prioritizer, Refusing, RetryAfter, Serving},
     layer::AdmissionLayer,
-    memory::{CgroupMemory, MemorySource, MemorySourceKind},
+    memory::{
+        CgroupMemory, MemorySource, MemorySourceKind,
+        shared::{self, Neighbourhood},
+    },
     metrics, sampler,
     snapshot::Snapshot,
 };
@@ -65,7 +68,11 @@ impl Admission {
             MemorySourceKind::Jemalloc => Self::on_jemalloc(config),
             MemorySourceKind::Cgroup => {
                 let cgroup = CgroupMemory::new()?;
-                Self::build(config, cgroup)
+                let neighbourhood = match config.shared_charges {
+                    true => Neighbourhood::join(Path::new(shared::ROOT), &cgroup.dir()),
+                    false => None,
+                };
+                Self::build_sharing(config, cgroup, neighbourhood)
             }
             #[cfg(feature = "jemalloc")]
             MemorySourceKind::Both => {
@@ -115,6 +122,15 @@ impl Admission {
 
     /// The pool, from a configuration already validated.
     fn build(config: AdmissionConfig, source: impl MemorySource) -> Result<Self, ConfigError> {
+        Self::build_sharing(config, source, None)
+    }
+
+    /// [`build`](Self::build), sharing charges with the processes of a cgroup if given.
+    fn build_sharing(
+        config: AdmissionConfig,
+        source: impl MemorySource,
+        neighbourhood: Option<Neighbourhood>,
+    ) -> Result<Self, ConfigError> {
         let (budget, budget_text) = resolve_budget(config.memory_budget)?;
         if budget.is_some_and(|budget| config.request_estimate >= budget) {
             return Err(ConfigError::Invalid {
@@ -170,16 +186,27 @@ impl Admission {
             prioritizer: Prioritizer::new(config.prioritize.as_ref(), &config.priority_rules),
             heartbeat: heartbeat.clone(),
         };
-        let description = describe(
+        let mut description = describe(
             &config,
             &budget_text,
             source.name(),
             source.thread_allocations().is_some(),
         );
+        if let Some(neighbourhood) = &neighbourhood {
+            description.push_str(&format!(
+                "\n  shared charges    with the cgroup's other processes, in {}",
+                neighbourhood.dir().display()
+            ));
+        }
         let controller = Arc::new(Controller::new(settings, Arc::new(source)));
         metrics::describe();
-        sampler::spawn(&controller, config.sample_interval, heartbeat)
-            .map_err(|e| ConfigError::Sampler(e.into()))?;
+        sampler::spawn(
+            &controller,
+            config.sample_interval,
+            heartbeat,
+            neighbourhood,
+        )
+        .map_err(|e| ConfigError::Sampler(e.into()))?;
         Ok(Self {
             controller,
             settings: Arc::new(http_settings),

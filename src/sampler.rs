@@ -7,62 +7,82 @@
 use std::{
     sync::{Arc, Weak},
     thread,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use crate::{
     controller::{Controller, Runtime},
     heartbeat::Heartbeat,
+    memory::shared::Neighbourhood,
 };
 
 /// Starts the sampler. The first sample is taken here, so the reading is fresh (and the
 /// metrics published) before the first request; the thread takes the rest. It holds only a
 /// weak reference and stops once the pool is dropped.
 /// With a `heartbeat`, each sample also tells the controller how late the runtime runs.
+/// With a `neighbourhood`, each sample also publishes this process's unseen charges to the
+/// other processes of its cgroup and takes theirs.
 pub(crate) fn spawn(
     controller: &Arc<Controller>,
     interval: Duration,
     heartbeat: Option<Arc<Heartbeat>>,
+    neighbourhood: Option<Neighbourhood>,
 ) -> std::io::Result<()> {
-    let pause = sample(controller, interval, heartbeat.as_deref());
+    let mut sampling = Sampling {
+        interval,
+        heartbeat,
+        neighbourhood,
+    };
+    let pause = sampling.sample(controller);
     let controller = Arc::downgrade(controller);
     thread::Builder::new()
         .name("admission-sampler".into())
-        .spawn(move || run(controller, pause, interval, heartbeat))
+        .spawn(move || sampling.run(controller, pause))
         .map(drop)
 }
 
-fn run(
-    controller: Weak<Controller>,
-    mut pause: Duration,
+/// What the sampler thread keeps from one sample to the next.
+struct Sampling {
     interval: Duration,
     heartbeat: Option<Arc<Heartbeat>>,
-) {
-    loop {
-        thread::sleep(pause);
-        let Some(controller) = controller.upgrade() else {
-            return;
-        };
-        pause = sample(&controller, interval, heartbeat.as_deref());
-    }
+    neighbourhood: Option<Neighbourhood>,
 }
 
-/// Refreshes the reading, lets the controller act on it and on the runtime's lateness, and
-/// publishes the metrics; returns how long to pause before the next sample.
-fn sample(controller: &Controller, interval: Duration, heartbeat: Option<&Heartbeat>) -> Duration {
-    // A failed refresh keeps the last reading; the controller's policy decides what an
-    // untrusted reading means, and says so.
-    let refreshed = controller.memory().refresh();
-    controller.on_sample(refreshed);
-    if let Some(heartbeat) = heartbeat {
-        controller.on_runtime(runtime(heartbeat));
+impl Sampling {
+    fn run(&mut self, controller: Weak<Controller>, mut pause: Duration) {
+        loop {
+            thread::sleep(pause);
+            let Some(controller) = controller.upgrade() else {
+                return;
+            };
+            pause = self.sample(&controller);
+        }
     }
-    crate::metrics::publish(&controller.snapshot());
-    pause(
-        controller.spoken_for_bytes(),
-        controller.settings.budget,
-        interval,
-    )
+
+    /// Refreshes the reading, lets the controller act on it, on the runtime's lateness and
+    /// on its neighbours' charges, and publishes the metrics; returns how long to pause
+    /// before the next sample.
+    fn sample(&mut self, controller: &Controller) -> Duration {
+        // A failed refresh keeps the last reading; the controller's policy decides what an
+        // untrusted reading means, and says so.
+        let refreshed = controller.memory().refresh();
+        controller.on_sample(refreshed);
+        if let Some(heartbeat) = &self.heartbeat {
+            controller.on_runtime(runtime(heartbeat));
+        }
+        let snapshot = controller.snapshot();
+        if let Some(neighbourhood) = &mut self.neighbourhood {
+            let charged = snapshot.charged_bytes.saturating_add(snapshot.held_bytes);
+            let now = SystemTime::now();
+            controller.on_neighbours(neighbourhood.sample(charged, snapshot.in_flight, now));
+        }
+        crate::metrics::publish(&snapshot);
+        pause(
+            controller.spoken_for_bytes(),
+            controller.settings.budget,
+            self.interval,
+        )
+    }
 }
 
 /// How the runtime runs: its lateness, and its workers (no more than a CPU quota allows).

@@ -38,6 +38,7 @@ pub(crate) mod vars {
     /// Which reading the budget applies to (see [`MemorySourceKind`](crate::MemorySourceKind)).
     pub(crate) const MEMORY_SOURCE: &str = "ADMISSION_MEMORY_SOURCE";
     pub(crate) const CGROUP_BUDGET: &str = "ADMISSION_CGROUP_BUDGET";
+    pub(crate) const SHARED_CHARGES: &str = "ADMISSION_SHARED_CHARGES";
     /// The live concurrency limit, the CPU gate and the wait it allows.
     pub(crate) const ADAPTIVE_LIMIT: &str = "ADMISSION_ADAPTIVE_LIMIT";
     pub(crate) const LATENESS_TARGET: &str = "ADMISSION_LATENESS_TARGET";
@@ -45,7 +46,7 @@ pub(crate) mod vars {
     /// Count what would be refused, and admit everything.
     pub(crate) const OBSERVE_ONLY: &str = "ADMISSION_OBSERVE_ONLY";
 
-    pub(crate) const ALL: [&str; 25] = [
+    pub(crate) const ALL: [&str; 26] = [
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -67,6 +68,7 @@ pub(crate) mod vars {
         CRITICAL_RESERVE,
         MEMORY_SOURCE,
         CGROUP_BUDGET,
+        SHARED_CHARGES,
         ADAPTIVE_LIMIT,
         LATENESS_TARGET,
         QUEUE_TARGET,
@@ -89,6 +91,7 @@ const HEADER_FORMS: &str = "a header name such as x-priority, or nothing for non
 const RESERVE_FORMS: &str = "a percentage in [0, 100) such as 10%";
 const SOURCE_FORMS: &str = "jemalloc, cgroup or both";
 const ON_OFF_FORMS: &str = "on or off";
+const SHARED_FORMS: &str = "auto or off";
 const DISCARD_FORMS: &str = "a size such as 8MiB or 1048576 (bytes), or off";
 const QUEUE_TARGET_FORMS: &str = "auto, a duration greater than zero such as 5ms, or off";
 
@@ -173,6 +176,13 @@ impl AdmissionConfig {
             }
             vars::CGROUP_BUDGET => {
                 self.cgroup_budget = parse_budget(trimmed).ok_or_else(|| malformed(SIZE_FORMS))?;
+            }
+            vars::SHARED_CHARGES => {
+                self.shared_charges = match trimmed.to_ascii_lowercase().as_str() {
+                    "auto" => true,
+                    "off" => false,
+                    _ => return Err(malformed(SHARED_FORMS)),
+                };
             }
             vars::QUEUE_CAPACITY => {
                 self.queue_capacity =
@@ -500,6 +510,20 @@ mod tests {
         for value in ["0s", "0ms", "10", "-1s", "soon", ""] {
             let err = apply(vars::QUEUE_TIMEOUT, value).unwrap_err();
             assert!(err.to_string().contains("250ms"), "{err}");
+        }
+    }
+
+    #[test]
+    fn shared_charges_are_auto_or_off() {
+        let shared = |value| apply(vars::SHARED_CHARGES, value).map(|c| c.shared_charges);
+        assert_eq!(shared("auto").unwrap(), true);
+        assert_eq!(shared(" OFF ").unwrap(), false);
+        for value in ["on", "yes", ""] {
+            let err = shared(value).unwrap_err().to_string();
+            assert!(
+                err.contains("ADMISSION_SHARED_CHARGES") && err.contains("auto or off"),
+                "{err}"
+            );
         }
     }
 

@@ -75,6 +75,8 @@ pub struct AdmissionConfig {
     pub(crate) memory_source: MemorySourceKind,
     /// With the `both` source: the budget on the cgroup's working set.
     pub(crate) cgroup_budget: MemoryBudget,
+    /// With the `cgroup` source: whether the cgroup's processes share their charges.
+    pub(crate) shared_charges: bool,
     /// Whether the live concurrency limit finds itself below `max_concurrency`.
     pub(crate) adaptive_limit: bool,
     /// Whether the layer only counts what it would refuse, and admits everything.
@@ -114,6 +116,7 @@ impl Default for AdmissionConfig {
             critical_reserve: 0.0,
             memory_source: MemorySourceKind::Jemalloc,
             cgroup_budget: MemoryBudget::Percent(75.0),
+            shared_charges: true,
             adaptive_limit: true,
             observe_only: false,
             lateness_target: Duration::from_millis(10),
@@ -169,6 +172,24 @@ impl AdmissionConfig {
     /// each holds its share, and together they hold the container's.
     pub fn cgroup_budget(mut self, budget: MemoryBudget) -> Self {
         self.cgroup_budget = budget;
+        self
+    }
+
+    /// Whether, with the [`MemorySourceKind::Cgroup`] source, the processes of the cgroup
+    /// share what they have admitted and not yet allocated (`ADMISSION_SHARED_CHARGES`:
+    /// `auto`, the default, or `off`). Without it, processes whose loads start together each
+    /// see the whole headroom as their own until their allocations show in the working set.
+    /// The whole story is in [Running more than one](crate::guide::scaling_out).
+    ///
+    /// ```
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// // One process per cgroup: nothing to share.
+    /// let config = AdmissionConfig::default().shared_charges(false);
+    /// # let _ = config;
+    /// ```
+    pub fn shared_charges(mut self, on: bool) -> Self {
+        self.shared_charges = on;
         self
     }
 

@@ -93,6 +93,10 @@ impl Controller {
         let Some(budget) = settings.budget else {
             return Fit::Fits;
         };
+        // Processes sharing a cgroup take their share of the headroom between samples.
+        if !self.footprint.within_share(ask.charge) {
+            return Fit::Blocked(Limit::Memory);
+        }
         let budget = budget - critical_bytes;
         let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
         let soft = budget.saturating_sub(self.classes.largest());

@@ -11,6 +11,13 @@
 //! by the HTTP side), and a refused request's connection while its body is discarded. The
 //! reading sees those bytes too, late like the rest; so they count with the charges, and the
 //! baseline leaves them out.
+//!
+//! **Neighbours.** Where processes share a cgroup (see [`crate::memory::shared`]), what the
+//! others have admitted and not yet allocated counts as spoken for too, as of the last
+//! sample; and until the next one, this process charges new requests no more than its share
+//! of the headroom (the headroom over the processes), or one request if none is charged yet:
+//! processes whose loads start together do not each take the whole headroom before they see
+//! each other.
 
 use std::sync::{
     Arc,
@@ -24,6 +31,14 @@ pub(crate) struct Footprint {
     baseline: AtomicU64,
     /// Bytes held outside handlers' polls (see [`Held`], `Permit::hold`).
     held: AtomicU64,
+    /// What the other processes of the cgroup have admitted and not allocated yet.
+    others: AtomicU64,
+    /// What this process may charge to new requests until the next sample; `u64::MAX` alone.
+    share: AtomicU64,
+    /// The headroom the share was taken from.
+    headroom: AtomicU64,
+    /// Charged to new requests since the last sample, while sharing.
+    since_sample: AtomicU64,
 }
 
 impl Footprint {
@@ -31,6 +46,10 @@ impl Footprint {
         Self {
             baseline: AtomicU64::new(memory),
             held: AtomicU64::new(0),
+            others: AtomicU64::new(0),
+            share: AtomicU64::new(u64::MAX),
+            headroom: AtomicU64::new(u64::MAX),
+            since_sample: AtomicU64::new(0),
         }
     }
 
@@ -42,7 +61,50 @@ impl Footprint {
     /// Memory spoken for, given the last reading and the bytes charged to requests in flight.
     pub(crate) fn spoken_for(&self, memory: u64, charged: u64) -> u64 {
         let charged = charged.saturating_add(self.held());
-        memory.max(self.baseline.load(Relaxed).saturating_add(charged))
+        let own = memory.max(self.baseline.load(Relaxed).saturating_add(charged));
+        own.saturating_add(self.others.load(Relaxed))
+    }
+
+    /// Whether a new request of `charge` stays within this process's share until the next
+    /// sample: always, alone.
+    #[inline]
+    pub(crate) fn within_share(&self, charge: u64) -> bool {
+        let share = self.share.load(Relaxed);
+        if share == u64::MAX {
+            return true;
+        }
+        let since = self.since_sample.load(Relaxed);
+        since.saturating_add(charge) <= share
+            || (since == 0 && charge <= self.headroom.load(Relaxed))
+    }
+
+    /// Counts a request admitted with `charge` against the share.
+    #[inline]
+    pub(crate) fn admitted(&self, charge: u64) {
+        if self.share.load(Relaxed) != u64::MAX {
+            self.since_sample.fetch_add(charge, Relaxed);
+        }
+    }
+
+    /// Takes the others' figures of a new sample: `unseen` bytes over `processes`, and this
+    /// process's share of `headroom` (the budget less what is spoken for).
+    pub(crate) fn neighbours(
+        &self,
+        unseen: u64,
+        processes: usize,
+        budget: u64,
+        memory: u64,
+        charged: u64,
+    ) {
+        self.others.store(unseen, Relaxed);
+        if processes == 0 {
+            self.share.store(u64::MAX, Relaxed);
+            return;
+        }
+        let headroom = budget.saturating_sub(self.spoken_for(memory, charged));
+        self.headroom.store(headroom, Relaxed);
+        self.share.store(headroom / (processes as u64 + 1), Relaxed);
+        self.since_sample.store(0, Relaxed);
     }
 
     /// Bytes held outside handlers' polls now.
@@ -136,6 +198,29 @@ mod tests {
         assert_eq!(f.spoken_for(0, MIB), 21 * MIB);
         f.observe(5 * MIB, 3);
         assert_eq!(f.spoken_for(0, MIB), 6 * MIB);
+    }
+
+    #[test]
+    fn neighbours_count_and_split_the_headroom_until_the_next_sample() {
+        let f = Footprint::new(10 * MIB);
+        assert!(f.within_share(u64::MAX - 1), "alone, no share");
+        // Two others have 30 MiB unseen; 100 MiB budget: 60 MiB headroom, 20 MiB each.
+        f.neighbours(30 * MIB, 2, 100 * MIB, 10 * MIB, 0);
+        assert_eq!(f.spoken_for(10 * MIB, 0), 40 * MIB);
+        assert!(f.within_share(20 * MIB));
+        assert!(
+            f.within_share(50 * MIB),
+            "one request, if it fits the headroom"
+        );
+        assert!(!f.within_share(70 * MIB));
+        f.admitted(15 * MIB);
+        assert!(f.within_share(5 * MIB));
+        assert!(
+            !f.within_share(6 * MIB),
+            "the share is spent until the next sample"
+        );
+        f.neighbours(0, 0, 100 * MIB, 10 * MIB, 0);
+        assert!(f.within_share(90 * MIB), "alone again");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the sampler thread feeds the controller: each memory reading (which may let waiters
 //! in), and how the runtime runs: its lateness (which moves the live limit) and its workers
-//! (what the CPU gate can admit).
+//! (what the CPU gate can admit); and, where processes share a cgroup, what the others have
+//! admitted.
 
 use std::{
     sync::atomic::Ordering::{Relaxed, SeqCst},
@@ -10,9 +11,9 @@ use std::{
 use super::{
     Controller,
     fit::Reading,
-    word::{QUEUED, in_flight},
+    word::{QUEUED, charged_bytes, in_flight},
 };
-use crate::memory::MemoryError;
+use crate::memory::{MemoryError, shared::Others};
 
 impl Controller {
     /// Called by the sampler after each refresh: a lower reading may let waiters in.
@@ -29,6 +30,27 @@ impl Controller {
         }
         // After a failed refresh too: the sampler's tick is what lets the progress guarantee
         // serve one request at a time when failing closed.
+        if state & QUEUED != 0 {
+            self.grant_waiters(Reading::Fresh);
+        }
+    }
+
+    /// Called by the sampler after each sample where processes share the cgroup: what the
+    /// others have admitted and not yet allocated, and how many they are.
+    pub(crate) fn on_neighbours(&self, others: Others) {
+        let Some(budget) = self.settings.budget else {
+            return;
+        };
+        let state = self.state.load(SeqCst);
+        let memory = self.memory.allocated_bytes();
+        let footprint = &self.footprint;
+        footprint.neighbours(
+            others.unseen,
+            others.processes,
+            budget,
+            memory,
+            charged_bytes(state),
+        );
         if state & QUEUED != 0 {
             self.grant_waiters(Reading::Fresh);
         }

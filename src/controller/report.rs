@@ -126,6 +126,7 @@ impl Controller {
         let priority = ask.priority;
         self.cpu.recharge(0, ask.cpu_us);
         self.unsettled.fetch_add(1, SeqCst);
+        self.footprint.admitted(ask.charge);
         let counters = &self.counters;
         counters.admitted.fetch_add(1, Relaxed);
         counters.admitted_by[priority.rank()].fetch_add(1, Relaxed);

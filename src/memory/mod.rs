@@ -17,6 +17,7 @@ mod health;
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
 pub(crate) mod limit;
+pub(crate) mod shared;
 
 #[cfg(feature = "jemalloc")]
 pub(crate) use cgroup::Both;

@@ -883,3 +883,31 @@ fn a_class_that_waits_for_its_clients_is_never_held_back_by_the_cpu() {
         .map(|_| admitted(c.acquire(upload, Some(1 << 20))))
         .collect();
 }
+
+#[test]
+fn beside_other_processes_a_pool_charges_only_its_share_of_the_headroom_between_samples() {
+    let settings = Settings::for_tests(64, Some(64 * MIB), 64);
+    let c = Arc::new(Controller::new(settings, Arc::new(ManualMemory::new(0))));
+    // Two other processes of the cgroup have 8 MiB admitted and not yet allocated.
+    let others = crate::memory::shared::Others {
+        unseen: 8 * MIB,
+        processes: 2,
+    };
+    c.on_neighbours(others);
+    // 56 MiB of headroom over three processes: 18.7 MiB (18 requests of 1 MiB) until the
+    // next sample, where alone it would have taken 62.
+    let first: Vec<Permit> = (0..18).map(|_| admitted(c.acquire(CLASS, None))).collect();
+    let waiter = queued(c.acquire(CLASS, None));
+    assert_eq!(
+        c.snapshot().rejected_total(),
+        0,
+        "it waits for the next sample"
+    );
+    // The next sample: 38 MiB of headroom left, a third of it this process's.
+    c.on_neighbours(others);
+    assert!(!waiter.is_waiting(), "granted at the next sample");
+    // Alone again: the whole headroom.
+    c.on_neighbours(crate::memory::shared::Others::default());
+    let more: Vec<Permit> = (0..30).map(|_| admitted(c.acquire(CLASS, None))).collect();
+    drop((first, more, waiter));
+}
