@@ -516,8 +516,8 @@ mod tests {
     #[test]
     fn shared_charges_are_auto_or_off() {
         let shared = |value| apply(vars::SHARED_CHARGES, value).map(|c| c.shared_charges);
-        assert_eq!(shared("auto").unwrap(), true);
-        assert_eq!(shared(" OFF ").unwrap(), false);
+        assert!(shared("auto").unwrap());
+        assert!(!shared(" OFF ").unwrap());
         for value in ["on", "yes", ""] {
             let err = shared(value).unwrap_err().to_string();
             assert!(
