@@ -15,6 +15,8 @@ use std::{
 };
 
 use axum::{Router, routing::get};
+
+mod support;
 use tower_admission::{Admission, AdmissionConfig, ManualMemory, MemoryBudget};
 
 /// Each `/spin` request holds a worker this long without yielding, as an inline parse does.
@@ -33,42 +35,19 @@ fn spin() -> &'static str {
 /// Serves `/spin` and `/health` (bypassed) on a runtime of two workers, with the layer or
 /// without; returns the address and a flag that stops it.
 fn serve(with_layer: bool) -> (SocketAddr, Arc<AtomicBool>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = Arc::clone(&stop);
-    thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let mut app = Router::new()
-                .route("/spin", get(|| async { spin() }))
-                .route("/health", get(|| async { "ok\n" }));
-            if with_layer {
-                let config = AdmissionConfig::default()
-                    .memory_budget(MemoryBudget::Off)
-                    .bypass(["/health"]);
-                let admission =
-                    Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
-                app = app.layer(admission.layer());
-            }
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let server = axum::serve(listener, app);
-            tokio::select! {
-                _ = server => {}
-                _ = async {
-                    while !stopped.load(Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                } => {}
-            }
-        });
-    });
-    (addr, stop)
+    support::serve_on_two_workers(move || {
+        let app = Router::new()
+            .route("/spin", get(|| async { spin() }))
+            .route("/health", get(|| async { "ok\n" }));
+        if !with_layer {
+            return app;
+        }
+        let config = AdmissionConfig::default()
+            .memory_budget(MemoryBudget::Off)
+            .bypass(["/health"]);
+        let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+        app.layer(admission.layer())
+    })
 }
 
 /// One `GET path` on a kept-alive connection; the status.

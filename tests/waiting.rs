@@ -18,6 +18,8 @@ use axum::{
 };
 use tower_admission::{Admission, AdmissionConfig, ManualMemory, MemoryBudget};
 
+mod support;
+
 #[derive(serde::Deserialize)]
 struct Sleep {
     ms: u64,
@@ -28,36 +30,24 @@ struct Sleep {
 fn serve() -> (SocketAddr, Admission) {
     let config = AdmissionConfig::default().memory_budget(MemoryBudget::Off);
     let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
     let layer = admission.layer();
-    thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let app = Router::new()
-                .route(
-                    "/sleep",
-                    get(|Query(sleep): Query<Sleep>| async move {
-                        tokio::time::sleep(Duration::from_millis(sleep.ms)).await;
-                        "slept\n"
-                    }),
-                )
-                .route(
-                    "/parse",
-                    post(|body: Bytes| async move {
-                        let tree: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                        format!("{}\n", tree.as_array().map_or(0, Vec::len))
-                    }),
-                )
-                .layer(layer);
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
+    let (addr, _) = support::serve_on_two_workers(move || {
+        Router::new()
+            .route(
+                "/sleep",
+                get(|Query(sleep): Query<Sleep>| async move {
+                    tokio::time::sleep(Duration::from_millis(sleep.ms)).await;
+                    "slept\n"
+                }),
+            )
+            .route(
+                "/parse",
+                post(|body: Bytes| async move {
+                    let tree: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    format!("{}\n", tree.as_array().map_or(0, Vec::len))
+                }),
+            )
+            .layer(layer)
     });
     (addr, admission)
 }

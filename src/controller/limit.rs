@@ -196,22 +196,6 @@ impl LiveLimit {
         explained: bool,
     ) -> Option<Moved> {
         self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
-        let moved = self.judge(now_ms, lateness, in_flight, blocked, explained);
-        if let Some(moved) = moved {
-            self.log(moved, lateness, now_ms);
-        }
-        moved
-    }
-
-    /// [`observe`](Self::observe)'s window and judgment.
-    fn judge(
-        &self,
-        now_ms: u64,
-        lateness: Duration,
-        in_flight: usize,
-        blocked: bool,
-        explained: bool,
-    ) -> Option<Moved> {
         let target = self.target?;
         // Only the sampler thread observes; the lock is never contended.
         let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
@@ -251,14 +235,17 @@ impl LiveLimit {
         if to < current {
             self.slow_start.store(false, Relaxed);
         }
-        (to != current).then(|| {
-            self.current.store(to, Relaxed);
-            Moved {
-                from: current,
-                to,
-                why,
-            }
-        })
+        if to == current {
+            return None;
+        }
+        self.current.store(to, Relaxed);
+        let moved = Moved {
+            from: current,
+            to,
+            why,
+        };
+        self.log(moved, lateness, now_ms);
+        Some(moved)
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Condvar, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -271,6 +271,39 @@ async fn chunks(Path(n): Path<usize>) -> Body {
     Body::from_stream(futures_util::stream::iter(
         std::iter::repeat_n(chunk, n).map(Ok::<_, std::io::Error>),
     ))
+}
+
+/// Serves the router `app` makes (on the runtime, so that what it starts runs there) on a
+/// runtime of two workers of its own, as a 2-core server would; returns the address and a
+/// flag that stops it.
+pub fn serve_on_two_workers(
+    app: impl FnOnce() -> Router + Send + 'static,
+) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let server = axum::serve(listener, app());
+            tokio::select! {
+                _ = server => {}
+                _ = async {
+                    while !stopped.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                } => {}
+            }
+        });
+    });
+    (addr, stop)
 }
 
 /// A parsed HTTP/1.1 response.
