@@ -36,6 +36,16 @@ impl Outcome {
             .map(|(_, n)| n)
             .sum()
     }
+
+    /// The requests answered 2xx.
+    pub fn served(&self) -> u64 {
+        self.count(|s| (200..300).contains(&s))
+    }
+
+    /// 2xx per second.
+    pub fn goodput(&self) -> f64 {
+        self.served() as f64 / self.seconds.max(1e-9)
+    }
 }
 
 /// Starts `oha` for `phase` against `base` (e.g. `http://127.0.0.1:3000`); `dir` receives

@@ -185,11 +185,7 @@ fn section(runs: &[ProcessRun]) -> String {
     );
     out.push_str("| source, budget, loads | goodput (2xx/s, all servers, over the whole run) | 503 | no answer | peak working set (MiB) | limit (MiB) | OOM kills | servers dead at the end |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for run in runs {
-        let ok: u64 = run
-            .outcomes
-            .iter()
-            .map(|o| o.count(|s| (200..300).contains(&s)))
-            .sum();
+        let ok: u64 = run.outcomes.iter().map(|o| o.served()).sum();
         let refused: u64 = run.outcomes.iter().map(|o| o.count(|s| s == 503)).sum();
         let errors: u64 = run.outcomes.iter().map(|o| o.errors).sum();
         let peak = run.working_set.iter().map(|p| p.1).fold(0.0, f64::max);

@@ -230,7 +230,7 @@ fn section(runs: &[ReplicaRun]) -> String {
             out,
             "| {} | {:.0} | {refused} | {:.1} % | {} | {replica_503s:.0} | {} |",
             run.name,
-            o.count(|s| (200..300).contains(&s)) as f64 / o.seconds.max(1e-9),
+            o.goodput(),
             100.0 * refused as f64 / answered.max(1) as f64,
             o.errors,
             peaks.join(", ")

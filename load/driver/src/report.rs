@@ -40,9 +40,7 @@ impl SetupRun {
 
     /// 2xx per second of the first phase, the load the others disturb.
     fn first_goodput(&self) -> f64 {
-        self.outcomes.first().map_or(0.0, |o| {
-            o.count(|s| (200..300).contains(&s)) as f64 / o.seconds.max(1e-9)
-        })
+        self.outcomes.first().map_or(0.0, |o| o.goodput())
     }
 
     fn load_seconds(&self) -> f64 {
@@ -53,13 +51,13 @@ impl SetupRun {
             .max(1e-9)
     }
 
+    /// The requests answered 2xx, over all phases.
+    pub fn served(&self) -> u64 {
+        self.outcomes.iter().map(Outcome::served).sum()
+    }
+
     pub fn goodput(&self) -> f64 {
-        let ok: u64 = self
-            .outcomes
-            .iter()
-            .map(|o| o.count(|s| (200..300).contains(&s)))
-            .sum();
-        ok as f64 / self.load_seconds()
+        self.served() as f64 / self.load_seconds()
     }
 
     pub fn count(&self, status: u16) -> u64 {
@@ -360,20 +358,11 @@ pub fn table(run: &ScenarioRun) -> String {
             .iter()
             .map(|o| format!("{} / {}", ms(o.job_p50), ms(o.job_p99)))
             .collect();
-        let ok: u64 = setup
-            .outcomes
-            .iter()
-            .map(|o| o.count(|s| (200..300).contains(&s)))
-            .sum();
+        let ok = setup.served();
         let per_phase: Vec<String> = setup
             .outcomes
             .iter()
-            .map(|o| {
-                format!(
-                    "{:.0}",
-                    o.count(|s| (200..300).contains(&s)) as f64 / o.seconds.max(1e-9)
-                )
-            })
+            .map(|o| format!("{:.0}", o.goodput()))
             .collect();
         let health = match (setup.health_p99(), setup.health_failures()) {
             (Some(p99), 0) => ms(p99),
@@ -476,7 +465,7 @@ fn classes_table(run: &ScenarioRun) -> Option<String> {
             .outcomes
             .iter()
             .map(|o| {
-                let served = o.count(|s| (200..300).contains(&s));
+                let served = o.served();
                 format!(
                     "{:.0}, {:.2}",
                     served as f64 / o.seconds.max(1e-9),
@@ -484,11 +473,7 @@ fn classes_table(run: &ScenarioRun) -> Option<String> {
                 )
             })
             .collect();
-        let served: u64 = setup
-            .outcomes
-            .iter()
-            .map(|o| o.count(|s| (200..300).contains(&s)))
-            .sum();
+        let served = setup.served();
         let _ = writeln!(
             out,
             "| {} | {} | {:.2} |",
