@@ -10,7 +10,7 @@ use crate::{
     http_settings::{HttpSettings, PathPrefixes, Prioritizer, Refusing, RetryAfter, Serving},
     layer::AdmissionLayer,
     memory::{
-        CgroupMemory, MemorySource, MemorySourceKind,
+        CgroupMemory, MemorySource, MemorySourceKind, SharedCharges,
         shared::{self, Neighbourhood},
     },
     metrics, sampler,
@@ -68,11 +68,8 @@ impl Admission {
             MemorySourceKind::Jemalloc => Self::on_jemalloc(config),
             MemorySourceKind::Cgroup => {
                 let cgroup = CgroupMemory::new()?;
-                let neighbourhood = match config.shared_charges {
-                    true => Neighbourhood::join(Path::new(shared::ROOT), &cgroup.dir()),
-                    false => None,
-                };
-                Self::build_sharing(config, cgroup, neighbourhood)
+                let dir = cgroup.dir();
+                Self::build_sharing(config, cgroup, Some(&dir))
             }
             #[cfg(feature = "jemalloc")]
             MemorySourceKind::Both => {
@@ -125,13 +122,43 @@ impl Admission {
         Self::build_sharing(config, source, None)
     }
 
-    /// [`build`](Self::build), sharing charges with the processes of a cgroup if given.
+    /// [`build`](Self::build), sharing charges with the processes of the cgroup whose
+    /// directory is `cgroup_dir`, if given and configured.
     fn build_sharing(
         config: AdmissionConfig,
         source: impl MemorySource,
-        neighbourhood: Option<Neighbourhood>,
+        cgroup_dir: Option<&Path>,
     ) -> Result<Self, ConfigError> {
         let (budget, budget_text) = resolve_budget(config.memory_budget)?;
+        let sharing = match (config.shared_charges, cgroup_dir) {
+            (SharedCharges::Off, _) => Sharing::Off("off".into()),
+            (SharedCharges::On, None) => {
+                return Err(ConfigError::Invalid {
+                    setting: "shared_charges",
+                    reason: "`on` needs the memory source `cgroup`".into(),
+                });
+            }
+            (_, None) => Sharing::Off(String::new()),
+            (sharing, Some(dir)) => match budget {
+                None => Sharing::Off("off: no memory budget to share".into()),
+                Some(budget) => match Neighbourhood::join(Path::new(shared::ROOT), dir, budget) {
+                    Ok(neighbourhood) => Sharing::On(neighbourhood),
+                    Err(unusable) if sharing == SharedCharges::On => {
+                        return Err(ConfigError::Invalid {
+                            setting: "shared_charges",
+                            reason: format!("the folder {unusable}"),
+                        });
+                    }
+                    Err(unusable) => {
+                        tracing::warn!(
+                            %unusable,
+                            "shared charges off: the folder cannot be used; this process counts only its own charges"
+                        );
+                        Sharing::Off(format!("off: the folder {unusable}"))
+                    }
+                },
+            },
+        };
         if budget.is_some_and(|budget| config.request_estimate >= budget) {
             return Err(ConfigError::Invalid {
                 setting: "request_estimate",
@@ -192,13 +219,26 @@ impl Admission {
             source.name(),
             source.thread_allocations().is_some(),
         );
-        if let Some(neighbourhood) = &neighbourhood {
-            description.push_str(&format!(
+        match &sharing {
+            Sharing::On(neighbourhood) => description.push_str(&format!(
                 "\n  shared charges    with the cgroup's other processes, in {}",
                 neighbourhood.dir().display()
-            ));
+            )),
+            Sharing::Off(why) if !why.is_empty() => {
+                description.push_str(&format!("\n  shared charges    {why}"));
+            }
+            Sharing::Off(_) => {}
         }
         let controller = Arc::new(Controller::new(settings, Arc::new(source)));
+        let neighbourhood = match sharing {
+            Sharing::On(neighbourhood) => {
+                if let Ok(departure) = neighbourhood.departure() {
+                    controller.leave_with(departure);
+                }
+                Some(neighbourhood)
+            }
+            Sharing::Off(_) => None,
+        };
         metrics::describe();
         sampler::spawn(
             &controller,
@@ -274,6 +314,13 @@ impl fmt::Debug for Admission {
             .field("controller", &self.controller)
             .finish()
     }
+}
+
+/// Whether the pool shares its charges with the cgroup's other processes, or why not (empty
+/// where sharing does not apply: a source other than the cgroup).
+enum Sharing {
+    On(Neighbourhood),
+    Off(String),
 }
 
 /// The source used when the budget is off and jemalloc is unavailable: memory is not read.

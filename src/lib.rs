@@ -113,10 +113,10 @@ pub use data_rate::{Direction, MinDataRate, TooSlow};
 pub use discarded::Discard;
 pub use http_settings::RequestHead;
 pub use layer::AdmissionLayer;
-pub use memory::MemoryFailure;
 pub use memory::{
     CgroupMemory, ManualMemory, MemoryError, MemorySource, MemorySourceKind, ThreadAllocations,
 };
+pub use memory::{MemoryFailure, SharedCharges};
 pub use priority::{Priority, UnknownPriority};
 pub use rejection::{Limit, Reason, Rejection};
 pub use request_body::MinRateBody;

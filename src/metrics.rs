@@ -47,6 +47,19 @@ mod enabled {
             "Bytes held by waiting, counted as spoken for beside the charges: queued requests' connections and heads, connections discarding a refused body."
         );
         describe_gauge!(
+            "admission_shared_charges",
+            "1 while the pool shares charges with the other processes of its memory cgroup, 0 when not (the effective configuration says why)."
+        );
+        describe_gauge!(
+            "admission_neighbours",
+            "Other processes of the memory cgroup whose shared records count here."
+        );
+        describe_gauge!(
+            "admission_neighbour_bytes",
+            Unit::Bytes,
+            "What the other processes of the memory cgroup have admitted and not yet allocated, counted as spoken for here."
+        );
+        describe_gauge!(
             "admission_memory_budget_bytes",
             Unit::Bytes,
             "The memory budget (+Inf when off)."
@@ -153,6 +166,9 @@ mod enabled {
         gauge!("admission_memory_bytes").set(s.memory_bytes as f64);
         gauge!("admission_reserved_bytes").set(s.charged_bytes as f64);
         gauge!("admission_held_bytes").set(s.held_bytes as f64);
+        gauge!("admission_shared_charges").set(f64::from(u8::from(s.shared_charges)));
+        gauge!("admission_neighbours").set(s.neighbours as f64);
+        gauge!("admission_neighbour_bytes").set(s.neighbour_bytes as f64);
         gauge!("admission_memory_budget_bytes")
             .set(s.memory_budget_bytes.map_or(f64::INFINITY, |b| b as f64));
         gauge!("admission_max_concurrency").set(s.max_concurrency as f64);

@@ -7,7 +7,7 @@
 use std::{
     sync::{Arc, Weak},
     thread,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use crate::{
@@ -73,8 +73,7 @@ impl Sampling {
         let snapshot = controller.snapshot();
         if let Some(neighbourhood) = &mut self.neighbourhood {
             let charged = snapshot.charged_bytes.saturating_add(snapshot.held_bytes);
-            let now = SystemTime::now();
-            controller.on_neighbours(neighbourhood.sample(charged, snapshot.in_flight, now));
+            controller.on_neighbours(neighbourhood.sample(charged, snapshot.in_flight));
         }
         crate::metrics::publish(&snapshot);
         pause(

@@ -37,6 +37,14 @@ pub struct Snapshot {
     /// Bytes held by waiting, counted as memory spoken for beside the charges: each queued
     /// request's connection and head, each connection discarding a refused request's body.
     pub held_bytes: u64,
+    /// Whether the pool shares charges with the other processes of its memory cgroup (see
+    /// [`SharedCharges`](crate::SharedCharges)).
+    pub shared_charges: bool,
+    /// The other processes of the cgroup whose records count here.
+    pub neighbours: usize,
+    /// What they have admitted and not yet allocated, counted as spoken for here (at most
+    /// the budget).
+    pub neighbour_bytes: u64,
     /// The memory budget, `None` when off.
     pub memory_budget_bytes: Option<u64>,
     /// The concurrency limit's ceiling.

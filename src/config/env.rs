@@ -7,7 +7,7 @@ use bytesize::ByteSize;
 
 use super::{AdmissionConfig, ConfigError, MemoryBudget};
 use crate::controller::QueueTarget;
-use crate::memory::MemoryFailure;
+use crate::memory::{MemoryFailure, SharedCharges};
 use crate::{http_settings::PathPrefixes, memory::MemorySourceKind};
 
 /// The environment variables [`AdmissionConfig::from_env`] reads.
@@ -91,7 +91,7 @@ const HEADER_FORMS: &str = "a header name such as x-priority, or nothing for non
 const RESERVE_FORMS: &str = "a percentage in [0, 100) such as 10%";
 const SOURCE_FORMS: &str = "jemalloc, cgroup or both";
 const ON_OFF_FORMS: &str = "on or off";
-const SHARED_FORMS: &str = "auto or off";
+const SHARED_FORMS: &str = "auto, on or off";
 const DISCARD_FORMS: &str = "a size such as 8MiB or 1048576 (bytes), or off";
 const QUEUE_TARGET_FORMS: &str = "auto, a duration greater than zero such as 5ms, or off";
 
@@ -178,11 +178,10 @@ impl AdmissionConfig {
                 self.cgroup_budget = parse_budget(trimmed).ok_or_else(|| malformed(SIZE_FORMS))?;
             }
             vars::SHARED_CHARGES => {
-                self.shared_charges = match trimmed.to_ascii_lowercase().as_str() {
-                    "auto" => true,
-                    "off" => false,
-                    _ => return Err(malformed(SHARED_FORMS)),
-                };
+                self.shared_charges = [SharedCharges::Auto, SharedCharges::On, SharedCharges::Off]
+                    .into_iter()
+                    .find(|sharing| sharing.as_str().eq_ignore_ascii_case(trimmed))
+                    .ok_or_else(|| malformed(SHARED_FORMS))?;
             }
             vars::QUEUE_CAPACITY => {
                 self.queue_capacity =
@@ -514,14 +513,15 @@ mod tests {
     }
 
     #[test]
-    fn shared_charges_are_auto_or_off() {
+    fn shared_charges_are_auto_on_or_off() {
         let shared = |value| apply(vars::SHARED_CHARGES, value).map(|c| c.shared_charges);
-        assert!(shared("auto").unwrap());
-        assert!(!shared(" OFF ").unwrap());
-        for value in ["on", "yes", ""] {
+        assert_eq!(shared("auto").unwrap(), SharedCharges::Auto);
+        assert_eq!(shared(" ON").unwrap(), SharedCharges::On);
+        assert_eq!(shared(" OFF ").unwrap(), SharedCharges::Off);
+        for value in ["yes", "true", ""] {
             let err = shared(value).unwrap_err().to_string();
             assert!(
-                err.contains("ADMISSION_SHARED_CHARGES") && err.contains("auto or off"),
+                err.contains("ADMISSION_SHARED_CHARGES") && err.contains("auto, on or off"),
                 "{err}"
             );
         }

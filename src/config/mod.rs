@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::{
     http_settings::{Classifier, Prioritize, PriorityRules, Shaper},
-    memory::{MemoryFailure, MemorySourceKind},
+    memory::{MemoryFailure, MemorySourceKind, SharedCharges},
 };
 
 use crate::controller::QueueTarget;
@@ -76,7 +76,7 @@ pub struct AdmissionConfig {
     /// With the `both` source: the budget on the cgroup's working set.
     pub(crate) cgroup_budget: MemoryBudget,
     /// With the `cgroup` source: whether the cgroup's processes share their charges.
-    pub(crate) shared_charges: bool,
+    pub(crate) shared_charges: SharedCharges,
     /// Whether the live concurrency limit finds itself below `max_concurrency`.
     pub(crate) adaptive_limit: bool,
     /// Whether the layer only counts what it would refuse, and admits everything.
@@ -116,7 +116,7 @@ impl Default for AdmissionConfig {
             critical_reserve: 0.0,
             memory_source: MemorySourceKind::Jemalloc,
             cgroup_budget: MemoryBudget::Percent(75.0),
-            shared_charges: true,
+            shared_charges: SharedCharges::Auto,
             adaptive_limit: true,
             observe_only: false,
             lateness_target: Duration::from_millis(10),
@@ -177,19 +177,22 @@ impl AdmissionConfig {
 
     /// Whether, with the [`MemorySourceKind::Cgroup`] source, the processes of the cgroup
     /// share what they have admitted and not yet allocated (`ADMISSION_SHARED_CHARGES`:
-    /// `auto`, the default, or `off`). Without it, processes whose loads start together each
-    /// see the whole headroom as their own until their allocations show in the working set.
-    /// The whole story is in [Running more than one](crate::guide::scaling_out).
+    /// `auto`, the default, `on` or `off`; `true` is `auto`). Without it, processes whose
+    /// loads start together each see the whole headroom as their own until their allocations
+    /// show in the working set. The whole story, and what is trusted, is in
+    /// [Running more than one](crate::guide::scaling_out).
     ///
     /// ```
-    /// use tower_admission::AdmissionConfig;
+    /// use tower_admission::{AdmissionConfig, SharedCharges};
     ///
     /// // One process per cgroup: nothing to share.
-    /// let config = AdmissionConfig::default().shared_charges(false);
+    /// let config = AdmissionConfig::default().shared_charges(SharedCharges::Off);
+    /// // Several: fail to start rather than run without sharing.
+    /// let config = config.shared_charges(SharedCharges::On);
     /// # let _ = config;
     /// ```
-    pub fn shared_charges(mut self, on: bool) -> Self {
-        self.shared_charges = on;
+    pub fn shared_charges(mut self, sharing: impl Into<SharedCharges>) -> Self {
+        self.shared_charges = sharing.into();
         self
     }
 

@@ -20,19 +20,24 @@
 //! each other.
 
 use std::sync::{
-    Arc,
+    Arc, OnceLock,
     atomic::{AtomicU64, Ordering::Relaxed},
 };
 
 use super::Controller;
+use crate::memory::shared::Departure;
 
 #[derive(Debug)]
 pub(crate) struct Footprint {
     baseline: AtomicU64,
     /// Bytes held outside handlers' polls (see [`Held`], `Permit::hold`).
     held: AtomicU64,
-    /// What the other processes of the cgroup have admitted and not allocated yet.
+    /// What the other processes of the cgroup have admitted and not allocated yet, and how
+    /// many they are.
     others: AtomicU64,
+    neighbours: AtomicU64,
+    /// Removes this process's shared record when the pool goes.
+    departure: OnceLock<Departure>,
     /// What this process may charge to new requests until the next sample; `u64::MAX` alone.
     share: AtomicU64,
     /// The headroom the share was taken from.
@@ -47,6 +52,8 @@ impl Footprint {
             baseline: AtomicU64::new(memory),
             held: AtomicU64::new(0),
             others: AtomicU64::new(0),
+            neighbours: AtomicU64::new(0),
+            departure: OnceLock::new(),
             share: AtomicU64::new(u64::MAX),
             headroom: AtomicU64::new(u64::MAX),
             since_sample: AtomicU64::new(0),
@@ -97,6 +104,7 @@ impl Footprint {
         charged: u64,
     ) {
         self.others.store(unseen, Relaxed);
+        self.neighbours.store(processes as u64, Relaxed);
         if processes == 0 {
             self.share.store(u64::MAX, Relaxed);
             return;
@@ -105,6 +113,22 @@ impl Footprint {
         self.headroom.store(headroom, Relaxed);
         self.share.store(headroom / (processes as u64 + 1), Relaxed);
         self.since_sample.store(0, Relaxed);
+    }
+
+    /// What the other processes of the cgroup hold unseen, and how many they are.
+    pub(crate) fn neighbours_now(&self) -> (u64, usize) {
+        let processes = self.neighbours.load(Relaxed) as usize;
+        (self.others.load(Relaxed), processes)
+    }
+
+    /// Whether the pool shares charges with the cgroup's other processes.
+    pub(crate) fn is_sharing(&self) -> bool {
+        self.departure.get().is_some()
+    }
+
+    /// Keeps `departure` until the pool goes.
+    pub(crate) fn leave_with(&self, departure: Departure) {
+        let _ = self.departure.set(departure);
     }
 
     /// Bytes held outside handlers' polls now.

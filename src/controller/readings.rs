@@ -13,7 +13,10 @@ use super::{
     fit::Reading,
     word::{QUEUED, charged_bytes, in_flight},
 };
-use crate::memory::{MemoryError, shared::Others};
+use crate::memory::{
+    MemoryError,
+    shared::{Departure, Others},
+};
 
 impl Controller {
     /// Called by the sampler after each refresh: a lower reading may let waiters in.
@@ -54,6 +57,11 @@ impl Controller {
         if state & QUEUED != 0 {
             self.grant_waiters(Reading::Fresh);
         }
+    }
+
+    /// Keeps `departure` (which removes this process's shared record) until the pool goes.
+    pub(crate) fn leave_with(&self, departure: Departure) {
+        self.footprint.leave_with(departure);
     }
 
     /// Called by the sampler with how the runtime runs: moves the live limit (see

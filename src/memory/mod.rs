@@ -56,6 +56,50 @@ impl MemorySourceKind {
     }
 }
 
+/// Whether the processes of one memory cgroup share what they have admitted and not yet
+/// allocated, with the [`MemorySourceKind::Cgroup`] source (`ADMISSION_SHARED_CHARGES`; see
+/// [`AdmissionConfig::shared_charges`](crate::AdmissionConfig::shared_charges)).
+///
+/// ```
+/// use tower_admission::SharedCharges;
+///
+/// assert_eq!(SharedCharges::from(true), SharedCharges::Auto);
+/// assert_eq!(SharedCharges::Off.as_str(), "off");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SharedCharges {
+    /// Shared where the folder can be used; where it cannot, off, and the effective
+    /// configuration, a metric and the log say why (`auto`).
+    #[default]
+    Auto,
+    /// Shared, or [`Admission::new`](crate::Admission::new) fails saying why (`on`).
+    On,
+    /// Not shared (`off`).
+    Off,
+}
+
+impl SharedCharges {
+    /// The name used by `ADMISSION_SHARED_CHARGES`: `auto`, `on` or `off`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SharedCharges::Auto => "auto",
+            SharedCharges::On => "on",
+            SharedCharges::Off => "off",
+        }
+    }
+}
+
+/// `true` is [`SharedCharges::Auto`], `false` [`SharedCharges::Off`].
+impl From<bool> for SharedCharges {
+    fn from(on: bool) -> Self {
+        match on {
+            true => SharedCharges::Auto,
+            false => SharedCharges::Off,
+        }
+    }
+}
+
 /// A reading of the process's live allocated bytes.
 ///
 /// ```
