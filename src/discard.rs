@@ -13,9 +13,11 @@
 //! Over HTTP/2 a refusal is answered at once: h2 then resets the stream with `NO_ERROR`,
 //! which tells the client to stop sending and read the answer, and the connection serves on.
 //!
-//! Discarding holds no slot and no charge; it holds the connection's buffers, which count as
-//! spoken for (see [`Controller::try_hold`]), and it is skipped when the budget has no room
-//! for them.
+//! Discarding holds no slot and no charge; it holds the connection and its read buffer,
+//! which count as spoken for (see [`Controller::hold_to_discard`]): the connection's bytes at
+//! first, more as the client's frames show hyper's buffer growing (a client trickling its
+//! body keeps a small buffer). All discards together hold at most an eighth of the budget;
+//! a refusal with no room for its discard closes the connection instead (`no_room`).
 
 use std::{
     fmt,
@@ -61,6 +63,18 @@ impl DiscardBound {
 /// about 400 KiB while a fast client keeps it full, and the connection itself (measured:
 /// 50 Python clients discarding 6 MB bodies at once peaked at ~430 KiB each).
 const DISCARDING_BYTES: u64 = 448 << 10;
+/// What it holds at first: an HTTP/1 connection and hyper's first read buffer (measured: a
+/// thousand clients trickling their bodies grew the process by ~13 KiB each).
+const CONNECTION_BYTES: u64 = 28 << 10;
+
+/// What a connection discarding a body holds, once frames of `largest` bytes have come: hyper
+/// hands over what one read brought, so its buffer is about that large, and it doubles the
+/// buffer when a read fills it.
+fn discarding_bytes(largest: u64) -> u64 {
+    CONNECTION_BYTES
+        .saturating_add(largest.saturating_mul(2))
+        .min(DISCARDING_BYTES)
+}
 
 /// What a refused request's answer waits for.
 pub(crate) enum Unread<B> {
@@ -97,16 +111,12 @@ impl<B: Body> Unread<B> {
         // it: the client would upload only to see its body dropped.
         let expects = request.headers().contains_key(header::EXPECT);
         let fits = bound.bytes > 0 && declared.is_none_or(|length| length <= bound.bytes);
-        // hyper's read buffer grows only while reads fill it: a small body holds little.
-        let holds = declared.map_or(DISCARDING_BYTES, |length| {
-            length.saturating_add(32 << 10).min(DISCARDING_BYTES)
-        });
-        let held = match fits && !expects {
-            true => controller.try_hold(holds),
-            false => None,
-        };
-        let Some(held) = held else {
+        if !fits || expects {
             controller.discards().record(Discard::Skipped, 0);
+            return Unread::Skipped;
+        }
+        let Some(held) = controller.hold_to_discard(CONNECTION_BYTES) else {
+            controller.discards().record(Discard::NoRoom, 0);
             return Unread::Skipped;
         };
         let request = request.map(|body| Failing { body });
@@ -116,6 +126,7 @@ impl<B: Body> Unread<B> {
             deadline: tokio::time::sleep(bound.timeout),
             limit: bound.bytes,
             read: 0,
+            largest: 0,
             held,
         }))
     }
@@ -130,6 +141,8 @@ pin_project! {
         deadline: Sleep,
         limit: u64,
         read: u64,
+        // The largest frame so far: what hyper's read buffer holds.
+        largest: u64,
         held: Held,
     }
 }
@@ -183,7 +196,12 @@ impl<B: Body> Future for Discarding<B> {
             for _ in 0..FRAMES_PER_POLL {
                 match this.body.as_mut().poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        *this.read += frame.data_ref().map_or(0, |data| data.remaining() as u64);
+                        let bytes = frame.data_ref().map_or(0, |data| data.remaining() as u64);
+                        *this.read += bytes;
+                        if bytes > *this.largest {
+                            *this.largest = bytes;
+                            this.held.grow_to(discarding_bytes(bytes));
+                        }
                         if this.body.is_end_stream() {
                             break 'read Discard::Whole;
                         }

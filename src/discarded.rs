@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// use tower_admission::Discard;
 ///
 /// let labels: Vec<_> = Discard::ALL.iter().map(|d| d.as_str()).collect();
-/// assert_eq!(labels, ["whole", "limit", "timeout", "too_slow", "gone", "skipped"]);
+/// assert_eq!(
+///     labels,
+///     ["whole", "limit", "timeout", "too_slow", "gone", "skipped", "no_room"]
+/// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -26,14 +29,17 @@ pub enum Discard {
     /// The client went away, or the body failed.
     Gone,
     /// Not read at all, the answer sent at once with `Connection: close`: declared longer than
-    /// the limit, discarding off, the client waiting for `100 Continue`, or no room in the
-    /// memory budget for the connection's buffers.
+    /// the limit, discarding off, or the client waiting for `100 Continue`.
     Skipped,
+    /// Not read at all, the answer sent at once with `Connection: close`: no room for the
+    /// connection's buffers in the memory budget, or in the share of it that discards may
+    /// hold together (an eighth).
+    NoRoom,
 }
 
 impl Discard {
-    /// The label used in metrics: `whole`, `limit`, `timeout`, `too_slow`, `gone` or
-    /// `skipped`.
+    /// The label used in metrics: `whole`, `limit`, `timeout`, `too_slow`, `gone`, `skipped`
+    /// or `no_room`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Discard::Whole => "whole",
@@ -42,17 +48,19 @@ impl Discard {
             Discard::TooSlow => "too_slow",
             Discard::Gone => "gone",
             Discard::Skipped => "skipped",
+            Discard::NoRoom => "no_room",
         }
     }
 
     /// Every outcome, for iterating over counters.
-    pub const ALL: [Discard; 6] = [
+    pub const ALL: [Discard; 7] = [
         Discard::Whole,
         Discard::Limit,
         Discard::Timeout,
         Discard::TooSlow,
         Discard::Gone,
         Discard::Skipped,
+        Discard::NoRoom,
     ];
 
     /// Whether the connection must close after the answer: the body was not all read.

@@ -13,7 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use support::{MIB, TestServer};
-use tower_admission::{AdmissionConfig, Discard, MinDataRate};
+use tower_admission::{AdmissionConfig, Discard, Limit, MinDataRate, Reason};
 
 /// One slot, no queue: while `/hold/1` runs, everything else is refused at once.
 async fn saturated(config: AdmissionConfig) -> TestServer {
@@ -331,7 +331,7 @@ async fn queued_requests_and_discards_hold_memory_until_they_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_room_in_the_budget_a_refusal_does_not_discard() {
     let server = saturated(AdmissionConfig::default()).await;
-    server.memory.set((1 << 30) - (64 << 10));
+    server.memory.set((1 << 30) - (16 << 10));
     tokio::time::sleep(Duration::from_millis(50)).await; // a sample or two
     let mut stream = server
         .open_raw("POST /ingest HTTP/1.1\r\nhost: test\r\ncontent-length: 1048576\r\n\r\n")
@@ -342,6 +342,52 @@ async fn with_no_room_in_the_budget_a_refusal_does_not_discard() {
         (503, Some("close"))
     );
     let snapshot = server.snapshot();
-    assert_eq!(snapshot.discards(Discard::Skipped), 1);
+    assert_eq!(snapshot.discards(Discard::NoRoom), 1);
     assert_eq!(snapshot.discarded_bytes, 0);
+}
+
+/// Clients that trickle refused uploads hold what a trickle holds (a connection, a small
+/// buffer), not their declared bodies, and all of them together no more than an eighth of
+/// the budget: the rest are answered at once, and admitted work keeps its memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_discards_hold_a_share_of_the_budget_at_most() {
+    const BUDGET: u64 = 8 << 20;
+    let config = AdmissionConfig::default()
+        .max_concurrency(1)
+        .queue_capacity(0)
+        .memory_budget_bytes(BUDGET)
+        .request_estimate(64 << 10);
+    let server = TestServer::start(config, 0).await;
+    let held = server.open("/hold/1").await;
+    server.wait_for("the slot held", |s| s.in_flight == 1).await;
+    let head = "POST /ingest HTTP/1.1\r\nhost: test\r\ncontent-length: 4000000\r\n\r\nsome";
+    let mut trickling = Vec::new();
+    for _ in 0..60 {
+        trickling.push(server.open_raw(head).await);
+    }
+    server
+        .wait_for("every refusal decided", |s| {
+            s.rejected(Reason::QueueFull, Limit::Concurrency) == 60
+        })
+        .await;
+    let snapshot = server.snapshot();
+    let discarding = snapshot.held_bytes - snapshot.held_bytes.min(64 << 10);
+    assert!(
+        discarding <= BUDGET / 8,
+        "discards hold {discarding} bytes, above an eighth of the budget"
+    );
+    let no_room = snapshot.discards(Discard::NoRoom);
+    assert!(
+        (20..60).contains(&no_room),
+        "{no_room} answered at once for want of room"
+    );
+    // Admitted work still has the rest of the budget.
+    server.probe.release(1);
+    support::read_reply(held).await;
+    let fast = support::read_reply(server.open("/fast").await).await;
+    assert_eq!(fast.status, 200);
+    drop(trickling);
+    server
+        .wait_for("the discards gone", |s| s.held_bytes == 0)
+        .await;
 }

@@ -32,6 +32,8 @@ pub(crate) struct Footprint {
     baseline: AtomicU64,
     /// Bytes held outside handlers' polls (see [`Held`], `Permit::hold`).
     held: AtomicU64,
+    /// Of those, held by connections discarding refused bodies.
+    discarding: AtomicU64,
     /// What the other processes of the cgroup have admitted and not allocated yet, and how
     /// many they are.
     others: AtomicU64,
@@ -51,6 +53,7 @@ impl Footprint {
         Self {
             baseline: AtomicU64::new(memory),
             held: AtomicU64::new(0),
+            discarding: AtomicU64::new(0),
             others: AtomicU64::new(0),
             neighbours: AtomicU64::new(0),
             departure: OnceLock::new(),
@@ -157,12 +160,19 @@ impl Footprint {
     }
 }
 
+/// The share of the budget that connections discarding refused bodies may hold together: a
+/// flood of refused uploads must not take the memory that admitted work needs once the
+/// flood ends.
+pub(crate) const DISCARD_SHARE: u64 = 8;
+
 /// Bytes held by a request that is not in flight (queued, or refused and discarding its
 /// body), counted as spoken for until dropped.
 #[derive(Debug)]
 pub(crate) struct Held {
     controller: Arc<Controller>,
     bytes: u64,
+    /// Held by a connection discarding a refused body.
+    discarding: bool,
 }
 
 impl Controller {
@@ -172,17 +182,26 @@ impl Controller {
         Held {
             controller: Arc::clone(self),
             bytes,
+            discarding: false,
         }
     }
 
-    /// Holds `bytes` if they fit in the memory budget beside what is spoken for.
-    pub(crate) fn try_hold(self: &Arc<Self>, bytes: u64) -> Option<Held> {
+    /// Holds `bytes` for a connection discarding a refused body, if they fit in the memory
+    /// budget beside what is spoken for, and in the share of it ([`DISCARD_SHARE`]) that
+    /// discards may hold together.
+    pub(crate) fn hold_to_discard(self: &Arc<Self>, bytes: u64) -> Option<Held> {
         if let Some(budget) = self.settings.budget {
-            if self.memory_refuses(self.spoken_for_bytes().saturating_add(bytes) > budget) {
+            let discarding = self.footprint.discarding.load(Relaxed);
+            let over = self.spoken_for_bytes().saturating_add(bytes) > budget
+                || discarding.saturating_add(bytes) > budget / DISCARD_SHARE;
+            if self.memory_refuses(over) {
                 return None;
             }
         }
-        Some(self.hold(bytes))
+        self.footprint.discarding.fetch_add(bytes, Relaxed);
+        let mut held = self.hold(bytes);
+        held.discarding = true;
+        Some(held)
     }
 }
 
@@ -190,11 +209,28 @@ impl Held {
     pub(crate) fn controller(&self) -> &Controller {
         &self.controller
     }
+
+    /// Holds `bytes` in all, if more than now: the connection's buffers grew.
+    pub(crate) fn grow_to(&mut self, bytes: u64) {
+        let Some(more) = bytes.checked_sub(self.bytes).filter(|&more| more > 0) else {
+            return;
+        };
+        let footprint = &self.controller.footprint;
+        footprint.hold(more);
+        if self.discarding {
+            footprint.discarding.fetch_add(more, Relaxed);
+        }
+        self.bytes = bytes;
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.controller.footprint.let_go(self.bytes);
+        let footprint = &self.controller.footprint;
+        footprint.let_go(self.bytes);
+        if self.discarding {
+            footprint.discarding.fetch_sub(self.bytes, Relaxed);
+        }
     }
 }
 
