@@ -21,6 +21,7 @@ use axum::{
     routing::{get, post},
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_admission::Reservation;
@@ -96,8 +97,13 @@ fn install_metrics() -> Result<PrometheusHandle, String> {
         format!("cannot install the metrics recorder: {e}")
     };
     // Explicit buckets make the queue waits (all and by priority) Prometheus histograms
-    // rather than summaries.
+    // rather than summaries. Gauges not set for a while are dropped: a cost class that gave
+    // its slot up (see the guide's metrics) stops being published.
     PrometheusBuilder::new()
+        .idle_timeout(
+            MetricKindMask::GAUGE,
+            Some(std::time::Duration::from_secs(30)),
+        )
         .set_buckets_for_metric(
             Matcher::Suffix("queue_wait_seconds".into()),
             &[

@@ -20,13 +20,15 @@
 //! each route costs.
 //!
 //! The table is bounded: [`SLOTS`] classes, claimed first come, first served, and one overflow
-//! class for everything after. Lock-free: a lookup is a hash and a few loads.
+//! class for everything after; once the overflow class is used, classes not seen for a whole
+//! window give their slots up, so that the first comers cannot keep the table forever. A
+//! name is bounded too ([`NAME_BYTES`]). Lock-free: a lookup is a hash and a few loads.
 
 use std::{
     hash::{Hash, Hasher},
     sync::{
-        OnceLock,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
 };
 
@@ -34,6 +36,9 @@ use std::{
 pub(crate) const SLOTS: usize = 64;
 /// How long a figure counts: it is forgotten after one to two windows without a match.
 pub(crate) const WINDOW_MS: u64 = 4_000;
+/// The longest name a class keeps (in labels and the snapshot): a longer one is cut at a
+/// character boundary, and the class's hash appended so that names stay apart.
+pub(crate) const NAME_BYTES: usize = 64;
 
 /// Which requests are alike in cost; requests of one class share what is learned of them.
 ///
@@ -130,6 +135,11 @@ impl RecentMax {
             self.previous.store(current, Relaxed);
         }
     }
+
+    fn clear(&self) {
+        self.current.store(0, Relaxed);
+        self.previous.store(0, Relaxed);
+    }
 }
 
 /// The smallest value observed in the current or the previous window, kept as the largest
@@ -149,6 +159,10 @@ impl RecentMin {
     fn rotate(&self) {
         self.0.rotate();
     }
+
+    fn clear(&self) {
+        self.0.clear();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -162,8 +176,30 @@ struct Class {
     /// Of its requests with a body, the share (in thousandths, a moving average) whose
     /// handler waited for the client longer than the request's demand.
     waits_for_clients: AtomicU64,
-    /// The first request that claimed the slot, as `METHOD /path`.
-    name: OnceLock<Box<str>>,
+    /// The first request that claimed the slot, as `METHOD /path` (at most [`NAME_BYTES`]).
+    name: Mutex<Option<Box<str>>>,
+    /// The window in which a request of the class was last seen.
+    seen: AtomicU64,
+}
+
+impl Class {
+    fn name(&self) -> Option<String> {
+        let name = self.name.lock().unwrap_or_else(PoisonError::into_inner);
+        name.as_deref().map(str::to_owned)
+    }
+
+    /// Gives the slot up: its figures forgotten, then its key, so that a class claiming it
+    /// starts afresh. (A request of the old class still in flight may teach the new one
+    /// once: its figures are conservative all the same.)
+    fn free(&self) {
+        self.peak.clear();
+        self.least.clear();
+        self.rise.clear();
+        self.cpu_ns.store(0, Relaxed);
+        self.waits_for_clients.store(0, Relaxed);
+        *self.name.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.key.store(0, Relaxed);
+    }
 }
 
 /// What one class has shown of its cost (see [`Classes::figures`]).
@@ -184,8 +220,11 @@ pub(crate) struct Classes {
     /// The largest unknown part of a charge lately: what a request was expected to allocate
     /// beyond its `Content-Length` (which is known, and charged in full).
     largest: RecentMax,
-    /// When the current window began, in the controller's milliseconds.
+    /// When the current window began, in the controller's milliseconds, and its number.
     window_start_ms: AtomicU64,
+    window: AtomicU64,
+    /// Whether a class found no slot in the current window.
+    overflowed: AtomicBool,
 }
 
 impl Classes {
@@ -195,31 +234,48 @@ impl Classes {
             initial,
             largest: RecentMax::default(),
             window_start_ms: AtomicU64::new(0),
+            window: AtomicU64::new(0),
+            overflowed: AtomicBool::new(false),
         }
     }
 
-    /// The slot of `class`, claiming a free one for a class not seen before.
     /// The slot of `class`, claimed if it has none yet; `name` names a slot it claims.
     pub(crate) fn find(&self, class: CostClass, name: impl FnOnce() -> String) -> ClassId {
         // The high bits: a multiplicative hash mixes upwards.
         let start = ((class.0 >> 32) as usize) % SLOTS;
         for probe in 0..SLOTS {
             let index = (start + probe) % SLOTS;
-            let key = &self.slots[index].key;
-            match key.load(Relaxed) {
-                k if k == class.0 => return ClassId(index),
-                0 => match key.compare_exchange(0, class.0, Relaxed, Relaxed) {
+            let slot = &self.slots[index];
+            match slot.key.load(Relaxed) {
+                k if k == class.0 => return self.seen(index),
+                0 => match slot.key.compare_exchange(0, class.0, Relaxed, Relaxed) {
                     Ok(_) => {
-                        self.slots[index].name.get_or_init(|| name().into());
-                        return ClassId(index);
+                        let named = bounded_name(name(), class);
+                        *slot.name.lock().unwrap_or_else(PoisonError::into_inner) = Some(named);
+                        return self.seen(index);
                     }
-                    Err(k) if k == class.0 => return ClassId(index),
+                    Err(k) if k == class.0 => return self.seen(index),
                     Err(_) => {}
                 },
                 _ => {}
             }
         }
+        if !self.overflowed.load(Relaxed) {
+            self.overflowed.store(true, Relaxed);
+        }
         ClassId::OVERFLOW
+    }
+
+    /// Marks the slot at `index` seen in the current window (a load, and a store once a
+    /// window).
+    #[inline]
+    fn seen(&self, index: usize) -> ClassId {
+        let window = self.window.load(Relaxed);
+        let seen = &self.slots[index].seen;
+        if seen.load(Relaxed) != window {
+            seen.store(window, Relaxed);
+        }
+        ClassId(index)
     }
 
     fn class(&self, id: ClassId) -> &Class {
@@ -305,8 +361,8 @@ impl Classes {
             .iter()
             .enumerate()
             .filter_map(|(index, class)| {
-                let name = match class.name.get() {
-                    Some(name) => name.to_string(),
+                let name = match class.name() {
+                    Some(name) => name,
                     None if index == SLOTS => "other".to_owned(),
                     None => return None,
                 };
@@ -329,13 +385,41 @@ impl Classes {
             return;
         }
         self.window_start_ms.store(now_ms, Relaxed);
-        for class in self.slots.iter() {
+        let window = self.window.fetch_add(1, Relaxed);
+        // Classes were turned away: slots unused for the whole window just ended go.
+        let evict = self.overflowed.swap(false, Relaxed);
+        for class in self.slots[..SLOTS].iter() {
+            if evict && class.seen.load(Relaxed) < window && class.key.load(Relaxed) != 0 {
+                class.free();
+                continue;
+            }
             class.peak.rotate();
             class.least.rotate();
             class.rise.rotate();
         }
+        let overflow = &self.slots[SLOTS];
+        overflow.peak.rotate();
+        overflow.least.rotate();
+        overflow.rise.rotate();
         self.largest.rotate();
     }
+}
+
+/// `name`, cut to [`NAME_BYTES`] at a character boundary (with `…` and the class's hash, so
+/// that two long names stay apart), control characters replaced: it goes into labels.
+fn bounded_name(name: String, class: CostClass) -> Box<str> {
+    let clean = |c: char| if c.is_control() { '?' } else { c };
+    if name.len() <= NAME_BYTES {
+        return name.chars().map(clean).collect::<String>().into();
+    }
+    let suffix = format!("…#{:08x}", class.0 as u32);
+    let mut cut = NAME_BYTES - suffix.len();
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut bounded: String = name[..cut].chars().map(clean).collect();
+    bounded.push_str(&suffix);
+    bounded.into()
 }
 
 #[cfg(test)]
@@ -408,6 +492,53 @@ mod tests {
         assert_eq!(classes.estimate(id, 0), MIB, "idle: kept");
         classes.tick(4 * WINDOW_MS + 1);
         assert_eq!(classes.estimate(id, 0), MIB, "not a window yet");
+    }
+
+    #[test]
+    fn names_are_bounded_and_stay_apart() {
+        let classes = Classes::new(0);
+        let long = |tail: &str| format!("GET /{}{tail}", "é".repeat(30_000));
+        let a = classes.find(CostClass::new("a"), || long("a"));
+        let b = classes.find(CostClass::new("b"), || long("b"));
+        let short = classes.find(CostClass::new("c"), || "GET /x\ny".to_owned());
+        let names: Vec<String> = classes.figures().into_iter().map(|f| f.name).collect();
+        assert!(
+            names.iter().all(|name| name.len() <= NAME_BYTES),
+            "{names:?}"
+        );
+        assert!(names.contains(&"GET /x?y".to_owned()), "{names:?}");
+        let [name_a, name_b] = [a, b].map(|id| classes.class(id).name().unwrap());
+        assert_ne!(name_a, name_b);
+        assert!(
+            name_a.starts_with("GET /é") && name_a.contains('…'),
+            "{name_a}"
+        );
+        assert_ne!(short, a);
+    }
+
+    #[test]
+    fn the_first_comers_do_not_keep_the_table_forever() {
+        let classes = Classes::new(0);
+        for i in 0..SLOTS {
+            classes.find(CostClass::new(("old", i)), String::new);
+        }
+        let work = CostClass::route(&Method::GET, "/work");
+        assert_eq!(classes.find(work, String::new), ClassId::OVERFLOW, "full");
+        // A window passes in which only /work comes (turned away each time)...
+        classes.tick(WINDOW_MS);
+        assert_eq!(classes.find(work, String::new), ClassId::OVERFLOW);
+        classes.tick(2 * WINDOW_MS);
+        // ...then the old classes, unseen for a whole window, have given their slots up.
+        let id = classes.find(work, || "GET /work".to_owned());
+        assert_ne!(id, ClassId::OVERFLOW);
+        assert_eq!(classes.class(id).name().as_deref(), Some("GET /work"));
+        assert_eq!(classes.estimate(id, 0), 0, "starts afresh");
+        // Without a class turned away, an idle class keeps its slot.
+        classes.observe_peak(id, 0, MIB);
+        classes.tick(3 * WINDOW_MS);
+        classes.tick(4 * WINDOW_MS);
+        assert_eq!(classes.find(work, String::new), id);
+        assert_eq!(classes.estimate(id, 0), MIB);
     }
 
     #[test]
