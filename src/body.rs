@@ -93,6 +93,8 @@ enum Holder {
 struct Guard {
     permit: Option<Permit>,
     meter: Option<WriteMeter>,
+    /// What is left of a frame handed over in slices.
+    rest: Bytes,
     /// The body's task, woken if the watchdog cuts the body off.
     waker: Option<Waker>,
     /// Cut off for being too slow (the meter says at which rate).
@@ -131,19 +133,35 @@ impl<B> Default for AdmissionBody<B> {
 
 impl<B> AdmissionBody<B> {
     /// The inner service's body, holding `permit` (if admitted) until it ends, and cut off
-    /// once its client takes it slower than `rate`.
-    pub(crate) fn admitted(body: B, permit: Option<Permit>, rate: Option<MinDataRate>) -> Self {
-        let meter = rate.filter(|_| permit.is_some()).map(WriteMeter::new);
+    /// once its client takes it slower than `rate`. With `watched`, the server must ask for
+    /// the body within the grace period, or it is cut off: an HTTP/2 server asks only once
+    /// the client's flow-control window lets it send, and a client may keep it shut.
+    pub(crate) fn admitted(
+        body: B,
+        permit: Option<Permit>,
+        rate: Option<MinDataRate>,
+        watched: bool,
+    ) -> Self {
+        let mut meter = rate.filter(|_| permit.is_some()).map(WriteMeter::new);
+        let first_ask = match (&mut meter, watched) {
+            (Some(meter), true) => Some(meter.handed(0, Instant::now())),
+            _ => None,
+        };
         let guard = Guard {
             permit,
             meter,
             ..Guard::default()
         };
+        let holder = match first_ask.zip(tokio::runtime::Handle::try_current().ok()) {
+            Some((deadline, runtime)) => {
+                let shared = Arc::new(Mutex::new(guard));
+                runtime.spawn(watchdog(Arc::downgrade(&shared), deadline));
+                Holder::Watched(shared)
+            }
+            None => Holder::Inline(guard),
+        };
         Self {
-            kind: Kind::Inner {
-                body,
-                holder: Holder::Inline(guard),
-            },
+            kind: Kind::Inner { body, holder },
         }
     }
 
@@ -214,21 +232,46 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Inner { body, .. } => body.is_end_stream(),
+            Kind::Inner { body, holder } => body.is_end_stream() && holder.rest() == 0,
             Kind::Own { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Inner { body, .. } => body.size_hint(),
+            Kind::Inner { body, holder } => {
+                let hint = body.size_hint();
+                let rest = holder.rest() as u64;
+                let mut sum = SizeHint::new();
+                sum.set_lower(hint.lower().saturating_add(rest));
+                if let Some(upper) = hint.upper() {
+                    sum.set_upper(upper.saturating_add(rest));
+                }
+                sum
+            }
             Kind::Own { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Holder {
+    /// The bytes of a frame still to hand over in slices.
+    fn rest(&self) -> usize {
+        match self {
+            Holder::Inline(guard) => guard.rest.len(),
+            Holder::Watched(shared) => lock(shared).rest.len(),
         }
     }
 }
 
 /// Polls the inner body under its guard. Also returns, when a frame was handed over and
 /// more are to come, the time by which the client must have taken it.
+///
+/// While the body is metered, a data frame larger than what the client must take within the
+/// grace period at the minimum rate is handed over in slices of that size: the server asks
+/// for the next slice only once the client has room for it (its socket, or its HTTP/2
+/// window), so a client that stops taking the body is seen within the grace period, whatever
+/// the size of the frames.
 #[allow(clippy::type_complexity)]
 fn poll_guarded<B>(
     mut body: Pin<&mut B>,
@@ -255,18 +298,38 @@ where
             }
         }
     }
-    let polled = match &mut guard.permit {
-        Some(permit) => permit.track(|| body.as_mut().poll_frame(cx)),
-        None => body.as_mut().poll_frame(cx),
+    let slice = match (&guard.meter, &guard.permit) {
+        (Some(meter), Some(_)) => Some(meter.rate().slice()),
+        _ => None,
     };
-    let Poll::Ready(frame) = polled else {
-        return (Poll::Pending, None);
+    let frame = match guard.rest.len() {
+        0 => {
+            let polled = match &mut guard.permit {
+                Some(permit) => permit.track(|| body.as_mut().poll_frame(cx)),
+                None => body.as_mut().poll_frame(cx),
+            };
+            let Poll::Ready(frame) = polled else {
+                return (Poll::Pending, None);
+            };
+            frame.map(|f| f.map_err(Into::into))
+        }
+        left => Some(Ok(Frame::data(
+            guard.rest.split_to(left.min(slice.unwrap_or(left))),
+        ))),
     };
-    if matches!(frame, None | Some(Err(_))) || body.is_end_stream() {
+    let frame = match (frame, slice) {
+        (Some(Ok(frame)), Some(slice)) if frame.data_ref().is_some_and(|d| d.len() > slice) => {
+            let mut data = frame.into_data().unwrap_or_default();
+            guard.rest = data.split_off(slice);
+            Some(Ok(Frame::data(data)))
+        }
+        (frame, _) => frame,
+    };
+    if matches!(frame, None | Some(Err(_))) || (guard.rest.is_empty() && body.is_end_stream()) {
         // Done: let the next request in now, not when hyper drops the body.
         guard.permit = None;
         guard.meter = None;
-        return (Poll::Ready(frame.map(|f| f.map_err(Into::into))), None);
+        return (Poll::Ready(frame), None);
     }
     let handed = match (&mut guard.meter, &frame) {
         (Some(meter), Some(Ok(frame))) if guard.permit.is_some() => {
@@ -276,7 +339,7 @@ where
         }
         _ => None,
     };
-    (Poll::Ready(frame.map(|f| f.map_err(Into::into))), handed)
+    (Poll::Ready(frame), handed)
 }
 
 /// Cuts the body off once the frame handed over last is not taken in time. Ends with the

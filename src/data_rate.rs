@@ -66,6 +66,16 @@ impl MinDataRate {
         Duration::from_millis(self.grace_ms.into())
     }
 
+    /// The most bytes handed over at once to a client held to this rate: what it must take
+    /// within the grace period (1 KiB at least).
+    pub(crate) fn slice(&self) -> usize {
+        let bytes = self
+            .bytes_per_second
+            .saturating_mul(u64::from(self.grace_ms))
+            / 1000;
+        bytes.clamp(1 << 10, 1 << 30) as usize
+    }
+
     /// How long `bytes` may take at this rate, and never less than the grace period.
     fn allowance(&self, bytes: u64) -> Duration {
         let at_rate = Duration::from_secs_f64(bytes as f64 / self.bytes_per_second.max(1) as f64);

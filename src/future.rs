@@ -58,6 +58,9 @@ pin_project! {
             // Set if the request's body is cut off for being too slow.
             cut: Option<CutOff>,
             response_rate: Option<MinDataRate>,
+            // HTTP/2 or later: its server asks for the body only while the client's window
+            // is open.
+            multiplexed: bool,
             dialect: Dialect,
         },
         // Boxed: the queued path is the slow path, and this keeps the common future small.
@@ -161,6 +164,7 @@ where
                 permit: None,
                 cut: None,
                 response_rate: None,
+                multiplexed: false,
                 dialect: Dialect::Http,
             },
         }
@@ -310,6 +314,7 @@ where
     };
     // A gRPC call may be a long-lived stream, which sends when it has something to say.
     let cuts = rates.streams || dialect != Dialect::Grpc;
+    let request_version = request.version();
     let (request, cut) = MinRateBody::metered(request, rates.request, permit.declared(), cuts);
     if let Some(cut) = &cut {
         permit.follow(cut.progress());
@@ -319,6 +324,7 @@ where
         permit: Some(permit),
         cut,
         response_rate: rates.response,
+        multiplexed: request_version >= Version::HTTP_2,
         dialect,
     }
 }
@@ -339,6 +345,7 @@ where
                     permit,
                     cut,
                     response_rate,
+                    multiplexed,
                     dialect,
                 } => {
                     let polled = match permit {
@@ -358,9 +365,9 @@ where
                         permit.responded();
                     }
                     let response = polled?;
-                    let (permit, rate) = (permit.take(), *response_rate);
+                    let (permit, rate, watched) = (permit.take(), *response_rate, *multiplexed);
                     return Poll::Ready(Ok(
-                        response.map(|body| AdmissionBody::admitted(body, permit, rate))
+                        response.map(|body| AdmissionBody::admitted(body, permit, rate, watched))
                     ));
                 }
                 StateProj::Refused {

@@ -287,3 +287,95 @@ async fn a_reader_that_stops_reading_loses_its_slot_while_the_server_waits_on_it
     drop(stream);
     server.still_serves().await;
 }
+
+/// An HTTP/2 client whose stream window stays shut: hyper then never asks for the body, and
+/// no frame is handed over for a rate to be measured on. The slot goes back all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_reader_that_opens_no_window_loses_its_slot() {
+    let server = Server::start(MinDataRate::new(10 << 10, Duration::from_millis(100))).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get("http://test/frames?kib=64&n=4")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    server
+        .wait_for("the shut stream cut off", |s| {
+            s.cut_off(Direction::Response) == 1 && s.in_flight == 0
+        })
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let _keep = response;
+    server.still_serves().await;
+}
+
+/// An HTTP/2 client that takes its first window, then never opens it again: the frame
+/// handed over last is a slice that the minimum rate allows the grace period for, not a
+/// 64 KiB frame that would hold the slot for its size at the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_reader_that_stops_taking_large_frames_loses_its_slot_within_the_grace() {
+    // 10 KiB/s: a 64 KiB frame would be allowed 6.4 s, a 1 KiB slice the 100 ms grace.
+    let server = Server::start(MinDataRate::new(10 << 10, Duration::from_millis(100))).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get("http://test/frames?kib=64&n=8")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    // Never read: h2 opens the window again only for data the client takes.
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    server
+        .wait_for("the stalled stream cut off", |s| {
+            s.cut_off(Direction::Response) == 1 && s.in_flight == 0
+        })
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let _keep = response;
+    server.still_serves().await;
+}
+
+/// Slices change nothing for a client that takes its body: every byte arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_reader_that_keeps_up_gets_every_byte() {
+    let server = Server::start(MinDataRate::new(10 << 10, Duration::from_millis(100))).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get("http://test/frames?kib=64&n=8")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let mut received = 0;
+    while let Some(data) = body.data().await {
+        let data = data.unwrap();
+        assert!(data.iter().all(|&b| b == b'x'));
+        received += data.len();
+        body.flow_control().release_capacity(data.len()).unwrap();
+    }
+    assert_eq!(received, 8 * 64 * KIB);
+    assert_eq!(server.snapshot().cut_off(Direction::Response), 0);
+    server.still_serves().await;
+}
