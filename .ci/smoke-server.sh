@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the example server as a user would and checks what README documents: exit 2 on a bad config,
 # the routes, the metric names, a 503 with Retry-After; then its hardening: a slowloris client
-# cut off, a client that stops reading cut off (its permit given back), and a graceful
+# cut off, an idle h2c connection closed, a client that stops reading cut off (its permit given back), and a graceful
 # SIGTERM that answers queued requests 503 at once and lets the admitted one finish.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,6 +80,15 @@ printf 'GET /health HTTP/1.1\r\nHost: x\r\n' >&4
 timeout 15 cat <&4 >/dev/null || fail "a slowloris connection stayed open"
 exec 4>&-
 echo "ok: slowloris connection closed after $(seconds_since "$started") s"
+
+# An idle h2c connection (the preface and SETTINGS, then nothing: not even the answer to the
+# goodbye ping) is closed after the idle timeout (5–10 s), as an idle HTTP/1 one is.
+started=$(now)
+exec 6<>"/dev/tcp/127.0.0.1/$port"
+printf 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00' >&6
+timeout 20 cat <&6 >/dev/null || fail "an idle h2c connection stayed open"
+exec 6>&-
+echo "ok: idle h2c connection closed after $(seconds_since "$started") s"
 
 # A client that stops reading a 256 MiB stream holds the only slot until the write stall
 # timeout (10 s) closes its connection; the slot is then free again.

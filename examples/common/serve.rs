@@ -3,7 +3,11 @@
 //! not expose.
 //!
 //! - **Header read timeout** (slowloris): a client that trickles its request headers holds
-//!   a connection, never a permit, and for [`HEADER_READ_TIMEOUT`] at most.
+//!   a connection, never a permit, and for [`HEADER_READ_TIMEOUT`] at most; it also ends
+//!   an idle HTTP/1 keep-alive connection.
+//! - **Idle timeout**: a connection with no request for [`IDLE_TIMEOUT`] is shut down
+//!   gracefully (HTTP/2 has no header read timeout: an idle h2c connection would stay open
+//!   forever, a file descriptor and ~9 KiB each).
 //! - **Write stall timeout**: a client that stops reading its response holds the request's
 //!   permit (it lasts until the body is sent). After [`WRITE_STALL_TIMEOUT`] without progress
 //!   the connection is closed, which drops the body and gives the permit back.
@@ -16,16 +20,31 @@
 //!   once instead of waiting out their deadline), let admitted requests finish, for
 //!   [`DRAIN_TIMEOUT`] at most.
 
-use std::{net::SocketAddr, pin::pin, time::Duration};
+use std::{
+    net::SocketAddr,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
-use axum::{Router, http::StatusCode};
+use axum::{Router, body::Body, extract::Request, http::StatusCode, response::Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    server::conn::auto::Builder,
     service::TowerToHyperService,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinSet,
+};
 use tokio_io_timeout::TimeoutStream;
+use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 
 /// The longest a client may take to send its request headers.
@@ -36,6 +55,8 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// The longest shutdown waits for admitted requests.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a connection may go without a request (between this and twice this).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The per-request timeout: 504 when a handler takes longer than [`REQUEST_TIMEOUT`]. Put it
 /// inside the admission layer, so that it times the handler and not the queue (which has its
@@ -52,7 +73,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    let graceful = GracefulShutdown::new();
+    let (shutdown, shutting_down) = watch::channel(false);
+    let mut connections = JoinSet::new();
     let mut signal = pin!(shutdown_signal());
     loop {
         let stream = tokio::select! {
@@ -67,34 +89,120 @@ pub async fn serve(
             },
             _ = &mut signal => break,
         };
-        let watcher = graceful.watcher();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let connection =
-                builder.serve_connection(with_write_timeout(stream), TowerToHyperService::new(app));
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
+        while connections.try_join_next().is_some() {}
+        connections.spawn(serve_connection(stream, app.clone(), shutting_down.clone()));
     }
     drop(listener);
     on_shutdown();
     tracing::info!(
-        connections = graceful.count(),
+        connections = connections.len(),
         "shutting down: draining admitted requests"
     );
+    let _ = shutdown.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
+        () = drained => tracing::info!("drained"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
     }
     Ok(())
+}
+
+/// Serves one connection until it ends, goes idle for [`IDLE_TIMEOUT`], or the server shuts
+/// down; then shuts it down gracefully (HTTP/2: `GOAWAY`, and its streams run to the end).
+async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    mut shutting_down: watch::Receiver<bool>,
+) {
+    let activity = Activity::default();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let service = TowerToHyperService::new(activity.track(app));
+    let connection = builder.serve_connection(with_write_timeout(stream), service);
+    let mut connection = pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => Some(ended),
+        _ = shutting_down.wait_for(|down| *down) => None,
+        () = activity.idle(IDLE_TIMEOUT) => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            // HTTP/2 says goodbye with a ping: a peer that never answers is dropped once the
+            // connection has been idle a while longer.
+            tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = activity.idle(IDLE_TIMEOUT) => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// A connection's requests: how many began, and a token each holds until its response body
+/// is done.
+#[derive(Default)]
+struct Activity {
+    began: Arc<AtomicU64>,
+    token: Arc<()>,
+}
+
+impl Activity {
+    /// `app`, with each request and its response body holding a token.
+    fn track(
+        &self,
+        app: Router,
+    ) -> impl tower::Service<
+        Request<Incoming>,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + use<> {
+        // Weak: the token's count is that of requests and bodies, not of these closures.
+        let began = Arc::clone(&self.began);
+        let (requests, responses) = (Arc::downgrade(&self.token), Arc::downgrade(&self.token));
+        ServiceBuilder::new()
+            .map_request(move |mut request: Request<Incoming>| {
+                began.fetch_add(1, Relaxed);
+                if let Some(token) = requests.upgrade() {
+                    request.extensions_mut().insert(token);
+                }
+                request
+            })
+            .map_response(move |response: Response| {
+                let token = responses.upgrade();
+                response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _held = &token;
+                        frame
+                    }))
+                })
+            })
+            .service(app)
+    }
+
+    /// Returns once no request has begun and none has been in progress for `timeout`.
+    async fn idle(&self, timeout: Duration) {
+        let mut began = self.began.load(Relaxed);
+        loop {
+            tokio::time::sleep(timeout).await;
+            let now = self.began.load(Relaxed);
+            if now == began && Arc::strong_count(&self.token) == 1 {
+                return;
+            }
+            began = now;
+        }
+    }
 }
 
 /// `stream`, whose writes fail once they have waited [`WRITE_STALL_TIMEOUT`] for the client.
