@@ -95,8 +95,9 @@ enum Holder {
 struct Guard {
     permit: Option<Permit>,
     meter: Option<WriteMeter>,
-    /// What is left of a frame handed over in slices.
-    rest: Bytes,
+    /// What is left of a frame handed over in slices (boxed: rare, and the guard is moved
+    /// with every response).
+    rest: Option<Box<Bytes>>,
     /// The body's task, woken if the watchdog cuts the body off.
     waker: Option<Waker>,
     /// Cut off for being too slow (the meter says at which rate).
@@ -104,6 +105,10 @@ struct Guard {
 }
 
 impl Guard {
+    fn rest_len(&self) -> usize {
+        self.rest.as_ref().map_or(0, |rest| rest.len())
+    }
+
     /// Ends the body for being too slow: the permit goes back now.
     fn cut(&mut self, slow: TooSlow) {
         if let Some(permit) = self.permit.take() {
@@ -145,25 +150,31 @@ impl<B> AdmissionBody<B> {
         watched: bool,
     ) -> Self {
         let mut meter = rate.filter(|_| permit.is_some()).map(WriteMeter::new);
-        let first_ask = match (&mut meter, watched) {
-            (Some(meter), true) => Some(meter.handed(0, Instant::now())),
-            _ => None,
-        };
-        let guard = Guard {
-            permit,
-            meter,
-            ..Guard::default()
-        };
-        let holder = match first_ask.zip(tokio::runtime::Handle::try_current().ok()) {
-            Some((deadline, runtime)) => {
+        if let (true, Some(meter_now)) = (watched, &mut meter) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let first_ask = meter_now.handed(0, Instant::now());
+                let guard = Guard {
+                    permit,
+                    meter,
+                    ..Guard::default()
+                };
                 let shared = Arc::new(Mutex::new(guard));
-                runtime.spawn(watchdog(Arc::downgrade(&shared), deadline));
-                Holder::Watched(shared)
+                runtime.spawn(watchdog(Arc::downgrade(&shared), first_ask));
+                let holder = Holder::Watched(shared);
+                return Self {
+                    kind: Kind::Inner { body, holder },
+                };
             }
-            None => Holder::Inline(guard),
-        };
+        }
         Self {
-            kind: Kind::Inner { body, holder },
+            kind: Kind::Inner {
+                body,
+                holder: Holder::Inline(Guard {
+                    permit,
+                    meter,
+                    ..Guard::default()
+                }),
+            },
         }
     }
 
@@ -244,6 +255,9 @@ where
             Kind::Inner { body, holder } => {
                 let hint = body.size_hint();
                 let rest = holder.rest() as u64;
+                if rest == 0 {
+                    return hint;
+                }
                 let mut sum = SizeHint::new();
                 sum.set_lower(hint.lower().saturating_add(rest));
                 if let Some(upper) = hint.upper() {
@@ -260,8 +274,8 @@ impl Holder {
     /// The bytes of a frame still to hand over in slices.
     fn rest(&self) -> usize {
         match self {
-            Holder::Inline(guard) => guard.rest.len(),
-            Holder::Watched(shared) => lock(shared).rest.len(),
+            Holder::Inline(guard) => guard.rest_len(),
+            Holder::Watched(shared) => lock(shared).rest_len(),
         }
     }
 }
@@ -300,12 +314,8 @@ where
             }
         }
     }
-    let slice = match (&guard.meter, &guard.permit) {
-        (Some(meter), Some(_)) => Some(meter.rate().slice()),
-        _ => None,
-    };
-    let frame = match guard.rest.len() {
-        0 => {
+    let mut frame = match guard.rest.take() {
+        None => {
             let polled = match &mut guard.permit {
                 Some(permit) => permit.track(|| body.as_mut().poll_frame(cx)),
                 None => body.as_mut().poll_frame(cx),
@@ -315,19 +325,27 @@ where
             };
             frame.map(|f| f.map_err(Into::into))
         }
-        left => Some(Ok(Frame::data(
-            guard.rest.split_to(left.min(slice.unwrap_or(left))),
-        ))),
-    };
-    let frame = match (frame, slice) {
-        (Some(Ok(frame)), Some(slice)) if frame.data_ref().is_some_and(|d| d.len() > slice) => {
-            let mut data = frame.into_data().unwrap_or_default();
-            guard.rest = data.split_off(slice);
-            Some(Ok(Frame::data(data)))
+        Some(mut rest) => {
+            let slice = guard
+                .meter
+                .as_ref()
+                .map_or(usize::MAX, |m| m.rate().slice());
+            let next = rest.split_to(rest.len().min(slice));
+            guard.rest = Some(rest).filter(|rest| !rest.is_empty());
+            Some(Ok(Frame::data(next)))
         }
-        (frame, _) => frame,
     };
-    if matches!(frame, None | Some(Err(_))) || (guard.rest.is_empty() && body.is_end_stream()) {
+    // A large frame of a metered body goes in slices (small frames, the common case, pay a
+    // length check).
+    if let (Some(Ok(frame)), Some(meter), Some(_)) = (&mut frame, &guard.meter, &guard.permit) {
+        if let Some(data) = frame.data_mut().filter(|data| data.len() > MIN_SLICE) {
+            let slice = meter.rate().slice();
+            if data.len() > slice {
+                guard.rest = Some(Box::new(data.split_off(slice)));
+            }
+        }
+    }
+    if matches!(frame, None | Some(Err(_))) || (guard.rest.is_none() && body.is_end_stream()) {
         // Done: let the next request in now, not when hyper drops the body.
         guard.permit = None;
         guard.meter = None;
@@ -343,6 +361,9 @@ where
     };
     (Poll::Ready(frame), handed)
 }
+
+/// The least a slice holds (see [`MinDataRate::slice`]).
+const MIN_SLICE: usize = 1 << 10;
 
 /// Cuts the body off once the frame handed over last is not taken in time. Ends with the
 /// body, or with the permit.
