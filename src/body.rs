@@ -143,28 +143,16 @@ impl<B> AdmissionBody<B> {
     /// once its client takes it slower than `rate`. With `watched`, the server must ask for
     /// the body within the grace period, or it is cut off: an HTTP/2 server asks only once
     /// the client's flow-control window lets it send, and a client may keep it shut.
+    #[inline]
     pub(crate) fn admitted(
         body: B,
         permit: Option<Permit>,
         rate: Option<MinDataRate>,
         watched: bool,
     ) -> Self {
-        let mut meter = rate.filter(|_| permit.is_some()).map(WriteMeter::new);
-        if let (true, Some(meter_now)) = (watched, &mut meter) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let first_ask = meter_now.handed(0, Instant::now());
-                let guard = Guard {
-                    permit,
-                    meter,
-                    ..Guard::default()
-                };
-                let shared = Arc::new(Mutex::new(guard));
-                runtime.spawn(watchdog(Arc::downgrade(&shared), first_ask));
-                let holder = Holder::Watched(shared);
-                return Self {
-                    kind: Kind::Inner { body, holder },
-                };
-            }
+        let meter = rate.filter(|_| permit.is_some()).map(WriteMeter::new);
+        if watched && meter.is_some() {
+            return Self::watched_from_start(body, permit, meter);
         }
         Self {
             kind: Kind::Inner {
@@ -175,6 +163,29 @@ impl<B> AdmissionBody<B> {
                     ..Guard::default()
                 }),
             },
+        }
+    }
+
+    /// [`admitted`](Self::admitted), watched from the start: the server must ask for the body
+    /// within the grace period.
+    #[cold]
+    fn watched_from_start(body: B, permit: Option<Permit>, mut meter: Option<WriteMeter>) -> Self {
+        let mut guard = Guard::default();
+        let holder = match (tokio::runtime::Handle::try_current(), &mut meter) {
+            (Ok(runtime), Some(meter_now)) => {
+                let first_ask = meter_now.handed(0, Instant::now());
+                (guard.permit, guard.meter) = (permit, meter);
+                let shared = Arc::new(Mutex::new(guard));
+                runtime.spawn(watchdog(Arc::downgrade(&shared), first_ask));
+                Holder::Watched(shared)
+            }
+            _ => {
+                (guard.permit, guard.meter) = (permit, meter);
+                Holder::Inline(guard)
+            }
+        };
+        Self {
+            kind: Kind::Inner { body, holder },
         }
     }
 
