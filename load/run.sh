@@ -4,7 +4,7 @@
 # load/results/<timestamp>/report.md with SVG charts.
 #
 #   load/run.sh              the default demo (mixed), about 3 minutes with a warm build
-#   load/run.sh SCENARIO     steady | mixed | mixed3 | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | h2 | uploads | sleepers | refusals | smoke
+#   load/run.sh SCENARIO     steady | mixed | mixed3 | two-sizes | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | h2 | uploads | sleepers | refusals | smoke
 #   load/run.sh processes    three servers in one memory cgroup (root; cgroup v2 or v1)
 #   load/run.sh replicas     one and three servers behind nginx (installed when missing)
 #   load/run.sh all          every scenario, about 21 minutes

@@ -255,6 +255,28 @@ pub fn mixed3() -> Scenario {
     }
 }
 
+/// Two sizes on one route that nothing tells apart, the large ones rare and held longer.
+pub fn two_sizes() -> Scenario {
+    Scenario {
+        name: "two-sizes",
+        demonstrates: "two sizes 384 times apart on one route, each request's drawn at random (64 KiB x 20 ms 99 %, 24 MiB x 300 ms 1 %), 300 clients backing off 100 ms after a 503, no classifier: a run of small requests must not let the large ones in on a small charge",
+        env: env(256 * MIB, 256, 512, "2s"),
+        budget: 256 * MIB,
+        largest_request: 24 * MIB,
+        tower_concurrency: 48,
+        sweep: SWEEP.to_vec(),
+        phases: vec![
+            Phase::get("random size", "/work?kib={64|24576}", 300, 0, 12)
+                .mixed(&[("/work?kib=64&ms=20", 99), ("/work?kib=24576&ms=300", 1)])
+                .backing_off(100),
+        ],
+        settle: Duration::from_secs(2),
+        variants: Vec::new(),
+        baseline: false,
+        cpu: false,
+    }
+}
+
 pub fn spike() -> Scenario {
     Scenario {
         name: "spike",
@@ -672,6 +694,7 @@ pub fn all() -> Vec<Scenario> {
         steady(10),
         mixed(),
         mixed3(),
+        two_sizes(),
         spike(),
         disconnect(),
         stream(),
@@ -704,4 +727,4 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, refusals, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, two-sizes, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, refusals, all, smoke";
