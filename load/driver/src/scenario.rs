@@ -259,15 +259,15 @@ pub fn mixed3() -> Scenario {
 pub fn two_sizes() -> Scenario {
     Scenario {
         name: "two-sizes",
-        demonstrates: "two sizes 384 times apart on one route, each request's drawn at random (64 KiB x 20 ms 99 %, 24 MiB x 300 ms 1 %), 300 clients backing off 100 ms after a 503, no classifier: a run of small requests must not let the large ones in on a small charge",
+        demonstrates: "two sizes 512 times apart on one route, each request's drawn at random (64 KiB x 20 ms 99.5 %, 32 MiB x 1 s 0.5 %), 400 clients backing off 100 ms after a 503, no classifier: a run of small requests must not let the large ones in on a small charge",
         env: env(256 * MIB, 256, 512, "2s"),
         budget: 256 * MIB,
-        largest_request: 24 * MIB,
+        largest_request: 32 * MIB,
         tower_concurrency: 48,
         sweep: SWEEP.to_vec(),
         phases: vec![
-            Phase::get("random size", "/work?kib={64|24576}", 300, 0, 12)
-                .mixed(&[("/work?kib=64&ms=20", 99), ("/work?kib=24576&ms=300", 1)])
+            Phase::get("random size", "/work?kib={64|32768}", 400, 0, 12)
+                .mixed(&[("/work?kib=64&ms=20", 995), ("/work?kib=32768&ms=1000", 5)])
                 .backing_off(100),
         ],
         settle: Duration::from_secs(2),
