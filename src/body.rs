@@ -88,7 +88,8 @@ pin_project! {
 #[allow(clippy::large_enum_variant)]
 enum Holder {
     Inline(Guard),
-    Watched(Arc<Mutex<Guard>>),
+    /// The watchdog goes with the body.
+    Watched(Arc<Mutex<Guard>>, #[allow(dead_code)] Watchdog),
 }
 
 #[derive(Debug, Default)]
@@ -176,8 +177,8 @@ impl<B> AdmissionBody<B> {
                 let first_ask = meter_now.handed(0, Instant::now());
                 (guard.permit, guard.meter) = (permit, meter);
                 let shared = Arc::new(Mutex::new(guard));
-                runtime.spawn(watchdog(Arc::downgrade(&shared), first_ask));
-                Holder::Watched(shared)
+                let dog = runtime.spawn(watchdog(Arc::downgrade(&shared), first_ask));
+                Holder::Watched(shared, Watchdog(dog.abort_handle()))
             }
             _ => {
                 (guard.permit, guard.meter) = (permit, meter);
@@ -237,15 +238,15 @@ where
             KindProj::Inner { body, holder } => {
                 let (frame, hand_over) = match holder {
                     Holder::Inline(guard) => poll_guarded(body, guard, cx),
-                    Holder::Watched(shared) => poll_guarded(body, &mut lock(shared), cx),
+                    Holder::Watched(shared, _) => poll_guarded(body, &mut lock(shared), cx),
                 };
                 if let (Holder::Inline(guard), Some(deadline)) = (&mut *holder, hand_over) {
                     // The body streams and its client may stall, when the server stops
                     // asking for frames: a watchdog must be able to cut it off.
                     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                         let shared = Arc::new(Mutex::new(std::mem::take(guard)));
-                        runtime.spawn(watchdog(Arc::downgrade(&shared), deadline));
-                        *holder = Holder::Watched(shared);
+                        let dog = runtime.spawn(watchdog(Arc::downgrade(&shared), deadline));
+                        *holder = Holder::Watched(shared, Watchdog(dog.abort_handle()));
                     }
                 }
                 frame
@@ -286,7 +287,7 @@ impl Holder {
     fn rest(&self) -> usize {
         match self {
             Holder::Inline(guard) => guard.rest_len(),
-            Holder::Watched(shared) => lock(shared).rest_len(),
+            Holder::Watched(shared, _) => lock(shared).rest_len(),
         }
     }
 }
@@ -371,6 +372,18 @@ where
         _ => None,
     };
     (Poll::Ready(frame), handed)
+}
+
+/// The watchdog of a body, stopped with it: a body that ends long before its deadline
+/// leaves no task sleeping behind (at thousands of HTTP/2 responses a second, a 5 s grace
+/// would keep ten thousand alive).
+#[derive(Debug)]
+struct Watchdog(tokio::task::AbortHandle);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The least a slice holds (see [`MinDataRate::slice`]).

@@ -379,3 +379,38 @@ async fn an_h2_reader_that_keeps_up_gets_every_byte() {
     assert_eq!(server.snapshot().cut_off(Direction::Response), 0);
     server.still_serves().await;
 }
+
+/// Each HTTP/2 response is watched from the start; its watchdog goes with the body rather than
+/// sleeping out the grace period (5 s by default): thousands of responses a second would
+/// otherwise keep thousands of tasks alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_watchdogs_end_with_their_bodies() {
+    let server = Server::start(MinDataRate::new(240, Duration::from_secs(5))).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    for _ in 0..200 {
+        let mut client = client.clone().ready().await.unwrap();
+        let request = http::Request::get("http://test/fast").body(()).unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let mut body = response.await.unwrap().into_body();
+        while body.data().await.is_some() {}
+    }
+    server
+        .wait_for("nothing in flight", |s| s.in_flight == 0)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let alive = loop {
+        let alive = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        if alive <= before + 20 || Instant::now() > deadline {
+            break alive;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(alive <= before + 20, "{alive} tasks alive, {before} before");
+}
