@@ -96,6 +96,8 @@ enum Holder {
 struct Guard {
     permit: Option<Permit>,
     meter: Option<WriteMeter>,
+    /// Over HTTP/2: large frames are handed over in slices.
+    slices: bool,
     /// What is left of a frame handed over in slices (boxed: rare, and the guard is moved
     /// with every response).
     rest: Option<Box<Bytes>>,
@@ -142,8 +144,9 @@ impl<B> Default for AdmissionBody<B> {
 impl<B> AdmissionBody<B> {
     /// The inner service's body, holding `permit` (if admitted) until it ends, and cut off
     /// once its client takes it slower than `rate`. With `watched`, the server must ask for
-    /// the body within the grace period, or it is cut off: an HTTP/2 server asks only once
-    /// the client's flow-control window lets it send, and a client may keep it shut.
+    /// the body within the grace period, or it is cut off, and large frames go in slices: an
+    /// HTTP/2 server asks only once the client's flow-control window lets it send, and a
+    /// client may keep it shut.
     #[inline]
     pub(crate) fn admitted(
         body: B,
@@ -171,7 +174,10 @@ impl<B> AdmissionBody<B> {
     /// within the grace period.
     #[cold]
     fn watched_from_start(body: B, permit: Option<Permit>, mut meter: Option<WriteMeter>) -> Self {
-        let mut guard = Guard::default();
+        let mut guard = Guard {
+            slices: true,
+            ..Guard::default()
+        };
         let holder = match (tokio::runtime::Handle::try_current(), &mut meter) {
             (Ok(runtime), Some(meter_now)) => {
                 let first_ask = meter_now.handed(0, Instant::now());
@@ -295,11 +301,12 @@ impl Holder {
 /// Polls the inner body under its guard. Also returns, when a frame was handed over and
 /// more are to come, the time by which the client must have taken it.
 ///
-/// While the body is metered, a data frame larger than what the client must take within the
-/// grace period at the minimum rate is handed over in slices of that size: the server asks
-/// for the next slice only once the client has room for it (its socket, or its HTTP/2
-/// window), so a client that stops taking the body is seen within the grace period, whatever
-/// the size of the frames.
+/// Over HTTP/2, while the body is metered, a data frame larger than what the client must take
+/// within the grace period at the minimum rate is handed over in slices of that size: the
+/// server asks for the next slice only once the client's stream window has room for it, so a
+/// client that stops taking the body is seen within the grace period, whatever the size of
+/// the frames. (Over HTTP/1 the server's write-stall timeout sees a stalled socket; slicing
+/// there costs a streaming response about 4 % of its throughput, measured.)
 #[allow(clippy::type_complexity)]
 fn poll_guarded<B>(
     mut body: Pin<&mut B>,
@@ -349,7 +356,9 @@ where
     };
     // A large frame of a metered body goes in slices (small frames, the common case, pay a
     // length check).
-    if let (Some(Ok(frame)), Some(meter), Some(_)) = (&mut frame, &guard.meter, &guard.permit) {
+    if let (Some(Ok(frame)), Some(meter), Some(_), true) =
+        (&mut frame, &guard.meter, &guard.permit, guard.slices)
+    {
         if let Some(data) = frame.data_mut().filter(|data| data.len() > MIN_SLICE) {
             let slice = meter.rate().slice();
             if data.len() > slice {
