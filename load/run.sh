@@ -5,6 +5,8 @@
 #
 #   load/run.sh              the default demo (mixed), about 3 minutes with a warm build
 #   load/run.sh SCENARIO     steady | mixed | mixed3 | two-sizes | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | h2 | uploads | sleepers | refusals | smoke
+#   load/run.sh overload     open loop at 0.5-8x the capacity, 1 s client deadlines (about 3 minutes)
+#   load/run.sh spike-retry  open loop, a 3x spike, with each retry policy (about 4 minutes)
 #   load/run.sh processes    three servers in one memory cgroup (root; cgroup v2 or v1)
 #   load/run.sh replicas     one and three servers behind nginx (installed when missing)
 #   load/run.sh all          every scenario, about 21 minutes

@@ -17,7 +17,11 @@
 //! which count as spoken for (see [`Controller::hold_to_discard`]): the connection's bytes at
 //! first, more as the client's frames show hyper's buffer growing (a client trickling its
 //! body keeps a small buffer). All discards together hold at most an eighth of the budget;
-//! a refusal with no room for its discard closes the connection instead (`no_room`).
+//! a refusal with no room for its discard closes the connection instead (`no_room`). And
+//! reading costs CPU: while the runtime is busy (the CPU saturated, or late), discards read
+//! no more than the bodies of admitted requests brought in lately (`busy` beyond): at eight
+//! times a CPU-bound service's capacity, reading every refused 1 MiB body took the CPU its
+//! admitted work needed.
 
 use std::{
     fmt,
@@ -113,6 +117,11 @@ impl<B: Body> Unread<B> {
         let fits = bound.bytes > 0 && declared.is_none_or(|length| length <= bound.bytes);
         if !fits || expects {
             controller.discards().record(Discard::Skipped, 0);
+            return Unread::Skipped;
+        }
+        let reads = declared.unwrap_or(bound.bytes);
+        if controller.runtime_is_busy() && !controller.discards().spend(reads) {
+            controller.discards().record(Discard::Busy, 0);
             return Unread::Skipped;
         }
         let Some(held) = controller.hold_to_discard(CONNECTION_BYTES) else {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// let labels: Vec<_> = Discard::ALL.iter().map(|d| d.as_str()).collect();
 /// assert_eq!(
 ///     labels,
-///     ["whole", "limit", "timeout", "too_slow", "gone", "skipped", "no_room"]
+///     ["whole", "limit", "timeout", "too_slow", "gone", "skipped", "no_room", "busy"]
 /// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,11 +35,15 @@ pub enum Discard {
     /// connection's buffers in the memory budget, or in the share of it that discards may
     /// hold together (an eighth).
     NoRoom,
+    /// Not read at all, the answer sent at once with `Connection: close`: the runtime is busy
+    /// (the CPU saturated by request polls, or the runtime late), and discards have already
+    /// read as much as admitted requests' bodies brought in lately.
+    Busy,
 }
 
 impl Discard {
-    /// The label used in metrics: `whole`, `limit`, `timeout`, `too_slow`, `gone`, `skipped`
-    /// or `no_room`.
+    /// The label used in metrics: `whole`, `limit`, `timeout`, `too_slow`, `gone`, `skipped`,
+    /// `no_room` or `busy`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Discard::Whole => "whole",
@@ -49,11 +53,12 @@ impl Discard {
             Discard::Gone => "gone",
             Discard::Skipped => "skipped",
             Discard::NoRoom => "no_room",
+            Discard::Busy => "busy",
         }
     }
 
     /// Every outcome, for iterating over counters.
-    pub const ALL: [Discard; 7] = [
+    pub const ALL: [Discard; 8] = [
         Discard::Whole,
         Discard::Limit,
         Discard::Timeout,
@@ -61,6 +66,7 @@ impl Discard {
         Discard::Gone,
         Discard::Skipped,
         Discard::NoRoom,
+        Discard::Busy,
     ];
 
     /// Whether the connection must close after the answer: the body was not all read.
@@ -69,14 +75,51 @@ impl Discard {
     }
 }
 
-/// Discards counted by outcome, and the bytes they dropped.
-#[derive(Debug, Default)]
+/// The most discards may read on credit while the runtime is busy: what admitted bodies
+/// brought in lately, at most this much.
+const ALLOWANCE_MAX: u64 = 64 << 20;
+
+/// Discards counted by outcome, and the bytes they dropped; and what discards may read while
+/// the runtime is busy.
+#[derive(Debug)]
 pub(crate) struct Discards {
     ended: [AtomicU64; Discard::ALL.len()],
     bytes: AtomicU64,
+    /// Bytes discards may read while the runtime is busy: credited by the bodies of admitted
+    /// requests, spent by discards.
+    allowance: AtomicU64,
+}
+
+impl Default for Discards {
+    fn default() -> Self {
+        Self {
+            ended: Default::default(),
+            bytes: AtomicU64::new(0),
+            allowance: AtomicU64::new(ALLOWANCE_MAX),
+        }
+    }
 }
 
 impl Discards {
+    /// An admitted request declared a body of `bytes`.
+    #[inline]
+    pub(crate) fn credit(&self, bytes: u64) {
+        if self.allowance.load(Relaxed) < ALLOWANCE_MAX {
+            let _ = self.allowance.fetch_update(Relaxed, Relaxed, |allowance| {
+                Some(allowance.saturating_add(bytes).min(ALLOWANCE_MAX))
+            });
+        }
+    }
+
+    /// Spends `bytes` of the allowance, if it has them: while the runtime is busy, reading
+    /// refused bodies costs the CPU that admitted work needs, so discards read no more than
+    /// admitted bodies brought in.
+    pub(crate) fn spend(&self, bytes: u64) -> bool {
+        self.allowance
+            .fetch_update(Relaxed, Relaxed, |allowance| allowance.checked_sub(bytes))
+            .is_ok()
+    }
+
     pub(crate) fn record(&self, outcome: Discard, bytes: u64) {
         self.ended[outcome as usize].fetch_add(1, Relaxed);
         self.bytes.fetch_add(bytes, Relaxed);
@@ -89,5 +132,28 @@ impl Discards {
 
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discards_read_on_credit_of_admitted_bodies_at_most_a_cap() {
+        let discards = Discards::default();
+        assert!(discards.spend(ALLOWANCE_MAX), "a full allowance at first");
+        assert!(
+            !discards.spend(1),
+            "then nothing until admitted bodies bring some in"
+        );
+        discards.credit(3 << 20);
+        assert!(discards.spend(2 << 20));
+        assert!(!discards.spend(2 << 20), "1 MiB left");
+        discards.credit(u64::MAX);
+        assert!(
+            discards.spend(ALLOWANCE_MAX) && !discards.spend(1),
+            "capped"
+        );
     }
 }

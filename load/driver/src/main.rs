@@ -13,6 +13,8 @@ mod client;
 mod experiment;
 mod h2load;
 mod oha;
+mod openloop;
+mod overload;
 mod plot;
 mod probe;
 mod processes;
@@ -134,6 +136,8 @@ fn main() -> ExitCode {
     let own: Option<OwnReport> = match args.scenario.as_str() {
         "processes" => Some(|out, bin| processes::PROCESSES.run(out, bin)),
         "replicas" => Some(|out, bin| replicas::REPLICAS.run(out, bin)),
+        "overload" => Some(|out, bin| overload::OVERLOAD.run(out, bin)),
+        "spike-retry" => Some(|out, bin| overload::SPIKE_RETRY.run(out, bin)),
         _ => None,
     };
     if let Some(run) = own {

@@ -354,6 +354,19 @@ pub fn line_chart(
     series: Vec<Series>,
     limit: Option<(&str, f64)>,
 ) -> ChartResult {
+    xy_chart(path, caption, "seconds", y_desc, end, series, limit)
+}
+
+/// Lines of `y` against `x` from 0 to `end`, with an optional dashed `limit` line.
+pub fn xy_chart(
+    path: &Path,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+    end: f64,
+    series: Vec<Series>,
+    limit: Option<(&str, f64)>,
+) -> ChartResult {
     let top = series
         .iter()
         .flat_map(|(_, _, points)| points.iter().map(|p| p.1))
@@ -370,7 +383,7 @@ pub fn line_chart(
         .build_cartesian_2d(0.0..end, 0.0..top * 1.1)?;
     chart
         .configure_mesh()
-        .x_desc("seconds")
+        .x_desc(x_desc)
         .y_desc(y_desc)
         .draw()?;
     for (label, color, points) in series {

@@ -1,0 +1,398 @@
+//! `overload`: open-loop arrivals at 0.5 to 8 times the service's capacity, each attempt
+//! with a 1 s deadline and no retry, on a CPU-bound route (`POST /ingest` of 1 MiB of JSON,
+//! parsed). The capacity C is measured first, in the same run: closed loop, no limit. Every
+//! setup sees the same arrivals; each point on a fresh server. Reports goodput (2xx within
+//! the deadline) against offered load, the textbook curve: flat at C is the ideal, and no
+//! limit collapses.
+
+use std::{fmt::Write as _, path::Path, sync::OnceLock, time::Duration};
+
+use crate::{
+    client,
+    experiment::Experiment,
+    openloop::{self, Arrivals, Attempt, Load, Retry},
+    plot, probe,
+    scenario::Phase,
+    server::Server,
+};
+
+/// One setup: which server, with which environment.
+pub struct OverloadSetup {
+    name: &'static str,
+    binary: &'static str,
+    env: &'static [(&'static str, &'static str)],
+}
+
+const SETUPS: [OverloadSetup; 5] = [
+    OverloadSetup {
+        name: "tower-admission (defaults)",
+        binary: "server",
+        env: &[],
+    },
+    OverloadSetup {
+        name: "tower LoadShed+GlobalConcurrencyLimit N=2",
+        binary: "compare",
+        env: &[("LIMITER", "tower"), ("TOWER_CONCURRENCY", "2")],
+    },
+    OverloadSetup {
+        name: "tower LoadShed+GlobalConcurrencyLimit N=4",
+        binary: "compare",
+        env: &[("LIMITER", "tower"), ("TOWER_CONCURRENCY", "4")],
+    },
+    OverloadSetup {
+        name: "tower LoadShed+GlobalConcurrencyLimit N=8",
+        binary: "compare",
+        env: &[("LIMITER", "tower"), ("TOWER_CONCURRENCY", "8")],
+    },
+    OverloadSetup {
+        name: "no limit",
+        binary: "compare",
+        env: &[("LIMITER", "none")],
+    },
+];
+
+/// Offered load, in multiples of the capacity.
+const MULTIPLES: [f64; 6] = [0.5, 1.0, 1.5, 2.0, 4.0, 8.0];
+const LOAD: Duration = Duration::from_secs(5);
+const DEADLINE: Duration = Duration::from_secs(1);
+const PATH: &str = "/ingest";
+const BODY: u64 = 1 << 20;
+/// Arrivals repeat from setup to setup.
+const SEED: u64 = 0x5eed;
+
+/// One point of the curve.
+pub struct Point {
+    multiple: f64,
+    offered: f64,
+    served: f64,
+    refused: f64,
+    timed_out: f64,
+    failed: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    health_p99_ms: f64,
+}
+
+/// One setup's curve.
+pub struct OverloadRun {
+    name: &'static str,
+    capacity: f64,
+    points: Vec<Point>,
+}
+
+/// The capacity, measured once per run (closed loop, 8 clients, no limit).
+static CAPACITY: OnceLock<Result<f64, String>> = OnceLock::new();
+
+fn capacity(dir: &Path, bin_dir: &Path) -> Result<f64, String> {
+    CAPACITY
+        .get_or_init(|| {
+            let env = vec![("LIMITER".to_owned(), "none".to_owned())];
+            let log = dir.join("capacity.log");
+            let server = Server::start(&bin_dir.join("compare"), &env, &log)?;
+            let mut phase = Phase::get_owned("capacity", PATH, 8, Duration::from_secs(4));
+            phase.post_json = Some(BODY);
+            let outcome = client::run(server.addr, &phase, Duration::from_millis(100))?;
+            server.stop();
+            Ok(outcome.goodput())
+        })
+        .clone()
+}
+
+pub const OVERLOAD: Experiment<OverloadSetup, OverloadRun> = Experiment {
+    name: "overload",
+    setups: &SETUPS,
+    describe: |setup| setup.name.to_owned(),
+    run_one,
+    section,
+    chart_file: "goodput.svg",
+    chart,
+};
+
+fn run_one(setup: &OverloadSetup, dir: &Path, bin_dir: &Path) -> Result<OverloadRun, String> {
+    let capacity = capacity(dir, bin_dir)?;
+    let env: Vec<(String, String)> = setup
+        .env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let mut points = Vec::new();
+    for multiple in MULTIPLES {
+        let log = dir.join(format!("server-{multiple}.log"));
+        let server = Server::start(&bin_dir.join(setup.binary), &env, &log)?;
+        let load = Load {
+            path: PATH.into(),
+            body: Some(BODY),
+            segments: vec![(LOAD, multiple * capacity)],
+            arrivals: Arrivals::Poisson,
+            deadline: DEADLINE,
+            retry: Retry::None,
+        };
+        let heartbeat = probe::heartbeat(server.addr, Duration::from_millis(50));
+        let outcome = openloop::run(server.addr, &load, SEED);
+        // Per second of arrivals; answers within the last deadline count too.
+        let until = outcome.seconds.max(LOAD.as_secs_f64()) + DEADLINE.as_secs_f64();
+        let per_second = LOAD.as_secs_f64() / until;
+        let health = heartbeat.finish();
+        server.stop();
+        let rate = |kind: fn(&Attempt) -> bool| outcome.rate(0.0, until, kind) / per_second;
+        points.push(Point {
+            multiple,
+            offered: outcome.jobs as f64 / LOAD.as_secs_f64(),
+            served: rate(|a| matches!(a, Attempt::Served { .. })),
+            refused: rate(|a| matches!(a, Attempt::Refused { .. })),
+            timed_out: rate(|a| matches!(a, Attempt::TimedOut { .. })),
+            failed: rate(|a| matches!(a, Attempt::Failed { .. })),
+            p50_ms: outcome.served_quantile(0.5) * 1000.0,
+            p99_ms: outcome.served_quantile(0.99) * 1000.0,
+            health_p99_ms: health_p99(&health) * 1000.0,
+        });
+    }
+    Ok(OverloadRun {
+        name: setup.name,
+        capacity,
+        points,
+    })
+}
+
+/// The 99th percentile of `/health` latencies, a failed probe counting as 1 s.
+fn health_p99(latencies: &[Option<f64>]) -> f64 {
+    let mut all: Vec<f64> = latencies.iter().map(|l| l.unwrap_or(1.0)).collect();
+    all.sort_by(f64::total_cmp);
+    client::quantile(&all, 0.99)
+}
+
+fn section(runs: &[OverloadRun]) -> String {
+    let capacity = runs.first().map_or(f64::NAN, |r| r.capacity);
+    let mut out = format!(
+        "### overload\n\nOpen-loop arrivals (Poisson) at 0.5 to 8 times the capacity C = {capacity:.0}/s (measured first in the same run: closed loop, 8 clients, no limit), for {} s each on a fresh server: `POST {PATH}` of 1 MiB of JSON (parsed), one connection per attempt, the whole request written before the answer is read, each attempt abandoned after {} s, no retries. Goodput: 2xx within the deadline.\n\n",
+        LOAD.as_secs(),
+        DEADLINE.as_secs(),
+    );
+    out.push_str("| setup | offered (× C) | goodput (/s) | goodput (× C) | 503 (/s) | timed out (/s) | failed (/s) | p50 / p99 of 2xx (ms) | /health p99 (ms) |\n|---|---:|---:|---:|---:|---:|---:|---|---:|\n");
+    for run in runs {
+        for p in &run.points {
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} ({:.0}/s) | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} / {:.0} | {:.0} |",
+                run.name,
+                p.multiple,
+                p.offered,
+                p.served,
+                p.served / run.capacity,
+                p.refused,
+                p.timed_out,
+                p.failed,
+                p.p50_ms,
+                p.p99_ms,
+                p.health_p99_ms,
+            );
+        }
+    }
+    out.push_str("\n![goodput against offered load](overload/goodput.svg)\n");
+    out
+}
+
+fn chart(runs: &[OverloadRun], path: &Path) -> plot::ChartResult {
+    let series = runs
+        .iter()
+        .zip(plot::COLORS)
+        .map(|(run, color)| {
+            let points = run
+                .points
+                .iter()
+                .map(|p| (p.multiple, p.served / run.capacity))
+                .collect();
+            (run.name.to_owned(), color, points)
+        })
+        .collect();
+    plot::xy_chart(
+        path,
+        "overload: goodput (2xx within 1 s) against offered load, POST /ingest 1 MiB",
+        "offered load (× capacity)",
+        "goodput (× capacity)",
+        8.2,
+        series,
+        Some(("capacity", 1.0)),
+    )
+}
+
+/// `spike-retry`: open-loop jobs at 0.6 C for 5 s, 3 C for 5 s, 0.6 C for 8 s (constant
+/// arrivals), each attempt abandoned after 1 s, with each retry policy; a server per run.
+/// Reports 2xx per second, and how soon after the spike goodput is back at 0.9 times the base
+/// rate and stays there.
+pub struct SpikeSetup {
+    server: usize,
+    retry: Retry,
+}
+
+const SPIKE_SETUPS: [SpikeSetup; 12] = {
+    let retries = [Retry::None, Retry::Polite, Retry::Storm];
+    let servers = [0, 1, 2, 4];
+    let mut setups = [const {
+        SpikeSetup {
+            server: 0,
+            retry: Retry::None,
+        }
+    }; 12];
+    let mut i = 0;
+    while i < 12 {
+        setups[i] = SpikeSetup {
+            server: servers[i % 4],
+            retry: retries[i / 4],
+        };
+        i += 1;
+    }
+    setups
+};
+
+const BASE: f64 = 0.6;
+const SPIKE: f64 = 3.0;
+/// The spike's start and end, and the run's end, in seconds.
+const SPIKE_FROM: u64 = 5;
+const SPIKE_TO: u64 = 10;
+const SPIKE_END: u64 = 18;
+
+pub struct SpikeRun {
+    name: String,
+    retry: Retry,
+    capacity: f64,
+    served: Vec<u64>,
+    health_p99_ms: f64,
+}
+
+impl SpikeRun {
+    /// Seconds after the spike's end until goodput is at 0.9 × the base rate and stays
+    /// there to the end; `None` if it never is.
+    fn recovered_after(&self) -> Option<u64> {
+        let target = 0.9 * BASE * self.capacity;
+        let after = &self.served[SPIKE_TO as usize..];
+        (0..after.len())
+            .find(|&from| after[from..].iter().all(|&n| n as f64 >= target))
+            .map(|s| s as u64)
+    }
+}
+
+pub const SPIKE_RETRY: Experiment<SpikeSetup, SpikeRun> = Experiment {
+    name: "spike-retry",
+    setups: &SPIKE_SETUPS,
+    describe: |setup| {
+        format!(
+            "{}, retries {}",
+            SETUPS[setup.server].name,
+            setup.retry.as_str()
+        )
+    },
+    run_one: run_spike,
+    section: spike_section,
+    chart_file: "goodput.svg",
+    chart: spike_chart,
+};
+
+fn run_spike(setup: &SpikeSetup, dir: &Path, bin_dir: &Path) -> Result<SpikeRun, String> {
+    let capacity = capacity(dir, bin_dir)?;
+    let server_setup = &SETUPS[setup.server];
+    let env: Vec<(String, String)> = server_setup
+        .env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let server = Server::start(
+        &bin_dir.join(server_setup.binary),
+        &env,
+        &dir.join("server.log"),
+    )?;
+    let seconds = |s: u64| Duration::from_secs(s);
+    let load = Load {
+        path: PATH.into(),
+        body: Some(BODY),
+        segments: vec![
+            (seconds(SPIKE_FROM), BASE * capacity),
+            (seconds(SPIKE_TO - SPIKE_FROM), SPIKE * capacity),
+            (seconds(SPIKE_END - SPIKE_TO), BASE * capacity),
+        ],
+        arrivals: Arrivals::Constant,
+        deadline: DEADLINE,
+        retry: setup.retry,
+    };
+    let heartbeat = probe::heartbeat(server.addr, Duration::from_millis(50));
+    let outcome = openloop::run(server.addr, &load, SEED);
+    let health = heartbeat.finish();
+    server.stop();
+    Ok(SpikeRun {
+        name: server_setup.name.to_owned(),
+        retry: setup.retry,
+        capacity,
+        served: outcome.served_per_second(SPIKE_END as usize),
+        health_p99_ms: health_p99(&health) * 1000.0,
+    })
+}
+
+fn spike_section(runs: &[SpikeRun]) -> String {
+    let capacity = runs.first().map_or(f64::NAN, |r| r.capacity);
+    let mut out = format!(
+        "### spike-retry\n\nOpen-loop jobs (constant arrivals) at {BASE} C for {SPIKE_FROM} s, {SPIKE} C for {} s, then {BASE} C again to {SPIKE_END} s, C = {capacity:.0}/s (measured first, closed loop, no limit): `POST {PATH}` of 1 MiB of JSON, each attempt abandoned after {} s, with each retry policy (up to 3 more attempts). Below: 2xx per second in each second after the spike ends, and how many seconds after it goodput is back at 0.9 × the base rate ({:.0}/s) and stays there.\n\n",
+        SPIKE_TO - SPIKE_FROM,
+        DEADLINE.as_secs(),
+        0.9 * BASE * capacity,
+    );
+    let after = SPIKE_END - SPIKE_TO;
+    let columns: String = (1..=after).map(|s| format!(" +{s} s |")).collect();
+    let _ = writeln!(
+        out,
+        "| setup | retries | 2xx/s during the spike |{columns} recovered after | /health p99 (ms) |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---:|{}---:|---:|",
+        "---:|".repeat(after as usize)
+    );
+    for run in runs {
+        let during: u64 = run.served[SPIKE_FROM as usize..SPIKE_TO as usize]
+            .iter()
+            .sum();
+        let cells: String = run.served[SPIKE_TO as usize..]
+            .iter()
+            .map(|n| format!(" {n} |"))
+            .collect();
+        let recovered = match run.recovered_after() {
+            Some(s) => format!("{s} s"),
+            None => "never".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} |{cells} {recovered} | {:.0} |",
+            run.name,
+            run.retry.as_str(),
+            during as f64 / (SPIKE_TO - SPIKE_FROM) as f64,
+            run.health_p99_ms,
+        );
+    }
+    out.push_str("\n![2xx per second, retries after Retry-After](spike-retry/goodput.svg)\n");
+    out
+}
+
+fn spike_chart(runs: &[SpikeRun], path: &Path) -> plot::ChartResult {
+    let series = runs
+        .iter()
+        .filter(|run| run.retry == Retry::Polite)
+        .zip(plot::COLORS)
+        .map(|(run, color)| {
+            let points = run
+                .served
+                .iter()
+                .enumerate()
+                .map(|(s, n)| (s as f64 + 0.5, *n as f64))
+                .collect();
+            (run.name.clone(), color, points)
+        })
+        .collect();
+    let base = BASE * runs.first().map_or(0.0, |r| r.capacity);
+    plot::line_chart(
+        path,
+        "spike-retry: 2xx per second, 3 C from 5 s to 10 s, retries after Retry-After",
+        "2xx/s",
+        SPIKE_END as f64,
+        series,
+        Some(("base rate", base)),
+    )
+}
