@@ -124,10 +124,10 @@ impl Outcome {
     pub fn served_per_second(&self, end: usize) -> Vec<u64> {
         let mut per = vec![0; end];
         for attempt in &self.attempts {
-            if let Attempt::Served { at, .. } = attempt {
-                if let Some(slot) = per.get_mut(*at as usize) {
-                    *slot += 1;
-                }
+            if let Attempt::Served { at, .. } = attempt
+                && let Some(slot) = per.get_mut(*at as usize)
+            {
+                *slot += 1;
             }
         }
         per
