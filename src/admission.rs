@@ -3,6 +3,7 @@
 use std::{fmt, path::Path, sync::Arc};
 
 use crate::{
+    client_deadline::ClientDeadline,
     config::{AdmissionConfig, ConfigError, MemoryBudget, describe, resolve_budget},
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
@@ -212,6 +213,9 @@ impl Admission {
             classifier: config.classifier.clone(),
             prioritizer: Prioritizer::new(config.prioritize.as_ref(), &config.priority_rules),
             heartbeat: heartbeat.clone(),
+            client_deadline: ClientDeadline {
+                header: config.deadline_header.clone(),
+            },
         };
         let mut description = describe(
             &config,

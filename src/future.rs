@@ -6,6 +6,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -112,6 +113,8 @@ pin_project! {
         serving: Serving,
         // What the request holds while it waits, counted as memory spoken for.
         held: Held,
+        // Whether the deadline is its client's, shorter than the queue timeout.
+        clients: bool,
     }
 }
 
@@ -182,26 +185,33 @@ where
         }
     }
 
-    /// Waits for admission until the queue timeout, which is also `serving.timeout`.
+    /// Waits for admission until the queue timeout, which is also `serving.timeout`, or the
+    /// client's own deadline (`client_wait`) when that comes first.
     pub(crate) fn queued(
         ticket: Ticket,
         service: S,
         request: Request<B>,
         refusing: Arc<Refusing>,
         serving: Serving,
+        client_wait: Option<Duration>,
     ) -> Self {
         let queued_at = Instant::now();
+        let (wait, clients) = match client_wait {
+            Some(wait) if wait < serving.timeout => (wait, true),
+            _ => (serving.timeout, false),
+        };
         let held = ticket
             .controller()
             .hold(connection_bytes(request.version()));
         let waiting = Waiting {
             ticket,
-            deadline: tokio::time::sleep_until(queued_at + serving.timeout),
+            deadline: tokio::time::sleep_until(queued_at + wait),
             queued_at,
             call: Some((service, request)),
             refusing,
             serving,
             held,
+            clients,
         };
         Self {
             state: State::Queued {
@@ -414,6 +424,9 @@ where
         Poll::Ready(granted) => granted,
         Poll::Pending => {
             ready!(waiting.deadline.poll(cx));
+            if *waiting.clients {
+                waiting.ticket.controller().count_client_deadline();
+            }
             waiting.ticket.expire()
         }
     };

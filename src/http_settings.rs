@@ -7,6 +7,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, Method, Request, Response, Uri};
 
+use crate::client_deadline::ClientDeadline;
 use crate::{
     controller::{Controller, CostClass},
     data_rate::BodyRates,
@@ -267,6 +268,8 @@ pub(crate) struct HttpSettings {
     pub(crate) prioritizer: Prioritizer,
     /// The runtime's heartbeat, where the live limit follows it.
     pub(crate) heartbeat: Option<Arc<Heartbeat>>,
+    /// Where a request says how long its client waits.
+    pub(crate) client_deadline: ClientDeadline,
 }
 
 /// What a shed request is told to wait, in seconds.
@@ -365,6 +368,7 @@ mod tests {
             classifier,
             prioritizer: Prioritizer::None,
             heartbeat: None,
+            client_deadline: ClientDeadline::default(),
         }
     }
 

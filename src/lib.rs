@@ -82,6 +82,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 mod admission;
 mod body;
+mod client_deadline;
 mod config;
 mod controller;
 mod cpu_quota;

@@ -46,6 +46,10 @@ mod enabled {
             Unit::Bytes,
             "Bytes held by waiting, counted as spoken for beside the charges: queued requests' connections and heads, connections discarding a refused body."
         );
+        describe_counter!(
+            "admission_client_deadline_total",
+            "Waiters that left at their client's deadline (grpc-timeout, or the deadline header), before the queue timeout."
+        );
         describe_gauge!(
             "admission_shared_charges",
             "1 while the pool shares charges with the other processes of its memory cgroup, 0 when not (the effective configuration says why)."
@@ -166,6 +170,7 @@ mod enabled {
         gauge!("admission_memory_bytes").set(s.memory_bytes as f64);
         gauge!("admission_reserved_bytes").set(s.charged_bytes as f64);
         gauge!("admission_held_bytes").set(s.held_bytes as f64);
+        counter!("admission_client_deadline_total").absolute(s.client_deadlines);
         gauge!("admission_shared_charges").set(f64::from(u8::from(s.shared_charges)));
         gauge!("admission_neighbours").set(s.neighbours as f64);
         gauge!("admission_neighbour_bytes").set(s.neighbour_bytes as f64);

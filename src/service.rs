@@ -138,7 +138,8 @@ where
                 settings.ensure_heartbeat();
                 let readied = readied(&mut self.inner);
                 let refusing = Arc::clone(&settings.refusing);
-                ResponseFuture::queued(ticket, readied, request, refusing, serving)
+                let client_wait = settings.client_deadline.wait(&request);
+                ResponseFuture::queued(ticket, readied, request, refusing, serving, client_wait)
             }
             Acquired::Rejected(rejection) => {
                 settings.ensure_heartbeat();

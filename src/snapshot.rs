@@ -81,6 +81,11 @@ pub struct Snapshot {
     /// Bytes of refused requests' bodies read and dropped since start, so that their clients
     /// could read the answer.
     pub discarded_bytes: u64,
+    /// Waiters that left at their client's deadline (`grpc-timeout`, or the header
+    /// [`AdmissionConfig::deadline_header`](crate::AdmissionConfig::deadline_header) names),
+    /// before the queue timeout: answered `503` (`queue_timeout`) rather than admitted for a
+    /// client that had left.
+    pub client_deadlines: u64,
     pub(crate) rejected: [[u64; Limit::ALL.len()]; Reason::ALL.len()],
     pub(crate) would_reject: [[u64; Limit::ALL.len()]; Reason::ALL.len()],
     pub(crate) admitted_by: [u64; 3],

@@ -102,6 +102,50 @@ async fn the_deadline_is_exact_under_a_paused_clock() {
     assert_eq!(admission.snapshot().in_flight, 0);
 }
 
+/// A waiter whose client says it waits less than the queue timeout (gRPC's `grpc-timeout`,
+/// or the configured header) leaves at the client's deadline, counted, and is never admitted
+/// for a client that has left; one that says more waits the queue timeout.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_leaves_at_its_clients_deadline() {
+    let admission = admission(
+        AdmissionConfig::default()
+            .max_concurrency(1)
+            .queue_timeout(Duration::from_secs(2))
+            .deadline_header(http::HeaderName::from_static("x-deadline-ms")),
+    );
+    let service = admission.layer().layer(service_fn(ok));
+    let held = service.clone().oneshot(request()).await.unwrap();
+    let with = |name: &str, value: &str| {
+        let mut request = request();
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+        request
+    };
+    let grpc = tokio::spawn(service.clone().oneshot(with("grpc-timeout", "100m")));
+    let header = tokio::spawn(service.clone().oneshot(with("x-deadline-ms", "300")));
+    let patient = tokio::spawn(service.clone().oneshot(with("x-deadline-ms", "60000")));
+    tokio::task::yield_now().await;
+    assert_eq!(admission.snapshot().queued, 3);
+    tokio::time::advance(Duration::from_millis(101)).await;
+    let response = grpc.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.body().rejection().map(|r| r.reason()),
+        Some(Reason::QueueTimeout)
+    );
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let response = header.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(admission.snapshot().client_deadlines, 2);
+    // The slot frees: the patient one, still within its own deadline, is admitted.
+    drop(held);
+    let response = patient.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(admission.snapshot().client_deadlines, 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_release_before_the_deadline_admits_the_waiter() {
     let admission = admission(AdmissionConfig::default().max_concurrency(1));

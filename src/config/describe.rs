@@ -81,7 +81,16 @@ pub(crate) fn describe(
             (true, QueueTarget::Off) => "off (waiters wait up to the queue timeout)".to_owned(),
         },
         config.queue_capacity,
-        humantime::format_duration(config.queue_timeout),
+        match &config.deadline_header {
+            Some(header) => format!(
+                "{}, or the client's own deadline when sooner (grpc-timeout, {header} in ms)",
+                humantime::format_duration(config.queue_timeout)
+            ),
+            None => format!(
+                "{}, or the client's own deadline when sooner (grpc-timeout)",
+                humantime::format_duration(config.queue_timeout)
+            ),
+        },
         humantime::format_duration(config.sample_interval),
         match config.retry_after_secs {
             Some(secs) => format!("{secs} s"),

@@ -32,6 +32,7 @@ pub(crate) mod vars {
     pub(crate) const DISCARD_TIMEOUT: &str = "ADMISSION_DISCARD_TIMEOUT";
     /// How requests get a [`Priority`](crate::Priority), and what `Critical` ones keep.
     pub(crate) const PRIORITY_HEADER: &str = "ADMISSION_PRIORITY_HEADER";
+    pub(crate) const DEADLINE_HEADER: &str = "ADMISSION_DEADLINE_HEADER";
     pub(crate) const CRITICAL_PATHS: &str = "ADMISSION_CRITICAL_PATHS";
     pub(crate) const SHEDDABLE_PATHS: &str = "ADMISSION_SHEDDABLE_PATHS";
     pub(crate) const CRITICAL_RESERVE: &str = "ADMISSION_CRITICAL_RESERVE";
@@ -46,7 +47,8 @@ pub(crate) mod vars {
     /// Count what would be refused, and admit everything.
     pub(crate) const OBSERVE_ONLY: &str = "ADMISSION_OBSERVE_ONLY";
 
-    pub(crate) const ALL: [&str; 26] = [
+    pub(crate) const ALL: [&str; 27] = [
+        DEADLINE_HEADER,
         MAX_CONCURRENCY,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
@@ -200,6 +202,12 @@ impl AdmissionConfig {
             }
             vars::PRIORITY_HEADER => {
                 self.priority_rules.header = match trimmed {
+                    "" => None,
+                    name => Some(name.parse().map_err(|_| malformed(HEADER_FORMS))?),
+                };
+            }
+            vars::DEADLINE_HEADER => {
+                self.deadline_header = match trimmed {
                     "" => None,
                     name => Some(name.parse().map_err(|_| malformed(HEADER_FORMS))?),
                 };

@@ -69,6 +69,8 @@ pub struct AdmissionConfig {
     /// How much of a refused request's unread body is read and dropped.
     pub(crate) discard: DiscardBound,
     pub(crate) priority_rules: PriorityRules,
+    /// A header whose value is how long the client waits, in milliseconds.
+    pub(crate) deadline_header: Option<http::HeaderName>,
     pub(crate) prioritize: Option<Prioritize>,
     /// The percentage of slots and budget only `Critical` requests may use.
     pub(crate) critical_reserve: f64,
@@ -112,6 +114,7 @@ impl Default for AdmissionConfig {
             response_body: RateSetting::DEFAULT,
             discard: DiscardBound::DEFAULT,
             priority_rules: PriorityRules::default(),
+            deadline_header: None,
             prioritize: None,
             critical_reserve: 0.0,
             memory_source: MemorySourceKind::Jemalloc,

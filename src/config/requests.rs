@@ -157,6 +157,27 @@ impl AdmissionConfig {
         self
     }
 
+    /// A request header whose value is how long its client waits for the answer, in
+    /// milliseconds (`ADMISSION_DEADLINE_HEADER`), such as Envoy's
+    /// `x-envoy-expected-rq-timeout-ms`; gRPC's `grpc-timeout` is always read. A queued request
+    /// waits no longer than that: past it the client has left, and it is answered `503`
+    /// (`queue_timeout`) rather than admitted for nobody, and counted in
+    /// [`Snapshot::client_deadlines`](crate::Snapshot::client_deadlines). A request admitted
+    /// at once is not held to it.
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_admission::AdmissionConfig;
+    ///
+    /// let config = AdmissionConfig::default()
+    ///     .deadline_header(HeaderName::from_static("x-envoy-expected-rq-timeout-ms"));
+    /// # let _ = config;
+    /// ```
+    pub fn deadline_header(mut self, name: HeaderName) -> Self {
+        self.deadline_header = Some(name);
+        self
+    }
+
     /// Path prefixes of [`Priority::Critical`] requests (`ADMISSION_CRITICAL_PATHS`),
     /// matching whole segments as [`bypass`](Self::bypass) does.
     pub fn critical_paths<I, P>(mut self, prefixes: I) -> Self

@@ -53,21 +53,28 @@ impl Drain {
     }
 
     /// Whole seconds a client shed behind `ahead` waiters should wait: `ahead + 1` over the
-    /// rate, jittered by `draw` (any number; the same draw gives the same jitter), within
-    /// `1..=max`. Before any saturation there is no rate to go by: 1 s, as the fixed default.
+    /// rate, spread by `draw` (any number; the same draw gives the same value) evenly over
+    /// the whole seconds within ±25 % of it, and over two of them at least (1 or 2 s for a
+    /// short wait: whole seconds would otherwise send every client refused together back in
+    /// the same second), within `1..=max`. Before any saturation there is no rate to go by:
+    /// 1 s, as the fixed default.
     pub(crate) fn retry_after(&self, ahead: usize, max: u32, draw: u64) -> u32 {
         let rate = self.rate();
         if rate == 0.0 {
             return 1;
         }
-        let wait = (ahead as f64 + 1.0) / rate;
-        // `draw` mixed (splitmix64) to a uniform fraction in [0, 1).
+        let wait = ((ahead as f64 + 1.0) / rate).min(f64::from(max));
+        let max = max.max(1);
+        let low = ((wait * (1.0 - JITTER)).round().max(1.0) as u32).min(max);
+        let high = ((wait * (1.0 + JITTER)).round() as u32)
+            .max(low + 1)
+            .min(max);
+        // `draw` mixed (splitmix64), then one of the whole seconds in `low..=high`.
         let mut z = draw.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let fraction = (z ^ (z >> 31)) as f64 / u64::MAX as f64;
-        let jittered = wait * (1.0 - JITTER + 2.0 * JITTER * fraction);
-        (jittered.ceil() as u32).clamp(1, max.max(1))
+        let spread = ((z ^ (z >> 31)) % u64::from(high - low + 1)) as u32;
+        low + spread
     }
 }
 
@@ -139,11 +146,21 @@ mod tests {
         let waits: Vec<u32> = (0..1000)
             .map(|draw| drain.retry_after(999, 60, draw))
             .collect();
-        assert!(waits.iter().all(|w| (7..=13).contains(w)), "{waits:?}");
-        assert!(waits.iter().min() < Some(&9) && waits.iter().max() > Some(&11));
+        assert!(waits.iter().all(|w| (8..=13).contains(w)), "{waits:?}");
+        for second in 8..=13 {
+            let share = waits.iter().filter(|w| **w == second).count();
+            assert!((120..=220).contains(&share), "{second} s: {share} of 1000");
+        }
+        // A short wait (refused with nobody ahead at 100/s): 1 or 2 s, about half each, so
+        // that clients refused together do not all come back together.
+        let short: Vec<u32> = (0..1000)
+            .map(|draw| drain.retry_after(0, 60, draw))
+            .collect();
+        let ones = short.iter().filter(|w| **w == 1).count();
+        assert!(short.iter().all(|w| (1..=2).contains(w)) && (400..=600).contains(&ones));
         // Within 1..=max.
-        assert_eq!(drain.retry_after(0, 60, 7), 1);
-        assert_eq!(drain.retry_after(1_000_000, 60, 7), 60);
+        assert_eq!(drain.retry_after(0, 1, 7), 1);
+        assert!((45..=60).contains(&drain.retry_after(1_000_000, 60, 7)));
         // Never saturated yet: no rate to go by.
         assert_eq!(Drain::default().retry_after(500, 30, 7), 1);
     }

@@ -42,6 +42,8 @@ pub(super) struct Counters {
     slow_bodies: SlowBodies,
     pub(super) discards: Discards,
     drain: Drain,
+    /// Waiters that left at their client's deadline, before the queue timeout.
+    client_deadlines: AtomicU64,
 }
 
 impl Default for Counters {
@@ -57,6 +59,7 @@ impl Default for Counters {
             slow_bodies: SlowBodies::default(),
             discards: Discards::default(),
             drain: Drain::default(),
+            client_deadlines: AtomicU64::new(0),
         }
     }
 }
@@ -190,6 +193,11 @@ impl Controller {
         }
     }
 
+    /// A waiter left at its client's deadline, before the queue timeout.
+    pub(crate) fn count_client_deadline(&self) {
+        self.counters.client_deadlines.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         let state = self.state.load(SeqCst);
         let load = |counter: &AtomicU64| counter.load(Relaxed);
@@ -244,6 +252,7 @@ impl Controller {
             cut_off: counters.slow_bodies.counts(),
             discards: counters.discards.counts(),
             discarded_bytes: counters.discards.bytes(),
+            client_deadlines: counters.client_deadlines.load(Relaxed),
         }
     }
 }
