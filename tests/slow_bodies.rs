@@ -288,24 +288,39 @@ async fn a_reader_that_stops_reading_loses_its_slot_while_the_server_waits_on_it
     server.still_serves().await;
 }
 
+/// An h2c client of `server` whose streams open `window` bytes at first (the default 65,535
+/// if `None`); its connection runs in a task of its own.
+async fn h2_client(server: &Server, window: Option<u32>) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut builder = h2::client::Builder::new();
+    if let Some(window) = window {
+        builder.initial_window_size(window);
+    }
+    let (client, connection) = builder.handshake::<_, Bytes>(tcp).await.unwrap();
+    tokio::spawn(connection);
+    client.ready().await.unwrap()
+}
+
+/// `GET path` on `client`, its answer's head read.
+async fn h2_get(
+    client: &h2::client::SendRequest<Bytes>,
+    path: &str,
+) -> http::Response<h2::RecvStream> {
+    let mut client = client.clone().ready().await.unwrap();
+    let request = http::Request::get(format!("http://test{path}"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    response.await.unwrap()
+}
+
 /// An HTTP/2 client whose stream window stays shut: hyper then never asks for the body, and
 /// no frame is handed over for a rate to be measured on. The slot goes back all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_reader_that_opens_no_window_loses_its_slot() {
     let server = Server::start(MinDataRate::new(10 << 10, Duration::from_millis(100))).await;
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let (client, connection) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, Bytes>(tcp)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::get("http://test/frames?kib=64&n=4")
-        .body(())
-        .unwrap();
-    let (response, _) = client.send_request(request, true).unwrap();
-    let response = response.await.unwrap();
+    let client = h2_client(&server, Some(0)).await;
+    let response = h2_get(&client, "/frames?kib=64&n=4").await;
     assert_eq!(response.status(), 200);
     let started = Instant::now();
     server
@@ -329,16 +344,9 @@ async fn an_h2_reader_that_opens_no_window_loses_its_slot() {
 async fn an_h2_reader_that_stops_taking_large_frames_loses_its_slot_within_the_grace() {
     // 10 KiB/s: a 64 KiB frame would be allowed 6.4 s, a 1 KiB slice the 100 ms grace.
     let server = Server::start(MinDataRate::new(10 << 10, Duration::from_millis(100))).await;
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::get("http://test/frames?kib=64&n=8")
-        .body(())
-        .unwrap();
-    let (response, _) = client.send_request(request, true).unwrap();
+    let client = h2_client(&server, None).await;
     // Never read: h2 opens the window again only for data the client takes.
-    let response = response.await.unwrap();
+    let response = h2_get(&client, "/frames?kib=64&n=8").await;
     assert_eq!(response.status(), 200);
     let started = Instant::now();
     server
@@ -359,15 +367,8 @@ async fn an_h2_reader_that_stops_taking_large_frames_loses_its_slot_within_the_g
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_reader_that_keeps_up_gets_every_byte() {
     let server = Server::start(MinDataRate::new(10 << 10, Duration::from_millis(100))).await;
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::get("http://test/frames?kib=64&n=8")
-        .body(())
-        .unwrap();
-    let (response, _) = client.send_request(request, true).unwrap();
-    let mut body = response.await.unwrap().into_body();
+    let client = h2_client(&server, None).await;
+    let mut body = h2_get(&client, "/frames?kib=64&n=8").await.into_body();
     let mut received = 0;
     while let Some(data) = body.data().await {
         let data = data.unwrap();

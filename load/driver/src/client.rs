@@ -72,10 +72,10 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// A small, seeded generator: the draws differ by connection and repeat from run to run.
-struct Draw(u64);
+pub struct Draw(pub u64);
 
 impl Draw {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         // xorshift64*
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -86,6 +86,11 @@ impl Draw {
     /// A number in `lo..hi` (`hi > lo`).
     fn within(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo)
+    }
+
+    /// A number in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

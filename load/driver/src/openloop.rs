@@ -3,6 +3,7 @@
 //! before it reads, and gives up at its deadline (closing the connection, as a client that
 //! has left does); a job retries by its policy. A thread per job, with a small stack.
 
+use crate::client::Draw;
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream},
@@ -318,23 +319,6 @@ fn exchange(
         }
     }
     Ok((status, retry_after))
-}
-
-/// A small, seeded generator (xorshift64*).
-struct Draw(u64);
-
-impl Draw {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 #[cfg(test)]

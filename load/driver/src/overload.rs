@@ -108,13 +108,18 @@ pub const OVERLOAD: Experiment<OverloadSetup, OverloadRun> = Experiment {
     chart,
 };
 
+impl OverloadSetup {
+    fn env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+}
+
 fn run_one(setup: &OverloadSetup, dir: &Path, bin_dir: &Path) -> Result<OverloadRun, String> {
     let capacity = capacity(dir, bin_dir)?;
-    let env: Vec<(String, String)> = setup
-        .env
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let env = setup.env();
     let mut points = Vec::new();
     for multiple in MULTIPLES {
         let log = dir.join(format!("server-{multiple}.log"));
@@ -291,14 +296,9 @@ pub const SPIKE_RETRY: Experiment<SpikeSetup, SpikeRun> = Experiment {
 fn run_spike(setup: &SpikeSetup, dir: &Path, bin_dir: &Path) -> Result<SpikeRun, String> {
     let capacity = capacity(dir, bin_dir)?;
     let server_setup = &SETUPS[setup.server];
-    let env: Vec<(String, String)> = server_setup
-        .env
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
     let server = Server::start(
         &bin_dir.join(server_setup.binary),
-        &env,
+        &server_setup.env(),
         &dir.join("server.log"),
     )?;
     let seconds = |s: u64| Duration::from_secs(s);
