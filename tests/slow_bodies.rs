@@ -387,17 +387,12 @@ async fn an_h2_reader_that_keeps_up_gets_every_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_watchdogs_end_with_their_bodies() {
     let server = Server::start(MinDataRate::new(240, Duration::from_secs(5))).await;
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
+    let client = h2_client(&server, None).await;
     let before = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();
     for _ in 0..200 {
-        let mut client = client.clone().ready().await.unwrap();
-        let request = http::Request::get("http://test/fast").body(()).unwrap();
-        let (response, _) = client.send_request(request, true).unwrap();
-        let mut body = response.await.unwrap().into_body();
+        let mut body = h2_get(&client, "/fast").await.into_body();
         while body.data().await.is_some() {}
     }
     server
