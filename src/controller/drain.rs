@@ -65,10 +65,9 @@ impl Drain {
         }
         let wait = ((ahead as f64 + 1.0) / rate).min(f64::from(max));
         let max = max.max(1);
-        let low = ((wait * (1.0 - JITTER)).round().max(1.0) as u32).min(max);
-        let high = ((wait * (1.0 + JITTER)).round() as u32)
-            .max(low + 1)
-            .min(max);
+        // Rounded to the nearest whole second (the values are positive: a cast truncates).
+        let low = ((wait * (1.0 - JITTER) + 0.5) as u32).clamp(1, max);
+        let high = ((wait * (1.0 + JITTER) + 0.5) as u32).max(low + 1).min(max);
         // `draw` mixed (splitmix64), then one of the whole seconds in `low..=high`.
         let mut z = draw.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
