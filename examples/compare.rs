@@ -4,7 +4,16 @@
 //! ```text
 //! LIMITER=tower TOWER_CONCURRENCY=64 cargo run --release --example compare
 //! LIMITER=none cargo run --release --example compare
+//! LIMITER=little cargo run --release --example compare     # little-loadshedder
+//! LIMITER=aimd cargo run --release --example compare       # congestion-limiter: aimd, gradient, vegas
 //! ```
+//!
+//! The peers are wired as their documentation shows, around the whole router (so that their
+//! state is one, not one per route) with `/health` and `/metrics` outside: `little-loadshedder`
+//! (no defaults of its own: a target average latency of 100 ms, an EWMA parameter of 0.25),
+//! and `congestion-limiter`'s limits with an initial limit of 10, as its README's example (no
+//! tower layer, no HTTP answer and no queue of its own: a middleware tries for a token, answers
+//! 503 + `Retry-After: 1` without one, and reports a 5xx as overload, anything else as success).
 //!
 //! `LIMITER=tower` wires `LoadShed` + `GlobalConcurrencyLimit` the correct, global way: one
 //! semaphore shared by every route (axum's `Router::layer` wraps each route separately, so a
@@ -21,6 +30,13 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
+};
+use std::sync::Arc;
+
+use axum::{extract::Request, middleware::Next, response::Response};
+use congestion_limiter::{
+    limiter::{DefaultLimiter, Limiter, Outcome},
+    limits::{Aimd, Gradient, LimitAlgorithm, Vegas},
 };
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer};
 use tower_admission::{JemallocMemory, MemorySource};
@@ -64,9 +80,26 @@ async fn main() -> ExitCode {
                 .route("/metrics", get(move || async move { metrics.render() }));
             Router::new().merge(unlimited).fallback_service(limited)
         }
+        "little" => {
+            let shed = little_loadshedder::LoadShed::new(
+                common::routes(scrape(&metrics)),
+                0.25,
+                Duration::from_millis(100),
+            );
+            let answered = ServiceBuilder::new()
+                .map_response(|response| match response {
+                    little_loadshedder::LoadShedResponse::Inner(response) => response,
+                    little_loadshedder::LoadShedResponse::Overload => overloaded_response(),
+                })
+                .service(shed);
+            outside_health(&metrics).fallback_service(answered)
+        }
+        "aimd" => congested(&metrics, Aimd::new_with_initial_limit(10)),
+        "gradient" => congested(&metrics, Gradient::new_with_initial_limit(10)),
+        "vegas" => congested(&metrics, Vegas::new_with_initial_limit(10)),
         other => {
             return common::config_error(&format!(
-                "LIMITER={other:?} is not valid: expected tower or none"
+                "LIMITER={other:?} is not valid: expected tower, none, little, aimd, gradient or vegas"
             ));
         }
     };
@@ -85,6 +118,49 @@ fn scrape(
 ) -> impl Fn() -> String + Clone + Send + Sync + 'static {
     let metrics = metrics.clone();
     move || metrics.render()
+}
+
+/// `/health` and `/metrics`, outside any limit.
+fn outside_health(metrics: &metrics_exporter_prometheus::PrometheusHandle) -> Router {
+    let metrics = metrics.clone();
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(move || async move { metrics.render() }))
+}
+
+/// The routes behind a `congestion-limiter` limit, one for the whole router.
+fn congested<A>(metrics: &metrics_exporter_prometheus::PrometheusHandle, algorithm: A) -> Router
+where
+    A: LimitAlgorithm + Send + Sync + std::fmt::Debug + 'static,
+{
+    let limiter = Arc::new(DefaultLimiter::new(algorithm));
+    let limited = common::routes(scrape(metrics)).layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let limiter = Arc::clone(&limiter);
+            async move {
+                let Some(token) = limiter.try_acquire().await else {
+                    return overloaded_response();
+                };
+                let response = next.run(request).await;
+                let outcome = match response.status().is_server_error() {
+                    true => Outcome::Overload,
+                    false => Outcome::Success,
+                };
+                limiter.release(token, Some(outcome)).await;
+                response
+            }
+        },
+    ));
+    outside_health(metrics).fallback_service(limited)
+}
+
+fn overloaded_response() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        "overloaded\n",
+    )
+        .into_response()
 }
 
 async fn overloaded(error: BoxError) -> impl IntoResponse {

@@ -23,7 +23,7 @@ pub struct OverloadSetup {
     env: &'static [(&'static str, &'static str)],
 }
 
-const SETUPS: [OverloadSetup; 5] = [
+const SETUPS: [OverloadSetup; 9] = [
     OverloadSetup {
         name: "tower-admission (defaults)",
         binary: "server",
@@ -48,6 +48,27 @@ const SETUPS: [OverloadSetup; 5] = [
         name: "no limit",
         binary: "compare",
         env: &[("LIMITER", "none")],
+    },
+    // The Rust peers, wired as their documentation shows (see `examples/compare.rs`).
+    OverloadSetup {
+        name: "little-loadshedder (100 ms target)",
+        binary: "compare",
+        env: &[("LIMITER", "little")],
+    },
+    OverloadSetup {
+        name: "congestion-limiter AIMD",
+        binary: "compare",
+        env: &[("LIMITER", "aimd")],
+    },
+    OverloadSetup {
+        name: "congestion-limiter gradient",
+        binary: "compare",
+        env: &[("LIMITER", "gradient")],
+    },
+    OverloadSetup {
+        name: "congestion-limiter Vegas",
+        binary: "compare",
+        env: &[("LIMITER", "vegas")],
     },
 ];
 
@@ -232,6 +253,7 @@ pub struct SpikeSetup {
 
 const SPIKE_SETUPS: [SpikeSetup; 12] = {
     let retries = [Retry::None, Retry::Polite, Retry::Storm];
+    // tower-admission, tower N = 2 and 4, no limit.
     let servers = [0, 1, 2, 4];
     let mut setups = [const {
         SpikeSetup {

@@ -10,12 +10,17 @@ use crate::{
 };
 
 const MIB: f64 = crate::MIB as f64;
-pub const COLORS: [RGBColor; 5] = [
+pub const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
     RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 pub fn charts(run: &ScenarioRun, dir: &Path) -> Result<(), String> {
