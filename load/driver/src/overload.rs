@@ -251,21 +251,21 @@ pub struct SpikeSetup {
     retry: Retry,
 }
 
-const SPIKE_SETUPS: [SpikeSetup; 12] = {
+const SPIKE_SETUPS: [SpikeSetup; 24] = {
     let retries = [Retry::None, Retry::Polite, Retry::Storm];
-    // tower-admission, tower N = 2 and 4, no limit.
-    let servers = [0, 1, 2, 4];
+    // tower-admission, tower N = 2 and 4, no limit, and the four peers.
+    let servers = [0, 1, 2, 4, 5, 6, 7, 8];
     let mut setups = [const {
         SpikeSetup {
             server: 0,
             retry: Retry::None,
         }
-    }; 12];
+    }; 24];
     let mut i = 0;
-    while i < 12 {
+    while i < 24 {
         setups[i] = SpikeSetup {
-            server: servers[i % 4],
-            retry: retries[i / 4],
+            server: servers[i % 8],
+            retry: retries[i / 8],
         };
         i += 1;
     }
