@@ -173,23 +173,22 @@ impl<B> AdmissionBody<B> {
     /// [`admitted`](Self::admitted), watched from the start: the server must ask for the body
     /// within the grace period.
     #[cold]
-    fn watched_from_start(body: B, permit: Option<Permit>, mut meter: Option<WriteMeter>) -> Self {
+    fn watched_from_start(body: B, permit: Option<Permit>, meter: Option<WriteMeter>) -> Self {
         let mut guard = Guard {
+            permit,
+            meter,
             slices: true,
             ..Guard::default()
         };
-        let holder = match (tokio::runtime::Handle::try_current(), &mut meter) {
-            (Ok(runtime), Some(meter_now)) => {
-                let first_ask = meter_now.handed(0, Instant::now());
-                (guard.permit, guard.meter) = (permit, meter);
+        let runtime = tokio::runtime::Handle::try_current();
+        let holder = match (runtime, guard.meter.as_mut()) {
+            (Ok(runtime), Some(meter)) => {
+                let first_ask = meter.handed(0, Instant::now());
                 let shared = Arc::new(Mutex::new(guard));
                 let dog = runtime.spawn(watchdog(Arc::downgrade(&shared), first_ask));
                 Holder::Watched(shared, Watchdog(dog.abort_handle()))
             }
-            _ => {
-                (guard.permit, guard.meter) = (permit, meter);
-                Holder::Inline(guard)
-            }
+            _ => Holder::Inline(guard),
         };
         Self {
             kind: Kind::Inner { body, holder },

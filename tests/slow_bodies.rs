@@ -314,39 +314,16 @@ async fn h2_get(
     response.await.unwrap()
 }
 
-/// An HTTP/2 client whose stream window stays shut: hyper then never asks for the body, and
-/// no frame is handed over for a rate to be measured on. The slot goes back all the same.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_h2_reader_that_opens_no_window_loses_its_slot() {
-    let server = Server::start(MinDataRate::new(10 << 10, Duration::from_millis(100))).await;
-    let client = h2_client(&server, Some(0)).await;
-    let response = h2_get(&client, "/frames?kib=64&n=4").await;
-    assert_eq!(response.status(), 200);
-    let started = Instant::now();
-    server
-        .wait_for("the shut stream cut off", |s| {
-            s.cut_off(Direction::Response) == 1 && s.in_flight == 0
-        })
-        .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    let _keep = response;
-    server.still_serves().await;
-}
+/// 10 KiB/s after 100 ms: a 64 KiB frame would be allowed 6.4 s, a 1 KiB slice the grace.
+const H2_MIN: MinDataRate = MinDataRate::new(10 << 10, Duration::from_millis(100));
 
-/// An HTTP/2 client that takes its first window, then never opens it again: the frame
-/// handed over last is a slice that the minimum rate allows the grace period for, not a
-/// 64 KiB frame that would hold the slot for its size at the rate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_h2_reader_that_stops_taking_large_frames_loses_its_slot_within_the_grace() {
-    // 10 KiB/s: a 64 KiB frame would be allowed 6.4 s, a 1 KiB slice the 100 ms grace.
-    let server = Server::start(MinDataRate::new(10 << 10, Duration::from_millis(100))).await;
-    let client = h2_client(&server, None).await;
-    // Never read: h2 opens the window again only for data the client takes.
-    let response = h2_get(&client, "/frames?kib=64&n=8").await;
+/// An h2c client whose streams open `window` bytes (the default if `None`) and never open
+/// them again (it reads nothing) asks for `path`: the stalled stream must be cut off, its
+/// slot given back, well within the 6.4 s a whole 64 KiB frame would be allowed.
+async fn an_h2_stall_is_cut_off(window: Option<u32>, path: &str) {
+    let server = Server::start(H2_MIN).await;
+    let client = h2_client(&server, window).await;
+    let response = h2_get(&client, path).await;
     assert_eq!(response.status(), 200);
     let started = Instant::now();
     server
@@ -363,10 +340,25 @@ async fn an_h2_reader_that_stops_taking_large_frames_loses_its_slot_within_the_g
     server.still_serves().await;
 }
 
+/// An HTTP/2 client whose stream window stays shut: hyper then never asks for the body, and
+/// no frame is handed over for a rate to be measured on. The slot goes back all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_reader_that_opens_no_window_loses_its_slot() {
+    an_h2_stall_is_cut_off(Some(0), "/frames?kib=64&n=4").await;
+}
+
+/// An HTTP/2 client that takes its first window, then never opens it again: the frame
+/// handed over last is a slice that the minimum rate allows the grace period for, not a
+/// 64 KiB frame that would hold the slot for its size at the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_reader_that_stops_taking_large_frames_loses_its_slot_within_the_grace() {
+    an_h2_stall_is_cut_off(None, "/frames?kib=64&n=8").await;
+}
+
 /// Slices change nothing for a client that takes its body: every byte arrives, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_reader_that_keeps_up_gets_every_byte() {
-    let server = Server::start(MinDataRate::new(10 << 10, Duration::from_millis(100))).await;
+    let server = Server::start(H2_MIN).await;
     let client = h2_client(&server, None).await;
     let mut body = h2_get(&client, "/frames?kib=64&n=8").await.into_body();
     let mut received = 0;

@@ -37,6 +37,14 @@ pub(crate) fn describe(
         MemorySourceKind::Both => format!(" (cgroup budget {})", config.cgroup_budget),
         _ => String::new(),
     };
+    let deadline_header = match &config.deadline_header {
+        Some(header) => format!(", {header} in ms"),
+        None => String::new(),
+    };
+    let queue_timeout = format!(
+        "{}, or the client's own deadline when sooner (grpc-timeout{deadline_header})",
+        humantime::format_duration(config.queue_timeout),
+    );
     let mode = if config.observe_only {
         "\n  OBSERVE ONLY: nothing is refused; what would be is counted in admission_would_reject_total"
     } else {
@@ -81,16 +89,7 @@ pub(crate) fn describe(
             (true, QueueTarget::Off) => "off (waiters wait up to the queue timeout)".to_owned(),
         },
         config.queue_capacity,
-        match &config.deadline_header {
-            Some(header) => format!(
-                "{}, or the client's own deadline when sooner (grpc-timeout, {header} in ms)",
-                humantime::format_duration(config.queue_timeout)
-            ),
-            None => format!(
-                "{}, or the client's own deadline when sooner (grpc-timeout)",
-                humantime::format_duration(config.queue_timeout)
-            ),
-        },
+        queue_timeout,
         humantime::format_duration(config.sample_interval),
         match config.retry_after_secs {
             Some(secs) => format!("{secs} s"),
