@@ -18,7 +18,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::log_throttle::LogThrottle;
+use crate::{controller::Turn, log_throttle::LogThrottle};
 
 /// A minimum data rate, enforced after a grace period.
 ///
@@ -175,6 +175,8 @@ pub(crate) struct BodyProgress {
     /// Time the handler has waited for data, in nanoseconds; `u64::MAX` once the whole body
     /// has arrived.
     waited_ns: AtomicU64,
+    /// Where the CPU gate is on: the request's turn to start its work once its body is in.
+    pub(crate) turn: Turn,
 }
 
 impl BodyProgress {
@@ -183,6 +185,7 @@ impl BodyProgress {
             floor: AtomicU64::new(declared),
             cut: AtomicBool::new(false),
             waited_ns: AtomicU64::new(0),
+            turn: Turn::default(),
         }
     }
 

@@ -81,7 +81,7 @@ fn discarding_bytes(largest: u64) -> u64 {
 }
 
 /// What a refused request's answer waits for.
-pub(crate) enum Unread<B> {
+pub(crate) enum Unread<B: Body> {
     /// Nothing: no body is left unread, or HTTP/2 resets the stream.
     Nothing,
     /// The body is left unread: the answer closes the connection.
@@ -120,7 +120,7 @@ impl<B: Body> Unread<B> {
             return Unread::Skipped;
         }
         let reads = declared.unwrap_or(bound.bytes);
-        if controller.runtime_is_busy() && !controller.discards().spend(reads) {
+        if !controller.discards().spend(reads) {
             controller.discards().record(Discard::Busy, 0);
             return Unread::Skipped;
         }
@@ -129,7 +129,7 @@ impl<B: Body> Unread<B> {
             return Unread::Skipped;
         };
         let request = request.map(|body| Failing { body });
-        let (request, _) = MinRateBody::metered(request, rate, declared.unwrap_or(0), true);
+        let (request, _) = MinRateBody::metered(request, rate, declared.unwrap_or(0), true, None);
         Unread::Discarding(Box::pin(Discarding {
             body: request.into_body(),
             deadline: tokio::time::sleep(bound.timeout),
@@ -143,7 +143,10 @@ impl<B: Body> Unread<B> {
 
 pin_project! {
     /// Reads a refused request's body and drops it, until its end or the bound.
-    pub(crate) struct Discarding<B> {
+    pub(crate) struct Discarding<B>
+    where
+        B: Body,
+    {
         #[pin]
         body: MinRateBody<Failing<B>>,
         #[pin]

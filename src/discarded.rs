@@ -35,9 +35,10 @@ pub enum Discard {
     /// connection's buffers in the memory budget, or in the share of it that discards may
     /// hold together (an eighth).
     NoRoom,
-    /// Not read at all, the answer sent at once with `Connection: close`: the runtime is busy
-    /// (the CPU saturated by request polls, or the runtime late), and discards have already
-    /// read as much as admitted requests' bodies brought in lately.
+    /// Not read at all, the answer sent at once with `Connection: close`: discards have
+    /// already read their allowance, as much as admitted requests' bodies brought in lately
+    /// and 64 MiB a second, so that reading refused bodies never takes the CPU that admitted
+    /// work needs.
     Busy,
 }
 
@@ -75,19 +76,20 @@ impl Discard {
     }
 }
 
-/// The most discards may read on credit while the runtime is busy: what admitted bodies
-/// brought in lately, at most this much.
+/// The most discards may read on credit: what admitted bodies brought in lately and what
+/// time refilled, at most this much; time refills this much a second.
 const ALLOWANCE_MAX: u64 = 64 << 20;
 
-/// Discards counted by outcome, and the bytes they dropped; and what discards may read while
-/// the runtime is busy.
+/// Discards counted by outcome, and the bytes they dropped; and what discards may read.
 #[derive(Debug)]
 pub(crate) struct Discards {
     ended: [AtomicU64; Discard::ALL.len()],
     bytes: AtomicU64,
-    /// Bytes discards may read while the runtime is busy: credited by the bodies of admitted
-    /// requests, spent by discards.
+    /// Bytes discards may read: credited by the bodies of admitted requests and by time,
+    /// spent by discards.
     allowance: AtomicU64,
+    /// When time last refilled the allowance, in the pool's milliseconds.
+    refilled_ms: AtomicU64,
 }
 
 impl Default for Discards {
@@ -96,6 +98,7 @@ impl Default for Discards {
             ended: Default::default(),
             bytes: AtomicU64::new(0),
             allowance: AtomicU64::new(ALLOWANCE_MAX),
+            refilled_ms: AtomicU64::new(0),
         }
     }
 }
@@ -111,9 +114,18 @@ impl Discards {
         }
     }
 
-    /// Spends `bytes` of the allowance, if it has them: while the runtime is busy, reading
-    /// refused bodies costs the CPU that admitted work needs, so discards read no more than
-    /// admitted bodies brought in.
+    /// Refills the allowance for the time since the last refill, `now_ms` on the pool's
+    /// clock. Only the sampler thread refills.
+    pub(crate) fn refill(&self, now_ms: u64) {
+        let since = self.refilled_ms.swap(now_ms, Relaxed);
+        let elapsed_ms = now_ms.saturating_sub(since).min(1_000);
+        self.credit(ALLOWANCE_MAX * elapsed_ms / 1_000);
+    }
+
+    /// Spends `bytes` of the allowance, if it has them: reading refused bodies costs the CPU
+    /// that admitted work needs (hyper reads them on the same workers), and under a storm of
+    /// refusals would take all of it, so discards read no more than admitted bodies brought
+    /// in, and a little more as time passes.
     pub(crate) fn spend(&self, bytes: u64) -> bool {
         self.allowance
             .fetch_update(Relaxed, Relaxed, |allowance| allowance.checked_sub(bytes))
@@ -151,6 +163,20 @@ mod tests {
         assert!(discards.spend(2 << 20));
         assert!(!discards.spend(2 << 20), "1 MiB left");
         discards.credit(u64::MAX);
+        assert!(
+            discards.spend(ALLOWANCE_MAX) && !discards.spend(1),
+            "capped"
+        );
+    }
+
+    #[test]
+    fn time_refills_the_allowance_by_a_little_a_second() {
+        let discards = Discards::default();
+        discards.refill(1_000);
+        assert!(discards.spend(ALLOWANCE_MAX) && !discards.spend(1));
+        discards.refill(1_250);
+        assert!(discards.spend(ALLOWANCE_MAX / 4) && !discards.spend(1 << 10));
+        discards.refill(60_000);
         assert!(
             discards.spend(ALLOWANCE_MAX) && !discards.spend(1),
             "capped"

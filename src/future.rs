@@ -40,6 +40,7 @@ pin_project! {
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<MinRateBody<B>>>,
+        B: Body,
     {
         #[pin]
         state: State<S, B>,
@@ -51,6 +52,7 @@ pin_project! {
     enum State<S, B>
     where
         S: Service<Request<MinRateBody<B>>>,
+        B: Body,
     {
         Called {
             #[pin]
@@ -325,7 +327,9 @@ where
     // A gRPC call may be a long-lived stream, which sends when it has something to say.
     let cuts = rates.streams || dialect != Dialect::Grpc;
     let request_version = request.version();
-    let (request, cut) = MinRateBody::metered(request, rates.request, permit.declared(), cuts);
+    let turn = permit.turn();
+    let (request, cut) =
+        MinRateBody::metered(request, rates.request, permit.declared(), cuts, turn);
     if let Some(cut) = &cut {
         permit.follow(cut.progress());
     }
@@ -450,6 +454,7 @@ where
 impl<S, B> fmt::Debug for ResponseFuture<S, B>
 where
     S: Service<Request<MinRateBody<B>>>,
+    B: Body,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {

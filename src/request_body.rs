@@ -14,8 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::BoxError;
 use crate::data_rate::{BodyProgress, Direction, MinDataRate, ReadMeter, TooSlow};
+use crate::{BoxError, controller::Controller};
 
 pin_project! {
     /// The request body an [`AdmissionService`](crate::AdmissionService) hands its inner
@@ -50,12 +50,20 @@ pin_project! {
     /// assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "hi");
     /// # }
     /// ```
-    pub struct MinRateBody<B> {
+    pub struct MinRateBody<B>
+    where
+        B: Body,
+    {
         #[pin]
         inner: B,
         watch: Option<Watch>,
+        // The last frame, held until the request's work may start (see `Watch::turn`).
+        last: Option<Last<B>>,
     }
 }
+
+/// A body's last frame, or its end.
+type Last<B> = Option<Result<Frame<<B as Body>::Data>, BoxError>>;
 
 /// The metering of one admitted request's body.
 #[derive(Debug)]
@@ -68,6 +76,9 @@ struct Watch {
     declared: u64,
     /// Whether the body is cut off below the rate; if not, the rate only lowers its charge.
     cuts: bool,
+    /// Where the CPU gate is on, the pool: the last frame waits until the gate lets the
+    /// request's work start, for its work begins once its body is in.
+    turn: Option<Arc<Controller>>,
 }
 
 /// An admitted request's body progress, seen from its response future: the flag that says
@@ -101,6 +112,7 @@ impl<B: Body> MinRateBody<B> {
         rate: Option<MinDataRate>,
         declared: u64,
         cuts: bool,
+        turn: Option<Arc<Controller>>,
     ) -> (Request<Self>, Option<CutOff>) {
         match rate {
             Some(rate) if !request.body().is_end_stream() => {
@@ -111,6 +123,7 @@ impl<B: Body> MinRateBody<B> {
                     progress: Arc::clone(&progress),
                     declared,
                     cuts,
+                    turn,
                 };
                 let cut = CutOff { progress, rate };
                 (
@@ -128,7 +141,11 @@ impl<B: Body> MinRateBody<B> {
     }
 
     fn new(inner: B, watch: Option<Watch>) -> Self {
-        Self { inner, watch }
+        Self {
+            inner,
+            watch,
+            last: None,
+        }
     }
 }
 
@@ -151,6 +168,9 @@ where
         if watch.progress.is_cut() {
             return Poll::Ready(Some(Err(watch.too_slow())));
         }
+        if let Some(last) = this.last.take() {
+            return watch.after_turn(last, this.last, cx);
+        }
         let mut inner = this.inner;
         match inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -162,7 +182,11 @@ where
                 watch.meter.received(bytes as u64, now);
                 let done = frame.is_none() || inner.is_end_stream();
                 watch.update_progress(now, done);
-                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+                let frame = frame.map(|frame| frame.map_err(Into::into));
+                match done {
+                    true => watch.after_turn(frame, this.last, cx),
+                    false => Poll::Ready(frame),
+                }
             }
             // A stream is not cut off; its pace only lowers its charge, at each poll.
             Poll::Pending if !watch.cuts => {
@@ -202,6 +226,25 @@ where
 }
 
 impl Watch {
+    /// Hands the `last` frame over once the request's work may start; until then keeps it in
+    /// `held`, and the gate wakes the task when the work charged falls.
+    fn after_turn<D>(
+        &self,
+        last: Option<Result<Frame<D>, BoxError>>,
+        held: &mut Option<Option<Result<Frame<D>, BoxError>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<D>, BoxError>>> {
+        let Some(controller) = &self.turn else {
+            return Poll::Ready(last);
+        };
+        if controller.cpu.take_turn(&self.progress.turn, cx.waker()) {
+            Poll::Ready(last)
+        } else {
+            *held = Some(last);
+            Poll::Pending
+        }
+    }
+
     fn too_slow(&self) -> BoxError {
         Box::new(TooSlow::new(Direction::Request, self.meter.rate()))
     }
@@ -216,7 +259,7 @@ impl Watch {
     }
 }
 
-impl<B> std::fmt::Debug for MinRateBody<B> {
+impl<B: Body> std::fmt::Debug for MinRateBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MinRateBody")
             .field("watch", &self.watch)

@@ -360,7 +360,7 @@ async fn trickling_discards_hold_a_share_of_the_budget_at_most() {
     let server = TestServer::start(config, 0).await;
     let held = server.open("/hold/1").await;
     server.wait_for("the slot held", |s| s.in_flight == 1).await;
-    let head = "POST /ingest HTTP/1.1\r\nhost: test\r\ncontent-length: 4000000\r\n\r\nsome";
+    let head = "POST /ingest HTTP/1.1\r\nhost: test\r\ncontent-length: 400000\r\n\r\nsome";
     let mut trickling = Vec::new();
     for _ in 0..60 {
         trickling.push(server.open_raw(head).await);

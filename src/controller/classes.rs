@@ -173,9 +173,8 @@ struct Class {
     rise: RecentMax,
     /// CPU demand per request, in nanoseconds (0: not measured yet).
     cpu_ns: AtomicU64,
-    /// Of its requests with a body, the share (in thousandths, a moving average) whose
-    /// handler waited for the client longer than the request's demand.
-    waits_for_clients: AtomicU64,
+    /// How long its requests' bodies take to arrive at the quickest, in microseconds.
+    body_us: RecentMin,
     /// The first request that claimed the slot, as `METHOD /path` (at most [`NAME_BYTES`]).
     name: Mutex<Option<Box<str>>>,
     /// The window in which a request of the class was last seen.
@@ -196,7 +195,7 @@ impl Class {
         self.least.clear();
         self.rise.clear();
         self.cpu_ns.store(0, Relaxed);
-        self.waits_for_clients.store(0, Relaxed);
+        self.body_us.clear();
         *self.name.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.key.store(0, Relaxed);
     }
@@ -338,20 +337,16 @@ impl Classes {
         super::cpu::learn(&self.class(id).cpu_ns, ns);
     }
 
-    /// A request of the class with a body ended: `waited` says whether its handler waited for
-    /// the client longer than the request's demand.
-    pub(crate) fn observe_body(&self, id: ClassId, waited: bool) {
-        let share = &self.class(id).waits_for_clients;
-        let before = share.load(Relaxed);
-        let sample = if waited { 1000 } else { 0 };
-        // A moving average over about eight requests; a racing update may be lost.
-        share.store((before * 7 + sample) / 8, Relaxed);
+    /// A request of the class whose body took `us` microseconds to arrive ended.
+    pub(crate) fn observe_body(&self, id: ClassId, us: u64) {
+        self.class(id).body_us.observe(us);
     }
 
-    /// Whether most requests of the class wait for their clients (uploads at the pace of the
-    /// client's link): their work comes only once their body has arrived.
-    pub(crate) fn waits_for_clients(&self, id: ClassId) -> bool {
-        self.class(id).waits_for_clients.load(Relaxed) > 500
+    /// How long a body of the class takes to arrive at the quickest lately, in microseconds,
+    /// if the class has shown bodies: the time its clients take, for a body that arrived more
+    /// slowly also waited for a worker to read it.
+    pub(crate) fn body_us(&self, id: ClassId) -> Option<u64> {
+        self.class(id).body_us.get()
     }
 
     /// Every class that has a slot (and the overflow class, once it has a figure): its name,
@@ -396,11 +391,13 @@ impl Classes {
             class.peak.rotate();
             class.least.rotate();
             class.rise.rotate();
+            class.body_us.rotate();
         }
         let overflow = &self.slots[SLOTS];
         overflow.peak.rotate();
         overflow.least.rotate();
         overflow.rise.rotate();
+        overflow.body_us.rotate();
         self.largest.rotate();
     }
 }

@@ -40,7 +40,11 @@
 //! park while the few admitted requests wait for their bodies, and the gate flapped open.)
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    task::Waker,
     time::Duration,
 };
 
@@ -68,6 +72,12 @@ pub(crate) struct CpuGate {
     workers: AtomicUsize,
     /// The CPU work charged to the requests in flight, in microseconds.
     charged_us: AtomicU64,
+    /// The work of admitted requests whose bodies are still coming, in microseconds: charged
+    /// once they take their turn (see [`Turn`]).
+    coming_us: AtomicU64,
+    /// The bodies waiting for their turn, woken whenever the work charged falls.
+    turns: Mutex<Vec<Waker>>,
+    turns_waiting: AtomicUsize,
     /// Nanoseconds spent in request polls since the window began.
     polled_ns: AtomicU64,
     /// What a request demands in general (all classes), in nanoseconds: 0 until measured.
@@ -96,6 +106,9 @@ impl CpuGate {
             enabled,
             workers: AtomicUsize::new(workers.max(1)),
             charged_us: AtomicU64::new(0),
+            coming_us: AtomicU64::new(0),
+            turns: Mutex::new(Vec::new()),
+            turns_waiting: AtomicUsize::new(0),
             polled_ns: AtomicU64::new(0),
             typical_ns: AtomicU64::new(0),
             saturated: AtomicBool::new(false),
@@ -127,6 +140,11 @@ impl CpuGate {
         self.charged_us.load(Relaxed)
     }
 
+    /// The work of admitted requests whose bodies are still coming, in microseconds.
+    pub(crate) fn coming_us(&self) -> u64 {
+        self.coming_us.load(Relaxed)
+    }
+
     /// What a request demands in general, in microseconds.
     pub(crate) fn typical_us(&self) -> u64 {
         match self.typical_ns.load(Relaxed) {
@@ -149,15 +167,86 @@ impl CpuGate {
         horizon * self.workers() as u64
     }
 
+    /// The work that may be charged at once for a request that brings `own_us`: the
+    /// capacity while the CPU is saturated, [`OPEN_CAPACITIES`] times it while not.
+    fn room_for_us(&self, own_us: u64) -> u64 {
+        let capacity = self.capacity_for_us(own_us);
+        match self.saturated.load(Relaxed) {
+            true => capacity,
+            false => capacity * OPEN_CAPACITIES,
+        }
+    }
+
     /// Whether a request that brings `own_us` of work must wait, `in_flight` being admitted.
-    /// One that brings none soon (its class waits for its clients) is never held back.
+    /// `body_us`: its work comes once its body has arrived, which takes that long (0 if not
+    /// known yet); what the workers do meanwhile is room too, and the work still coming with
+    /// other bodies counts against it.
     #[inline]
-    pub(crate) fn holds_back(&self, own_us: u64, in_flight: u64) -> bool {
-        self.enabled
-            && own_us > 0
-            && in_flight > 0
-            && self.saturated.load(Relaxed)
-            && self.charged_us.load(Relaxed).saturating_add(own_us) > self.capacity_for_us(own_us)
+    pub(crate) fn holds_back(&self, own_us: u64, body_us: Option<u64>, in_flight: u64) -> bool {
+        if !(self.enabled && own_us > 0 && in_flight > 0) {
+            return false;
+        }
+        let charged = self.charged_us.load(Relaxed).saturating_add(own_us);
+        let capacity = self.room_for_us(own_us);
+        match body_us {
+            None => charged > capacity,
+            Some(body_us) => {
+                let transfer = body_us.saturating_mul(self.workers() as u64);
+                charged.saturating_add(self.coming_us.load(Relaxed))
+                    > capacity.saturating_add(transfer)
+            }
+        }
+    }
+
+    /// Whether a request whose body has arrived may start its `own_us` of work now: the CPU
+    /// is not saturated, nothing is charged, or it fits what the workers finish soon.
+    fn may_run(&self, own_us: u64) -> bool {
+        let charged = self.charged_us.load(Relaxed);
+        charged == 0 || charged.saturating_add(own_us) <= self.room_for_us(own_us)
+    }
+
+    /// The turn of a request whose body has arrived: whether its work may start now. If it
+    /// may not, `waker` is woken when the work charged next falls.
+    pub(crate) fn take_turn(&self, turn: &Turn, waker: &Waker) -> bool {
+        let state = turn.0.load(Relaxed);
+        if state & WAITING == 0 {
+            return true;
+        }
+        let own_us = state & !WAITING;
+        if !self.may_run(own_us) {
+            let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+            turns.push(waker.clone());
+            self.turns_waiting.store(turns.len(), Relaxed);
+            drop(turns);
+            // A fall between the look and the push woke nobody: look again.
+            if !self.may_run(own_us) {
+                return false;
+            }
+        }
+        self.charged_us.fetch_add(own_us, Relaxed);
+        self.coming_us.fetch_sub(own_us, Relaxed);
+        if turn
+            .0
+            .compare_exchange(state, TAKEN | own_us, Relaxed, Relaxed)
+            .is_err()
+        {
+            // Its request ended meanwhile, and took its charge from the work coming.
+            self.coming_us.fetch_add(own_us, Relaxed);
+            self.charged_us.fetch_sub(own_us, Relaxed);
+        }
+        true
+    }
+
+    /// Wakes the bodies waiting for their turn, if any.
+    fn wake_turns(&self) {
+        if self.turns_waiting.load(Relaxed) == 0 {
+            return;
+        }
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        let wakers = std::mem::take(&mut *turns);
+        self.turns_waiting.store(0, Relaxed);
+        drop(turns);
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Moves a request's charge from `from` to `to` microseconds; returns whether it fell.
@@ -166,6 +255,7 @@ impl CpuGate {
             self.charged_us.fetch_add(to - from, Relaxed);
         } else if from > to {
             self.charged_us.fetch_sub(from - to, Relaxed);
+            self.wake_turns();
         }
         to < from
     }
@@ -220,6 +310,9 @@ impl CpuGate {
             busy_workers >= workers * ENTER_SATURATED
         };
         self.saturated.store(saturated, Relaxed);
+        if !saturated {
+            self.wake_turns();
+        }
         Some(Judged {
             busy_workers,
             saturated,
@@ -227,35 +320,61 @@ impl CpuGate {
     }
 }
 
+/// How many times its capacity the gate lets be charged while the CPU is not saturated: a
+/// window in which request polls kept the workers less busy (a storm of connections and
+/// refusals keeps them busy outside request polls) must not open the gate wide.
+const OPEN_CAPACITIES: u64 = 4;
+
 /// A charge moves only by this much or more (50 µs), so that most short polls cost no shared
 /// write.
 const RECHARGE_STEP_US: u64 = 50;
+
+/// The turn of a request whose work comes once its body has arrived, shared by its permit
+/// and its body: the body's last frame waits until the gate lets the work start.
+#[derive(Debug, Default)]
+pub(crate) struct Turn(AtomicU64);
+
+/// The request's work, in the low bits, is charged to the work coming: its body must wait for
+/// its turn before its last frame.
+const WAITING: u64 = 1 << 63;
+/// The body took its turn: the work, in the low bits, moved to the work charged.
+const TAKEN: u64 = 1 << 62;
+/// The request ended: nothing is charged for it any more.
+const ENDED: u64 = 1 << 61;
 
 /// One request's CPU demand: what it used so far, and what the gate holds for it.
 #[derive(Debug)]
 pub(crate) struct Demand {
     /// Its class's figure when it was admitted, in microseconds.
     estimate_us: u64,
-    /// What the gate holds for it, in microseconds.
+    /// What the gate holds for it, in microseconds: on the work coming while its body must
+    /// wait for its turn, else on the work charged.
     charged_us: u64,
+    /// Whether its charge is on the work coming (see [`Turn`]).
+    coming: bool,
     /// Time spent in its polls.
     used_ns: u64,
     /// Poll time not yet added to the gate's window (less than [`FLUSH_NS`]).
     unflushed_ns: u32,
-    /// The longest its handler waited for its body's bytes, in microseconds.
-    body_waited_us: u32,
+    /// When its first poll began, on the pool's clock, while its body comes; then how long
+    /// the body took to arrive, in microseconds, with [`ARRIVED`] set.
+    body_ns: u64,
 }
 
+/// Marks [`Demand::body_ns`] as the time the body took.
+const ARRIVED: u64 = 1 << 63;
+
 impl Demand {
-    /// A request of `estimate_us`, admitted charged `charged_us` (nothing, if its class waits
-    /// for its clients), which the gate already holds.
+    /// A request of `estimate_us`, admitted charged `charged_us`, which the gate already
+    /// holds.
     pub(crate) fn new(estimate_us: u64, charged_us: u64) -> Self {
         Self {
             estimate_us,
             charged_us,
+            coming: false,
             used_ns: 0,
             unflushed_ns: 0,
-            body_waited_us: 0,
+            body_ns: 0,
         }
     }
 
@@ -263,22 +382,34 @@ impl Demand {
         self.used_ns
     }
 
-    /// Whether its client set its pace: its handler waited for the body
-    /// [`CLIENT_BOUND`] times as long as the request's whole demand (2 ms at least).
-    pub(crate) fn waited_for_client(&self) -> bool {
-        client_bound(self.body_waited_us.into(), self.used_ns / 1000)
+    /// How long its body took to arrive, in microseconds, once it has.
+    pub(crate) fn body_us(&self) -> Option<u64> {
+        (self.body_ns & ARRIVED != 0).then_some(self.body_ns & !ARRIVED)
     }
 
-    /// A poll took `spent_ns`; its handler has waited `body_waited` for the part of its body
-    /// still to come (`None`: no body to come, or no meter on it); `idle`: the request now
-    /// waits on something other than its body (a timer, another service, its response's
-    /// reader). Corrects the charge to the estimate less what was used, or nothing while the
-    /// request is idle or its client sets the pace; returns whether it fell.
+    /// Its work comes once its body has arrived: its charge moves to the work coming, and the
+    /// body waits for its turn at `turn`.
+    pub(crate) fn comes_with_body(&mut self, gate: &CpuGate, turn: &Turn) {
+        if self.coming || self.charged_us == 0 {
+            return;
+        }
+        gate.coming_us.fetch_add(self.charged_us, Relaxed);
+        gate.recharge(self.charged_us, 0);
+        turn.0.store(WAITING | self.charged_us, Relaxed);
+        self.coming = true;
+    }
+
+    /// A poll that began at `started_ns` took `spent_ns`; `body`: its body's turn, and
+    /// whether the body is still coming (`None`: no body, or no meter on it); `idle`: the
+    /// request now waits on something other than its body (a timer, another service, its
+    /// response's reader). Corrects the charge to the estimate less what was used, or nothing
+    /// while the request is idle; returns whether it fell.
     pub(crate) fn polled(
         &mut self,
         gate: &CpuGate,
+        started_ns: u64,
         spent_ns: u64,
-        body_waited: Option<Duration>,
+        body: Option<(&Turn, bool)>,
         idle: bool,
     ) -> bool {
         self.used_ns = self.used_ns.saturating_add(spent_ns);
@@ -290,12 +421,14 @@ impl Demand {
             }
             false => unflushed as u32,
         };
-        let waited_us = body_waited.map(|w| w.as_micros().min(u32::MAX.into()) as u32);
-        if let Some(waited_us) = waited_us {
-            self.body_waited_us = self.body_waited_us.max(waited_us);
+        if let Some((turn, coming)) = body {
+            self.follow_body(turn, coming, started_ns, spent_ns);
         }
-        let waits = idle || waited_us.is_some_and(|w| client_bound(w.into(), self.estimate_us));
-        let target = match waits {
+        // Its charge waits on the work coming until its body takes its turn.
+        if self.coming {
+            return false;
+        }
+        let target = match idle {
             true => 0,
             false => self.estimate_us.saturating_sub(self.used_ns / 1000),
         };
@@ -307,24 +440,37 @@ impl Demand {
         fell
     }
 
+    /// Times the body's arrival, and learns that it took its turn.
+    fn follow_body(&mut self, turn: &Turn, coming: bool, started_ns: u64, spent_ns: u64) {
+        if self.body_ns & ARRIVED == 0 {
+            if self.body_ns == 0 {
+                self.body_ns = started_ns.max(1);
+            }
+            if !coming {
+                let took_us = (started_ns + spent_ns).saturating_sub(self.body_ns) / 1000;
+                self.body_ns = ARRIVED | took_us.min(u32::MAX.into());
+            }
+        }
+        if self.coming && turn.0.load(Relaxed) & TAKEN != 0 {
+            self.coming = false;
+        }
+    }
+
     /// The request ended: the gate gets its charge and its poll time back.
-    pub(crate) fn end(&mut self, gate: &CpuGate) {
-        gate.recharge(std::mem::take(&mut self.charged_us), 0);
+    pub(crate) fn end(&mut self, gate: &CpuGate, turn: Option<&Turn>) {
+        let charged = std::mem::take(&mut self.charged_us);
+        let ended = turn.map(|turn| turn.0.swap(ENDED, Relaxed));
+        match ended {
+            Some(state) if state & WAITING != 0 => {
+                gate.coming_us.fetch_sub(charged, Relaxed);
+            }
+            // Taken since its last poll: the charge is the work charged's.
+            _ => {
+                gate.recharge(charged, 0);
+            }
+        }
         gate.polled(std::mem::take(&mut self.unflushed_ns).into());
     }
-}
-
-/// How many times its demand a request's handler must have waited for the client's body for
-/// the client to set its pace. Well above one: a saturated runtime reads sockets late, and
-/// a body that seems slow may be waiting in the kernel's buffer for a worker.
-const CLIENT_BOUND: u64 = 4;
-/// The demand a request is taken to have at least, for [`CLIENT_BOUND`], in microseconds.
-const LEAST_CLIENT_WAIT_US: u64 = 2_000;
-
-/// Whether a handler that waited `waited_us` for its body waited on its client rather than on
-/// the CPU, for a request that demands `demand_us`.
-fn client_bound(waited_us: u64, demand_us: u64) -> bool {
-    waited_us > CLIENT_BOUND * demand_us.max(LEAST_CLIENT_WAIT_US)
 }
 
 /// Learns `ns` into a moving average over about eight requests (0 means unknown): in a class
@@ -382,13 +528,13 @@ mod tests {
             "two workers, 1.5 requests of 5 ms each"
         );
         gate.recharge(0, 15_000);
-        assert!(!gate.holds_back(5_000, 3), "not saturated");
+        assert!(!gate.holds_back(5_000, None, 3), "not saturated");
         gate.saturated.store(true, Relaxed);
-        assert!(gate.holds_back(5_000, 3));
-        assert!(!gate.holds_back(5_000, 0), "nothing in flight");
+        assert!(gate.holds_back(5_000, None, 3));
+        assert!(!gate.holds_back(5_000, None, 0), "nothing in flight");
         assert!(gate.recharge(15_000, 10_000));
-        assert!(!gate.holds_back(5_000, 2));
-        assert!(!CpuGate::new(false, 2).holds_back(u64::MAX, 9), "off");
+        assert!(!gate.holds_back(5_000, None, 2));
+        assert!(!CpuGate::new(false, 2).holds_back(u64::MAX, None, 9), "off");
     }
 
     #[test]

@@ -87,7 +87,10 @@ impl Controller {
                 Limit::Concurrency
             });
         }
-        if self.cpu.holds_back(ask.cpu_us, in_flight(state)) {
+        if self
+            .cpu
+            .holds_back(ask.cpu_us, ask.body_us, in_flight(state))
+        {
             return Fit::Blocked(Limit::Cpu);
         }
         let Some(budget) = settings.budget else {

@@ -66,6 +66,7 @@ mod word;
 pub(crate) use classes::ClassId;
 pub use classes::CostClass;
 pub(crate) use clock::Clock;
+pub(crate) use cpu::Turn;
 pub(crate) use footprint::Held;
 pub(crate) use permit::{Charge, Permit};
 #[cfg(test)]
@@ -171,9 +172,12 @@ pub(crate) struct Ask {
     pub(crate) least: u64,
     /// Whether its class has shown its cost: a class not seen yet goes one at a time.
     pub(crate) known: bool,
-    /// The CPU work it brings soon, in microseconds, as charged at admission (0 where the CPU
+    /// The CPU work it brings, in microseconds, as charged at admission (0 where the CPU
     /// gate is off).
     pub(crate) cpu_us: u64,
+    /// Whether its work comes once its body has arrived, and how long its class's bodies
+    /// take to (0: not known yet).
+    pub(crate) body_us: Option<u64>,
 }
 
 /// What [`Controller::acquire`] decided.
@@ -293,7 +297,8 @@ impl Controller {
             true => self.classes.find(class, name),
             false => ClassId::OVERFLOW,
         };
-        let cpu_us = self.cpu_charge_us(class);
+        let cpu_us = self.cpu_estimate_us(class);
+        let body_us = self.body_us(class, declared);
         let Some(budget) = self.settings.budget else {
             // Without a budget there is nothing to charge, and nothing to pay for charging.
             let ask = Ask {
@@ -304,6 +309,7 @@ impl Controller {
                 least: 0,
                 known: true,
                 cpu_us,
+                body_us,
             };
             return self.acquire_charged(ask);
         };
@@ -330,6 +336,7 @@ impl Controller {
             // Only where polls are measured can a class become known.
             known: self.thread_allocations.is_none() || self.classes.is_known(class),
             cpu_us,
+            body_us,
         };
         if declared > budget {
             return self.admit_past_limits(self.memory.allocated_bytes(), ask);
@@ -337,13 +344,16 @@ impl Controller {
         self.acquire_charged(ask)
     }
 
-    /// The CPU work a request of `class` brings soon, in microseconds: what its class
-    /// demands, or what requests in general do; none if its class waits for its clients (its
-    /// work comes once its body has), nor where the CPU gate is off.
-    fn cpu_charge_us(&self, class: ClassId) -> u64 {
-        match self.classes.waits_for_clients(class) {
-            true => 0,
-            false => self.cpu_estimate_us(class),
+    /// Whether the work of a request of `class` that declared `declared` body bytes comes
+    /// once its body has arrived (it declared one, or its class has shown bodies), and how
+    /// long its class's bodies take to; `None` where the CPU gate is off.
+    fn body_us(&self, class: ClassId, declared: u64) -> Option<u64> {
+        if !self.cpu.is_enabled() {
+            return None;
+        }
+        match self.classes.body_us(class) {
+            Some(us) => Some(us),
+            None => (declared > 0).then_some(0),
         }
     }
 

@@ -170,6 +170,8 @@ pub(crate) struct Permit {
     past_limits: bool,
     /// Its CPU demand, where the CPU gate is on.
     demand: Demand,
+    /// Whether its work comes once its body has arrived, as admitted.
+    with_body: bool,
     /// Whether its response head is ready: only then is its demand whole enough to learn.
     responded: bool,
     /// Bytes held beside the charge: what serving the request holds outside its polls
@@ -186,6 +188,7 @@ impl Permit {
         }
         Self {
             demand: Demand::new(controller.cpu_estimate_us(ask.class), ask.cpu_us),
+            with_body: ask.body_us.is_some(),
             responded: false,
             charge: Held::new(charge, controller_shares(&controller)),
             controller,
@@ -216,7 +219,13 @@ impl Permit {
     /// Lets the request's body meter lower what the request is charged for its body: a body
     /// that comes slowly is charged what arrived and what can arrive soon, not its declared
     /// length, so that a client trickling a large body does not hold memory it is not using.
+    /// Where its work comes once its body has (see [`super::cpu`]), the body waits for its
+    /// turn before its last frame.
     pub(crate) fn follow(&mut self, body: Arc<BodyProgress>) {
+        if self.with_body && self.controller.cpu.is_enabled() {
+            self.demand
+                .comes_with_body(&self.controller.cpu, &body.turn);
+        }
         self.body = Some(body);
     }
 
@@ -237,14 +246,17 @@ impl Permit {
         let started = self.controller.clock.now_ns();
         let result = self.track_memory(poll);
         let spent = self.controller.clock.now_ns().saturating_sub(started);
-        let body_waited = self.body.as_ref().and_then(|body| body.waited());
+        let body = self
+            .body
+            .as_ref()
+            .map(|body| (&body.turn, body.waited().is_some()));
         // Pending while not reading its body: it waits on a timer, another service or its
         // response's reader, and has no work ready.
-        let idle = result.is_pending() && body_waited.is_none();
+        let idle = result.is_pending() && !body.is_some_and(|(_, coming)| coming);
         let controller = &self.controller;
         if self
             .demand
-            .polled(&controller.cpu, spent, body_waited, idle)
+            .polled(&controller.cpu, started, spent, body, idle)
             && controller.state.load(SeqCst) & QUEUED != 0
         {
             controller.grant_waiters(Reading::Last);
@@ -334,6 +346,12 @@ impl Permit {
         self.controller.record_slow(slow);
     }
 
+    /// The pool, for the request's body to wait for its turn, where its work comes once its
+    /// body has arrived (see [`super::cpu`]).
+    pub(crate) fn turn(&self) -> Option<Arc<Controller>> {
+        (self.with_body && self.controller.cpu.is_enabled()).then(|| Arc::clone(&self.controller))
+    }
+
     /// The request's declared `Content-Length`.
     pub(crate) fn declared(&self) -> u64 {
         self.declared
@@ -374,16 +392,18 @@ impl Drop for Permit {
             classes.observe_end(self.class, self.declared, self.peak);
         }
         if self.controller.cpu.is_enabled() {
-            self.demand.end(&self.controller.cpu);
+            let turn = self.body.as_ref().map(|body| &body.turn);
+            self.demand.end(&self.controller.cpu, turn);
             // A request cut short (its client gone) did not show what it demands.
             if self.responded {
                 classes.observe_cpu(self.class, self.demand.used_ns());
                 self.controller.cpu.learn(self.demand.used_ns());
-                // A busy runtime reads bodies late: a long wait proves nothing then.
-                let waited = self.demand.waited_for_client();
-                if self.body.is_some() && !(waited && self.controller.runtime_is_busy()) {
-                    classes.observe_body(self.class, waited);
-                }
+            }
+            // A busy runtime reads bodies late: their time is then not all the client's.
+            if let Some(body_us) = self.demand.body_us()
+                && !self.controller.runtime_is_busy()
+            {
+                classes.observe_body(self.class, body_us);
             }
         }
         if self.charge.beyond.load(SeqCst) {

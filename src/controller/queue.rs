@@ -369,6 +369,7 @@ mod tests {
             least: 0,
             known: true,
             cpu_us: 1,
+            body_us: None,
         }
     }
 

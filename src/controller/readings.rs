@@ -78,6 +78,7 @@ impl Controller {
         if let Some(workers) = workers {
             self.cpu.set_workers(workers);
         }
+        self.discards().refill(now_ms);
         let was_saturated = self.cpu.is_saturated();
         if let Some(judged) = self.cpu.observe(now_ms) {
             self.log_cpu(judged, was_saturated, now_ms);

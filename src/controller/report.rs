@@ -174,6 +174,7 @@ impl Controller {
             busy_workers,
             saturated,
             charged_us,
+            coming_us = self.cpu.coming_us(),
             capacity_us,
             "cpu window"
         );

@@ -26,7 +26,17 @@ impl<S, R> Experiment<S, R> {
     pub fn run(&self, out: &Path, bin_dir: &Path) -> Result<String, String> {
         let dir = out.join(self.name);
         let mut runs = Vec::new();
+        // ONLY=tower-admission,Vegas limits a run to the setups whose names contain one of
+        // these (for quick checks).
+        let only = std::env::var("ONLY").ok();
         for (index, setup) in self.setups.iter().enumerate() {
+            let name = (self.describe)(setup);
+            if only
+                .as_deref()
+                .is_some_and(|only| !only.split(',').any(|part| name.contains(part)))
+            {
+                continue;
+            }
             eprintln!("[{}] {}", self.name, (self.describe)(setup));
             let setup_dir = dir.join(index.to_string());
             std::fs::create_dir_all(&setup_dir).map_err(|e| e.to_string())?;

@@ -785,7 +785,7 @@ fn cpu_demand_is_time_in_polls_never_time_between_them() {
 }
 
 #[test]
-fn a_request_waiting_for_its_client_is_not_charged_for_it() {
+fn a_request_whose_body_is_coming_is_charged_once_its_body_takes_its_turn() {
     let (c, now) = cpu_pool();
     let upload = CostClass::new("upload");
     // The class demands 4 ms.
@@ -794,21 +794,38 @@ fn a_request_waiting_for_its_client_is_not_charged_for_it() {
     assert_eq!(c.cpu.charged_us(), 4_000);
     let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20));
     permit.follow(Arc::clone(&body));
-    // Waited 10 ms for the client: not yet four times the demand (a late runtime, maybe).
+    assert_eq!(c.cpu.charged_us(), 0, "its work comes with its body");
+    assert_eq!(c.cpu.coming_us(), 4_000);
+    // Waiting for the client's bytes: still coming, however long.
     body.set_waited(Some(Duration::from_millis(10)));
     let _ = permit.track(|| Poll::Ready(now.fetch_add(MS, Relaxed)));
-    assert_eq!(c.cpu.charged_us(), 3_000, "the estimate less what was used");
-    // Waited 20 ms: the client sets the pace.
-    body.set_waited(Some(Duration::from_millis(20)));
-    let _ = permit.track(|| Poll::Ready(()));
-    assert_eq!(c.cpu.charged_us(), 0);
-    // The body has arrived: its parse is work again.
+    now.fetch_add(20 * MS, Relaxed);
+    assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 4_000));
+    // The body is in: its last frame takes the turn, and its work is charged.
+    let waker = Waker::from(Arc::new(CountingWaker::default()));
+    assert!(
+        c.cpu.take_turn(&body.turn, &waker),
+        "the CPU is not saturated"
+    );
+    assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (4_000, 0));
     body.set_waited(None);
-    let _ = permit.track(|| Poll::Ready(()));
-    assert_eq!(c.cpu.charged_us(), 3_000);
+    let _ = permit.track(|| Poll::Ready(now.fetch_add(MS, Relaxed)));
+    assert_eq!(c.cpu.charged_us(), 2_000, "the estimate less what was used");
     permit.responded();
     drop(permit);
-    assert_eq!(c.cpu.charged_us(), 0);
+    assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 0));
+    let id = c.classes.find(upload, String::new);
+    assert_eq!(
+        c.classes.body_us(id),
+        Some(22_000),
+        "first poll to the body's end"
+    );
+    // A request that ends before its body is in gives back what it brought.
+    let mut gone = admitted(c.acquire(upload, Some(1 << 20)));
+    gone.follow(Arc::new(crate::data_rate::BodyProgress::new(1 << 20)));
+    assert!(c.cpu.coming_us() > 0);
+    drop(gone);
+    assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 0));
 }
 
 #[test]
@@ -861,27 +878,55 @@ fn a_saturated_cpu_admits_the_work_the_workers_finish_soon_and_bounds_the_wait()
 }
 
 #[test]
-fn a_class_that_waits_for_its_clients_is_never_held_back_by_the_cpu() {
+fn uploads_are_admitted_for_the_work_done_while_their_bodies_come_and_parse_in_turn() {
     let (c, now) = cpu_pool();
     let (upload, parse) = (CostClass::new("upload"), CostClass::new("parse"));
     serve(&c, &now, parse, &[4 * MS], 0);
-    // Uploads whose handlers waited 100 ms for a 1 ms parse, while the CPU had room.
+    // Uploads whose bodies took 20 ms to come, for a 4 ms parse.
     for _ in 0..8 {
         let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
         let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20));
         permit.follow(Arc::clone(&body));
-        body.set_waited(Some(Duration::from_millis(100)));
-        let _ = permit.track(|| Poll::Ready(now.fetch_add(MS, Relaxed)));
+        body.set_waited(Some(Duration::ZERO));
+        let _ = permit.track(|| Poll::Ready(()));
+        now.fetch_add(20 * MS, Relaxed);
+        body.set_waited(None);
+        let _ = permit.track(|| Poll::Ready(now.fetch_add(4 * MS, Relaxed)));
         permit.responded();
     }
-    let _parses: Vec<Permit> = (0..4).map(|_| admitted(c.acquire(parse, None))).collect();
+    let id = c.classes.find(upload, String::new);
+    assert_eq!(c.classes.body_us(id), Some(24_000));
+    let parses: Vec<Permit> = (0..3).map(|_| admitted(c.acquire(parse, None))).collect();
     window(&c, &now, 1.9);
-    assert!(c.cpu.charged_us() > c.cpu.capacity_us());
+    assert!(c.cpu.charged_us() >= c.cpu.capacity_us());
     assert!(matches!(c.acquire(parse, None), Acquired::Queued(_)));
-    // Uploads bring no work until their bodies have come.
-    let _uploads: Vec<Permit> = (0..8)
-        .map(|_| admitted(c.acquire(upload, Some(1 << 20))))
+    // Two workers do 48 ms of work while a body comes, and 12 ms are the gate's horizon: 60
+    // ms of work, 12 charged, so 12 uploads of 4 ms may be coming; the thirteenth waits.
+    let mut uploads: Vec<(Permit, Arc<crate::data_rate::BodyProgress>)> = (0..12)
+        .map(|_| {
+            let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
+            let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20));
+            permit.follow(Arc::clone(&body));
+            (permit, body)
+        })
         .collect();
+    assert_eq!(c.cpu.coming_us(), 48_000);
+    assert!(matches!(
+        c.acquire(upload, Some(1 << 20)),
+        Acquired::Queued(_)
+    ));
+    // A body that is in waits for its turn while the work charged is full...
+    let counting = Arc::new(CountingWaker::default());
+    let waker = Waker::from(Arc::clone(&counting));
+    let (_, body) = &uploads[0];
+    assert!(!c.cpu.take_turn(&body.turn, &waker));
+    // ... and is woken as a parse's work is done: it fits now.
+    drop(parses);
+    assert_eq!(counting.0.load(Relaxed), 1, "woken");
+    assert!(c.cpu.take_turn(&body.turn, &waker));
+    assert_eq!(c.cpu.coming_us(), 44_000);
+    uploads.clear();
+    assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 0));
 }
 
 #[test]
