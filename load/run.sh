@@ -5,6 +5,7 @@
 #
 #   load/run.sh              the default demo (mixed), about 3 minutes with a warm build
 #   load/run.sh SCENARIO     steady | mixed | mixed3 | two-sizes | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | h2 | uploads | sleepers | refusals | smoke
+#   load/run.sh retry-storm  open loop from Python's asyncio with retries, against the layer, tower N=8 and no limit (about 5 minutes)
 #   load/run.sh overload     open loop at 0.5-8x the capacity, 1 s client deadlines (about 3 minutes)
 #   load/run.sh spike-retry  open loop, a 3x spike, with each retry policy (about 4 minutes)
 #   load/run.sh processes    three servers in one memory cgroup (root; cgroup v2 or v1)
@@ -46,6 +47,29 @@ echo "building the example servers and the load driver (release)" >&2
 
 out="$here/results/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
+
+if [ "$scenario" = retry-storm ]; then
+  # A client unlike the driver's (Python's asyncio, see clients/retry_storm.py) against the
+  # layer's defaults, tower's LoadShed + GlobalConcurrencyLimit N=8 and no limit.
+  port=39017
+  for setup in "admission:server:" "tower-n8:compare:LIMITER=tower TOWER_CONCURRENCY=8" \
+      "no-limit:compare:LIMITER=none"; do
+    IFS=: read -r name binary env <<<"$setup"
+    # shellcheck disable=SC2086
+    env $env LISTEN_ADDR="127.0.0.1:$port" "$root/target/release/examples/$binary" \
+      >"$out/$name.log" 2>&1 &
+    server=$!
+    sleep 1
+    for retry in ${RETRIES:-storm polite none}; do
+      echo "== $name, retries: $retry" | tee -a "$out/report.txt"
+      timeout 300 python3 "$here/clients/retry_storm.py" "$port" "$retry" | tee -a "$out/report.txt"
+    done
+    kill "$server"; wait "$server" || true
+    port=$((port + 1))
+  done
+  echo "report: $out/report.txt"
+  exit 0
+fi
 # Its own process group, so that an interrupt stops the driver, the servers and oha, and
 # nothing else.
 setsid "$here/driver/target/release/admission-load" "$scenario" \

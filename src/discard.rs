@@ -18,10 +18,11 @@
 //! first, more as the client's frames show hyper's buffer growing (a client trickling its
 //! body keeps a small buffer). All discards together hold at most an eighth of the budget;
 //! a refusal with no room for its discard closes the connection instead (`no_room`). And
-//! reading costs CPU: while the runtime is busy (the CPU saturated, or late), discards read
-//! no more than the bodies of admitted requests brought in lately (`busy` beyond): at eight
-//! times a CPU-bound service's capacity, reading every refused 1 MiB body took the CPU its
-//! admitted work needed.
+//! reading costs CPU: discards read no more than the bodies of admitted requests brought in
+//! lately and 64 MiB a second (`busy` beyond; see [`Discards`](crate::discarded::Discards)):
+//! in a storm of retried 1 MiB uploads, reading every refused body while the CPU gate saw
+//! no saturation took the CPU that admitted work needed, and the service served next to
+//! nothing for seconds after the storm had passed.
 
 use std::{
     fmt,

@@ -434,12 +434,17 @@ where
             waiting.ticket.expire()
         }
     };
-    metrics::record_queue_wait(waiting.queued_at.elapsed(), waiting.ticket.priority());
+    let waited = waiting.queued_at.elapsed();
+    metrics::record_queue_wait(waited, waiting.ticket.priority());
     Poll::Ready(match (granted, waiting.call.take()) {
         // Admitted the moment a slot freed: yield first (see `Yielding`).
-        (Ok(permit), Some((service, request))) => State::Yielding {
-            yielding: Yielding::new(permit, service, request, *waiting.serving),
-        },
+        (Ok(mut permit), Some((service, request))) => {
+            // Its client may have sent its body while it waited.
+            permit.queued_for(waited);
+            State::Yielding {
+                yielding: Yielding::new(permit, service, request, *waiting.serving),
+            }
+        }
         (Err(rejection), Some((_, request))) => refused(
             rejection,
             request,

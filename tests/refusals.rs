@@ -391,3 +391,45 @@ async fn trickling_discards_hold_a_share_of_the_budget_at_most() {
         .wait_for("the discards gone", |s| s.held_bytes == 0)
         .await;
 }
+
+/// Refused bodies are read on an allowance, whether or not the runtime looks busy: what
+/// admitted bodies brought in (nothing here) and 64 MiB a second, 64 MiB at most in hand.
+/// Beyond it a refusal is answered at once with `Connection: close`. A storm of retried
+/// uploads would otherwise keep the workers reading bodies nobody will use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bodies_are_read_on_an_allowance_however_idle_the_runtime_looks() {
+    const BODY: usize = 8 << 20;
+    let server = saturated(AdmissionConfig::default()).await;
+    let addr = server.addr;
+    let began = std::time::Instant::now();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::task::spawn_blocking(move || {
+                let mut client = WholeBodyFirst::connect(addr);
+                for _ in 0..8 {
+                    // A refusal answered with `Connection: close` resets a client still
+                    // writing: it connects again.
+                    if client.post(BODY).is_err() {
+                        client = WholeBodyFirst::connect(addr);
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let snapshot = server.snapshot();
+    let allowance = (64.0 * (1.0 + seconds) + 8.0) * MIB as f64;
+    assert!(
+        (snapshot.discarded_bytes as f64) <= allowance,
+        "{} MiB read in {seconds:.2} s",
+        snapshot.discarded_bytes / MIB
+    );
+    // Every refusal was read whole, or answered at once for want of allowance.
+    let refused = snapshot.rejected(Reason::QueueFull, Limit::Concurrency);
+    let [whole, busy] = [Discard::Whole, Discard::Busy].map(|d| snapshot.discards(d));
+    assert!(busy > 0, "{snapshot:?}");
+    assert_eq!(whole + busy, refused, "{snapshot:?}");
+}

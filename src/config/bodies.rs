@@ -104,7 +104,9 @@ impl AdmissionConfig {
     /// [minimum request body rate](Self::min_request_body_rate), and a client waiting for
     /// `100 Continue` are answered at once with `Connection: close`. Discarding holds no slot
     /// and no charge; the connection's buffers count as memory spoken for, and a refusal
-    /// does not discard when the budget has no room for them. Over HTTP/2 a refusal is
+    /// does not discard when the budget has no room for them, nor beyond an allowance of
+    /// what admitted bodies brought in lately and 64 MiB a second (reading costs the CPU
+    /// that admitted work needs). Over HTTP/2 a refusal is
     /// answered at once, and the stream reset with `NO_ERROR`: the client stops sending and
     /// reads the answer. `admission_discards_total` counts how discards ended.
     ///

@@ -14,30 +14,39 @@
 //! reading its body waits on a timer, another service or its response's reader, and is
 //! charged nothing until its next poll (work that follows such a wait is not foreseen; the
 //! live limit guards against what that misses). So a class of mixed sizes is charged its
-//! mean, and each request only until its work is done or it waits. One whose handler has
-//! waited for its client's body four times as long as the request's whole demand (2 ms at
-//! least) is charged nothing until the body has arrived: the client, not the CPU, sets its
-//! pace. (Not sooner: a busy runtime reads sockets late, and a body that seems slow may be
-//! waiting in the kernel's buffer for a worker.) A class most of whose requests wait so is
-//! charged nothing at admission either, and never held back by the gate: its work comes only
-//! once a client has sent a body, and is charged then. That a request waited is learned only
-//! while the runtime is not busy (a body read late proves nothing of its client); that one
-//! did not wait, always.
+//! mean, and each request only until its work is done or it waits.
+//!
+//! **Work that comes with a body is gated where it begins.** A request that declares a body
+//! (or whose class has shown bodies) cannot start a parse before its body is in. While the
+//! body comes, its charge waits apart, as work *coming*: the client sets that pace, however
+//! fast or slow, and no guess is made of who is slow. Its body's last frame is held until
+//! its work fits (see [`Turn`]): then its charge moves to the work charged. So the upload is
+//! never gated, and the parse always is.
 //!
 //! **The gate.** While the CPU is saturated, a request is admitted only while the work
 //! charged to the requests in flight, plus its own, fits what the workers can do within the
 //! horizon: `charged + own ≤ workers × horizon`, with the horizon one and a half times the
 //! larger of a typical request and this one (5 ms at least): admitted work drains within
 //! about one and a half service times, a worker is never left without a request ready to
-//! run, and a request heavier than most is not held back for good. With nothing in flight a
-//! request is always admitted.
+//! run, and a request heavier than most is not held back for good. A request whose work comes
+//! with its body is admitted while `charged + coming + own ≤ workers × (horizon + body)`,
+//! where `body` is the least time its class's bodies took to arrive lately (learned while
+//! the runtime is not busy: one read late waited for a worker too): what the workers do
+//! while a body comes is room as well, so bodies that come slowly are admitted as their pace
+//! allows, and bodies that come at once almost as requests without. The last frame waits
+//! for `charged + own ≤ workers × horizon`. With nothing in flight (nothing charged, for a
+//! last frame) a request always goes. While the CPU is not saturated, the gate still holds
+//! the work charged within [`OPEN_CAPACITIES`] times the capacity: a window in which request
+//! polls kept the workers less busy (a storm of connections and refusals keeps them busy
+//! outside request polls) must not let a flood in at once.
 //!
 //! **Saturated** means that, over a window of [`WINDOW_MS`] (the live limit's), request polls
-//! kept at least 60 % of the workers busy; it stays so until they keep fewer than 40 % busy. Requests that mostly
-//! wait (on a client, a timer, another service) leave the CPU idle, so the gate stays open
-//! for them and only `max_concurrency` and the memory budget hold them. (The workers' park
-//! counts were tried as a second sign, and dropped: with clients on the same cores, workers
-//! park while the few admitted requests wait for their bodies, and the gate flapped open.)
+//! kept at least 60 % of the workers busy; it stays so until they keep fewer than 40 % busy.
+//! Requests that mostly wait (on a client, a timer, another service) leave the CPU idle, so
+//! the gate stays open for them and only `max_concurrency` and the memory budget hold them.
+//! (The workers' park counts were tried as a second sign, and dropped: with clients on the
+//! same cores, workers park while the few admitted requests wait for their bodies, and the
+//! gate flapped open.)
 
 use std::{
     sync::{
@@ -356,8 +365,8 @@ pub(crate) struct Demand {
     used_ns: u64,
     /// Poll time not yet added to the gate's window (less than [`FLUSH_NS`]).
     unflushed_ns: u32,
-    /// When its first poll began, on the pool's clock, while its body comes; then how long
-    /// the body took to arrive, in microseconds, with [`ARRIVED`] set.
+    /// When it arrived, on the pool's clock, while its body comes (0: no body); then how
+    /// long the body took to arrive, in microseconds, with [`ARRIVED`] set.
     body_ns: u64,
 }
 
@@ -366,15 +375,23 @@ const ARRIVED: u64 = 1 << 63;
 
 impl Demand {
     /// A request of `estimate_us`, admitted charged `charged_us`, which the gate already
-    /// holds.
-    pub(crate) fn new(estimate_us: u64, charged_us: u64) -> Self {
+    /// holds; `admitted_ns`, for one with a body, when it was admitted.
+    pub(crate) fn new(estimate_us: u64, charged_us: u64, admitted_ns: Option<u64>) -> Self {
         Self {
             estimate_us,
             charged_us,
             coming: false,
             used_ns: 0,
             unflushed_ns: 0,
-            body_ns: 0,
+            body_ns: admitted_ns.map_or(0, |ns| ns.max(1)),
+        }
+    }
+
+    /// It waited `waited` in the queue before its admission.
+    pub(crate) fn arrived_before(&mut self, waited: Duration) {
+        if self.body_ns != 0 && self.body_ns & ARRIVED == 0 {
+            let waited_ns = waited.as_nanos().min(u64::MAX.into()) as u64;
+            self.body_ns = self.body_ns.saturating_sub(waited_ns).max(1);
         }
     }
 
@@ -442,14 +459,9 @@ impl Demand {
 
     /// Times the body's arrival, and learns that it took its turn.
     fn follow_body(&mut self, turn: &Turn, coming: bool, started_ns: u64, spent_ns: u64) {
-        if self.body_ns & ARRIVED == 0 {
-            if self.body_ns == 0 {
-                self.body_ns = started_ns.max(1);
-            }
-            if !coming {
-                let took_us = (started_ns + spent_ns).saturating_sub(self.body_ns) / 1000;
-                self.body_ns = ARRIVED | took_us.min(u32::MAX.into());
-            }
+        if self.body_ns != 0 && self.body_ns & ARRIVED == 0 && !coming {
+            let took_us = (started_ns + spent_ns).saturating_sub(self.body_ns) / 1000;
+            self.body_ns = ARRIVED | took_us.min(u32::MAX.into());
         }
         if self.coming && turn.0.load(Relaxed) & TAKEN != 0 {
             self.coming = false;

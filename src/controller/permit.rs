@@ -187,7 +187,12 @@ impl Permit {
             controller.discards().credit(ask.declared);
         }
         Self {
-            demand: Demand::new(controller.cpu_estimate_us(ask.class), ask.cpu_us),
+            demand: Demand::new(
+                controller.cpu_estimate_us(ask.class),
+                ask.cpu_us,
+                // Its body's time runs from its admission.
+                ask.body_us.map(|_| controller.clock.now_ns()),
+            ),
             with_body: ask.body_us.is_some(),
             responded: false,
             charge: Held::new(charge, controller_shares(&controller)),
@@ -346,6 +351,12 @@ impl Permit {
         self.controller.record_slow(slow);
     }
 
+    /// The request waited `waited` in the queue before its admission: its body's time is
+    /// counted from its arrival, for its client may have sent the body meanwhile.
+    pub(crate) fn queued_for(&mut self, waited: std::time::Duration) {
+        self.demand.arrived_before(waited);
+    }
+
     /// The pool, for the request's body to wait for its turn, where its work comes once its
     /// body has arrived (see [`super::cpu`]).
     pub(crate) fn turn(&self) -> Option<Arc<Controller>> {
@@ -399,10 +410,7 @@ impl Drop for Permit {
                 classes.observe_cpu(self.class, self.demand.used_ns());
                 self.controller.cpu.learn(self.demand.used_ns());
             }
-            // A busy runtime reads bodies late: their time is then not all the client's.
-            if let Some(body_us) = self.demand.body_us()
-                && !self.controller.runtime_is_busy()
-            {
+            if let Some(body_us) = self.demand.body_us() {
                 classes.observe_body(self.class, body_us);
             }
         }
