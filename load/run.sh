@@ -50,11 +50,21 @@ mkdir -p "$out"
 
 if [ "$scenario" = retry-storm ]; then
   # A client unlike the driver's (Python's asyncio, see clients/retry_storm.py) against the
-  # layer's defaults, tower's LoadShed + GlobalConcurrencyLimit N=8 and no limit.
+  # layer's defaults, tower's LoadShed + GlobalConcurrencyLimit N=8 and no limit; the
+  # capacity C measured once, closed loop against no limit.
+  client="$here/clients/retry_storm.py"
   port=39017
+  LIMITER=none LISTEN_ADDR="127.0.0.1:$port" "$root/target/release/examples/compare" \
+    >"$out/capacity.log" 2>&1 &
+  server=$!
+  sleep 1
+  capacity=$(timeout 60 python3 "$client" "$port" capacity)
+  kill "$server"; wait "$server" || true
+  echo "C = $capacity/s (closed loop, 8 clients, no limit)" | tee "$out/report.txt"
   for setup in "admission:server:" "tower-n8:compare:LIMITER=tower TOWER_CONCURRENCY=8" \
       "no-limit:compare:LIMITER=none"; do
     IFS=: read -r name binary env <<<"$setup"
+    port=$((port + 1))
     # shellcheck disable=SC2086
     env $env LISTEN_ADDR="127.0.0.1:$port" "$root/target/release/examples/$binary" \
       >"$out/$name.log" 2>&1 &
@@ -62,10 +72,9 @@ if [ "$scenario" = retry-storm ]; then
     sleep 1
     for retry in ${RETRIES:-storm polite none}; do
       echo "== $name, retries: $retry" | tee -a "$out/report.txt"
-      timeout 300 python3 "$here/clients/retry_storm.py" "$port" "$retry" | tee -a "$out/report.txt"
+      timeout 300 python3 "$client" "$port" spike "$capacity" "$retry" | tee -a "$out/report.txt"
     done
     kill "$server"; wait "$server" || true
-    port=$((port + 1))
   done
   echo "report: $out/report.txt"
   exit 0

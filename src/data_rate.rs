@@ -12,13 +12,19 @@
 
 use std::{
     fmt,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
 use tokio::time::Instant;
 
-use crate::{controller::Turn, log_throttle::LogThrottle};
+use crate::{
+    controller::{Controller, Turn},
+    log_throttle::LogThrottle,
+};
 
 /// A minimum data rate, enforced after a grace period.
 ///
@@ -177,15 +183,20 @@ pub(crate) struct BodyProgress {
     waited_ns: AtomicU64,
     /// Where the CPU gate is on: the request's turn to start its work once its body is in.
     pub(crate) turn: Turn,
+    /// The pool whose gate gives the turn, where its work comes once its body has.
+    pool: Option<Arc<Controller>>,
 }
 
 impl BodyProgress {
-    pub(crate) fn new(declared: u64) -> Self {
+    /// `pool`: where the request's work comes once its body has, the pool whose CPU gate
+    /// gives it its turn.
+    pub(crate) fn new(declared: u64, pool: Option<Arc<Controller>>) -> Self {
         Self {
             floor: AtomicU64::new(declared),
             cut: AtomicBool::new(false),
             waited_ns: AtomicU64::new(0),
             turn: Turn::default(),
+            pool,
         }
     }
 
@@ -211,6 +222,14 @@ impl BodyProgress {
     pub(crate) fn set_waited(&self, waited: Option<Duration>) {
         let ns = waited.map_or(u64::MAX, |w| (w.as_nanos() as u64).min(u64::MAX - 1));
         self.waited_ns.store(ns, Relaxed);
+    }
+
+    /// Whether the request's work may start now that its body is in; if not, `waker` is
+    /// woken when it may be.
+    pub(crate) fn take_turn(&self, waker: &std::task::Waker) -> bool {
+        self.pool
+            .as_ref()
+            .is_none_or(|pool| pool.cpu.take_turn(&self.turn, waker))
     }
 
     pub(crate) fn cut(&self) {

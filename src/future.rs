@@ -303,6 +303,7 @@ impl Answer {
 
 /// The admitted request's state: its reservation attached, its body metered, its handler
 /// called.
+#[inline(always)]
 fn call_admitted<S, B>(
     service: &mut S,
     mut request: Request<B>,

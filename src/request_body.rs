@@ -57,13 +57,17 @@ pin_project! {
         #[pin]
         inner: B,
         watch: Option<Watch>,
-        // The last frame, held until the request's work may start (see `Watch::turn`).
-        last: Option<Last<B>>,
+        // The last frame, held until the request's work may start (see `Watch::turn`); boxed,
+        // for it is rarely held.
+        last: Option<Box<Last<B>>>,
     }
 }
 
 /// A body's last frame, or its end.
-type Last<B> = Option<Result<Frame<<B as Body>::Data>, BoxError>>;
+type Last<B> = Polled<<B as Body>::Data>;
+
+/// What a poll of the body yields: a frame, an error or the end.
+type Polled<D> = Option<Result<Frame<D>, BoxError>>;
 
 /// The metering of one admitted request's body.
 #[derive(Debug)]
@@ -76,9 +80,6 @@ struct Watch {
     declared: u64,
     /// Whether the body is cut off below the rate; if not, the rate only lowers its charge.
     cuts: bool,
-    /// Where the CPU gate is on, the pool: the last frame waits until the gate lets the
-    /// request's work start, for its work begins once its body is in.
-    turn: Option<Arc<Controller>>,
 }
 
 /// An admitted request's body progress, seen from its response future: the flag that says
@@ -116,14 +117,13 @@ impl<B: Body> MinRateBody<B> {
     ) -> (Request<Self>, Option<CutOff>) {
         match rate {
             Some(rate) if !request.body().is_end_stream() => {
-                let progress = Arc::new(BodyProgress::new(declared));
+                let progress = Arc::new(BodyProgress::new(declared, turn));
                 let watch = Watch {
                     meter: ReadMeter::new(rate),
                     timer: None,
                     progress: Arc::clone(&progress),
                     declared,
                     cuts,
-                    turn,
                 };
                 let cut = CutOff { progress, rate };
                 (
@@ -169,7 +169,7 @@ where
             return Poll::Ready(Some(Err(watch.too_slow())));
         }
         if let Some(last) = this.last.take() {
-            return watch.after_turn(last, this.last, cx);
+            return watch.after_turn(*last, this.last, cx);
         }
         let mut inner = this.inner;
         match inner.as_mut().poll_frame(cx) {
@@ -230,17 +230,14 @@ impl Watch {
     /// `held`, and the gate wakes the task when the work charged falls.
     fn after_turn<D>(
         &self,
-        last: Option<Result<Frame<D>, BoxError>>,
-        held: &mut Option<Option<Result<Frame<D>, BoxError>>>,
+        last: Polled<D>,
+        held: &mut Option<Box<Polled<D>>>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<D>, BoxError>>> {
-        let Some(controller) = &self.turn else {
-            return Poll::Ready(last);
-        };
-        if controller.cpu.take_turn(&self.progress.turn, cx.waker()) {
+    ) -> Poll<Polled<D>> {
+        if self.progress.take_turn(cx.waker()) {
             Poll::Ready(last)
         } else {
-            *held = Some(last);
+            *held = Some(Box::new(last));
             Poll::Pending
         }
     }

@@ -6,12 +6,13 @@ the answer is read, abandoned after 1 s. Retries: `none`, `polite` (after a 503,
 Retry-After capped at 1 s, ±25 %; after a timeout, at once) or `storm` (at once), up to 3
 more attempts.
 
-First the capacity C is measured: 4 s of arrivals well above it, no retries; C is the
-median of the 2xx per second. Then the spike: 0.6 C for 5 s, 3 C for 5 s, 0.6 C for 8 s.
-Prints C and, per second of the spike run, the 2xx, 503s, timeouts and errors, and the
-second after the spike from which the 2xx stay at 0.9 x the base or more.
+`capacity` measures C: 8 clients in closed loop for 4 s (run it against a server with no
+limit); the median of the 2xx per second. `spike` then runs 0.6 C for 5 s, 3 C for 5 s and
+0.6 C for 8 s, and prints, per second, the 2xx, 503s, timeouts and errors, and the second
+after the spike from which the 2xx stay at 0.9 x the base or more.
 
-    python3 load/clients/retry_storm.py PORT [none|polite|storm]
+    python3 load/clients/retry_storm.py PORT capacity
+    python3 load/clients/retry_storm.py PORT spike C [none|polite|storm]
 """
 
 import asyncio
@@ -85,6 +86,16 @@ class Run:
                 wait = min(1.0, float(headers.get("retry-after", "1")))
                 await asyncio.sleep(wait * self.rng.uniform(0.75, 1.25))
 
+    async def closed_loop(self, clients, seconds):
+        self.t0 = time.monotonic()
+
+        async def client():
+            while time.monotonic() - self.t0 < seconds:
+                kind, _ = await self.attempt()
+                self.events.append((time.monotonic() - self.t0, kind))
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+
     async def arrive(self, phases):
         self.t0 = time.monotonic()
         jobs, at = [], 0.0
@@ -109,11 +120,14 @@ class Run:
 
 
 def main():
-    port = int(sys.argv[1])
-    retry = sys.argv[2] if len(sys.argv) > 2 else "storm"
-    probe = Run(port, "none", 1)
-    asyncio.run(probe.arrive([(1000.0, 4.0)]))
-    capacity = statistics.median(probe.per_second(4)["ok"])
+    port, mode = int(sys.argv[1]), sys.argv[2]
+    if mode == "capacity":
+        probe = Run(port, "none", 1)
+        asyncio.run(probe.closed_loop(8, 4.0))
+        print(f"{statistics.median(probe.per_second(4)['ok']):.0f}")
+        return
+    capacity = float(sys.argv[3])
+    retry = sys.argv[4] if len(sys.argv) > 4 else "storm"
     spike = Run(port, retry, 7)
     base = 0.6 * capacity
     asyncio.run(spike.arrive([(base, 5.0), (3 * capacity, 5.0), (base, 8.0)]))

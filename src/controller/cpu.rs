@@ -247,10 +247,16 @@ impl CpuGate {
     }
 
     /// Wakes the bodies waiting for their turn, if any.
+    #[inline]
     fn wake_turns(&self) {
-        if self.turns_waiting.load(Relaxed) == 0 {
-            return;
+        if self.turns_waiting.load(Relaxed) != 0 {
+            self.wake_waiting_turns();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_waiting_turns(&self) {
         let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
         let wakers = std::mem::take(&mut *turns);
         self.turns_waiting.store(0, Relaxed);
@@ -354,44 +360,53 @@ const ENDED: u64 = 1 << 61;
 /// One request's CPU demand: what it used so far, and what the gate holds for it.
 #[derive(Debug)]
 pub(crate) struct Demand {
-    /// Its class's figure when it was admitted, in microseconds.
-    estimate_us: u64,
+    /// Its class's figure when it was admitted, in microseconds (small: it travels with
+    /// every admitted request).
+    estimate_us: u32,
     /// What the gate holds for it, in microseconds: on the work coming while its body must
-    /// wait for its turn, else on the work charged.
+    /// wait for its turn ([`COMING`]), else on the work charged.
     charged_us: u64,
-    /// Whether its charge is on the work coming (see [`Turn`]).
-    coming: bool,
     /// Time spent in its polls.
     used_ns: u64,
     /// Poll time not yet added to the gate's window (less than [`FLUSH_NS`]).
     unflushed_ns: u32,
-    /// When it arrived, on the pool's clock, while its body comes (0: no body); then how
-    /// long the body took to arrive, in microseconds, with [`ARRIVED`] set.
-    body_ns: u64,
+    /// Its body, if it has one (0: none): when it arrived, on the pool's clock, while its
+    /// body comes; then how long the body took to arrive, in microseconds, with [`ARRIVED`]
+    /// set; and [`COMING`] while its charge is on the work coming.
+    body: u64,
 }
 
-/// Marks [`Demand::body_ns`] as the time the body took.
+/// In [`Demand::body`]: the body has arrived, and the low bits say how long it took.
 const ARRIVED: u64 = 1 << 63;
+/// In [`Demand::body`]: its charge is on the work coming, until its body takes its turn.
+const COMING: u64 = 1 << 62;
+/// In [`Demand::body`]: the time.
+const BODY_TIME: u64 = COMING - 1;
 
 impl Demand {
     /// A request of `estimate_us`, admitted charged `charged_us`, which the gate already
     /// holds; `admitted_ns`, for one with a body, when it was admitted.
     pub(crate) fn new(estimate_us: u64, charged_us: u64, admitted_ns: Option<u64>) -> Self {
         Self {
-            estimate_us,
+            estimate_us: estimate_us.min(u32::MAX.into()) as u32,
             charged_us,
-            coming: false,
             used_ns: 0,
             unflushed_ns: 0,
-            body_ns: admitted_ns.map_or(0, |ns| ns.max(1)),
+            body: admitted_ns.map_or(0, |ns| (ns & BODY_TIME).max(1)),
         }
+    }
+
+    /// Whether its work comes once its body has arrived.
+    pub(crate) fn expects_body(&self) -> bool {
+        self.body != 0
     }
 
     /// It waited `waited` in the queue before its admission.
     pub(crate) fn arrived_before(&mut self, waited: Duration) {
-        if self.body_ns != 0 && self.body_ns & ARRIVED == 0 {
+        if self.body != 0 && self.body & ARRIVED == 0 {
             let waited_ns = waited.as_nanos().min(u64::MAX.into()) as u64;
-            self.body_ns = self.body_ns.saturating_sub(waited_ns).max(1);
+            let arrived = (self.body & BODY_TIME).saturating_sub(waited_ns).max(1);
+            self.body = (self.body & COMING) | arrived;
         }
     }
 
@@ -401,19 +416,19 @@ impl Demand {
 
     /// How long its body took to arrive, in microseconds, once it has.
     pub(crate) fn body_us(&self) -> Option<u64> {
-        (self.body_ns & ARRIVED != 0).then_some(self.body_ns & !ARRIVED)
+        (self.body & ARRIVED != 0).then_some(self.body & BODY_TIME)
     }
 
     /// Its work comes once its body has arrived: its charge moves to the work coming, and the
     /// body waits for its turn at `turn`.
     pub(crate) fn comes_with_body(&mut self, gate: &CpuGate, turn: &Turn) {
-        if self.coming || self.charged_us == 0 {
+        if self.body == 0 || self.body & COMING != 0 || self.charged_us == 0 {
             return;
         }
         gate.coming_us.fetch_add(self.charged_us, Relaxed);
         gate.recharge(self.charged_us, 0);
         turn.0.store(WAITING | self.charged_us, Relaxed);
-        self.coming = true;
+        self.body |= COMING;
     }
 
     /// A poll that began at `started_ns` took `spent_ns`; `body`: its body's turn, and
@@ -442,12 +457,12 @@ impl Demand {
             self.follow_body(turn, coming, started_ns, spent_ns);
         }
         // Its charge waits on the work coming until its body takes its turn.
-        if self.coming {
+        if self.body & COMING != 0 {
             return false;
         }
         let target = match idle {
             true => 0,
-            false => self.estimate_us.saturating_sub(self.used_ns / 1000),
+            false => u64::from(self.estimate_us).saturating_sub(self.used_ns / 1000),
         };
         if target.abs_diff(self.charged_us) < RECHARGE_STEP_US {
             return false;
@@ -459,12 +474,13 @@ impl Demand {
 
     /// Times the body's arrival, and learns that it took its turn.
     fn follow_body(&mut self, turn: &Turn, coming: bool, started_ns: u64, spent_ns: u64) {
-        if self.body_ns != 0 && self.body_ns & ARRIVED == 0 && !coming {
-            let took_us = (started_ns + spent_ns).saturating_sub(self.body_ns) / 1000;
-            self.body_ns = ARRIVED | took_us.min(u32::MAX.into());
+        if self.body != 0 && self.body & ARRIVED == 0 && !coming {
+            let arrived = self.body & BODY_TIME;
+            let took_us = (started_ns + spent_ns).saturating_sub(arrived) / 1000;
+            self.body = (self.body & COMING) | ARRIVED | took_us.min(u32::MAX.into());
         }
-        if self.coming && turn.0.load(Relaxed) & TAKEN != 0 {
-            self.coming = false;
+        if self.body & COMING != 0 && turn.0.load(Relaxed) & TAKEN != 0 {
+            self.body &= !COMING;
         }
     }
 

@@ -170,8 +170,6 @@ pub(crate) struct Permit {
     past_limits: bool,
     /// Its CPU demand, where the CPU gate is on.
     demand: Demand,
-    /// Whether its work comes once its body has arrived, as admitted.
-    with_body: bool,
     /// Whether its response head is ready: only then is its demand whole enough to learn.
     responded: bool,
     /// Bytes held beside the charge: what serving the request holds outside its polls
@@ -193,7 +191,6 @@ impl Permit {
                 // Its body's time runs from its admission.
                 ask.body_us.map(|_| controller.clock.now_ns()),
             ),
-            with_body: ask.body_us.is_some(),
             responded: false,
             charge: Held::new(charge, controller_shares(&controller)),
             controller,
@@ -227,7 +224,7 @@ impl Permit {
     /// Where its work comes once its body has (see [`super::cpu`]), the body waits for its
     /// turn before its last frame.
     pub(crate) fn follow(&mut self, body: Arc<BodyProgress>) {
-        if self.with_body && self.controller.cpu.is_enabled() {
+        if self.demand.expects_body() {
             self.demand
                 .comes_with_body(&self.controller.cpu, &body.turn);
         }
@@ -360,7 +357,9 @@ impl Permit {
     /// The pool, for the request's body to wait for its turn, where its work comes once its
     /// body has arrived (see [`super::cpu`]).
     pub(crate) fn turn(&self) -> Option<Arc<Controller>> {
-        (self.with_body && self.controller.cpu.is_enabled()).then(|| Arc::clone(&self.controller))
+        self.demand
+            .expects_body()
+            .then(|| Arc::clone(&self.controller))
     }
 
     /// The request's declared `Content-Length`.

@@ -792,7 +792,7 @@ fn a_request_whose_body_is_coming_is_charged_once_its_body_takes_its_turn() {
     serve(&c, &now, upload, &[4 * MS], 0);
     let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
     assert_eq!(c.cpu.charged_us(), 4_000);
-    let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20));
+    let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20, None));
     permit.follow(Arc::clone(&body));
     assert_eq!(c.cpu.charged_us(), 0, "its work comes with its body");
     assert_eq!(c.cpu.coming_us(), 4_000);
@@ -822,7 +822,7 @@ fn a_request_whose_body_is_coming_is_charged_once_its_body_takes_its_turn() {
     );
     // A request that ends before its body is in gives back what it brought.
     let mut gone = admitted(c.acquire(upload, Some(1 << 20)));
-    gone.follow(Arc::new(crate::data_rate::BodyProgress::new(1 << 20)));
+    gone.follow(Arc::new(crate::data_rate::BodyProgress::new(1 << 20, None)));
     assert!(c.cpu.coming_us() > 0);
     drop(gone);
     assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 0));
@@ -885,7 +885,7 @@ fn uploads_are_admitted_for_the_work_done_while_their_bodies_come_and_parse_in_t
     // Uploads whose bodies took 20 ms to come, for a 4 ms parse.
     for _ in 0..8 {
         let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
-        let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20));
+        let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20, None));
         permit.follow(Arc::clone(&body));
         body.set_waited(Some(Duration::ZERO));
         let _ = permit.track(|| Poll::Ready(()));
@@ -905,7 +905,7 @@ fn uploads_are_admitted_for_the_work_done_while_their_bodies_come_and_parse_in_t
     let mut uploads: Vec<(Permit, Arc<crate::data_rate::BodyProgress>)> = (0..12)
         .map(|_| {
             let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
-            let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20));
+            let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20, None));
             permit.follow(Arc::clone(&body));
             (permit, body)
         })
