@@ -53,7 +53,8 @@ if [ "$scenario" = retry-storm ]; then
   # layer's defaults, tower's LoadShed + GlobalConcurrencyLimit N=8 and no limit; the
   # capacity C measured once, closed loop against no limit.
   client="$here/clients/retry_storm.py"
-  port=39017
+  # Below the ephemeral range: the clients' own connections cannot hold it.
+  port=29017
   LIMITER=none LISTEN_ADDR="127.0.0.1:$port" "$root/target/release/examples/compare" \
     >"$out/capacity.log" 2>&1 &
   server=$!
@@ -70,6 +71,7 @@ if [ "$scenario" = retry-storm ]; then
       >"$out/$name.log" 2>&1 &
     server=$!
     sleep 1
+    kill -0 "$server" || { echo "the $name server did not start: see $out/$name.log" >&2; exit 1; }
     for retry in ${RETRIES:-storm polite none}; do
       echo "== $name, retries: $retry" | tee -a "$out/report.txt"
       timeout 300 python3 "$client" "$port" spike "$capacity" "$retry" | tee -a "$out/report.txt"

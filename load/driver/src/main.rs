@@ -11,6 +11,7 @@ pub const MIB: u64 = 1 << 20;
 mod cgroup;
 mod client;
 mod experiment;
+mod explore;
 mod h2load;
 mod oha;
 mod openloop;
@@ -132,6 +133,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.scenario == "explore" {
+        return run_explore(&args);
+    }
     // Scenarios with servers of their own (a cgroup, nginx) and a report of their own.
     let own: Option<OwnReport> = match args.scenario.as_str() {
         "processes" => Some(|out, bin| processes::PROCESSES.run(out, bin)),
@@ -193,6 +197,32 @@ fn main() -> ExitCode {
             eprintln!("FAIL: {problem}");
         }
         ExitCode::FAILURE
+    }
+}
+
+/// `explore`: seeded workloads checked against the promises (see `explore.rs`).
+fn run_explore(args: &Args) -> ExitCode {
+    let report_only = std::env::var_os("EXPLORE_REPORT_ONLY").is_some();
+    let result = explore::explore(&args.out, &args.bin_dir, &args.oha).and_then(|(md, failed)| {
+        println!("{md}");
+        let report = format!("# tower-admission: explore\n\n{md}");
+        std::fs::write(args.out.join("report.md"), report).map_err(|e| e.to_string())?;
+        Ok(failed)
+    });
+    match result {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) if report_only => {
+            eprintln!("explore: the oracle found failures (reported only)");
+            ExitCode::SUCCESS
+        }
+        Ok(true) => {
+            eprintln!("FAIL: explore: the oracle found failures, see the report");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: explore: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

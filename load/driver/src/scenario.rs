@@ -95,7 +95,7 @@ impl Phase {
         self
     }
 
-    fn backing_off(mut self, ms: u64) -> Self {
+    pub fn backing_off(mut self, ms: u64) -> Self {
         self.backoff = Some(Duration::from_millis(ms));
         self
     }
@@ -121,7 +121,7 @@ impl Phase {
         self
     }
 
-    fn post(mut self, bytes: u64) -> Self {
+    pub fn post(mut self, bytes: u64) -> Self {
         self.post_json = Some(bytes);
         self
     }
