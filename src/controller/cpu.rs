@@ -30,8 +30,9 @@
 //! about one and a half service times, a worker is never left without a request ready to
 //! run, and a request heavier than most is not held back for good. A request whose work comes
 //! with its body is admitted while `charged + coming + own ≤ workers × (horizon + body)`,
-//! where `body` is the least time its class's bodies took to arrive lately (learned while
-//! the runtime is not busy: one read late waited for a worker too): what the workers do
+//! where `body` is the least time its class's bodies took lately from the request's arrival
+//! to its last byte (the quickest is the client's pace; a slower one also waited for a worker
+//! to read it, or in the queue while its client sent it): what the workers do
 //! while a body comes is room as well, so bodies that come slowly are admitted as their pace
 //! allows, and bodies that come at once almost as requests without. The last frame waits
 //! for `charged + own ≤ workers × horizon`. With nothing in flight (nothing charged, for a

@@ -5,8 +5,9 @@
 //! **Admission.** With `spoken for = max(memory, baseline + charged)`, where `memory` is the
 //! sampler's last reading and `charged` sums what the requests in flight are charged (see
 //! [`permit`]) and what requests hold outside their polls (see [`footprint`]), a request of
-//! `charge` (its conservative estimate, see [`classes`]) is admitted at once while `in_flight < max_concurrency` and `spoken for + charge` stays within the
-//! *soft limit*: the budget less the largest unknown part of a charge given lately (what a
+//! `charge` (its conservative estimate, see [`classes`]) is admitted at once while
+//! `in_flight < max_concurrency` and `spoken for + charge` stays within the *soft limit*: the
+//! budget less the largest unknown part of a charge given lately (what a
 //! request was expected to allocate beyond its `Content-Length`).
 //!
 //! **A new class goes one at a time.** Where polls are measured, a request of a class that
