@@ -328,9 +328,9 @@ where
     // A gRPC call may be a long-lived stream, which sends when it has something to say.
     let cuts = rates.streams || dialect != Dialect::Grpc;
     let request_version = request.version();
-    let turn = permit.turn();
+    let pool = permit.gate_for_body();
     let (request, cut) =
-        MinRateBody::metered(request, rates.request, permit.declared(), cuts, turn);
+        MinRateBody::metered(request, rates.request, permit.declared(), cuts, pool);
     if let Some(cut) = &cut {
         permit.follow(cut.progress());
     }

@@ -57,7 +57,7 @@ pin_project! {
         #[pin]
         inner: B,
         watch: Option<Watch>,
-        // The last frame, held until the request's work may start (see `Watch::turn`); boxed,
+        // The last frame, held until the request's work may start (see `Watch::after_turn`); boxed,
         // for it is rarely held.
         last: Option<Box<Last<B>>>,
     }
@@ -107,17 +107,18 @@ impl CutOff {
 impl<B: Body> MinRateBody<B> {
     /// The request, its body (declared `declared` bytes long) metered at `rate` unless it
     /// has none, and cut off below it if it `cuts`; the body's progress, for the response
-    /// future and the permit.
+    /// future and the permit. `pool`: where the request's work comes once its body has, the
+    /// pool whose CPU gate holds its last frame until the work fits.
     pub(crate) fn metered(
         request: Request<B>,
         rate: Option<MinDataRate>,
         declared: u64,
         cuts: bool,
-        turn: Option<Arc<Controller>>,
+        pool: Option<Arc<Controller>>,
     ) -> (Request<Self>, Option<CutOff>) {
         match rate {
             Some(rate) if !request.body().is_end_stream() => {
-                let progress = Arc::new(BodyProgress::new(declared, turn));
+                let progress = Arc::new(BodyProgress::new(declared, pool));
                 let watch = Watch {
                     meter: ReadMeter::new(rate),
                     timer: None,

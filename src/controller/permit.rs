@@ -356,7 +356,7 @@ impl Permit {
 
     /// The pool, for the request's body to wait for its turn, where its work comes once its
     /// body has arrived (see [`super::cpu`]).
-    pub(crate) fn turn(&self) -> Option<Arc<Controller>> {
+    pub(crate) fn gate_for_body(&self) -> Option<Arc<Controller>> {
         self.demand
             .expects_body()
             .then(|| Arc::clone(&self.controller))
