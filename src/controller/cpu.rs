@@ -208,8 +208,8 @@ impl CpuGate {
         }
     }
 
-    /// Whether a request whose body has arrived may start its `own_us` of work now: the CPU
-    /// is not saturated, nothing is charged, or it fits what the workers finish soon.
+    /// Whether a request whose body has arrived may start its `own_us` of work now: nothing
+    /// is charged, or it fits the room the gate has (see [`room_for_us`](Self::room_for_us)).
     fn may_run(&self, own_us: u64) -> bool {
         let charged = self.charged_us.load(Relaxed);
         charged == 0 || charged.saturating_add(own_us) <= self.room_for_us(own_us)
@@ -350,6 +350,14 @@ const RECHARGE_STEP_US: u64 = 50;
 #[derive(Debug, Default)]
 pub(crate) struct Turn(AtomicU64);
 
+impl Turn {
+    /// Whether the request's work is charged to the work coming, its body waiting for its
+    /// turn.
+    fn waits(&self) -> bool {
+        self.0.load(Relaxed) & WAITING != 0
+    }
+}
+
 /// The request's work, in the low bits, is charged to the work coming: its body must wait for
 /// its turn before its last frame.
 const WAITING: u64 = 1 << 63;
@@ -364,8 +372,8 @@ pub(crate) struct Demand {
     /// Its class's figure when it was admitted, in microseconds (small: it travels with
     /// every admitted request).
     estimate_us: u32,
-    /// What the gate holds for it, in microseconds: on the work coming while its body must
-    /// wait for its turn ([`COMING`]), else on the work charged.
+    /// What the gate holds for it, in microseconds: on the work coming while its body waits
+    /// for its turn (see [`Turn`]), else on the work charged.
     charged_us: u64,
     /// Time spent in its polls.
     used_ns: u64,
@@ -373,16 +381,14 @@ pub(crate) struct Demand {
     unflushed_ns: u32,
     /// Its body, if it has one (0: none): when it arrived, on the pool's clock, while its
     /// body comes; then how long the body took to arrive, in microseconds, with [`ARRIVED`]
-    /// set; and [`COMING`] while its charge is on the work coming.
+    /// set.
     body: u64,
 }
 
 /// In [`Demand::body`]: the body has arrived, and the low bits say how long it took.
 const ARRIVED: u64 = 1 << 63;
-/// In [`Demand::body`]: its charge is on the work coming, until its body takes its turn.
-const COMING: u64 = 1 << 62;
 /// In [`Demand::body`]: the time.
-const BODY_TIME: u64 = COMING - 1;
+const BODY_TIME: u64 = ARRIVED - 1;
 
 impl Demand {
     /// A request of `estimate_us`, admitted charged `charged_us`, which the gate already
@@ -406,8 +412,7 @@ impl Demand {
     pub(crate) fn arrived_before(&mut self, waited: Duration) {
         if self.body != 0 && self.body & ARRIVED == 0 {
             let waited_ns = waited.as_nanos().min(u64::MAX.into()) as u64;
-            let arrived = (self.body & BODY_TIME).saturating_sub(waited_ns).max(1);
-            self.body = (self.body & COMING) | arrived;
+            self.body = self.body.saturating_sub(waited_ns).max(1);
         }
     }
 
@@ -423,13 +428,12 @@ impl Demand {
     /// Its work comes once its body has arrived: its charge moves to the work coming, and the
     /// body waits for its turn at `turn`.
     pub(crate) fn comes_with_body(&mut self, gate: &CpuGate, turn: &Turn) {
-        if self.body == 0 || self.body & COMING != 0 || self.charged_us == 0 {
+        if self.body == 0 || self.charged_us == 0 || turn.0.load(Relaxed) != 0 {
             return;
         }
         gate.coming_us.fetch_add(self.charged_us, Relaxed);
         gate.recharge(self.charged_us, 0);
         turn.0.store(WAITING | self.charged_us, Relaxed);
-        self.body |= COMING;
     }
 
     /// A poll that began at `started_ns` took `spent_ns`; `body`: its body's turn, and
@@ -455,11 +459,13 @@ impl Demand {
             false => unflushed as u32,
         };
         if let Some((turn, coming)) = body {
-            self.follow_body(turn, coming, started_ns, spent_ns);
-        }
-        // Its charge waits on the work coming until its body takes its turn.
-        if self.body & COMING != 0 {
-            return false;
+            if !coming {
+                self.body_arrived(started_ns + spent_ns);
+            }
+            // Its charge waits on the work coming until its body takes its turn.
+            if turn.waits() {
+                return false;
+            }
         }
         let target = match idle {
             true => 0,
@@ -473,15 +479,12 @@ impl Demand {
         fell
     }
 
-    /// Times the body's arrival, and learns that it took its turn.
-    fn follow_body(&mut self, turn: &Turn, coming: bool, started_ns: u64, spent_ns: u64) {
-        if self.body != 0 && self.body & ARRIVED == 0 && !coming {
-            let arrived = self.body & BODY_TIME;
-            let took_us = (started_ns + spent_ns).saturating_sub(arrived) / 1000;
-            self.body = (self.body & COMING) | ARRIVED | took_us.min(u32::MAX.into());
-        }
-        if self.body & COMING != 0 && turn.0.load(Relaxed) & TAKEN != 0 {
-            self.body &= !COMING;
+    /// Its body was found whole at `now_ns`: how long it took, from its arrival, if not
+    /// known yet.
+    fn body_arrived(&mut self, now_ns: u64) {
+        if self.body != 0 && self.body & ARRIVED == 0 {
+            let took_us = now_ns.saturating_sub(self.body) / 1000;
+            self.body = ARRIVED | took_us.min(u32::MAX.into());
         }
     }
 

@@ -7,8 +7,8 @@
 //! [`permit`]) and what requests hold outside their polls (see [`footprint`]), a request of
 //! `charge` (its conservative estimate, see [`classes`]) is admitted at once while
 //! `in_flight < max_concurrency` and `spoken for + charge` stays within the *soft limit*: the
-//! budget less the largest unknown part of a charge given lately (what a
-//! request was expected to allocate beyond its `Content-Length`).
+//! budget less the largest unknown part of a charge given lately (what a request was expected
+//! to allocate beyond its `Content-Length`).
 //!
 //! **A new class goes one at a time.** Where polls are measured, a request of a class that
 //! has not shown its cost yet is admitted only while every admitted request has been polled:
@@ -352,10 +352,7 @@ impl Controller {
         if !self.cpu.is_enabled() {
             return None;
         }
-        match self.classes.body_us(class) {
-            Some(us) => Some(us),
-            None => (declared > 0).then_some(0),
-        }
+        self.classes.body_us(class).or((declared > 0).then_some(0))
     }
 
     /// The CPU work a request of `class` brings, in microseconds: what its class demands, or

@@ -224,10 +224,8 @@ impl Permit {
     /// Where its work comes once its body has (see [`super::cpu`]), the body waits for its
     /// turn before its last frame.
     pub(crate) fn follow(&mut self, body: Arc<BodyProgress>) {
-        if self.demand.expects_body() {
-            self.demand
-                .comes_with_body(&self.controller.cpu, &body.turn);
-        }
+        self.demand
+            .comes_with_body(&self.controller.cpu, &body.turn);
         self.body = Some(body);
     }
 
