@@ -50,6 +50,8 @@ pub struct Reservation {
     controller: Arc<Controller>,
     charge: Arc<Charge>,
     class: ClassId,
+    /// The request's declared `Content-Length`.
+    declared: u64,
     timeout: Duration,
 }
 
@@ -61,6 +63,7 @@ impl Reservation {
                 controller: Arc::clone(controller),
                 charge,
                 class: permit.class(),
+                declared: permit.declared(),
                 timeout,
             });
         }
@@ -87,7 +90,7 @@ impl Reservation {
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            match controller.reserve(&self.charge, self.class, bytes) {
+            match controller.reserve(&self.charge, self.class, self.declared, bytes) {
                 Ok(()) => return Ok(()),
                 Err(None) => return Err(Rejection::new(Reason::QueueTimeout, Limit::Memory)),
                 Err(Some(limit)) if tokio::time::Instant::now() >= deadline => {

@@ -24,6 +24,7 @@
 //! window give their slots up, so that the first comers cannot keep the table forever. A
 //! name is bounded too ([`NAME_BYTES`]). Lock-free: a lookup is a hash and a few loads.
 
+use super::by_size::BySize;
 use std::{
     hash::{Hash, Hasher},
     sync::{
@@ -165,16 +166,62 @@ impl RecentMin {
     }
 }
 
+/// A figure that grows with a request's body, or need not: the most observed, and the most
+/// observed per KiB of body (a request without a body counts as one KiB). A request is
+/// charged the lesser of the two for its own body: each bounds what the requests seen cost,
+/// so a class whose cost grows with its bodies (a parse) charges a small body little, and one
+/// whose cost does not charges no more than its most.
+#[derive(Debug, Default)]
+struct Scaled {
+    most: RecentMax,
+    per_kib: RecentMax,
+}
+
+impl Scaled {
+    fn get(&self, declared: u64) -> Option<u64> {
+        let most = self.most.get()?;
+        Some(match self.per_kib.get() {
+            Some(per_kib) => most.min(per_kib.saturating_mul(body_kib(declared))),
+            None => most,
+        })
+    }
+
+    fn observe(&self, value: u64, declared: u64) {
+        self.most.observe(value);
+        self.per_kib.observe(value.div_ceil(body_kib(declared)));
+    }
+
+    fn rotate(&self) {
+        self.most.rotate();
+        self.per_kib.rotate();
+    }
+
+    fn clear(&self) {
+        self.most.clear();
+        self.per_kib.clear();
+    }
+}
+
+/// A body's length in KiB, plus one: a request without a body counts as one KiB.
+fn body_kib(declared: u64) -> u64 {
+    (declared / 1024).saturating_add(1)
+}
+
 #[derive(Debug, Default)]
 struct Class {
     key: AtomicU64,
-    peak: RecentMax,
+    /// The most a request allocated beyond its `Content-Length`, and the most per KiB of its
+    /// body (see [`Scaled`]).
+    peak: Scaled,
     least: RecentMin,
-    rise: RecentMax,
-    /// CPU demand per request, in nanoseconds (0: not measured yet).
-    cpu_ns: AtomicU64,
+    /// The most one poll rose above a request's charge, and the most per KiB of its body.
+    rise: Scaled,
+    /// CPU demand per request, in nanoseconds, by the length of its body.
+    cpu: BySize,
     /// How long its requests' bodies take to arrive at the quickest, in microseconds.
     body_us: RecentMin,
+    /// Its requests' longest poll, in nanoseconds, by the length of their body.
+    poll: BySize,
     /// The first request that claimed the slot, as `METHOD /path` (at most [`NAME_BYTES`]).
     name: Mutex<Option<Box<str>>>,
     /// The window in which a request of the class was last seen.
@@ -194,8 +241,9 @@ impl Class {
         self.peak.clear();
         self.least.clear();
         self.rise.clear();
-        self.cpu_ns.store(0, Relaxed);
+        self.cpu.clear();
         self.body_us.clear();
+        self.poll.clear();
         *self.name.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.key.store(0, Relaxed);
     }
@@ -283,7 +331,7 @@ impl Classes {
 
     /// What to charge a request of `id` that declared `declared` bytes, before its first poll.
     pub(crate) fn estimate(&self, id: ClassId, declared: u64) -> u64 {
-        let peak = self.class(id).peak.get().unwrap_or(self.initial);
+        let peak = self.class(id).peak.get(declared).unwrap_or(self.initial);
         self.largest.observe(peak);
         declared.saturating_add(peak)
     }
@@ -296,12 +344,13 @@ impl Classes {
 
     /// Whether a request of `id` has shown its cost since the pool started.
     pub(crate) fn is_known(&self, id: ClassId) -> bool {
-        self.class(id).peak.get().is_some()
+        self.class(id).peak.get(0).is_some()
     }
 
-    /// What a request of `id` is charged above its allocation, for what its next poll may add.
-    pub(crate) fn rise(&self, id: ClassId) -> u64 {
-        self.class(id).rise.get().unwrap_or(0)
+    /// What a request of `id` that declared `declared` bytes is charged above its
+    /// allocation, for what its next poll may add.
+    pub(crate) fn rise(&self, id: ClassId, declared: u64) -> u64 {
+        self.class(id).rise.get(declared).unwrap_or(0)
     }
 
     /// The largest unknown part of a charge lately: the soft limit keeps that much in hand.
@@ -312,7 +361,7 @@ impl Classes {
     /// A request of `id` that declared `declared` bytes reached `peak` bytes.
     pub(crate) fn observe_peak(&self, id: ClassId, declared: u64, peak: u64) {
         let unknown = peak.saturating_sub(declared);
-        self.class(id).peak.observe(unknown);
+        self.class(id).peak.observe(unknown, declared);
         self.largest.observe(unknown);
     }
 
@@ -321,20 +370,31 @@ impl Classes {
         self.class(id).least.observe(peak.saturating_sub(declared));
     }
 
-    /// One poll of a request of `id` rose `rise` bytes above its charge.
-    pub(crate) fn observe_rise(&self, id: ClassId, rise: u64) {
-        self.class(id).rise.observe(rise);
+    /// One poll of a request of `id` that declared `declared` bytes rose `rise` bytes above
+    /// its charge.
+    pub(crate) fn observe_rise(&self, id: ClassId, declared: u64, rise: u64) {
+        self.class(id).rise.observe(rise, declared);
     }
 
     /// Starts a new window once the current one is over; `now_ms` on the controller's clock.
-    /// What a request of the class demands of a core, in nanoseconds, once measured.
-    pub(crate) fn cpu_ns(&self, id: ClassId) -> Option<u64> {
-        Some(self.class(id).cpu_ns.load(Relaxed)).filter(|&ns| ns > 0)
+    /// What a request of `id` that declared `declared` body bytes demands of a core, in
+    /// nanoseconds, once measured.
+    pub(crate) fn cpu_ns(&self, id: ClassId, declared: u64) -> Option<u64> {
+        self.class(id).cpu.of(declared)
     }
 
-    /// A request of the class ended after demanding `ns` in its polls.
-    pub(crate) fn observe_cpu(&self, id: ClassId, ns: u64) {
-        super::cpu::learn(&self.class(id).cpu_ns, ns);
+    /// A request of `id` that declared `declared` bytes ended after demanding `ns` in its
+    /// polls, the longest of which took `longest_ns`.
+    pub(crate) fn observe_cpu(&self, id: ClassId, declared: u64, ns: u64, longest_ns: u64) {
+        let class = self.class(id);
+        class.cpu.learn(declared, ns);
+        class.poll.learn(declared, longest_ns);
+    }
+
+    /// How long the longest poll of a request of `id` that declared `declared` bytes will
+    /// be, in nanoseconds, once its class has shown its polls.
+    pub(crate) fn poll_ns(&self, id: ClassId, declared: u64) -> Option<u64> {
+        self.class(id).poll.of(declared)
     }
 
     /// A request of the class whose body took `us` microseconds to arrive ended.
@@ -361,8 +421,8 @@ impl Classes {
                     None if index == SLOTS => "other".to_owned(),
                     None => return None,
                 };
-                let cpu_ns = self.cpu_ns(ClassId(index));
-                let peak_bytes = class.peak.get();
+                let cpu_ns = class.cpu.mean();
+                let peak_bytes = class.peak.get(u64::MAX);
                 (cpu_ns.is_some() || peak_bytes.is_some() || index < SLOTS).then_some(
                     ClassFigures {
                         name,
@@ -555,8 +615,8 @@ mod tests {
         }
         classes.observe_peak(ids[0], 0, MIB);
         assert_eq!(classes.estimate(ids[1], 0), 0);
-        classes.observe_rise(ids[2], 5);
-        assert_eq!(classes.rise(ids[2]), 5);
-        assert_eq!(classes.rise(ids[3]), 0);
+        classes.observe_rise(ids[2], 0, 5);
+        assert_eq!(classes.rise(ids[2], 0), 5);
+        assert_eq!(classes.rise(ids[3], 0), 0);
     }
 }

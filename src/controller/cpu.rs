@@ -41,6 +41,18 @@
 //! polls kept the workers less busy (a storm of connections and refusals keeps them busy
 //! outside request polls) must not let a flood in at once.
 //!
+//! **Long polls.** A poll is not preempted: while every worker is inside one, nothing else
+//! on the runtime runs, not a health check, not a timer, not the accept loop. The gate bounds
+//! the work in flight, not how long one poll of it lasts, so a class that parses a large body
+//! in one call could hold every worker for that long. Each class learns its requests' longest
+//! poll and their `Content-Length`, as moving averages over the same requests; a request is
+//! expected to poll as long as its class does in proportion to its body (a parse takes as long
+//! as its body is long). One expected to poll for twice the lateness target or more starts
+//! only while fewer than all workers but one run such requests (one at a time, with one or two
+//! workers): its body's last frame waits for its turn. It counts as running until it ends.
+//! (Only work that comes with a body is held where it begins; a class without bodies that
+//! polls long is bounded by the rest of the gate alone.)
+//!
 //! **Saturated** means that, over a window of [`WINDOW_MS`] (the live limit's), request polls
 //! kept at least 60 % of the workers busy; it stays so until they keep fewer than 40 % busy.
 //! Requests that mostly wait (on a client, a timer, another service) leave the CPU idle, so
@@ -98,6 +110,13 @@ pub(crate) struct CpuGate {
     window_start_ms: AtomicU64,
     /// How many workers request polls kept busy in the last window, in thousandths.
     busy_milli: AtomicU64,
+    /// A poll this long or longer keeps the runtime late by itself (twice the lateness
+    /// target), in nanoseconds.
+    long_poll_ns: u64,
+    /// The requests running that poll that long, started at most `workers - 1` at once.
+    running_long: AtomicUsize,
+    /// The requests in flight that poll that long, admitted at most twice as many.
+    admitted_long: AtomicUsize,
     /// Throttles the log of saturation coming and going.
     pub(super) log: LogThrottle,
 }
@@ -111,9 +130,15 @@ pub(crate) struct Judged {
 }
 
 impl CpuGate {
-    pub(crate) fn new(enabled: bool, workers: usize) -> Self {
+    /// A gate for `workers`, on where the runtime has a `lateness_target` (off without one).
+    pub(crate) fn new(lateness_target: Option<Duration>, workers: usize) -> Self {
         Self {
-            enabled,
+            enabled: lateness_target.is_some(),
+            long_poll_ns: lateness_target.map_or(u64::MAX, |target| {
+                (target.as_nanos().min(u64::MAX.into()) as u64).saturating_mul(2)
+            }),
+            running_long: AtomicUsize::new(0),
+            admitted_long: AtomicUsize::new(0),
             workers: AtomicUsize::new(workers.max(1)),
             charged_us: AtomicU64::new(0),
             coming_us: AtomicU64::new(0),
@@ -174,7 +199,15 @@ impl CpuGate {
     /// back for good.
     fn capacity_for_us(&self, own_us: u64) -> u64 {
         let horizon = (self.typical_us().max(own_us) * 3 / 2).max(LEAST_HORIZON_US);
-        horizon * self.workers() as u64
+        horizon * self.free_workers() as u64
+    }
+
+    /// The workers not taken by a request that polls long (see [`Turn`]): one at least.
+    fn free_workers(&self) -> usize {
+        let workers = self.workers();
+        workers
+            .saturating_sub(self.running_long.load(Relaxed))
+            .max(1)
     }
 
     /// The work that may be charged at once for a request that brings `own_us`: the
@@ -187,14 +220,56 @@ impl CpuGate {
         }
     }
 
+    /// Whether a request expected to poll `poll_ns` at once polls long enough to keep the
+    /// runtime late by itself.
+    pub(crate) fn polls_long(&self, poll_ns: u64) -> bool {
+        self.enabled && poll_ns >= self.long_poll_ns
+    }
+
+    /// How many requests that poll long may run at once: all workers but one (one, with one
+    /// worker).
+    fn most_long(&self) -> usize {
+        self.workers().saturating_sub(1).max(1)
+    }
+
+    /// Counts one more request that polls long as running, if fewer than all workers but
+    /// one run such requests.
+    fn start_long(&self) -> bool {
+        let most = self.most_long();
+        self.running_long
+            .fetch_update(Relaxed, Relaxed, |running| {
+                (running < most).then_some(running + 1)
+            })
+            .is_ok()
+    }
+
+    /// A request that polls long ended.
+    fn end_long(&self) {
+        self.running_long.fetch_sub(1, Relaxed);
+        self.wake_turns();
+    }
+
     /// Whether a request that brings `own_us` of work must wait, `in_flight` being admitted.
     /// `body_us`: its work comes once its body has arrived, which takes that long (0 if not
     /// known yet); what the workers do meanwhile is room too, and the work still coming with
     /// other bodies counts against it.
+    ///
+    /// A request that polls long and comes with a body waits while twice as many such
+    /// requests as may run at once are in flight: one running, one receiving its body, and
+    /// the rest wait in the queue, where they hold no memory for their work.
     #[inline]
-    pub(crate) fn holds_back(&self, own_us: u64, body_us: Option<u64>, in_flight: u64) -> bool {
+    pub(crate) fn holds_back(
+        &self,
+        own_us: u64,
+        body_us: Option<u64>,
+        long: bool,
+        in_flight: u64,
+    ) -> bool {
         if !(self.enabled && own_us > 0 && in_flight > 0) {
             return false;
+        }
+        if long && body_us.is_some() && self.admitted_long.load(Relaxed) >= 2 * self.most_long() {
+            return true;
         }
         let charged = self.charged_us.load(Relaxed).saturating_add(own_us);
         let capacity = self.room_for_us(own_us);
@@ -222,27 +297,35 @@ impl CpuGate {
         if state & WAITING == 0 {
             return true;
         }
-        let own_us = state & !WAITING;
-        if !self.may_run(own_us) {
+        let (own_us, long) = (state & WORK, state & LONG != 0);
+        // Counts it as running long, where it polls long, once it fits.
+        let starts = || self.may_run(own_us) && (!long || self.start_long());
+        if !starts() {
             let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
             turns.push(waker.clone());
             self.turns_waiting.store(turns.len(), Relaxed);
             drop(turns);
             // A fall between the look and the push woke nobody: look again.
-            if !self.may_run(own_us) {
+            if !starts() {
                 return false;
             }
         }
-        self.charged_us.fetch_add(own_us, Relaxed);
-        self.coming_us.fetch_sub(own_us, Relaxed);
+        // One that polls long takes a worker of its own: nothing is charged for it.
+        let charged_us = if long { 0 } else { own_us };
+        self.charged_us.fetch_add(charged_us, Relaxed);
+        self.coming_us.fetch_sub(charged_us, Relaxed);
+        let taken = TAKEN | (state & LONG) | own_us;
         if turn
             .0
-            .compare_exchange(state, TAKEN | own_us, Relaxed, Relaxed)
+            .compare_exchange(state, taken, Relaxed, Relaxed)
             .is_err()
         {
             // Its request ended meanwhile, and took its charge from the work coming.
-            self.coming_us.fetch_add(own_us, Relaxed);
-            self.charged_us.fetch_sub(own_us, Relaxed);
+            self.coming_us.fetch_add(charged_us, Relaxed);
+            self.charged_us.fetch_sub(charged_us, Relaxed);
+            if long {
+                self.end_long();
+            }
         }
         true
     }
@@ -356,6 +439,12 @@ impl Turn {
     fn waits(&self) -> bool {
         self.0.load(Relaxed) & WAITING != 0
     }
+
+    /// Whether the request took its turn to poll long, on a worker of its own: nothing is
+    /// charged for it.
+    fn runs_alone(state: u64) -> bool {
+        state & (TAKEN | LONG) == TAKEN | LONG
+    }
 }
 
 /// The request's work, in the low bits, is charged to the work coming: its body must wait for
@@ -365,6 +454,10 @@ const WAITING: u64 = 1 << 63;
 const TAKEN: u64 = 1 << 62;
 /// The request ended: nothing is charged for it any more.
 const ENDED: u64 = 1 << 61;
+/// The request polls long: its turn waits for a worker to spare as well.
+const LONG: u64 = 1 << 60;
+/// The work, in microseconds.
+const WORK: u64 = LONG - 1;
 
 /// One request's CPU demand: what it used so far, and what the gate holds for it.
 #[derive(Debug)]
@@ -379,6 +472,10 @@ pub(crate) struct Demand {
     used_ns: u64,
     /// Poll time not yet added to the gate's window (less than [`FLUSH_NS`]).
     unflushed_ns: u32,
+    /// Its longest poll so far, in nanoseconds.
+    longest_ns: u32,
+    /// It polls long: its body waits for a worker to spare as well.
+    long: bool,
     /// Its body, if it has one (0: none): when it arrived, on the pool's clock, while its
     /// body comes; then how long the body took to arrive, in microseconds, with [`ARRIVED`]
     /// set.
@@ -392,15 +489,31 @@ const BODY_TIME: u64 = ARRIVED - 1;
 
 impl Demand {
     /// A request of `estimate_us`, admitted charged `charged_us`, which the gate already
-    /// holds; `admitted_ns`, for one with a body, when it was admitted.
-    pub(crate) fn new(estimate_us: u64, charged_us: u64, admitted_ns: Option<u64>) -> Self {
+    /// holds; `admitted_ns`, for one with a body, when it was admitted; `long`: it polls long.
+    pub(crate) fn new(
+        gate: &CpuGate,
+        estimate_us: u64,
+        charged_us: u64,
+        admitted_ns: Option<u64>,
+        long: bool,
+    ) -> Self {
+        if long {
+            gate.admitted_long.fetch_add(1, Relaxed);
+        }
         Self {
             estimate_us: estimate_us.min(u32::MAX.into()) as u32,
             charged_us,
             used_ns: 0,
             unflushed_ns: 0,
+            longest_ns: 0,
+            long,
             body: admitted_ns.map_or(0, |ns| (ns & BODY_TIME).max(1)),
         }
+    }
+
+    /// Its longest poll so far, in nanoseconds.
+    pub(crate) fn longest_ns(&self) -> u64 {
+        self.longest_ns.into()
     }
 
     /// Whether its work comes once its body has arrived.
@@ -431,9 +544,15 @@ impl Demand {
         if self.body == 0 || self.charged_us == 0 || turn.0.load(Relaxed) != 0 {
             return;
         }
-        gate.coming_us.fetch_add(self.charged_us, Relaxed);
+        // One that polls long will take a worker of its own: it is not work coming for the
+        // others.
+        if !self.long {
+            gate.coming_us.fetch_add(self.charged_us, Relaxed);
+        }
         gate.recharge(self.charged_us, 0);
-        turn.0.store(WAITING | self.charged_us, Relaxed);
+        let long = if self.long { LONG } else { 0 };
+        turn.0
+            .store(WAITING | long | self.charged_us.min(WORK), Relaxed);
     }
 
     /// A poll that began at `started_ns` took `spent_ns`; `body`: its body's turn, and
@@ -450,6 +569,7 @@ impl Demand {
         idle: bool,
     ) -> bool {
         self.used_ns = self.used_ns.saturating_add(spent_ns);
+        self.longest_ns = self.longest_ns.max(spent_ns.min(u32::MAX.into()) as u32);
         let unflushed = u64::from(self.unflushed_ns) + spent_ns;
         self.unflushed_ns = match unflushed >= FLUSH_NS {
             true => {
@@ -464,6 +584,10 @@ impl Demand {
             }
             // Its charge waits on the work coming until its body takes its turn.
             if turn.waits() {
+                return false;
+            }
+            if Turn::runs_alone(turn.0.load(Relaxed)) {
+                self.charged_us = 0;
                 return false;
             }
         }
@@ -494,12 +618,21 @@ impl Demand {
         let ended = turn.map(|turn| turn.0.swap(ENDED, Relaxed));
         match ended {
             Some(state) if state & WAITING != 0 => {
-                gate.coming_us.fetch_sub(charged, Relaxed);
+                if state & LONG == 0 {
+                    gate.coming_us.fetch_sub(charged, Relaxed);
+                }
             }
+            Some(state) if Turn::runs_alone(state) => {}
             // Taken since its last poll: the charge is the work charged's.
             _ => {
                 gate.recharge(charged, 0);
             }
+        }
+        if ended.is_some_and(|state| state & TAKEN != 0 && state & LONG != 0) {
+            gate.end_long();
+        }
+        if std::mem::take(&mut self.long) {
+            gate.admitted_long.fetch_sub(1, Relaxed);
         }
         gate.polled(std::mem::take(&mut self.unflushed_ns).into());
     }
@@ -536,7 +669,7 @@ mod tests {
 
     #[test]
     fn saturated_while_request_polls_keep_most_workers_busy() {
-        let gate = CpuGate::new(true, 2);
+        let gate = CpuGate::new(Some(Duration::from_millis(10)), 2);
         let mut now = 0;
         gate.observe(now);
         window(&gate, &mut now, 1.1);
@@ -547,12 +680,12 @@ mod tests {
         assert!(gate.is_saturated(), "it takes clear slack to open again");
         window(&gate, &mut now, 0.7);
         assert!(!gate.is_saturated());
-        assert_eq!(CpuGate::new(false, 2).observe(1_000), None, "off");
+        assert_eq!(CpuGate::new(None, 2).observe(1_000), None, "off");
     }
 
     #[test]
     fn holds_back_only_while_saturated_and_never_the_first() {
-        let gate = CpuGate::new(true, 2);
+        let gate = CpuGate::new(Some(Duration::from_millis(10)), 2);
         gate.learn(5_000_000);
         assert_eq!(
             gate.capacity_us(),
@@ -560,13 +693,16 @@ mod tests {
             "two workers, 1.5 requests of 5 ms each"
         );
         gate.recharge(0, 15_000);
-        assert!(!gate.holds_back(5_000, None, 3), "not saturated");
+        assert!(!gate.holds_back(5_000, None, false, 3), "not saturated");
         gate.saturated.store(true, Relaxed);
-        assert!(gate.holds_back(5_000, None, 3));
-        assert!(!gate.holds_back(5_000, None, 0), "nothing in flight");
+        assert!(gate.holds_back(5_000, None, false, 3));
+        assert!(!gate.holds_back(5_000, None, false, 0), "nothing in flight");
         assert!(gate.recharge(15_000, 10_000));
-        assert!(!gate.holds_back(5_000, None, 2));
-        assert!(!CpuGate::new(false, 2).holds_back(u64::MAX, None, 9), "off");
+        assert!(!gate.holds_back(5_000, None, false, 2));
+        assert!(
+            !CpuGate::new(None, 2).holds_back(u64::MAX, None, false, 9),
+            "off"
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Controller {
         }
         if self
             .cpu
-            .holds_back(ask.cpu_us, ask.body_us, in_flight(state))
+            .holds_back(ask.cpu_us, ask.body_us, ask.long, in_flight(state))
         {
             return Fit::Blocked(Limit::Cpu);
         }

@@ -47,6 +47,7 @@
 //! after its grant but before it was observed gives the grant back. Wakers are collected
 //! under the lock and woken after it is released.
 
+mod by_size;
 mod classes;
 mod clock;
 mod cpu;
@@ -179,6 +180,9 @@ pub(crate) struct Ask {
     /// Whether its work comes once its body has arrived, and how long its class's bodies
     /// take to (0: not known yet).
     pub(crate) body_us: Option<u64>,
+    /// Whether it polls long enough to keep the runtime late by itself (see
+    /// [`cpu`]).
+    pub(crate) long: bool,
 }
 
 /// What [`Controller::acquire`] decided.
@@ -256,7 +260,7 @@ impl Controller {
                 settings.lateness_target,
                 settings.initial_limit,
             ),
-            cpu: CpuGate::new(settings.lateness_target.is_some(), settings.workers),
+            cpu: CpuGate::new(settings.lateness_target, settings.workers),
             clock: Clock::default(),
             queue: Mutex::new(Queue::default()),
             settings,
@@ -298,8 +302,9 @@ impl Controller {
             true => self.classes.find(class, name),
             false => ClassId::OVERFLOW,
         };
-        let cpu_us = self.cpu_estimate_us(class);
+        let cpu_us = self.cpu_estimate_us(class, declared);
         let body_us = self.body_us(class, declared);
+        let long = self.polls_long(class, declared);
         let Some(budget) = self.settings.budget else {
             // Without a budget there is nothing to charge, and nothing to pay for charging.
             let ask = Ask {
@@ -311,6 +316,7 @@ impl Controller {
                 known: true,
                 cpu_us,
                 body_us,
+                long,
             };
             return self.acquire_charged(ask);
         };
@@ -338,6 +344,7 @@ impl Controller {
             known: self.thread_allocations.is_none() || self.classes.is_known(class),
             cpu_us,
             body_us,
+            long,
         };
         if declared > budget {
             return self.admit_past_limits(self.memory.allocated_bytes(), ask);
@@ -355,14 +362,25 @@ impl Controller {
         self.classes.body_us(class).or((declared > 0).then_some(0))
     }
 
-    /// The CPU work a request of `class` brings, in microseconds: what its class demands, or
-    /// what requests in general do; 0 where the CPU gate is off.
-    pub(crate) fn cpu_estimate_us(&self, class: ClassId) -> u64 {
+    /// Whether a request of `class` that declared `declared` body bytes polls long enough to
+    /// keep the runtime late by itself (see [`cpu`]).
+    fn polls_long(&self, class: ClassId, declared: u64) -> bool {
+        self.cpu.is_enabled()
+            && self
+                .classes
+                .poll_ns(class, declared)
+                .is_some_and(|ns| self.cpu.polls_long(ns))
+    }
+
+    /// The CPU work a request of `class` that declared `declared` body bytes brings, in
+    /// microseconds: what its class demands for such a body, or what requests in general
+    /// do; 0 where the CPU gate is off.
+    pub(crate) fn cpu_estimate_us(&self, class: ClassId, declared: u64) -> u64 {
         if !self.cpu.is_enabled() {
             return 0;
         }
         self.classes
-            .cpu_ns(class)
+            .cpu_ns(class, declared)
             .map_or_else(|| self.cpu.typical_us(), |ns| ns.div_ceil(1000))
     }
 

@@ -186,10 +186,12 @@ impl Permit {
         }
         Self {
             demand: Demand::new(
-                controller.cpu_estimate_us(ask.class),
+                &controller.cpu,
+                controller.cpu_estimate_us(ask.class, ask.declared),
                 ask.cpu_us,
                 // Its body's time runs from its admission.
                 ask.body_us.map(|_| controller.clock.now_ns()),
+                ask.long,
             ),
             responded: false,
             charge: Held::new(charge, controller_shares(&controller)),
@@ -297,12 +299,15 @@ impl Permit {
         // what the charge must keep in hand until the handler reserves.
         if self.settled {
             let base_before = self.charge.base.load(Relaxed);
-            classes.observe_rise(self.class, high.saturating_sub(base_before));
+            classes.observe_rise(self.class, self.declared, high.saturating_sub(base_before));
         }
         let reserved = self.charge.reserved.load(Relaxed);
         let base = (self.net.max(0) as u64).saturating_sub(reserved).max(floor);
         self.charge.base.store(base, Relaxed);
-        self.recharge(self.charge.target_kib(classes.rise(self.class), 0));
+        self.recharge(
+            self.charge
+                .target_kib(classes.rise(self.class, self.declared), 0),
+        );
         self.settle();
         result
     }
@@ -404,7 +409,13 @@ impl Drop for Permit {
             self.demand.end(&self.controller.cpu, turn);
             // A request cut short (its client gone) did not show what it demands.
             if self.responded {
-                classes.observe_cpu(self.class, self.demand.used_ns());
+                let demand = &self.demand;
+                classes.observe_cpu(
+                    self.class,
+                    self.declared,
+                    demand.used_ns(),
+                    demand.longest_ns(),
+                );
                 self.controller.cpu.learn(self.demand.used_ns());
             }
             if let Some(body_us) = self.demand.body_us() {

@@ -370,6 +370,7 @@ mod tests {
             known: true,
             cpu_us: 1,
             body_us: None,
+            long: false,
         }
     }
 

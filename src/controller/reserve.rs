@@ -12,7 +12,8 @@ use super::{
 use crate::rejection::Limit;
 
 impl Controller {
-    /// Reserves `bytes` more for an admitted request of `class` (see [`Charge`]), if memory
+    /// Reserves `bytes` more for an admitted request of `class` that declared `declared`
+    /// body bytes (see [`Charge`]), if memory
     /// allows. If it does not, one request at a time may still reserve beyond the budget, so
     /// that requests waiting on each other's reservations cannot wedge the pool. Returns the
     /// limit in the way otherwise, or `None` if the request has ended.
@@ -20,11 +21,12 @@ impl Controller {
         &self,
         charge: &Charge,
         class: ClassId,
+        declared: u64,
         bytes: u64,
     ) -> Result<(), Option<Limit>> {
-        let rise = self.classes.rise(class);
+        let rise = self.classes.rise(class, declared);
         // Requests of this class will be charged it before they reserve it.
-        self.classes.observe_rise(class, bytes);
+        self.classes.observe_rise(class, declared, bytes);
         loop {
             let from = charge.kib().ok_or(None)?;
             let to = charge.target_kib(rise, bytes).max(from);

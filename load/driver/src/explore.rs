@@ -428,8 +428,10 @@ fn shrink(
     if failures.iter().all(|f| f.starts_with("goodput")) {
         return Ok(None);
     }
+    // Apart from the full run, whose files the report points to.
+    let dir = dir.join("shrink");
     let fails_alone = |w: &Workload| -> Result<bool, String> {
-        let setups = run(w, seconds, false, dir, oha, bin_dir)?;
+        let setups = run(w, seconds, false, &dir, oha, bin_dir)?;
         Ok(check(w, &setups)
             .failures
             .iter()

@@ -323,6 +323,7 @@ fn run_setup(
     let health = heartbeat.finish();
     server.stop();
     report::write_samples(&dir.join(format!("samples-{index}.csv")), &samples)?;
+    report::write_health(&dir.join(format!("health-{index}.csv")), period, &health)?;
     Ok(SetupRun {
         name: setup.name.clone(),
         tower_n: setup.tower_n,

@@ -517,6 +517,18 @@ pub fn problems(run: &ScenarioRun) -> Vec<String> {
     problems
 }
 
+/// Writes the `/health` probes, one a line in the order they were sent (one every
+/// `period_ms`, or as soon as the one before answered): its number and how long it took
+/// (empty: no answer).
+pub fn write_health(path: &Path, period_ms: u64, health: &[Option<f64>]) -> Result<(), String> {
+    let mut csv = format!("probe (every {period_ms} ms),latency_seconds\n");
+    for (i, latency) in health.iter().enumerate() {
+        let latency = latency.map_or(String::new(), |l| format!("{l:.6}"));
+        let _ = writeln!(csv, "{i},{latency}");
+    }
+    std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<(), String> {
     let mut csv = String::from(
         "t_seconds,memory_bytes,budget_bytes,in_flight,queued,charged_bytes,admitted_total,rejected_total,rss_bytes,concurrency_limit\n",

@@ -772,7 +772,7 @@ fn cpu_demand_is_time_in_polls_never_time_between_them() {
     serve(&c, &now, sleep, &[10_000, 10_000], 500 * MS);
     let figure = |class| {
         let id = c.classes.find(class, String::new);
-        c.classes.cpu_ns(id).unwrap()
+        c.classes.cpu_ns(id, 0).unwrap()
     };
     assert_eq!(figure(parse), 6 * MS);
     assert_eq!(figure(sleep), 20_000);
@@ -875,6 +875,60 @@ fn a_saturated_cpu_admits_the_work_the_workers_finish_soon_and_bounds_the_wait()
     window(&c, &now, 0.5);
     assert!(!c.snapshot().cpu_saturated);
     let _more: Vec<Permit> = (0..8).map(|_| admitted(c.acquire(parse, None))).collect();
+}
+
+/// Serves a request of `class` that declared `declared` body bytes, whose body arrives at
+/// once and is parsed in one poll of `parse`.
+fn parse_body(c: &Arc<Controller>, now: &AtomicU64, class: CostClass, declared: u64, parse: u64) {
+    let (mut permit, body) = upload(c, class, declared);
+    assert!(c.cpu.take_turn(&body.turn, Waker::noop()));
+    let _ = permit.track(|| Poll::Ready(now.fetch_add(parse, Relaxed)));
+    permit.responded();
+}
+
+/// A request of `class` admitted with a `declared` body, its body in and waiting for its turn.
+fn upload(
+    c: &Arc<Controller>,
+    class: CostClass,
+    declared: u64,
+) -> (Permit, Arc<crate::data_rate::BodyProgress>) {
+    let mut permit = admitted(c.acquire(class, Some(declared)));
+    let body = Arc::new(crate::data_rate::BodyProgress::new(declared, None));
+    permit.follow(Arc::clone(&body));
+    body.set_waited(None);
+    (permit, body)
+}
+
+#[test]
+fn bodies_that_parse_long_run_on_all_workers_but_one() {
+    let (c, now) = cpu_pool();
+    let parse = CostClass::new("parse");
+    // Bodies parsed in one poll, as long as they are long: 64 KiB in 0.5 ms, 4 MiB in 32 ms
+    // (twice the lateness target, 10 ms, is long).
+    for _ in 0..4 {
+        parse_body(&c, &now, parse, 64 << 10, MS / 2);
+        parse_body(&c, &now, parse, 4 << 20, 32 * MS);
+    }
+    let (large, large_body) = upload(&c, parse, 4 << 20);
+    let (other, other_body) = upload(&c, parse, 4 << 20);
+    let (small, small_body) = upload(&c, parse, 64 << 10);
+    let waker = Arc::new(CountingWaker::default());
+    let woken = Waker::from(Arc::clone(&waker));
+    assert!(c.cpu.take_turn(&large_body.turn, &woken));
+    assert!(
+        !c.cpu.take_turn(&other_body.turn, &woken),
+        "one long parse at a time on two workers"
+    );
+    assert!(
+        c.cpu.take_turn(&small_body.turn, &woken),
+        "a short one goes"
+    );
+    drop(small);
+    drop(large);
+    assert!(waker.0.load(Relaxed) > 0, "woken when the long one ends");
+    assert!(c.cpu.take_turn(&other_body.turn, &woken));
+    drop(other);
+    assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 0));
 }
 
 #[test]
