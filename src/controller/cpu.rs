@@ -45,13 +45,15 @@
 //! on the runtime runs, not a health check, not a timer, not the accept loop. The gate bounds
 //! the work in flight, not how long one poll of it lasts, so a class that parses a large body
 //! in one call could hold every worker for that long. Each class learns its requests' longest
-//! poll and their `Content-Length`, as moving averages over the same requests; a request is
-//! expected to poll as long as its class does in proportion to its body (a parse takes as long
-//! as its body is long). One expected to poll for twice the lateness target or more starts
-//! only while fewer than all workers but one run such requests (one at a time, with one or two
-//! workers): its body's last frame waits for its turn. It counts as running until it ends.
-//! (Only work that comes with a body is held where it begins; a class without bodies that
-//! polls long is bounded by the rest of the gate alone.)
+//! poll against their `Content-Length` (see [`super::by_size`]: a parse takes as long as its
+//! body is long). A request with a body expected to poll for twice the lateness target or
+//! more (or of a class that has not shown its polls yet) takes its turn only while fewer than
+//! all workers but one run such requests (one at a time, with one or two workers). It runs on
+//! a worker of its own until it ends: its work is not charged, and the capacity is that of
+//! the other workers. Twice as many as may run are admitted at once (one running, one
+//! receiving its body); the rest wait in the queue, where they hold no memory for their work.
+//! (A class without bodies that polls long is bounded by the rest of the gate alone: only
+//! work that comes with a body is held where it begins.)
 //!
 //! **Saturated** means that, over a window of [`WINDOW_MS`] (the live limit's), request polls
 //! kept at least 60 % of the workers busy; it stays so until they keep fewer than 40 % busy.

@@ -304,7 +304,7 @@ impl Controller {
         };
         let cpu_us = self.cpu_estimate_us(class, declared);
         let body_us = self.body_us(class, declared);
-        let long = self.polls_long(class, declared);
+        let long = body_us.is_some() && self.polls_long(class, declared);
         let Some(budget) = self.settings.budget else {
             // Without a budget there is nothing to charge, and nothing to pay for charging.
             let ask = Ask {
@@ -363,13 +363,14 @@ impl Controller {
     }
 
     /// Whether a request of `class` that declared `declared` body bytes polls long enough to
-    /// keep the runtime late by itself (see [`cpu`]).
+    /// keep the runtime late by itself (see [`cpu`]): until its class has shown its polls, it
+    /// may.
     fn polls_long(&self, class: ClassId, declared: u64) -> bool {
         self.cpu.is_enabled()
             && self
                 .classes
                 .poll_ns(class, declared)
-                .is_some_and(|ns| self.cpu.polls_long(ns))
+                .is_none_or(|ns| self.cpu.polls_long(ns))
     }
 
     /// The CPU work a request of `class` that declared `declared` body bytes brings, in
