@@ -1,7 +1,8 @@
 //! CPU-bound handlers over real TCP: with the layer's defaults, a bypassed `/health` stays
-//! prompt while handlers that spin on the CPU keep both worker threads busy; without the
-//! layer, it waits behind them. A behaviour test, asserted loosely enough for a loaded
-//! 2-core machine, not a benchmark.
+//! prompt while handlers that spin on the CPU keep both worker threads busy, and while bodies
+//! of two lengths on one route are parsed each in one long poll; without the layer, it waits
+//! behind them. Behaviour tests, asserted loosely enough for a loaded 2-core machine, not
+//! benchmarks.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -14,7 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, routing::get};
+use axum::{
+    Router,
+    body::Bytes,
+    routing::{get, post},
+};
 
 mod support;
 use tower_admission::{Admission, AdmissionConfig, ManualMemory, MemoryBudget};
@@ -25,11 +30,21 @@ const CLIENTS: usize = 24;
 const LOAD: Duration = Duration::from_secs(3);
 
 fn spin() -> &'static str {
+    spin_for(SPIN);
+    "spun\n"
+}
+
+fn spin_for(time: Duration) {
     let start = Instant::now();
-    while start.elapsed() < SPIN {
+    while start.elapsed() < time {
         std::hint::spin_loop();
     }
-    "spun\n"
+}
+
+/// `/parse` holds a worker 1 ms per 4 KiB of its body, in one poll, as an inline parse does.
+async fn parse(body: Bytes) -> &'static str {
+    spin_for(Duration::from_millis(body.len() as u64 / 4096));
+    "parsed\n"
 }
 
 /// Serves `/spin` and `/health` (bypassed) on a runtime of two workers, with the layer or
@@ -38,6 +53,7 @@ fn serve(with_layer: bool) -> (SocketAddr, Arc<AtomicBool>) {
     support::serve_on_two_workers(move || {
         let app = Router::new()
             .route("/spin", get(|| async { spin() }))
+            .route("/parse", post(parse))
             .route("/health", get(|| async { "ok\n" }));
         if !with_layer {
             return app;
@@ -56,6 +72,23 @@ fn request(connection: &mut BufReader<TcpStream>, path: &str) -> std::io::Result
         connection.get_mut(),
         "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n"
     )?;
+    response(connection)
+}
+
+/// One `POST /parse` of `body` on a kept-alive connection, written whole before the answer is
+/// read; the status.
+fn post_parse(connection: &mut BufReader<TcpStream>, body: &[u8]) -> std::io::Result<u16> {
+    write!(
+        connection.get_mut(),
+        "POST /parse HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )?;
+    connection.get_mut().write_all(body)?;
+    response(connection)
+}
+
+/// Reads one response; its status.
+fn response(connection: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
     let mut line = String::new();
     connection.read_line(&mut line)?;
     let status = line
@@ -143,5 +176,74 @@ fn cpu_bound_handlers_do_not_keep_a_bypassed_health_check_waiting() {
     assert!(
         served_with * 2 >= served_without,
         "served {served_with} with the layer, {served_without} without"
+    );
+}
+
+/// Bodies of 128 KiB (32 ms of work, in one poll) from `LONG_CLIENTS` clients and of 4 KiB
+/// (1 ms) from `SHORT_CLIENTS`, on one route, closed loop (backing off 20 ms after a 503),
+/// while `/health` is probed every 20 ms; returns the probes' 90th percentile and how many
+/// long and short bodies were served.
+fn health_under_long_polls(with_layer: bool) -> (Duration, usize, usize) {
+    const LONG_CLIENTS: usize = 4;
+    const SHORT_CLIENTS: usize = 8;
+    let (addr, stop) = serve(with_layer);
+    let end = Instant::now() + LOAD;
+    let clients: Vec<_> = (0..LONG_CLIENTS + SHORT_CLIENTS)
+        .map(|i| {
+            let body = vec![b'x'; if i < LONG_CLIENTS { 128 << 10 } else { 4 << 10 }];
+            thread::spawn(move || {
+                let mut connection = connect(addr);
+                let mut served = 0;
+                while Instant::now() < end {
+                    match post_parse(&mut connection, &body) {
+                        Ok(200) => served += 1,
+                        Ok(_) => thread::sleep(Duration::from_millis(20)),
+                        Err(_) => connection = connect(addr),
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500)); // past the start, once the route is learned
+    let mut probe = connect(addr);
+    let mut probes = Vec::new();
+    while Instant::now() + Duration::from_millis(100) < end {
+        let start = Instant::now();
+        assert_eq!(request(&mut probe, "/health").unwrap(), 200);
+        probes.push(start.elapsed());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let served: Vec<usize> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    stop.store(true, Relaxed);
+    probes.sort();
+    let long = served[..LONG_CLIENTS].iter().sum();
+    let short = served[LONG_CLIENTS..].iter().sum();
+    (probes[probes.len() * 9 / 10], long, short)
+}
+
+#[test]
+fn bodies_parsed_in_one_long_poll_leave_a_worker_for_a_bypassed_health_check() {
+    let (without, long_without, short_without) = health_under_long_polls(false);
+    let (with, long_with, short_with) = health_under_long_polls(true);
+    eprintln!(
+        "/health p90: {with:?} with the layer ({long_with} long, {short_with} short served), \
+         {without:?} without ({long_without} long, {short_without} short)"
+    );
+    assert!(
+        without >= Duration::from_millis(8),
+        "without the layer /health p90 {without:?}: the load did not load"
+    );
+    // One long poll at a time leaves a worker for the rest.
+    assert!(
+        with * 4 <= without,
+        "/health p90 with the layer {with:?}, without {without:?}"
+    );
+    // Both lengths are served, and the short ones more than without the layer, where they
+    // wait behind the long ones.
+    assert!(long_with > 0, "no long body served");
+    assert!(
+        short_with >= short_without * 2,
+        "short bodies served: {short_with} with the layer, {short_without} without"
     );
 }

@@ -7,8 +7,10 @@
 //! requests, as [`super::cpu::learn`]) of the body's length, the figure, and their squares
 //! and product: the least-squares line through them gives a request the figure of its own
 //! length, flat for a class whose figure does not grow with its bodies. While the recent
-//! requests' lengths hardly differ, the line is not known, and every request is given their
-//! figure.
+//! requests' lengths hardly differ, the line is not known: a request with a body no longer
+//! than theirs is given their figure, a longer one that figure in proportion to its length
+//! (the safe side: a class that has shown only small bodies is not taken to parse a large one
+//! in no time).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -73,6 +75,8 @@ impl BySize {
                 intercept if intercept < 0.0 => y / x * own,
                 intercept => intercept + slope * own,
             }
+        } else if own > x {
+            y / x * own
         } else {
             y
         };
@@ -129,14 +133,15 @@ mod tests {
     }
 
     #[test]
-    fn lengths_that_hardly_differ_give_their_figure() {
+    fn lengths_that_hardly_differ_give_their_figure_and_a_longer_body_more() {
         let small = BySize::default();
         for _ in 0..16 {
             small.learn(64 * KIB, 500_000);
         }
         assert_eq!(small.of(64 * KIB), Some(500_000));
         assert_eq!(small.mean(), Some(500_000));
-        assert_eq!(small.of(4096 * KIB), Some(500_000), "no line known");
+        assert_eq!(small.of(KIB), Some(500_000), "no line known");
+        assert_eq!(small.of(4096 * KIB), Some(500_000 * 4097 / 65));
         small.clear();
         assert_eq!(small.of(64 * KIB), None);
     }

@@ -535,6 +535,35 @@ mod tests {
     }
 
     #[test]
+    fn a_small_body_is_charged_its_share_and_no_request_more_than_the_most() {
+        const KIB: u64 = 1024;
+        let classes = Classes::new(0);
+        // A parse: 64 MiB for a 4 MiB body, 1 MiB for a 64 KiB one (16 KiB per KiB).
+        let parse = classes.find(CostClass::new("parse"), String::new);
+        classes.observe_peak(parse, 4 * MIB, 4 * MIB + 64 * MIB);
+        classes.observe_peak(parse, 64 * KIB, 64 * KIB + MIB);
+        // At least what it cost, far below what the large one did.
+        let small = classes.estimate(parse, 64 * KIB) - 64 * KIB;
+        assert!((MIB..MIB + MIB / 16).contains(&small), "{small}");
+        assert_eq!(
+            classes.estimate(parse, 8 * MIB),
+            8 * MIB + 64 * MIB,
+            "the most"
+        );
+        // The same 10 MiB whatever the body: the small bodies set the share, the most bounds it.
+        let fixed = classes.find(CostClass::new("fixed"), String::new);
+        classes.observe_peak(fixed, KIB, KIB + 10 * MIB);
+        classes.observe_peak(fixed, MIB, MIB + 10 * MIB);
+        assert_eq!(classes.estimate(fixed, KIB), KIB + 10 * MIB);
+        assert_eq!(classes.estimate(fixed, MIB), MIB + 10 * MIB);
+        // What a poll may add, the same way.
+        classes.observe_rise(parse, 4 * MIB, 64 * MIB);
+        let rise = classes.rise(parse, 64 * KIB);
+        assert!((MIB..MIB + MIB / 16).contains(&rise), "{rise}");
+        assert!(classes.rise(parse, 0) <= 16 * KIB);
+    }
+
+    #[test]
     fn an_outlier_is_forgotten_after_two_windows_but_an_idle_class_keeps_its_figure() {
         let classes = Classes::new(0);
         let id = classes.find(CostClass::new("x"), String::new);

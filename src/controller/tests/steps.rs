@@ -788,8 +788,8 @@ fn cpu_demand_is_time_in_polls_never_time_between_them() {
 fn a_request_whose_body_is_coming_is_charged_once_its_body_takes_its_turn() {
     let (c, now) = cpu_pool();
     let upload = CostClass::new("upload");
-    // The class demands 4 ms.
-    serve(&c, &now, upload, &[4 * MS], 0);
+    // The class demands 4 ms for a body of 1 MiB.
+    parse_body(&c, &now, upload, (1 << 20, 30 * MS), 4 * MS);
     let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
     assert_eq!(c.cpu.charged_us(), 4_000);
     let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20, None));
@@ -877,10 +877,17 @@ fn a_saturated_cpu_admits_the_work_the_workers_finish_soon_and_bounds_the_wait()
     let _more: Vec<Permit> = (0..8).map(|_| admitted(c.acquire(parse, None))).collect();
 }
 
-/// Serves a request of `class` that declared `declared` body bytes, whose body arrives at
-/// once and is parsed in one poll of `parse`.
-fn parse_body(c: &Arc<Controller>, now: &AtomicU64, class: CostClass, declared: u64, parse: u64) {
+/// Serves a request of `class` that declared `declared` body bytes, whose body arrives after
+/// `arrives` and is parsed in one poll of `parse`.
+fn parse_body(
+    c: &Arc<Controller>,
+    now: &AtomicU64,
+    class: CostClass,
+    (declared, arrives): (u64, u64),
+    parse: u64,
+) {
     let (mut permit, body) = upload(c, class, declared);
+    now.fetch_add(arrives, Relaxed);
     assert!(c.cpu.take_turn(&body.turn, Waker::noop()));
     let _ = permit.track(|| Poll::Ready(now.fetch_add(parse, Relaxed)));
     permit.responded();
@@ -906,8 +913,8 @@ fn bodies_that_parse_long_run_on_all_workers_but_one() {
     // Bodies parsed in one poll, as long as they are long: 64 KiB in 0.5 ms, 4 MiB in 32 ms
     // (twice the lateness target, 10 ms, is long).
     for _ in 0..4 {
-        parse_body(&c, &now, parse, 64 << 10, MS / 2);
-        parse_body(&c, &now, parse, 4 << 20, 32 * MS);
+        parse_body(&c, &now, parse, (64 << 10, 0), MS / 2);
+        parse_body(&c, &now, parse, (4 << 20, 0), 32 * MS);
     }
     let (large, large_body) = upload(&c, parse, 4 << 20);
     let (other, other_body) = upload(&c, parse, 4 << 20);
