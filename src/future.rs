@@ -363,6 +363,10 @@ where
                     multiplexed,
                     dialect,
                 } => {
+                    // One that polls long starts once a worker is spared for it.
+                    if permit.as_ref().is_some_and(|p| !p.take_turn(cx.waker())) {
+                        return Poll::Pending;
+                    }
                     let polled = match permit {
                         Some(permit) => permit.track(|| future.poll(cx)),
                         None => future.poll(cx),

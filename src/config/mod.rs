@@ -262,7 +262,9 @@ impl AdmissionConfig {
     /// How late the runtime may run, for reasons request polls do not explain, before the live
     /// concurrency limit falls (`ADMISSION_LATENESS_TARGET`, 10 ms by default): the guard
     /// against CPU work the layer cannot see (`spawn_blocking`, thread pools, other
-    /// processes). See [CPU-bound handlers](crate::guide::cpu_bound).
+    /// processes). A request expected to poll twice this long or longer runs on all workers
+    /// but one, so that the runtime is never held by long polls on every worker. See
+    /// [CPU-bound handlers](crate::guide::cpu_bound).
     pub fn lateness_target(mut self, target: Duration) -> Self {
         self.lateness_target = target;
         self

@@ -46,14 +46,14 @@
 //! the work in flight, not how long one poll of it lasts, so a class that parses a large body
 //! in one call could hold every worker for that long. Each class learns its requests' longest
 //! poll against their `Content-Length` (see [`super::by_size`]: a parse takes as long as its
-//! body is long). A request with a body expected to poll for twice the lateness target or
-//! more (or of a class that has not shown its polls yet) takes its turn only while fewer than
-//! all workers but one run such requests (one at a time, with one or two workers). It runs on
-//! a worker of its own until it ends: its work is not charged, and the capacity is that of
-//! the other workers. Twice as many as may run are admitted at once (one running, one
-//! receiving its body); the rest wait in the queue, where they hold no memory for their work.
-//! (A class without bodies that polls long is bounded by the rest of the gate alone: only
-//! work that comes with a body is held where it begins.)
+//! body is long). A request expected to poll for twice the lateness target or more (one with
+//! a body, also while its class has not shown its polls) starts only while fewer than all
+//! workers but one run such requests (one at a time, with one or two workers): its body's last
+//! frame, or without a body its first poll, waits for its [`Turn`]. It runs on a worker of its
+//! own until it ends: its work is not charged, and the capacity is that of the other workers.
+//! While as many such requests as may run are ready and wait for a worker, the next waits in
+//! the queue, where it holds no memory for its work; one whose body is still coming (slowly,
+//! perhaps) is not ready, and does not hold the next back.
 //!
 //! **Saturated** means that, over a window of [`WINDOW_MS`] (the live limit's), request polls
 //! kept at least 60 % of the workers busy; it stays so until they keep fewer than 40 % busy.
@@ -117,8 +117,8 @@ pub(crate) struct CpuGate {
     long_poll_ns: u64,
     /// The requests running that poll that long, started at most `workers - 1` at once.
     running_long: AtomicUsize,
-    /// The requests in flight that poll that long, admitted at most twice as many.
-    admitted_long: AtomicUsize,
+    /// The requests that poll that long ready to run and waiting for a worker.
+    ready_long: AtomicUsize,
     /// Throttles the log of saturation coming and going.
     pub(super) log: LogThrottle,
 }
@@ -140,7 +140,7 @@ impl CpuGate {
                 (target.as_nanos().min(u64::MAX.into()) as u64).saturating_mul(2)
             }),
             running_long: AtomicUsize::new(0),
-            admitted_long: AtomicUsize::new(0),
+            ready_long: AtomicUsize::new(0),
             workers: AtomicUsize::new(workers.max(1)),
             charged_us: AtomicU64::new(0),
             coming_us: AtomicU64::new(0),
@@ -256,9 +256,8 @@ impl CpuGate {
     /// known yet); what the workers do meanwhile is room too, and the work still coming with
     /// other bodies counts against it.
     ///
-    /// A request that polls long and comes with a body waits while twice as many such
-    /// requests as may run at once are in flight: one running, one receiving its body, and
-    /// the rest wait in the queue, where they hold no memory for their work.
+    /// A request that polls long waits while as many such requests as may run are ready and
+    /// waiting for a worker: in the queue, it holds no memory for its work.
     #[inline]
     pub(crate) fn holds_back(
         &self,
@@ -270,7 +269,7 @@ impl CpuGate {
         if !(self.enabled && own_us > 0 && in_flight > 0) {
             return false;
         }
-        if long && body_us.is_some() && self.admitted_long.load(Relaxed) >= 2 * self.most_long() {
+        if long && self.ready_long.load(Relaxed) >= self.most_long() {
             return true;
         }
         let charged = self.charged_us.load(Relaxed).saturating_add(own_us);
@@ -300,8 +299,11 @@ impl CpuGate {
             return true;
         }
         let (own_us, long) = (state & WORK, state & LONG != 0);
-        // Counts it as running long, where it polls long, once it fits.
-        let starts = || self.may_run(own_us) && (!long || self.start_long());
+        // One that polls long runs on a worker of its own, once one is spared.
+        let starts = || match long {
+            true => self.start_long(),
+            false => self.may_run(own_us),
+        };
         if !starts() {
             let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
             turns.push(waker.clone());
@@ -309,6 +311,16 @@ impl CpuGate {
             drop(turns);
             // A fall between the look and the push woke nobody: look again.
             if !starts() {
+                let ready = state | READY;
+                if long
+                    && state != ready
+                    && turn
+                        .0
+                        .compare_exchange(state, ready, Relaxed, Relaxed)
+                        .is_ok()
+                {
+                    self.ready_long.fetch_add(1, Relaxed);
+                }
                 return false;
             }
         }
@@ -317,11 +329,11 @@ impl CpuGate {
         self.charged_us.fetch_add(charged_us, Relaxed);
         self.coming_us.fetch_sub(charged_us, Relaxed);
         let taken = TAKEN | (state & LONG) | own_us;
-        if turn
-            .0
-            .compare_exchange(state, taken, Relaxed, Relaxed)
-            .is_err()
-        {
+        let moved = turn.0.compare_exchange(state, taken, Relaxed, Relaxed);
+        if moved.is_ok() && state & READY != 0 {
+            self.ready_long.fetch_sub(1, Relaxed);
+        }
+        if moved.is_err() {
             // Its request ended meanwhile, and took its charge from the work coming.
             self.coming_us.fetch_add(charged_us, Relaxed);
             self.charged_us.fetch_sub(charged_us, Relaxed);
@@ -458,8 +470,10 @@ const TAKEN: u64 = 1 << 62;
 const ENDED: u64 = 1 << 61;
 /// The request polls long: its turn waits for a worker to spare as well.
 const LONG: u64 = 1 << 60;
+/// It polls long, and is ready and waiting for a worker: counted in `ready_long`.
+const READY: u64 = 1 << 59;
 /// The work, in microseconds.
-const WORK: u64 = LONG - 1;
+const WORK: u64 = READY - 1;
 
 /// One request's CPU demand: what it used so far, and what the gate holds for it.
 #[derive(Debug)]
@@ -476,8 +490,10 @@ pub(crate) struct Demand {
     unflushed_ns: u32,
     /// Its longest poll so far, in nanoseconds.
     longest_ns: u32,
-    /// It polls long: its body waits for a worker to spare as well.
+    /// It polls long: it runs on a worker of its own, once one is spared (see [`Turn`]).
     long: bool,
+    /// The turn of one that polls long without a body: its first poll waits for it.
+    turn: Turn,
     /// Its body, if it has one (0: none): when it arrived, on the pool's clock, while its
     /// body comes; then how long the body took to arrive, in microseconds, with [`ARRIVED`]
     /// set.
@@ -499,8 +515,11 @@ impl Demand {
         admitted_ns: Option<u64>,
         long: bool,
     ) -> Self {
-        if long {
-            gate.admitted_long.fetch_add(1, Relaxed);
+        let turn = Turn::default();
+        // Without a body, its turn comes before its first poll.
+        if long && admitted_ns.is_none() {
+            gate.recharge(charged_us, 0);
+            turn.0.store(WAITING | LONG | charged_us.min(WORK), Relaxed);
         }
         Self {
             estimate_us: estimate_us.min(u32::MAX.into()) as u32,
@@ -509,8 +528,16 @@ impl Demand {
             unflushed_ns: 0,
             longest_ns: 0,
             long,
+            turn,
             body: admitted_ns.map_or(0, |ns| (ns & BODY_TIME).max(1)),
         }
+    }
+
+    /// Whether its work may start now: always, unless it polls long without a body and no
+    /// worker is spared for it yet; then `waker` is woken when one may be.
+    #[inline]
+    pub(crate) fn take_turn(&self, gate: &CpuGate, waker: &Waker) -> bool {
+        self.turn.0.load(Relaxed) & WAITING == 0 || gate.take_turn(&self.turn, waker)
     }
 
     /// Its longest poll so far, in nanoseconds.
@@ -580,6 +607,11 @@ impl Demand {
             }
             false => unflushed as u32,
         };
+        // It took its turn before its first poll, on a worker of its own.
+        if self.long && self.body == 0 {
+            self.charged_us = 0;
+            return false;
+        }
         if let Some((turn, coming)) = body {
             if !coming {
                 self.body_arrived(started_ns + spent_ns);
@@ -617,11 +649,18 @@ impl Demand {
     /// The request ended: the gate gets its charge and its poll time back.
     pub(crate) fn end(&mut self, gate: &CpuGate, turn: Option<&Turn>) {
         let charged = std::mem::take(&mut self.charged_us);
+        let turn = match self.long && self.body == 0 {
+            true => Some(&self.turn),
+            false => turn,
+        };
         let ended = turn.map(|turn| turn.0.swap(ENDED, Relaxed));
         match ended {
             Some(state) if state & WAITING != 0 => {
                 if state & LONG == 0 {
                     gate.coming_us.fetch_sub(charged, Relaxed);
+                }
+                if state & READY != 0 {
+                    gate.ready_long.fetch_sub(1, Relaxed);
                 }
             }
             Some(state) if Turn::runs_alone(state) => {}
@@ -632,9 +671,6 @@ impl Demand {
         }
         if ended.is_some_and(|state| state & TAKEN != 0 && state & LONG != 0) {
             gate.end_long();
-        }
-        if std::mem::take(&mut self.long) {
-            gate.admitted_long.fetch_sub(1, Relaxed);
         }
         gate.polled(std::mem::take(&mut self.unflushed_ns).into());
     }

@@ -304,7 +304,7 @@ impl Controller {
         };
         let cpu_us = self.cpu_estimate_us(class, declared);
         let body_us = self.body_us(class, declared);
-        let long = body_us.is_some() && self.polls_long(class, declared);
+        let long = self.polls_long(class, declared, body_us.is_some());
         let Some(budget) = self.settings.budget else {
             // Without a budget there is nothing to charge, and nothing to pay for charging.
             let ask = Ask {
@@ -363,14 +363,16 @@ impl Controller {
     }
 
     /// Whether a request of `class` that declared `declared` body bytes polls long enough to
-    /// keep the runtime late by itself (see [`cpu`]): until its class has shown its polls, it
-    /// may.
-    fn polls_long(&self, class: ClassId, declared: u64) -> bool {
+    /// keep the runtime late by itself (see [`cpu`]): one whose work comes with a `body` may,
+    /// until its class has shown its polls.
+    fn polls_long(&self, class: ClassId, declared: u64, body: bool) -> bool {
+        let long = |ns| self.cpu.polls_long(ns);
+        let poll_ns = self.classes.poll_ns(class, declared);
         self.cpu.is_enabled()
-            && self
-                .classes
-                .poll_ns(class, declared)
-                .is_none_or(|ns| self.cpu.polls_long(ns))
+            && match body {
+                true => poll_ns.is_none_or(long),
+                false => poll_ns.is_some_and(long),
+            }
     }
 
     /// The CPU work a request of `class` that declared `declared` body bytes brings, in

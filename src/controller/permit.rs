@@ -365,6 +365,13 @@ impl Permit {
             .then(|| Arc::clone(&self.controller))
     }
 
+    /// Whether the request's work may start now (see [`super::cpu`]); if not, `waker` is
+    /// woken when it may.
+    #[inline]
+    pub(crate) fn take_turn(&self, waker: &std::task::Waker) -> bool {
+        self.demand.take_turn(&self.controller.cpu, waker)
+    }
+
     /// The request's declared `Content-Length`.
     pub(crate) fn declared(&self) -> u64 {
         self.declared

@@ -939,6 +939,42 @@ fn bodies_that_parse_long_run_on_all_workers_but_one() {
 }
 
 #[test]
+fn requests_without_a_body_that_poll_long_start_on_all_workers_but_one() {
+    let (c, now) = cpu_pool();
+    let crunch = CostClass::new("crunch");
+    // A poll of 30 ms: twice the lateness target (10 ms) or more is long.
+    serve(&c, &now, crunch, &[30 * MS], 0);
+    let Acquired::Admitted(first) = c.acquire(crunch, None) else {
+        panic!("nothing in flight")
+    };
+    let Acquired::Admitted(second) = c.acquire(crunch, None) else {
+        panic!("one running, one waiting for its turn")
+    };
+    let waker = Arc::new(CountingWaker::default());
+    let woken = Waker::from(Arc::clone(&waker));
+    assert!(first.take_turn(&woken));
+    assert!(!second.take_turn(&woken), "one at a time on two workers");
+    assert_eq!(
+        c.cpu.charged_us(),
+        0,
+        "on a worker of its own, it is charged nothing"
+    );
+    // As many as may run are ready and wait for a worker: the next waits in the queue.
+    let mut third = queued(c.acquire(crunch, None));
+    drop(first);
+    assert!(waker.0.load(Relaxed) > 0, "woken when the first ends");
+    assert!(second.take_turn(&woken));
+    drop(second);
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(third)) = third.poll_grant(&mut cx) else {
+        panic!("the third goes once the second ends");
+    };
+    assert!(third.take_turn(&woken));
+    drop(third);
+    assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 0));
+}
+
+#[test]
 fn uploads_are_admitted_for_the_work_done_while_their_bodies_come_and_parse_in_turn() {
     let (c, now) = cpu_pool();
     let (upload, parse) = (CostClass::new("upload"), CostClass::new("parse"));
