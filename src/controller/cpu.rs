@@ -50,7 +50,8 @@
 //! a body, also while its class has not shown its polls) starts only while fewer than all
 //! workers but one run such requests (one at a time, with one or two workers): its body's last
 //! frame, or without a body its first poll, waits for its [`Turn`]. It runs on a worker of its
-//! own until it ends: its work is not charged, and the capacity is that of the other workers.
+//! own until it ends or waits on something else (a timer, another service): its work is not
+//! charged, and the capacity is that of the other workers.
 //! While as many such requests as may run are ready and wait for a worker, the next waits in
 //! the queue, where it holds no memory for its work; one whose body is still coming (slowly,
 //! perhaps) is not ready, and does not hold the next back.
@@ -443,17 +444,14 @@ const OPEN_CAPACITIES: u64 = 4;
 const RECHARGE_STEP_US: u64 = 50;
 
 /// The turn of a request whose work comes once its body has arrived, shared by its permit
-/// and its body: the body's last frame waits until the gate lets the work start.
+/// and its body: the body's last frame waits until the gate lets the work start. A request
+/// that polls long without a body has its own, which its first poll waits for. One that
+/// polls long runs on a worker of its own from its turn until it ends or waits on something
+/// else.
 #[derive(Debug, Default)]
 pub(crate) struct Turn(AtomicU64);
 
 impl Turn {
-    /// Whether the request's work is charged to the work coming, its body waiting for its
-    /// turn.
-    fn waits(&self) -> bool {
-        self.0.load(Relaxed) & WAITING != 0
-    }
-
     /// Whether the request took its turn to poll long, on a worker of its own: nothing is
     /// charged for it.
     fn runs_alone(state: u64) -> bool {
@@ -607,20 +605,33 @@ impl Demand {
             }
             false => unflushed as u32,
         };
-        // It took its turn before its first poll, on a worker of its own.
-        if self.long && self.body == 0 {
-            self.charged_us = 0;
-            return false;
+        if let Some((_, false)) = body {
+            self.body_arrived(started_ns + spent_ns);
         }
-        if let Some((turn, coming)) = body {
-            if !coming {
-                self.body_arrived(started_ns + spent_ns);
-            }
+        // Without a body, it took its own turn before its first poll.
+        let turn = match self.long && self.body == 0 {
+            true => Some(&self.turn),
+            false => body.map(|(turn, _)| turn),
+        };
+        if let Some(turn) = turn {
+            let state = turn.0.load(Relaxed);
             // Its charge waits on the work coming until its body takes its turn.
-            if turn.waits() {
+            if state & WAITING != 0 {
                 return false;
             }
-            if Turn::runs_alone(turn.0.load(Relaxed)) {
+            if Turn::runs_alone(state) {
+                // Waiting on something else, it spares its worker; what it does after the
+                // wait is charged like any other work.
+                if idle
+                    && turn
+                        .0
+                        .compare_exchange(state, state & !LONG, Relaxed, Relaxed)
+                        .is_ok()
+                {
+                    gate.end_long();
+                    self.charged_us = 0;
+                    return true;
+                }
                 self.charged_us = 0;
                 return false;
             }

@@ -277,6 +277,30 @@ pub fn two_sizes() -> Scenario {
     }
 }
 
+pub fn two_parses() -> Scenario {
+    Scenario {
+        name: "two-parses",
+        demonstrates: "JSON bodies of 4 MiB and 64 KiB on one route, no classifier (the workload search's seed 7): 22 clients post the large ones (a 47 ms parse in one poll), 96 the small ones, backing off 100 ms after a 503; the long parses must not hold both workers, nor the short ones wait behind them",
+        env: env(204 * MIB, 256, 512, "2s"),
+        budget: 204 * MIB,
+        largest_request: 72 * MIB,
+        tower_concurrency: 2,
+        sweep: vec![1, 2, 3, 6],
+        phases: vec![
+            Phase::get("4 MiB", "/ingest", 22, 0, 10)
+                .post(4 * MIB)
+                .backing_off(100),
+            Phase::get("64 KiB", "/ingest", 96, 0, 10)
+                .post(64 << 10)
+                .backing_off(100),
+        ],
+        settle: Duration::from_secs(2),
+        variants: Vec::new(),
+        baseline: false,
+        cpu: true,
+    }
+}
+
 pub fn spike() -> Scenario {
     Scenario {
         name: "spike",
@@ -695,6 +719,7 @@ pub fn all() -> Vec<Scenario> {
         mixed(),
         mixed3(),
         two_sizes(),
+        two_parses(),
         spike(),
         disconnect(),
         stream(),
@@ -727,4 +752,4 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, two-sizes, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, refusals, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, two-sizes, two-parses, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, refusals, all, smoke";

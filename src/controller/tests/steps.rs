@@ -961,14 +961,21 @@ fn requests_without_a_body_that_poll_long_start_on_all_workers_but_one() {
     );
     // As many as may run are ready and wait for a worker: the next waits in the queue.
     let mut third = queued(c.acquire(crunch, None));
-    drop(first);
-    assert!(waker.0.load(Relaxed) > 0, "woken when the first ends");
+    // The first waits on a timer after its long poll: it spares its worker.
+    let mut first = first;
+    let _ = first.track(|| Poll::<()>::Pending);
+    assert!(
+        waker.0.load(Relaxed) > 0,
+        "woken when the first spares its worker"
+    );
     assert!(second.take_turn(&woken));
-    drop(second);
+    drop(first);
     let mut cx = Context::from_waker(Waker::noop());
     let Poll::Ready(Ok(third)) = third.poll_grant(&mut cx) else {
-        panic!("the third goes once the second ends");
+        panic!("the third goes once none waits for a worker");
     };
+    assert!(!third.take_turn(&woken), "the second runs");
+    drop(second);
     assert!(third.take_turn(&woken));
     drop(third);
     assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 0));
