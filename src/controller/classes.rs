@@ -24,7 +24,6 @@
 //! window give their slots up, so that the first comers cannot keep the table forever. A
 //! name is bounded too ([`NAME_BYTES`]). Lock-free: a lookup is a hash and a few loads.
 
-use super::by_size::BySize;
 use std::{
     hash::{Hash, Hasher},
     sync::{
@@ -32,6 +31,8 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
 };
+
+use super::by_size::BySize;
 
 /// The classes the table holds before it sends new ones to the overflow class.
 pub(crate) const SLOTS: usize = 64;
@@ -376,7 +377,6 @@ impl Classes {
         self.class(id).rise.observe(rise, declared);
     }
 
-    /// Starts a new window once the current one is over; `now_ms` on the controller's clock.
     /// What a request of `id` that declared `declared` body bytes demands of a core, in
     /// nanoseconds, once measured.
     pub(crate) fn cpu_ns(&self, id: ClassId, declared: u64) -> Option<u64> {
@@ -434,6 +434,7 @@ impl Classes {
             .collect()
     }
 
+    /// Starts a new window once the current one is over; `now_ms` on the controller's clock.
     pub(crate) fn tick(&self, now_ms: u64) {
         let start = self.window_start_ms.load(Relaxed);
         if now_ms.saturating_sub(start) < WINDOW_MS {

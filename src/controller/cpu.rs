@@ -51,10 +51,10 @@
 //! workers but one run such requests (one at a time, with one or two workers): its body's last
 //! frame, or without a body its first poll, waits for its [`Turn`]. It runs on a worker of its
 //! own until it ends or waits on something else (a timer, another service): its work is not
-//! charged, and the capacity is that of the other workers.
-//! While as many such requests as may run are ready and wait for a worker, the next waits in
-//! the queue, where it holds no memory for its work; one whose body is still coming (slowly,
-//! perhaps) is not ready, and does not hold the next back.
+//! charged, and the capacity is that of the other workers. While as many such requests as
+//! may run are ready and wait for a worker, the next waits in the queue, where it holds no
+//! memory for its work; one whose body is still coming (slowly, perhaps) is not ready, and
+//! does not hold the next back.
 //!
 //! **Saturated** means that, over a window of [`WINDOW_MS`] (the live limit's), request polls
 //! kept at least 60 % of the workers busy; it stays so until they keep fewer than 40 % busy.
@@ -246,7 +246,7 @@ impl CpuGate {
             .is_ok()
     }
 
-    /// A request that polls long ended.
+    /// A request that polls long ended, or spared its worker to wait on something else.
     fn end_long(&self) {
         self.running_long.fetch_sub(1, Relaxed);
         self.wake_turns();
@@ -504,15 +504,15 @@ const ARRIVED: u64 = 1 << 63;
 const BODY_TIME: u64 = ARRIVED - 1;
 
 impl Demand {
-    /// A request of `estimate_us`, admitted charged `charged_us`, which the gate already
-    /// holds; `admitted_ns`, for one with a body, when it was admitted; `long`: it polls long.
+    /// A request of `estimate_us`, admitted charged that much, which the gate already holds;
+    /// `admitted_ns`, for one with a body, when it was admitted; `long`: it polls long.
     pub(crate) fn new(
         gate: &CpuGate,
         estimate_us: u64,
-        charged_us: u64,
         admitted_ns: Option<u64>,
         long: bool,
     ) -> Self {
+        let charged_us = estimate_us;
         let turn = Turn::default();
         // Without a body, its turn comes before its first poll.
         if long && admitted_ns.is_none() {

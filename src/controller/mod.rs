@@ -378,7 +378,7 @@ impl Controller {
     /// The CPU work a request of `class` that declared `declared` body bytes brings, in
     /// microseconds: what its class demands for such a body, or what requests in general
     /// do; 0 where the CPU gate is off.
-    pub(crate) fn cpu_estimate_us(&self, class: ClassId, declared: u64) -> u64 {
+    fn cpu_estimate_us(&self, class: ClassId, declared: u64) -> u64 {
         if !self.cpu.is_enabled() {
             return 0;
         }

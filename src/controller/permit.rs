@@ -187,7 +187,6 @@ impl Permit {
         Self {
             demand: Demand::new(
                 &controller.cpu,
-                controller.cpu_estimate_us(ask.class, ask.declared),
                 ask.cpu_us,
                 // Its body's time runs from its admission.
                 ask.body_us.map(|_| controller.clock.now_ns()),
