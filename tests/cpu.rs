@@ -141,7 +141,17 @@ fn health_under_load(with_layer: bool) -> (Duration, usize) {
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(300)); // past the start
+    // Past the start.
+    let p90 = health_p90(addr, Duration::from_millis(300), end);
+    let served = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    stop.store(true, Relaxed);
+    (p90, served)
+}
+
+/// Probes `/health` every 20 ms from `after` on until shortly before `end`; the probes' 90th
+/// percentile.
+fn health_p90(addr: SocketAddr, after: Duration, end: Instant) -> Duration {
+    thread::sleep(after);
     let mut probe = connect(addr);
     let mut probes = Vec::new();
     while Instant::now() + Duration::from_millis(100) < end {
@@ -150,10 +160,8 @@ fn health_under_load(with_layer: bool) -> (Duration, usize) {
         probes.push(start.elapsed());
         thread::sleep(Duration::from_millis(20));
     }
-    let served = clients.into_iter().map(|c| c.join().unwrap()).sum();
-    stop.store(true, Relaxed);
     probes.sort();
-    (probes[probes.len() * 9 / 10], served)
+    probes[probes.len() * 9 / 10]
 }
 
 #[test]
@@ -205,21 +213,13 @@ fn health_under_long_polls(with_layer: bool) -> (Duration, usize, usize) {
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(500)); // past the start, once the route is learned
-    let mut probe = connect(addr);
-    let mut probes = Vec::new();
-    while Instant::now() + Duration::from_millis(100) < end {
-        let start = Instant::now();
-        assert_eq!(request(&mut probe, "/health").unwrap(), 200);
-        probes.push(start.elapsed());
-        thread::sleep(Duration::from_millis(20));
-    }
+    // Past the start, once the route is learned.
+    let p90 = health_p90(addr, Duration::from_millis(500), end);
     let served: Vec<usize> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     stop.store(true, Relaxed);
-    probes.sort();
     let long = served[..LONG_CLIENTS].iter().sum();
     let short = served[LONG_CLIENTS..].iter().sum();
-    (probes[probes.len() * 9 / 10], long, short)
+    (p90, long, short)
 }
 
 #[test]
