@@ -120,26 +120,35 @@ fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
     BufReader::new(stream)
 }
 
+/// A closed-loop client on its own thread until `end`: `send` one request on a kept-alive
+/// connection, the next once it is answered (20 ms after a refusal), a new connection after
+/// an error; how many were served.
+fn closed_loop(
+    addr: SocketAddr,
+    end: Instant,
+    send: impl Fn(&mut BufReader<TcpStream>) -> std::io::Result<u16> + Send + 'static,
+) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let mut connection = connect(addr);
+        let mut served = 0;
+        while Instant::now() < end {
+            match send(&mut connection) {
+                Ok(200) => served += 1,
+                Ok(_) => thread::sleep(Duration::from_millis(20)),
+                Err(_) => connection = connect(addr),
+            }
+        }
+        served
+    })
+}
+
 /// Drives `/spin` from closed-loop clients (backing off 20 ms after a 503) while probing
 /// `/health` every 20 ms; returns the probes' 90th percentile and how many spins were served.
 fn health_under_load(with_layer: bool) -> (Duration, usize) {
     let (addr, stop) = serve(with_layer);
     let end = Instant::now() + LOAD;
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            thread::spawn(move || {
-                let mut connection = connect(addr);
-                let mut served = 0;
-                while Instant::now() < end {
-                    match request(&mut connection, "/spin") {
-                        Ok(200) => served += 1,
-                        Ok(_) => thread::sleep(Duration::from_millis(20)),
-                        Err(_) => connection = connect(addr),
-                    }
-                }
-                served
-            })
-        })
+        .map(|_| closed_loop(addr, end, |connection| request(connection, "/spin")))
         .collect();
     // Past the start.
     let p90 = health_p90(addr, Duration::from_millis(300), end);
@@ -199,18 +208,7 @@ fn health_under_long_polls(with_layer: bool) -> (Duration, usize, usize) {
     let clients: Vec<_> = (0..LONG_CLIENTS + SHORT_CLIENTS)
         .map(|i| {
             let body = vec![b'x'; if i < LONG_CLIENTS { 128 << 10 } else { 4 << 10 }];
-            thread::spawn(move || {
-                let mut connection = connect(addr);
-                let mut served = 0;
-                while Instant::now() < end {
-                    match post_parse(&mut connection, &body) {
-                        Ok(200) => served += 1,
-                        Ok(_) => thread::sleep(Duration::from_millis(20)),
-                        Err(_) => connection = connect(addr),
-                    }
-                }
-                served
-            })
+            closed_loop(addr, end, move |connection| post_parse(connection, &body))
         })
         .collect();
     // Past the start, once the route is learned.

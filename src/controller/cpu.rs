@@ -32,10 +32,10 @@
 //! with its body is admitted while `charged + coming + own ≤ workers × (horizon + body)`,
 //! where `body` is the least time its class's bodies took lately from the request's arrival
 //! to its last byte (the quickest is the client's pace; a slower one also waited for a worker
-//! to read it, or in the queue while its client sent it): what the workers do
-//! while a body comes is room as well, so bodies that come slowly are admitted as their pace
-//! allows, and bodies that come at once almost as requests without. The last frame waits
-//! for `charged + own ≤ workers × horizon`. With nothing in flight (nothing charged, for a
+//! to read it, or in the queue while its client sent it): what the workers do while a body
+//! comes is room as well, so bodies that come slowly are admitted as their pace allows, and
+//! bodies that come at once almost as requests without. The last frame waits for
+//! `charged + own ≤ workers × horizon`. With nothing in flight (nothing charged, for a
 //! last frame) a request always goes. While the CPU is not saturated, the gate still holds
 //! the work charged within [`OPEN_CAPACITIES`] times the capacity: a window in which request
 //! polls kept the workers less busy (a storm of connections and refusals keeps them busy
@@ -538,6 +538,12 @@ impl Demand {
         self.turn.0.load(Relaxed) & WAITING == 0 || gate.take_turn(&self.turn, waker)
     }
 
+    /// Whether it polls long without a body: its turn is its own, taken before its first
+    /// poll.
+    fn has_own_turn(&self) -> bool {
+        self.long && self.body == 0
+    }
+
     /// Its longest poll so far, in nanoseconds.
     pub(crate) fn longest_ns(&self) -> u64 {
         self.longest_ns.into()
@@ -608,8 +614,7 @@ impl Demand {
         if let Some((_, false)) = body {
             self.body_arrived(started_ns + spent_ns);
         }
-        // Without a body, it took its own turn before its first poll.
-        let turn = match self.long && self.body == 0 {
+        let turn = match self.has_own_turn() {
             true => Some(&self.turn),
             false => body.map(|(turn, _)| turn),
         };
@@ -620,20 +625,19 @@ impl Demand {
                 return false;
             }
             if Turn::runs_alone(state) {
-                // Waiting on something else, it spares its worker; what it does after the
-                // wait is charged like any other work.
-                if idle
+                // On a worker of its own, it is charged nothing. Waiting on something else,
+                // it spares the worker; what it does after the wait is charged like any
+                // other work.
+                self.charged_us = 0;
+                let spares = idle
                     && turn
                         .0
                         .compare_exchange(state, state & !LONG, Relaxed, Relaxed)
-                        .is_ok()
-                {
+                        .is_ok();
+                if spares {
                     gate.end_long();
-                    self.charged_us = 0;
-                    return true;
                 }
-                self.charged_us = 0;
-                return false;
+                return spares;
             }
         }
         let target = match idle {
@@ -660,7 +664,7 @@ impl Demand {
     /// The request ended: the gate gets its charge and its poll time back.
     pub(crate) fn end(&mut self, gate: &CpuGate, turn: Option<&Turn>) {
         let charged = std::mem::take(&mut self.charged_us);
-        let turn = match self.long && self.body == 0 {
+        let turn = match self.has_own_turn() {
             true => Some(&self.turn),
             false => turn,
         };
@@ -674,14 +678,12 @@ impl Demand {
                     gate.ready_long.fetch_sub(1, Relaxed);
                 }
             }
-            Some(state) if Turn::runs_alone(state) => {}
+            // Nothing is charged for it: it gives its worker back.
+            Some(state) if Turn::runs_alone(state) => gate.end_long(),
             // Taken since its last poll: the charge is the work charged's.
             _ => {
                 gate.recharge(charged, 0);
             }
-        }
-        if ended.is_some_and(|state| state & TAKEN != 0 && state & LONG != 0) {
-            gate.end_long();
         }
         gate.polled(std::mem::take(&mut self.unflushed_ns).into());
     }
