@@ -55,6 +55,9 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// The longest shutdown waits for admitted requests.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most an HTTP/1 connection's read buffer may grow to. hyper grows it for large bodies
+/// (to ~400 KiB by default) and keeps it as long as the connection lives, idle or queued.
+pub const READ_BUFFER_MAX: usize = 16 << 10;
 /// The longest a connection may go without a request (between this and twice this).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -121,7 +124,8 @@ async fn serve_connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(READ_BUFFER_MAX);
     let service = TowerToHyperService::new(activity.track(app));
     let connection = builder.serve_connection(with_write_timeout(stream), service);
     let mut connection = pin!(connection);

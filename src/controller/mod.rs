@@ -328,28 +328,46 @@ impl Controller {
                 Limit::Memory,
             ));
         }
+        let ask = self.priced(Ask {
+            priority,
+            class,
+            charge: 0,
+            declared,
+            least: 0,
+            known: false,
+            cpu_us,
+            body_us,
+            long,
+        });
+        if declared > budget {
+            return self.admit_past_limits(self.memory.allocated_bytes(), ask);
+        }
+        self.acquire_charged(ask)
+    }
+
+    /// `ask` charged as its class stands now: the estimate, the least, and whether the class
+    /// has shown its cost. A waiter is priced again when it may go, for its class may have
+    /// shown its cost meanwhile (a cold start queues many on the first guess).
+    fn priced(&self, ask: Ask) -> Ask {
+        let Some(budget) = self.settings.budget else {
+            return ask;
+        };
+        let Ask {
+            class, declared, ..
+        } = ask;
         // No more than the budget can ever hold beside the baseline: a class that once cost
         // more than the budget is admitted alone, not only over the budget.
         let room = budget
             .saturating_sub(self.footprint.baseline())
             .max(declared);
         let charge = self.classes.estimate(class, declared).min(room);
-        let ask = Ask {
-            priority,
-            class,
+        Ask {
             charge,
-            declared,
             least: self.classes.least(class, declared).min(charge),
             // Only where polls are measured can a class become known.
             known: self.thread_allocations.is_none() || self.classes.is_known(class),
-            cpu_us,
-            body_us,
-            long,
-        };
-        if declared > budget {
-            return self.admit_past_limits(self.memory.allocated_bytes(), ask);
+            ..ask
         }
-        self.acquire_charged(ask)
     }
 
     /// Whether the work of a request of `class` that declared `declared` body bytes comes

@@ -28,7 +28,7 @@ use std::{
     time::Duration,
 };
 
-use super::Ask;
+use super::{Ask, classes::ClassId};
 use crate::priority::Priority;
 use crate::rejection::{Limit, Reason};
 
@@ -86,6 +86,10 @@ pub(crate) const MAX_OVERTAKES: u32 = 16;
 const RANK_SHIFT: u32 = 62;
 /// How many blocked waiters a grant looks past for one that fits, at most.
 const SCAN: usize = 64;
+/// How many kinds of blocked waiter a grant remembers, to pass over the others of the kind
+/// without asking: behind a head held back by memory, hundreds of uploads alike would
+/// otherwise use up the scan before a small request behind them is offered.
+const KINDS: usize = 8;
 
 pub(super) struct Waiter {
     pub(super) ask: Ask,
@@ -101,7 +105,15 @@ pub(super) struct Waiter {
     cpu_us: u64,
 }
 
+/// What makes waiters alike for a grant: one of them held back means all of them are.
+type Kind = (Priority, ClassId, u64, u64);
+
 impl Waiter {
+    fn kind(&self) -> Kind {
+        let ask = &self.ask;
+        (ask.priority, ask.class, ask.declared, ask.charge)
+    }
+
     /// Whether enough have passed this waiter: as many as [`MAX_PASSES`], or as much as its
     /// own charge.
     fn holds_the_line(&self) -> bool {
@@ -123,11 +135,13 @@ pub(super) enum Verdict {
 pub(super) enum Left {
     /// It was still waiting, and has left now.
     Waiting,
-    /// It was granted a permit.
-    Granted,
+    /// It was granted a permit, for this ask (priced as its class stood at the grant).
+    Granted(Ask),
     /// It was sent away: its place went to a waiter of a higher priority (`queue_full`), or
     /// it stood too long in a standing queue; this limit held it back.
     Evicted(Reason, Limit),
+    /// Nothing is known of it: it was told already.
+    Told,
 }
 
 #[derive(Default)]
@@ -138,6 +152,8 @@ pub(super) struct Queue {
     waiters: BTreeMap<u64, Waiter>,
     /// Waiters sent away that have not yet seen it.
     evicted: HashMap<u64, (Reason, Limit)>,
+    /// Waiters admitted that have not yet seen it, with what they were admitted for.
+    granted: HashMap<u64, Ask>,
     /// Per priority: how many requests of higher priorities were admitted since it was last
     /// served, while it waited.
     overtaken: [u32; 3],
@@ -191,10 +207,19 @@ impl Queue {
         if self.take(id).is_some() {
             return Left::Waiting;
         }
+        if let Some(ask) = self.granted.remove(&id) {
+            return Left::Granted(ask);
+        }
         match self.evicted.remove(&id) {
             Some((reason, limit)) => Left::Evicted(reason, limit),
-            None => Left::Granted,
+            None => Left::Told,
         }
+    }
+
+    /// What waiter `id` was granted, if it was and has not seen it yet.
+    #[cfg(test)]
+    pub(super) fn granted_charge(&self, id: u64) -> Option<u64> {
+        self.granted.get(&id).map(|ask| ask.charge)
     }
 
     pub(super) fn get_mut(&mut self, id: u64) -> Option<&mut Waiter> {
@@ -290,12 +315,13 @@ impl Queue {
             .collect()
     }
 
-    /// Offers waiters to `verdict` in order (`true` with the head, the first that waits)
-    /// and removes those it admits; returns their wakers, to be woken once the lock is
-    /// released. A starving priority's oldest waiter is offered first.
+    /// Offers waiters to `verdict` in order (`true` with the head, the first that waits),
+    /// which may price a waiter's ask anew, and removes those it admits; returns their
+    /// wakers, to be woken once the lock is released. A starving priority's oldest waiter is
+    /// offered first.
     pub(super) fn admit(
         &mut self,
-        mut verdict: impl FnMut(&Waiter, bool) -> Verdict,
+        mut verdict: impl FnMut(&mut Waiter, bool) -> Verdict,
     ) -> Vec<Waker> {
         let mut wakers = Vec::new();
         let mut head: Option<u64> = None;
@@ -303,22 +329,21 @@ impl Queue {
         let mut first = starving;
         let mut cursor = 0;
         let mut blocked = 0;
+        let mut held_kinds: [Option<Kind>; KINDS] = [None; KINDS];
         while blocked < SCAN {
             let id = match first.take() {
                 Some(id) => id,
                 None => {
-                    let Some((&id, _)) = self
-                        .waiters
-                        .range(cursor..)
-                        .find(|(id, _)| Some(**id) != starving)
-                    else {
+                    let Some((&id, _)) = self.waiters.range(cursor..).find(|(id, waiter)| {
+                        Some(**id) != starving && !held_kinds.contains(&Some(waiter.kind()))
+                    }) else {
                         break;
                     };
                     cursor = id + 1;
                     id
                 }
             };
-            let Some(waiter) = self.waiters.get(&id) else {
+            let Some(waiter) = self.waiters.get_mut(&id) else {
                 break;
             };
             match verdict(waiter, head.is_none()) {
@@ -330,6 +355,9 @@ impl Queue {
                         }
                         head = Some(id);
                     }
+                    if let Some(free) = held_kinds.iter_mut().find(|kind| kind.is_none()) {
+                        *free = Some(waiter.kind());
+                    }
                     blocked += 1;
                 }
                 Verdict::Admitted => {
@@ -337,6 +365,7 @@ impl Queue {
                         break;
                     };
                     self.admitted(admitted.ask.priority);
+                    self.granted.insert(id, admitted.ask);
                     wakers.extend(admitted.waker);
                     if let Some(head) = head.and_then(|head| self.waiters.get_mut(&head)) {
                         head.passes += 1;
@@ -407,6 +436,23 @@ mod tests {
         });
         assert_eq!(order, [(1, true), (2, true), (3, true)]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_small_waiter_behind_many_held_back_alike_is_offered() {
+        let mut charges = vec![10; 3 * SCAN];
+        charges.push(1);
+        let mut q = queue(&charges);
+        let mut offered = 0;
+        q.admit(|waiter, _| {
+            offered += 1;
+            match waiter.ask.charge {
+                1 => Verdict::Admitted,
+                _ => Verdict::Waits,
+            }
+        });
+        assert_eq!(q.len(), 3 * SCAN, "the small one went");
+        assert_eq!(offered, 2, "one of the alike was asked");
     }
 
     #[test]
@@ -549,7 +595,7 @@ mod tests {
             q.leave(new),
             Left::Evicted(Reason::QueueFull, Limit::Memory)
         ));
-        assert!(matches!(q.leave(new), Left::Granted), "told once");
+        assert!(matches!(q.leave(new), Left::Told), "told once");
         assert!(
             q.evict_below(Priority::Critical, |_| Limit::Concurrency)
                 .is_some()

@@ -41,10 +41,14 @@ impl Ticket {
         !self.done && self.controller.lock().get_mut(self.id).is_some()
     }
 
-    /// The charge the ticket was granted with, or will be.
+    /// The charge the ticket was granted with, or asks for while it waits.
     #[cfg(test)]
     pub(crate) fn charge(&self) -> u64 {
-        self.ask.charge
+        let mut queue = self.controller.lock();
+        match queue.get_mut(self.id) {
+            Some(waiter) => waiter.ask.charge,
+            None => queue.granted_charge(self.id).unwrap_or(self.ask.charge),
+        }
     }
 
     /// The pool the ticket waits in.
@@ -52,8 +56,9 @@ impl Ticket {
         &self.controller
     }
 
-    fn permit(&self) -> Permit {
-        Permit::new(Arc::clone(&self.controller), self.ask)
+    /// The permit for `ask`: what the grant claimed, priced as its class stood then.
+    fn permit(&self, ask: Ask) -> Permit {
+        Permit::new(Arc::clone(&self.controller), ask)
     }
 
     /// Ready with the permit once granted, or with a rejection once the pool is closed;
@@ -85,7 +90,8 @@ impl Ticket {
                     .controller
                     .reject_admission(self.ask.priority, reason, limit))
             }
-            Left::Granted | Left::Waiting => Ok(self.permit()),
+            Left::Granted(ask) => Ok(self.permit(ask)),
+            Left::Waiting | Left::Told => Ok(self.permit(self.ask)),
         })
     }
 
@@ -93,12 +99,12 @@ impl Ticket {
     pub(crate) fn expire(&mut self) -> Result<Permit, Rejection> {
         self.done = true;
         match self.controller.leave_queue(self.id, self.ask) {
-            Some((reason, limit)) => {
+            Err((reason, limit)) => {
                 Err(self
                     .controller
                     .reject_admission(self.ask.priority, reason, limit))
             }
-            None => Ok(self.permit()),
+            Ok(ask) => Ok(self.permit(ask)),
         }
     }
 
@@ -110,10 +116,13 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if !self.done && self.controller.leave_queue(self.id, self.ask).is_none() {
+        if self.done {
+            return;
+        }
+        if let Ok(ask) = self.controller.leave_queue(self.id, self.ask) {
             // Granted, but the future was dropped before it noticed: the permit it would
             // have become gives everything back.
-            drop(self.permit());
+            drop(self.permit(ask));
         }
     }
 }

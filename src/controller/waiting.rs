@@ -102,20 +102,21 @@ impl Controller {
 
     /// Removes ticket `id` from the queue: returns why it leaves without a permit if it was
     /// still queued (its wait ends: `queue_timeout`) or had been evicted (`queue_full`), and
-    /// `None` if it had been granted meanwhile. Counts nothing.
-    pub(super) fn leave_queue(&self, id: u64, ask: Ask) -> Option<(Reason, Limit)> {
+    /// what it was admitted for if it had been granted meanwhile. Counts nothing.
+    pub(super) fn leave_queue(&self, id: u64, ask: Ask) -> Result<Ask, (Reason, Limit)> {
         let memory = self.memory.allocated_bytes();
         let mut queue = self.lock();
         match queue.leave(id) {
-            Left::Granted => None,
-            Left::Evicted(reason, limit) => Some((reason, limit)),
+            Left::Granted(granted) => Ok(granted),
+            Left::Told => Ok(ask),
+            Left::Evicted(reason, limit) => Err((reason, limit)),
             Left::Waiting => {
                 let limit = self.blame(self.state.load(SeqCst), memory, ask);
                 // The head may have left: those behind it may fit now.
                 let wakers = self.grant(&mut queue, memory, Reading::Last);
                 drop(queue);
                 wakers.into_iter().for_each(Waker::wake);
-                Some((Reason::QueueTimeout, limit))
+                Err((Reason::QueueTimeout, limit))
             }
         }
     }
@@ -135,6 +136,8 @@ impl Controller {
             Vec::new()
         } else {
             let mut wakers = queue.admit(|waiter, head| {
+                // Its class may have shown its cost since it queued.
+                waiter.ask = self.priced(waiter.ask);
                 let state = self.state.load(SeqCst);
                 match self.may_admit_locked(state, memory, waiter.ask, head, reading) {
                     Some(over_budget) => {

@@ -88,6 +88,8 @@ struct Model {
     closed: bool,
     /// Each request's priority, by arrival number.
     priorities: std::collections::HashMap<u64, Priority>,
+    /// By arrival number: the declared length.
+    declared: std::collections::HashMap<u64, u64>,
     /// Waiters whose place a critical request took, by arrival number.
     evicted: std::collections::HashSet<u64>,
     /// The virtual clock of the lateness readings, in ms.
@@ -117,6 +119,7 @@ impl Model {
             baseline: 0,
             closed: false,
             priorities: Default::default(),
+            declared: Default::default(),
             evicted: Default::default(),
             now_ms: 0,
         }
@@ -128,6 +131,7 @@ impl Model {
                 let declared = u64::from(mib) * MIB;
                 self.arrivals += 1;
                 self.priorities.insert(self.arrivals, priority);
+                self.declared.insert(self.arrivals, declared);
                 // The estimate, or what the budget can hold beside the baseline if less.
                 let most = |charge: u64| {
                     let room = (64 * MIB).saturating_sub(self.baseline).max(declared);
@@ -198,9 +202,9 @@ impl Model {
                 drop(self.waiting.remove(i));
             }
             Op::Deadline if !self.waiting.is_empty() => {
-                let (arrival, estimate, mut ticket) = self.waiting.remove(0);
+                let (arrival, _, mut ticket) = self.waiting.remove(0);
                 match ticket.expire() {
-                    Ok(permit) => self.served.push((arrival, estimate, permit)),
+                    Ok(permit) => self.served.push((arrival, permit.charged_bytes(), permit)),
                     Err(rejection) => {
                         let evicted = self.evicted.contains(&arrival);
                         let reason = rejection.reason();
@@ -257,7 +261,7 @@ impl Model {
         let mut granted = Vec::new();
         for (arrival, estimate, mut ticket) in self.waiting.drain(..) {
             match ticket.poll_grant(&mut cx) {
-                Poll::Ready(Ok(permit)) => granted.push((arrival, estimate, permit)),
+                Poll::Ready(Ok(permit)) => granted.push((arrival, permit.charged_bytes(), permit)),
                 // Only a CPU that cannot keep up sheds for waiting: the gate, or a live limit
                 // below its ceiling.
                 Poll::Ready(Err(rejection)) => assert!(
@@ -309,16 +313,18 @@ impl Model {
             .served
             .iter()
             .map(|(_, e, _)| *e)
-            .chain(granted.iter().map(|(_, e, _)| *e))
+            .chain(granted.iter().map(|(_, _, t)| t.charge()))
             .map(|e| kib(e) * 1024)
             .sum();
         assert_eq!(
             s.charged_bytes, charged,
             "charged bytes = the sum over live requests"
         );
-        // Charges are the estimates: nothing here allocates.
-        for (_, estimate, ticket) in &self.waiting {
-            assert_eq!(ticket.charge(), *estimate);
+        // Charges are the estimates, or what the budget could hold beside the baseline when
+        // a waiter was priced: nothing here allocates.
+        for (arrival, _, ticket) in &self.waiting {
+            let declared = self.declared[arrival];
+            assert!((declared..=declared + ESTIMATE).contains(&ticket.charge()));
         }
     }
 

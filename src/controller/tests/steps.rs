@@ -570,6 +570,36 @@ fn a_class_not_seen_yet_goes_one_at_a_time_until_a_poll_shows_its_cost() {
 }
 
 #[test]
+fn waiters_queued_on_their_class_s_first_guess_go_on_what_it_showed_since() {
+    let settings = Settings::for_tests(16, Some(64 * MIB), 16);
+    let c = Arc::new(Controller::new(settings, Arc::new(Counted)));
+    let Acquired::Admitted(mut first) = c.acquire(CLASS, Some(MIB)) else {
+        panic!("the first of a new class did not go")
+    };
+    // Seven more arrive before the first shows anything: they queue on the first guess.
+    let mut waiters: Vec<Ticket> = (0..7)
+        .map(|_| queued(c.acquire(CLASS, Some(MIB))))
+        .collect();
+    // The first poll allocates 16 MiB: the class costs that a request, not 1 MiB and a bit.
+    let _ = first.track(|| {
+        ALLOCATED.set(ALLOCATED.get() + 16 * MIB);
+        Poll::Ready(())
+    });
+    let mut cx = Context::from_waker(Waker::noop());
+    let granted: Vec<Permit> = waiters
+        .iter_mut()
+        .filter_map(|ticket| match ticket.poll_grant(&mut cx) {
+            Poll::Ready(Ok(permit)) => Some(permit),
+            _ => None,
+        })
+        .collect();
+    // As many as the budget holds at 16 MiB each go, each charged that; the rest wait.
+    assert!((1..4).contains(&granted.len()), "{granted:?}");
+    assert!(granted.iter().all(|p| p.charged_bytes() >= 16 * MIB));
+    assert!(c.snapshot().charged_bytes <= 64 * MIB);
+}
+
+#[test]
 fn a_new_class_held_back_one_at_a_time_blames_its_estimate_not_memory() {
     let settings = Settings::for_tests(8, Some(64 * MIB), 0);
     let c = Arc::new(Controller::new(settings, Arc::new(Counted)));
