@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use super::{
     Ask, Controller,
-    word::{QUEUED, charged_bytes, in_flight},
+    word::{QUEUED, charge, charged_bytes, in_flight, kib},
 };
 use crate::{memory::MemoryFailure, priority::Priority, rejection::Limit};
 
@@ -112,6 +112,17 @@ impl Controller {
         } else {
             Fit::Blocked(Limit::Memory)
         }
+    }
+
+    /// Whether `ask`, held back, would fit in memory were it not for `passing` bytes charged
+    /// to the requests that went ahead of a blocked head (see [`queue`](super::queue)).
+    pub(super) fn fits_but_for(&self, state: u64, memory: u64, ask: Ask, passing: u64) -> bool {
+        let passing_kib = kib(passing).min(charged_bytes(state) / 1024);
+        let without = state - charge(passing_kib);
+        !matches!(
+            self.fit(without, memory.saturating_sub(passing), ask),
+            Fit::Blocked(_)
+        )
     }
 
     /// The limit that keeps a request from going at once. When it would fit were its cost

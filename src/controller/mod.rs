@@ -22,9 +22,10 @@
 //!
 //! **Order.** While anyone of its priority or a higher one waits, an arrival queues. Waiters
 //! are admitted by priority, then in arrival order, with bounded backfill (see [`queue`]): a
-//! waiter that fits in what a blocked head cannot use may go ahead of it, until
-//! [`queue::MAX_PASSES`] waiters or the head's own charge have. A lower priority that has
-//! been overtaken [`queue::MAX_OVERTAKES`] times goes first once.
+//! waiter that fits in what a blocked head cannot use may go ahead of it, until the head would
+//! fit but for those that passed it, or [`queue::MAX_PASSES`] have. A lower priority that has
+//! been overtaken [`queue::MAX_OVERTAKES`] times goes first once. A waiter is charged as its
+//! class stands when it may go, not when it queued.
 //!
 //! **Priorities.** Only `Critical` requests may use the reserved share of slots and budget,
 //! and one that finds the queue full takes the place of the newest waiter of a lower
@@ -474,16 +475,17 @@ impl Controller {
         }
     }
 
-    /// Gives back what an admitted request held (`unsettled`: it was never polled), and hands
-    /// it on to waiters if any.
-    pub(crate) fn release(&self, charged_kib: u64, unsettled: bool) {
+    /// Gives back what an admitted request held (`unsettled`: it was never polled; `passer`:
+    /// what it was charged when it passed a blocked head, or 0), and hands it on to waiters if
+    /// any.
+    pub(crate) fn release(&self, charged_kib: u64, unsettled: bool, passer: u64) {
         if unsettled {
             self.unsettled.fetch_sub(1, SeqCst);
         }
         let state = self.state.fetch_sub(claim(charged_kib), SeqCst);
         debug_assert!(in_flight(state) > 0 && charged_bytes(state) >= charged_kib * 1024);
         if state & QUEUED != 0 {
-            self.grant_waiters(Reading::Last);
+            self.grant_waiters_after(Reading::Last, passer);
         }
     }
 

@@ -168,6 +168,8 @@ pub(crate) struct Permit {
     settled: bool,
     /// Admitted past the limits, observing only (see `super::observe`).
     past_limits: bool,
+    /// Admitted past a blocked head (see [`super::queue`]).
+    passed: bool,
     /// Its CPU demand, where the CPU gate is on.
     demand: Demand,
     /// Whether its response head is ready: only then is its demand whole enough to learn.
@@ -204,6 +206,7 @@ impl Permit {
             peak: 0,
             settled: false,
             past_limits: false,
+            passed: false,
             held: 0,
         }
     }
@@ -217,6 +220,12 @@ impl Permit {
     /// Marks the request as admitted past the limits, observing only.
     pub(super) fn past_limits(&mut self) {
         self.past_limits = true;
+    }
+
+    /// Marks the request as admitted past a blocked head: until it ends, what it was charged
+    /// then counts against the head's patience.
+    pub(super) fn passed_a_head(&mut self) {
+        self.passed = true;
     }
 
     /// Lets the request's body meter lower what the request is charged for its body: a body
@@ -437,6 +446,12 @@ impl Drop for Permit {
         if self.held != 0 {
             self.controller.footprint.let_go(self.held);
         }
-        self.controller.release(self.charge.close(), !self.settled);
+        // What it was charged when it passed (see `Controller::priced`).
+        let passer = match self.passed {
+            true => self.declared.saturating_add(self.estimate),
+            false => 0,
+        };
+        self.controller
+            .release(self.charge.close(), !self.settled, passer);
     }
 }

@@ -6,12 +6,15 @@
 //! waiter offered first, so that no priority starves (see [`Queue::admitted`]).
 //!
 //! Within that order, waiters are admitted in turn, except that a waiter that fits in what a
-//! blocked head cannot use may go ahead of it. The head counts the waiters that pass it and
-//! what they are charged; once they number [`MAX_PASSES`] or their charges add up to its own,
-//! the head holds the line and nobody behind it goes first until it is admitted or leaves. So small
-//! requests do not wait behind a large one (a 64 MiB head lets up to 1,024 requests of 64 KiB
-//! by), and a large one is never starved: it waits for at most its own size in others beyond
-//! those ahead of it, and never past its deadline (the response future's business).
+//! blocked head cannot use may go ahead of it. Once the head would fit but for the requests
+//! that passed a head and are still in flight (what they were charged when they did), or once
+//! [`MAX_PASSES`] have passed it, the head holds the line: nobody behind it goes first until it
+//! is admitted or leaves. So small requests that come and go in what a large head cannot use
+//! never keep it waiting, and a large one is never starved: it waits for what was in flight
+//! before it, and never past its deadline (the response future's business). A grant looks past
+//! at most [`SCAN`] waiters held back, and passes over those alike to one held back (of the
+//! same priority, class, length and charge) without asking: hundreds of uploads held back for
+//! memory do not hide a small request behind them.
 //!
 //! **A wait bounded by service time.** A waiter held back by a CPU that cannot keep up waits
 //! only as long as its [`QueueTarget`] allows (by default twice one and a half times its
@@ -93,10 +96,8 @@ const KINDS: usize = 8;
 
 pub(super) struct Waiter {
     pub(super) ask: Ask,
-    /// How many waiters went ahead of this one while it was the blocked head...
+    /// How many waiters went ahead of this one while it was the blocked head.
     passes: u32,
-    /// ...and what they were charged.
-    passed_bytes: u64,
     pub(super) waker: Option<Waker>,
     /// When it joined the queue, in nanoseconds on the controller's clock.
     pub(super) since_ns: u64,
@@ -114,10 +115,9 @@ impl Waiter {
         (ask.priority, ask.class, ask.declared, ask.charge)
     }
 
-    /// Whether enough have passed this waiter: as many as [`MAX_PASSES`], or as much as its
-    /// own charge.
+    /// Whether as many as [`MAX_PASSES`] have passed this waiter.
     fn holds_the_line(&self) -> bool {
-        self.passes >= MAX_PASSES || self.passed_bytes >= self.ask.charge.max(1)
+        self.passes >= MAX_PASSES
     }
 }
 
@@ -127,6 +127,9 @@ pub(super) enum Verdict {
     Admitted,
     /// It does not fit; a smaller waiter behind it might.
     Waits,
+    /// The head does not fit, but would were it not for the requests that passed it: nobody
+    /// else goes until it has.
+    Holds,
     /// Nobody can be admitted now (no free slot).
     Stop,
 }
@@ -135,8 +138,9 @@ pub(super) enum Verdict {
 pub(super) enum Left {
     /// It was still waiting, and has left now.
     Waiting,
-    /// It was granted a permit, for this ask (priced as its class stood at the grant).
-    Granted(Ask),
+    /// It was granted a permit, for this ask (priced as its class stood at the grant), past
+    /// a blocked head or not.
+    Granted(Ask, bool),
     /// It was sent away: its place went to a waiter of a higher priority (`queue_full`), or
     /// it stood too long in a standing queue; this limit held it back.
     Evicted(Reason, Limit),
@@ -152,8 +156,11 @@ pub(super) struct Queue {
     waiters: BTreeMap<u64, Waiter>,
     /// Waiters sent away that have not yet seen it.
     evicted: HashMap<u64, (Reason, Limit)>,
-    /// Waiters admitted that have not yet seen it, with what they were admitted for.
-    granted: HashMap<u64, Ask>,
+    /// Waiters admitted that have not yet seen it, with what they were admitted for and
+    /// whether they passed a blocked head.
+    granted: HashMap<u64, (Ask, bool)>,
+    /// What the requests in flight that passed a blocked head were charged when they did.
+    passing: u64,
     /// Per priority: how many requests of higher priorities were admitted since it was last
     /// served, while it waited.
     overtaken: [u32; 3],
@@ -177,10 +184,13 @@ impl Queue {
         let id = key_range(ask.priority.rank()).start | self.next_arrival;
         self.next_arrival += 1;
         let cpu_us = if for_cpu { ask.cpu_us } else { 0 };
+        if self.waiters.is_empty() {
+            // A new line: those that passed a head before it do not hold this one back.
+            self.passing = 0;
+        }
         let waiter = Waiter {
             ask,
             passes: 0,
-            passed_bytes: 0,
             waker: None,
             since_ns: now_ns,
             cpu_us,
@@ -207,8 +217,8 @@ impl Queue {
         if self.take(id).is_some() {
             return Left::Waiting;
         }
-        if let Some(ask) = self.granted.remove(&id) {
-            return Left::Granted(ask);
+        if let Some((ask, passed)) = self.granted.remove(&id) {
+            return Left::Granted(ask, passed);
         }
         match self.evicted.remove(&id) {
             Some((reason, limit)) => Left::Evicted(reason, limit),
@@ -219,7 +229,12 @@ impl Queue {
     /// What waiter `id` was granted, if it was and has not seen it yet.
     #[cfg(test)]
     pub(super) fn granted_charge(&self, id: u64) -> Option<u64> {
-        self.granted.get(&id).map(|ask| ask.charge)
+        self.granted.get(&id).map(|(ask, _)| ask.charge)
+    }
+
+    /// A request that passed a blocked head, charged `bytes` then, has ended.
+    pub(super) fn passer_ended(&mut self, bytes: u64) {
+        self.passing = self.passing.saturating_sub(bytes);
     }
 
     pub(super) fn get_mut(&mut self, id: u64) -> Option<&mut Waiter> {
@@ -315,13 +330,13 @@ impl Queue {
             .collect()
     }
 
-    /// Offers waiters to `verdict` in order (`true` with the head, the first that waits),
-    /// which may price a waiter's ask anew, and removes those it admits; returns their
-    /// wakers, to be woken once the lock is released. A starving priority's oldest waiter is
-    /// offered first.
+    /// Offers waiters to `verdict` in order (with the head, the first that waits: what the
+    /// requests in flight that passed a blocked head were charged, as `Some`), which may
+    /// price a waiter's ask anew, and removes those it admits; returns their wakers, to be
+    /// woken once the lock is released. A starving priority's oldest waiter is offered first.
     pub(super) fn admit(
         &mut self,
-        mut verdict: impl FnMut(&mut Waiter, bool) -> Verdict,
+        mut verdict: impl FnMut(&mut Waiter, Option<u64>) -> Verdict,
     ) -> Vec<Waker> {
         let mut wakers = Vec::new();
         let mut head: Option<u64> = None;
@@ -346,8 +361,8 @@ impl Queue {
             let Some(waiter) = self.waiters.get_mut(&id) else {
                 break;
             };
-            match verdict(waiter, head.is_none()) {
-                Verdict::Stop => break,
+            match verdict(waiter, head.is_none().then_some(self.passing)) {
+                Verdict::Stop | Verdict::Holds => break,
                 Verdict::Waits => {
                     if head.is_none() {
                         if waiter.holds_the_line() {
@@ -365,11 +380,11 @@ impl Queue {
                         break;
                     };
                     self.admitted(admitted.ask.priority);
-                    self.granted.insert(id, admitted.ask);
+                    self.granted.insert(id, (admitted.ask, head.is_some()));
                     wakers.extend(admitted.waker);
                     if let Some(head) = head.and_then(|head| self.waiters.get_mut(&head)) {
                         head.passes += 1;
-                        head.passed_bytes = head.passed_bytes.saturating_add(admitted.ask.charge);
+                        self.passing = self.passing.saturating_add(admitted.ask.charge);
                         if head.holds_the_line() {
                             break;
                         }
@@ -414,11 +429,14 @@ mod tests {
     /// Admits what fits in `room`, as the controller would with that much memory free.
     fn admit_within(queue: &mut Queue, room: &mut u64) -> usize {
         let mut admitted = 0;
-        queue.admit(|waiter, _| {
-            if waiter.ask.charge <= *room {
-                *room -= waiter.ask.charge;
+        queue.admit(|waiter, head| {
+            let charge = waiter.ask.charge;
+            if charge <= *room {
+                *room -= charge;
                 admitted += 1;
                 Verdict::Admitted
+            } else if head.is_some_and(|passing| charge <= *room + passing) {
+                Verdict::Holds
             } else {
                 Verdict::Waits
             }
@@ -431,7 +449,7 @@ mod tests {
         let mut q = queue(&[1, 2, 3]);
         let mut order = Vec::new();
         q.admit(|w, head| {
-            order.push((w.ask.charge, head));
+            order.push((w.ask.charge, head.is_some()));
             Verdict::Admitted
         });
         assert_eq!(order, [(1, true), (2, true), (3, true)]);
@@ -464,26 +482,29 @@ mod tests {
         let left: Vec<u64> = q.waiters.values().map(|w| w.ask.charge).collect();
         assert_eq!(left, [10, 10]);
         let head = q.waiters.values().next().unwrap();
-        assert_eq!((head.passes, head.passed_bytes), (3, 3));
+        assert_eq!((head.passes, q.passing), (3, 3));
     }
 
     #[test]
-    fn the_head_holds_the_line_once_its_own_charge_has_passed() {
+    fn the_head_holds_the_line_once_it_would_fit_but_for_those_that_passed_it() {
         let mut q = queue(&[100]);
         for _ in 0..150 {
             q.push(ask(1), 0, true);
         }
-        let mut room = 99;
-        assert_eq!(admit_within(&mut q, &mut room), 99);
+        let mut room = 60;
+        assert_eq!(
+            admit_within(&mut q, &mut room),
+            60,
+            "it lacks 40 with nobody past it"
+        );
+        // 50 more come free: it would fit, were it not for the 60 that passed it.
         let mut room = 50;
-        assert_eq!(admit_within(&mut q, &mut room), 1, "one more makes 100");
-        // Later grants admit nobody behind it, whatever fits.
-        let mut room = 99;
         assert_eq!(admit_within(&mut q, &mut room), 0);
-        // Once it fits, it goes, and the line moves again.
-        let mut room = 200;
-        assert_eq!(admit_within(&mut q, &mut room), 51);
-        assert!(q.is_empty());
+        // They end: it goes first, then the line moves.
+        q.passer_ended(60);
+        let mut room = 110;
+        assert_eq!(admit_within(&mut q, &mut room), 11);
+        assert_eq!(q.len(), 80);
     }
 
     #[test]
@@ -554,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn a_starving_waiter_that_does_not_fit_holds_the_line_after_its_charge() {
+    fn a_starving_waiter_holds_the_line_once_it_would_fit_but_for_those_that_passed_it() {
         let mut q = Queue::default();
         q.push(ask_as(Priority::Normal, 10), 0, true);
         for _ in 0..MAX_OVERTAKES {
@@ -566,15 +587,11 @@ mod tests {
         let mut room = 9;
         assert_eq!(admit_within(&mut q, &mut room), 9, "criticals pass it");
         let mut room = 5;
-        assert_eq!(
-            admit_within(&mut q, &mut room),
-            1,
-            "one more makes its charge"
-        );
-        let mut room = 9;
         assert_eq!(admit_within(&mut q, &mut room), 0, "then it holds the line");
+        q.passer_ended(9);
         let mut room = 10;
         assert_eq!(admit_within(&mut q, &mut room), 1, "until it goes");
+        assert!(q.starving().is_none());
     }
 
     #[test]

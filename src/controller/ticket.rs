@@ -56,9 +56,14 @@ impl Ticket {
         &self.controller
     }
 
-    /// The permit for `ask`: what the grant claimed, priced as its class stood then.
-    fn permit(&self, ask: Ask) -> Permit {
-        Permit::new(Arc::clone(&self.controller), ask)
+    /// The permit for `ask`: what the grant claimed, priced as its class stood then, past
+    /// a blocked head or not.
+    fn permit(&self, ask: Ask, passed: bool) -> Permit {
+        let mut permit = Permit::new(Arc::clone(&self.controller), ask);
+        if passed {
+            permit.passed_a_head();
+        }
+        permit
     }
 
     /// Ready with the permit once granted, or with a rejection once the pool is closed;
@@ -90,8 +95,8 @@ impl Ticket {
                     .controller
                     .reject_admission(self.ask.priority, reason, limit))
             }
-            Left::Granted(ask) => Ok(self.permit(ask)),
-            Left::Waiting | Left::Told => Ok(self.permit(self.ask)),
+            Left::Granted(ask, passed) => Ok(self.permit(ask, passed)),
+            Left::Waiting | Left::Told => Ok(self.permit(self.ask, false)),
         })
     }
 
@@ -104,7 +109,7 @@ impl Ticket {
                     .controller
                     .reject_admission(self.ask.priority, reason, limit))
             }
-            Ok(ask) => Ok(self.permit(ask)),
+            Ok((ask, passed)) => Ok(self.permit(ask, passed)),
         }
     }
 
@@ -119,10 +124,10 @@ impl Drop for Ticket {
         if self.done {
             return;
         }
-        if let Ok(ask) = self.controller.leave_queue(self.id, self.ask) {
+        if let Ok((ask, passed)) = self.controller.leave_queue(self.id, self.ask) {
             // Granted, but the future was dropped before it noticed: the permit it would
             // have become gives everything back.
-            drop(self.permit(ask));
+            drop(self.permit(ask, passed));
         }
     }
 }

@@ -93,8 +93,15 @@ impl Controller {
     }
 
     pub(super) fn grant_waiters(&self, reading: Reading) {
+        self.grant_waiters_after(reading, 0);
+    }
+
+    /// [`grant_waiters`](Self::grant_waiters) once a request that passed a blocked head,
+    /// charged `passer` bytes then, has ended (0: none).
+    pub(super) fn grant_waiters_after(&self, reading: Reading, passer: u64) {
         let memory = self.memory.allocated_bytes();
         let mut queue = self.lock();
+        queue.passer_ended(passer);
         let wakers = self.grant(&mut queue, memory, reading);
         drop(queue);
         wakers.into_iter().for_each(Waker::wake);
@@ -102,13 +109,14 @@ impl Controller {
 
     /// Removes ticket `id` from the queue: returns why it leaves without a permit if it was
     /// still queued (its wait ends: `queue_timeout`) or had been evicted (`queue_full`), and
-    /// what it was admitted for if it had been granted meanwhile. Counts nothing.
-    pub(super) fn leave_queue(&self, id: u64, ask: Ask) -> Result<Ask, (Reason, Limit)> {
+    /// what it was admitted for (and whether past a blocked head) if it had been granted
+    /// meanwhile. Counts nothing.
+    pub(super) fn leave_queue(&self, id: u64, ask: Ask) -> Result<(Ask, bool), (Reason, Limit)> {
         let memory = self.memory.allocated_bytes();
         let mut queue = self.lock();
         match queue.leave(id) {
-            Left::Granted(granted) => Ok(granted),
-            Left::Told => Ok(ask),
+            Left::Granted(granted, passed) => Ok((granted, passed)),
+            Left::Told => Ok((ask, false)),
             Left::Evicted(reason, limit) => Err((reason, limit)),
             Left::Waiting => {
                 let limit = self.blame(self.state.load(SeqCst), memory, ask);
@@ -138,14 +146,20 @@ impl Controller {
             let mut wakers = queue.admit(|waiter, head| {
                 // Its class may have shown its cost since it queued.
                 waiter.ask = self.priced(waiter.ask);
+                let ask = waiter.ask;
                 let state = self.state.load(SeqCst);
-                match self.may_admit_locked(state, memory, waiter.ask, head, reading) {
+                match self.may_admit_locked(state, memory, ask, head.is_some(), reading) {
                     Some(over_budget) => {
-                        self.state.fetch_add(claim(kib(waiter.ask.charge)), SeqCst);
-                        self.count_admission(waiter.ask, over_budget, memory);
+                        self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
+                        self.count_admission(ask, over_budget, memory);
                         Verdict::Admitted
                     }
                     None if in_flight(state) >= self.limit.get() as u64 => Verdict::Stop,
+                    None if head
+                        .is_some_and(|passing| self.fits_but_for(state, memory, ask, passing)) =>
+                    {
+                        Verdict::Holds
+                    }
                     None => Verdict::Waits,
                 }
             });

@@ -146,28 +146,40 @@ fn a_small_waiter_passes_a_blocked_head_and_arrivals_queue() {
 }
 
 #[test]
-fn the_head_holds_the_line_once_its_charge_has_passed() {
+fn the_head_holds_the_line_once_it_would_fit_but_for_those_that_passed_it() {
     let (c, memory) = controller(1000, Some(100 * MIB), 1000);
     memory.set(0);
     c.on_sample(Ok(()));
     let first = admitted(c.acquire(CLASS, Some(50 * MIB))); // 51 of 100
     let mut big = queued(c.acquire(CLASS, Some(60 * MIB))); // needs 61
     let waker = Arc::new(CountingWaker::default());
-    // Requests of 1 MiB pass it, one after the other, until 61 MiB have.
-    for _ in 0..61 {
+    let pass = || {
         let mut small = queued(c.acquire(CLASS, None));
-        let Poll::Ready(permit) = poll(&mut small, &waker) else {
-            panic!("a small waiter could not pass")
-        };
-        drop(permit);
+        match poll(&mut small, &waker) {
+            Poll::Ready(permit) => permit,
+            Poll::Pending => panic!("a small waiter could not pass"),
+        }
+    };
+    // The first keeps it out: requests of 1 MiB pass it as long as they like.
+    for _ in 0..100 {
+        drop(pass());
     }
-    // Room is left, but the head holds the line: the next small one waits.
-    let mut held = queued(c.acquire(CLASS, None));
-    assert!(poll(&mut held, &waker).is_pending());
-    assert!(poll(&mut big, &waker).is_pending());
-    drop(first); // 61 fits now: the head goes first, then the line moves
-    assert!(poll(&mut big, &waker).is_ready());
-    assert!(poll(&mut held, &waker).is_ready());
+    let mut passed: Vec<Permit> = (0..49).map(|_| pass()).collect();
+    // The first ends: now only those that passed it keep it out, and it holds the line.
+    drop(first);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(big.poll_grant(&mut cx).is_pending());
+    let mut next = queued(c.acquire(CLASS, None));
+    assert!(poll(&mut next, &waker).is_pending(), "51 MiB are free");
+    // Once 61 MiB are free it goes first, then the line moves.
+    passed.truncate(39);
+    // (Not polled: it keeps its charge.)
+    let Poll::Ready(Ok(big)) = big.poll_grant(&mut cx) else {
+        panic!("61 MiB are free, and the head did not go")
+    };
+    assert!(poll(&mut next, &waker).is_pending(), "100 MiB spoken for");
+    drop(big);
+    assert!(poll(&mut next, &waker).is_ready());
 }
 
 #[test]
