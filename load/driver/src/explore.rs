@@ -141,7 +141,7 @@ impl Workload {
     }
 
     /// The scenario that drives it for `seconds`.
-    fn scenario(&self, seconds: u64) -> Scenario {
+    pub fn scenario(&self, seconds: u64) -> Scenario {
         let duration = Duration::from_secs(seconds);
         let phases = self
             .routes

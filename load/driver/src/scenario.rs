@@ -301,6 +301,33 @@ pub fn two_parses() -> Scenario {
     }
 }
 
+/// A seed of the workload search kept as a scenario, run 10 s.
+fn kept_seed(name: &'static str, seed: u64, demonstrates: &'static str) -> Scenario {
+    Scenario {
+        name,
+        demonstrates,
+        ..crate::explore::Workload::of(seed).scenario(10)
+    }
+}
+
+/// The workload search's seed 11.
+pub fn held_uploads() -> Scenario {
+    kept_seed(
+        "held-uploads",
+        11,
+        "195 clients post 1 MiB of JSON (a 16 MiB tree each) and 18 others ask /work for 37 KiB x 5 ms or 2 MiB, no classifier, budget 85 MiB (the workload search's seed 11): requests queued before their class showed its cost must not go in on the first guess, nor hundreds of uploads held back for memory hide the small requests behind them",
+    )
+}
+
+/// The workload search's seed 32.
+pub fn large_head() -> Scenario {
+    kept_seed(
+        "large-head",
+        32,
+        "/work of 25 KiB and 85 KiB x 5 ms and, one request in 21, 40 MiB x 500 ms (90 clients), beside JSON posts of 64 KiB (16 clients) and 256 KiB (61), told apart by size, budget 442 MiB (the workload search's seed 32): small requests that come and go beside the large ones must not stall the queue while a large one waits at its head",
+    )
+}
+
 pub fn spike() -> Scenario {
     Scenario {
         name: "spike",
@@ -720,6 +747,8 @@ pub fn all() -> Vec<Scenario> {
         mixed3(),
         two_sizes(),
         two_parses(),
+        held_uploads(),
+        large_head(),
         spike(),
         disconnect(),
         stream(),
@@ -752,4 +781,4 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, two-sizes, two-parses, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, refusals, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, two-sizes, two-parses, held-uploads, large-head, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, refusals, all, smoke";
