@@ -303,22 +303,19 @@ impl Controller {
             true => self.classes.find(class, name),
             false => ClassId::OVERFLOW,
         };
-        let cpu_us = self.cpu_estimate_us(class, declared);
-        let body_us = self.body_us(class, declared);
-        let long = self.polls_long(class, declared, body_us.is_some());
+        let ask = self.priced(Ask {
+            priority,
+            class,
+            charge: 0,
+            declared,
+            least: 0,
+            known: true,
+            cpu_us: 0,
+            body_us: None,
+            long: false,
+        });
         let Some(budget) = self.settings.budget else {
             // Without a budget there is nothing to charge, and nothing to pay for charging.
-            let ask = Ask {
-                priority,
-                class,
-                charge: 0,
-                declared,
-                least: 0,
-                known: true,
-                cpu_us,
-                body_us,
-                long,
-            };
             return self.acquire_charged(ask);
         };
         // Observing only, it goes past the limits, counted there.
@@ -329,33 +326,30 @@ impl Controller {
                 Limit::Memory,
             ));
         }
-        let ask = self.priced(Ask {
-            priority,
-            class,
-            charge: 0,
-            declared,
-            least: 0,
-            known: false,
-            cpu_us,
-            body_us,
-            long,
-        });
         if declared > budget {
             return self.admit_past_limits(self.memory.allocated_bytes(), ask);
         }
         self.acquire_charged(ask)
     }
 
-    /// `ask` charged as its class stands now: the estimate, the least, and whether the class
-    /// has shown its cost. A waiter is priced again when it may go, for its class may have
-    /// shown its cost meanwhile (a cold start queues many on the first guess).
+    /// `ask` priced as its class stands now: its CPU work, and with a budget its charge, the
+    /// least it will cost and whether its class has shown its cost. A waiter is priced again
+    /// when it may go, for its class may have shown its cost meanwhile (a cold start queues
+    /// many on the first guess).
     fn priced(&self, ask: Ask) -> Ask {
-        let Some(budget) = self.settings.budget else {
-            return ask;
-        };
         let Ask {
             class, declared, ..
         } = ask;
+        let body_us = self.body_us(class, declared);
+        let ask = Ask {
+            cpu_us: self.cpu_estimate_us(class, declared),
+            body_us,
+            long: self.polls_long(class, declared, body_us.is_some()),
+            ..ask
+        };
+        let Some(budget) = self.settings.budget else {
+            return ask;
+        };
         // No more than the budget can ever hold beside the baseline: a class that once cost
         // more than the budget is admitted alone, not only over the budget.
         let room = budget
