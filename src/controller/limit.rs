@@ -27,12 +27,8 @@
 //!
 //! **Slow start.** It starts at twice the machine's cores, 16 at least (or the ceiling, if
 //! lower), and doubles each window in which it is reached until it first falls: a cold burst
-//! of work is not admitted wholesale before the CPU gate has measured anything. A window in
-//! which it was reached while request polls left the CPU idle (the gate not saturated) two
-//! windows running and the runtime well on time takes it to the ceiling at once: what it
-//! admitted waits on something else (a timer, a client, another service), and a cold burst of
-//! such requests waits two windows for it, not four. (One idle window is not enough: a burst
-//! of work that begins late in a window leaves that window idle.)
+//! is not admitted wholesale before the CPU gate has measured anything, while requests that
+//! wait on I/O reach a ceiling of 256 within a quarter of a second.
 //!
 //! Pure arithmetic on explicit readings and times: the tests drive it with a virtual clock.
 
@@ -88,8 +84,6 @@ pub(crate) struct LiveLimit {
     slow_start: AtomicBool,
     /// Whether the last window was late: admissions then yield before their handler runs.
     late: AtomicBool,
-    /// Whether the last window reached the limit while request polls left the CPU idle.
-    idle: AtomicBool,
     window: Mutex<Window>,
     /// The runtime's lateness at the last reading, in microseconds.
     lateness_us: AtomicU64,
@@ -123,7 +117,6 @@ impl LiveLimit {
             current: AtomicUsize::new(initial),
             slow_start: AtomicBool::new(true),
             late: AtomicBool::new(false),
-            idle: AtomicBool::new(false),
             window: Mutex::default(),
             lateness_us: AtomicU64::new(0),
             log: LogThrottle::new(Duration::from_secs(1)),
@@ -201,7 +194,6 @@ impl LiveLimit {
         in_flight: usize,
         blocked: bool,
         explained: bool,
-        idle: bool,
     ) -> Option<Moved> {
         self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
         let target = self.target?;
@@ -223,21 +215,14 @@ impl LiveLimit {
         let late = mean > target && !explained;
         let stays_late = self.late.swap(late, Relaxed) && late;
         let current = self.get();
-        let reached = closed.blocked || closed.peak >= current;
-        // Reached with the CPU idle twice in a row: a burst of work that began late in a
-        // window leaves that window idle.
-        let stays_idle = self.idle.swap(idle && reached, Relaxed) && idle && reached;
         let in_use = closed.peak.min(current) as f64;
         let (next, why) = if stays_late {
             let factor =
                 (target.as_secs_f64() / mean.as_secs_f64()).clamp(LEAST_FACTOR, MOST_FACTOR);
             ((in_use * factor) as usize, Why::Late)
-        } else if reached {
-            // In slow start it doubles, or goes to the ceiling while what it admits waits
-            // on something else (request polls left the CPU idle two windows running, the
-            // runtime well on time); after, it grows by a quarter while well on time.
+        } else if closed.blocked || closed.peak >= current {
+            // In slow start it doubles; after, it grows by a quarter while well on time.
             let step = match (self.slow_start.load(Relaxed), mean < target / 2) {
-                (true, true) if stays_idle => self.ceiling,
                 (true, _) => current,
                 (false, true) => (current / 4).max(1),
                 (false, false) => 1,
@@ -280,7 +265,7 @@ mod tests {
         blocked: bool,
     ) {
         for _ in 0..windows * (WINDOW_MS / 10 + 1) {
-            limit.observe(*now, lateness, in_flight, blocked, false, false);
+            limit.observe(*now, lateness, in_flight, blocked, false);
             *now += 10;
         }
     }
@@ -289,39 +274,16 @@ mod tests {
     fn starts_at_the_ceiling_and_fixed_never_moves() {
         let fixed = LiveLimit::new(64, None, 4);
         assert_eq!(
-            fixed.observe(0, Duration::from_secs(1), 64, true, false, false),
+            fixed.observe(0, Duration::from_secs(1), 64, true, false),
             None
         );
         assert_eq!(
-            fixed.observe(1000, Duration::from_secs(1), 64, true, false, false),
+            fixed.observe(1000, Duration::from_secs(1), 64, true, false),
             None
         );
         assert_eq!(fixed.get(), 64);
         assert!(!fixed.is_late());
         assert_eq!(LiveLimit::new(64, Some(TARGET), 64).get(), 64);
-    }
-
-    #[test]
-    fn in_slow_start_a_window_reached_with_the_cpu_idle_twice_running_goes_to_the_ceiling() {
-        let window = |limit: &LiveLimit, now: &mut u64, lateness, in_flight, idle| {
-            for _ in 0..=WINDOW_MS / 10 {
-                limit.observe(*now, lateness, in_flight, true, false, idle);
-                *now += 10;
-            }
-        };
-        let limit = LiveLimit::new(1024, Some(TARGET), 16);
-        let mut now = 0;
-        // Reached with the CPU idle once, then busy: it doubles.
-        window(&limit, &mut now, Duration::ZERO, 16, true);
-        window(&limit, &mut now, Duration::ZERO, 32, false);
-        assert_eq!(limit.get(), 64);
-        // Reached with the CPU idle twice but the runtime not well on time: it doubles.
-        window(&limit, &mut now, TARGET * 3 / 4, 64, true);
-        window(&limit, &mut now, TARGET * 3 / 4, 128, true);
-        assert_eq!(limit.get(), 256);
-        // Reached with the CPU idle twice and the runtime on time: the ceiling at once.
-        window(&limit, &mut now, Duration::ZERO, 256, true);
-        assert_eq!(limit.get(), 1024);
     }
 
     #[test]
@@ -393,7 +355,7 @@ mod tests {
         let limit = LiveLimit::new(64, Some(TARGET), 64);
         let mut now = 0;
         for _ in 0..3 * (WINDOW_MS / 10 + 1) {
-            limit.observe(now, Duration::from_millis(80), 64, true, true, false);
+            limit.observe(now, Duration::from_millis(80), 64, true, true);
             now += 10;
         }
         assert_eq!(limit.get(), 64);
@@ -405,18 +367,18 @@ mod tests {
         let limit = LiveLimit::new(8, Some(TARGET), 8);
         let late = Duration::from_secs(1);
         for t in 0..WINDOW_MS {
-            assert_eq!(limit.observe(t, late, 8, true, false, false), None);
+            assert_eq!(limit.observe(t, late, 8, true, false), None);
         }
         assert_eq!(
-            limit.observe(WINDOW_MS, late, 8, true, false, false),
+            limit.observe(WINDOW_MS, late, 8, true, false),
             None,
             "late once"
         );
         for t in WINDOW_MS + 1..2 * WINDOW_MS + 1 {
-            assert_eq!(limit.observe(t, late, 8, true, false, false), None);
+            assert_eq!(limit.observe(t, late, 8, true, false), None);
         }
         assert_eq!(
-            limit.observe(2 * WINDOW_MS + 1, late, 8, true, false, false),
+            limit.observe(2 * WINDOW_MS + 1, late, 8, true, false),
             Some(Moved {
                 from: 8,
                 to: 4,

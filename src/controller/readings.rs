@@ -91,10 +91,9 @@ impl Controller {
         // Lateness that request polls explain is the CPU gate's: the live limit guards
         // against work the layer cannot see. (Both judge windows on the same ticks.)
         let explained = self.cpu.explains_lateness();
-        let idle = !self.cpu.is_saturated();
         let moved = self
             .limit
-            .observe(now_ms, lateness, used, blocked, explained, idle);
+            .observe(now_ms, lateness, used, blocked, explained);
         let opened =
             moved.is_some_and(|m| m.to > m.from) || (was_saturated && !self.cpu.is_saturated());
         if opened && queued {
