@@ -154,11 +154,8 @@ pub(super) struct Queue {
     /// the queue's order and a cancelled waiter leaves in O(log n), without unsafe intrusive
     /// lists.
     waiters: BTreeMap<u64, Waiter>,
-    /// Waiters sent away that have not yet seen it.
-    evicted: HashMap<u64, (Reason, Limit)>,
-    /// Waiters admitted that have not yet seen it, with what they were admitted for and
-    /// whether they passed a blocked head.
-    granted: HashMap<u64, (Ask, bool)>,
+    /// Waiters granted or sent away that have not yet seen it: what became of them.
+    gone: HashMap<u64, Left>,
     /// What the requests in flight that passed a blocked head were charged when they did.
     passing: u64,
     /// Per priority: how many requests of higher priorities were admitted since it was last
@@ -217,19 +214,16 @@ impl Queue {
         if self.take(id).is_some() {
             return Left::Waiting;
         }
-        if let Some((ask, passed)) = self.granted.remove(&id) {
-            return Left::Granted(ask, passed);
-        }
-        match self.evicted.remove(&id) {
-            Some((reason, limit)) => Left::Evicted(reason, limit),
-            None => Left::Told,
-        }
+        self.gone.remove(&id).unwrap_or(Left::Told)
     }
 
     /// What waiter `id` was granted, if it was and has not seen it yet.
     #[cfg(test)]
     pub(super) fn granted_charge(&self, id: u64) -> Option<u64> {
-        self.granted.get(&id).map(|(ask, _)| ask.charge)
+        match self.gone.get(&id) {
+            Some(Left::Granted(ask, _)) => Some(ask.charge),
+            _ => None,
+        }
     }
 
     /// A request that passed a blocked head, charged `bytes` then, has ended.
@@ -263,8 +257,8 @@ impl Queue {
             .last_key_value()
             .filter(|(id, _)| rank_of(**id) > priority.rank())?;
         let waiter = self.take(id)?;
-        self.evicted
-            .insert(id, (Reason::QueueFull, limit(&waiter.ask)));
+        self.gone
+            .insert(id, Left::Evicted(Reason::QueueFull, limit(&waiter.ask)));
         Some(waiter.waker)
     }
 
@@ -286,7 +280,8 @@ impl Queue {
         shed.into_iter()
             .filter_map(|(id, limit)| {
                 let waiter = self.take(id)?;
-                self.evicted.insert(id, (Reason::StandingQueue, limit));
+                self.gone
+                    .insert(id, Left::Evicted(Reason::StandingQueue, limit));
                 waiter.waker
             })
             .collect()
@@ -380,7 +375,8 @@ impl Queue {
                         break;
                     };
                     self.admitted(admitted.ask.priority);
-                    self.granted.insert(id, (admitted.ask, head.is_some()));
+                    self.gone
+                        .insert(id, Left::Granted(admitted.ask, head.is_some()));
                     wakers.extend(admitted.waker);
                     if let Some(head) = head.and_then(|head| self.waiters.get_mut(&head)) {
                         head.passes += 1;
@@ -623,7 +619,7 @@ mod tests {
         ));
         assert!(q.evict_below(Priority::Normal, |_| Limit::Memory).is_none());
         assert!(matches!(q.leave(normal), Left::Waiting));
-        assert!(q.is_empty() && q.evicted.is_empty());
+        assert!(q.is_empty() && q.gone.is_empty());
     }
 
     #[test]

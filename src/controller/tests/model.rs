@@ -78,8 +78,8 @@ struct Model {
     arrivals: u64,
     /// Requests in flight: (arrival number, estimate).
     served: Vec<(u64, u64, Permit)>,
-    /// Waiters, oldest first: (arrival number, estimate).
-    waiting: Vec<(u64, u64, Ticket)>,
+    /// Waiters, oldest first: (arrival number, ticket).
+    waiting: Vec<(u64, Ticket)>,
     /// For each waiter by arrival number: how many waited ahead of it when it arrived, and
     /// how many later arrivals have been granted since.
     passed: std::collections::BTreeMap<u64, (usize, u32)>,
@@ -183,8 +183,8 @@ impl Model {
                             self.evicted.extend(newest);
                         }
                         self.passed.insert(self.arrivals, (ahead, 0));
-                        self.waiting
-                            .push((self.arrivals, most(ticket.charge()), ticket))
+                        most(ticket.charge());
+                        self.waiting.push((self.arrivals, ticket))
                     }
                     Acquired::Rejected(_) => {}
                 }
@@ -202,7 +202,7 @@ impl Model {
                 drop(self.waiting.remove(i));
             }
             Op::Deadline if !self.waiting.is_empty() => {
-                let (arrival, _, mut ticket) = self.waiting.remove(0);
+                let (arrival, mut ticket) = self.waiting.remove(0);
                 match ticket.expire() {
                     Ok(permit) => self.served.push((arrival, permit.charged_bytes(), permit)),
                     Err(rejection) => {
@@ -259,7 +259,7 @@ impl Model {
         let mut cx = Context::from_waker(Waker::noop());
         let mut still = Vec::new();
         let mut granted = Vec::new();
-        for (arrival, estimate, mut ticket) in self.waiting.drain(..) {
+        for (arrival, mut ticket) in self.waiting.drain(..) {
             match ticket.poll_grant(&mut cx) {
                 Poll::Ready(Ok(permit)) => granted.push((arrival, permit.charged_bytes(), permit)),
                 // Only a CPU that cannot keep up sheds for waiting: the gate, or a live limit
@@ -271,7 +271,7 @@ impl Model {
                             && matches!(rejection.limit(), Limit::Adaptive | Limit::Cpu)),
                     "waiter rejected while open: {rejection:?}"
                 ),
-                Poll::Pending => still.push((arrival, estimate, ticket)),
+                Poll::Pending => still.push((arrival, ticket)),
             }
         }
         self.waiting = still;
@@ -285,10 +285,10 @@ impl Model {
         let settings = &self.controller.settings;
         // Granted but not yet polled: in flight already, as far as the controller knows.
         let (waiting, gone): (Vec<_>, Vec<_>) =
-            self.waiting.iter().partition(|(_, _, t)| t.is_waiting());
+            self.waiting.iter().partition(|(_, t)| t.is_waiting());
         let granted: Vec<_> = gone
             .into_iter()
-            .filter(|(a, _, _)| !self.evicted.contains(a))
+            .filter(|(a, _)| !self.evicted.contains(a))
             .collect();
         assert_eq!(s.in_flight, self.served.len() + granted.len());
         assert_eq!(s.queued, waiting.len());
@@ -300,20 +300,20 @@ impl Model {
             .served
             .iter()
             .map(|(a, _, _)| a)
-            .chain(granted.iter().map(|(a, _, _)| a))
+            .chain(granted.iter().map(|(a, _)| a))
             .filter(|a| self.priorities[a] != Priority::Critical)
             .count();
         assert!(below_critical <= settings.max_concurrency - settings.critical_slots);
         let sheddable = waiting
             .iter()
-            .filter(|(a, _, _)| self.priorities[a] == Priority::Sheddable)
+            .filter(|(a, _)| self.priorities[a] == Priority::Sheddable)
             .count();
         assert!(sheddable <= settings.queue_capacity.div_ceil(2));
         let charged: u64 = self
             .served
             .iter()
             .map(|(_, e, _)| *e)
-            .chain(granted.iter().map(|(_, _, t)| t.charge()))
+            .chain(granted.iter().map(|(_, t)| t.charge()))
             .map(|e| kib(e) * 1024)
             .sum();
         assert_eq!(
@@ -322,7 +322,7 @@ impl Model {
         );
         // Charges are the estimates, or what the budget could hold beside the baseline when
         // a waiter was priced: nothing here allocates.
-        for (arrival, _, ticket) in &self.waiting {
+        for (arrival, ticket) in &self.waiting {
             let declared = self.declared[arrival];
             assert!((declared..=declared + ESTIMATE).contains(&ticket.charge()));
         }
@@ -332,7 +332,7 @@ impl Model {
     fn waiters(&self) -> impl Iterator<Item = u64> + '_ {
         self.waiting
             .iter()
-            .filter(|(_, _, t)| t.is_waiting())
+            .filter(|(_, t)| t.is_waiting())
             .map(|w| w.0)
     }
 
