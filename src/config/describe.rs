@@ -81,7 +81,7 @@ pub(crate) fn describe(
         },
         match (config.adaptive_limit, config.queue_target) {
             (false, _) => "none (the adaptive limit is off)".to_owned(),
-            (true, QueueTarget::Auto) => "auto: 1.5x the class's cpu demand, 1 ms at least; held back by a saturated cpu, a request predicted or found to wait over twice that is shed".to_owned(),
+            (true, QueueTarget::Auto) => "auto: half the class's cpu demand, 1 ms at least; held back by a saturated cpu, a request predicted or found to wait over twice that is shed".to_owned(),
             (true, QueueTarget::Fixed(target)) => format!(
                 "{}: held back by a saturated cpu, a request predicted or found to wait over twice that is shed",
                 humantime::format_duration(target)

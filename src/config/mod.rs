@@ -273,8 +273,8 @@ impl AdmissionConfig {
     /// How long a request held back by a saturated CPU may wait (`ADMISSION_QUEUE_TARGET`:
     /// `auto` by default, a duration, or `off`): one predicted to wait more than twice the
     /// target is refused as it arrives, one that has waited that long is answered `503`
-    /// (`reason=standing_queue`). [`QueueTarget::Auto`] makes the target one and a half times
-    /// the CPU demand of the request's cost class. Waiters held back by memory keep their
+    /// (`reason=standing_queue`). [`QueueTarget::Auto`] makes the target half the CPU demand
+    /// of the request's cost class: it waits at most about one service time. Waiters held back by memory keep their
     /// place. See [CPU-bound handlers](crate::guide::cpu_bound).
     ///
     /// ```

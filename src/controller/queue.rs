@@ -17,8 +17,8 @@
 //! memory do not hide a small request behind them.
 //!
 //! **A wait bounded by service time.** A waiter held back by a CPU that cannot keep up waits
-//! only as long as its [`QueueTarget`] allows (by default twice one and a half times its
-//! class's CPU demand, 1 ms at least): a request that would wait longer is refused when it
+//! only as long as its [`QueueTarget`] allows (by default its class's CPU demand, one service
+//! time, 2 ms at least): a request that would wait longer is refused when it
 //! arrives, and one that has waited longer is sent away (`503`, `standing_queue`), since a
 //! CPU-bound request's queue wait is the part of its latency the layer adds. A route of 50 µs
 //! and one of 500 ms cannot share one absolute target. Only waiters that the CPU alone held
@@ -52,9 +52,11 @@ use crate::rejection::{Limit, Reason};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QueueTarget {
-    /// One and a half times the CPU demand of the request's cost class (what serving it
-    /// takes while the gate holds the CPU's work to about one and a half requests a worker),
-    /// and 1 ms at least.
+    /// Half the CPU demand of the request's cost class, 1 ms at least: a request waits at most
+    /// about one service time of its own, so that, served while the gate holds the CPU's work
+    /// to one and a half requests a worker, it is answered within about three. (One and a
+    /// half times the demand, as before, left the answers served under open-loop overload
+    /// twice as late as a static limit's, for no more of them served.)
     #[default]
     Auto,
     /// The same target for every request.
@@ -71,7 +73,7 @@ impl QueueTarget {
     /// nanoseconds: twice its target; `None` when off.
     pub(crate) fn longest_ns(self, cpu_us: u64) -> Option<u64> {
         let target_us = match self {
-            Self::Auto => (cpu_us * 3 / 2).max(Self::LEAST_AUTO_US),
+            Self::Auto => (cpu_us / 2).max(Self::LEAST_AUTO_US),
             Self::Fixed(target) => target.as_micros() as u64,
             Self::Off => return None,
         };
@@ -659,7 +661,11 @@ mod tests {
 
     #[test]
     fn the_auto_target_follows_service_time() {
-        assert_eq!(QueueTarget::Auto.longest_ns(10_000), Some(30_000_000));
+        assert_eq!(
+            QueueTarget::Auto.longest_ns(10_000),
+            Some(10_000_000),
+            "one service time"
+        );
         assert_eq!(
             QueueTarget::Auto.longest_ns(50),
             Some(2_000_000),

@@ -81,6 +81,19 @@ const BODY: u64 = 1 << 20;
 /// Arrivals repeat from setup to setup.
 const SEED: u64 = 0x5eed;
 
+/// `OVERLOAD_MULTIPLES=2,4` runs only those offered loads (to compare builds quickly).
+fn multiples() -> Vec<f64> {
+    std::env::var("OVERLOAD_MULTIPLES")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .filter_map(|m| m.trim().parse().ok())
+                .collect()
+        })
+        .filter(|list: &Vec<f64>| !list.is_empty())
+        .unwrap_or_else(|| MULTIPLES.to_vec())
+}
+
 /// One point of the curve.
 pub struct Point {
     multiple: f64,
@@ -142,7 +155,7 @@ fn run_one(setup: &OverloadSetup, dir: &Path, bin_dir: &Path) -> Result<Overload
     let capacity = capacity(dir, bin_dir)?;
     let env = setup.env();
     let mut points = Vec::new();
-    for multiple in MULTIPLES {
+    for multiple in multiples() {
         let log = dir.join(format!("server-{multiple}.log"));
         let server = Server::start(&bin_dir.join(setup.binary), &env, &log)?;
         let load = Load {

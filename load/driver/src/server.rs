@@ -56,8 +56,15 @@ impl Server {
         // SERVER_LOG sets the servers' RUST_LOG (the CPU gate's windows are at `debug`),
         // unless the setup says otherwise.
         let rust_log = std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into());
+        // SERVER_ENV="ADMISSION_QUEUE_TARGET=5ms ..." sets variables on every server of a
+        // run (to try a setting against the same workload); the setup's own come after.
+        let extra = std::env::var("SERVER_ENV").unwrap_or_default();
+        let extra = extra
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='));
         command
             .env("RUST_LOG", rust_log)
+            .envs(extra)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("LISTEN_ADDR", addr.to_string())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)

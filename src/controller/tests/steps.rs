@@ -883,22 +883,25 @@ fn a_saturated_cpu_admits_the_work_the_workers_finish_soon_and_bounds_the_wait()
     // Two workers, 1.5 requests of 4 ms each: 12 ms of work. Two are in flight (8 ms).
     served.push(admitted(c.acquire(parse, None)));
     let mut first = queued(c.acquire(parse, None));
-    // A waiter's wait is the work queued up to it, over two workers: the sixth would wait
-    // 12 ms, twice its target (1.5 x 4 ms); the seventh longer, so it is refused at once.
-    let mut others: Vec<Ticket> = (0..5).map(|_| queued(c.acquire(parse, None))).collect();
+    // A waiter's wait is the work queued up to it, over two workers: the second would wait
+    // 4 ms, twice its target (half of 4 ms), one service time; the third longer, so it is
+    // refused at once.
+    let mut others = vec![queued(c.acquire(parse, None))];
     assert_eq!(
         rejected(c.acquire(parse, None)),
         Rejection::new(Reason::StandingQueue, Limit::Cpu)
     );
-    // A request whose work is done gives its charge back: the head goes.
+    // A request whose work is done gives its charge back: the head goes, and one more fits
+    // in the wait.
     let waker = Arc::new(CountingWaker::default());
     let _ = served[0].track(|| Poll::Ready(now.fetch_add(4 * MS, Relaxed)));
     let Poll::Ready(_head) = poll(&mut first, &waker) else {
         panic!("the head goes first");
     };
+    others.push(queued(c.acquire(parse, None)));
     // At the next grant, a freed slot goes to the oldest waiter, and those that waited past
     // twice their target are sent away.
-    now.fetch_add(13 * MS, Relaxed);
+    now.fetch_add(5 * MS, Relaxed);
     drop(served.pop());
     let mut cx = Context::from_waker(Waker::noop());
     assert!(matches!(others[0].poll_grant(&mut cx), Poll::Ready(Ok(_))));
@@ -911,7 +914,7 @@ fn a_saturated_cpu_admits_the_work_the_workers_finish_soon_and_bounds_the_wait()
         }
     }
     let s = c.snapshot();
-    assert_eq!(s.rejected(Reason::StandingQueue, Limit::Cpu), 1 + 4);
+    assert_eq!(s.rejected(Reason::StandingQueue, Limit::Cpu), 1 + 1);
     assert_eq!(s.queued, 0);
     // Slack: the gate opens.
     window(&c, &now, 0.5);
