@@ -525,6 +525,10 @@ fn explain(rejection: Rejection) -> (StatusCode, &'static str) {
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded: reason=standing_queue limit=cpu (the cpu is saturated: the request would wait, or has waited, longer than twice its queue target)\n",
         ),
+        (Reason::StandingQueue, Limit::Memory) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: reason=standing_queue limit=memory (memory is spoken for, and as many requests wait for it as are served: the request would wait longer than one service time)\n",
+        ),
         (Reason::StandingQueue, _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded: reason=standing_queue limit=adaptive (the runtime runs late: the request waited longer than twice its queue target for a slot of the live limit)\n",

@@ -203,10 +203,13 @@ mod enabled {
         for reason in Reason::ALL {
             for limit in Limit::ALL {
                 // Only memory makes a request too large; only a CPU that cannot keep up
-                // (the gate, or the live limit once it has fallen) sheds for waiting.
+                // (the gate, or the live limit once it has fallen) or memory sheds for
+                // waiting.
                 let possible = match reason {
                     Reason::TooLarge => limit == Limit::Memory,
-                    Reason::StandingQueue => matches!(limit, Limit::Adaptive | Limit::Cpu),
+                    Reason::StandingQueue => {
+                        matches!(limit, Limit::Adaptive | Limit::Cpu | Limit::Memory)
+                    }
                     _ => true,
                 };
                 if !possible {

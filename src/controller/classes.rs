@@ -227,6 +227,10 @@ struct Class {
     name: Mutex<Option<Box<str>>>,
     /// The window in which a request of the class was last seen.
     seen: AtomicU64,
+    /// Its requests in flight.
+    in_flight: AtomicU64,
+    /// How long its requests are in flight, on average over about eight, in nanoseconds.
+    served_ns: AtomicU64,
 }
 
 impl Class {
@@ -328,6 +332,36 @@ impl Classes {
 
     fn class(&self, id: ClassId) -> &Class {
         &self.slots[id.0]
+    }
+
+    /// A request of `id` is admitted.
+    pub(crate) fn started(&self, id: ClassId) {
+        self.class(id).in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// A request of `id` is done (never below zero, should a slot have changed hands), after
+    /// `served_ns` in flight if it was answered.
+    pub(crate) fn ended(&self, id: ClassId, served_ns: Option<u64>) {
+        let class = self.class(id);
+        let _ = class
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        if let Some(ns) = served_ns {
+            // Racing updates may lose one sample: an average needs no more.
+            let mean = class.served_ns.load(Relaxed);
+            let mean = if mean == 0 {
+                ns
+            } else {
+                mean - mean / 8 + ns / 8
+            };
+            class.served_ns.store(mean, Relaxed);
+        }
+    }
+
+    /// How many requests of `id` are in flight, and how long one is, on average.
+    pub(crate) fn in_flight(&self, id: ClassId) -> (u64, u64) {
+        let class = self.class(id);
+        (class.in_flight.load(Relaxed), class.served_ns.load(Relaxed))
     }
 
     /// What to charge a request of `id` that declared `declared` bytes, before its first poll.

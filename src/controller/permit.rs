@@ -174,6 +174,8 @@ pub(crate) struct Permit {
     demand: Demand,
     /// Whether its response head is ready: only then is its demand whole enough to learn.
     responded: bool,
+    /// When it was admitted, in nanoseconds on the controller's clock.
+    since_ns: u64,
     /// Bytes held beside the charge: what serving the request holds outside its polls
     /// (its connection's buffers), counted as spoken for until the permit goes.
     held: u64,
@@ -183,6 +185,7 @@ impl Permit {
     /// Wraps a slot and the charge of `ask`, which the controller has already counted.
     pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
         let charge = Charge::new(kib(ask.charge), ask.declared);
+        controller.classes.started(ask.class);
         if ask.declared > 0 {
             controller.discards().credit(ask.declared);
         }
@@ -195,6 +198,7 @@ impl Permit {
                 ask.long,
             ),
             responded: false,
+            since_ns: controller.clock.now_ns(),
             charge: Held::new(charge, controller_shares(&controller)),
             controller,
             class: ask.class,
@@ -416,6 +420,8 @@ impl fmt::Debug for Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let classes = &self.controller.classes;
+        let served_ns = self.controller.clock.now_ns().saturating_sub(self.since_ns);
+        classes.ended(self.class, self.responded.then_some(served_ns));
         if self.settled && self.controller.thread_allocations.is_some() {
             classes.observe_end(self.class, self.declared, self.peak);
         }

@@ -81,6 +81,9 @@ impl QueueTarget {
     }
 }
 
+/// How long a queue may have waiters without a break before it counts as standing (CoDel's
+/// interval): a burst that drains sooner is what a queue is for.
+pub(super) const STANDING_NS: u64 = 100_000_000;
 /// How many waiters may go ahead of a blocked head before it holds the line.
 pub(crate) const MAX_PASSES: u32 = 1024;
 /// How many requests of higher priorities may be admitted while a lower one waits before its
@@ -166,6 +169,8 @@ pub(super) struct Queue {
     next_arrival: u64,
     /// The CPU work of the waiters only the CPU held back when they joined, in microseconds.
     cpu_us: u64,
+    /// When the queue last went from empty to waiting, in nanoseconds.
+    line_since_ns: u64,
 }
 
 fn key_range(priority: usize) -> std::ops::Range<u64> {
@@ -186,6 +191,7 @@ impl Queue {
         if self.waiters.is_empty() {
             // A new line: those that passed a head before it do not hold this one back.
             self.passing = 0;
+            self.line_since_ns = now_ns;
         }
         let waiter = Waiter {
             ask,
@@ -207,6 +213,20 @@ impl Queue {
     }
 
     /// The CPU work of the waiters only the CPU held back when they joined, in microseconds.
+    /// Whether the queue has had waiters, without a break, for [`STANDING_NS`] up to
+    /// `now_ns`: a burst drains sooner; a queue that stands is overload.
+    pub(super) fn stands(&self, now_ns: u64) -> bool {
+        !self.waiters.is_empty() && now_ns.saturating_sub(self.line_since_ns) >= STANDING_NS
+    }
+
+    /// How many waiters are of `class`.
+    pub(super) fn alike(&self, class: ClassId) -> u64 {
+        self.waiters
+            .values()
+            .filter(|w| w.ask.class == class)
+            .count() as u64
+    }
+
     pub(super) fn cpu_us(&self) -> u64 {
         self.cpu_us
     }

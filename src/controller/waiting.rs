@@ -14,7 +14,7 @@ use std::{
 use super::{
     Acquired, Ask, Controller, Permit, Ticket,
     fit::{Fit, Reading},
-    queue::{Left, Queue, QueueTarget, Verdict},
+    queue::{Left, Queue, QueueTarget, STANDING_NS, Verdict},
     word::{QUEUED, claim, in_flight, kib, without_in_flight},
 };
 use crate::{
@@ -44,18 +44,27 @@ impl Controller {
                 return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
             }
         }
+        // Judged before a critical request takes anyone's place: it would not use it.
+        let state = self.state.load(SeqCst);
+        let for_cpu = self.held_by_cpu_alone(state, memory, ask);
+        let standing = if for_cpu {
+            self.would_wait_too_long(&queue, ask).then_some(Limit::Cpu)
+        } else {
+            self.memory_queue_stands(&queue, ask)
+                .then_some(Limit::Memory)
+        };
         let mut evicted = None;
-        if ask.priority == Priority::Critical
+        if standing.is_none()
+            && ask.priority == Priority::Critical
             && queue.len() >= self.settings.queue_capacity
             && !self.closed.load(SeqCst)
         {
-            let state = self.state.load(SeqCst);
             evicted = queue.evict_below(ask.priority, |lower| self.blame(state, memory, *lower));
         }
         if (queue.len() >= self.settings.queue_capacity && evicted.is_none())
             || self.closed.load(SeqCst)
         {
-            let limit = self.blame(self.state.load(SeqCst), memory, ask);
+            let limit = self.blame(state, memory, ask);
             drop(queue);
             return Acquired::Rejected(self.reject_admission(
                 ask.priority,
@@ -63,14 +72,12 @@ impl Controller {
                 limit,
             ));
         }
-        let for_cpu = self.held_by_cpu_alone(self.state.load(SeqCst), memory, ask);
-        if for_cpu && self.would_wait_too_long(&queue, ask) {
+        if let Some(limit) = standing {
             drop(queue);
-            wakers_of(evicted).for_each(Waker::wake);
             return Acquired::Rejected(self.reject_admission(
                 ask.priority,
                 Reason::StandingQueue,
-                Limit::Cpu,
+                limit,
             ));
         }
         let id = queue.push(ask, self.clock.now_ns(), for_cpu);
@@ -181,6 +188,28 @@ impl Controller {
         };
         let ahead_us = queue.cpu_us() + ask.cpu_us;
         ahead_us.saturating_mul(1000) / self.cpu.workers() as u64 > longest
+    }
+
+    /// Whether `ask`, of a class whose requests in flight hold half the memory budget or
+    /// more (so that it waits for them to finish), joins a standing queue where it would
+    /// wait longer than one service time of its class, and longer than a queue may stand
+    /// ([`Queue::stands`]). Its class's waiters go at the rate its requests in flight
+    /// finish, so with `n` in flight, each served in `w`, the `k` of its class waiting ahead
+    /// of it hold it for about `(k + 1) × w / n`. (A class that holds little of the budget
+    /// waits on others, or on nothing: small requests pass the large ones a blocked head
+    /// holds back, see [`queue`](super::queue).) A burst is let in whole: only a queue that
+    /// has had waiters for a while turns arrivals away.
+    fn memory_queue_stands(&self, queue: &Queue, ask: Ask) -> bool {
+        let now_ns = self.clock.now_ns();
+        let Some(budget) = self.settings.budget else {
+            return false;
+        };
+        if self.settings.queue_target == QueueTarget::Off || !queue.stands(now_ns) {
+            return false;
+        }
+        let (in_flight, served_ns) = self.classes.in_flight(ask.class);
+        let wait_ns = (queue.alike(ask.class) + 1).saturating_mul(served_ns) / in_flight.max(1);
+        in_flight.saturating_mul(ask.charge) >= budget / 2 && wait_ns > served_ns.max(STANDING_NS)
     }
 
     /// While the CPU cannot keep up (saturated, or the runtime late enough for the live limit

@@ -141,6 +141,7 @@ fn main() -> ExitCode {
         "processes" => Some(|out, bin| processes::PROCESSES.run(out, bin)),
         "replicas" => Some(|out, bin| replicas::REPLICAS.run(out, bin)),
         "overload" => Some(|out, bin| overload::OVERLOAD.run(out, bin)),
+        "overload-memory" => Some(|out, bin| overload::OVERLOAD_MEMORY.run(out, bin)),
         "spike-retry" => Some(|out, bin| overload::SPIKE_RETRY.run(out, bin)),
         _ => None,
     };
