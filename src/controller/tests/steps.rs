@@ -1105,3 +1105,64 @@ fn beside_other_processes_a_pool_charges_only_its_share_of_the_headroom_between_
     let more: Vec<Permit> = (0..30).map(|_| admitted(c.acquire(CLASS, None))).collect();
     drop((first, more, waiter));
 }
+
+/// Serves a request of `CLASS` (1 MiB) on `c` for `ms` of the virtual clock `now`, answered.
+fn serve_for(c: &Arc<Controller>, now: &AtomicU64, ms: u64) {
+    let mut permit = admitted(c.acquire(CLASS, None));
+    now.fetch_add(ms * MS, Relaxed);
+    permit.responded();
+    drop(permit);
+}
+
+#[test]
+fn a_queue_for_memory_that_stands_turns_arrivals_away_and_a_burst_is_let_in() {
+    // A budget of 8 requests of 1 MiB, each served in 100 ms.
+    let memory = ManualMemory::new(0);
+    let settings = Settings {
+        queue_target: QueueTarget::Auto,
+        ..Settings::for_tests(64, Some(8 * MIB), 64)
+    };
+    let mut c = Controller::new(settings, Arc::new(memory.clone()));
+    let (clock, now) = Clock::virtual_for_tests();
+    c.clock = clock;
+    let c = Arc::new(c);
+    serve_for(&c, &now, 100);
+    let _served: Vec<Permit> = (0..8).map(|_| admitted(c.acquire(CLASS, None))).collect();
+    // A burst twice the budget queues whole: a queue that has not stood is what it is for.
+    let burst: Vec<Ticket> = (0..16).map(|_| queued(c.acquire(CLASS, None))).collect();
+    // Once the queue has had waiters for 100 ms, 16 waiting for 8 in flight is a wait of two
+    // service times: the next is refused at once.
+    now.fetch_add(100 * MS, Relaxed);
+    assert_eq!(
+        rejected(c.acquire(CLASS, None)),
+        Rejection::new(Reason::StandingQueue, Limit::Memory)
+    );
+    // With fewer waiting than in flight, the wait is within one service time: it queues.
+    drop(burst.into_iter().skip(6).collect::<Vec<_>>());
+    let _waiter = queued(c.acquire(CLASS, None));
+    assert_eq!(
+        c.snapshot().rejected(Reason::StandingQueue, Limit::Memory),
+        1
+    );
+}
+
+#[test]
+fn a_class_that_holds_little_of_the_budget_keeps_its_place_in_a_standing_queue() {
+    // The same queue, but the budget is 64 requests: what holds them back is not their own.
+    let memory = ManualMemory::new(0);
+    let settings = Settings {
+        queue_target: QueueTarget::Auto,
+        ..Settings::for_tests(64, Some(64 * MIB), 64)
+    };
+    let mut c = Controller::new(settings, Arc::new(memory.clone()));
+    let (clock, now) = Clock::virtual_for_tests();
+    c.clock = clock;
+    let c = Arc::new(c);
+    serve_for(&c, &now, 100);
+    memory.set(56 * MIB); // something else holds the rest
+    c.on_sample(Ok(()));
+    let _served: Vec<Permit> = (0..8).map(|_| admitted(c.acquire(CLASS, None))).collect();
+    let _burst: Vec<Ticket> = (0..16).map(|_| queued(c.acquire(CLASS, None))).collect();
+    now.fetch_add(100 * MS, Relaxed);
+    let _waiter = queued(c.acquire(CLASS, None));
+}
