@@ -7,7 +7,8 @@
 #   load/run.sh SCENARIO     steady | mixed | mixed3 | two-sizes | two-parses | held-uploads | large-head | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | h2 | uploads | sleepers | refusals | smoke
 #   load/run.sh retry-storm  open loop from Python's asyncio with retries, against the layer, tower N=8 and no limit (about 5 minutes)
 #   load/run.sh explore      seeded workloads checked against the promises (EXPLORE_SEEDS=1-40: about 30 minutes)
-#   load/run.sh overload     open loop at 0.5-8x the capacity, 1 s client deadlines (about 3 minutes)
+#   load/run.sh overload     open loop at 0.5-8x the capacity, 1 s client deadlines (about 5 minutes)
+#   load/run.sh overload-memory  the same on a memory-bound route, budget 128 MiB (about 5 minutes)
 #   load/run.sh spike-retry  open loop, a 3x spike, with each retry policy (about 4 minutes)
 #   load/run.sh processes    three servers in one memory cgroup (root; cgroup v2 or v1)
 #   load/run.sh replicas     one and three servers behind nginx (installed when missing)

@@ -23,7 +23,9 @@
 //! CPU-bound request's queue wait is the part of its latency the layer adds. A route of 50 µs
 //! and one of 500 ms cannot share one absolute target. Only waiters that the CPU alone held
 //! back count towards the predicted wait and are sent away: a waiter held back by memory keeps
-//! its place.
+//! its place. A queue that has had waiters for [`STANDING_NS`] without a break stands: then
+//! an arrival that would wait for memory longer than one service time of its class is
+//! refused (see `Controller::memory_queue_stands`).
 
 use std::{
     collections::{BTreeMap, HashMap},
