@@ -229,7 +229,8 @@ struct Class {
     seen: AtomicU64,
     /// Its requests in flight.
     in_flight: AtomicU64,
-    /// How long its requests are in flight, on average over about eight, in nanoseconds.
+    /// How long its requests are in flight (from their first poll to the end of their last,
+    /// where polls are timed), on average over about eight, in nanoseconds.
     served_ns: AtomicU64,
 }
 

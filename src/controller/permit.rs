@@ -174,8 +174,9 @@ pub(crate) struct Permit {
     demand: Demand,
     /// Whether its response head is ready: only then is its demand whole enough to learn.
     responded: bool,
-    /// When it was admitted, in nanoseconds on the controller's clock.
-    since_ns: u64,
+    /// When its first and its last timed poll began and ended, in nanoseconds on the
+    /// controller's clock (0: not timed): its time in flight, without a clock read of its own.
+    polled_ns: (u64, u64),
     /// Bytes held beside the charge: what serving the request holds outside its polls
     /// (its connection's buffers), counted as spoken for until the permit goes.
     held: u64,
@@ -198,7 +199,7 @@ impl Permit {
                 ask.long,
             ),
             responded: false,
-            since_ns: controller.clock.now_ns(),
+            polled_ns: (0, 0),
             charge: Held::new(charge, controller_shares(&controller)),
             controller,
             class: ask.class,
@@ -260,6 +261,10 @@ impl Permit {
         let started = self.controller.clock.now_ns();
         let result = self.track_memory(poll);
         let spent = self.controller.clock.now_ns().saturating_sub(started);
+        self.polled_ns = match self.polled_ns {
+            (0, _) => (started.max(1), started + spent),
+            (first, _) => (first, started + spent),
+        };
         let body = self
             .body
             .as_ref()
@@ -420,8 +425,9 @@ impl fmt::Debug for Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let classes = &self.controller.classes;
-        let served_ns = self.controller.clock.now_ns().saturating_sub(self.since_ns);
-        classes.ended(self.class, self.responded.then_some(served_ns));
+        let (first, last) = self.polled_ns;
+        let served_ns = (self.responded && first != 0).then(|| last.saturating_sub(first));
+        classes.ended(self.class, served_ns);
         if self.settled && self.controller.thread_allocations.is_some() {
             classes.observe_end(self.class, self.declared, self.peak);
         }

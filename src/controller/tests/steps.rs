@@ -1106,26 +1106,34 @@ fn beside_other_processes_a_pool_charges_only_its_share_of_the_headroom_between_
     drop((first, more, waiter));
 }
 
-/// Serves a request of `CLASS` (1 MiB) on `c` for `ms` of the virtual clock `now`, answered.
+/// Serves a request of `CLASS` (1 MiB) on `c` for `ms` of the virtual clock `now` between
+/// its first poll and its last, answered.
 fn serve_for(c: &Arc<Controller>, now: &AtomicU64, ms: u64) {
     let mut permit = admitted(c.acquire(CLASS, None));
     now.fetch_add(ms * MS, Relaxed);
+    let _ = permit.track(|| Poll::Ready(()));
     permit.responded();
     drop(permit);
+}
+
+/// A pool of `budget` with the CPU gate on (polls timed) and a virtual clock.
+fn timed_pool(budget: u64) -> (Arc<Controller>, ManualMemory, Arc<AtomicU64>) {
+    let memory = ManualMemory::new(0);
+    let settings = Settings {
+        queue_target: QueueTarget::Auto,
+        lateness_target: Some(Duration::from_millis(10)),
+        ..Settings::for_tests(64, Some(budget), 64)
+    };
+    let mut c = Controller::new(settings, Arc::new(memory.clone()));
+    let (clock, now) = Clock::virtual_for_tests();
+    c.clock = clock;
+    (Arc::new(c), memory, now)
 }
 
 #[test]
 fn a_queue_for_memory_that_stands_turns_arrivals_away_and_a_burst_is_let_in() {
     // A budget of 8 requests of 1 MiB, each served in 100 ms.
-    let memory = ManualMemory::new(0);
-    let settings = Settings {
-        queue_target: QueueTarget::Auto,
-        ..Settings::for_tests(64, Some(8 * MIB), 64)
-    };
-    let mut c = Controller::new(settings, Arc::new(memory.clone()));
-    let (clock, now) = Clock::virtual_for_tests();
-    c.clock = clock;
-    let c = Arc::new(c);
+    let (c, _, now) = timed_pool(8 * MIB);
     serve_for(&c, &now, 100);
     let _served: Vec<Permit> = (0..8).map(|_| admitted(c.acquire(CLASS, None))).collect();
     // A burst twice the budget queues whole: a queue that has not stood is what it is for.
@@ -1149,15 +1157,7 @@ fn a_queue_for_memory_that_stands_turns_arrivals_away_and_a_burst_is_let_in() {
 #[test]
 fn a_class_that_holds_little_of_the_budget_keeps_its_place_in_a_standing_queue() {
     // The same queue, but the budget is 64 requests: what holds them back is not their own.
-    let memory = ManualMemory::new(0);
-    let settings = Settings {
-        queue_target: QueueTarget::Auto,
-        ..Settings::for_tests(64, Some(64 * MIB), 64)
-    };
-    let mut c = Controller::new(settings, Arc::new(memory.clone()));
-    let (clock, now) = Clock::virtual_for_tests();
-    c.clock = clock;
-    let c = Arc::new(c);
+    let (c, memory, now) = timed_pool(64 * MIB);
     serve_for(&c, &now, 100);
     memory.set(56 * MIB); // something else holds the rest
     c.on_sample(Ok(()));
