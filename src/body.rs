@@ -527,7 +527,7 @@ fn explain(rejection: Rejection) -> (StatusCode, &'static str) {
         ),
         (Reason::StandingQueue, Limit::Memory) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: reason=standing_queue limit=memory (memory is spoken for, and as many requests wait for it as are served: the request would wait longer than one service time)\n",
+            "overloaded: reason=standing_queue limit=memory (memory is held by requests like this one and the queue for it has stood: the request would wait longer than one of their service times)\n",
         ),
         (Reason::StandingQueue, _) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -274,8 +274,10 @@ impl AdmissionConfig {
     /// `auto` by default, a duration, or `off`): one predicted to wait more than twice the
     /// target is refused as it arrives, one that has waited that long is answered `503`
     /// (`reason=standing_queue`). [`QueueTarget::Auto`] makes the target half the CPU demand
-    /// of the request's cost class: it waits at most about one service time. Waiters held back by memory keep their
-    /// place. See [CPU-bound handlers](crate::guide::cpu_bound).
+    /// of the request's cost class: it waits at most about one service time. Waiters held
+    /// back by memory keep their place; `off` also lets arrivals join a queue for memory that
+    /// stands. See [CPU-bound handlers](crate::guide::cpu_bound) and
+    /// [Deciding](crate::guide::deciding).
     ///
     /// ```
     /// use std::time::Duration;

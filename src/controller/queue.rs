@@ -214,7 +214,6 @@ impl Queue {
         Some(waiter)
     }
 
-    /// The CPU work of the waiters only the CPU held back when they joined, in microseconds.
     /// Whether the queue has had waiters, without a break, for [`STANDING_NS`] up to
     /// `now_ns`: a burst drains sooner; a queue that stands is overload.
     pub(super) fn stands(&self, now_ns: u64) -> bool {
@@ -229,6 +228,7 @@ impl Queue {
             .count() as u64
     }
 
+    /// The CPU work of the waiters only the CPU held back when they joined, in microseconds.
     pub(super) fn cpu_us(&self) -> u64 {
         self.cpu_us
     }

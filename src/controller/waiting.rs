@@ -50,7 +50,7 @@ impl Controller {
         let standing = if for_cpu {
             self.would_wait_too_long(&queue, ask).then_some(Limit::Cpu)
         } else {
-            self.memory_queue_stands(&queue, ask)
+            self.memory_queue_stands(&queue, state, memory, ask)
                 .then_some(Limit::Memory)
         };
         let mut evicted = None;
@@ -190,8 +190,8 @@ impl Controller {
         ahead_us.saturating_mul(1000) / self.cpu.workers() as u64 > longest
     }
 
-    /// Whether `ask`, of a class whose requests in flight hold half the memory budget or
-    /// more (so that it waits for them to finish), joins a standing queue where it would
+    /// Whether `ask`, held back by memory, of a class whose requests in flight hold half the
+    /// memory budget or more (so that it waits for them to finish), joins a standing queue where it would
     /// wait longer than one service time of its class, and longer than a queue may stand
     /// ([`Queue::stands`]). Its class's waiters go at the rate its requests in flight
     /// finish, so with `n` in flight, each served in `w`, the `k` of its class waiting ahead
@@ -199,7 +199,7 @@ impl Controller {
     /// waits on others, or on nothing: small requests pass the large ones a blocked head
     /// holds back, see [`queue`](super::queue).) A burst is let in whole: only a queue that
     /// has had waiters for a while turns arrivals away.
-    fn memory_queue_stands(&self, queue: &Queue, ask: Ask) -> bool {
+    fn memory_queue_stands(&self, queue: &Queue, state: u64, memory: u64, ask: Ask) -> bool {
         let now_ns = self.clock.now_ns();
         let Some(budget) = self.settings.budget else {
             return false;
@@ -209,7 +209,9 @@ impl Controller {
         }
         let (in_flight, served_ns) = self.classes.in_flight(ask.class);
         let wait_ns = (queue.alike(ask.class) + 1).saturating_mul(served_ns) / in_flight.max(1);
-        in_flight.saturating_mul(ask.charge) >= budget / 2 && wait_ns > served_ns.max(STANDING_NS)
+        in_flight.saturating_mul(ask.charge) >= budget / 2
+            && wait_ns > served_ns.max(STANDING_NS)
+            && self.blame(state, memory, ask) == Limit::Memory
     }
 
     /// While the CPU cannot keep up (saturated, or the runtime late enough for the live limit
