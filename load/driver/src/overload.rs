@@ -214,7 +214,11 @@ impl OverloadSetup {
         });
         budget
             .into_iter()
-            .chain(self.env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+            .chain(
+                self.env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
             .collect()
     }
 }
