@@ -191,27 +191,28 @@ impl Controller {
     }
 
     /// Whether `ask`, held back by memory, of a class whose requests in flight hold half the
-    /// memory budget or more (so that it waits for them to finish), joins a standing queue where it would
-    /// wait longer than one service time of its class, and longer than a queue may stand
-    /// ([`Queue::stands`]). Its class's waiters go at the rate its requests in flight
-    /// finish, so with `n` in flight, each served in `w`, the `k` of its class waiting ahead
-    /// of it hold it for about `(k + 1) × w / n`. (A class that holds little of the budget
-    /// waits on others, or on nothing: small requests pass the large ones a blocked head
-    /// holds back, see [`queue`](super::queue).) A burst is let in whole: only a queue that
-    /// has had waiters for a while turns arrivals away.
+    /// memory budget or more (so that it waits for them to finish), joins a standing queue
+    /// ([`Queue::stands`]) where it would wait longer than one service time of its class,
+    /// and longer than a queue may stand. Its class's waiters go at the rate its requests in
+    /// flight finish, so with `n` in flight, each served in `w`, the `k` of its class waiting
+    /// ahead of it hold it for about `(k + 1) × w / n`. (A class that holds little of the
+    /// budget waits on others, or on nothing: small requests pass the large ones a blocked
+    /// head holds back, see [`queue`](super::queue).) A burst is let in whole: only a queue
+    /// that has had waiters for a while turns arrivals away.
     fn memory_queue_stands(&self, queue: &Queue, state: u64, memory: u64, ask: Ask) -> bool {
-        let now_ns = self.clock.now_ns();
         let Some(budget) = self.settings.budget else {
             return false;
         };
-        if self.settings.queue_target == QueueTarget::Off || !queue.stands(now_ns) {
+        if self.settings.queue_target == QueueTarget::Off || !queue.stands(self.clock.now_ns()) {
             return false;
         }
+        // The cheap tests first: counting the class's waiters walks the queue.
         let (in_flight, served_ns) = self.classes.in_flight(ask.class);
+        if in_flight.saturating_mul(ask.charge) < budget / 2 || served_ns == 0 {
+            return false;
+        }
         let wait_ns = (queue.alike(ask.class) + 1).saturating_mul(served_ns) / in_flight.max(1);
-        in_flight.saturating_mul(ask.charge) >= budget / 2
-            && wait_ns > served_ns.max(STANDING_NS)
-            && self.blame(state, memory, ask) == Limit::Memory
+        wait_ns > served_ns.max(STANDING_NS) && self.blame(state, memory, ask) == Limit::Memory
     }
 
     /// While the CPU cannot keep up (saturated, or the runtime late enough for the live limit
