@@ -107,7 +107,11 @@ async fn main() -> ExitCode {
         return common::failure(&error);
     }
     println!("limiter: {limiter}");
-    match common::serve(app.layer(common::request_timeout()), addr, || {}).await {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => common::Listener::Plain(listener),
+        Err(error) => return common::failure(&format!("cannot listen on {addr}: {error}")),
+    };
+    match common::serve(app.layer(common::request_timeout()), listener, || {}).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => common::failure(&error.to_string()),
     }

@@ -32,6 +32,11 @@
 //! default, `route`, leaves the layer's classes as they are (method and path), so a
 //! request's size is unknown until it runs.
 //!
+//! Connections come through the pool's listener (see `tower_admission::listener`): each
+//! holds its bytes in the memory spoken for, accepting pauses while memory is over the
+//! budget, and idle ones are given back under pressure. `CONNECTIONS=uncounted` serves from
+//! a plain listener instead, as before the listener existed.
+//!
 //! Hardened as a production service should be (see `common/serve.rs`): header read timeout,
 //! write stall timeout, per-request timeout, body limit on `/ingest`, and a graceful
 //! shutdown that answers queued requests 503 at once and lets admitted ones finish.
@@ -87,9 +92,26 @@ async fn main() -> ExitCode {
         .layer(common::request_timeout())
         .layer(admission.layer());
 
-    // 4. Serve until SIGINT or SIGTERM; then the queue is answered 503 at once, and
+    // 4. Connections through the pool's listener (`CONNECTIONS=uncounted` for a plain one):
+    //    each holds its bytes in the memory spoken for, and idle ones are given back under
+    //    pressure.
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => return common::failure(&format!("cannot listen on {addr}: {error}")),
+    };
+    let listener = match std::env::var("CONNECTIONS").as_deref() {
+        Err(_) | Ok("counted") => common::Listener::Admission(admission.listener(listener)),
+        Ok("uncounted") => common::Listener::Plain(listener),
+        Ok(other) => {
+            return common::config_error(&format!(
+                "CONNECTIONS={other:?} is not valid: expected counted or uncounted"
+            ));
+        }
+    };
+
+    // 5. Serve until SIGINT or SIGTERM; then the queue is answered 503 at once, and
     //    admitted requests run to the end.
-    match common::serve(app, addr, move || admission.close()).await {
+    match common::serve(app, listener, move || admission.close()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => common::failure(&error.to_string()),
     }

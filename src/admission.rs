@@ -10,6 +10,7 @@ use crate::{
     heartbeat::Heartbeat,
     http_settings::{HttpSettings, PathPrefixes, Prioritizer, Refusing, RetryAfter, Serving},
     layer::AdmissionLayer,
+    listener::AdmissionListener,
     memory::{
         CgroupMemory, MemorySource, MemorySourceKind, SharedCharges,
         shared::{self, Neighbourhood},
@@ -188,6 +189,7 @@ impl Admission {
             queue_target: config.queue_target,
             workers: crate::cpu_quota::cores().map_or(cores, |quota| quota.min(cores)),
             observe_only: config.observe_only,
+            max_connections: config.max_connections,
         };
         let heartbeat = config.adaptive_limit.then(Heartbeat::new);
         let http_settings = HttpSettings {
@@ -262,6 +264,26 @@ impl Admission {
     pub fn layer(&self) -> AdmissionLayer {
         self.settings.ensure_heartbeat();
         AdmissionLayer::new(Arc::clone(&self.controller), Arc::clone(&self.settings))
+    }
+
+    /// A listener that counts the connections it accepts against this pool, stops accepting
+    /// while memory spoken for is over the budget or `ADMISSION_MAX_CONNECTIONS` are open,
+    /// and gives idle connections back under pressure: see [`listener`](crate::listener).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> std::io::Result<()> {
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+    ///
+    /// let admission = Admission::with_memory_source(AdmissionConfig::default(), ManualMemory::new(0))
+    ///     .unwrap();
+    /// let listener = admission.listener(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
+    /// let address = listener.local_addr()?;
+    /// # let _ = address;
+    /// assert_eq!(admission.snapshot().connections, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn listener(&self, listener: tokio::net::TcpListener) -> AdmissionListener {
+        AdmissionListener::new(listener, Arc::clone(&self.controller))
     }
 
     /// The pool's live figures.

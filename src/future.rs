@@ -95,10 +95,12 @@ enum Answer {
 /// What a request holds beyond what its handler allocates, queued or in flight: its
 /// connection's buffers and its head. Measured with the example server, as jemalloc's
 /// allocated bytes less the charges over hundreds of requests queued or in flight: about
-/// 28–30 KiB per HTTP/1 connection, 2–4 KiB per HTTP/2 stream.
-fn connection_bytes(version: Version) -> u64 {
+/// 28–30 KiB per HTTP/1 connection, 2–4 KiB per HTTP/2 stream. Where the pool's listener
+/// counts connections (`counted`), an HTTP/1 connection holds its bytes already.
+fn connection_bytes(version: Version, counted: bool) -> u64 {
     match version {
         Version::HTTP_2 | Version::HTTP_3 => 4 << 10,
+        _ if counted => 0,
         _ => 28 << 10,
     }
 }
@@ -202,9 +204,9 @@ where
             Some(wait) if wait < serving.timeout => (wait, true),
             _ => (serving.timeout, false),
         };
-        let held = ticket
-            .controller()
-            .hold(connection_bytes(request.version()));
+        let controller = ticket.controller();
+        let counted = controller.connections().are_counted();
+        let held = controller.hold(connection_bytes(request.version(), counted));
         let waiting = Waiting {
             ticket,
             deadline: tokio::time::sleep_until(queued_at + wait),
@@ -316,7 +318,8 @@ where
 {
     Reservation::attach(&mut request, &permit, serving.timeout);
     let mut permit = permit;
-    permit.hold(connection_bytes(request.version()));
+    let counted = permit.connections_counted();
+    permit.hold(connection_bytes(request.version(), counted));
     let rates = serving.rates;
     // Only a body that is metered can be cut off, and answered in gRPC's terms then: the
     // content type is looked at only for those.

@@ -95,6 +95,7 @@ pub mod guide;
 mod heartbeat;
 mod http_settings;
 mod layer;
+pub mod listener;
 mod log_throttle;
 mod memory;
 mod metrics;
@@ -114,6 +115,7 @@ pub use data_rate::{Direction, MinDataRate, TooSlow};
 pub use discarded::Discard;
 pub use http_settings::RequestHead;
 pub use layer::AdmissionLayer;
+pub use listener::{AdmissionListener, Connection, ConnectionHandle};
 pub use memory::{
     CgroupMemory, ManualMemory, MemoryError, MemorySource, MemorySourceKind, ThreadAllocations,
 };

@@ -160,6 +160,18 @@ mod enabled {
             Unit::Bytes,
             "Bytes of refused requests' bodies read and dropped."
         );
+        describe_gauge!(
+            "admission_connections",
+            "Connections open, counted by the pool's listener; each holds what an open connection holds in the memory spoken for."
+        );
+        describe_counter!(
+            "admission_accept_pauses_total",
+            "Times the pool's listener stopped accepting: memory spoken for over the budget, or max_connections open."
+        );
+        describe_counter!(
+            "admission_idle_connections_closed_total",
+            "Idle connections (no request for a second or more) the pool's listener asked to close, oldest first, while memory was short."
+        );
         // Registered up front, so the histogram is scraped (empty) before anyone waits.
         let _ = histogram!("admission_queue_wait_seconds");
     }
@@ -195,6 +207,9 @@ mod enabled {
             }
         }
         gauge!("admission_queue_capacity").set(s.queue_capacity as f64);
+        gauge!("admission_connections").set(s.connections as f64);
+        counter!("admission_accept_pauses_total").absolute(s.accept_pauses);
+        counter!("admission_idle_connections_closed_total").absolute(s.idle_connections_closed);
         counter!("admission_admitted_total").absolute(s.admitted);
         counter!("admission_admitted_over_budget_total").absolute(s.admitted_over_budget);
         counter!("admission_memory_source_errors_total").absolute(s.memory_source_errors);

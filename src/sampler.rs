@@ -70,6 +70,7 @@ impl Sampling {
         if let Some(heartbeat) = &self.heartbeat {
             controller.on_runtime(runtime(heartbeat));
         }
+        controller.sample_connections();
         let snapshot = controller.snapshot();
         if let Some(neighbourhood) = &mut self.neighbourhood {
             let charged = snapshot.charged_bytes.saturating_add(snapshot.held_bytes);

@@ -86,6 +86,15 @@ pub struct Snapshot {
     /// before the queue timeout: answered `503` (`queue_timeout`) rather than admitted for a
     /// client that had left.
     pub client_deadlines: u64,
+    /// Connections open, as the pool's [`listener`](crate::Admission::listener) counts them
+    /// (0 without one); each holds what an open connection holds in the memory spoken for.
+    pub connections: usize,
+    /// The most connections the listener keeps open (`ADMISSION_MAX_CONNECTIONS`).
+    pub max_connections: Option<usize>,
+    /// Times the listener stopped accepting, for want of memory or at the maximum.
+    pub accept_pauses: u64,
+    /// Idle connections the listener asked to close while memory was short.
+    pub idle_connections_closed: u64,
     pub(crate) rejected: [[u64; Limit::ALL.len()]; Reason::ALL.len()],
     pub(crate) would_reject: [[u64; Limit::ALL.len()]; Reason::ALL.len()],
     pub(crate) admitted_by: [u64; 3],

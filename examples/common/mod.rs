@@ -8,7 +8,7 @@
 
 mod serve;
 
-pub use serve::{request_timeout, serve};
+pub use serve::{Listener, request_timeout, serve};
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 

@@ -15,6 +15,9 @@
 //!   that takes longer than [`REQUEST_TIMEOUT`] answers 504 and gives its permit back.
 //! - **Request body limit**: `/ingest` reads at most 64 MiB (see `routes`); the admission
 //!   layer answers 413 at once to a `Content-Length` above the whole memory budget.
+//! - **Connections counted** (with [`Listener::Admission`], the admission pool's listener):
+//!   each holds its bytes in the memory spoken for while open, accepting pauses while memory
+//!   is over the budget, and idle connections are shut down gracefully when the pool asks.
 //! - **Graceful shutdown** on SIGINT or SIGTERM: stop accepting, call `on_shutdown` (the
 //!   server closes its admission pool there, so queued requests get 503 + `Retry-After` at
 //!   once instead of waiting out their deadline), let admitted requests finish, for
@@ -39,12 +42,14 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::watch,
     task::JoinSet,
 };
 use tokio_io_timeout::TimeoutStream;
 use tower::ServiceBuilder;
+use tower_admission::AdmissionListener;
 use tower_http::timeout::TimeoutLayer;
 
 /// The longest a client may take to send its request headers.
@@ -68,21 +73,51 @@ pub fn request_timeout() -> TimeoutLayer {
     TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, REQUEST_TIMEOUT)
 }
 
-/// Serves `app` on `addr` until SIGINT or SIGTERM, then calls `on_shutdown` and drains.
+/// Where connections come from.
+pub enum Listener {
+    /// The admission pool's listener: connections counted, idle ones given back.
+    #[allow(dead_code, reason = "the comparison server has no pool")]
+    Admission(AdmissionListener),
+    /// A plain listener, for servers without a pool (or to compare without counting).
+    Plain(TcpListener),
+}
+
+impl Listener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::Admission(listener) => listener.local_addr(),
+            Self::Plain(listener) => listener.local_addr(),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then calls `on_shutdown` and drains.
 pub async fn serve(
     app: Router,
-    addr: SocketAddr,
+    mut listener: Listener,
     on_shutdown: impl FnOnce(),
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     let (shutdown, shutting_down) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut signal = pin!(shutdown_signal());
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+        let accept = async {
+            match &mut listener {
+                Listener::Admission(listener) => listener.accept().await.map(|(stream, _)| {
+                    let _ = stream.get_ref().set_nodelay(true);
+                    let handle = stream.handle();
+                    (Stream::Counted(stream), Some(handle))
+                }),
+                Listener::Plain(listener) => listener.accept().await.map(|(stream, _)| {
+                    let _ = stream.set_nodelay(true);
+                    (Stream::Plain(stream), None)
+                }),
+            }
+        };
+        let (stream, handle) = tokio::select! {
+            accepted = accept => match accepted {
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, most likely: back off rather than spin.
                     tracing::warn!(%error, "accept failed");
@@ -93,7 +128,33 @@ pub async fn serve(
             _ = &mut signal => break,
         };
         while connections.try_join_next().is_some() {}
-        connections.spawn(serve_connection(stream, app.clone(), shutting_down.clone()));
+        let activity = Activity::default();
+        let service = activity.track(app.clone());
+        let shutting_down = shutting_down.clone();
+        match stream {
+            Stream::Counted(stream) => {
+                let handle = handle.expect("a counted connection has a handle");
+                let service = handle.track(service);
+                let closing = handle.closing();
+                connections.spawn(serve_connection(
+                    stream,
+                    service,
+                    activity,
+                    shutting_down,
+                    closing,
+                ));
+            }
+            Stream::Plain(stream) => {
+                let closing = std::future::pending();
+                connections.spawn(serve_connection(
+                    stream,
+                    service,
+                    activity,
+                    shutting_down,
+                    closing,
+                ));
+            }
+        }
     }
     drop(listener);
     on_shutdown();
@@ -112,27 +173,46 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection until it ends, goes idle for [`IDLE_TIMEOUT`], or the server shuts
-/// down; then shuts it down gracefully (HTTP/2: `GOAWAY`, and its streams run to the end).
-async fn serve_connection(
-    stream: TcpStream,
-    app: Router,
+/// An accepted stream: counted by the admission pool or not.
+enum Stream {
+    Counted(tower_admission::Connection<TcpStream>),
+    Plain(TcpStream),
+}
+
+/// Serves one connection until it ends, goes idle for [`IDLE_TIMEOUT`], the pool asks it to
+/// close (`closing`), or the server shuts down; then shuts it down gracefully (HTTP/2:
+/// `GOAWAY`, and its streams run to the end).
+async fn serve_connection<IO, S, B>(
+    stream: IO,
+    service: S,
+    activity: Activity,
     mut shutting_down: watch::Receiver<bool>,
-) {
-    let activity = Activity::default();
+    closing: impl std::future::Future<Output = ()>,
+) where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(READ_BUFFER_MAX);
-    let service = TowerToHyperService::new(activity.track(app));
+    let service = TowerToHyperService::new(service);
     let connection = builder.serve_connection(with_write_timeout(stream), service);
     let mut connection = pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => Some(ended),
         _ = shutting_down.wait_for(|down| *down) => None,
         () = activity.idle(IDLE_TIMEOUT) => None,
+        () = closing => None,
     };
     let ended = match ended {
         Some(ended) => ended,
@@ -210,8 +290,9 @@ impl Activity {
 }
 
 /// `stream`, whose writes fail once they have waited [`WRITE_STALL_TIMEOUT`] for the client.
-fn with_write_timeout(stream: TcpStream) -> TokioIo<std::pin::Pin<Box<TimeoutStream<TcpStream>>>> {
-    let _ = stream.set_nodelay(true);
+fn with_write_timeout<IO: AsyncRead + AsyncWrite>(
+    stream: IO,
+) -> TokioIo<std::pin::Pin<Box<TimeoutStream<IO>>>> {
     let mut stream = TimeoutStream::new(stream);
     stream.set_write_timeout(Some(WRITE_STALL_TIMEOUT));
     TokioIo::new(Box::pin(stream))

@@ -69,7 +69,8 @@ pub(crate) fn describe(
          \x20 memory failure    fail {}\n\
          \x20 request bodies    {}\n\
          \x20 response bodies   {}\n\
-         \x20 refused bodies    {}",
+         \x20 refused bodies    {}\n\
+         \x20 connections       {}",
         config.max_concurrency,
         if config.adaptive_limit {
             format!(
@@ -108,6 +109,10 @@ pub(crate) fn describe(
                 ByteSize::b(bytes).display().iec(),
                 humantime::format_duration(config.discard.timeout)
             ),
+        },
+        match config.max_connections {
+            Some(max) => format!("at most {max} open, through the pool's listener"),
+            None => "no maximum".to_owned(),
         },
     )
 }

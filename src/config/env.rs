@@ -13,6 +13,8 @@ use crate::{http_settings::PathPrefixes, memory::MemorySourceKind};
 /// The environment variables [`AdmissionConfig::from_env`] reads.
 pub(crate) mod vars {
     pub(crate) const MAX_CONCURRENCY: &str = "ADMISSION_MAX_CONCURRENCY";
+    /// The most connections the pool's listener keeps open.
+    pub(crate) const MAX_CONNECTIONS: &str = "ADMISSION_MAX_CONNECTIONS";
     pub(crate) const MEMORY_BUDGET: &str = "ADMISSION_MEMORY_BUDGET";
     pub(crate) const QUEUE_CAPACITY: &str = "ADMISSION_QUEUE_CAPACITY";
     pub(crate) const QUEUE_TIMEOUT: &str = "ADMISSION_QUEUE_TIMEOUT";
@@ -47,9 +49,10 @@ pub(crate) mod vars {
     /// Count what would be refused, and admit everything.
     pub(crate) const OBSERVE_ONLY: &str = "ADMISSION_OBSERVE_ONLY";
 
-    pub(crate) const ALL: [&str; 27] = [
+    pub(crate) const ALL: [&str; 28] = [
         DEADLINE_HEADER,
         MAX_CONCURRENCY,
+        MAX_CONNECTIONS,
         MEMORY_BUDGET,
         QUEUE_CAPACITY,
         QUEUE_TIMEOUT,
@@ -80,6 +83,7 @@ pub(crate) mod vars {
 }
 
 const INTEGER_AT_LEAST_1: &str = "an integer >= 1, such as 256";
+const INTEGER_AT_LEAST_1_OR_NONE: &str = "an integer >= 1, such as 10000, or none";
 const INTEGER_AT_LEAST_0: &str = "an integer >= 0, such as 1024";
 const SIZE_FORMS: &str =
     "a size such as 512MiB, 2GB or 1048576 (bytes), a percentage in (0, 100] such as 75%, or off";
@@ -172,6 +176,16 @@ impl AdmissionConfig {
                 self.max_concurrency = parse_integer(trimmed)
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| malformed(INTEGER_AT_LEAST_1))?;
+            }
+            vars::MAX_CONNECTIONS => {
+                self.max_connections = match trimmed.eq_ignore_ascii_case("none") {
+                    true => None,
+                    false => Some(
+                        parse_integer(trimmed)
+                            .filter(|n| *n >= 1)
+                            .ok_or_else(|| malformed(INTEGER_AT_LEAST_1_OR_NONE))?,
+                    ),
+                };
             }
             vars::MEMORY_BUDGET => {
                 self.memory_budget = parse_budget(trimmed).ok_or_else(|| malformed(SIZE_FORMS))?;

@@ -48,6 +48,8 @@ pub use error::ConfigError;
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdmissionConfig {
     pub(crate) max_concurrency: usize,
+    /// The most connections the pool's listener keeps open; `None`: no maximum.
+    pub(crate) max_connections: Option<usize>,
     pub(crate) memory_budget: MemoryBudget,
     pub(crate) queue_capacity: usize,
     pub(crate) queue_timeout: Duration,
@@ -97,6 +99,7 @@ impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {
             max_concurrency: 256,
+            max_connections: None,
             memory_budget: MemoryBudget::Percent(75.0),
             queue_capacity: 1024,
             queue_timeout: Duration::from_secs(1),
@@ -133,6 +136,26 @@ impl AdmissionConfig {
     /// Values above 1,048,575 (the width of the in-flight counter) act as 1,048,575.
     pub fn max_concurrency(mut self, max: usize) -> Self {
         self.max_concurrency = max;
+        self
+    }
+
+    /// At most this many connections open at once, counted by the pool's
+    /// [`listener`](crate::Admission::listener) (`ADMISSION_MAX_CONNECTIONS`; none by
+    /// default); at least 1. At the maximum the listener stops accepting until one closes,
+    /// and the kernel's backlog holds the connections that come meanwhile.
+    ///
+    /// ```
+    /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+    ///
+    /// let pool = |max| {
+    ///     let config = AdmissionConfig::default().max_connections(max);
+    ///     Admission::with_memory_source(config, ManualMemory::new(0))
+    /// };
+    /// assert_eq!(pool(Some(10_000)).unwrap().snapshot().max_connections, Some(10_000));
+    /// assert!(pool(Some(0)).is_err());
+    /// ```
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.max_connections = max;
         self
     }
 
@@ -335,6 +358,9 @@ impl AdmissionConfig {
         };
         if self.max_concurrency == 0 {
             return invalid("max_concurrency", "must be at least 1");
+        }
+        if self.max_connections == Some(0) {
+            return invalid("max_connections", "must be at least 1");
         }
         for (setting, budget) in [
             ("memory_budget", self.memory_budget),

@@ -48,9 +48,11 @@
 //! after its grant but before it was observed gives the grant back. Wakers are collected
 //! under the lock and woken after it is released.
 
+mod accepting;
 mod by_size;
 mod classes;
 mod clock;
+mod connections;
 mod cpu;
 mod drain;
 mod fit;
@@ -66,6 +68,7 @@ mod ticket;
 mod waiting;
 mod word;
 
+pub(crate) use accepting::OpenConnection;
 pub(crate) use classes::ClassId;
 pub use classes::CostClass;
 pub(crate) use clock::Clock;
@@ -135,6 +138,8 @@ pub(crate) struct Settings {
     pub(crate) workers: usize,
     /// Count what would be refused, and admit everything (see [`observe`]).
     pub(crate) observe_only: bool,
+    /// The most connections a listener made from the pool keeps open (see [`connections`]).
+    pub(crate) max_connections: Option<usize>,
 }
 
 #[cfg(test)]
@@ -160,6 +165,7 @@ impl Settings {
             queue_target: QueueTarget::Off,
             workers: 2,
             observe_only: false,
+            max_connections: None,
         }
     }
 }
@@ -222,6 +228,8 @@ pub(crate) struct Controller {
     queue: Mutex<Queue>,
     /// The queue's length, written under the lock and read without it.
     queued: AtomicUsize,
+    /// Of those, the waiters memory held back (see [`Queue::for_memory`]).
+    queued_for_memory: AtomicUsize,
     counters: Counters,
     /// Observe only: see [`observe`].
     past: PastLimits,
@@ -230,6 +238,8 @@ pub(crate) struct Controller {
     clock_ms: AtomicU64,
     pub(crate) limit: LiveLimit,
     pub(crate) cpu: CpuGate,
+    /// The connections a listener made from the pool accepted.
+    connections: connections::Connections,
     /// Times polls and queue waits: the real clock, or a virtual one in tests.
     pub(crate) clock: Clock,
 }
@@ -262,12 +272,14 @@ impl Controller {
                 settings.initial_limit,
             ),
             cpu: CpuGate::new(settings.lateness_target, settings.workers),
+            connections: connections::Connections::new(settings.max_connections),
             clock: Clock::default(),
             queue: Mutex::new(Queue::default()),
             settings,
             memory,
             state: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
+            queued_for_memory: AtomicUsize::new(0),
             counters: Counters::default(),
             past: PastLimits::default(),
             clock_ms: AtomicU64::new(0),

@@ -218,8 +218,15 @@ impl Permit {
 
     /// Holds `bytes` beside the charge until the permit goes (see [`super::footprint`]).
     pub(crate) fn hold(&mut self, bytes: u64) {
-        self.controller.footprint.hold(bytes);
-        self.held += bytes;
+        if bytes > 0 {
+            self.controller.footprint.hold(bytes);
+            self.held += bytes;
+        }
+    }
+
+    /// Whether the pool's listener counts connections (see [`super::connections`]).
+    pub(crate) fn connections_counted(&self) -> bool {
+        self.controller.connections().are_counted()
     }
 
     /// Marks the request as admitted past the limits, observing only.

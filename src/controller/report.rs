@@ -203,6 +203,7 @@ impl Controller {
         let state = self.state.load(SeqCst);
         let load = |counter: &AtomicU64| counter.load(Relaxed);
         let counters = &self.counters;
+        let connections = self.connections().figures();
         Snapshot {
             in_flight: in_flight(state) as usize,
             queued: self.queued.load(Relaxed),
@@ -254,6 +255,10 @@ impl Controller {
             discards: counters.discards.counts(),
             discarded_bytes: counters.discards.bytes(),
             client_deadlines: counters.client_deadlines.load(Relaxed),
+            connections: connections.open,
+            max_connections: connections.max,
+            accept_pauses: connections.pauses,
+            idle_connections_closed: connections.closed_idle,
         }
     }
 }

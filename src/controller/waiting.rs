@@ -80,7 +80,8 @@ impl Controller {
                 limit,
             ));
         }
-        let id = queue.push(ask, self.clock.now_ns(), for_cpu);
+        let for_memory = !for_cpu && self.blame(state, memory, ask) == Limit::Memory;
+        let id = queue.push(ask, self.clock.now_ns(), for_cpu, for_memory);
         self.state.fetch_or(QUEUED, SeqCst);
         // A release between the failed try and the bit did not see the bit: check again, now
         // that every later release will. This may grant the new ticket itself.
@@ -177,6 +178,7 @@ impl Controller {
             self.state.fetch_and(!QUEUED, SeqCst);
         }
         self.queued.store(queue.len(), Relaxed);
+        self.queued_for_memory.store(queue.for_memory(), Relaxed);
         wakers
     }
 
