@@ -4,7 +4,7 @@
 # load/results/<timestamp>/report.md with SVG charts.
 #
 #   load/run.sh              the default demo (mixed), about 3 minutes with a warm build
-#   load/run.sh SCENARIO     steady | mixed | mixed3 | two-sizes | two-parses | held-uploads | large-head | spike | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | h2 | uploads | sleepers | refusals | smoke
+#   load/run.sh SCENARIO     steady | mixed | mixed3 | two-sizes | two-parses | held-uploads | large-head | spike | connections | disconnect | stream | ingest | cost | slowloris | slowloris-1k | retry | priority | cpu | cpu-mixed | h2 | uploads | sleepers | refusals | smoke
 #   load/run.sh retry-storm  open loop from Python's asyncio with retries, against the layer, tower N=8 and no limit (about 5 minutes)
 #   load/run.sh explore      seeded workloads checked against the promises (EXPLORE_SEEDS=1-40: about 30 minutes)
 #   load/run.sh overload     open loop at 0.5-8x the capacity, 1 s client deadlines (about 5 minutes)

@@ -503,6 +503,18 @@ mod tests {
             12
         );
         assert!(apply(vars::RETRY_AFTER_MAX, "0").is_err());
+        assert_eq!(
+            apply(vars::MAX_CONNECTIONS, "10000").unwrap().max_connections,
+            Some(10_000)
+        );
+        assert_eq!(
+            apply(vars::MAX_CONNECTIONS, "None").unwrap().max_connections,
+            None
+        );
+        for value in ["0", "-1", "off", ""] {
+            let err = apply(vars::MAX_CONNECTIONS, value).unwrap_err();
+            assert!(err.to_string().contains("or none"), "{value}: {err}");
+        }
         for value in ["0", "-1", "+3", "1.5", "ten", "", "99999999999999999999999"] {
             let err = apply(vars::MAX_CONCURRENCY, value).unwrap_err();
             assert!(

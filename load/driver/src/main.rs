@@ -13,6 +13,7 @@ mod client;
 mod experiment;
 mod explore;
 mod h2load;
+mod idle;
 mod oha;
 mod openloop;
 mod overload;
@@ -298,6 +299,9 @@ fn run_setup(
                 thread::sleep(phase.start.saturating_sub(start.elapsed()));
                 if let Some(slow) = phase.slow {
                     return slow::run(addr, &phase, slow);
+                }
+                if phase.holds {
+                    return idle::run(addr, &phase);
                 }
                 if let Some(backoff) = phase.backoff {
                     return client::run(addr, &phase, backoff);

@@ -23,6 +23,10 @@ pub struct Sample {
     pub limit: f64,
     pub queued: f64,
     pub reserved: f64,
+    /// Held by waiting and by open connections.
+    pub held: f64,
+    /// Connections open, as the layer's listener counts them.
+    pub connections: f64,
     pub admitted: f64,
     pub rejected: f64,
     pub rss: f64,
@@ -100,6 +104,8 @@ pub fn parse_sample(t: f64, text: &str, rss: f64) -> Sample {
         limit: metric(text, "admission_concurrency_limit").unwrap_or(f64::NAN),
         queued: metric(text, "admission_queued").unwrap_or(f64::NAN),
         reserved: metric(text, "admission_reserved_bytes").unwrap_or(f64::NAN),
+        held: metric(text, "admission_held_bytes").unwrap_or(f64::NAN),
+        connections: metric(text, "admission_connections").unwrap_or(f64::NAN),
         admitted: metric(text, "admission_admitted_total").unwrap_or(f64::NAN),
         rejected: metric_sum(text, "admission_rejected_total"),
         rss,
@@ -132,18 +138,21 @@ pub fn watch<T: Send + 'static>(f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 's
     }
 }
 
-/// Scrapes `/metrics` every `period` from `start`.
+/// Scrapes `/metrics` every `period` from `start`, on one keep-alive connection.
 pub fn sampler(addr: SocketAddr, pid: u32, start: Instant, period: Duration) -> Watch<Vec<Sample>> {
     watch(move |stop| {
         let mut samples = Vec::new();
+        let mut connection = None;
         while !stop.load(Ordering::Relaxed) {
             let next = Instant::now() + period;
-            if let Ok((200, text)) = get(addr, "/metrics") {
-                samples.push(parse_sample(
+            match kept_get(addr, &mut connection, "/metrics") {
+                Ok((200, text)) => samples.push(parse_sample(
                     start.elapsed().as_secs_f64(),
                     &text,
                     rss_bytes(pid),
-                ));
+                )),
+                Ok(_) => {}
+                Err(_) => connection = None,
             }
             thread::sleep(next.saturating_duration_since(Instant::now()));
         }
@@ -172,6 +181,19 @@ pub fn heartbeat(addr: SocketAddr, period: Duration) -> Watch<Vec<Option<f64>>> 
 }
 
 fn health(addr: SocketAddr, connection: &mut Option<BufReader<TcpStream>>) -> std::io::Result<()> {
+    match kept_get(addr, connection, "/health")? {
+        (200, _) => Ok(()),
+        (status, _) => Err(std::io::Error::other(format!("unexpected status {status}"))),
+    }
+}
+
+/// One `GET` on a keep-alive connection, opened if there is none: a probe on a connection of
+/// its own each time would wait in the kernel's backlog while a listener pauses accepting.
+fn kept_get(
+    addr: SocketAddr,
+    connection: &mut Option<BufReader<TcpStream>>,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
     if connection.is_none() {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -179,14 +201,14 @@ fn health(addr: SocketAddr, connection: &mut Option<BufReader<TcpStream>>) -> st
         *connection = Some(BufReader::new(stream));
     }
     let reader = connection.as_mut().expect("connected above");
-    reader
-        .get_mut()
-        .write_all(b"GET /health HTTP/1.1\r\nhost: load\r\n\r\n")?;
+    write!(
+        reader.get_mut(),
+        "GET {path} HTTP/1.1\r\nhost: load\r\n\r\n"
+    )?;
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    if !line.contains(" 200 ") {
-        return Err(std::io::Error::other(format!("unexpected answer {line:?}")));
-    }
+    let status = status_of(&line)
+        .ok_or_else(|| std::io::Error::other(format!("unexpected answer {line:?}")))?;
     let mut length = 0;
     loop {
         line.clear();
@@ -199,7 +221,8 @@ fn health(addr: SocketAddr, connection: &mut Option<BufReader<TcpStream>>) -> st
         }
     }
     let mut body = vec![0; length];
-    reader.read_exact(&mut body)
+    reader.read_exact(&mut body)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[cfg(test)]

@@ -531,12 +531,12 @@ pub fn write_health(path: &Path, period_ms: u64, health: &[Option<f64>]) -> Resu
 
 pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<(), String> {
     let mut csv = String::from(
-        "t_seconds,memory_bytes,budget_bytes,in_flight,queued,charged_bytes,admitted_total,rejected_total,rss_bytes,concurrency_limit\n",
+        "t_seconds,memory_bytes,budget_bytes,in_flight,queued,charged_bytes,admitted_total,rejected_total,rss_bytes,concurrency_limit,held_bytes,connections\n",
     );
     for s in samples {
         let _ = writeln!(
             csv,
-            "{:.3},{},{},{},{},{},{},{},{},{}",
+            "{:.3},{},{},{},{},{},{},{},{},{},{},{}",
             s.t,
             s.memory,
             s.budget,
@@ -546,7 +546,9 @@ pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<(), String> {
             s.admitted,
             s.rejected,
             s.rss,
-            s.limit
+            s.limit,
+            s.held,
+            s.connections
         );
     }
     std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))

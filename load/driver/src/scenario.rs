@@ -32,6 +32,9 @@ pub struct Phase {
     pub priority: Option<&'static str>,
     /// Sent over h2c by `h2load`, this many streams at once on each connection.
     pub h2_streams: Option<u32>,
+    /// Each client sends one request, then holds its connection idle until the server
+    /// closes it, and opens another (`idle.rs`).
+    pub holds: bool,
 }
 
 /// How a slow client sends or reads its body.
@@ -74,6 +77,7 @@ impl Phase {
             honors_retry_after: false,
             priority: None,
             h2_streams: None,
+            holds: false,
         }
     }
 
@@ -92,6 +96,12 @@ impl Phase {
     /// Each request's path drawn from `mix` (path, weight); `path` names the mix in reports.
     fn mixed(mut self, mix: &[(&str, u32)]) -> Self {
         self.mix = mix.iter().map(|(p, w)| ((*p).to_owned(), *w)).collect();
+        self
+    }
+
+    /// Clients that hold their connection idle after one request (see [`Phase::holds`]).
+    pub fn holding(mut self) -> Self {
+        self.holds = true;
         self
     }
 
@@ -345,7 +355,43 @@ pub fn spike() -> Scenario {
             5,
         )],
         settle: Duration::from_secs(4),
-        variants: Vec::new(),
+        variants: uncounted(),
+        baseline: false,
+        cpu: false,
+    }
+}
+
+/// The setup beside the layer's in `spike` and `connections`: the same server on a plain
+/// listener, its connections uncounted.
+fn uncounted() -> Vec<(&'static str, Vec<(&'static str, String)>)> {
+    vec![(
+        "connections uncounted",
+        vec![("CONNECTIONS", "uncounted".into())],
+    )]
+}
+
+pub fn connections() -> Scenario {
+    Scenario {
+        name: "connections",
+        demonstrates: "a reconnect storm: 5,000 connections opened at once, each idle after one request, then a burst of 1 MiB requests from 200 more: memory within the budget, idle connections given back, no request cut, /health answered",
+        env: env(96 * MIB, 256, 256, "1s"),
+        budget: 96 * MIB,
+        largest_request: MIB,
+        tower_concurrency: 64,
+        sweep: Vec::new(),
+        phases: vec![
+            Phase::get(
+                "5000 idle after one request",
+                "/work?kib=16&ms=0",
+                5000,
+                0,
+                10,
+            )
+            .holding(),
+            Phase::get("burst 1MiB x 100ms", "/work?kib=1024&ms=100", 200, 3, 5),
+        ],
+        settle: Duration::from_secs(3),
+        variants: uncounted(),
         baseline: false,
         cpu: false,
     }
@@ -750,6 +796,7 @@ pub fn all() -> Vec<Scenario> {
         held_uploads(),
         large_head(),
         spike(),
+        connections(),
         disconnect(),
         stream(),
         ingest(),
@@ -781,4 +828,4 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     }
 }
 
-pub const NAMES: &str = "steady, mixed, mixed3, two-sizes, two-parses, held-uploads, large-head, spike, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, refusals, all, smoke";
+pub const NAMES: &str = "steady, mixed, mixed3, two-sizes, two-parses, held-uploads, large-head, spike, connections, disconnect, stream, ingest, cost, slowloris, slowloris-1k, retry, priority, cpu, cpu-mixed, h2, uploads, sleepers, refusals, all, smoke";
