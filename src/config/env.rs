@@ -504,11 +504,15 @@ mod tests {
         );
         assert!(apply(vars::RETRY_AFTER_MAX, "0").is_err());
         assert_eq!(
-            apply(vars::MAX_CONNECTIONS, "10000").unwrap().max_connections,
+            apply(vars::MAX_CONNECTIONS, "10000")
+                .unwrap()
+                .max_connections,
             Some(10_000)
         );
         assert_eq!(
-            apply(vars::MAX_CONNECTIONS, "None").unwrap().max_connections,
+            apply(vars::MAX_CONNECTIONS, "None")
+                .unwrap()
+                .max_connections,
             None
         );
         for value in ["0", "-1", "off", ""] {
