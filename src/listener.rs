@@ -2,12 +2,13 @@
 //!
 //! The layer sees requests; a connection costs memory before its first request and between
 //! two (buffers, its task: about 28 KiB an idle HTTP/1 or HTTP/2 connection with the
-//! example server), and a flood of new ones costs accept work and memory before any request
+//! example server, measured over 2,000 of them), and a flood of new ones costs accept work and memory before any request
 //! reaches a layer. A listener made from the pool ([`Admission::listener`]):
 //!
 //! - **counts** every connection it accepts, and holds its bytes in the memory spoken for
-//!   while it is open: admission sees a flood of connections at once, not at the next
-//!   reading. An HTTP/1 request then holds nothing more for its connection;
+//!   while it is open (4 KiB until its first bytes come, 28 KiB from then on): admission
+//!   sees a flood of connections at once, not at the next reading. An HTTP/1 request then
+//!   holds nothing more for its connection;
 //! - **stops accepting** while the memory spoken for is over the budget, or
 //!   `ADMISSION_MAX_CONNECTIONS` are open, and resumes once there is room (checked on every
 //!   close and every sample). The kernel's backlog holds the connections that come
@@ -247,7 +248,13 @@ impl<IO: AsyncRead> AsyncRead for Connection<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().io.poll_read(cx, buf)
+        let this = self.project();
+        let before = buf.filled().len();
+        let read = this.io.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.open.spoke();
+        }
+        read
     }
 }
 

@@ -113,10 +113,18 @@ async fn connections_are_counted_while_open_and_hold_their_bytes() {
     }
     wait_for(&admission, "three connections", |s| s.connections == 3).await;
     let snapshot = admission.snapshot();
-    assert_eq!(snapshot.held_bytes, 3 * (28 << 10), "each holds its bytes");
+    assert_eq!(
+        snapshot.held_bytes,
+        3 * (4 << 10),
+        "each holds its first bytes"
+    );
     // An HTTP/1 request holds nothing more: its connection holds it.
     assert_eq!(request(&mut clients[0], "/").await, (200, "ok".into()));
-    assert_eq!(admission.snapshot().held_bytes, 3 * (28 << 10));
+    assert_eq!(
+        admission.snapshot().held_bytes,
+        (28 << 10) + 2 * (4 << 10),
+        "once it has spoken, a connection holds its buffers"
+    );
     drop(clients);
     wait_for(&admission, "none open", |s| {
         s.connections == 0 && s.held_bytes == 0

@@ -125,9 +125,11 @@ pub async fn serve(
                     continue;
                 }
             },
+            // Ended connections are reaped as they end, not at the next accept: while the
+            // listener pauses, each would keep its task's memory.
+            Some(_) = connections.join_next() => continue,
             _ = &mut signal => break,
         };
-        while connections.try_join_next().is_some() {}
         let activity = Activity::default();
         let service = activity.track(app.clone());
         let shutting_down = shutting_down.clone();

@@ -2,13 +2,16 @@
 //! a connection opened and closed, and what each sample does for them.
 
 use std::{
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
     task::{Context, Poll},
 };
 
 use super::{
-    Controller, Held,
-    connections::{CONNECTION_BYTES, Connections, Link},
+    Controller,
+    connections::{CONNECTION_BYTES, Connections, FRESH_BYTES, Link},
 };
 
 /// An open connection: counted, its bytes held, until dropped.
@@ -17,8 +20,9 @@ pub(crate) struct OpenConnection {
     controller: Arc<Controller>,
     slot: usize,
     link: Arc<Link>,
-    // Given back before the slot is freed: the accept that wakes finds the bytes free.
-    held: Option<Held>,
+    /// Whether it has received bytes, and holds [`CONNECTION_BYTES`] rather than
+    /// [`FRESH_BYTES`].
+    spoke: AtomicBool,
 }
 
 impl Controller {
@@ -27,14 +31,16 @@ impl Controller {
     }
 
     /// `Ready` while one more connection may be accepted: fewer than the maximum are open,
-    /// the memory spoken for is within the budget, and no request waits for memory (the requests of connections already open go first: a new connection would
-    /// bring one more to wait, and take memory they wait for).
+    /// the memory spoken for, with what fresh connections will hold once their first bytes
+    /// come, leaves room for one more, and no request waits for memory (the requests of
+    /// connections already open go first: a new connection would bring one more to wait,
+    /// and take memory they wait for).
     pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<()> {
         let memory_room = self.queued_for_memory.load(Relaxed) == 0
-            && self
-                .settings
-                .budget
-                .is_none_or(|budget| self.spoken_for_bytes() <= budget);
+            && self.settings.budget.is_none_or(|budget| {
+                let coming = self.connections.coming_bytes() + CONNECTION_BYTES;
+                self.spoken_for_bytes().saturating_add(coming) <= budget
+            });
         self.connections
             .poll_room(cx, memory_room, self.clock.now_ms())
     }
@@ -43,11 +49,12 @@ impl Controller {
     pub(crate) fn open_connection(self: &Arc<Self>) -> OpenConnection {
         self.connections.count_from_now();
         let (slot, link) = self.connections.opened(self.clock.now_ms());
+        self.footprint.hold(FRESH_BYTES);
         OpenConnection {
             controller: Arc::clone(self),
             slot,
             link,
-            held: Some(self.hold(CONNECTION_BYTES)),
+            spoke: AtomicBool::new(false),
         }
     }
 
@@ -80,11 +87,34 @@ impl OpenConnection {
     pub(crate) fn request_ended(&self) {
         self.link.ended(self.controller.clock.now_ms());
     }
+
+    /// It received bytes: the server reads them into buffers of its own, and holds
+    /// [`CONNECTION_BYTES`] from now on.
+    #[inline]
+    pub(crate) fn spoke(&self) {
+        if !self.spoke.load(Relaxed) && !self.spoke.swap(true, Relaxed) {
+            self.controller
+                .footprint
+                .hold(CONNECTION_BYTES - FRESH_BYTES);
+            self.controller.connections.spoke();
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self.spoke.load(Relaxed) {
+            true => CONNECTION_BYTES,
+            false => FRESH_BYTES,
+        }
+    }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        drop(self.held.take());
+        // Given back before the slot is freed: the accept that wakes finds the bytes free.
+        if !self.spoke.load(Relaxed) {
+            self.controller.connections.spoke();
+        }
+        self.controller.footprint.let_go(self.bytes());
         self.controller.connections.closed(self.slot);
     }
 }

@@ -27,12 +27,15 @@ use std::{
 
 use crate::log_throttle::LogThrottle;
 
-/// What an open connection holds, measured with the example server as jemalloc's allocated
-/// bytes over 2,000 idle keep-alive connections after one request each: 26–28.5 KiB for
-/// HTTP/1 (buffers, the connection's task and service), 31–32 KiB for HTTP/2. A connection
-/// that has sent nothing yet holds 1–3 KiB; it is charged as one that has, since it is about
-/// to.
+/// What an open connection holds once it has received bytes, measured with the example
+/// server as jemalloc's allocated bytes over 2,000 idle keep-alive connections after one
+/// request each: 26–28.5 KiB for HTTP/1 (buffers, the connection's task and service),
+/// 29.5–32 KiB for HTTP/2.
 pub(crate) const CONNECTION_BYTES: u64 = 28 << 10;
+/// What it holds before (1–3 KiB, measured the same way): its buffers come with its first
+/// bytes. Holding more would run ahead of the reading in a flood of new connections, and
+/// the baseline learned from it (the reading less what is held) would fall too low.
+pub(crate) const FRESH_BYTES: u64 = 4 << 10;
 /// How long a connection must have had no request to be given back under pressure: a client
 /// back within a second is a live one, not a spare in its pool.
 pub(crate) const IDLE_AFTER_MS: u64 = 1_000;
@@ -115,6 +118,8 @@ pub(crate) struct Connections {
     /// adds to its connection.
     counted: AtomicBool,
     open: AtomicUsize,
+    /// Of those, the ones that have received no bytes yet, and hold less than they will.
+    fresh: AtomicUsize,
     /// Every open connection; a slot is freed when its connection closes.
     links: Mutex<Vec<Option<Arc<Link>>>>,
     /// Accepts waiting for room.
@@ -142,6 +147,7 @@ impl Connections {
             max,
             counted: AtomicBool::new(false),
             open: AtomicUsize::new(0),
+            fresh: AtomicUsize::new(0),
             links: Mutex::new(Vec::new()),
             accepts: Mutex::new(Vec::new()),
             paused: AtomicBool::new(false),
@@ -228,11 +234,23 @@ impl Connections {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// Counts a connection accepted at `now_ms`; its slot, for [`close`](Self::close).
+    /// What the connections that have received nothing yet will hold besides what they
+    /// hold now, once their bytes come.
+    pub(crate) fn coming_bytes(&self) -> u64 {
+        self.fresh.load(Relaxed) as u64 * (CONNECTION_BYTES - FRESH_BYTES)
+    }
+
+    /// A fresh connection received its first bytes, or closed without.
+    pub(crate) fn spoke(&self) {
+        self.fresh.fetch_sub(1, Relaxed);
+    }
+
+    /// Counts a connection accepted at `now_ms`, fresh; its slot, for [`close`](Self::close).
     pub(crate) fn opened(&self, now_ms: u64) -> (usize, Arc<Link>) {
         let link = Arc::new(Link::default());
         link.idle_since_ms.store(now_ms, Relaxed);
         self.open.fetch_add(1, Relaxed);
+        self.fresh.fetch_add(1, Relaxed);
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = match links.iter().position(Option::is_none) {
             Some(free) => {
