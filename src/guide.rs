@@ -10,6 +10,7 @@
 //! | [`slow_clients`] | the minimum body rates, and what the layer cannot see |
 //! | [`cpu_bound`] | the live concurrency limit, the standing queue, room for the runtime |
 //! | [`grpc`] | tonic, HTTP/2 and tower-http stacks |
+//! | [`connections`] | the listener: connections counted, accepting paused, idle ones given back |
 //! | [`scaling_out`] | several processes in one memory limit, replicas, Kubernetes |
 //! | [`observability`] | logs, the snapshot, the metrics |
 //! | [`example_server`] | the example service the load scripts drive |
@@ -35,6 +36,9 @@ pub mod cpu_bound {}
 
 #[doc = include_str!("guide/grpc.md")]
 pub mod grpc {}
+
+#[doc = include_str!("guide/connections.md")]
+pub mod connections {}
 
 #[doc = include_str!("guide/scaling_out.md")]
 pub mod scaling_out {}

@@ -252,7 +252,7 @@ impl<IO: AsyncRead> AsyncRead for Connection<IO> {
         let before = buf.filled().len();
         let read = this.io.poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.open.spoke();
+            this.open.received();
         }
         read
     }

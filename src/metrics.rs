@@ -44,7 +44,7 @@ mod enabled {
         describe_gauge!(
             "admission_held_bytes",
             Unit::Bytes,
-            "Bytes held by waiting, counted as spoken for beside the charges: queued requests' connections and heads, connections discarding a refused body."
+            "Bytes held outside handlers, counted as spoken for beside the charges: queued requests' connections and heads, connections discarding a refused body, the listener's open connections."
         );
         describe_counter!(
             "admission_client_deadline_total",

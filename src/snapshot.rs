@@ -34,8 +34,9 @@ pub struct Snapshot {
     /// Bytes charged to the requests in flight: each one's estimate, or what its polls have
     /// allocated when that is more.
     pub charged_bytes: u64,
-    /// Bytes held by waiting, counted as memory spoken for beside the charges: each queued
-    /// request's connection and head, each connection discarding a refused request's body.
+    /// Bytes held outside handlers, counted as memory spoken for beside the charges: each
+    /// queued request's connection and head, each connection discarding a refused request's
+    /// body, each connection the pool's listener keeps open.
     pub held_bytes: u64,
     /// Whether the pool shares charges with the other processes of its memory cgroup (see
     /// [`SharedCharges`](crate::SharedCharges)).

@@ -5,6 +5,7 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
+#[cfg(not(feature = "tonic"))]
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     Code, Request, Status,
@@ -41,8 +42,32 @@ async fn serve(config: AdmissionConfig) -> (Admission, SocketAddr) {
         .layer(admission.layer())
         .add_service(health_service)
         .add_service(greeter::GreeterServer);
+    // Through the pool's listener where the feature is on: connections counted.
+    #[cfg(feature = "tonic")]
+    tokio::spawn(router.serve_with_incoming(admission.listener(listener).incoming()));
+    #[cfg(not(feature = "tonic"))]
     tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
     (admission, addr)
+}
+
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn the_pool_s_listener_counts_grpc_connections() {
+    let (admission, addr) = serve(AdmissionConfig::default()).await;
+    let channel = channel(addr).await;
+    say_hello(channel.clone(), 0).await.unwrap();
+    assert_eq!(admission.snapshot().connections, 1);
+    drop(channel);
+    for _ in 0..1_000 {
+        if admission.snapshot().connections == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "the connection is still counted: {:?}",
+        admission.snapshot()
+    );
 }
 
 async fn channel(addr: SocketAddr) -> Channel {

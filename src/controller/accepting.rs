@@ -31,16 +31,18 @@ impl Controller {
     }
 
     /// `Ready` while one more connection may be accepted: fewer than the maximum are open,
-    /// the memory spoken for, with what fresh connections will hold once their first bytes
-    /// come, leaves room for one more, and no request waits for memory (the requests of
-    /// connections already open go first: a new connection would bring one more to wait,
-    /// and take memory they wait for).
+    /// the memory spoken for, with what the fresh connections will hold once their first
+    /// bytes come, leaves room for one more, and, while connections hold half the budget or
+    /// more, no request waits: then the requests of open connections go first (a new
+    /// connection would bring one more to wait, and take memory they wait for).
     pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let memory_room = self.queued_for_memory.load(Relaxed) == 0
-            && self.settings.budget.is_none_or(|budget| {
-                let coming = self.connections.coming_bytes() + CONNECTION_BYTES;
-                self.spoken_for_bytes().saturating_add(coming) <= budget
-            });
+        let connections = &self.connections;
+        let memory_room = self.settings.budget.is_none_or(|budget| {
+            let coming = connections.coming_bytes() + CONNECTION_BYTES;
+            let dominate = connections.held_bytes() >= budget / 2;
+            self.spoken_for_bytes().saturating_add(coming) <= budget
+                && !(dominate && self.queued.load(Relaxed) > 0)
+        });
         self.connections
             .poll_room(cx, memory_room, self.clock.now_ms())
     }
@@ -88,10 +90,11 @@ impl OpenConnection {
         self.link.ended(self.controller.clock.now_ms());
     }
 
-    /// It received bytes: the server reads them into buffers of its own, and holds
-    /// [`CONNECTION_BYTES`] from now on.
+    /// It received bytes: not idle now, and from its first bytes the server reads them into
+    /// buffers of its own, so it holds [`CONNECTION_BYTES`].
     #[inline]
-    pub(crate) fn spoke(&self) {
+    pub(crate) fn received(&self) {
+        self.link.touch(self.controller.clock.now_ms());
         if !self.spoke.load(Relaxed) && !self.spoke.swap(true, Relaxed) {
             self.controller
                 .footprint

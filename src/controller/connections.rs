@@ -47,10 +47,14 @@ const MOST_CLOSED: usize = 32;
 pub(crate) struct Link {
     /// Its requests in flight, response bodies included.
     requests: AtomicUsize,
-    /// When its last request ended (or it was accepted), in milliseconds on the pool's clock.
+    /// When its last request ended, or it last received bytes, in milliseconds on the pool's
+    /// clock.
     idle_since_ms: AtomicU64,
     /// Whether its requests are counted: only then can it be told idle.
     tracked: AtomicBool,
+    /// Whether it has received bytes: one that has not may have a request its server has
+    /// not read yet, and is not given back (the server's header read timeout ends it).
+    heard: AtomicBool,
     /// Whether the pool asked it to close.
     closing: AtomicBool,
     /// Who waits for that.
@@ -66,6 +70,12 @@ impl Link {
     /// A request began on it.
     pub(crate) fn began(&self) {
         self.requests.fetch_add(1, Relaxed);
+    }
+
+    /// It received bytes at `now_ms`: a request may be beginning, so it is not idle.
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.idle_since_ms.store(now_ms, Relaxed);
+        self.heard.store(true, Relaxed);
     }
 
     /// A request on it ended (its response body too) at `now_ms`.
@@ -91,6 +101,7 @@ impl Link {
     /// How long it has been idle at `now_ms`, if it is.
     fn idle_for_ms(&self, now_ms: u64) -> Option<u64> {
         let idle = self.tracked.load(Relaxed)
+            && self.heard.load(Relaxed)
             && !self.closing.load(Relaxed)
             && self.requests.load(Relaxed) == 0;
         idle.then(|| now_ms.saturating_sub(self.idle_since_ms.load(Relaxed)))
@@ -234,6 +245,13 @@ impl Connections {
         wakers.into_iter().for_each(Waker::wake);
     }
 
+    /// What the open connections hold.
+    pub(crate) fn held_bytes(&self) -> u64 {
+        let (open, fresh) = (self.open.load(Relaxed), self.fresh.load(Relaxed));
+        let spoken = open.saturating_sub(fresh) as u64;
+        spoken * CONNECTION_BYTES + fresh as u64 * FRESH_BYTES
+    }
+
     /// What the connections that have received nothing yet will hold besides what they
     /// hold now, once their bytes come.
     pub(crate) fn coming_bytes(&self) -> u64 {
@@ -335,7 +353,12 @@ mod tests {
     fn the_longest_idle_go_first_and_never_one_with_a_request_or_untracked() {
         let connections = Connections::new(None);
         let links: Vec<Arc<Link>> = (0..20).map(|i| connections.opened(i * 100).1).collect();
-        links.iter().for_each(|link| link.track());
+        links.iter().enumerate().for_each(|(i, link)| {
+            link.track();
+            link.touch(i as u64 * 100);
+        });
+        let silent = connections.opened(0).1;
+        silent.track();
         links[0].began();
         links[19].tracked.store(false, Relaxed);
         // At 1,500 ms, links 1 to 5 have been idle 1 s or more (1,400 to 1,000 ms).
@@ -351,6 +374,7 @@ mod tests {
         assert_eq!(connections.give_back_idle(60_000), 2);
         assert!(!links[0].closing.load(Relaxed), "a request in flight");
         assert!(!links[19].closing.load(Relaxed), "requests not counted");
+        assert!(!silent.closing.load(Relaxed), "nothing received yet");
         links[0].ended(60_000);
         assert_eq!(connections.figures().closed_idle, 4);
     }

@@ -228,8 +228,6 @@ pub(crate) struct Controller {
     queue: Mutex<Queue>,
     /// The queue's length, written under the lock and read without it.
     queued: AtomicUsize,
-    /// Of those, the waiters memory held back (see [`Queue::for_memory`]).
-    queued_for_memory: AtomicUsize,
     counters: Counters,
     /// Observe only: see [`observe`].
     past: PastLimits,
@@ -279,7 +277,6 @@ impl Controller {
             memory,
             state: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
-            queued_for_memory: AtomicUsize::new(0),
             counters: Counters::default(),
             past: PastLimits::default(),
             clock_ms: AtomicU64::new(0),

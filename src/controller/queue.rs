@@ -111,8 +111,6 @@ pub(super) struct Waiter {
     /// The CPU work it adds to the queue's: its own if only the CPU held it back when it
     /// joined, else none (a waiter for memory does not delay those waiting for the CPU).
     cpu_us: u64,
-    /// Whether memory held it back when it joined.
-    for_memory: bool,
 }
 
 /// What makes waiters alike for a grant: one of them held back means all of them are.
@@ -173,8 +171,6 @@ pub(super) struct Queue {
     next_arrival: u64,
     /// The CPU work of the waiters only the CPU held back when they joined, in microseconds.
     cpu_us: u64,
-    /// The waiters memory held back when they joined.
-    for_memory: usize,
     /// When the queue last went from empty to waiting, in nanoseconds.
     line_since_ns: u64,
 }
@@ -189,9 +185,8 @@ fn rank_of(id: u64) -> usize {
 }
 
 impl Queue {
-    /// Queues `ask`, arrived at `now_ns`, held back by the CPU alone (`for_cpu`), by memory
-    /// (`for_memory`), or by something else.
-    pub(super) fn push(&mut self, ask: Ask, now_ns: u64, for_cpu: bool, for_memory: bool) -> u64 {
+    /// Queues `ask`, arrived at `now_ns`, held back by the CPU alone (`for_cpu`) or not.
+    pub(super) fn push(&mut self, ask: Ask, now_ns: u64, for_cpu: bool) -> u64 {
         let id = key_range(ask.priority.rank()).start | self.next_arrival;
         self.next_arrival += 1;
         let cpu_us = if for_cpu { ask.cpu_us } else { 0 };
@@ -206,10 +201,8 @@ impl Queue {
             waker: None,
             since_ns: now_ns,
             cpu_us,
-            for_memory,
         };
         self.cpu_us += cpu_us;
-        self.for_memory += usize::from(for_memory);
         self.waiters.insert(id, waiter);
         id
     }
@@ -218,13 +211,7 @@ impl Queue {
     fn take(&mut self, id: u64) -> Option<Waiter> {
         let waiter = self.waiters.remove(&id)?;
         self.cpu_us -= waiter.cpu_us;
-        self.for_memory -= usize::from(waiter.for_memory);
         Some(waiter)
-    }
-
-    /// How many waiters memory held back when they joined.
-    pub(super) fn for_memory(&self) -> usize {
-        self.for_memory
     }
 
     /// Whether the queue has had waiters, without a break, for [`STANDING_NS`] up to
@@ -454,7 +441,7 @@ mod tests {
     fn queue(charges: &[u64]) -> Queue {
         let mut queue = Queue::default();
         for &charge in charges {
-            queue.push(ask(charge), 0, true, false);
+            queue.push(ask(charge), 0, true);
         }
         queue
     }
@@ -522,7 +509,7 @@ mod tests {
     fn the_head_holds_the_line_once_it_would_fit_but_for_those_that_passed_it() {
         let mut q = queue(&[100]);
         for _ in 0..150 {
-            q.push(ask(1), 0, true, false);
+            q.push(ask(1), 0, true);
         }
         let mut room = 60;
         assert_eq!(
@@ -544,7 +531,7 @@ mod tests {
     fn the_head_holds_the_line_after_max_passes() {
         let mut q = queue(&[u64::MAX]);
         for _ in 0..MAX_PASSES + 5 {
-            q.push(ask(0), 0, true, false);
+            q.push(ask(0), 0, true);
         }
         let mut room = u64::MAX - 1;
         assert_eq!(admit_within(&mut q, &mut room), MAX_PASSES as usize);
@@ -571,7 +558,7 @@ mod tests {
             (Priority::Normal, 4),
             (Priority::Critical, 5),
         ] {
-            q.push(ask_as(priority, charge), 0, true, false);
+            q.push(ask_as(priority, charge), 0, true);
         }
         assert!(q.holds_back(Priority::Normal));
         assert_eq!(offer_order(&mut q), [3, 5, 2, 4, 1]);
@@ -580,7 +567,7 @@ mod tests {
     #[test]
     fn a_starving_priority_goes_first_once() {
         let mut q = Queue::default();
-        let sheddable = q.push(ask_as(Priority::Sheddable, 1), 0, true, false);
+        let sheddable = q.push(ask_as(Priority::Sheddable, 1), 0, true);
         for _ in 0..MAX_OVERTAKES {
             assert!(q.starving().is_none());
             q.admitted(Priority::Critical);
@@ -590,8 +577,8 @@ mod tests {
             q.holds_back(Priority::Critical),
             "its turn: even critical queues"
         );
-        q.push(ask_as(Priority::Critical, 2), 0, true, false);
-        q.push(ask_as(Priority::Normal, 3), 0, true, false);
+        q.push(ask_as(Priority::Critical, 2), 0, true);
+        q.push(ask_as(Priority::Normal, 3), 0, true);
         assert_eq!(offer_order(&mut q), [1, 2, 3]);
         assert!(q.starving().is_none(), "served: the count starts again");
     }
@@ -602,7 +589,7 @@ mod tests {
         for _ in 0..2 * MAX_OVERTAKES {
             q.admitted(Priority::Critical);
         }
-        q.push(ask_as(Priority::Normal, 1), 0, true, false);
+        q.push(ask_as(Priority::Normal, 1), 0, true);
         assert!(q.starving().is_none());
         assert!(!q.holds_back(Priority::Critical));
     }
@@ -610,12 +597,12 @@ mod tests {
     #[test]
     fn a_starving_waiter_holds_the_line_once_it_would_fit_but_for_those_that_passed_it() {
         let mut q = Queue::default();
-        q.push(ask_as(Priority::Normal, 10), 0, true, false);
+        q.push(ask_as(Priority::Normal, 10), 0, true);
         for _ in 0..MAX_OVERTAKES {
             q.admitted(Priority::Critical);
         }
         for _ in 0..20 {
-            q.push(ask_as(Priority::Critical, 1), 0, true, false);
+            q.push(ask_as(Priority::Critical, 1), 0, true);
         }
         let mut room = 9;
         assert_eq!(admit_within(&mut q, &mut room), 9, "criticals pass it");
@@ -630,9 +617,9 @@ mod tests {
     #[test]
     fn a_full_queue_gives_the_newest_lowest_waiter_s_place() {
         let mut q = Queue::default();
-        let normal = q.push(ask_as(Priority::Normal, 1), 0, true, false);
-        let old = q.push(ask_as(Priority::Sheddable, 2), 0, true, false);
-        let new = q.push(ask_as(Priority::Sheddable, 3), 0, true, false);
+        let normal = q.push(ask_as(Priority::Normal, 1), 0, true);
+        let old = q.push(ask_as(Priority::Sheddable, 2), 0, true);
+        let new = q.push(ask_as(Priority::Sheddable, 3), 0, true);
         assert!(
             q.evict_below(Priority::Sheddable, |_| Limit::Memory)
                 .is_none()
@@ -667,20 +654,10 @@ mod tests {
     }
 
     #[test]
-    fn counts_the_waiters_memory_held_back_until_they_leave() {
-        let mut q = Queue::default();
-        let for_memory = q.push(ask(1), 0, false, true);
-        q.push(ask(2), 0, true, false);
-        assert_eq!(q.for_memory(), 1);
-        q.leave(for_memory);
-        assert_eq!(q.for_memory(), 0);
-    }
-
-    #[test]
     fn old_waiters_held_for_the_cpu_are_shed_and_those_held_for_memory_keep_their_place() {
         let mut q = queue(&[1, 64, 1]);
         let old: Vec<u64> = q.waiters.keys().copied().collect();
-        let young = q.push(ask(1), 30_000_000, true, false);
+        let young = q.push(ask(1), 30_000_000, true);
         assert_eq!(q.cpu_us(), 4);
         // Charge 64 waits for memory; the others for the CPU, 20 ms at most.
         let too_long =

@@ -80,8 +80,7 @@ impl Controller {
                 limit,
             ));
         }
-        let for_memory = !for_cpu && self.blame(state, memory, ask) == Limit::Memory;
-        let id = queue.push(ask, self.clock.now_ns(), for_cpu, for_memory);
+        let id = queue.push(ask, self.clock.now_ns(), for_cpu);
         self.state.fetch_or(QUEUED, SeqCst);
         // A release between the failed try and the bit did not see the bit: check again, now
         // that every later release will. This may grant the new ticket itself.
@@ -178,7 +177,6 @@ impl Controller {
             self.state.fetch_and(!QUEUED, SeqCst);
         }
         self.queued.store(queue.len(), Relaxed);
-        self.queued_for_memory.store(queue.for_memory(), Relaxed);
         wakers
     }
 
