@@ -2,8 +2,9 @@
 //!
 //! The layer sees requests; a connection costs memory before its first request and between
 //! two (buffers, its task: about 28 KiB an idle HTTP/1 or HTTP/2 connection with the
-//! example server, measured over 2,000 of them), and a flood of new ones costs accept work and memory before any request
-//! reaches a layer. A listener made from the pool ([`Admission::listener`]):
+//! example server, measured over 2,000 of them), and a flood of new ones costs accept work
+//! and memory before any request reaches a layer. A listener made from the pool
+//! ([`Admission::listener`](crate::Admission::listener)):
 //!
 //! - **counts** every connection it accepts, and holds its bytes in the memory spoken for
 //!   while it is open (4 KiB until its first bytes come, 28 KiB from then on): admission

@@ -132,7 +132,7 @@ pub(crate) struct Connections {
     /// Of those, the ones that have received no bytes yet, and hold less than they will.
     fresh: AtomicUsize,
     /// Every open connection; a slot is freed when its connection closes.
-    links: Mutex<Vec<Option<Arc<Link>>>>,
+    links: Mutex<Links>,
     /// Accepts waiting for room.
     accepts: Mutex<Vec<Waker>>,
     /// Whether accepting is paused now, and how many times it paused.
@@ -141,6 +141,36 @@ pub(crate) struct Connections {
     /// Idle connections asked to close under pressure.
     closed_idle: AtomicU64,
     log: LogThrottle,
+}
+
+/// The open connections' links, in slots reused as connections close (in O(1): a list of
+/// the free ones).
+#[derive(Debug, Default)]
+struct Links {
+    slots: Vec<Option<Arc<Link>>>,
+    free: Vec<usize>,
+}
+
+impl Links {
+    fn insert(&mut self, link: Arc<Link>) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(link);
+                slot
+            }
+            None => {
+                self.slots.push(Some(link));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: usize) {
+        if let Some(link) = self.slots.get_mut(slot).and_then(Option::take) {
+            drop(link);
+            self.free.push(slot);
+        }
+    }
 }
 
 /// How the pool's connections stand, for the snapshot.
@@ -159,7 +189,7 @@ impl Connections {
             counted: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             fresh: AtomicUsize::new(0),
-            links: Mutex::new(Vec::new()),
+            links: Mutex::new(Links::default()),
             accepts: Mutex::new(Vec::new()),
             paused: AtomicBool::new(false),
             pauses: AtomicU64::new(0),
@@ -263,36 +293,26 @@ impl Connections {
         self.fresh.fetch_sub(1, Relaxed);
     }
 
-    /// Counts a connection accepted at `now_ms`, fresh; its slot, for [`close`](Self::close).
+    /// Counts a connection accepted at `now_ms`, fresh; its slot, for [`closed`](Self::closed).
     pub(crate) fn opened(&self, now_ms: u64) -> (usize, Arc<Link>) {
         let link = Arc::new(Link::default());
         link.idle_since_ms.store(now_ms, Relaxed);
         self.open.fetch_add(1, Relaxed);
         self.fresh.fetch_add(1, Relaxed);
-        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = match links.iter().position(Option::is_none) {
-            Some(free) => {
-                links[free] = Some(Arc::clone(&link));
-                free
-            }
-            None => {
-                links.push(Some(Arc::clone(&link)));
-                links.len() - 1
-            }
-        };
+        let slot = self
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(Arc::clone(&link));
         (slot, link)
     }
 
     /// The connection in `slot` closed.
     pub(crate) fn closed(&self, slot: usize) {
-        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(link) = links.get_mut(slot) {
-            *link = None;
-        }
-        while links.last().is_some_and(Option::is_none) {
-            links.pop();
-        }
-        drop(links);
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(slot);
         self.open.fetch_sub(1, Relaxed);
         self.wake_accepts();
     }
@@ -304,6 +324,7 @@ impl Connections {
             .links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .slots
             .iter()
             .flatten()
             .filter_map(|link| {
