@@ -3,11 +3,13 @@
 //! while it is open, accepted only while there is room for one more, and the idle ones
 //! asked to close, oldest first, while memory is short.
 //!
-//! **Room.** A connection is accepted while fewer than the maximum are open and the memory
-//! spoken for is within the budget; otherwise accepting pauses, and the kernel's backlog holds
-//! the connections that come meanwhile (the cheapest queue there is). Each accepted one adds
-//! its bytes at once, so a flood of connections is seen before the next reading; the pause
-//! lets one connection past the budget at most.
+//! **Room.** A connection is accepted while fewer than the maximum are open, the memory
+//! spoken for leaves room for one more (with what the fresh ones will hold once their first
+//! bytes come), and, while connections hold half the budget or more, no request waits in the
+//! queue: then the requests of open connections go first. Otherwise accepting pauses, and the
+//! kernel's backlog holds the connections that come meanwhile (the cheapest queue there is).
+//! Each accepted one adds its bytes at once, so a flood of connections is seen before the
+//! next reading.
 //!
 //! **Idle connections given back.** While memory spoken for is within a sixteenth of the
 //! budget, or accepts wait for room, each sample asks the connections that have had no
@@ -166,8 +168,7 @@ impl Links {
     }
 
     fn remove(&mut self, slot: usize) {
-        if let Some(link) = self.slots.get_mut(slot).and_then(Option::take) {
-            drop(link);
+        if self.slots.get_mut(slot).and_then(Option::take).is_some() {
             self.free.push(slot);
         }
     }
@@ -218,7 +219,7 @@ impl Connections {
     }
 
     /// `Ready` while one more connection may be accepted at `now_ms`: fewer than the maximum
-    /// are open and `memory_room` (the memory spoken for is within the budget). Otherwise the
+    /// are open and `memory_room` (see `Controller::poll_accept`). Otherwise the
     /// accept waits for [`wake_accepts`](Self::wake_accepts); a pause that begins is counted
     /// and logged (once a second at most).
     pub(crate) fn poll_room(
@@ -247,7 +248,7 @@ impl Connections {
                     "accepting paused: {}",
                     match memory_room {
                         true => "as many connections open as may be",
-                        false => "memory spoken for is over the budget",
+                        false => "no room in the memory budget for one more connection",
                     }
                 );
             }

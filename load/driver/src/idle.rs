@@ -82,7 +82,7 @@ fn client(
 ) -> (BTreeMap<u16, u64>, u64) {
     let mut answers = BTreeMap::new();
     let mut cut = 0;
-    let mut draw = crate::client::Draw(u64::from(i) * 0x9e37_79b9_7f4a_7c15 | 1);
+    let mut draw = crate::client::Draw(u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     while Instant::now() < deadline {
         let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
             not_accepted.fetch_add(1, Relaxed);
