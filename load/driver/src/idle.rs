@@ -155,3 +155,37 @@ fn request(stream: &mut TcpStream, path: &str, deadline: Instant) -> Option<Opti
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers one request on each connection, then closes it.
+    fn answer_once_then_close() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut buf = [0; 1024];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_client_counts_its_answers_and_reconnects_when_the_server_closes() {
+        let addr = answer_once_then_close();
+        let (given_back, not_accepted) = (AtomicU64::new(0), AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_millis(900);
+        let (answers, cut) = client(addr, "/", 1, deadline, (&given_back, &not_accepted));
+        assert_eq!(cut, 0);
+        let served = answers.get(&200).copied().unwrap_or(0);
+        assert!(served >= 2, "reconnected after each close: {answers:?}");
+        assert!(given_back.load(Relaxed) >= served - 1);
+        assert_eq!(not_accepted.load(Relaxed), 0);
+    }
+}
