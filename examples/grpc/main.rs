@@ -4,13 +4,16 @@
 //! Run with
 //!
 //! ```text
-//! ADMISSION_MAX_CONCURRENCY=1 ADMISSION_QUEUE_CAPACITY=0 cargo run --example grpc
+//! ADMISSION_MAX_CONCURRENCY=1 ADMISSION_QUEUE_CAPACITY=0 cargo run --features tonic --example grpc
 //! ```
 //!
 //! and call it with any gRPC client (`greeter.rs` has the messages): while one `SayHello`
 //! with `work_ms: 2000` runs, the next gets `UNAVAILABLE` with the reason and the limit in
 //! its message and `grpc-retry-pushback-ms` in its metadata, and `grpc.health.v1.Health/Check`
 //! still answers `SERVING`.
+//!
+//! Connections come through the pool's listener (`AdmissionListener::incoming`, feature
+//! `tonic`): counted against the memory budget, accepting paused when there is no room.
 //!
 //! Configuration comes from the `ADMISSION_*` variables and `LISTEN_ADDR` (default
 //! `127.0.0.1:50051`). A bad configuration exits with status 2 before the port is bound;
@@ -61,16 +64,25 @@ async fn main() -> ExitCode {
         .set_service_status("greeter.Greeter", tonic_health::ServingStatus::Serving)
         .await;
     // tonic lifts hyper's HTTP/2 limits unless they are set: set them back.
-    let served = Server::builder()
+    let router = Server::builder()
         .max_concurrent_streams(Some(200))
         .http2_max_pending_accept_reset_streams(Some(20))
         .http2_max_local_error_reset_streams(Some(1024))
         .timeout(Duration::from_secs(90))
         .layer(admission.layer())
         .add_service(health_service)
-        .add_service(greeter::GreeterServer)
-        .serve(addr)
-        .await;
+        .add_service(greeter::GreeterServer);
+    let served = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            router
+                .serve_with_incoming(admission.listener(listener).incoming())
+                .await
+        }
+        Err(error) => {
+            eprintln!("cannot listen on {addr}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
