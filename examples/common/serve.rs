@@ -16,8 +16,9 @@
 //! - **Request body limit**: `/ingest` reads at most 64 MiB (see `routes`); the admission
 //!   layer answers 413 at once to a `Content-Length` above the whole memory budget.
 //! - **Connections counted** (with [`Listener::Admission`], the admission pool's listener):
-//!   each holds its bytes in the memory spoken for while open, accepting pauses while memory
-//!   is over the budget, and idle connections are shut down gracefully when the pool asks.
+//!   each holds its bytes in the memory spoken for while open, accepting pauses while there
+//!   is no room for one more, and idle connections are shut down gracefully when the pool
+//!   asks.
 //! - **Graceful shutdown** on SIGINT or SIGTERM: stop accepting, call `on_shutdown` (the
 //!   server closes its admission pool there, so queued requests get 503 + `Retry-After` at
 //!   once instead of waiting out their deadline), let admitted requests finish, for
@@ -106,16 +107,15 @@ pub async fn serve(
             match &mut listener {
                 Listener::Admission(listener) => listener.accept().await.map(|(stream, _)| {
                     let _ = stream.get_ref().set_nodelay(true);
-                    let handle = stream.handle();
-                    (Stream::Counted(stream), Some(handle))
+                    Stream::Counted(stream)
                 }),
                 Listener::Plain(listener) => listener.accept().await.map(|(stream, _)| {
                     let _ = stream.set_nodelay(true);
-                    (Stream::Plain(stream), None)
+                    Stream::Plain(stream)
                 }),
             }
         };
-        let (stream, handle) = tokio::select! {
+        let stream = tokio::select! {
             accepted = accept => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -135,7 +135,7 @@ pub async fn serve(
         let shutting_down = shutting_down.clone();
         match stream {
             Stream::Counted(stream) => {
-                let handle = handle.expect("a counted connection has a handle");
+                let handle = stream.handle();
                 let service = handle.track(service);
                 let closing = handle.closing();
                 connections.spawn(serve_connection(

@@ -94,7 +94,7 @@ impl OpenConnection {
     /// buffers of its own, so it holds [`CONNECTION_BYTES`].
     #[inline]
     pub(crate) fn received(&self) {
-        self.link.touch(self.controller.clock.now_ms());
+        self.link.touch();
         if !self.spoke.load(Relaxed) && !self.spoke.swap(true, Relaxed) {
             self.controller
                 .footprint

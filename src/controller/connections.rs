@@ -57,6 +57,9 @@ pub(crate) struct Link {
     /// Whether it has received bytes: one that has not may have a request its server has
     /// not read yet, and is not given back (the server's header read timeout ends it).
     heard: AtomicBool,
+    /// Whether it received bytes since a give-back pass last looked at it: a flag, so that
+    /// reads do not read the clock.
+    heard_lately: AtomicBool,
     /// Whether the pool asked it to close.
     closing: AtomicBool,
     /// Who waits for that.
@@ -74,10 +77,12 @@ impl Link {
         self.requests.fetch_add(1, Relaxed);
     }
 
-    /// It received bytes at `now_ms`: a request may be beginning, so it is not idle.
-    pub(crate) fn touch(&self, now_ms: u64) {
-        self.idle_since_ms.store(now_ms, Relaxed);
-        self.heard.store(true, Relaxed);
+    /// It received bytes: a request may be beginning, so it is not idle.
+    #[inline]
+    pub(crate) fn touch(&self) {
+        if !self.heard_lately.load(Relaxed) {
+            self.heard_lately.store(true, Relaxed);
+        }
     }
 
     /// A request on it ended (its response body too) at `now_ms`.
@@ -100,8 +105,14 @@ impl Link {
         }
     }
 
-    /// How long it has been idle at `now_ms`, if it is.
+    /// How long it has been idle at `now_ms`, if it is. Bytes received since the last look
+    /// count as received now.
     fn idle_for_ms(&self, now_ms: u64) -> Option<u64> {
+        if self.heard_lately.swap(false, Relaxed) {
+            self.heard.store(true, Relaxed);
+            self.idle_since_ms.store(now_ms, Relaxed);
+            return None;
+        }
         let idle = self.tracked.load(Relaxed)
             && self.heard.load(Relaxed)
             && !self.closing.load(Relaxed)
@@ -375,10 +386,14 @@ mod tests {
     fn the_longest_idle_go_first_and_never_one_with_a_request_or_untracked() {
         let connections = Connections::new(None);
         let links: Vec<Arc<Link>> = (0..20).map(|i| connections.opened(i * 100).1).collect();
-        links.iter().enumerate().for_each(|(i, link)| {
+        links.iter().for_each(|link| {
             link.track();
-            link.touch(i as u64 * 100);
+            link.touch();
         });
+        // A first look sees what each received: link i at i × 100 ms.
+        for (i, link) in links.iter().enumerate() {
+            assert_eq!(link.idle_for_ms(i as u64 * 100), None, "heard lately");
+        }
         let silent = connections.opened(0).1;
         silent.track();
         links[0].began();
