@@ -17,9 +17,10 @@
 //!   anything;
 //! - **gives idle connections back**: while memory spoken for is within a sixteenth of the
 //!   budget, or accepts wait for room, each sample asks a few of the connections that have
-//!   had no request for a second or more to close, oldest idle first. Only connections
-//!   whose requests are counted ([`ConnectionHandle::track`]) can be idle, and only a server
-//!   that listens for [`ConnectionHandle::closing`] can close one: hyper's graceful
+//!   had neither a request nor a byte for a second or more to close, oldest idle first
+//!   (one that has never sent a byte is left to the server's header timeout). Only
+//!   connections whose requests are counted ([`ConnectionHandle::track`]) can be idle, and
+//!   only a server that listens for [`ConnectionHandle::closing`] can close one: hyper's graceful
 //!   shutdown closes an idle HTTP/1 connection at once and lets a request in flight finish,
 //!   and sends HTTP/2's `GOAWAY`. A request in flight is never cut.
 //!

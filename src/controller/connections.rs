@@ -12,11 +12,13 @@
 //! next reading.
 //!
 //! **Idle connections given back.** While memory spoken for is within a sixteenth of the
-//! budget, or accepts wait for room, each sample asks the connections that have had no
-//! request for [`IDLE_AFTER_MS`] or more to close, oldest idle first, a few at a time (an
-//! eighth of them, 1 to 32, as nginx reuses connections): the memory goes to requests that
-//! do work. Only connections whose requests are counted can be idle; the server shuts a
-//! connection down gracefully when asked, so a request in flight is never cut.
+//! budget, or accepts wait for room, each sample asks the connections that have had neither
+//! a request nor a byte for [`IDLE_AFTER_MS`] or more to close (and have had bytes before:
+//! one that has not may hold a request its server has not read), oldest idle first, a few
+//! at a time (an eighth of them, 1 to 32, as nginx reuses connections): the memory goes to
+//! requests that do work. Only connections whose requests are counted can be idle; the
+//! server shuts a connection down gracefully when asked, so a request in flight is never
+//! cut.
 
 use std::{
     sync::{
