@@ -20,9 +20,9 @@
 //!   had neither a request nor a byte for a second or more to close, oldest idle first
 //!   (one that has never sent a byte is left to the server's header timeout). Only
 //!   connections whose requests are counted ([`ConnectionHandle::track`]) can be idle, and
-//!   only a server that listens for [`ConnectionHandle::closing`] can close one: hyper's graceful
-//!   shutdown closes an idle HTTP/1 connection at once and lets a request in flight finish,
-//!   and sends HTTP/2's `GOAWAY`. A request in flight is never cut.
+//!   only a server that listens for [`ConnectionHandle::closing`] can close one: hyper's
+//!   graceful shutdown closes an idle HTTP/1 connection at once and lets a request in
+//!   flight finish, and sends HTTP/2's `GOAWAY`. A request in flight is never cut.
 //!
 //! Counted in `admission_connections`, `admission_accept_pauses_total` and
 //! `admission_idle_connections_closed_total` (and [`Snapshot`](crate::Snapshot)). Every
