@@ -267,19 +267,21 @@ impl Admission {
     }
 
     /// A listener that counts the connections it accepts against this pool, stops accepting
-    /// while memory spoken for is over the budget or `ADMISSION_MAX_CONNECTIONS` are open,
-    /// and gives idle connections back under pressure: see [`listener`](crate::listener).
+    /// while there is no room for one more in the memory budget or `ADMISSION_MAX_CONNECTIONS`
+    /// are open, and gives idle connections back under pressure: see
+    /// [`listener`](crate::listener).
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> std::io::Result<()> {
+    /// use tokio::net::{TcpListener, TcpStream};
     /// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
     ///
-    /// let admission = Admission::with_memory_source(AdmissionConfig::default(), ManualMemory::new(0))
-    ///     .unwrap();
-    /// let listener = admission.listener(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
-    /// let address = listener.local_addr()?;
-    /// # let _ = address;
-    /// assert_eq!(admission.snapshot().connections, 0);
+    /// let config = AdmissionConfig::default();
+    /// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+    /// let mut listener = admission.listener(TcpListener::bind("127.0.0.1:0").await?);
+    /// let _client = TcpStream::connect(listener.local_addr()?).await?;
+    /// let (_connection, _peer) = listener.accept().await?;
+    /// assert_eq!(admission.snapshot().connections, 1);
     /// # Ok(()) }
     /// ```
     pub fn listener(&self, listener: tokio::net::TcpListener) -> AdmissionListener {
