@@ -68,16 +68,7 @@ pub fn parse(text: &str) -> Result<Outcome, String> {
         .filter_map(|(status, class)| Some((status, counts(codes, class)?)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    Ok(Outcome {
-        seconds,
-        statuses,
-        errors,
-        ok_p50: f64::NAN,
-        ok_p99: f64::NAN,
-        job_p50: f64::NAN,
-        job_p99: f64::NAN,
-        ok_at: Vec::new(),
-    })
+    Ok(Outcome::counts(seconds, statuses, errors))
 }
 
 #[cfg(test)]

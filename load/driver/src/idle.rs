@@ -59,16 +59,11 @@ pub fn run(addr: SocketAddr, phase: &Phase) -> Result<Outcome, String> {
         given_back.load(Relaxed),
         not_accepted.load(Relaxed)
     );
-    Ok(Outcome {
-        seconds: began.elapsed().as_secs_f64(),
+    Ok(Outcome::counts(
+        began.elapsed().as_secs_f64(),
         statuses,
         errors,
-        ok_p50: f64::NAN,
-        ok_p99: f64::NAN,
-        job_p50: f64::NAN,
-        job_p99: f64::NAN,
-        ok_at: Vec::new(),
-    })
+    ))
 }
 
 /// One client, connection after connection until `deadline`: the answers it got, and its
