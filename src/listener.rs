@@ -301,6 +301,25 @@ impl tonic::transport::server::Connected for Connection<TcpStream> {
 
 /// One connection as its server sees it: its requests counted, so that the pool can tell
 /// when it is idle, and the pool's request that it close.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> std::io::Result<()> {
+/// use tokio::net::{TcpListener, TcpStream};
+/// use tower_admission::{Admission, AdmissionConfig, ManualMemory};
+///
+/// let config = AdmissionConfig::default();
+/// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
+/// let mut listener = admission.listener(TcpListener::bind("127.0.0.1:0").await?);
+/// let _client = TcpStream::connect(listener.local_addr()?).await?;
+/// let (stream, _peer) = listener.accept().await?;
+/// let connection = stream.handle();
+/// // The service hyper serves on this connection: its requests count on it.
+/// let _service = connection.track(axum::Router::<()>::new());
+/// // In the connection's task, beside the connection future: once this resolves, shut the
+/// // connection down gracefully.
+/// let _closing = connection.closing();
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectionHandle {
     open: Weak<OpenConnection>,
