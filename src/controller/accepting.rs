@@ -50,7 +50,7 @@ impl Controller {
     /// Counts a connection accepted now, holding its bytes while it is open.
     pub(crate) fn open_connection(self: &Arc<Self>) -> OpenConnection {
         self.connections.count_from_now();
-        let (slot, link) = self.connections.opened(self.clock.now_ms());
+        let (slot, link) = self.connections.opened();
         self.footprint.hold(FRESH_BYTES);
         OpenConnection {
             controller: Arc::clone(self),
@@ -65,14 +65,15 @@ impl Controller {
     /// that wait look for room again.
     pub(crate) fn sample_connections(&self) {
         let connections = &self.connections;
-        if connections.figures().open == 0 && !connections.accepts_wait() {
+        let waiting = connections.accepts_wait();
+        if connections.figures().open == 0 && !waiting {
             return;
         }
         let short = self
             .settings
             .budget
             .is_some_and(|budget| self.spoken_for_bytes() > budget - budget / 16);
-        if short || connections.accepts_wait() {
+        if short || waiting {
             connections.give_back_idle(self.clock.now_ms());
         }
         connections.wake_accepts();

@@ -46,19 +46,20 @@ pub(crate) const IDLE_AFTER_MS: u64 = 1_000;
 /// The most connections asked to close in one sample.
 const MOST_CLOSED: usize = 32;
 
+/// A connection not heard from yet: one that has received nothing may have a request its
+/// server has not read, and is not given back (the server's header read timeout ends it).
+const NEVER: u64 = u64::MAX;
+
 /// One open connection, as the pool sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Link {
     /// Its requests in flight, response bodies included.
     requests: AtomicUsize,
     /// When its last request ended, or it last received bytes, in milliseconds on the pool's
-    /// clock.
+    /// clock; [`NEVER`] until then.
     idle_since_ms: AtomicU64,
     /// Whether its requests are counted: only then can it be told idle.
     tracked: AtomicBool,
-    /// Whether it has received bytes: one that has not may have a request its server has
-    /// not read yet, and is not given back (the server's header read timeout ends it).
-    heard: AtomicBool,
     /// Whether it received bytes since a give-back pass last looked at it: a flag, so that
     /// reads do not read the clock.
     heard_lately: AtomicBool,
@@ -66,6 +67,19 @@ pub(crate) struct Link {
     closing: AtomicBool,
     /// Who waits for that.
     waker: Mutex<Option<Waker>>,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self {
+            requests: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(NEVER),
+            tracked: AtomicBool::new(false),
+            heard_lately: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        }
+    }
 }
 
 impl Link {
@@ -111,15 +125,15 @@ impl Link {
     /// count as received now.
     fn idle_for_ms(&self, now_ms: u64) -> Option<u64> {
         if self.heard_lately.swap(false, Relaxed) {
-            self.heard.store(true, Relaxed);
             self.idle_since_ms.store(now_ms, Relaxed);
             return None;
         }
+        let since = self.idle_since_ms.load(Relaxed);
         let idle = self.tracked.load(Relaxed)
-            && self.heard.load(Relaxed)
+            && since != NEVER
             && !self.closing.load(Relaxed)
             && self.requests.load(Relaxed) == 0;
-        idle.then(|| now_ms.saturating_sub(self.idle_since_ms.load(Relaxed)))
+        idle.then(|| now_ms.saturating_sub(since))
     }
 
     fn close(&self) {
@@ -307,10 +321,9 @@ impl Connections {
         self.fresh.fetch_sub(1, Relaxed);
     }
 
-    /// Counts a connection accepted at `now_ms`, fresh; its slot, for [`closed`](Self::closed).
-    pub(crate) fn opened(&self, now_ms: u64) -> (usize, Arc<Link>) {
+    /// Counts a connection accepted now, fresh; its slot, for [`closed`](Self::closed).
+    pub(crate) fn opened(&self) -> (usize, Arc<Link>) {
         let link = Arc::new(Link::default());
-        link.idle_since_ms.store(now_ms, Relaxed);
         self.open.fetch_add(1, Relaxed);
         self.fresh.fetch_add(1, Relaxed);
         let slot = self
@@ -371,8 +384,8 @@ mod tests {
     fn accepts_pause_at_the_maximum_or_without_memory_and_each_pause_counts_once() {
         let connections = Connections::new(Some(2));
         assert_eq!(poll_room(&connections, true), Poll::Ready(()));
-        let (first, _) = connections.opened(0);
-        connections.opened(0);
+        let (first, _) = connections.opened();
+        connections.opened();
         assert_eq!(poll_room(&connections, true), Poll::Pending);
         assert_eq!(poll_room(&connections, true), Poll::Pending);
         assert!(connections.accepts_wait());
@@ -387,7 +400,7 @@ mod tests {
     #[test]
     fn the_longest_idle_go_first_and_never_one_with_a_request_or_untracked() {
         let connections = Connections::new(None);
-        let links: Vec<Arc<Link>> = (0..20).map(|i| connections.opened(i * 100).1).collect();
+        let links: Vec<Arc<Link>> = (0..20).map(|_| connections.opened().1).collect();
         links.iter().for_each(|link| {
             link.track();
             link.touch();
@@ -396,7 +409,7 @@ mod tests {
         for (i, link) in links.iter().enumerate() {
             assert_eq!(link.idle_for_ms(i as u64 * 100), None, "heard lately");
         }
-        let silent = connections.opened(0).1;
+        let silent = connections.opened().1;
         silent.track();
         links[0].began();
         links[19].tracked.store(false, Relaxed);
