@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::{
     BoxError,
-    controller::Permit,
+    controller::permit::Permit,
     data_rate::{Direction, MinDataRate, TooSlow, WriteMeter},
     grpc::{self, Code, Dialect},
     rejection::Rejection,

@@ -40,7 +40,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::{
-    controller::{Controller, Held},
+    controller::{Controller, held::HeldBytes},
     data_rate::{MinDataRate, TooSlow},
     discarded::Discard,
     request_body::MinRateBody,
@@ -156,7 +156,7 @@ pin_project! {
         read: u64,
         // The largest frame so far: what hyper's read buffer holds.
         largest: u64,
-        held: Held,
+        held: HeldBytes,
     }
 }
 

@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use crate::{
     body::{self, AdmissionBody},
-    controller::{Controller, Held, Permit, Ticket},
+    controller::{Controller, held::HeldBytes, permit::Permit, ticket::Ticket},
     data_rate::MinDataRate,
     discard::Unread,
     grpc::Dialect,
@@ -116,7 +116,7 @@ pin_project! {
         refusing: Arc<Refusing>,
         serving: Serving,
         // What the request holds while it waits, counted as memory spoken for.
-        held: Held,
+        held: HeldBytes,
         // Whether the deadline is its client's, shorter than the queue timeout.
         clients: bool,
     }

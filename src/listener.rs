@@ -106,7 +106,7 @@ use tokio::{
 };
 use tower_service::Service;
 
-use crate::controller::{Controller, OpenConnection};
+use crate::controller::{Controller, accepting::OpenConnection};
 
 /// A TCP listener that counts the connections it accepts against its admission pool (see
 /// the [module](self)): made by [`Admission::listener`](crate::Admission::listener).

@@ -5,7 +5,10 @@ use std::{fmt, sync::Arc, time::Duration};
 use http::Request;
 
 use crate::{
-    controller::{Charge, ClassId, Controller, Permit},
+    controller::{
+        ClassId, Controller,
+        permit::{Charge, Permit},
+    },
     rejection::{Limit, Reason, Rejection},
 };
 

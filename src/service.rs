@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use crate::{
     body::AdmissionBody,
-    controller::{Acquired, Controller, CostClass},
+    controller::{Controller, CostClass, admit::Acquired},
     discard::declared_length,
     future::ResponseFuture,
     http_settings::HttpSettings,

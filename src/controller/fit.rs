@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::{
-    Ask, Controller,
+    Controller,
+    inputs::{Ask, Reading},
     word::{QUEUED, charge, charged_bytes, in_flight, kib},
 };
 use crate::{memory::MemoryFailure, priority::Priority, rejection::Limit};
@@ -13,14 +14,6 @@ use crate::{memory::MemoryFailure, priority::Priority, rejection::Limit};
 /// leaves this fraction (1/64) of the budget free: room for what no request is charged for,
 /// such as connection buffers, so that the overshoot stays within one request.
 pub(super) const PROBE_MARGIN: u64 = 64;
-
-/// Whether the memory reading was just taken (by the sampler), or is the last one it took
-/// (up to an interval old). "Stale" is kept for a reading too old to be trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Reading {
-    Fresh,
-    Last,
-}
 
 /// How a request of some charge stands against the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,17 +20,17 @@
 //! each other.
 
 use std::sync::{
-    Arc, OnceLock,
+    OnceLock,
     atomic::{AtomicU64, Ordering::Relaxed},
 };
 
-use super::Controller;
 use crate::memory::shared::Departure;
 
 #[derive(Debug)]
 pub(crate) struct Footprint {
     baseline: AtomicU64,
-    /// Bytes held outside handlers' polls (see [`Held`], `Permit::hold`).
+    /// Bytes held outside handlers' polls (see [`HeldBytes`](super::held::HeldBytes),
+    /// `Permit::hold`).
     held: AtomicU64,
     /// Of those, held by connections discarding refused bodies.
     discarding: AtomicU64,
@@ -147,6 +147,23 @@ impl Footprint {
         self.held.fetch_sub(bytes, Relaxed);
     }
 
+    /// Bytes held by connections discarding refused bodies now.
+    pub(crate) fn discarding(&self) -> u64 {
+        self.discarding.load(Relaxed)
+    }
+
+    /// Holds `bytes` for a connection discarding a refused body.
+    pub(crate) fn hold_discarding(&self, bytes: u64) {
+        self.hold(bytes);
+        self.discarding.fetch_add(bytes, Relaxed);
+    }
+
+    /// Lets go of `bytes` a connection discarding a refused body held.
+    pub(crate) fn let_go_discarding(&self, bytes: u64) {
+        self.let_go(bytes);
+        self.discarding.fetch_sub(bytes, Relaxed);
+    }
+
     /// Learns the baseline from a fresh reading taken with `in_flight` requests in flight.
     pub(crate) fn observe(&self, memory: u64, in_flight: u64) {
         // What waiting holds comes and goes with the load: it is not the baseline.
@@ -156,80 +173,6 @@ impl Footprint {
         } else {
             // Memory below the baseline means the baseline has shrunk (a cache was dropped).
             self.baseline.fetch_min(memory, Relaxed);
-        }
-    }
-}
-
-/// The share of the budget that connections discarding refused bodies may hold together: a
-/// flood of refused uploads must not take the memory that admitted work needs once the
-/// flood ends.
-pub(crate) const DISCARD_SHARE: u64 = 8;
-
-/// Bytes held by a request that is not in flight (queued, or refused and discarding its
-/// body), counted as spoken for until dropped.
-#[derive(Debug)]
-pub(crate) struct Held {
-    controller: Arc<Controller>,
-    bytes: u64,
-    /// Held by a connection discarding a refused body.
-    discarding: bool,
-}
-
-impl Controller {
-    /// Holds `bytes` until the [`Held`] is dropped.
-    pub(crate) fn hold(self: &Arc<Self>, bytes: u64) -> Held {
-        self.footprint.hold(bytes);
-        Held {
-            controller: Arc::clone(self),
-            bytes,
-            discarding: false,
-        }
-    }
-
-    /// Holds `bytes` for a connection discarding a refused body, if they fit in the memory
-    /// budget beside what is spoken for, and in the share of it ([`DISCARD_SHARE`]) that
-    /// discards may hold together.
-    pub(crate) fn hold_to_discard(self: &Arc<Self>, bytes: u64) -> Option<Held> {
-        if let Some(budget) = self.settings.budget {
-            let discarding = self.footprint.discarding.load(Relaxed);
-            let over = self.spoken_for_bytes().saturating_add(bytes) > budget
-                || discarding.saturating_add(bytes) > budget / DISCARD_SHARE;
-            if self.memory_refuses(over) {
-                return None;
-            }
-        }
-        self.footprint.discarding.fetch_add(bytes, Relaxed);
-        let mut held = self.hold(bytes);
-        held.discarding = true;
-        Some(held)
-    }
-}
-
-impl Held {
-    pub(crate) fn controller(&self) -> &Controller {
-        &self.controller
-    }
-
-    /// Holds `bytes` in all, if more than now: the connection's buffers grew.
-    pub(crate) fn grow_to(&mut self, bytes: u64) {
-        let Some(more) = bytes.checked_sub(self.bytes).filter(|&more| more > 0) else {
-            return;
-        };
-        let footprint = &self.controller.footprint;
-        footprint.hold(more);
-        if self.discarding {
-            footprint.discarding.fetch_add(more, Relaxed);
-        }
-        self.bytes = bytes;
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let footprint = &self.controller.footprint;
-        footprint.let_go(self.bytes);
-        if self.discarding {
-            footprint.discarding.fetch_sub(self.bytes, Relaxed);
         }
     }
 }

@@ -8,34 +8,17 @@
 
 use std::sync::{
     Arc,
-    atomic::{
-        AtomicUsize,
-        Ordering::{Relaxed, SeqCst},
-    },
+    atomic::Ordering::{Relaxed, SeqCst},
 };
 
 use super::{
-    Acquired, Ask, Controller, Permit,
-    fit::Reading,
-    report::ShedCounts,
+    Controller,
+    admit::Acquired,
+    inputs::{Ask, Reading},
+    permit::Permit,
     word::{MAX_CONCURRENCY, claim, in_flight, kib},
 };
 use crate::rejection::{Limit, Reason};
-
-/// What observing only keeps: the refusals it did not make, and how many requests are in
-/// flight past the limits (each stands for the waiter it would have been).
-#[derive(Debug, Default)]
-pub(super) struct PastLimits {
-    would_reject: ShedCounts,
-    in_flight: AtomicUsize,
-}
-
-impl PastLimits {
-    /// The refusals observing only did not make.
-    pub(super) fn would_reject(&self) -> &ShedCounts {
-        &self.would_reject
-    }
-}
 
 impl Controller {
     /// Admits `ask`, which the limits hold back, past them; counts it as refused if the
@@ -89,6 +72,6 @@ impl Controller {
         let what = "request would be shed (observe only: admitted)";
         let now_ms = self.clock_ms.load(Relaxed);
         let counters = &self.counters;
-        counters.count_shed(&self.past.would_reject, reason, limit, what, now_ms);
+        counters.count_shed(self.past.would_reject(), reason, limit, what, now_ms);
     }
 }

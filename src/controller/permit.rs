@@ -34,10 +34,10 @@ use std::{
 };
 
 use super::{
-    Ask, Controller,
+    Controller,
     classes::ClassId,
     cpu::Demand,
-    fit::Reading,
+    inputs::{Ask, Reading},
     word::{QUEUED, kib},
 };
 use crate::data_rate::{BodyProgress, TooSlow};

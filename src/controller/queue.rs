@@ -33,7 +33,7 @@ use std::{
     time::Duration,
 };
 
-use super::{Ask, classes::ClassId};
+use super::{classes::ClassId, inputs::Ask};
 use crate::priority::Priority;
 use crate::rejection::{Limit, Reason};
 

@@ -3,14 +3,11 @@
 //! (what the CPU gate can admit); and, where processes share a cgroup, what the others have
 //! admitted.
 
-use std::{
-    sync::atomic::Ordering::{Relaxed, SeqCst},
-    time::Duration,
-};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use super::{
     Controller,
-    fit::Reading,
+    inputs::{Reading, Runtime},
     word::{QUEUED, charged_bytes, in_flight},
 };
 use crate::memory::{
@@ -108,13 +105,4 @@ impl Controller {
     pub(crate) fn runtime_is_busy(&self) -> bool {
         self.limit.is_late() || self.cpu.is_saturated()
     }
-}
-
-/// How the runtime runs, as the sampler reads it.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Runtime {
-    /// How late its heartbeat runs.
-    pub(crate) lateness: Duration,
-    /// Its workers (fewer under a CPU quota), once known.
-    pub(crate) workers: Option<usize>,
 }

@@ -10,109 +10,17 @@ use std::{
 };
 
 use super::{
-    Ask, Controller,
+    Controller,
     cpu::Judged,
-    drain::Drain,
+    inputs::Ask,
     word::{charged_bytes, in_flight},
 };
 use crate::{
-    data_rate::{SlowBodies, TooSlow},
-    discarded::Discards,
-    log_throttle::LogThrottle,
+    data_rate::TooSlow,
     priority::Priority,
     rejection::{Limit, Reason, Rejection},
     snapshot::{ClassCost, Snapshot},
 };
-
-/// Shed counts, by reason and limit.
-pub(super) type ShedCounts = [[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()];
-
-/// What the pool counts of its decisions, and logs (throttled): admissions and refusals (by
-/// priority too), admissions over the budget, slow bodies, discarded bodies, and the drain
-/// rate that `Retry-After` is computed from.
-#[derive(Debug)]
-pub(super) struct Counters {
-    admitted: AtomicU64,
-    admitted_over_budget: AtomicU64,
-    rejected: ShedCounts,
-    admitted_by: [AtomicU64; 3],
-    rejected_by: [[AtomicU64; Reason::ALL.len()]; 3],
-    shed_log: LogThrottle,
-    over_budget_log: LogThrottle,
-    slow_bodies: SlowBodies,
-    pub(super) discards: Discards,
-    drain: Drain,
-    /// Waiters that left at their client's deadline, before the queue timeout.
-    client_deadlines: AtomicU64,
-}
-
-impl Default for Counters {
-    fn default() -> Self {
-        Self {
-            admitted: AtomicU64::new(0),
-            admitted_over_budget: AtomicU64::new(0),
-            rejected: Default::default(),
-            admitted_by: Default::default(),
-            rejected_by: Default::default(),
-            shed_log: LogThrottle::new(Duration::from_secs(1)),
-            over_budget_log: LogThrottle::new(Duration::from_secs(1)),
-            slow_bodies: SlowBodies::default(),
-            discards: Discards::default(),
-            drain: Drain::default(),
-            client_deadlines: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Counters {
-    /// Counts a shed in `counts` (the sheds, or those that observing only did not make), and
-    /// logs it as `what`, throttled.
-    pub(super) fn count_shed(
-        &self,
-        counts: &ShedCounts,
-        reason: Reason,
-        limit: Limit,
-        what: &str,
-        now_ms: u64,
-    ) {
-        let total = counts[reason as usize][limit as usize].fetch_add(1, Relaxed) + 1;
-        // At 100k rejections/s a line per rejection would be its own outage.
-        if let Some(suppressed) = self.shed_log.allow(now_ms, total) {
-            tracing::warn!(
-                reason = reason.as_str(),
-                limit = limit.as_str(),
-                total,
-                suppressed,
-                "{what}"
-            );
-        }
-    }
-
-    /// Feeds the drain rate the sampler's tick: what was admitted and refused so far.
-    pub(super) fn tick(&self, queued: bool, now_ms: u64) {
-        let refused = self
-            .rejected
-            .iter()
-            .flatten()
-            .map(|n| n.load(Relaxed))
-            .sum();
-        self.drain
-            .update(self.admitted.load(Relaxed), refused, queued, now_ms);
-    }
-
-    fn note_over_budget(&self, memory: u64, budget: Option<u64>, now_ms: u64) {
-        let total = self.admitted_over_budget.fetch_add(1, Relaxed) + 1;
-        if let Some(suppressed) = self.over_budget_log.allow(now_ms, total) {
-            tracing::warn!(
-                memory,
-                budget,
-                total,
-                suppressed,
-                "nothing in flight: admitting one request over the memory budget"
-            );
-        }
-    }
-}
 
 impl Controller {
     /// Whole seconds a request shed now should wait (see [`drain`](super::drain)), at most

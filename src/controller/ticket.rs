@@ -7,7 +7,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use super::{Ask, Controller, permit::Permit, queue::Left};
+use super::{Controller, inputs::Ask, permit::Permit, queue::Left};
 use crate::priority::Priority;
 use crate::rejection::Rejection;
 

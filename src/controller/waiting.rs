@@ -12,9 +12,13 @@ use std::{
 };
 
 use super::{
-    Acquired, Ask, Controller, Permit, Ticket,
-    fit::{Fit, Reading},
+    Controller,
+    admit::Acquired,
+    fit::Fit,
+    inputs::{Ask, Reading},
+    permit::Permit,
     queue::{Left, Queue, QueueTarget, STANDING_NS, Verdict},
+    ticket::Ticket,
     word::{QUEUED, claim, in_flight, kib, without_in_flight},
 };
 use crate::{

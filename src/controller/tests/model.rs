@@ -19,8 +19,8 @@ use proptest::prelude::*;
 
 use crate::{
     controller::{
-        Acquired, Controller, CostClass, MAX_PASSES, Permit, QueueTarget, Runtime, Settings,
-        Ticket, kib,
+        Controller, CostClass, MAX_PASSES, QueueTarget, Runtime, Settings, admit::Acquired,
+        permit::Permit, ticket::Ticket, word::kib,
     },
     memory::{ManualMemory, MemorySource},
     priority::Priority,

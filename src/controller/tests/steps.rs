@@ -5,8 +5,18 @@ use std::{
     task::{Context, Poll, Wake},
 };
 
-use crate::controller::*;
+use std::{
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use crate::controller::{admit::Acquired, permit::Permit, ticket::Ticket, *};
 use crate::memory::{ManualMemory, MemoryError};
+use crate::{
+    memory::MemoryFailure,
+    priority::Priority,
+    rejection::{Limit, Reason, Rejection},
+};
 use std::sync::atomic::AtomicU64;
 
 const MIB: u64 = 1 << 20;

@@ -1,0 +1,223 @@
+//! Admitting: a request is priced as its class stands, then admitted at once without the
+//! lock when nobody waits and it fits, refused at once when it may not wait, or handed to the
+//! waiting side (see [`waiting`](super::waiting)).
+
+use std::sync::{
+    Arc,
+    atomic::Ordering::{Relaxed, SeqCst},
+};
+
+use super::{
+    Controller, CostClass,
+    classes::ClassId,
+    fit::Fit,
+    inputs::Ask,
+    permit::Permit,
+    ticket::Ticket,
+    word::{QUEUED, claim, in_flight, kib},
+};
+use crate::{
+    priority::Priority,
+    rejection::{Limit, Reason, Rejection},
+};
+
+/// What [`Controller::acquire`] decided.
+#[derive(Debug)]
+pub(crate) enum Acquired {
+    Admitted(Permit),
+    Queued(Ticket),
+    Rejected(Rejection),
+}
+
+impl Controller {
+    /// [`acquire_as`](Self::acquire_as) a `Normal` request.
+    #[cfg(test)]
+    pub(crate) fn acquire(self: &Arc<Self>, class: CostClass, declared: Option<u64>) -> Acquired {
+        self.acquire_as(Priority::Normal, class, declared, String::new)
+    }
+
+    /// Whether requests are told apart by cost class: where memory is charged, or CPU work.
+    pub(crate) fn learns_classes(&self) -> bool {
+        self.settings.budget.is_some() || self.cpu.is_enabled()
+    }
+
+    /// Admits, queues or rejects a request of `priority` and `class` that declared
+    /// `declared` body bytes; `name` names its class if it is the first of it.
+    pub(crate) fn acquire_as(
+        self: &Arc<Self>,
+        priority: Priority,
+        class: CostClass,
+        declared: Option<u64>,
+        name: impl FnOnce() -> String,
+    ) -> Acquired {
+        let declared = declared.unwrap_or(0);
+        let class = match self.learns_classes() {
+            true => self.classes.find(class, name),
+            false => ClassId::OVERFLOW,
+        };
+        let ask = self.priced(Ask {
+            priority,
+            class,
+            charge: 0,
+            declared,
+            least: 0,
+            known: true,
+            cpu_us: 0,
+            body_us: None,
+            long: false,
+        });
+        let Some(budget) = self.settings.budget else {
+            // Without a budget there is nothing to charge, and nothing to pay for charging.
+            return self.acquire_charged(ask);
+        };
+        // Observing only, it goes past the limits, counted there.
+        if declared > budget && !self.settings.observe_only {
+            return Acquired::Rejected(self.reject_admission(
+                priority,
+                Reason::TooLarge,
+                Limit::Memory,
+            ));
+        }
+        if declared > budget {
+            return self.admit_past_limits(self.memory.allocated_bytes(), ask);
+        }
+        self.acquire_charged(ask)
+    }
+
+    /// `ask` priced as its class stands now: its CPU work, and with a budget its charge, the
+    /// least it will cost and whether its class has shown its cost. A waiter is priced again
+    /// when it may go, for its class may have shown its cost meanwhile (a cold start queues
+    /// many on the first guess).
+    pub(super) fn priced(&self, ask: Ask) -> Ask {
+        let Ask {
+            class, declared, ..
+        } = ask;
+        let body_us = self.body_us(class, declared);
+        let ask = Ask {
+            cpu_us: self.cpu_estimate_us(class, declared),
+            body_us,
+            long: self.polls_long(class, declared, body_us.is_some()),
+            ..ask
+        };
+        let Some(budget) = self.settings.budget else {
+            return ask;
+        };
+        // No more than the budget can ever hold beside the baseline: a class that once cost
+        // more than the budget is admitted alone, not only over the budget.
+        let room = budget
+            .saturating_sub(self.footprint.baseline())
+            .max(declared);
+        let charge = self.classes.estimate(class, declared).min(room);
+        Ask {
+            charge,
+            least: self.classes.least(class, declared).min(charge),
+            // Only where polls are measured can a class become known.
+            known: self.thread_allocations.is_none() || self.classes.is_known(class),
+            ..ask
+        }
+    }
+
+    /// Whether the work of a request of `class` that declared `declared` body bytes comes
+    /// once its body has arrived (it declared one, or its class has shown bodies), and how
+    /// long its class's bodies take to; `None` where the CPU gate is off.
+    fn body_us(&self, class: ClassId, declared: u64) -> Option<u64> {
+        if !self.cpu.is_enabled() {
+            return None;
+        }
+        self.classes.body_us(class).or((declared > 0).then_some(0))
+    }
+
+    /// Whether a request of `class` that declared `declared` body bytes polls long enough to
+    /// keep the runtime late by itself (see [`cpu`]): one whose work comes with a `body` may,
+    /// until its class has shown its polls.
+    fn polls_long(&self, class: ClassId, declared: u64, body: bool) -> bool {
+        let long = |ns| self.cpu.polls_long(ns);
+        let poll_ns = self.classes.poll_ns(class, declared);
+        self.cpu.is_enabled()
+            && match body {
+                true => poll_ns.is_none_or(long),
+                false => poll_ns.is_some_and(long),
+            }
+    }
+
+    /// The CPU work a request of `class` that declared `declared` body bytes brings, in
+    /// microseconds: what its class demands for such a body, or what requests in general
+    /// do; 0 where the CPU gate is off.
+    fn cpu_estimate_us(&self, class: ClassId, declared: u64) -> u64 {
+        if !self.cpu.is_enabled() {
+            return 0;
+        }
+        self.classes
+            .cpu_ns(class, declared)
+            .map_or_else(|| self.cpu.typical_us(), |ns| ns.div_ceil(1000))
+    }
+
+    fn acquire_charged(self: &Arc<Self>, ask: Ask) -> Acquired {
+        let memory = self.memory.allocated_bytes();
+        match self.try_admit(memory, ask) {
+            Ok(()) => Acquired::Admitted(Permit::new(Arc::clone(self), ask)),
+            Err(_) if self.settings.observe_only => self.admit_past_limits(memory, ask),
+            // Full, or closed, and no room to wait: answer without the lock. The queue length
+            // may be an instant old, which only matters at the boundary.
+            Err(Fit::Blocked(limit))
+                if ask.priority != Priority::Critical
+                    && (self.queued.load(Relaxed) >= self.settings.queue_capacity
+                        || self.closed.load(SeqCst)) =>
+            {
+                Acquired::Rejected(self.reject_admission(ask.priority, Reason::QueueFull, limit))
+            }
+            Err(_) if self.sheds_at_once(memory, ask) => {
+                let limit = self.blame(self.state.load(SeqCst), memory, ask);
+                Acquired::Rejected(self.reject_admission(ask.priority, Reason::QueueFull, limit))
+            }
+            Err(_) => self.acquire_locked(memory, ask),
+        }
+    }
+
+    /// Whether a request that cannot go at once is refused instead of queueing: a
+    /// `Sheddable` one, while the queue is half full or memory stands above the soft limit.
+    pub(super) fn sheds_at_once(&self, memory: u64, ask: Ask) -> bool {
+        // Whether memory stands above the soft limit, not whether the class is new.
+        let known = Ask { known: true, ..ask };
+        ask.priority == Priority::Sheddable
+            && (self.queued.load(Relaxed) * 2 >= self.settings.queue_capacity
+                || matches!(
+                    self.fit(self.state.load(SeqCst), memory, known),
+                    Fit::Unsure | Fit::Blocked(Limit::Memory)
+                ))
+    }
+
+    /// Admits without the lock if nobody waits and the request fits below the soft limit;
+    /// otherwise says how it stands.
+    fn try_admit(&self, memory: u64, ask: Ask) -> Result<(), Fit> {
+        let mut state = self.state.load(SeqCst);
+        loop {
+            let over_budget = match self.fit(state, memory, ask) {
+                _ if state & QUEUED != 0 => {
+                    return Err(Fit::Blocked(self.blame(state, memory, ask)));
+                }
+                Fit::Fits => false,
+                // Progress guarantee: nothing in flight, nobody waiting, and nowhere to wait
+                // for a fresh reading (otherwise the next sample decides, in `grant`).
+                Fit::Blocked(Limit::Memory)
+                    if in_flight(state) == 0 && self.settings.queue_capacity == 0 =>
+                {
+                    true
+                }
+                other => return Err(other),
+            };
+            match self.state.compare_exchange_weak(
+                state,
+                state + claim(kib(ask.charge)),
+                SeqCst,
+                SeqCst,
+            ) {
+                Ok(_) => {
+                    self.count_admission(ask, over_budget, memory);
+                    return Ok(());
+                }
+                Err(now) => state = now,
+            }
+        }
+    }
+}
