@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Import cycles between the library's modules: exits 1 and names them if any.
 
-Each file of src/ is a module; an arrow goes from a module to every module its `crate::` and
-`super::` paths name (in `use` lines and in code). A module's arrows to its own ancestors (a
-submodule using its parent's types, as `impl Controller` blocks in controller/ do) are not
-counted: a folder is one concern. Any other circle is reported.
+Each file of src/ is a module; an arrow goes from a module to every module its `crate::`,
+`super::` and (in a folder's mod.rs) child paths name, in `use` lines and in code. Arrows to
+the crate root are not counted: lib.rs only re-exports. Arrows from a file to its folder's
+mod.rs are: a file either defines a part its folder's mod.rs may name, or adds to the types
+mod.rs defines, never both. Tests kept at the end of a file may use anything. Any circle is
+reported.
 
     python3 .ci/import-cycles.py [src]
 """
@@ -26,6 +28,8 @@ modules = {module_of(p): p for p in src.rglob("*.rs")}
 
 
 def strip_comments(text):
+    # Tests kept at the end of a file (`#[cfg(test)] mod tests {`) may use anything.
+    text = re.split(r"#\[cfg\(test\)\]\s*(?:pub\S* )?mod \w+ \{", text)[0]
     text = re.sub(r"//[^\n]*", "", text)
     return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
 
@@ -71,6 +75,9 @@ def resolve(module, path):
             if segments.pop(0) == "super" and base:
                 base.pop()
         base, rest = tuple(base), segments
+    elif module + (segments[0],) in modules:
+        # A path from a folder's mod.rs into one of its files (`use fit::Fit;`).
+        base, rest = module, segments
     else:
         return None
     best = None
@@ -88,11 +95,12 @@ for module, path in modules.items():
     for use in re.findall(r"\buse\s+([^;]+);", text):
         paths += expand(use.replace("\n", " "))
     paths += re.findall(r"\b(?:crate|super)(?:::\w+)+", text)
+    paths += re.findall(r"(?<![\w:])\w+(?:::\w+)+", text)
     for p in paths:
         target = resolve(module, p.split(" as ")[0])
         if target is None or target == module:
             continue
-        if module[: len(target)] == target:  # an ancestor: the folder's own face
+        if target == ():  # the crate root only re-exports
             continue
         edges[module].add(target)
 

@@ -4,7 +4,7 @@ use std::{fmt, path::Path, sync::Arc};
 
 use crate::{
     client_deadline::ClientDeadline,
-    config::{AdmissionConfig, ConfigError, MemoryBudget, describe, resolve_budget},
+    config::{AdmissionConfig, ConfigError, MemoryBudget, describe::describe, resolve_budget},
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
     heartbeat::Heartbeat,

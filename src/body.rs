@@ -17,9 +17,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::{
-    BoxError,
     controller::permit::Permit,
-    data_rate::{Direction, MinDataRate, TooSlow, WriteMeter},
+    data_rate::{BoxError, Direction, MinDataRate, TooSlow, WriteMeter},
     grpc::{self, Code, Dialect},
     rejection::Rejection,
     rejection::{Limit, Reason},

@@ -19,7 +19,7 @@
 //! body keeps a small buffer). All discards together hold at most an eighth of the budget;
 //! a refusal with no room for its discard closes the connection instead (`no_room`). And
 //! reading costs CPU: discards read no more than the bodies of admitted requests brought in
-//! lately and 64 MiB a second (`busy` beyond; see [`Discards`](crate::discarded::Discards)):
+//! lately and 64 MiB a second (`busy` beyond; see [`Discards`](crate::rejection::Discards)):
 //! in a storm of retried 1 MiB uploads, reading every refused body while the CPU gate saw
 //! no saturation took the CPU that admitted work needed, and the service served next to
 //! nothing for seconds after the storm had passed.
@@ -42,8 +42,8 @@ use tokio::time::Sleep;
 use crate::{
     controller::{Controller, held::HeldBytes},
     data_rate::{MinDataRate, TooSlow},
-    discarded::Discard,
-    request_body::MinRateBody,
+    rejection::Discard,
+    request_body::{MinRateBody, declared_length},
 };
 
 /// How much of a refused request's body the layer reads and drops before answering.
@@ -242,16 +242,4 @@ impl<B: Body> Future for Discarding<B> {
             .record(outcome, *this.read);
         Poll::Ready(outcome)
     }
-}
-
-/// The request's `Content-Length`, if it declares a valid one.
-pub(crate) fn declared_length<B>(request: &Request<B>) -> Option<u64> {
-    request
-        .headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }

@@ -77,9 +77,6 @@
 )]
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
-/// The error type of the bodies the layer wraps, as tower-http's.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 mod admission;
 mod body;
 mod client_deadline;
@@ -88,7 +85,6 @@ mod controller;
 mod cpu_quota;
 mod data_rate;
 mod discard;
-mod discarded;
 pub mod future;
 mod grpc;
 pub mod guide;
@@ -112,7 +108,6 @@ pub use body::AdmissionBody;
 pub use config::{AdmissionConfig, ConfigError, MemoryBudget};
 pub use controller::{CostClass, QueueTarget};
 pub use data_rate::{Direction, MinDataRate, TooSlow};
-pub use discarded::Discard;
 pub use http_settings::RequestHead;
 pub use layer::AdmissionLayer;
 pub use listener::{AdmissionListener, Connection, ConnectionHandle};
@@ -121,6 +116,7 @@ pub use memory::{
 };
 pub use memory::{MemoryFailure, SharedCharges};
 pub use priority::{Priority, UnknownPriority};
+pub use rejection::Discard;
 pub use rejection::{Limit, Reason, Rejection};
 pub use request_body::MinRateBody;
 pub use reservation::Reservation;

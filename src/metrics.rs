@@ -19,8 +19,8 @@ mod enabled {
 
     use crate::{
         data_rate::Direction,
-        discarded::Discard,
         priority::Priority,
+        rejection::Discard,
         rejection::{Limit, Reason},
         snapshot::Snapshot,
     };

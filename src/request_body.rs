@@ -14,8 +14,11 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::data_rate::{BodyProgress, Direction, MinDataRate, ReadMeter, TooSlow};
-use crate::{BoxError, controller::Controller};
+use crate::{controller::Controller, data_rate::BoxError};
+use crate::{
+    controller::progress::BodyProgress,
+    data_rate::{Direction, MinDataRate, ReadMeter, TooSlow},
+};
 
 pin_project! {
     /// The request body an [`AdmissionService`](crate::AdmissionService) hands its inner
@@ -263,4 +266,16 @@ impl<B: Body> std::fmt::Debug for MinRateBody<B> {
             .field("watch", &self.watch)
             .finish_non_exhaustive()
     }
+}
+
+/// The request's `Content-Length`, if it declares a valid one.
+pub(crate) fn declared_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

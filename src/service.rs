@@ -12,10 +12,9 @@ use tower_service::Service;
 use crate::{
     body::AdmissionBody,
     controller::{Controller, CostClass, admit::Acquired},
-    discard::declared_length,
     future::ResponseFuture,
     http_settings::HttpSettings,
-    request_body::MinRateBody,
+    request_body::{MinRateBody, declared_length},
     snapshot::Snapshot,
 };
 

@@ -2,8 +2,8 @@
 
 use crate::{
     data_rate::Direction,
-    discarded::Discard,
     priority::Priority,
+    rejection::Discard,
     rejection::{Limit, Reason},
 };
 

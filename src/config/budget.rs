@@ -4,7 +4,7 @@ use std::fmt;
 
 use bytesize::ByteSize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 use crate::memory::limit;
 
 /// How much allocated memory the process may hold before requests wait.

@@ -2,7 +2,7 @@
 
 use std::{io, sync::Arc};
 
-use super::env::vars;
+use super::vars;
 
 /// Why a configuration was refused. Nothing starts with a bad configuration.
 ///

@@ -6,10 +6,12 @@
 
 mod bodies;
 mod budget;
-mod describe;
+pub(crate) mod describe;
 mod env;
 mod error;
+mod rate;
 mod requests;
+mod vars;
 
 use std::time::Duration;
 
@@ -20,11 +22,10 @@ use crate::{
 
 use crate::controller::QueueTarget;
 use crate::discard::DiscardBound;
-use bodies::RateSetting;
 pub use budget::MemoryBudget;
 pub(crate) use budget::resolve_budget;
-pub(crate) use describe::describe;
 pub use error::ConfigError;
+use rate::RateSetting;
 
 /// The settings of one admission pool.
 ///

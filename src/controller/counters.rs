@@ -10,8 +10,8 @@ use std::{
 use super::drain::Drain;
 use crate::{
     data_rate::SlowBodies,
-    discarded::Discards,
     log_throttle::LogThrottle,
+    rejection::Discards,
     rejection::{Limit, Reason},
 };
 

@@ -64,6 +64,7 @@ mod inputs;
 mod limit;
 mod observe;
 pub(crate) mod permit;
+pub(crate) mod progress;
 mod queue;
 mod readings;
 mod report;
@@ -76,7 +77,6 @@ mod word;
 pub(crate) use classes::ClassId;
 pub use classes::CostClass;
 pub(crate) use clock::Clock;
-pub(crate) use cpu::Turn;
 pub(crate) use inputs::Runtime;
 #[cfg(test)]
 pub(crate) use queue::MAX_PASSES;
@@ -94,7 +94,7 @@ use std::{
 };
 
 use crate::{
-    discarded::Discards, memory::MemorySource, memory::ReadingHealth, memory::ThreadAllocations,
+    memory::MemorySource, memory::ReadingHealth, memory::ThreadAllocations, rejection::Discards,
 };
 use classes::Classes;
 use counters::{Counters, PastLimits};

@@ -33,6 +33,7 @@ use std::{
     task::Poll,
 };
 
+use super::progress::BodyProgress;
 use super::{
     Controller,
     classes::ClassId,
@@ -40,7 +41,7 @@ use super::{
     inputs::{Ask, Reading},
     word::{QUEUED, kib},
 };
-use crate::data_rate::{BodyProgress, TooSlow};
+use crate::data_rate::TooSlow;
 
 /// A charge moves only by this much or more (32 KiB): the error per request is bounded, and
 /// most polls of small requests cost no shared write.

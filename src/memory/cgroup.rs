@@ -6,7 +6,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering::Relaxed},
 };
 
-use super::{MemoryError, MemorySource, ThreadAllocations};
+use super::source::{MemoryError, MemorySource, ThreadAllocations};
 use crate::memory::cgroup_dir::{CgroupDir, Version};
 
 /// Reads the working set of a memory cgroup (usage less inactive file pages: what the OOM
@@ -93,7 +93,7 @@ impl CgroupMemory {
 /// jemalloc's per-thread counters, when it is the global allocator.
 fn jemalloc_thread_allocations() -> Option<fn() -> ThreadAllocations> {
     #[cfg(feature = "jemalloc")]
-    if let Ok(jemalloc) = super::JemallocMemory::new() {
+    if let Ok(jemalloc) = super::jemalloc::JemallocMemory::new() {
         return jemalloc.thread_allocations();
     }
     None

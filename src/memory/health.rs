@@ -11,7 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{log_throttle::LogThrottle, memory::MemoryError};
+use super::source::MemoryError;
+use crate::log_throttle::LogThrottle;
 
 /// A reading is stale after this many sample intervals without a successful refresh...
 const STALE_AFTER_INTERVALS: u32 = 100;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use tikv_jemalloc_ctl::{Access, AsName, Mib, epoch, epoch_mib, stats, thread};
 
-use super::{MemoryError, MemorySource, ThreadAllocations};
+use super::source::{MemoryError, MemorySource, ThreadAllocations};
 
 /// `stats.arenas.<MALLCTL_ARENAS_ALL>.tcache_bytes`: bytes parked in thread caches. jemalloc
 /// counts them as allocated, but the application has freed them.

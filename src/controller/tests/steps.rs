@@ -844,7 +844,10 @@ fn a_request_whose_body_is_coming_is_charged_once_its_body_takes_its_turn() {
     parse_body(&c, &now, upload, (1 << 20, 30 * MS), 4 * MS);
     let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
     assert_eq!(c.cpu.charged_us(), 4_000);
-    let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20, None));
+    let body = Arc::new(crate::controller::progress::BodyProgress::new(
+        1 << 20,
+        None,
+    ));
     permit.follow(Arc::clone(&body));
     assert_eq!(c.cpu.charged_us(), 0, "its work comes with its body");
     assert_eq!(c.cpu.coming_us(), 4_000);
@@ -874,7 +877,10 @@ fn a_request_whose_body_is_coming_is_charged_once_its_body_takes_its_turn() {
     );
     // A request that ends before its body is in gives back what it brought.
     let mut gone = admitted(c.acquire(upload, Some(1 << 20)));
-    gone.follow(Arc::new(crate::data_rate::BodyProgress::new(1 << 20, None)));
+    gone.follow(Arc::new(crate::controller::progress::BodyProgress::new(
+        1 << 20,
+        None,
+    )));
     assert!(c.cpu.coming_us() > 0);
     drop(gone);
     assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 0));
@@ -953,9 +959,11 @@ fn upload(
     c: &Arc<Controller>,
     class: CostClass,
     declared: u64,
-) -> (Permit, Arc<crate::data_rate::BodyProgress>) {
+) -> (Permit, Arc<crate::controller::progress::BodyProgress>) {
     let mut permit = admitted(c.acquire(class, Some(declared)));
-    let body = Arc::new(crate::data_rate::BodyProgress::new(declared, None));
+    let body = Arc::new(crate::controller::progress::BodyProgress::new(
+        declared, None,
+    ));
     permit.follow(Arc::clone(&body));
     body.set_waited(None);
     (permit, body)
@@ -1044,7 +1052,10 @@ fn uploads_are_admitted_for_the_work_done_while_their_bodies_come_and_parse_in_t
     // Uploads whose bodies took 20 ms to come, for a 4 ms parse.
     for _ in 0..8 {
         let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
-        let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20, None));
+        let body = Arc::new(crate::controller::progress::BodyProgress::new(
+            1 << 20,
+            None,
+        ));
         permit.follow(Arc::clone(&body));
         body.set_waited(Some(Duration::ZERO));
         let _ = permit.track(|| Poll::Ready(()));
@@ -1061,10 +1072,13 @@ fn uploads_are_admitted_for_the_work_done_while_their_bodies_come_and_parse_in_t
     assert!(matches!(c.acquire(parse, None), Acquired::Queued(_)));
     // Two workers do 48 ms of work while a body comes, and 12 ms are the gate's horizon: 60
     // ms of work, 12 charged, so 12 uploads of 4 ms may be coming; the thirteenth waits.
-    let mut uploads: Vec<(Permit, Arc<crate::data_rate::BodyProgress>)> = (0..12)
+    let mut uploads: Vec<(Permit, Arc<crate::controller::progress::BodyProgress>)> = (0..12)
         .map(|_| {
             let mut permit = admitted(c.acquire(upload, Some(1 << 20)));
-            let body = Arc::new(crate::data_rate::BodyProgress::new(1 << 20, None));
+            let body = Arc::new(crate::controller::progress::BodyProgress::new(
+                1 << 20,
+                None,
+            ));
             permit.follow(Arc::clone(&body));
             (permit, body)
         })
