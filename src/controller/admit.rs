@@ -10,7 +10,7 @@ use std::sync::{
 use super::{
     Controller, CostClass,
     classes::ClassId,
-    fit::Fit,
+    fit::{Fit, Goes},
     inputs::Ask,
     permit::Permit,
     ticket::Ticket,
@@ -154,57 +154,54 @@ impl Controller {
 
     fn acquire_charged(self: &Arc<Self>, ask: Ask) -> Acquired {
         let memory = self.memory.allocated_bytes();
-        match self.try_admit(memory, ask) {
-            Ok(()) => Acquired::Admitted(Permit::new(Arc::clone(self), ask)),
-            Err(_) if self.settings.observe_only => self.admit_past_limits(memory, ask),
-            // Full, or closed, and no room to wait: answer without the lock. The queue length
-            // may be an instant old, which only matters at the boundary.
-            Err(Fit::Blocked(limit))
-                if ask.priority != Priority::Critical
-                    && (self.queued.load(Relaxed) >= self.settings.queue_capacity
-                        || self.closed.load(SeqCst)) =>
-            {
-                Acquired::Rejected(self.reject_admission(ask.priority, Reason::QueueFull, limit))
-            }
-            Err(_) if self.sheds_at_once(memory, ask) => {
-                let limit = self.blame(self.state.load(SeqCst), memory, ask);
-                Acquired::Rejected(self.reject_admission(ask.priority, Reason::QueueFull, limit))
-            }
-            Err(_) => self.acquire_locked(memory, ask),
+        let (fit, queued) = match self.try_admit(memory, ask) {
+            Ok(()) => return Acquired::Admitted(Permit::new(Arc::clone(self), ask)),
+            Err(_) if self.settings.observe_only => return self.admit_past_limits(memory, ask),
+            Err(standing) => standing,
+        };
+        let blocked = queued || matches!(fit.goes(), Goes::Blocked(_));
+        // Full, or closed, and no room to wait: answer without the lock. The queue length may
+        // be an instant old, which only matters at the boundary.
+        let no_room = blocked
+            && ask.priority != Priority::Critical
+            && (self.queued.load(Relaxed) >= self.settings.queue_capacity
+                || self.closed.load(SeqCst));
+        if no_room || self.sheds_at_once(fit, ask.priority) {
+            let limit = fit.blame(queued);
+            return Acquired::Rejected(self.reject_admission(
+                ask.priority,
+                Reason::QueueFull,
+                limit,
+            ));
         }
+        self.acquire_locked(memory, ask)
     }
 
-    /// Whether a request that cannot go at once is refused instead of queueing: a
-    /// `Sheddable` one, while the queue is half full or memory stands above the soft limit.
-    pub(super) fn sheds_at_once(&self, memory: u64, ask: Ask) -> bool {
-        // Whether memory stands above the soft limit, not whether the class is new.
-        let known = Ask { known: true, ..ask };
-        ask.priority == Priority::Sheddable
-            && (self.queued.load(Relaxed) * 2 >= self.settings.queue_capacity
-                || matches!(
-                    self.fit(self.state.load(SeqCst), memory, known),
-                    Fit::Unsure | Fit::Blocked(Limit::Memory)
-                ))
+    /// Whether a request of `priority` that stands as `fit` and cannot go at once is refused
+    /// instead of queueing: a `Sheddable` one, while the queue is half full or memory stands
+    /// above the soft limit (whatever else holds it back).
+    pub(super) fn sheds_at_once(&self, fit: Fit, priority: Priority) -> bool {
+        priority == Priority::Sheddable
+            && (self.queued.load(Relaxed) * 2 >= self.settings.queue_capacity || fit.above_soft())
     }
 
     /// Admits without the lock if nobody waits and the request fits below the soft limit;
-    /// otherwise says how it stands.
-    fn try_admit(&self, memory: u64, ask: Ask) -> Result<(), Fit> {
+    /// otherwise says how it stands, and whether anyone waits.
+    fn try_admit(&self, memory: u64, ask: Ask) -> Result<(), (Fit, bool)> {
         let mut state = self.state.load(SeqCst);
         loop {
-            let over_budget = match self.fit(state, memory, ask) {
-                _ if state & QUEUED != 0 => {
-                    return Err(Fit::Blocked(self.blame(state, memory, ask)));
-                }
-                Fit::Fits => false,
+            let fit = self.fit(state, memory, ask);
+            let over_budget = match fit.goes() {
+                _ if state & QUEUED != 0 => return Err((fit, true)),
+                Goes::Fits => false,
                 // Progress guarantee: nothing in flight, nobody waiting, and nowhere to wait
                 // for a fresh reading (otherwise the next sample decides, in `grant`).
-                Fit::Blocked(Limit::Memory)
+                Goes::Blocked(Limit::Memory)
                     if in_flight(state) == 0 && self.settings.queue_capacity == 0 =>
                 {
                     true
                 }
-                other => return Err(other),
+                _ => return Err((fit, false)),
             };
             match self.state.compare_exchange_weak(
                 state,

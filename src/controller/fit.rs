@@ -15,31 +15,99 @@ use crate::{memory::MemoryFailure, priority::Priority, rejection::Limit};
 /// such as connection buffers, so that the overshoot stays within one request.
 pub(super) const PROBE_MARGIN: u64 = 64;
 
-/// How a request of some charge stands against the limits.
+/// How a request stands against every limit at once, in one look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fit {
+pub(super) struct Fit {
+    /// The slot limit that holds it back, if the slots are taken.
+    pub(super) slots: Option<Limit>,
+    /// The CPU gate holds it back.
+    pub(super) cpu: bool,
+    pub(super) memory: Room,
+    /// Its class has shown its cost.
+    pub(super) known: bool,
+}
+
+/// Where a request stands in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Room {
+    /// Below the soft limit (or no budget).
+    Soft,
+    /// Above the soft limit, or over the budget on its charge but not on the least it will
+    /// cost: it may go while every admitted request's cost is known (one at a time).
+    Probe,
+    /// Over this process's share of the headroom, or over the budget even on the least it
+    /// will cost.
+    Over,
+}
+
+/// Whether a request may go: at once, one at a time, or not for a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Goes {
     Fits,
-    /// Above the soft limit, or over the budget on its estimate but not on what is known of
-    /// it: it may go while every admitted request's cost is known (one at a time).
     Unsure,
     Blocked(Limit),
 }
 
+impl Fit {
+    /// Whether it may go; where several limits hold it back, the slots answer first, then
+    /// the CPU, then memory.
+    pub(super) fn goes(self) -> Goes {
+        match self {
+            Self {
+                slots: Some(limit), ..
+            } => Goes::Blocked(limit),
+            Self { cpu: true, .. } => Goes::Blocked(Limit::Cpu),
+            Self {
+                memory: Room::Over, ..
+            } => Goes::Blocked(Limit::Memory),
+            Self {
+                memory: Room::Soft,
+                known: true,
+                ..
+            } => Goes::Fits,
+            _ => Goes::Unsure,
+        }
+    }
+
+    /// The limit that keeps it from going at once, `queued` someone waiting ahead. When it
+    /// would fit were its cost known, only its estimate holds it back (requests of unknown
+    /// cost go one at a time); when it would fit by itself, a waiter ahead of it holds it
+    /// back, and only memory can do that.
+    pub(super) fn blame(self, queued: bool) -> Limit {
+        match self.goes() {
+            Goes::Blocked(limit) => limit,
+            Goes::Unsure if !queued && self.memory == Room::Soft => Limit::Estimate,
+            Goes::Fits | Goes::Unsure => Limit::Memory,
+        }
+    }
+
+    /// Whether only the CPU gate holds it back: were its work not counted, it would go
+    /// (memory, a slot and the estimate rule allowing).
+    pub(super) fn cpu_alone(self) -> bool {
+        self.cpu && self.slots.is_none() && self.memory != Room::Over
+    }
+
+    /// Whether memory stands above the soft limit for it, whatever else holds it back.
+    pub(super) fn above_soft(self) -> bool {
+        self.memory != Room::Soft
+    }
+}
+
 impl Controller {
-    /// Whether, under the lock, `ask` may be admitted in `state`, and if so whether over the
-    /// budget (the progress guarantee, for the head on a fresh reading).
+    /// Whether, under the lock, a request that stands as `fit` in `state` may be admitted,
+    /// and if so whether over the budget (the progress guarantee, for the `head` on a fresh
+    /// reading).
     pub(super) fn may_admit_locked(
         &self,
+        fit: Fit,
         state: u64,
-        memory: u64,
-        ask: Ask,
         head: bool,
         reading: Reading,
     ) -> Option<bool> {
-        match self.fit(state, memory, ask) {
-            Fit::Fits => Some(false),
-            Fit::Unsure if self.unsettled.load(SeqCst) == 0 => Some(false),
-            Fit::Blocked(Limit::Memory)
+        match fit.goes() {
+            Goes::Fits => Some(false),
+            Goes::Unsure if self.unsettled.load(SeqCst) == 0 => Some(false),
+            Goes::Blocked(Limit::Memory)
                 if head && in_flight(state) == 0 && reading == Reading::Fresh =>
             {
                 Some(true)
@@ -50,13 +118,12 @@ impl Controller {
 
     /// How `ask` stands in `state`.
     ///
-    /// Below the soft limit (the budget less the largest unknown part of a charge seen lately)
-    /// it fits. Above
-    /// it, or over the budget on its estimate, it is unsure as long as the least it will cost
-    /// (its `Content-Length` and the least its class cost lately) stays within the budget:
-    /// such requests go one at a time (see `may_admit_locked`), so a wrong estimate
-    /// overshoots by one request at most. A request whose class always costs the same is not
-    /// unsure: it waits until its charge fits.
+    /// Below the soft limit (the budget less the largest unknown part of a charge seen
+    /// lately) it fits. Above it, or over the budget on its estimate, it is unsure as long as
+    /// the least it will cost (its `Content-Length` and the least its class cost lately)
+    /// stays within the budget: such requests go one at a time (see `may_admit_locked`), so
+    /// a wrong estimate overshoots by one request at most. A request whose class always
+    /// costs the same is not unsure: it waits until its charge fits.
     ///
     /// While the CPU is saturated, a request whose work does not fit what the workers can
     /// finish soon is held back by the CPU gate (see [`cpu`](super::cpu)).
@@ -73,25 +140,30 @@ impl Controller {
                 settings.critical_bytes,
             ),
         };
-        if in_flight(state) >= slots as u64 {
-            return Fit::Blocked(if live < self.limit.ceiling() {
-                Limit::Adaptive
-            } else {
-                Limit::Concurrency
-            });
-        }
-        if self
+        let in_flight = in_flight(state);
+        let slots = (in_flight >= slots as u64).then(|| match live < self.limit.ceiling() {
+            true => Limit::Adaptive,
+            false => Limit::Concurrency,
+        });
+        let cpu = self
             .cpu
-            .holds_back(ask.cpu_us, ask.body_us, ask.long, in_flight(state))
-        {
-            return Fit::Blocked(Limit::Cpu);
+            .holds_back(ask.cpu_us, ask.body_us, ask.long, in_flight);
+        Fit {
+            slots,
+            cpu,
+            memory: self.room(state, memory, ask, critical_bytes),
+            known: ask.known,
         }
-        let Some(budget) = settings.budget else {
-            return Fit::Fits;
+    }
+
+    /// Where `ask` stands in memory in `state`, `critical_bytes` of the budget kept.
+    fn room(&self, state: u64, memory: u64, ask: Ask, critical_bytes: u64) -> Room {
+        let Some(budget) = self.settings.budget else {
+            return Room::Soft;
         };
         // Processes sharing a cgroup take their share of the headroom between samples.
         if !self.footprint.within_share(ask.charge) {
-            return Fit::Blocked(Limit::Memory);
+            return Room::Over;
         }
         let budget = budget - critical_bytes;
         let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
@@ -99,11 +171,11 @@ impl Controller {
         let within =
             |bytes: u64, limit: u64| !self.memory_refuses(spoken_for.saturating_add(bytes) > limit);
         if within(ask.charge, soft) {
-            if ask.known { Fit::Fits } else { Fit::Unsure }
+            Room::Soft
         } else if within(ask.charge, budget) || within(ask.least, budget - budget / PROBE_MARGIN) {
-            Fit::Unsure
+            Room::Probe
         } else {
-            Fit::Blocked(Limit::Memory)
+            Room::Over
         }
     }
 
@@ -113,26 +185,15 @@ impl Controller {
         let passing_kib = kib(passing).min(charged_bytes(state) / 1024);
         let without = state - charge(passing_kib);
         !matches!(
-            self.fit(without, memory.saturating_sub(passing), ask),
-            Fit::Blocked(_)
+            self.fit(without, memory.saturating_sub(passing), ask)
+                .goes(),
+            Goes::Blocked(_)
         )
     }
 
-    /// The limit that keeps a request from going at once. When it would fit were its cost
-    /// known, only its estimate holds it back (requests of unknown cost go one at a time);
-    /// when it would fit by itself, a waiter ahead of it holds it back, and only memory can
-    /// do that.
+    /// The limit that keeps `ask` from going at once in `state` (see [`Fit::blame`]).
     pub(super) fn blame(&self, state: u64, memory: u64, ask: Ask) -> Limit {
-        match self.fit(state, memory, ask) {
-            Fit::Blocked(limit) => limit,
-            Fit::Unsure
-                if state & QUEUED == 0
-                    && self.fit(state, memory, Ask { known: true, ..ask }) == Fit::Fits =>
-            {
-                Limit::Estimate
-            }
-            Fit::Fits | Fit::Unsure => Limit::Memory,
-        }
+        self.fit(state, memory, ask).blame(state & QUEUED != 0)
     }
 
     /// Whether the memory limit refuses, given whether the reading puts the request `over`
@@ -160,5 +221,82 @@ impl Controller {
         } else {
             self.settings.memory_failure == MemoryFailure::Closed
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_ROOMS: [Room; 3] = [Room::Soft, Room::Probe, Room::Over];
+
+    fn fit(slots: Option<Limit>, cpu: bool, memory: Room, known: bool) -> Fit {
+        Fit {
+            slots,
+            cpu,
+            memory,
+            known,
+        }
+    }
+
+    #[test]
+    fn the_slots_answer_first_then_the_cpu_then_memory() {
+        for memory in ALL_ROOMS {
+            for cpu in [false, true] {
+                let full = fit(Some(Limit::Adaptive), cpu, memory, true);
+                assert_eq!(full.goes(), Goes::Blocked(Limit::Adaptive));
+                assert_eq!(full.blame(false), Limit::Adaptive);
+            }
+            let cpu = fit(None, true, memory, true);
+            assert_eq!(cpu.goes(), Goes::Blocked(Limit::Cpu));
+            assert_eq!(cpu.cpu_alone(), memory != Room::Over);
+        }
+        let over = fit(None, false, Room::Over, true);
+        assert_eq!(over.goes(), Goes::Blocked(Limit::Memory));
+        assert!(over.above_soft() && !over.cpu_alone());
+    }
+
+    #[test]
+    fn below_the_soft_limit_only_an_unknown_class_goes_one_at_a_time() {
+        // (room, known) -> how it goes, what holds it back alone and behind a waiter.
+        let table = [
+            (Room::Soft, true, Goes::Fits, Limit::Memory, Limit::Memory),
+            (
+                Room::Soft,
+                false,
+                Goes::Unsure,
+                Limit::Estimate,
+                Limit::Memory,
+            ),
+            (
+                Room::Probe,
+                true,
+                Goes::Unsure,
+                Limit::Memory,
+                Limit::Memory,
+            ),
+            (
+                Room::Probe,
+                false,
+                Goes::Unsure,
+                Limit::Memory,
+                Limit::Memory,
+            ),
+        ];
+        for (memory, known, goes, alone, queued) in table {
+            let f = fit(None, false, memory, known);
+            assert_eq!(f.goes(), goes, "{f:?}");
+            assert_eq!(f.blame(false), alone, "{f:?}");
+            assert_eq!(f.blame(true), queued, "{f:?}");
+            assert_eq!(f.above_soft(), memory != Room::Soft);
+            assert!(!f.cpu_alone());
+        }
+    }
+
+    #[test]
+    fn above_the_soft_limit_whatever_else_holds_it_back() {
+        let full = fit(Some(Limit::Concurrency), true, Room::Probe, true);
+        assert!(full.above_soft());
+        assert!(!fit(Some(Limit::Concurrency), false, Room::Soft, false).above_soft());
     }
 }

@@ -16,7 +16,7 @@ use super::{
     admit::Acquired,
     inputs::{Ask, Reading},
     permit::Permit,
-    word::{MAX_CONCURRENCY, claim, in_flight, kib},
+    word::{MAX_CONCURRENCY, QUEUED, claim, in_flight, kib},
 };
 use crate::rejection::{Limit, Reason};
 
@@ -27,14 +27,15 @@ impl Controller {
     #[inline(never)]
     pub(super) fn admit_past_limits(self: &Arc<Self>, memory: u64, ask: Ask) -> Acquired {
         let state = self.state.load(SeqCst);
+        let fit = self.fit(state, memory, ask);
         // What the lock would have admitted (a new class while every admitted request has
         // shown its cost) goes as it would have, uncounted.
-        if self.may_admit_locked(state, memory, ask, false, Reading::Last) == Some(false) {
+        if self.may_admit_locked(fit, state, false, Reading::Last) == Some(false) {
             self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
             self.count_admission(ask, false, memory);
             return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
         }
-        let limit = self.blame(state, memory, ask);
+        let limit = fit.blame(state & QUEUED != 0);
         if in_flight(state) >= MAX_CONCURRENCY as u64 - 1 {
             // The state word counts no more: refuse for real, beyond any server's load.
             return Acquired::Rejected(self.reject_admission(
@@ -50,7 +51,7 @@ impl Controller {
         if too_large {
             self.count_would_reject(Reason::TooLarge, Limit::Memory);
         } else if self.past.in_flight.load(Relaxed) >= self.settings.queue_capacity
-            || self.sheds_at_once(memory, ask)
+            || self.sheds_at_once(fit, ask.priority)
         {
             self.count_would_reject(Reason::QueueFull, limit);
         }

@@ -14,12 +14,12 @@ use std::{
 use super::{
     Controller,
     admit::Acquired,
-    fit::Fit,
+    fit::Room,
     inputs::{Ask, Reading},
     permit::Permit,
     queue::{Left, Queue, QueueTarget, STANDING_NS, Verdict},
     ticket::Ticket,
-    word::{QUEUED, claim, in_flight, kib, without_in_flight},
+    word::{QUEUED, claim, in_flight, kib},
 };
 use crate::{
     priority::Priority,
@@ -33,12 +33,11 @@ impl Controller {
     /// place of the newest waiter of a lower priority, if any.
     pub(super) fn acquire_locked(self: &Arc<Self>, memory: u64, ask: Ask) -> Acquired {
         let mut queue = self.lock();
+        let state = self.state.load(SeqCst);
+        let fit = self.fit(state, memory, ask);
         if !queue.holds_back(ask.priority) {
             // (A starving priority holds everyone back: see `Queue::holds_back`.)
-            let state = self.state.load(SeqCst);
-            if let Some(over_budget) =
-                self.may_admit_locked(state, memory, ask, true, Reading::Last)
-            {
+            if let Some(over_budget) = self.may_admit_locked(fit, state, true, Reading::Last) {
                 // Only the lock holder adds while the fast path refuses; a racing release
                 // only subtracts.
                 self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
@@ -49,12 +48,11 @@ impl Controller {
             }
         }
         // Judged before a critical request takes anyone's place: it would not use it.
-        let state = self.state.load(SeqCst);
-        let for_cpu = self.held_by_cpu_alone(state, memory, ask);
+        let (for_cpu, limit) = (fit.cpu_alone(), fit.blame(state & QUEUED != 0));
         let standing = if for_cpu {
             self.would_wait_too_long(&queue, ask).then_some(Limit::Cpu)
         } else {
-            self.memory_queue_stands(&queue, state, memory, ask)
+            (limit == Limit::Memory && self.memory_queue_stands(&queue, ask))
                 .then_some(Limit::Memory)
         };
         let mut evicted = None;
@@ -68,7 +66,6 @@ impl Controller {
         if (queue.len() >= self.settings.queue_capacity && evicted.is_none())
             || self.closed.load(SeqCst)
         {
-            let limit = self.blame(state, memory, ask);
             drop(queue);
             return Acquired::Rejected(self.reject_admission(
                 ask.priority,
@@ -159,7 +156,8 @@ impl Controller {
                 waiter.ask = self.priced(waiter.ask);
                 let ask = waiter.ask;
                 let state = self.state.load(SeqCst);
-                match self.may_admit_locked(state, memory, ask, head.is_some(), reading) {
+                let fit = self.fit(state, memory, ask);
+                match self.may_admit_locked(fit, state, head.is_some(), reading) {
                     Some(over_budget) => {
                         self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
                         self.count_admission(ask, over_budget, memory);
@@ -203,7 +201,7 @@ impl Controller {
     /// budget waits on others, or on nothing: small requests pass the large ones a blocked
     /// head holds back, see [`queue`](super::queue).) A burst is let in whole: only a queue
     /// that has had waiters for a while turns arrivals away.
-    fn memory_queue_stands(&self, queue: &Queue, state: u64, memory: u64, ask: Ask) -> bool {
+    fn memory_queue_stands(&self, queue: &Queue, ask: Ask) -> bool {
         let Some(budget) = self.settings.budget else {
             return false;
         };
@@ -216,7 +214,7 @@ impl Controller {
             return false;
         }
         let wait_ns = (queue.alike(ask.class) + 1).saturating_mul(served_ns) / in_flight.max(1);
-        wait_ns > served_ns.max(STANDING_NS) && self.blame(state, memory, ask) == Limit::Memory
+        wait_ns > served_ns.max(STANDING_NS)
     }
 
     /// While the CPU cannot keep up (saturated, or the runtime late enough for the live limit
@@ -231,8 +229,6 @@ impl Controller {
             return Vec::new();
         }
         let state = self.state.load(SeqCst);
-        // Held back by the live limit only: with nobody in flight, it would fit in memory.
-        let charges = without_in_flight(state);
         queue.shed_standing(self.clock.now_ns(), |ask, waited_ns| {
             if target
                 .longest_ns(ask.cpu_us)
@@ -240,23 +236,15 @@ impl Controller {
             {
                 return None;
             }
-            if self.held_by_cpu_alone(state, memory, *ask) {
+            let fit = self.fit(state, memory, *ask);
+            if fit.cpu_alone() {
                 return Some(Limit::Cpu);
             }
-            let slot = matches!(self.fit(state, memory, *ask), Fit::Blocked(Limit::Adaptive));
-            let room = !matches!(self.fit(charges, memory, *ask), Fit::Blocked(Limit::Memory));
-            (slot && room).then_some(Limit::Adaptive)
+            // Held back by the live limit only: with nobody in flight, it would fit in memory
+            // (where it stands in memory does not depend on how many are in flight).
+            let slot = fit.slots == Some(Limit::Adaptive);
+            (slot && fit.memory != Room::Over).then_some(Limit::Adaptive)
         })
-    }
-
-    /// Whether only the CPU gate holds `ask` back in `state`: were its work not counted, it
-    /// would go (memory, a slot and the estimate rule allowing).
-    fn held_by_cpu_alone(&self, state: u64, memory: u64, ask: Ask) -> bool {
-        self.fit(state, memory, ask) == Fit::Blocked(Limit::Cpu)
-            && !matches!(
-                self.fit(state, memory, Ask { cpu_us: 0, ..ask }),
-                Fit::Blocked(_)
-            )
     }
 }
 

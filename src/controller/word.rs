@@ -20,11 +20,6 @@ pub(super) fn in_flight(word: u64) -> u64 {
     word & IN_FLIGHT_MASK
 }
 
-/// `word` with nobody in flight: how the charges alone stand.
-pub(super) fn without_in_flight(word: u64) -> u64 {
-    word & !IN_FLIGHT_MASK
-}
-
 pub(super) fn charged_bytes(word: u64) -> u64 {
     ((word & !QUEUED) >> IN_FLIGHT_BITS) * 1024
 }

@@ -487,6 +487,19 @@ fn sheddable_requests_are_refused_above_the_soft_limit() {
 }
 
 #[test]
+fn sheddable_requests_are_refused_above_the_soft_limit_with_the_slots_full_too() {
+    let (c, memory) = controller(1, Some(64 * MIB), 8);
+    let _busy = admitted(c.acquire(CLASS, None));
+    memory.set(63 * MIB + MIB / 2);
+    c.on_sample(Ok(()));
+    let shed = rejected(c.acquire_as(Priority::Sheddable, CLASS, None, String::new));
+    assert_eq!(shed.reason(), Reason::QueueFull);
+    // The slots answer first for what holds it back.
+    assert_eq!(shed.limit(), Limit::Concurrency);
+    let _normal = queued(c.acquire_as(Priority::Normal, CLASS, None, String::new));
+}
+
+#[test]
 fn reserved_slots_are_for_critical_requests_only() {
     let c = with_reserve(3, None, 8, 1);
     let _a = admitted(c.acquire(CLASS, None));
