@@ -41,7 +41,7 @@ impl Controller {
             let coming = connections.coming_bytes() + CONNECTION_BYTES;
             let dominate = connections.held_bytes() >= budget / 2;
             self.spoken_for_bytes().saturating_add(coming) <= budget
-                && !(dominate && self.queued.load(Relaxed) > 0)
+                && !(dominate && self.waitlist.len() > 0)
         });
         self.connections
             .poll_room(cx, memory_room, self.clock.now_ms())

@@ -2,10 +2,7 @@
 //! lock when nobody waits and it fits, refused at once when it may not wait, or handed to the
 //! waiting side (see [`waiting`](super::waiting)).
 
-use std::sync::{
-    Arc,
-    atomic::Ordering::{Relaxed, SeqCst},
-};
+use std::sync::{Arc, atomic::Ordering::SeqCst};
 
 use super::{
     Controller, CostClass,
@@ -79,7 +76,7 @@ impl Controller {
             ));
         }
         if declared > budget {
-            return self.admit_past_limits(self.memory.allocated_bytes(), ask);
+            return self.admit_past_limits(self.gauge.allocated_bytes(), ask);
         }
         self.acquire_charged(ask)
     }
@@ -112,7 +109,7 @@ impl Controller {
             charge,
             least: self.classes.least(class, declared).min(charge),
             // Only where polls are measured can a class become known.
-            known: self.thread_allocations.is_none() || self.classes.is_known(class),
+            known: self.gauge.thread_allocations().is_none() || self.classes.is_known(class),
             ..ask
         }
     }
@@ -153,7 +150,7 @@ impl Controller {
     }
 
     fn acquire_charged(self: &Arc<Self>, ask: Ask) -> Acquired {
-        let memory = self.memory.allocated_bytes();
+        let memory = self.gauge.allocated_bytes();
         let (fit, queued) = match self.try_admit(memory, ask) {
             Ok(()) => return Acquired::Admitted(Permit::new(Arc::clone(self), ask)),
             Err(_) if self.settings.observe_only => return self.admit_past_limits(memory, ask),
@@ -164,8 +161,7 @@ impl Controller {
         // be an instant old, which only matters at the boundary.
         let no_room = blocked
             && ask.priority != Priority::Critical
-            && (self.queued.load(Relaxed) >= self.settings.queue_capacity
-                || self.closed.load(SeqCst));
+            && (self.waitlist.len() >= self.settings.queue_capacity || self.waitlist.is_closed());
         if no_room || self.sheds_at_once(fit, ask.priority) {
             let limit = fit.blame(queued);
             return Acquired::Rejected(self.reject_admission(
@@ -182,7 +178,7 @@ impl Controller {
     /// above the soft limit (whatever else holds it back).
     pub(super) fn sheds_at_once(&self, fit: Fit, priority: Priority) -> bool {
         priority == Priority::Sheddable
-            && (self.queued.load(Relaxed) * 2 >= self.settings.queue_capacity || fit.above_soft())
+            && (self.waitlist.len() * 2 >= self.settings.queue_capacity || fit.above_soft())
     }
 
     /// Admits without the lock if nobody waits and the request fits below the soft limit;

@@ -35,6 +35,8 @@ pub(super) struct Counters {
     pub(super) drain: Drain,
     /// Waiters that left at their client's deadline, before the queue timeout.
     pub(super) client_deadlines: AtomicU64,
+    /// Observe only: see [`observe`](super::observe).
+    pub(super) past: PastLimits,
 }
 
 impl Default for Counters {
@@ -51,6 +53,7 @@ impl Default for Counters {
             discards: Discards::default(),
             drain: Drain::default(),
             client_deadlines: AtomicU64::new(0),
+            past: PastLimits::default(),
         }
     }
 }

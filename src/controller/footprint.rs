@@ -21,7 +21,10 @@
 
 use std::sync::{
     OnceLock,
-    atomic::{AtomicU64, Ordering::Relaxed},
+    atomic::{
+        AtomicBool, AtomicU64,
+        Ordering::{Relaxed, SeqCst},
+    },
 };
 
 use crate::memory::shared::Departure;
@@ -46,6 +49,8 @@ pub(crate) struct Footprint {
     headroom: AtomicU64,
     /// Charged to new requests since the last sample, while sharing.
     since_sample: AtomicU64,
+    /// Whether a request holds a reservation granted beyond the budget (one at a time).
+    beyond: AtomicBool,
 }
 
 impl Footprint {
@@ -60,6 +65,7 @@ impl Footprint {
             share: AtomicU64::new(u64::MAX),
             headroom: AtomicU64::new(u64::MAX),
             since_sample: AtomicU64::new(0),
+            beyond: AtomicBool::new(false),
         }
     }
 
@@ -145,6 +151,16 @@ impl Footprint {
 
     pub(crate) fn let_go(&self, bytes: u64) {
         self.held.fetch_sub(bytes, Relaxed);
+    }
+
+    /// Takes the one reservation beyond the budget, if nobody holds it.
+    pub(crate) fn take_beyond(&self) -> bool {
+        !self.beyond.swap(true, SeqCst)
+    }
+
+    /// Gives the reservation beyond the budget back.
+    pub(crate) fn end_beyond(&self) {
+        self.beyond.store(false, SeqCst);
     }
 
     /// Bytes held by connections discarding refused bodies now.

@@ -72,6 +72,7 @@ mod reserve;
 mod settings;
 pub(crate) mod ticket;
 mod waiting;
+mod waitlist;
 mod word;
 
 pub(crate) use classes::ClassId;
@@ -87,22 +88,24 @@ pub(crate) use word::{MAX_BUDGET_BYTES, MAX_CONCURRENCY};
 use std::{
     fmt,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst},
+        Arc, MutexGuard,
+        atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst},
     },
     task::Waker,
 };
 
 use crate::{
-    memory::MemorySource, memory::ReadingHealth, memory::ThreadAllocations, rejection::Discards,
+    memory::{MemorySource, gauge::Gauge},
+    rejection::Discards,
 };
 use classes::Classes;
-use counters::{Counters, PastLimits};
+use counters::Counters;
 use cpu::CpuGate;
 use footprint::Footprint;
 use inputs::Reading;
 use limit::LiveLimit;
 use queue::Queue;
+use waitlist::Waitlist;
 use word::{QUEUED, charge, charged_bytes, claim, in_flight};
 
 /// One admission pool, shared behind an `Arc` by every layer, service, future and body.
@@ -115,30 +118,16 @@ use word::{QUEUED, charge, charged_bytes, claim, in_flight};
 /// it re-checks under the lock.
 pub(crate) struct Controller {
     pub(crate) settings: Settings,
-    memory: Arc<dyn MemorySource>,
-    /// Whether `memory` can be trusted: its last refresh succeeded, recently.
-    reading_health: ReadingHealth,
-    /// Set by [`Controller::close`]: nothing queues any more.
-    closed: AtomicBool,
+    /// The memory reading, whether it can be trusted, and the threads' allocation counters.
+    gauge: Gauge,
     /// In flight, charged KiB and the `QUEUED` bit: see [`word`].
     state: AtomicU64,
     footprint: Footprint,
     classes: Classes,
     /// Admitted requests not yet polled: their cost is still an estimate.
     unsettled: AtomicUsize,
-    /// Whether a request holds a reservation granted beyond the budget (one at a time).
-    reservation_beyond: AtomicBool,
-    /// Counts what the calling thread allocates, to charge requests as they allocate.
-    thread_allocations: Option<fn() -> ThreadAllocations>,
-    queue: Mutex<Queue>,
-    /// The queue's length, written under the lock and read without it.
-    queued: AtomicUsize,
+    waitlist: Waitlist,
     counters: Counters,
-    /// Observe only: see [`observe`].
-    past: PastLimits,
-    /// Milliseconds since the pool started, advanced by the sampler: a clock the request path reads
-    /// for the price of a load.
-    clock_ms: AtomicU64,
     pub(crate) limit: LiveLimit,
     pub(crate) cpu: CpuGate,
     /// The connections a listener made from the pool accepted.
@@ -151,7 +140,7 @@ impl fmt::Debug for Controller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Controller")
             .field("settings", &self.settings)
-            .field("memory", &self.memory)
+            .field("memory", &self.gauge.source())
             .field("snapshot", &self.snapshot())
             .finish()
     }
@@ -159,16 +148,17 @@ impl fmt::Debug for Controller {
 
 impl Controller {
     pub(crate) fn new(settings: Settings, memory: Arc<dyn MemorySource>) -> Self {
-        // Charging what requests allocate only matters against a budget.
-        let thread_allocations = settings.budget.and(memory.thread_allocations());
         Self {
             footprint: Footprint::new(memory.allocated_bytes()),
             classes: Classes::new(settings.initial_estimate),
             unsettled: AtomicUsize::new(0),
-            reservation_beyond: AtomicBool::new(false),
-            thread_allocations,
-            reading_health: ReadingHealth::new(settings.memory_failure, settings.sample_interval),
-            closed: AtomicBool::new(false),
+            // Charging what requests allocate only matters against a budget.
+            gauge: Gauge::new(
+                memory,
+                settings.memory_failure,
+                settings.sample_interval,
+                settings.budget.is_some(),
+            ),
             limit: LiveLimit::new(
                 settings.max_concurrency,
                 settings.lateness_target,
@@ -177,19 +167,15 @@ impl Controller {
             cpu: CpuGate::new(settings.lateness_target, settings.workers),
             connections: connections::Connections::new(settings.max_connections),
             clock: Clock::default(),
-            queue: Mutex::new(Queue::default()),
+            waitlist: Waitlist::default(),
             settings,
-            memory,
             state: AtomicU64::new(0),
-            queued: AtomicUsize::new(0),
             counters: Counters::default(),
-            past: PastLimits::default(),
-            clock_ms: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn memory(&self) -> &dyn MemorySource {
-        &*self.memory
+        self.gauge.source()
     }
 
     /// Gives back what an admitted request held (`unsettled`: it was never polled; `passer`:
@@ -227,7 +213,7 @@ impl Controller {
     /// (`queue_timeout`), and later arrivals that do not fit at once get one (`queue_full`).
     /// Admitted requests are not touched.
     pub(crate) fn close(&self) {
-        self.closed.store(true, SeqCst);
+        self.waitlist.close();
         let mut queue = self.lock();
         let wakers = queue.take_wakers();
         drop(queue);
@@ -239,13 +225,11 @@ impl Controller {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(SeqCst)
+        self.waitlist.is_closed()
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        // The queue stays consistent at every unlock, and nothing in this module panics while
-        // holding the lock; never let a poisoned lock take the request path down.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        self.waitlist.lock()
     }
 
     /// Refused requests' bodies discarded, counted.
@@ -257,7 +241,7 @@ impl Controller {
     pub(crate) fn spoken_for_bytes(&self) -> u64 {
         let charged = charged_bytes(self.state.load(SeqCst));
         self.footprint
-            .spoken_for(self.memory.allocated_bytes(), charged)
+            .spoken_for(self.gauge.allocated_bytes(), charged)
     }
 }
 

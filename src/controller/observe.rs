@@ -50,12 +50,12 @@ impl Controller {
             .is_some_and(|budget| ask.declared > budget);
         if too_large {
             self.count_would_reject(Reason::TooLarge, Limit::Memory);
-        } else if self.past.in_flight.load(Relaxed) >= self.settings.queue_capacity
+        } else if self.counters.past.in_flight.load(Relaxed) >= self.settings.queue_capacity
             || self.sheds_at_once(fit, ask.priority)
         {
             self.count_would_reject(Reason::QueueFull, limit);
         }
-        self.past.in_flight.fetch_add(1, Relaxed);
+        self.counters.past.in_flight.fetch_add(1, Relaxed);
         self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
         self.count_admission(ask, false, memory);
         let mut permit = Permit::new(Arc::clone(self), ask);
@@ -65,14 +65,20 @@ impl Controller {
 
     /// A request admitted past the limits ended.
     pub(super) fn end_past_limits(&self) {
-        self.past.in_flight.fetch_sub(1, Relaxed);
+        self.counters.past.in_flight.fetch_sub(1, Relaxed);
     }
 
     /// Counts, and logs (throttled), a refusal that observing only did not make.
     pub(super) fn count_would_reject(&self, reason: Reason, limit: Limit) {
         let what = "request would be shed (observe only: admitted)";
-        let now_ms = self.clock_ms.load(Relaxed);
+        let now_ms = self.clock.last_ms();
         let counters = &self.counters;
-        counters.count_shed(self.past.would_reject(), reason, limit, what, now_ms);
+        counters.count_shed(
+            self.counters.past.would_reject(),
+            reason,
+            limit,
+            what,
+            now_ms,
+        );
     }
 }

@@ -294,7 +294,7 @@ impl Permit {
     /// [`track`](Self::track)'s memory side.
     #[inline]
     fn track_memory<R>(&mut self, poll: impl FnOnce() -> R) -> R {
-        let Some(counters) = self.controller.thread_allocations else {
+        let Some(counters) = self.controller.gauge.thread_allocations() else {
             let result = poll();
             self.follow_floor_untracked();
             self.settle();
@@ -436,7 +436,7 @@ impl Drop for Permit {
         let (first, last) = self.polled_ns;
         let served_ns = (self.responded && first != 0).then(|| last.saturating_sub(first));
         classes.ended(self.class, served_ns);
-        if self.settled && self.controller.thread_allocations.is_some() {
+        if self.settled && self.controller.gauge.thread_allocations().is_some() {
             classes.observe_end(self.class, self.declared, self.peak);
         }
         if self.controller.cpu.is_enabled() {

@@ -3,7 +3,7 @@
 //! (what the CPU gate can admit); and, where processes share a cgroup, what the others have
 //! admitted.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 
 use super::{
     Controller,
@@ -18,15 +18,14 @@ use crate::memory::{
 impl Controller {
     /// Called by the sampler after each refresh: a lower reading may let waiters in.
     pub(crate) fn on_sample(&self, refreshed: Result<(), MemoryError>) {
-        self.reading_health.record(&refreshed);
-        let now_ms = self.clock.now_ms();
-        self.clock_ms.store(now_ms, Relaxed);
+        self.gauge.health().record(&refreshed);
+        let now_ms = self.clock.tick();
         self.classes.tick(now_ms);
         let state = self.state.load(SeqCst);
         self.counters.tick(state & QUEUED != 0, now_ms);
         if refreshed.is_ok() {
             self.footprint
-                .observe(self.memory.allocated_bytes(), in_flight(state));
+                .observe(self.gauge.allocated_bytes(), in_flight(state));
         }
         // After a failed refresh too: the sampler's tick is what lets the progress guarantee
         // serve one request at a time when failing closed.
@@ -42,7 +41,7 @@ impl Controller {
             return;
         };
         let state = self.state.load(SeqCst);
-        let memory = self.memory.allocated_bytes();
+        let memory = self.gauge.allocated_bytes();
         let footprint = &self.footprint;
         footprint.neighbours(
             others.unseen,

@@ -29,7 +29,7 @@ impl Controller {
         let counters = &self.counters;
         counters
             .drain
-            .retry_after(self.queued.load(Relaxed), max, super::drain::draw())
+            .retry_after(self.waitlist.len(), max, super::drain::draw())
     }
 
     /// Counts the admission of `ask`, and charges the CPU work it brings.
@@ -42,14 +42,14 @@ impl Controller {
         counters.admitted.fetch_add(1, Relaxed);
         counters.admitted_by[priority.rank()].fetch_add(1, Relaxed);
         if over_budget {
-            let now_ms = self.clock_ms.load(Relaxed);
+            let now_ms = self.clock.last_ms();
             counters.note_over_budget(memory, self.settings.budget, now_ms);
         }
     }
 
     /// Counts a body cut off for being too slow (its permit is about to go).
     pub(super) fn record_slow(&self, slow: TooSlow) {
-        let now_ms = self.clock_ms.load(Relaxed);
+        let now_ms = self.clock.last_ms();
         self.counters.slow_bodies.record(slow, now_ms);
     }
 
@@ -65,7 +65,7 @@ impl Controller {
     }
 
     pub(crate) fn reject(&self, reason: Reason, limit: Limit) -> Rejection {
-        let (counters, now_ms) = (&self.counters, self.clock_ms.load(Relaxed));
+        let (counters, now_ms) = (&self.counters, self.clock.last_ms());
         counters.count_shed(&counters.rejected, reason, limit, "request shed", now_ms);
         Rejection::new(reason, limit)
     }
@@ -114,8 +114,8 @@ impl Controller {
         let connections = self.connections().figures();
         Snapshot {
             in_flight: in_flight(state) as usize,
-            queued: self.queued.load(Relaxed),
-            memory_bytes: self.memory.allocated_bytes(),
+            queued: self.waitlist.len(),
+            memory_bytes: self.gauge.allocated_bytes(),
             charged_bytes: charged_bytes(state),
             held_bytes: self.footprint.held(),
             shared_charges: self.footprint.is_sharing(),
@@ -143,13 +143,14 @@ impl Controller {
             observe_only: self.settings.observe_only,
             admitted: counters.admitted.load(Relaxed),
             admitted_over_budget: counters.admitted_over_budget.load(Relaxed),
-            memory_source_errors: self.reading_health.errors(),
-            memory_reading_age: self.reading_health.age(),
+            memory_source_errors: self.gauge.health().errors(),
+            memory_reading_age: self.gauge.health().age(),
             rejected: counters
                 .rejected
                 .each_ref()
                 .map(|row| row.each_ref().map(load)),
             would_reject: self
+                .counters
                 .past
                 .would_reject()
                 .each_ref()

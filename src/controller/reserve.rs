@@ -52,14 +52,14 @@ impl Controller {
         if kib == 0 {
             return Ok(false);
         }
-        let memory = self.memory.allocated_bytes();
+        let memory = self.gauge.allocated_bytes();
         let mut state = self.state.load(SeqCst);
         loop {
             let fits = self.settings.budget.is_none_or(|budget| {
                 let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
                 !self.memory_refuses(spoken_for.saturating_add(kib * 1024) > budget)
             });
-            let beyond = !fits && !self.reservation_beyond.swap(true, SeqCst);
+            let beyond = !fits && self.footprint.take_beyond();
             if !fits && !beyond {
                 return Err(Limit::Memory);
             }
@@ -80,6 +80,6 @@ impl Controller {
 
     /// The request holding the reservation beyond the budget has ended.
     pub(crate) fn end_reservation_beyond(&self) {
-        self.reservation_beyond.store(false, SeqCst);
+        self.footprint.end_beyond();
     }
 }

@@ -4,10 +4,7 @@
 //! a waiter leaves on its deadline or when its client goes.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::Ordering::{Relaxed, SeqCst},
-    },
+    sync::{Arc, atomic::Ordering::SeqCst},
     task::Waker,
 };
 
@@ -59,12 +56,12 @@ impl Controller {
         if standing.is_none()
             && ask.priority == Priority::Critical
             && queue.len() >= self.settings.queue_capacity
-            && !self.closed.load(SeqCst)
+            && !self.waitlist.is_closed()
         {
             evicted = queue.evict_below(ask.priority, |lower| self.blame(state, memory, *lower));
         }
         if (queue.len() >= self.settings.queue_capacity && evicted.is_none())
-            || self.closed.load(SeqCst)
+            || self.waitlist.is_closed()
         {
             drop(queue);
             return Acquired::Rejected(self.reject_admission(
@@ -107,7 +104,7 @@ impl Controller {
     /// [`grant_waiters`](Self::grant_waiters) once a request that passed a blocked head,
     /// charged `passer` bytes then, has ended (0: none).
     pub(super) fn grant_waiters_after(&self, reading: Reading, passer: u64) {
-        let memory = self.memory.allocated_bytes();
+        let memory = self.gauge.allocated_bytes();
         let mut queue = self.lock();
         queue.passer_ended(passer);
         let wakers = self.grant(&mut queue, memory, reading);
@@ -120,7 +117,7 @@ impl Controller {
     /// what it was admitted for (and whether past a blocked head) if it had been granted
     /// meanwhile. Counts nothing.
     pub(super) fn leave_queue(&self, id: u64, ask: Ask) -> Result<(Ask, bool), (Reason, Limit)> {
-        let memory = self.memory.allocated_bytes();
+        let memory = self.gauge.allocated_bytes();
         let mut queue = self.lock();
         match queue.leave(id) {
             Left::Granted(granted, passed) => Ok((granted, passed)),
@@ -148,7 +145,7 @@ impl Controller {
     /// adds to the state word; everyone else only subtracts.
     pub(super) fn grant(&self, queue: &mut Queue, memory: u64, reading: Reading) -> Vec<Waker> {
         // Once closed, waiters leave with a rejection when next polled (`close` woke them).
-        let wakers = if self.closed.load(SeqCst) {
+        let wakers = if self.waitlist.is_closed() {
             Vec::new()
         } else {
             let mut wakers = queue.admit(|waiter, head| {
@@ -178,7 +175,7 @@ impl Controller {
         if queue.is_empty() {
             self.state.fetch_and(!QUEUED, SeqCst);
         }
-        self.queued.store(queue.len(), Relaxed);
+        self.waitlist.set_len(queue.len());
         wakers
     }
 

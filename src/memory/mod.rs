@@ -8,6 +8,7 @@
 
 mod cgroup;
 pub(crate) mod cgroup_dir;
+pub(crate) mod gauge;
 mod health;
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
@@ -19,7 +20,6 @@ mod source;
 pub(crate) use cgroup::Both;
 pub use cgroup::CgroupMemory;
 pub use health::MemoryFailure;
-pub(crate) use health::ReadingHealth;
 #[cfg(feature = "jemalloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
 pub use jemalloc::JemallocMemory;

@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::controller::{admit::Acquired, permit::Permit, ticket::Ticket, *};
-use crate::memory::{ManualMemory, MemoryError};
+use crate::memory::{ManualMemory, MemoryError, ThreadAllocations};
 use crate::{
     memory::MemoryFailure,
     priority::Priority,
