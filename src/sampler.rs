@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    controller::{Controller, Runtime},
+    controller::{Controller, Runtime, tick::Tick},
     heartbeat::Heartbeat,
     memory::shared::Neighbourhood,
 };
@@ -66,17 +66,16 @@ impl Sampling {
         // A failed refresh keeps the last reading; the controller's policy decides what an
         // untrusted reading means, and says so.
         let refreshed = controller.memory().refresh();
-        controller.on_sample(refreshed);
-        if let Some(heartbeat) = &self.heartbeat {
-            controller.on_runtime(runtime(heartbeat));
-        }
-        controller.sample_connections();
-        let snapshot = controller.snapshot();
-        if let Some(neighbourhood) = &mut self.neighbourhood {
-            let charged = snapshot.charged_bytes.saturating_add(snapshot.held_bytes);
-            controller.on_neighbours(neighbourhood.sample(charged, snapshot.in_flight));
-        }
-        crate::metrics::publish(&snapshot);
+        let others = self.neighbourhood.as_mut().map(|neighbourhood| {
+            let (charged, in_flight) = controller.charged_and_in_flight();
+            neighbourhood.sample(charged, in_flight)
+        });
+        controller.tick(Tick {
+            refreshed,
+            runtime: self.heartbeat.as_deref().map(runtime),
+            others,
+        });
+        crate::metrics::publish(&controller.snapshot());
         pause(
             controller.spoken_for_bytes(),
             controller.settings.budget,

@@ -63,7 +63,7 @@ impl Controller {
     /// On each sample: while memory spoken for is within a sixteenth of the budget, or
     /// accepts wait for room, asks a few idle connections to close; then lets the accepts
     /// that wait look for room again.
-    pub(crate) fn sample_connections(&self) {
+    pub(super) fn sample_connections(&self, now_ms: u64) {
         let connections = &self.connections;
         let waiting = connections.accepts_wait();
         if connections.figures().open == 0 && !waiting {
@@ -74,7 +74,7 @@ impl Controller {
             .budget
             .is_some_and(|budget| self.spoken_for_bytes() > budget - budget / 16);
         if short || waiting {
-            connections.give_back_idle(self.clock.now_ms());
+            connections.give_back_idle(now_ms);
         }
         connections.wake_accepts();
     }

@@ -216,7 +216,7 @@ impl Controller {
     #[cold]
     #[inline(never)]
     fn trusted_reading_refuses(&self, over: bool) -> bool {
-        if self.gauge.health().is_trusted() {
+        if self.gauge.health().is_trusted(self.clock.now_ms()) {
             over
         } else {
             self.settings.memory_failure == MemoryFailure::Closed

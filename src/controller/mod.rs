@@ -66,10 +66,10 @@ mod observe;
 pub(crate) mod permit;
 pub(crate) mod progress;
 mod queue;
-mod readings;
 mod report;
 mod reserve;
 mod settings;
+pub(crate) mod tick;
 pub(crate) mod ticket;
 mod waiting;
 mod waitlist;
@@ -148,6 +148,15 @@ impl fmt::Debug for Controller {
 
 impl Controller {
     pub(crate) fn new(settings: Settings, memory: Arc<dyn MemorySource>) -> Self {
+        Self::with_clock(settings, memory, Clock::default())
+    }
+
+    /// A pool that times with `clock` (a virtual one, in tests).
+    pub(crate) fn with_clock(
+        settings: Settings,
+        memory: Arc<dyn MemorySource>,
+        clock: Clock,
+    ) -> Self {
         Self {
             footprint: Footprint::new(memory.allocated_bytes()),
             classes: Classes::new(settings.initial_estimate),
@@ -166,7 +175,7 @@ impl Controller {
             ),
             cpu: CpuGate::new(settings.lateness_target, settings.workers),
             connections: connections::Connections::new(settings.max_connections),
-            clock: Clock::default(),
+            clock,
             waitlist: Waitlist::default(),
             settings,
             state: AtomicU64::new(0),
@@ -235,6 +244,14 @@ impl Controller {
     /// Refused requests' bodies discarded, counted.
     pub(crate) fn discards(&self) -> &Discards {
         &self.counters.discards
+    }
+
+    /// What this process's requests are charged and hold now, and how many are in flight:
+    /// what it tells the cgroup's other processes.
+    pub(crate) fn charged_and_in_flight(&self) -> (u64, usize) {
+        let state = self.state.load(SeqCst);
+        let charged = charged_bytes(state).saturating_add(self.footprint.held());
+        (charged, in_flight(state) as usize)
     }
 
     /// The memory spoken for now: `max(reading, baseline + charged + held)`.

@@ -144,7 +144,7 @@ impl Controller {
             admitted: counters.admitted.load(Relaxed),
             admitted_over_budget: counters.admitted_over_budget.load(Relaxed),
             memory_source_errors: self.gauge.health().errors(),
-            memory_reading_age: self.gauge.health().age(),
+            memory_reading_age: self.gauge.health().age(self.clock.now_ms()),
             rejected: counters
                 .rejected
                 .each_ref()

@@ -42,6 +42,12 @@ impl Ticket {
     }
 
     /// The charge the ticket was granted with, or asks for while it waits.
+    /// Whether it has been granted and not yet observed.
+    #[cfg(test)]
+    pub(crate) fn is_granted(&self) -> bool {
+        !self.done && self.controller.lock().granted_charge(self.id).is_some()
+    }
+
     #[cfg(test)]
     pub(crate) fn charge(&self) -> u64 {
         let mut queue = self.controller.lock();

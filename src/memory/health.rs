@@ -1,6 +1,7 @@
 //! Whether the memory reading can be trusted: when the source last refreshed successfully,
 //! and how often it failed. A broken or stalled source must be loud, and must not decide
-//! admissions with a frozen figure without saying so.
+//! admissions with a frozen figure without saying so. Time comes from the caller, in
+//! milliseconds since the pool started.
 
 use std::{
     fmt,
@@ -8,7 +9,7 @@ use std::{
         AtomicBool, AtomicU64,
         Ordering::{Acquire, Relaxed, Release},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use super::source::MemoryError;
@@ -58,9 +59,8 @@ impl fmt::Display for MemoryFailure {
 
 pub(crate) struct ReadingHealth {
     policy: MemoryFailure,
-    started: Instant,
     stale_after_ms: u64,
-    /// Milliseconds after `started` of the last successful refresh.
+    /// Milliseconds after the pool started of the last successful refresh.
     refreshed_at_ms: AtomicU64,
     failing: AtomicBool,
     errors: AtomicU64,
@@ -76,7 +76,6 @@ impl ReadingHealth {
             .max(STALE_AFTER_AT_LEAST);
         Self {
             policy,
-            started: Instant::now(),
             stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
             refreshed_at_ms: AtomicU64::new(0),
             failing: AtomicBool::new(false),
@@ -86,20 +85,16 @@ impl ReadingHealth {
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
     /// Milliseconds from the last successful refresh to `now_ms`.
     fn age_ms(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.refreshed_at_ms.load(Acquire))
     }
 
-    /// Records the outcome of a refresh (from the sampler thread).
-    pub(crate) fn record(&self, refreshed: &Result<(), MemoryError>) {
+    /// Records the outcome of a refresh (from the sampler thread) at `now_ms`.
+    pub(crate) fn record(&self, refreshed: &Result<(), MemoryError>, now_ms: u64) {
         match refreshed {
             Ok(()) => {
-                self.refreshed_at_ms.store(self.now_ms(), Release);
+                self.refreshed_at_ms.store(now_ms, Release);
                 if self.failing.swap(false, Relaxed) {
                     tracing::warn!(
                         errors = self.errors(),
@@ -110,7 +105,7 @@ impl ReadingHealth {
             Err(error) => {
                 self.failing.store(true, Relaxed);
                 let errors = self.errors.fetch_add(1, Relaxed) + 1;
-                if let Some(suppressed) = self.error_log.allow(self.now_ms(), errors) {
+                if let Some(suppressed) = self.error_log.allow(now_ms, errors) {
                     tracing::error!(
                         %error,
                         errors,
@@ -124,18 +119,18 @@ impl ReadingHealth {
         }
     }
 
-    /// Whether the reading may decide: the last refresh succeeded, and recently. Logs
-    /// (throttled) when it may not. Reads the clock: call it only where the answer matters.
-    pub(crate) fn is_trusted(&self) -> bool {
-        let now = self.now_ms();
-        let age_ms = self.age_ms(now);
+    /// Whether the reading may decide at `now_ms`: the last refresh succeeded, and recently.
+    /// Logs (throttled) when it may not. Takes the time: call it only where the answer
+    /// matters.
+    pub(crate) fn is_trusted(&self, now_ms: u64) -> bool {
+        let age_ms = self.age_ms(now_ms);
         let failing = self.failing.load(Relaxed);
         if !failing && age_ms <= self.stale_after_ms {
             return true;
         }
         // Counting the decisions would cost a shared write on every one of them; the log
         // says it once a second, and the metrics carry the errors and the reading's age.
-        if self.untrusted_log.allow(now, 0).is_some() {
+        if self.untrusted_log.allow(now_ms, 0).is_some() {
             tracing::error!(
                 failing,
                 age_ms,
@@ -152,9 +147,9 @@ impl ReadingHealth {
         self.errors.load(Relaxed)
     }
 
-    /// Time since the last successful refresh.
-    pub(crate) fn age(&self) -> Duration {
-        Duration::from_millis(self.age_ms(self.now_ms()))
+    /// Time from the last successful refresh to `now_ms`.
+    pub(crate) fn age(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(self.age_ms(now_ms))
     }
 }
 
@@ -169,34 +164,32 @@ mod tests {
     #[test]
     fn a_failing_source_is_not_trusted_until_it_recovers() {
         let health = ReadingHealth::new(MemoryFailure::Open, Duration::from_millis(10));
-        assert!(health.is_trusted());
-        health.record(&failed());
-        health.record(&failed());
-        assert!(!health.is_trusted());
+        assert!(health.is_trusted(5));
+        health.record(&failed(), 10);
+        health.record(&failed(), 20);
+        assert!(!health.is_trusted(25));
         assert_eq!(health.errors(), 2);
-        health.record(&Ok(()));
-        assert!(health.is_trusted());
+        health.record(&Ok(()), 30);
+        assert!(health.is_trusted(35));
         assert_eq!(health.errors(), 2);
     }
 
     #[test]
     fn a_reading_without_refresh_goes_stale() {
-        // Started 2 s ago, and never refreshed since.
-        let later = ReadingHealth {
-            started: Instant::now() - Duration::from_secs(2),
-            ..ReadingHealth::new(MemoryFailure::Closed, Duration::from_millis(10))
-        };
+        // 2 s after the start, never refreshed since.
+        let later = ReadingHealth::new(MemoryFailure::Closed, Duration::from_millis(10));
         assert_eq!(later.stale_after_ms, 1000);
-        assert!(!later.is_trusted());
-        assert!(later.age() >= Duration::from_secs(2));
-        later.record(&Ok(()));
-        assert!(later.is_trusted());
+        assert!(later.is_trusted(1000));
+        assert!(!later.is_trusted(2000));
+        assert_eq!(later.age(2000), Duration::from_secs(2));
+        later.record(&Ok(()), 2000);
+        assert!(later.is_trusted(2010));
     }
 
     #[test]
     fn huge_intervals_do_not_overflow() {
         let health = ReadingHealth::new(MemoryFailure::Open, Duration::MAX);
         assert_eq!(health.stale_after_ms, u64::MAX);
-        assert!(health.is_trusted());
+        assert!(health.is_trusted(u64::MAX / 2));
     }
 }

@@ -19,8 +19,8 @@ use proptest::prelude::*;
 
 use crate::{
     controller::{
-        Controller, CostClass, MAX_PASSES, QueueTarget, Runtime, Settings, admit::Acquired,
-        permit::Permit, ticket::Ticket, word::kib,
+        Clock, Controller, CostClass, MAX_PASSES, QueueTarget, Runtime, Settings, admit::Acquired,
+        permit::Permit, tick::Tick, ticket::Ticket, word::kib,
     },
     memory::{ManualMemory, MemorySource},
     priority::Priority,
@@ -92,8 +92,9 @@ struct Model {
     declared: std::collections::HashMap<u64, u64>,
     /// Waiters whose place a critical request took, by arrival number.
     evicted: std::collections::HashSet<u64>,
-    /// The virtual clock of the lateness readings, in ms.
+    /// The virtual clock, in ms, and its handle (in ns).
     now_ms: u64,
+    now: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Model {
@@ -108,9 +109,15 @@ impl Model {
             settings.queue_target = QueueTarget::Fixed(std::time::Duration::from_millis(5));
             settings.initial_limit = 1;
         }
-        let controller = Arc::new(Controller::new(settings, Arc::new(memory.clone())));
+        let (clock, now) = Clock::virtual_for_tests();
+        let controller = Arc::new(Controller::with_clock(
+            settings,
+            Arc::new(memory.clone()),
+            clock,
+        ));
         Self {
             controller,
+            now,
             memory,
             arrivals: 0,
             served: Vec::new(),
@@ -218,25 +225,21 @@ impl Model {
             }
             Op::SourceFails => self
                 .controller
-                .on_sample(Err(crate::memory::MemoryError::injected())),
+                .tick(Tick::refreshed(Err(crate::memory::MemoryError::injected()))),
             Op::Poll => self.observe_grants(),
             Op::Late(ms) => {
-                self.now_ms += 60;
                 let lateness = std::time::Duration::from_millis(ms.into());
-                let runtime = Runtime {
+                self.tick_runtime(Runtime {
                     lateness,
                     ..Runtime::default()
-                };
-                self.controller.on_runtime_at(runtime, self.now_ms);
+                });
             }
             Op::Busy(tenths) => {
-                self.now_ms += 60;
                 let workers = self.controller.cpu.workers() as u64;
                 let window_ns = 60 * 1_000_000;
                 let polled = u64::from(tenths) * workers * window_ns / 10;
                 self.controller.cpu.polled(polled);
-                self.controller
-                    .on_runtime_at(Runtime::default(), self.now_ms);
+                self.tick_runtime(Runtime::default());
             }
             _ => {}
         }
@@ -245,13 +248,31 @@ impl Model {
     /// The sampler ticks on a good reading; the model follows the baseline as the
     /// controller learns it (the reading with nothing in flight, or a lower one).
     fn sample(&mut self) {
+        self.tick(None);
+    }
+
+    /// 60 ms later, the sampler ticks with how the runtime runs.
+    fn tick_runtime(&mut self, runtime: Runtime) {
+        self.now_ms += 60;
+        self.now.store(
+            self.now_ms * 1_000_000,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.tick(Some(runtime));
+    }
+
+    fn tick(&mut self, runtime: Option<Runtime>) {
         let reading = self.memory.allocated_bytes();
         if self.controller.snapshot().in_flight == 0 {
             self.baseline = reading;
         } else {
             self.baseline = self.baseline.min(reading);
         }
-        self.controller.on_sample(Ok(()));
+        self.controller.tick(Tick {
+            refreshed: Ok(()),
+            runtime,
+            others: None,
+        });
     }
 
     /// Polls every waiter, as their futures would be when woken; granted ones are served.
@@ -286,10 +307,8 @@ impl Model {
         // Granted but not yet polled: in flight already, as far as the controller knows.
         let (waiting, gone): (Vec<_>, Vec<_>) =
             self.waiting.iter().partition(|(_, t)| t.is_waiting());
-        let granted: Vec<_> = gone
-            .into_iter()
-            .filter(|(a, _)| !self.evicted.contains(a))
-            .collect();
+        // Gone from the queue: granted, or evicted or sent away for waiting too long.
+        let granted: Vec<_> = gone.into_iter().filter(|(_, t)| t.is_granted()).collect();
         assert_eq!(s.in_flight, self.served.len() + granted.len());
         assert_eq!(s.queued, waiting.len());
         assert!(s.in_flight <= settings.max_concurrency);
@@ -451,7 +470,7 @@ fn many_threads_racing_leave_nothing_behind() {
                                     }
                                     spins += 1;
                                     assert!(spins < 1_000_000, "the queue is wedged");
-                                    controller.on_sample(Ok(()));
+                                    controller.tick(Tick::refreshed(Ok(())));
                                     std::thread::yield_now();
                                 };
                                 match granted {
@@ -464,7 +483,7 @@ fn many_threads_racing_leave_nothing_behind() {
                     }
                     if round % 97 == 0 {
                         memory.set(((t * round) % 24) as u64 * MIB);
-                        controller.on_sample(Ok(()));
+                        controller.tick(Tick::refreshed(Ok(())));
                     }
                 }
                 tally

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use crate::controller::{admit::Acquired, permit::Permit, ticket::Ticket, *};
+use crate::controller::{admit::Acquired, permit::Permit, tick::Tick, ticket::Ticket, *};
 use crate::memory::{ManualMemory, MemoryError, ThreadAllocations};
 use crate::{
     memory::MemoryFailure,
@@ -115,7 +115,7 @@ fn zero_capacity_sheds_at_once() {
 fn memory_budget_counts_reservations_and_declared_length() {
     let (c, memory) = controller(100, Some(10 * MIB), 10);
     memory.set(5 * MIB);
-    c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
+    c.tick(Tick::refreshed(Ok(()))); // the baseline: what memory holds with nothing in flight
     let _a = admitted(c.acquire(CLASS, Some(2 * MIB))); // reserves 3 MiB: 8 of 10
     assert_eq!(c.snapshot().charged_bytes, 3 * MIB);
     let _b = admitted(c.acquire(CLASS, None)); // 1 MiB: 9 of 10
@@ -129,7 +129,7 @@ fn memory_budget_counts_reservations_and_declared_length() {
     memory.set(4 * MIB);
     let waker = Arc::new(CountingWaker::default());
     assert!(poll(&mut e, &waker).is_pending());
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     assert_eq!(waker.0.load(Relaxed), 1);
     assert!(poll(&mut e, &waker).is_ready());
 }
@@ -139,7 +139,7 @@ fn a_small_waiter_passes_a_blocked_head_and_arrivals_queue() {
     // The head declares 8 MiB, which do not fit; a small one behind it does, and goes.
     let (c, memory) = controller(100, Some(10 * MIB), 10);
     memory.set(2 * MIB);
-    c.on_sample(Ok(())); // the baseline: what memory holds with nothing in flight
+    c.tick(Tick::refreshed(Ok(()))); // the baseline: what memory holds with nothing in flight
     let first = admitted(c.acquire(CLASS, None)); // 3 of 10
     let mut big = queued(c.acquire(CLASS, Some(8 * MIB))); // 3 + 8 > 10
     // While anyone waits, an arrival queues, even one that fits; it may be granted at once.
@@ -159,7 +159,7 @@ fn a_small_waiter_passes_a_blocked_head_and_arrivals_queue() {
 fn the_head_holds_the_line_once_it_would_fit_but_for_those_that_passed_it() {
     let (c, memory) = controller(1000, Some(100 * MIB), 1000);
     memory.set(0);
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     let first = admitted(c.acquire(CLASS, Some(50 * MIB))); // 51 of 100
     let mut big = queued(c.acquire(CLASS, Some(60 * MIB))); // needs 61
     let waker = Arc::new(CountingWaker::default());
@@ -196,7 +196,7 @@ fn the_head_holds_the_line_once_it_would_fit_but_for_those_that_passed_it() {
 fn above_the_soft_limit_requests_of_unknown_cost_go_one_at_a_time() {
     let (c, memory) = controller(100, Some(10 * MIB), 10);
     memory.set(0);
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     // Charges of 1 MiB: the soft limit is 9 MiB. Nine go at once, polled or not.
     let unknown: Vec<_> = (0..9).map(|_| c.acquire(CLASS, None)).collect();
     assert!(unknown.iter().all(|a| matches!(a, Acquired::Admitted(_))));
@@ -226,7 +226,7 @@ fn above_the_soft_limit_requests_of_unknown_cost_go_one_at_a_time() {
 fn a_request_goes_on_the_least_its_class_costs_one_at_a_time() {
     let (c, memory) = controller(100, Some(128 * MIB), 10);
     memory.set(0);
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     let _filler = admitted(c.acquire(CLASS, Some(100 * MIB))); // 101 of 128
     // A class that costs from 1 to 64 MiB: its estimate does not fit, the least does.
     let mixed = CostClass::new("mixed");
@@ -268,7 +268,7 @@ fn progress_guarantee_when_nothing_is_in_flight() {
     // Over budget and idle: the first request waits for a fresh reading, then goes.
     let mut first = queued(c.acquire(CLASS, None));
     assert!(poll(&mut first, &waker).is_pending());
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     let Poll::Ready(first) = poll(&mut first, &waker) else {
         panic!("a fresh reading admits the head")
     };
@@ -279,7 +279,7 @@ fn progress_guarantee_when_nothing_is_in_flight() {
         poll(&mut second, &waker).is_pending(),
         "the last reading may be an interval old"
     );
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     assert!(
         poll(&mut second, &waker).is_ready(),
         "the head goes when nothing is in flight"
@@ -362,10 +362,10 @@ fn refresh_failed() -> Result<(), MemoryError> {
 fn a_failing_source_fails_open_by_default() {
     let (c, memory) = controller(4, Some(10 * MIB), 4);
     memory.set(50 * MIB);
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     let mut waiting = queued(c.acquire(CLASS, None));
     // The source breaks: its last reading (over budget) no longer refuses anyone...
-    c.on_sample(refresh_failed());
+    c.tick(Tick::refreshed(refresh_failed()));
     let waker = Arc::new(CountingWaker::default());
     let Poll::Ready(_waited) = poll(&mut waiting, &waker) else {
         panic!("the waiter is not let in")
@@ -377,7 +377,7 @@ fn a_failing_source_fails_open_by_default() {
     let _d = queued(c.acquire(CLASS, None));
     assert_eq!(c.snapshot().memory_source_errors, 1);
     // Recovered: the reading decides again.
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     assert!(matches!(
         c.acquire(CLASS, None),
         Acquired::Queued(_) | Acquired::Rejected(_)
@@ -388,7 +388,7 @@ fn a_failing_source_fails_open_by_default() {
 fn a_failing_source_can_fail_closed() {
     let (c, _) = controller_failing(MemoryFailure::Closed, 4, Some(10 * MIB), 4);
     let first = admitted(c.acquire(CLASS, None));
-    c.on_sample(refresh_failed());
+    c.tick(Tick::refreshed(refresh_failed()));
     // Memory reads 0, but nobody knows: memory counts as over the budget.
     let mut second = queued(c.acquire(CLASS, None));
     let waker = Arc::new(CountingWaker::default());
@@ -400,7 +400,7 @@ fn a_failing_source_can_fail_closed() {
     // One at a time still: with nothing in flight, the next sample admits the head.
     drop(first);
     let mut third = queued(c.acquire(CLASS, None));
-    c.on_sample(refresh_failed());
+    c.tick(Tick::refreshed(refresh_failed()));
     assert!(poll(&mut third, &waker).is_ready());
     assert_eq!(c.snapshot().admitted_over_budget, 1);
 }
@@ -479,7 +479,7 @@ fn sheddable_requests_are_refused_rather_than_fill_half_the_queue() {
 fn sheddable_requests_are_refused_above_the_soft_limit() {
     let (c, memory) = controller(8, Some(64 * MIB), 8);
     memory.set(63 * MIB + MIB / 2);
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     let shed = rejected(c.acquire_as(Priority::Sheddable, CLASS, None, String::new));
     assert_eq!(shed.limit(), Limit::Memory);
     let normal = c.acquire_as(Priority::Normal, CLASS, None, String::new);
@@ -491,7 +491,7 @@ fn sheddable_requests_are_refused_above_the_soft_limit_with_the_slots_full_too()
     let (c, memory) = controller(1, Some(64 * MIB), 8);
     let _busy = admitted(c.acquire(CLASS, None));
     memory.set(63 * MIB + MIB / 2);
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     let shed = rejected(c.acquire_as(Priority::Sheddable, CLASS, None, String::new));
     assert_eq!(shed.reason(), Reason::QueueFull);
     // The slots answer first for what holds it back.
@@ -722,16 +722,19 @@ fn fallen_pool() -> (Arc<Controller>, ManualMemory, Arc<AtomicU64>) {
         queue_target: QueueTarget::Fixed(Duration::from_millis(5)),
         ..Settings::for_tests(4, Some(64 * MIB), 8)
     };
-    let mut controller = Controller::new(settings, Arc::new(memory.clone()));
     let (clock, now) = Clock::virtual_for_tests();
-    controller.clock = clock;
-    let controller = Arc::new(controller);
+    let controller = Arc::new(Controller::with_clock(
+        settings,
+        Arc::new(memory.clone()),
+        clock,
+    ));
     let late = Runtime {
         lateness: Duration::from_millis(15),
         ..Runtime::default()
     };
     for now_ms in [0, 60, 120, 180] {
-        controller.on_runtime_at(late, now_ms);
+        now.store(now_ms * MS, Relaxed);
+        controller.tick(runtime_tick(late));
     }
     assert!(controller.limit.has_fallen());
     (controller, memory, now)
@@ -798,10 +801,12 @@ fn cpu_pool() -> (Arc<Controller>, Arc<AtomicU64>) {
         queue_target: QueueTarget::Auto,
         ..Settings::for_tests(16, None, 8)
     };
-    let mut controller = Controller::new(settings, Arc::new(ManualMemory::new(0)));
     let (clock, now) = Clock::virtual_for_tests();
-    controller.clock = clock;
-    (Arc::new(controller), now)
+    let memory = Arc::new(ManualMemory::new(0));
+    (
+        Arc::new(Controller::with_clock(settings, memory, clock)),
+        now,
+    )
 }
 
 /// A request of `class` that runs to its response: `work` poll by poll, each a time spent in
@@ -822,9 +827,17 @@ fn serve(c: &Arc<Controller>, now: &AtomicU64, class: CostClass, work: &[u64], b
 fn window(c: &Controller, now: &AtomicU64, busy: f64) {
     let window_ns = 50 * MS;
     c.cpu.polled((busy * window_ns as f64) as u64);
-    let ms = now.fetch_add(window_ns, Relaxed) / MS;
-    c.on_runtime_at(Runtime::default(), ms);
-    c.on_runtime_at(Runtime::default(), ms + 50);
+    c.tick(runtime_tick(Runtime::default()));
+    now.fetch_add(window_ns, Relaxed);
+    c.tick(runtime_tick(Runtime::default()));
+}
+
+/// A tick of the sampler on a good reading, with how the runtime runs.
+fn runtime_tick(runtime: Runtime) -> Tick {
+    Tick {
+        runtime: Some(runtime),
+        ..Tick::refreshed(Ok(()))
+    }
 }
 
 #[test]
@@ -1124,7 +1137,10 @@ fn beside_other_processes_a_pool_charges_only_its_share_of_the_headroom_between_
         unseen: 8 * MIB,
         processes: 2,
     };
-    c.on_neighbours(others);
+    c.tick(Tick {
+        others: Some(others),
+        ..Tick::refreshed(Ok(()))
+    });
     // 56 MiB of headroom over three processes: 18.7 MiB (18 requests of 1 MiB) until the
     // next sample, where alone it would have taken 62.
     let first: Vec<Permit> = (0..18).map(|_| admitted(c.acquire(CLASS, None))).collect();
@@ -1135,10 +1151,16 @@ fn beside_other_processes_a_pool_charges_only_its_share_of_the_headroom_between_
         "it waits for the next sample"
     );
     // The next sample: 38 MiB of headroom left, a third of it this process's.
-    c.on_neighbours(others);
+    c.tick(Tick {
+        others: Some(others),
+        ..Tick::refreshed(Ok(()))
+    });
     assert!(!waiter.is_waiting(), "granted at the next sample");
     // Alone again: the whole headroom.
-    c.on_neighbours(crate::memory::shared::Others::default());
+    c.tick(Tick {
+        others: Some(crate::memory::shared::Others::default()),
+        ..Tick::refreshed(Ok(()))
+    });
     let more: Vec<Permit> = (0..30).map(|_| admitted(c.acquire(CLASS, None))).collect();
     drop((first, more, waiter));
 }
@@ -1161,9 +1183,8 @@ fn timed_pool(budget: u64) -> (Arc<Controller>, ManualMemory, Arc<AtomicU64>) {
         lateness_target: Some(Duration::from_millis(10)),
         ..Settings::for_tests(64, Some(budget), 64)
     };
-    let mut c = Controller::new(settings, Arc::new(memory.clone()));
     let (clock, now) = Clock::virtual_for_tests();
-    c.clock = clock;
+    let c = Controller::with_clock(settings, Arc::new(memory.clone()), clock);
     (Arc::new(c), memory, now)
 }
 
@@ -1197,7 +1218,7 @@ fn a_class_that_holds_little_of_the_budget_keeps_its_place_in_a_standing_queue()
     let (c, memory, now) = timed_pool(64 * MIB);
     serve_for(&c, &now, 100);
     memory.set(56 * MIB); // something else holds the rest
-    c.on_sample(Ok(()));
+    c.tick(Tick::refreshed(Ok(())));
     let _served: Vec<Permit> = (0..8).map(|_| admitted(c.acquire(CLASS, None))).collect();
     let _burst: Vec<Ticket> = (0..16).map(|_| queued(c.acquire(CLASS, None))).collect();
     now.fetch_add(100 * MS, Relaxed);

@@ -1,7 +1,8 @@
-//! What the sampler thread feeds the controller: each memory reading (which may let waiters
-//! in), and how the runtime runs: its lateness (which moves the live limit) and its workers
-//! (what the CPU gate can admit); and, where processes share a cgroup, what the others have
-//! admitted.
+//! The sampler's one entrance: each tick brings the memory source's refresh, how the runtime
+//! runs (its lateness moves the live limit, its workers size the CPU gate) and, where
+//! processes share a cgroup, what the others have admitted. A tick reads the clock once,
+//! closes the window both the CPU gate and the live limit judge, and grants waiters at most
+//! once, after everything it brought is in.
 
 use std::sync::atomic::Ordering::SeqCst;
 
@@ -15,11 +16,42 @@ use crate::memory::{
     shared::{Departure, Others},
 };
 
+/// What the sampler brings on one tick.
+#[derive(Debug)]
+pub(crate) struct Tick {
+    /// How the memory source's refresh went.
+    pub(crate) refreshed: Result<(), MemoryError>,
+    /// How the runtime runs, where a heartbeat measures it.
+    pub(crate) runtime: Option<Runtime>,
+    /// What the cgroup's other processes have admitted, where processes share it.
+    pub(crate) others: Option<Others>,
+}
+
+impl Tick {
+    /// A tick that brings a refresh alone.
+    #[cfg(test)]
+    pub(crate) fn refreshed(refreshed: Result<(), MemoryError>) -> Self {
+        Self {
+            refreshed,
+            runtime: None,
+            others: None,
+        }
+    }
+}
+
 impl Controller {
-    /// Called by the sampler after each refresh: a lower reading may let waiters in.
-    pub(crate) fn on_sample(&self, refreshed: Result<(), MemoryError>) {
-        self.gauge.health().record(&refreshed);
+    /// Takes in what the sampler brings: a lower reading, a live limit that rose or a CPU no
+    /// longer saturated may let waiters in. Waiters are granted on the fresh reading after a
+    /// failed refresh too: the sampler's tick is what lets the progress guarantee serve one
+    /// request at a time when failing closed.
+    pub(crate) fn tick(&self, tick: Tick) {
         let now_ms = self.clock.tick();
+        let Tick {
+            refreshed,
+            runtime,
+            others,
+        } = tick;
+        self.gauge.health().record(&refreshed, now_ms);
         self.classes.tick(now_ms);
         let state = self.state.load(SeqCst);
         self.counters.tick(state & QUEUED != 0, now_ms);
@@ -27,20 +59,24 @@ impl Controller {
             self.footprint
                 .observe(self.gauge.allocated_bytes(), in_flight(state));
         }
-        // After a failed refresh too: the sampler's tick is what lets the progress guarantee
-        // serve one request at a time when failing closed.
-        if state & QUEUED != 0 {
+        if let Some(others) = others {
+            self.neighbours(others, state);
+        }
+        if let Some(runtime) = runtime {
+            self.judge_runtime(runtime, now_ms);
+        }
+        self.sample_connections(now_ms);
+        if self.state.load(SeqCst) & QUEUED != 0 {
             self.grant_waiters(Reading::Fresh);
         }
     }
 
-    /// Called by the sampler after each sample where processes share the cgroup: what the
-    /// others have admitted and not yet allocated, and how many they are.
-    pub(crate) fn on_neighbours(&self, others: Others) {
+    /// What the cgroup's other processes have admitted and not yet allocated, and how many
+    /// they are.
+    fn neighbours(&self, others: Others, state: u64) {
         let Some(budget) = self.settings.budget else {
             return;
         };
-        let state = self.state.load(SeqCst);
         let memory = self.gauge.allocated_bytes();
         let footprint = &self.footprint;
         footprint.neighbours(
@@ -50,9 +86,6 @@ impl Controller {
             memory,
             charged_bytes(state),
         );
-        if state & QUEUED != 0 {
-            self.grant_waiters(Reading::Fresh);
-        }
     }
 
     /// Keeps `departure` (which removes this process's shared record) until the pool goes.
@@ -60,16 +93,10 @@ impl Controller {
         self.footprint.leave_with(departure);
     }
 
-    /// Called by the sampler with how the runtime runs: moves the live limit (see
-    /// [`limit`](super::limit)) and judges whether the CPU is saturated (see
-    /// [`cpu`](super::cpu)); lets waiters in if either opened.
-    pub(crate) fn on_runtime(&self, runtime: Runtime) {
-        self.on_runtime_at(runtime, self.clock.now_ms());
-    }
-
-    /// [`on_runtime`](Self::on_runtime) at `now_ms` (since the pool started): tests drive it
-    /// on a virtual clock.
-    pub(crate) fn on_runtime_at(&self, runtime: Runtime, now_ms: u64) {
+    /// How the runtime runs at `now_ms`: moves the live limit (see [`limit`](super::limit))
+    /// and judges whether the CPU is saturated (see [`cpu`](super::cpu)), on the same
+    /// window.
+    fn judge_runtime(&self, runtime: Runtime, now_ms: u64) {
         let Runtime { lateness, workers } = runtime;
         if let Some(workers) = workers {
             self.cpu.set_workers(workers);
@@ -85,16 +112,10 @@ impl Controller {
         let used = in_flight(state) as usize + self.settings.critical_slots;
         let blocked = queued && used >= self.limit.get();
         // Lateness that request polls explain is the CPU gate's: the live limit guards
-        // against work the layer cannot see. (Both judge windows on the same ticks.)
+        // against work the layer cannot see.
         let explained = self.cpu.explains_lateness();
-        let moved = self
-            .limit
+        self.limit
             .observe(now_ms, lateness, used, blocked, explained);
-        let opened =
-            moved.is_some_and(|m| m.to > m.from) || (was_saturated && !self.cpu.is_saturated());
-        if opened && queued {
-            self.grant_waiters(Reading::Last);
-        }
     }
 
     /// Whether the runtime is busy: it runs late, or request polls saturate the CPU. An
