@@ -206,7 +206,7 @@ impl Controller {
                 SeqCst,
             ) {
                 Ok(_) => {
-                    self.count_admission(ask, over_budget, memory);
+                    self.admitted(ask, over_budget, memory);
                     return Ok(());
                 }
                 Err(now) => state = now,

@@ -11,6 +11,7 @@ use super::drain::Drain;
 use crate::{
     data_rate::SlowBodies,
     log_throttle::LogThrottle,
+    priority::Priority,
     rejection::Discards,
     rejection::{Limit, Reason},
 };
@@ -92,6 +93,12 @@ impl Counters {
             .sum();
         self.drain
             .update(self.admitted.load(Relaxed), refused, queued, now_ms);
+    }
+
+    /// Counts an admission of `priority`.
+    pub(super) fn admitted(&self, priority: Priority) {
+        self.admitted.fetch_add(1, Relaxed);
+        self.admitted_by[priority.rank()].fetch_add(1, Relaxed);
     }
 
     pub(super) fn note_over_budget(&self, memory: u64, budget: Option<u64>, now_ms: u64) {

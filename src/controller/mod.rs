@@ -102,11 +102,11 @@ use classes::Classes;
 use counters::Counters;
 use cpu::CpuGate;
 use footprint::Footprint;
-use inputs::Reading;
+use inputs::{Ask, Reading};
 use limit::LiveLimit;
 use queue::Queue;
 use waitlist::Waitlist;
-use word::{QUEUED, charge, charged_bytes, claim, in_flight};
+use word::{QUEUED, charge, charged_bytes, claim, in_flight, kib};
 
 /// One admission pool, shared behind an `Arc` by every layer, service, future and body.
 ///
@@ -185,6 +185,33 @@ impl Controller {
 
     pub(crate) fn memory(&self) -> &dyn MemorySource {
         self.gauge.source()
+    }
+
+    /// Admits `ask` where only the caller adds to the state word (under the lock, or past
+    /// the limits): claims its slot and charge, then counts it in.
+    fn admit(&self, ask: Ask, over_budget: bool, memory: u64) {
+        self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
+        self.admitted(ask, over_budget, memory);
+    }
+
+    /// `ask` has its slot and charge in the state word: charges the CPU work it brings,
+    /// counts it unsettled until its first poll, spends this process's share of the
+    /// headroom, starts it in its class, lets its declared body count towards the discard
+    /// allowance, and counts the admission (over the budget: the progress guarantee).
+    fn admitted(&self, ask: Ask, over_budget: bool, memory: u64) {
+        self.cpu.recharge(0, ask.cpu_us);
+        self.unsettled.fetch_add(1, SeqCst);
+        self.footprint.admitted(ask.charge);
+        self.classes.started(ask.class);
+        if ask.declared > 0 {
+            self.discards().credit(ask.declared);
+        }
+        self.counters.admitted(ask.priority);
+        if over_budget {
+            let now_ms = self.clock.last_ms();
+            self.counters
+                .note_over_budget(memory, self.settings.budget, now_ms);
+        }
     }
 
     /// Gives back what an admitted request held (`unsettled`: it was never polled; `passer`:

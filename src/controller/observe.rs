@@ -16,7 +16,7 @@ use super::{
     admit::Acquired,
     inputs::{Ask, Reading},
     permit::Permit,
-    word::{MAX_CONCURRENCY, QUEUED, claim, in_flight, kib},
+    word::{MAX_CONCURRENCY, QUEUED, in_flight},
 };
 use crate::rejection::{Limit, Reason};
 
@@ -31,8 +31,7 @@ impl Controller {
         // What the lock would have admitted (a new class while every admitted request has
         // shown its cost) goes as it would have, uncounted.
         if self.may_admit_locked(fit, state, false, Reading::Last) == Some(false) {
-            self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
-            self.count_admission(ask, false, memory);
+            self.admit(ask, false, memory);
             return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
         }
         let limit = fit.blame(state & QUEUED != 0);
@@ -56,8 +55,7 @@ impl Controller {
             self.count_would_reject(Reason::QueueFull, limit);
         }
         self.counters.past.in_flight.fetch_add(1, Relaxed);
-        self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
-        self.count_admission(ask, false, memory);
+        self.admit(ask, false, memory);
         let mut permit = Permit::new(Arc::clone(self), ask);
         permit.past_limits();
         Acquired::Admitted(permit)

@@ -187,10 +187,6 @@ impl Permit {
     /// Wraps a slot and the charge of `ask`, which the controller has already counted.
     pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
         let charge = Charge::new(kib(ask.charge), ask.declared);
-        controller.classes.started(ask.class);
-        if ask.declared > 0 {
-            controller.discards().credit(ask.declared);
-        }
         Self {
             demand: Demand::new(
                 &controller.cpu,

@@ -12,7 +12,6 @@ use std::{
 use super::{
     Controller,
     cpu::Judged,
-    inputs::Ask,
     word::{charged_bytes, in_flight},
 };
 use crate::{
@@ -30,21 +29,6 @@ impl Controller {
         counters
             .drain
             .retry_after(self.waitlist.len(), max, super::drain::draw())
-    }
-
-    /// Counts the admission of `ask`, and charges the CPU work it brings.
-    pub(super) fn count_admission(&self, ask: Ask, over_budget: bool, memory: u64) {
-        let priority = ask.priority;
-        self.cpu.recharge(0, ask.cpu_us);
-        self.unsettled.fetch_add(1, SeqCst);
-        self.footprint.admitted(ask.charge);
-        let counters = &self.counters;
-        counters.admitted.fetch_add(1, Relaxed);
-        counters.admitted_by[priority.rank()].fetch_add(1, Relaxed);
-        if over_budget {
-            let now_ms = self.clock.last_ms();
-            counters.note_over_budget(memory, self.settings.budget, now_ms);
-        }
     }
 
     /// Counts a body cut off for being too slow (its permit is about to go).

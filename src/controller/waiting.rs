@@ -16,7 +16,7 @@ use super::{
     permit::Permit,
     queue::{Left, Queue, QueueTarget, STANDING_NS, Verdict},
     ticket::Ticket,
-    word::{QUEUED, claim, in_flight, kib},
+    word::{QUEUED, in_flight},
 };
 use crate::{
     priority::Priority,
@@ -37,8 +37,7 @@ impl Controller {
             if let Some(over_budget) = self.may_admit_locked(fit, state, true, Reading::Last) {
                 // Only the lock holder adds while the fast path refuses; a racing release
                 // only subtracts.
-                self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
-                self.count_admission(ask, over_budget, memory);
+                self.admit(ask, over_budget, memory);
                 queue.admitted(ask.priority);
                 drop(queue);
                 return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
@@ -156,8 +155,7 @@ impl Controller {
                 let fit = self.fit(state, memory, ask);
                 match self.may_admit_locked(fit, state, head.is_some(), reading) {
                     Some(over_budget) => {
-                        self.state.fetch_add(claim(kib(ask.charge)), SeqCst);
-                        self.count_admission(ask, over_budget, memory);
+                        self.admit(ask, over_budget, memory);
                         Verdict::Admitted
                     }
                     None if in_flight(state) >= self.limit.get() as u64 => Verdict::Stop,
