@@ -63,6 +63,11 @@ impl Controller {
     /// On each sample: while memory spoken for is within a sixteenth of the budget, or
     /// accepts wait for room, asks a few idle connections to close; then lets the accepts
     /// that wait look for room again.
+    /// Whether the pool's listener counts connections (see [`connections`](super::connections)).
+    pub(crate) fn counts_connections(&self) -> bool {
+        self.connections.are_counted()
+    }
+
     pub(super) fn sample_connections(&self, now_ms: u64) {
         let connections = &self.connections;
         let waiting = connections.accepts_wait();

@@ -496,6 +496,23 @@ pub(crate) struct Demand {
     /// body comes; then how long the body took to arrive, in microseconds, with [`ARRIVED`]
     /// set.
     body: u64,
+    /// When its first timed poll began and its last ended, in nanoseconds on the pool's
+    /// clock (0: none yet): its time in flight, without a clock read of its own.
+    polled_ns: (u64, u64),
+    /// Its response head is ready: only then is its demand whole enough to learn.
+    responded: bool,
+}
+
+/// What an ended request's polls showed of its CPU demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spent {
+    /// From its first poll to its last, where it answered.
+    pub(crate) served_ns: Option<u64>,
+    /// Its demand and its longest poll, where it answered (a request cut short, its client
+    /// gone, did not show what it demands).
+    pub(crate) demand: Option<(u64, u64)>,
+    /// How long its body took to arrive, in microseconds.
+    pub(crate) body_us: Option<u64>,
 }
 
 /// In [`Demand::body`]: the body has arrived, and the low bits say how long it took.
@@ -528,7 +545,14 @@ impl Demand {
             long,
             turn,
             body: admitted_ns.map_or(0, |ns| (ns & BODY_TIME).max(1)),
+            polled_ns: (0, 0),
+            responded: false,
         }
+    }
+
+    /// Its response head is ready: its demand so far is worth learning.
+    pub(crate) fn responded(&mut self) {
+        self.responded = true;
     }
 
     /// Whether its work may start now: always, unless it polls long without a body and no
@@ -544,11 +568,6 @@ impl Demand {
         self.long && self.body == 0
     }
 
-    /// Its longest poll so far, in nanoseconds.
-    pub(crate) fn longest_ns(&self) -> u64 {
-        self.longest_ns.into()
-    }
-
     /// Whether its work comes once its body has arrived.
     pub(crate) fn expects_body(&self) -> bool {
         self.body != 0
@@ -560,10 +579,6 @@ impl Demand {
             let waited_ns = waited.as_nanos().min(u64::MAX.into()) as u64;
             self.body = self.body.saturating_sub(waited_ns).max(1);
         }
-    }
-
-    pub(crate) fn used_ns(&self) -> u64 {
-        self.used_ns
     }
 
     /// How long its body took to arrive, in microseconds, once it has.
@@ -601,6 +616,10 @@ impl Demand {
         body: Option<(&Turn, bool)>,
         idle: bool,
     ) -> bool {
+        self.polled_ns = match self.polled_ns {
+            (0, _) => (started_ns.max(1), started_ns + spent_ns),
+            (first, _) => (first, started_ns + spent_ns),
+        };
         self.used_ns = self.used_ns.saturating_add(spent_ns);
         self.longest_ns = self.longest_ns.max(spent_ns.min(u32::MAX.into()) as u32);
         let unflushed = u64::from(self.unflushed_ns) + spent_ns;
@@ -661,8 +680,9 @@ impl Demand {
         }
     }
 
-    /// The request ended: the gate gets its charge and its poll time back.
-    pub(crate) fn end(&mut self, gate: &CpuGate, turn: Option<&Turn>) {
+    /// The request ended: the gate gets its charge and its poll time back; returns what its
+    /// polls showed.
+    pub(crate) fn end(&mut self, gate: &CpuGate, turn: Option<&Turn>) -> Spent {
         let charged = std::mem::take(&mut self.charged_us);
         let turn = match self.has_own_turn() {
             true => Some(&self.turn),
@@ -686,6 +706,14 @@ impl Demand {
             }
         }
         gate.polled(std::mem::take(&mut self.unflushed_ns).into());
+        let (first, last) = self.polled_ns;
+        Spent {
+            served_ns: (self.responded && first != 0).then(|| last.saturating_sub(first)),
+            demand: self
+                .responded
+                .then(|| (self.used_ns, self.longest_ns.into())),
+            body_us: self.body_us(),
+        }
     }
 }
 

@@ -32,6 +32,11 @@ impl Controller {
         }
     }
 
+    /// Holds `bytes` beside an admitted request's charge, until it ends (see `Permit::hold`).
+    pub(crate) fn hold_beside(&self, bytes: u64) {
+        self.footprint.hold(bytes);
+    }
+
     /// Holds `bytes` for a connection discarding a refused body, if they fit in the memory
     /// budget beside what is spoken for, and in the share of it ([`DISCARD_SHARE`]) that
     /// discards may hold together.

@@ -57,11 +57,13 @@ mod connections;
 mod counters;
 mod cpu;
 mod drain;
+pub(crate) mod end;
 mod fit;
 mod footprint;
 pub(crate) mod held;
 mod inputs;
 mod limit;
+pub(crate) mod meter;
 mod observe;
 pub(crate) mod permit;
 pub(crate) mod progress;
@@ -104,6 +106,7 @@ use cpu::CpuGate;
 use footprint::Footprint;
 use inputs::{Ask, Reading};
 use limit::LiveLimit;
+use meter::Shown;
 use queue::Queue;
 use waitlist::Waitlist;
 use word::{QUEUED, charge, charged_bytes, claim, in_flight, kib};
@@ -235,6 +238,20 @@ impl Controller {
         } else if self.state.fetch_sub(charge(from - to), SeqCst) & QUEUED != 0 {
             self.grant_waiters(Reading::Last);
         }
+    }
+
+    /// A poll of a request of `class` that declared `declared` body bytes `shown` its class
+    /// a new peak or a rise: its class learns them. Returns the class's rise now, which the
+    /// request's charge keeps in hand.
+    pub(crate) fn shown(&self, class: ClassId, declared: u64, shown: Shown) -> u64 {
+        let classes = &self.classes;
+        if let Some(peak) = shown.peak {
+            classes.observe_peak(class, declared, peak);
+        }
+        if let Some(rise) = shown.rise {
+            classes.observe_rise(class, declared, rise);
+        }
+        classes.rise(class, declared)
     }
 
     /// An admitted request was polled once: its cost is known. The last one to settle may let

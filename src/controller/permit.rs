@@ -13,9 +13,8 @@
 //! more of the two is charged, and what it allocates counts against its reservation first.
 //!
 //! The highest a poll can have reached is bounded by what the request held before it plus
-//! everything the poll allocated: that bound is what the class learns. (jemalloc's own
-//! per-thread peak cannot be reset without unsafe code, and the bound costs nothing more
-//! than the two readings already taken.)
+//! everything the poll allocated: that bound is what the class learns (see
+//! [`meter`](super::meter)).
 //!
 //! **CPU.** Where the CPU gate is on, each poll is also timed: its time is the request's
 //! CPU demand, which corrects what the gate holds for it and, once it has answered, teaches
@@ -33,13 +32,9 @@ use std::{
     task::Poll,
 };
 
-use super::progress::BodyProgress;
 use super::{
-    Controller,
-    classes::ClassId,
-    cpu::Demand,
-    inputs::{Ask, Reading},
-    word::{QUEUED, kib},
+    Controller, classes::ClassId, cpu::Demand, end::Ended, inputs::Ask, meter::Meter,
+    progress::BodyProgress, word::kib,
 };
 use crate::data_rate::TooSlow;
 
@@ -72,7 +67,7 @@ pub(crate) struct Charge {
 const CLOSED: u64 = 1 << 63;
 
 impl Charge {
-    fn new(kib: u64, base: u64) -> Self {
+    pub(super) fn new(kib: u64, base: u64) -> Self {
         Self {
             kib: AtomicU64::new(kib),
             base: AtomicU64::new(base),
@@ -105,7 +100,7 @@ impl Charge {
     }
 
     /// Ends the charge; returns what the word held for it.
-    fn close(&self) -> u64 {
+    pub(super) fn close(&self) -> u64 {
         self.kib.swap(CLOSED, SeqCst) & !CLOSED
     }
 }
@@ -113,22 +108,12 @@ impl Charge {
 /// A permit's charge: its own, or shared with its handler's reservation. Sharing costs an
 /// allocation per request, so only pools that take reservations pay it.
 #[derive(Debug)]
-enum Held {
+enum Charged {
     Own(Charge),
     Shared(Arc<Charge>),
 }
 
-impl Held {
-    fn new(charge: Charge, shared: bool) -> Self {
-        if shared {
-            Self::Shared(Arc::new(charge))
-        } else {
-            Self::Own(charge)
-        }
-    }
-}
-
-impl std::ops::Deref for Held {
+impl std::ops::Deref for Charged {
     type Target = Charge;
 
     fn deref(&self) -> &Charge {
@@ -139,9 +124,16 @@ impl std::ops::Deref for Held {
     }
 }
 
-/// Whether the pool's requests share their charge with a reservation.
-fn controller_shares(controller: &Controller) -> bool {
-    controller.settings.reservations && controller.settings.budget.is_some()
+/// How a request was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Within the limits.
+    Within,
+    /// Past a blocked head (see [`super::queue`]): until it ends, what it was charged then
+    /// counts against the head's patience.
+    PastAHead,
+    /// Past the limits, observing only (see [`super::observe`]).
+    PastLimits,
 }
 
 /// Held from admission until the response body ends or is dropped; dropping it on any path
@@ -151,36 +143,16 @@ fn controller_shares(controller: &Controller) -> bool {
 pub(crate) struct Permit {
     controller: Arc<Controller>,
     class: ClassId,
-    /// The request's declared `Content-Length`: it is charged at least that much, unless
-    /// its body comes slowly (see `follow`).
-    declared: u64,
-    /// What the charge adds to the declared length before the first poll (the estimate).
-    estimate: u64,
-    /// The body's progress, when a meter watches it.
-    body: Option<Arc<BodyProgress>>,
-    /// The body floor the charge was last corrected for.
-    floor: u64,
-    charge: Held,
-    /// Net bytes allocated by this request's polls so far.
-    net: i64,
-    /// The most this request can have held at once, as far as its polls tell.
-    peak: u64,
-    /// Whether a poll has shown its cost (see `Controller::settle`).
-    settled: bool,
-    /// Admitted past the limits, observing only (see `super::observe`).
-    past_limits: bool,
-    /// Admitted past a blocked head (see [`super::queue`]).
-    passed: bool,
+    meter: Meter,
+    charge: Charged,
     /// Its CPU demand, where the CPU gate is on.
     demand: Demand,
-    /// Whether its response head is ready: only then is its demand whole enough to learn.
-    responded: bool,
-    /// When its first and its last timed poll began and ended, in nanoseconds on the
-    /// controller's clock (0: not timed): its time in flight, without a clock read of its own.
-    polled_ns: (u64, u64),
+    /// The body's progress, when a meter watches it.
+    body: Option<Arc<BodyProgress>>,
     /// Bytes held beside the charge: what serving the request holds outside its polls
     /// (its connection's buffers), counted as spoken for until the permit goes.
     held: u64,
+    way: Way,
 }
 
 impl Permit {
@@ -195,46 +167,40 @@ impl Permit {
                 ask.body_us.map(|_| controller.clock.now_ns()),
                 ask.long,
             ),
-            responded: false,
-            polled_ns: (0, 0),
-            charge: Held::new(charge, controller_shares(&controller)),
+            charge: match controller.shares_charges() {
+                true => Charged::Shared(Arc::new(charge)),
+                false => Charged::Own(charge),
+            },
             controller,
             class: ask.class,
-            declared: ask.declared,
-            estimate: ask.charge.saturating_sub(ask.declared),
+            meter: Meter::new(ask.declared, ask.charge),
             body: None,
-            floor: ask.declared,
-            net: 0,
-            peak: 0,
-            settled: false,
-            past_limits: false,
-            passed: false,
             held: 0,
+            way: Way::Within,
         }
     }
 
     /// Holds `bytes` beside the charge until the permit goes (see [`super::footprint`]).
     pub(crate) fn hold(&mut self, bytes: u64) {
         if bytes > 0 {
-            self.controller.footprint.hold(bytes);
+            self.controller.hold_beside(bytes);
             self.held += bytes;
         }
     }
 
     /// Whether the pool's listener counts connections (see [`super::connections`]).
     pub(crate) fn connections_counted(&self) -> bool {
-        self.controller.connections().are_counted()
+        self.controller.counts_connections()
     }
 
     /// Marks the request as admitted past the limits, observing only.
     pub(super) fn past_limits(&mut self) {
-        self.past_limits = true;
+        self.way = Way::PastLimits;
     }
 
-    /// Marks the request as admitted past a blocked head: until it ends, what it was charged
-    /// then counts against the head's patience.
+    /// Marks the request as admitted past a blocked head.
     pub(super) fn passed_a_head(&mut self) {
-        self.passed = true;
+        self.way = Way::PastAHead;
     }
 
     /// Lets the request's body meter lower what the request is charged for its body: a body
@@ -250,9 +216,10 @@ impl Permit {
 
     /// The least the request is charged for its body now.
     fn body_floor(&self) -> u64 {
+        let declared = self.meter.declared;
         self.body
             .as_ref()
-            .map_or(self.declared, |body| body.floor().min(self.declared))
+            .map_or(declared, |body| body.floor().min(declared))
     }
 
     /// Runs `poll` (one poll of the request's work) and corrects the request's charges by
@@ -265,10 +232,6 @@ impl Permit {
         let started = self.controller.clock.now_ns();
         let result = self.track_memory(poll);
         let spent = self.controller.clock.now_ns().saturating_sub(started);
-        self.polled_ns = match self.polled_ns {
-            (0, _) => (started.max(1), started + spent),
-            (first, _) => (first, started + spent),
-        };
         let body = self
             .body
             .as_ref()
@@ -280,9 +243,8 @@ impl Permit {
         if self
             .demand
             .polled(&controller.cpu, started, spent, body, idle)
-            && controller.state.load(SeqCst) & QUEUED != 0
         {
-            controller.grant_waiters(Reading::Last);
+            controller.grant_if_queued();
         }
         result
     }
@@ -292,7 +254,9 @@ impl Permit {
     fn track_memory<R>(&mut self, poll: impl FnOnce() -> R) -> R {
         let Some(counters) = self.controller.gauge.thread_allocations() else {
             let result = poll();
-            self.follow_floor_untracked();
+            if let Some(target) = self.meter.untracked(self.body_floor()) {
+                self.recharge(kib(target));
+            }
             self.settle();
             return result;
         };
@@ -300,47 +264,17 @@ impl Permit {
         let result = poll();
         let moved = counters().since(before);
         let floor = self.body_floor();
-        if moved.allocated == 0 && moved.freed == 0 && self.settled && floor == self.floor {
+        let base_before = || self.charge.base.load(Relaxed);
+        let Some(shown) = self.meter.polled(moved, floor, base_before) else {
             return result;
-        }
-        self.floor = floor;
-        let held_before = self.net.max(0) as u64;
-        let high = held_before.saturating_add(moved.allocated);
-        self.net = self
-            .net
-            .saturating_add(moved.allocated as i64)
-            .saturating_sub(moved.freed as i64);
-        let classes = &self.controller.classes;
-        // The first poll makes the class known, whatever it allocated.
-        if high > self.peak || !self.settled {
-            self.peak = high;
-            classes.observe_peak(self.class, self.declared, high);
-        }
-        // The first poll's rise is the request's cost, known from now on; later ones are
-        // what the charge must keep in hand until the handler reserves.
-        if self.settled {
-            let base_before = self.charge.base.load(Relaxed);
-            classes.observe_rise(self.class, self.declared, high.saturating_sub(base_before));
-        }
-        let reserved = self.charge.reserved.load(Relaxed);
-        let base = (self.net.max(0) as u64).saturating_sub(reserved).max(floor);
+        };
+        let (class, declared) = (self.class, self.meter.declared);
+        let rise = self.controller.shown(class, declared, shown);
+        let base = self.meter.base(self.charge.reserved.load(Relaxed));
         self.charge.base.store(base, Relaxed);
-        self.recharge(
-            self.charge
-                .target_kib(classes.rise(self.class, self.declared), 0),
-        );
+        self.recharge(self.charge.target_kib(rise, 0));
         self.settle();
         result
-    }
-
-    /// Without per-thread counters the charge stays the estimate, but a slow body's floor
-    /// still lowers it.
-    fn follow_floor_untracked(&mut self) {
-        let floor = self.body_floor();
-        if floor != self.floor {
-            self.floor = floor;
-            self.recharge(kib(floor.saturating_add(self.estimate)));
-        }
     }
 
     fn recharge(&self, target: u64) {
@@ -356,14 +290,14 @@ impl Permit {
     /// takes them.
     pub(crate) fn charge(&self) -> Option<(&Arc<Controller>, Arc<Charge>)> {
         match &self.charge {
-            Held::Shared(charge) => Some((&self.controller, Arc::clone(charge))),
-            Held::Own(_) => None,
+            Charged::Shared(charge) => Some((&self.controller, Arc::clone(charge))),
+            Charged::Own(_) => None,
         }
     }
 
     /// The response head is ready: the request's demand so far is worth learning.
     pub(crate) fn responded(&mut self) {
-        self.responded = true;
+        self.demand.responded();
     }
 
     /// Ends the request for a body too slow (`slow` says which, and at which rate): counted,
@@ -395,7 +329,7 @@ impl Permit {
 
     /// The request's declared `Content-Length`.
     pub(crate) fn declared(&self) -> u64 {
-        self.declared
+        self.meter.declared
     }
 
     pub(crate) fn class(&self) -> ClassId {
@@ -409,8 +343,7 @@ impl Permit {
     }
 
     fn settle(&mut self) {
-        if !self.settled {
-            self.settled = true;
+        if self.meter.settle() {
             self.controller.settle();
         }
     }
@@ -420,54 +353,34 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("charged_kib", &self.charge.kib())
-            .field("net", &self.net)
-            .field("settled", &self.settled)
+            .field("meter", &self.meter)
             .finish()
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let classes = &self.controller.classes;
-        let (first, last) = self.polled_ns;
-        let served_ns = (self.responded && first != 0).then(|| last.saturating_sub(first));
-        classes.ended(self.class, served_ns);
-        if self.settled && self.controller.gauge.thread_allocations().is_some() {
-            classes.observe_end(self.class, self.declared, self.peak);
-        }
-        if self.controller.cpu.is_enabled() {
+        let controller = &self.controller;
+        let spent = controller.cpu.is_enabled().then(|| {
             let turn = self.body.as_ref().map(|body| &body.turn);
-            self.demand.end(&self.controller.cpu, turn);
-            // A request cut short (its client gone) did not show what it demands.
-            if self.responded {
-                let demand = &self.demand;
-                classes.observe_cpu(
-                    self.class,
-                    self.declared,
-                    demand.used_ns(),
-                    demand.longest_ns(),
-                );
-                self.controller.cpu.learn(self.demand.used_ns());
-            }
-            if let Some(body_us) = self.demand.body_us() {
-                classes.observe_body(self.class, body_us);
-            }
-        }
-        if self.charge.beyond.load(SeqCst) {
-            self.controller.end_reservation_beyond();
-        }
-        if self.past_limits {
-            self.controller.end_past_limits();
-        }
-        if self.held != 0 {
-            self.controller.footprint.let_go(self.held);
-        }
-        // What it was charged when it passed (see `Controller::priced`).
-        let passer = match self.passed {
-            true => self.declared.saturating_add(self.estimate),
-            false => 0,
-        };
-        self.controller
-            .release(self.charge.close(), !self.settled, passer);
+            self.demand.end(&controller.cpu, turn)
+        });
+        controller.end(Ended {
+            class: self.class,
+            declared: self.meter.declared,
+            // Where polls are measured.
+            peak: controller.gauge.thread_allocations().and(self.meter.peak()),
+            spent,
+            beyond: self.charge.beyond.load(SeqCst),
+            past_limits: self.way == Way::PastLimits,
+            held: self.held,
+            charged_kib: self.charge.close(),
+            settled: self.meter.is_settled(),
+            // What it was charged when it passed (see `Controller::priced`).
+            passer: match self.way {
+                Way::PastAHead => self.meter.admitted_charge(),
+                _ => 0,
+            },
+        });
     }
 }

@@ -12,6 +12,12 @@ use super::{
 use crate::rejection::Limit;
 
 impl Controller {
+    /// Whether the pool's requests share their charge with a reservation (an allocation per
+    /// request, so only pools that take reservations against a budget pay it).
+    pub(crate) fn shares_charges(&self) -> bool {
+        self.settings.reservations && self.settings.budget.is_some()
+    }
+
     /// Reserves `bytes` more for an admitted request of `class` that declared `declared`
     /// body bytes (see [`Charge`]), if memory
     /// allows. If it does not, one request at a time may still reserve beyond the budget, so

@@ -96,6 +96,13 @@ impl Controller {
         })
     }
 
+    /// Lets waiters in, if any, on the last reading: something that held them back fell.
+    pub(crate) fn grant_if_queued(&self) {
+        if self.state.load(SeqCst) & QUEUED != 0 {
+            self.grant_waiters(Reading::Last);
+        }
+    }
+
     pub(super) fn grant_waiters(&self, reading: Reading) {
         self.grant_waiters_after(reading, 0);
     }
