@@ -151,44 +151,53 @@ impl Controller {
 
     fn acquire_charged(self: &Arc<Self>, ask: Ask) -> Acquired {
         let memory = self.gauge.allocated_bytes();
-        let (fit, queued) = match self.try_admit(memory, ask) {
+        let (goes, queued) = match self.try_admit(memory, ask) {
             Ok(()) => return Acquired::Admitted(Permit::new(Arc::clone(self), ask)),
             Err(_) if self.settings.observe_only => return self.admit_past_limits(memory, ask),
             Err(standing) => standing,
         };
-        let blocked = queued || matches!(fit.goes(), Goes::Blocked(_));
         // Full, or closed, and no room to wait: answer without the lock. The queue length may
         // be an instant old, which only matters at the boundary.
-        let no_room = blocked
+        let no_room = (queued || matches!(goes, Goes::Blocked(_)))
             && ask.priority != Priority::Critical
             && (self.waitlist.len() >= self.settings.queue_capacity || self.waitlist.is_closed());
-        if no_room || self.sheds_at_once(fit, ask.priority) {
-            let limit = fit.blame(queued);
-            return Acquired::Rejected(self.reject_admission(
-                ask.priority,
-                Reason::QueueFull,
-                limit,
-            ));
+        let limit = match no_room {
+            true => Some(goes.blame_queued()),
+            false => self.sheds_at_once(memory, ask),
+        };
+        match limit {
+            Some(limit) => {
+                Acquired::Rejected(self.reject_admission(ask.priority, Reason::QueueFull, limit))
+            }
+            None => self.acquire_locked(memory, ask),
         }
-        self.acquire_locked(memory, ask)
     }
 
-    /// Whether a request of `priority` that stands as `fit` and cannot go at once is refused
-    /// instead of queueing: a `Sheddable` one, while the queue is half full or memory stands
-    /// above the soft limit (whatever else holds it back).
-    pub(super) fn sheds_at_once(&self, fit: Fit, priority: Priority) -> bool {
-        priority == Priority::Sheddable
-            && (self.waitlist.len() * 2 >= self.settings.queue_capacity || fit.above_soft())
+    /// Whether a request that cannot go at once is refused instead of queueing, and for
+    /// which limit: a `Sheddable` one, while the queue is half full or memory stands above
+    /// the soft limit (whatever else holds it back).
+    pub(super) fn sheds_at_once(&self, memory: u64, ask: Ask) -> Option<Limit> {
+        if ask.priority != Priority::Sheddable {
+            return None;
+        }
+        let state = self.state.load(SeqCst);
+        let fit = self.fit(state, memory, ask);
+        self.sheds(fit).then(|| fit.blame(state & QUEUED != 0))
+    }
+
+    /// Whether a `Sheddable` request that stands as `fit` is refused instead of queueing.
+    pub(super) fn sheds(&self, fit: Fit) -> bool {
+        self.waitlist.len() * 2 >= self.settings.queue_capacity || fit.above_soft()
     }
 
     /// Admits without the lock if nobody waits and the request fits below the soft limit;
-    /// otherwise says how it stands, and whether anyone waits.
-    fn try_admit(&self, memory: u64, ask: Ask) -> Result<(), (Fit, bool)> {
+    /// otherwise says how it goes, and whether anyone waits.
+    fn try_admit(&self, memory: u64, ask: Ask) -> Result<(), (Goes, bool)> {
         let mut state = self.state.load(SeqCst);
         loop {
-            let fit = self.fit(state, memory, ask);
-            let over_budget = match fit.goes() {
-                _ if state & QUEUED != 0 => return Err((fit, true)),
+            let goes = self.goes(state, memory, ask);
+            let over_budget = match goes {
+                _ if state & QUEUED != 0 => return Err((goes, true)),
                 Goes::Fits => false,
                 // Progress guarantee: nothing in flight, nobody waiting, and nowhere to wait
                 // for a fresh reading (otherwise the next sample decides, in `grant`).
@@ -197,7 +206,7 @@ impl Controller {
                 {
                     true
                 }
-                _ => return Err((fit, false)),
+                _ => return Err((goes, false)),
             };
             match self.state.compare_exchange_weak(
                 state,

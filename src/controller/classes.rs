@@ -99,11 +99,11 @@ impl Hasher for FxHasher {
 
 /// A class's place in the table: `0..SLOTS`, or `SLOTS` for the overflow class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ClassId(usize);
+pub(crate) struct ClassId(u32);
 
 impl ClassId {
     /// The class of everything the table has no slot for.
-    pub(crate) const OVERFLOW: ClassId = ClassId(SLOTS);
+    pub(crate) const OVERFLOW: ClassId = ClassId(SLOTS as u32);
 }
 
 /// The largest value observed in the current or the previous window. Values are stored plus
@@ -328,11 +328,11 @@ impl Classes {
         if seen.load(Relaxed) != window {
             seen.store(window, Relaxed);
         }
-        ClassId(index)
+        ClassId(index as u32)
     }
 
     fn class(&self, id: ClassId) -> &Class {
-        &self.slots[id.0]
+        &self.slots[id.0 as usize]
     }
 
     /// A request of `id` is admitted.
@@ -669,8 +669,11 @@ mod tests {
         let ids: Vec<ClassId> = (0..SLOTS + 10)
             .map(|i| classes.find(CostClass::new(i), String::new))
             .collect();
-        assert!(ids[..SLOTS].iter().all(|id| id.0 < SLOTS));
-        assert!(ids[SLOTS..].iter().all(|id| id.0 == SLOTS), "overflow");
+        assert!(ids[..SLOTS].iter().all(|id| (id.0 as usize) < SLOTS));
+        assert!(
+            ids[SLOTS..].iter().all(|id| id.0 as usize == SLOTS),
+            "overflow"
+        );
         for (i, id) in ids.iter().enumerate().take(SLOTS) {
             assert_eq!(
                 classes.find(CostClass::new(i), String::new),

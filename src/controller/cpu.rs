@@ -503,8 +503,8 @@ pub(crate) struct Demand {
     responded: bool,
 }
 
-/// What an ended request's polls showed of its CPU demand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an ended request's polls showed of its CPU demand (nothing where the gate is off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Spent {
     /// From its first poll to its last, where it answered.
     pub(crate) served_ns: Option<u64>,
@@ -682,6 +682,7 @@ impl Demand {
 
     /// The request ended: the gate gets its charge and its poll time back; returns what its
     /// polls showed.
+    #[inline]
     pub(crate) fn end(&mut self, gate: &CpuGate, turn: Option<&Turn>) -> Spent {
         let charged = std::mem::take(&mut self.charged_us);
         let turn = match self.has_own_turn() {

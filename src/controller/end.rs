@@ -10,8 +10,8 @@ pub(crate) struct Ended {
     pub(crate) declared: u64,
     /// The most it held, where polls are measured and one showed its cost.
     pub(crate) peak: Option<u64>,
-    /// What its polls showed of its CPU demand, where the gate is on.
-    pub(crate) spent: Option<Spent>,
+    /// What its polls showed of its CPU demand.
+    pub(crate) spent: Spent,
     /// It held the reservation beyond the budget.
     pub(crate) beyond: bool,
     /// It was admitted past the limits, observing only.
@@ -29,21 +29,22 @@ pub(crate) struct Ended {
 impl Controller {
     /// A request ended: its class and the gate learn what it showed, then everything it held
     /// goes back, and waiters may go.
+    #[inline]
     pub(crate) fn end(&self, ended: Ended) {
         let Ended {
             class, declared, ..
         } = ended;
         let classes = &self.classes;
         let spent = ended.spent;
-        classes.ended(class, spent.and_then(|spent| spent.served_ns));
+        classes.ended(class, spent.served_ns);
         if let Some(peak) = ended.peak {
             classes.observe_end(class, declared, peak);
         }
-        if let Some((used_ns, longest_ns)) = spent.and_then(|spent| spent.demand) {
+        if let Some((used_ns, longest_ns)) = spent.demand {
             classes.observe_cpu(class, declared, used_ns, longest_ns);
             self.cpu.learn(used_ns);
         }
-        if let Some(body_us) = spent.and_then(|spent| spent.body_us) {
+        if let Some(body_us) = spent.body_us {
             classes.observe_body(class, body_us);
         }
         if ended.beyond {

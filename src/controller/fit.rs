@@ -48,9 +48,22 @@ pub(super) enum Goes {
     Blocked(Limit),
 }
 
+impl Goes {
+    /// The limit that keeps a request that goes so from going at once with someone waiting
+    /// ahead of it: the one that binds, or memory (only memory can make a request that would
+    /// fit by itself wait behind another).
+    pub(super) fn blame_queued(self) -> Limit {
+        match self {
+            Goes::Blocked(limit) => limit,
+            Goes::Fits | Goes::Unsure => Limit::Memory,
+        }
+    }
+}
+
 impl Fit {
     /// Whether it may go; where several limits hold it back, the slots answer first, then
     /// the CPU, then memory.
+    #[inline]
     pub(super) fn goes(self) -> Goes {
         match self {
             Self {
@@ -73,11 +86,11 @@ impl Fit {
     /// would fit were its cost known, only its estimate holds it back (requests of unknown
     /// cost go one at a time); when it would fit by itself, a waiter ahead of it holds it
     /// back, and only memory can do that.
+    #[inline]
     pub(super) fn blame(self, queued: bool) -> Limit {
         match self.goes() {
-            Goes::Blocked(limit) => limit,
             Goes::Unsure if !queued && self.memory == Room::Soft => Limit::Estimate,
-            Goes::Fits | Goes::Unsure => Limit::Memory,
+            goes => goes.blame_queued(),
         }
     }
 
@@ -94,17 +107,17 @@ impl Fit {
 }
 
 impl Controller {
-    /// Whether, under the lock, a request that stands as `fit` in `state` may be admitted,
-    /// and if so whether over the budget (the progress guarantee, for the `head` on a fresh
+    /// Whether, under the lock, a request that `goes` so in `state` may be admitted, and if
+    /// so whether over the budget (the progress guarantee, for the `head` on a fresh
     /// reading).
     pub(super) fn may_admit_locked(
         &self,
-        fit: Fit,
+        goes: Goes,
         state: u64,
         head: bool,
         reading: Reading,
     ) -> Option<bool> {
-        match fit.goes() {
+        match goes {
             Goes::Fits => Some(false),
             Goes::Unsure if self.unsettled.load(SeqCst) == 0 => Some(false),
             Goes::Blocked(Limit::Memory)
@@ -129,37 +142,70 @@ impl Controller {
     /// finish soon is held back by the CPU gate (see [`cpu`](super::cpu)).
     ///
     /// Requests below `Critical` count the reserved slots and bytes as taken.
+    #[inline]
     pub(super) fn fit(&self, state: u64, memory: u64, ask: Ask) -> Fit {
-        let settings = &self.settings;
-        let live = self.limit.get();
-        let (slots, critical_bytes) = match ask.priority {
-            Priority::Critical => (live, 0),
-            // At least one slot stays for the others, however low the live limit.
-            _ => (
-                live - settings.critical_slots.min(live - 1),
-                settings.critical_bytes,
-            ),
-        };
         let in_flight = in_flight(state);
-        let slots = (in_flight >= slots as u64).then(|| match live < self.limit.ceiling() {
-            true => Limit::Adaptive,
-            false => Limit::Concurrency,
-        });
-        let cpu = self
-            .cpu
-            .holds_back(ask.cpu_us, ask.body_us, ask.long, in_flight);
         Fit {
-            slots,
-            cpu,
-            memory: self.room(state, memory, ask, critical_bytes),
+            slots: self.slots_taken(in_flight, ask.priority),
+            cpu: self.cpu_holds_back(in_flight, ask),
+            memory: self.room(state, memory, ask),
             known: ask.known,
         }
     }
 
-    /// Where `ask` stands in memory in `state`, `critical_bytes` of the budget kept.
-    fn room(&self, state: u64, memory: u64, ask: Ask, critical_bytes: u64) -> Room {
+    /// How `ask` goes in `state`: [`fit`](Self::fit)'s answer, looking no further than the
+    /// first limit that binds (the fast path, and a refusal, look at one limit only).
+    #[inline]
+    pub(super) fn goes(&self, state: u64, memory: u64, ask: Ask) -> Goes {
+        let in_flight = in_flight(state);
+        if let Some(limit) = self.slots_taken(in_flight, ask.priority) {
+            return Goes::Blocked(limit);
+        }
+        if self.cpu_holds_back(in_flight, ask) {
+            return Goes::Blocked(Limit::Cpu);
+        }
+        let memory = self.room(state, memory, ask);
+        Fit {
+            slots: None,
+            cpu: false,
+            memory,
+            known: ask.known,
+        }
+        .goes()
+    }
+
+    /// The slot limit that holds a request of `priority` back with `in_flight` requests in
+    /// flight, if the slots are taken. Requests below `Critical` count the reserved slots as
+    /// taken, and at least one slot stays for them, however low the live limit.
+    #[inline]
+    fn slots_taken(&self, in_flight: u64, priority: Priority) -> Option<Limit> {
+        let live = self.limit.get();
+        let slots = match priority {
+            Priority::Critical => live,
+            _ => live - self.settings.critical_slots.min(live - 1),
+        };
+        (in_flight >= slots as u64).then(|| match live < self.limit.ceiling() {
+            true => Limit::Adaptive,
+            false => Limit::Concurrency,
+        })
+    }
+
+    #[inline]
+    fn cpu_holds_back(&self, in_flight: u64, ask: Ask) -> bool {
+        self.cpu
+            .holds_back(ask.cpu_us, ask.body_us, ask.long, in_flight)
+    }
+
+    /// Where `ask` stands in memory in `state` (below `Critical`, the reserved bytes count as
+    /// taken).
+    #[inline(always)]
+    fn room(&self, state: u64, memory: u64, ask: Ask) -> Room {
         let Some(budget) = self.settings.budget else {
             return Room::Soft;
+        };
+        let critical_bytes = match ask.priority {
+            Priority::Critical => 0,
+            _ => self.settings.critical_bytes,
         };
         // Processes sharing a cgroup take their share of the headroom between samples.
         if !self.footprint.within_share(ask.charge) {
@@ -185,8 +231,7 @@ impl Controller {
         let passing_kib = kib(passing).min(charged_bytes(state) / 1024);
         let without = state - charge(passing_kib);
         !matches!(
-            self.fit(without, memory.saturating_sub(passing), ask)
-                .goes(),
+            self.goes(without, memory.saturating_sub(passing), ask),
             Goes::Blocked(_)
         )
     }

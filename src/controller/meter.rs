@@ -32,6 +32,7 @@ pub(crate) struct Shown {
 
 impl Meter {
     /// A request that declared `declared` body bytes, charged `charge` at admission.
+    #[inline]
     pub(crate) fn new(declared: u64, charge: u64) -> Self {
         Self {
             declared,
@@ -77,17 +78,20 @@ impl Meter {
     }
 
     /// Net bytes its polls hold now.
+    #[inline]
     pub(crate) fn held(&self) -> u64 {
         self.net.max(0) as u64
     }
 
     /// What it holds beyond its `reserved` bytes, and at least its body's floor.
+    #[inline]
     pub(crate) fn base(&self, reserved: u64) -> u64 {
         self.held().saturating_sub(reserved).max(self.floor)
     }
 
     /// Without per-thread counters: the charge its body's `floor` calls for, if the floor
     /// moved (the estimate stays).
+    #[inline]
     pub(crate) fn untracked(&mut self, floor: u64) -> Option<u64> {
         (floor != self.floor).then(|| {
             self.floor = floor;
@@ -96,20 +100,24 @@ impl Meter {
     }
 
     /// Marks its cost shown; whether it was not before.
+    #[inline]
     pub(crate) fn settle(&mut self) -> bool {
         !std::mem::replace(&mut self.settled, true)
     }
 
+    #[inline]
     pub(crate) fn is_settled(&self) -> bool {
         self.settled
     }
 
     /// The most it held, once a poll has shown its cost.
+    #[inline]
     pub(crate) fn peak(&self) -> Option<u64> {
         self.settled.then_some(self.peak)
     }
 
     /// What it was charged at admission.
+    #[inline]
     pub(crate) fn admitted_charge(&self) -> u64 {
         self.declared.saturating_add(self.estimate)
     }

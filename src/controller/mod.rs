@@ -243,6 +243,7 @@ impl Controller {
     /// A poll of a request of `class` that declared `declared` body bytes `shown` its class
     /// a new peak or a rise: its class learns them. Returns the class's rise now, which the
     /// request's charge keeps in hand.
+    #[inline]
     pub(crate) fn shown(&self, class: ClassId, declared: u64, shown: Shown) -> u64 {
         let classes = &self.classes;
         if let Some(peak) = shown.peak {

@@ -18,7 +18,10 @@ use super::{
     permit::Permit,
     word::{MAX_CONCURRENCY, QUEUED, in_flight},
 };
-use crate::rejection::{Limit, Reason};
+use crate::{
+    priority::Priority,
+    rejection::{Limit, Reason},
+};
 
 impl Controller {
     /// Admits `ask`, which the limits hold back, past them; counts it as refused if the
@@ -30,7 +33,7 @@ impl Controller {
         let fit = self.fit(state, memory, ask);
         // What the lock would have admitted (a new class while every admitted request has
         // shown its cost) goes as it would have, uncounted.
-        if self.may_admit_locked(fit, state, false, Reading::Last) == Some(false) {
+        if self.may_admit_locked(fit.goes(), state, false, Reading::Last) == Some(false) {
             self.admit(ask, false, memory);
             return Acquired::Admitted(Permit::new(Arc::clone(self), ask));
         }
@@ -50,7 +53,7 @@ impl Controller {
         if too_large {
             self.count_would_reject(Reason::TooLarge, Limit::Memory);
         } else if self.counters.past.in_flight.load(Relaxed) >= self.settings.queue_capacity
-            || self.sheds_at_once(fit, ask.priority)
+            || (ask.priority == Priority::Sheddable && self.sheds(fit))
         {
             self.count_would_reject(Reason::QueueFull, limit);
         }

@@ -33,8 +33,14 @@ use std::{
 };
 
 use super::{
-    Controller, classes::ClassId, cpu::Demand, end::Ended, inputs::Ask, meter::Meter,
-    progress::BodyProgress, word::kib,
+    Controller,
+    classes::ClassId,
+    cpu::{Demand, Spent},
+    end::Ended,
+    inputs::Ask,
+    meter::Meter,
+    progress::BodyProgress,
+    word::kib,
 };
 use crate::data_rate::TooSlow;
 
@@ -361,10 +367,13 @@ impl fmt::Debug for Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let controller = &self.controller;
-        let spent = controller.cpu.is_enabled().then(|| {
-            let turn = self.body.as_ref().map(|body| &body.turn);
-            self.demand.end(&controller.cpu, turn)
-        });
+        let spent = match controller.cpu.is_enabled() {
+            true => {
+                let turn = self.body.as_ref().map(|body| &body.turn);
+                self.demand.end(&controller.cpu, turn)
+            }
+            false => Spent::default(),
+        };
         controller.end(Ended {
             class: self.class,
             declared: self.meter.declared,
@@ -382,5 +391,17 @@ impl Drop for Permit {
                 _ => 0,
             },
         });
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "PERMIT {} DEMAND {} CHARGED {}",
+            std::mem::size_of::<super::Permit>(),
+            std::mem::size_of::<super::Demand>(),
+            std::mem::size_of::<super::Charged>()
+        );
     }
 }

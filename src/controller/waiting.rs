@@ -34,7 +34,8 @@ impl Controller {
         let fit = self.fit(state, memory, ask);
         if !queue.holds_back(ask.priority) {
             // (A starving priority holds everyone back: see `Queue::holds_back`.)
-            if let Some(over_budget) = self.may_admit_locked(fit, state, true, Reading::Last) {
+            if let Some(over_budget) = self.may_admit_locked(fit.goes(), state, true, Reading::Last)
+            {
                 // Only the lock holder adds while the fast path refuses; a racing release
                 // only subtracts.
                 self.admit(ask, over_budget, memory);
@@ -159,8 +160,8 @@ impl Controller {
                 waiter.ask = self.priced(waiter.ask);
                 let ask = waiter.ask;
                 let state = self.state.load(SeqCst);
-                let fit = self.fit(state, memory, ask);
-                match self.may_admit_locked(fit, state, head.is_some(), reading) {
+                let goes = self.goes(state, memory, ask);
+                match self.may_admit_locked(goes, state, head.is_some(), reading) {
                     Some(over_budget) => {
                         self.admit(ask, over_budget, memory);
                         Verdict::Admitted

@@ -500,6 +500,42 @@ fn sheddable_requests_are_refused_above_the_soft_limit_with_the_slots_full_too()
 }
 
 #[test]
+fn the_fast_look_at_the_limits_answers_as_the_whole_record() {
+    for max in [1, 2] {
+        let (c, memory) = controller(max, Some(64 * MIB), 8);
+        let mut held = Vec::new();
+        for reading in [0, 62 * MIB, 70 * MIB] {
+            memory.set(reading);
+            c.tick(Tick::refreshed(Ok(())));
+            for in_flight in 0..=max {
+                let state = c.state.load(std::sync::atomic::Ordering::SeqCst);
+                for priority in [Priority::Sheddable, Priority::Normal, Priority::Critical] {
+                    for (charge, known) in [(MIB, true), (MIB, false), (8 * MIB, true)] {
+                        let ask = crate::controller::inputs::Ask {
+                            priority,
+                            class: crate::controller::ClassId::OVERFLOW,
+                            charge,
+                            declared: 0,
+                            least: MIB,
+                            known,
+                            cpu_us: 0,
+                            body_us: None,
+                            long: false,
+                        };
+                        let fit = c.fit(state, reading, ask);
+                        assert_eq!(c.goes(state, reading, ask), fit.goes(), "{fit:?}");
+                    }
+                }
+                if in_flight < max {
+                    held.push(c.acquire_as(Priority::Critical, CLASS, None, String::new));
+                }
+            }
+            held.clear();
+        }
+    }
+}
+
+#[test]
 fn reserved_slots_are_for_critical_requests_only() {
     let c = with_reserve(3, None, 8, 1);
     let _a = admitted(c.acquire(CLASS, None));
