@@ -8,7 +8,7 @@ use crate::{
     controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
     data_rate::BodyRates,
     heartbeat::Heartbeat,
-    http_settings::{HttpSettings, PathPrefixes, Prioritizer, Refusing, RetryAfter, Serving},
+    http_settings::{HttpSettings, PathPrefixes, Prioritizer, Rejecting, RetryAfter, Serving},
     layer::AdmissionLayer,
     listener::AdmissionListener,
     memory::{
@@ -201,7 +201,7 @@ impl Admission {
                     streams: config.streams_min_rate,
                 },
             },
-            refusing: Arc::new(Refusing {
+            rejecting: Arc::new(Rejecting {
                 retry_after: match config.retry_after_secs {
                     Some(secs) => RetryAfter::Fixed(secs),
                     None => RetryAfter::Auto {

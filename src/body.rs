@@ -1,5 +1,5 @@
 //! The response body, which carries the admission permit until the body ends, and the
-//! layer's own answers (a refusal, `408` for a request body too slow), which it carries too.
+//! layer's own answers (a rejection, `408` for a request body too slow), which it carries too.
 
 use std::{
     pin::Pin,
@@ -32,8 +32,7 @@ pin_project! {
     ///
     /// Holding the permit for the body's lifetime matters for streaming responses: the
     /// handler has returned, but the work (and its memory) goes on until the last frame. A
-    /// client that takes the body slower than the minimum rate
-    /// ([`AdmissionConfig::min_response_body_rate`](crate::AdmissionConfig::min_response_body_rate))
+    /// client that takes the body slower than the minimum rate ([`min_response_body_rate`])
     /// does not hold it longer: the body then fails with [`TooSlow`](crate::TooSlow) and the
     /// permit goes back.
     ///
@@ -48,9 +47,10 @@ pin_project! {
     /// # async fn main() {
     /// let config = AdmissionConfig::default().memory_budget_bytes(1 << 30);
     /// let admission = Admission::with_memory_source(config, ManualMemory::new(0)).unwrap();
-    /// let service = admission.layer().layer(service_fn(|_: Request<MinRateBody<Empty<Bytes>>>| async {
-    ///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(bytes::Bytes::from("hi"))))
-    /// }));
+    /// let handler = |_: Request<MinRateBody<Empty<Bytes>>>| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("hi"))))
+    /// };
+    /// let service = admission.layer().layer(service_fn(handler));
     /// let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
     /// assert_eq!(admission.snapshot().in_flight, 1, "the body holds the permit");
     /// let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -58,6 +58,8 @@ pin_project! {
     /// assert_eq!(admission.snapshot().in_flight, 0, "released when the body ended");
     /// # }
     /// ```
+    ///
+    /// [`min_response_body_rate`]: crate::AdmissionConfig::min_response_body_rate
     pub struct AdmissionBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -204,7 +206,7 @@ impl<B> AdmissionBody<B> {
         }
     }
 
-    /// Why the layer refused the request, if this is the layer's own `503` or `413`.
+    /// Why the layer rejected the request, if this is the layer's own `503` or `413`.
     ///
     /// Carried in the body rather than the response extensions, which would cost two
     /// allocations per rejection on the path that must stay cheapest under overload.
@@ -477,7 +479,7 @@ fn retry_after(secs: u32) -> HeaderValue {
     }
 }
 
-/// The status and the text that say why the layer refused a request.
+/// The status and the text that say why the layer rejected a request.
 fn explain(rejection: Rejection) -> (StatusCode, &'static str) {
     match (rejection.reason(), rejection.limit()) {
         (Reason::QueueFull, Limit::Concurrency) => (

@@ -1,26 +1,26 @@
-//! A refused request's unread body, read and dropped so that its client can read the answer.
+//! A rejected request's unread body, read and dropped so that its client can read the answer.
 //!
 //! Most clients write their whole body before they read (Python's `requests`, most SDKs,
 //! `curl` on a slow link). Answered while its body is unread, such a client never sees the
 //! answer: hyper closes a connection with request bytes still unread, the kernel then resets
 //! it, and the client's write fails with a reset or a broken pipe, so its retry logic sees a
 //! network error instead of a `503` and its `Retry-After`. Over HTTP/1 the layer therefore
-//! reads a refused request's body to its end and drops it before answering, within a bound
+//! reads a rejected request's body to its end and drops it before answering, within a bound
 //! in bytes and in time, held to the minimum request body rate; the connection then serves
 //! on. A body declared longer than the bound, one still coming at the bound, and a client
 //! waiting for `100 Continue` are answered at once with `Connection: close`.
 //!
-//! Over HTTP/2 a refusal is answered at once: h2 then resets the stream with `NO_ERROR`,
+//! Over HTTP/2 a rejection is answered at once: h2 then resets the stream with `NO_ERROR`,
 //! which tells the client to stop sending and read the answer, and the connection serves on.
 //!
 //! Discarding holds no slot and no charge; it holds the connection and its read buffer,
 //! which count as spoken for (see [`Controller::hold_to_discard`]): the connection's bytes at
 //! first, more as the client's frames show hyper's buffer growing (a client trickling its
 //! body keeps a small buffer). All discards together hold at most an eighth of the budget;
-//! a refusal with no room for its discard closes the connection instead (`no_room`). And
+//! a rejection with no room for its discard closes the connection instead (`no_room`). And
 //! reading costs CPU: discards read no more than the bodies of admitted requests brought in
 //! lately and 64 MiB a second (`busy` beyond; see [`Discards`](crate::rejection::Discards)):
-//! in a storm of retried 1 MiB uploads, reading every refused body while the CPU gate saw
+//! in a storm of retried 1 MiB uploads, reading every rejected body while the CPU gate saw
 //! no saturation took the CPU that admitted work needed, and the service served next to
 //! nothing for seconds after the storm had passed.
 
@@ -46,7 +46,7 @@ use crate::{
     request_body::{MinRateBody, declared_length},
 };
 
-/// How much of a refused request's body the layer reads and drops before answering.
+/// How much of a rejected request's body the layer reads and drops before answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DiscardBound {
     /// At most this many bytes; 0: never read, answer at once.
@@ -81,13 +81,13 @@ fn discarding_bytes(largest: u64) -> u64 {
         .min(DISCARDING_BYTES)
 }
 
-/// What a refused request's answer waits for.
+/// What a rejected request's answer waits for.
 pub(crate) enum Unread<B: Body> {
     /// Nothing: no body is left unread, or HTTP/2 resets the stream.
     Nothing,
     /// The body is left unread: the answer closes the connection.
     Skipped,
-    /// The body is being discarded (boxed: refusals with a body are the rare case).
+    /// The body is being discarded (boxed: rejections with a body are the rare case).
     Discarding(Pin<Box<Discarding<B>>>),
 }
 
@@ -143,7 +143,7 @@ impl<B: Body> Unread<B> {
 }
 
 pin_project! {
-    /// Reads a refused request's body and drops it, until its end or the bound.
+    /// Reads a rejected request's body and drops it, until its end or the bound.
     pub(crate) struct Discarding<B>
     where
         B: Body,
@@ -167,7 +167,7 @@ pub(crate) struct Gone;
 
 impl fmt::Display for Gone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the refused request's body failed")
+        f.write_str("the rejected request's body failed")
     }
 }
 

@@ -22,7 +22,7 @@ use crate::{
     data_rate::MinDataRate,
     discard::Unread,
     grpc::Dialect,
-    http_settings::{Refusing, Serving},
+    http_settings::{Rejecting, Serving},
     metrics,
     rejection::Rejection,
     request_body::{CutOff, MinRateBody},
@@ -34,7 +34,7 @@ pin_project! {
     ///
     /// It waits for admission when the request was queued, then drives the inner service's
     /// future, and moves the permit into the response body. Dropping it while queued leaves
-    /// the queue at once; dropping it later releases the permit. A refused HTTP/1 request's
+    /// the queue at once; dropping it later releases the permit. A rejected HTTP/1 request's
     /// unread body is read and dropped before the answer (see
     /// [`AdmissionConfig::discard_limit`](crate::AdmissionConfig::discard_limit)).
     pub struct ResponseFuture<S, B>
@@ -74,8 +74,8 @@ pin_project! {
         Yielding {
             yielding: Box<Yielding<S, B>>,
         },
-        // Refused: answered once its unread body, if any, is discarded.
-        Refused {
+        // Rejected: answered once its unread body, if any, is discarded.
+        Rejected {
             rejection: Rejection,
             answer: Answer,
             unread: Unread<B>,
@@ -83,7 +83,7 @@ pin_project! {
     }
 }
 
-/// The answer to a refused request: the layer's own, or the shaper's (boxed: it is rare).
+/// The answer to a rejected request: the layer's own, or the shaper's (boxed: it is rare).
 enum Answer {
     Own {
         retry_after_secs: u32,
@@ -113,7 +113,7 @@ pin_project! {
         queued_at: Instant,
         // The readied inner service and the request, taken once admitted.
         call: Option<(S, Request<B>)>,
-        refusing: Arc<Refusing>,
+        rejecting: Arc<Rejecting>,
         serving: Serving,
         // What the request holds while it waits, counted as memory spoken for.
         held: HeldBytes,
@@ -195,7 +195,7 @@ where
         ticket: Ticket,
         service: S,
         request: Request<B>,
-        refusing: Arc<Refusing>,
+        rejecting: Arc<Rejecting>,
         serving: Serving,
         client_wait: Option<Duration>,
     ) -> Self {
@@ -212,7 +212,7 @@ where
             deadline: tokio::time::sleep_until(queued_at + wait),
             queued_at,
             call: Some((service, request)),
-            refusing,
+            rejecting,
             serving,
             held,
             clients,
@@ -224,27 +224,27 @@ where
         }
     }
 
-    /// Refused at once.
-    pub(crate) fn refused(
+    /// Rejected at once.
+    pub(crate) fn rejected(
         rejection: Rejection,
         request: Request<B>,
-        refusing: &Refusing,
+        rejecting: &Rejecting,
         serving: Serving,
         controller: &Arc<Controller>,
     ) -> Self {
         Self {
-            state: refused(rejection, request, refusing, serving, controller),
+            state: rejected(rejection, request, rejecting, serving, controller),
         }
     }
 }
 
-/// The refused request's state: its answer (the layer's own, or the shaper's), given once
+/// The rejected request's state: its answer (the layer's own, or the shaper's), given once
 /// its unread body is dealt with (see [`Unread`]).
 #[inline]
-fn refused<S, B>(
+fn rejected<S, B>(
     rejection: Rejection,
     request: Request<B>,
-    refusing: &Refusing,
+    rejecting: &Rejecting,
     serving: Serving,
     controller: &Arc<Controller>,
 ) -> State<S, B>
@@ -252,8 +252,8 @@ where
     S: Service<Request<MinRateBody<B>>>,
     B: Body,
 {
-    let retry_after_secs = refusing.retry_after.seconds(controller);
-    let answer = match &refusing.shaper {
+    let retry_after_secs = rejecting.retry_after.seconds(controller);
+    let answer = match &rejecting.shaper {
         Some(shaper) => {
             let shaped = shaper.shape(&rejection, &request, retry_after_secs);
             Answer::Shaped(Some(Box::new(shaped)))
@@ -266,16 +266,16 @@ where
             }
         }
     };
-    // Moved on only when there is a body to read: a refusal is the path that must stay
+    // Moved on only when there is a body to read: a rejection is the path that must stay
     // cheapest under overload.
     let unread = match Unread::matters(&request) {
         true => {
             let rate = serving.rates.request;
-            Unread::begin(request, refusing.discard, rate, controller)
+            Unread::begin(request, rejecting.discard, rate, controller)
         }
         false => Unread::Nothing,
     };
-    State::Refused {
+    State::Rejected {
         rejection,
         answer,
         unread,
@@ -392,7 +392,7 @@ where
                         response.map(|body| AdmissionBody::admitted(body, permit, rate, watched))
                     ));
                 }
-                StateProj::Refused {
+                StateProj::Rejected {
                     rejection,
                     answer,
                     unread,
@@ -453,10 +453,10 @@ where
                 yielding: Yielding::new(permit, service, request, *waiting.serving),
             }
         }
-        (Err(rejection), Some((_, request))) => refused(
+        (Err(rejection), Some((_, request))) => rejected(
             rejection,
             request,
-            waiting.refusing,
+            waiting.rejecting,
             *waiting.serving,
             waiting.ticket.controller(),
         ),
@@ -480,7 +480,7 @@ where
             }
             State::Queued { .. } => "Queued",
             State::Yielding { .. } => "Yielding",
-            State::Refused { .. } => "Rejected",
+            State::Rejected { .. } => "Rejected",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -115,7 +115,7 @@ impl CostClass {
 /// A function that puts requests into cost classes.
 pub(crate) type Classifier = HeadFn<CostClass>;
 
-/// The function that shapes the layer's refusals (see
+/// The function that shapes the layer's rejections (see
 /// [`AdmissionConfig::shape_rejections`](crate::AdmissionConfig::shape_rejections)).
 type ShapeFn = dyn Fn(&Rejection, &RequestHead<'_>, Duration) -> Response<Bytes> + Send + Sync;
 
@@ -132,7 +132,7 @@ impl Shaper {
         Self(Arc::new(f))
     }
 
-    /// The answer to `request`, refused for `rejection` and told to retry after
+    /// The answer to `request`, rejected for `rejection` and told to retry after
     /// `retry_after_secs`.
     pub(crate) fn shape<B>(
         &self,
@@ -248,12 +248,12 @@ pub(crate) struct Serving {
     pub(crate) rates: BodyRates,
 }
 
-/// How a refused request is answered: told when to retry, and its unread body discarded.
+/// How a rejected request is answered: told when to retry, and its unread body discarded.
 #[derive(Debug, Clone)]
-pub(crate) struct Refusing {
+pub(crate) struct Rejecting {
     pub(crate) retry_after: RetryAfter,
     pub(crate) discard: DiscardBound,
-    /// Shapes the layer's refusals instead of its own answers, if set.
+    /// Shapes the layer's rejections instead of its own answers, if set.
     pub(crate) shaper: Option<Shaper>,
 }
 
@@ -261,8 +261,8 @@ pub(crate) struct Refusing {
 pub(crate) struct HttpSettings {
     /// The queue timeout and the minimum body rates, as each request takes them.
     pub(crate) serving: Serving,
-    /// How refusals are answered; shared with queued requests.
-    pub(crate) refusing: Arc<Refusing>,
+    /// How rejections are answered; shared with queued requests.
+    pub(crate) rejecting: Arc<Rejecting>,
     pub(crate) bypass: PathPrefixes,
     pub(crate) classifier: Option<Classifier>,
     pub(crate) prioritizer: Prioritizer,
@@ -295,7 +295,7 @@ impl RetryAfter {
 
 impl HttpSettings {
     /// Where the live limit follows the runtime's heartbeat, makes sure it beats (on this
-    /// runtime, if the one it ran on has gone). Called when a request queues or is refused:
+    /// runtime, if the one it ran on has gone). Called when a request queues or is rejected:
     /// the live limit binds only then, and starts below the ceiling, so a busy pool soon
     /// does.
     pub(crate) fn ensure_heartbeat(&self) {
@@ -359,7 +359,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 rates: BodyRates::default(),
             },
-            refusing: Arc::new(Refusing {
+            rejecting: Arc::new(Rejecting {
                 retry_after: RetryAfter::Fixed(1),
                 discard: DiscardBound::DEFAULT,
                 shaper: None,

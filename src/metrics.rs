@@ -44,7 +44,7 @@ mod enabled {
         describe_gauge!(
             "admission_held_bytes",
             Unit::Bytes,
-            "Bytes held outside handlers, counted as spoken for beside the charges: queued requests' connections and heads, connections discarding a refused body, the listener's open connections."
+            "Bytes held outside handlers, counted as spoken for beside the charges: queued requests' connections and heads, connections discarding a rejected body, the listener's open connections."
         );
         describe_counter!(
             "admission_client_deadline_total",
@@ -77,11 +77,11 @@ mod enabled {
         );
         describe_counter!(
             "admission_rejected_total",
-            "Requests refused, by reason and limit."
+            "Requests rejected, by reason and limit."
         );
         describe_counter!(
             "admission_would_reject_total",
-            "Observing only: requests admitted that would have been refused, by reason and limit."
+            "Observing only: requests admitted that would have been rejected, by reason and limit."
         );
         describe_counter!(
             "admission_memory_source_errors_total",
@@ -140,7 +140,7 @@ mod enabled {
         );
         describe_counter!(
             "admission_priority_rejected_total",
-            "Requests refused admission, by priority and reason."
+            "Requests rejected admission, by priority and reason."
         );
         describe_histogram!(
             "admission_priority_queue_wait_seconds",
@@ -153,12 +153,12 @@ mod enabled {
         );
         describe_counter!(
             "admission_discards_total",
-            "Refused requests with an unread body, by how it ended: read to its end and dropped so the client could read the answer (whole), or answered with Connection: close (limit, timeout, too_slow, gone, skipped)."
+            "Rejected requests with an unread body, by how it ended: read to its end and dropped so the client could read the answer (whole), or answered with Connection: close (limit, timeout, too_slow, gone, skipped)."
         );
         describe_counter!(
             "admission_discarded_bytes_total",
             Unit::Bytes,
-            "Bytes of refused requests' bodies read and dropped."
+            "Bytes of rejected requests' bodies read and dropped."
         );
         describe_gauge!(
             "admission_connections",

@@ -7,7 +7,7 @@ use std::{fmt, str::FromStr};
 ///
 /// - **Queue order.** A waiting request of a higher priority is admitted before any of a
 ///   lower one; within a priority, arrival order holds (with bounded backfill).
-/// - **`Sheddable`** is refused at once, instead of queueing, when the queue is half full or
+/// - **`Sheddable`** is rejected at once, instead of queueing, when the queue is half full or
 ///   memory stands above the soft limit: it absorbs the shedding.
 /// - **`Critical`** alone may use the reserved share of slots and budget
 ///   ([`AdmissionConfig::critical_reserve`](crate::AdmissionConfig::critical_reserve)), and

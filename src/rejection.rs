@@ -1,5 +1,5 @@
 //! Why the layer answered a request itself: [`Reason`], [`Limit`] and [`Rejection`]; and how
-//! discarding a refused request's body ended (see [`discard`](crate::discard)), counted:
+//! discarding a rejected request's body ended (see [`discard`](crate::discard)), counted:
 //! [`Discard`] and [`Discards`].
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -116,7 +116,7 @@ impl Rejection {
         Self { reason, limit }
     }
 
-    /// Why the request was refused.
+    /// Why the request was rejected.
     pub fn reason(&self) -> Reason {
         self.reason
     }
@@ -127,7 +127,7 @@ impl Rejection {
     }
 }
 
-/// How the layer dealt with the unread body of a request it refused; the label of
+/// How the layer dealt with the unread body of a request it rejected; the label of
 /// `admission_discards_total`.
 ///
 /// ```
@@ -162,7 +162,7 @@ pub enum Discard {
     NoRoom,
     /// Not read at all, the answer sent at once with `Connection: close`: discards have
     /// already read their allowance, as much as admitted requests' bodies brought in lately
-    /// and 64 MiB a second, so that reading refused bodies never takes the CPU that admitted
+    /// and 64 MiB a second, so that reading rejected bodies never takes the CPU that admitted
     /// work needs.
     Busy,
 }
@@ -247,9 +247,9 @@ impl Discards {
         self.credit(ALLOWANCE_MAX * elapsed_ms / 1_000);
     }
 
-    /// Spends `bytes` of the allowance, if it has them: reading refused bodies costs the CPU
+    /// Spends `bytes` of the allowance, if it has them: reading rejected bodies costs the CPU
     /// that admitted work needs (hyper reads them on the same workers), and under a storm of
-    /// refusals would take all of it, so discards read no more than admitted bodies brought
+    /// rejections would take all of it, so discards read no more than admitted bodies brought
     /// in, and a little more as time passes.
     pub(crate) fn spend(&self, bytes: u64) -> bool {
         self.allowance

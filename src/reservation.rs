@@ -17,8 +17,9 @@ use crate::{
 /// Where [`AdmissionConfig::reservations`](crate::AdmissionConfig::reservations) is on and a
 /// memory budget set, the layer puts one in the extensions of every request it admits (it
 /// costs an allocation per request, so it is off by default). A handler about to build a
-/// large buffer (parse a body into a tree, decompress, render) reserves its size first: the reservation waits until memory allows, so the allocation
-/// cannot push the process over the budget, and other requests are held back meanwhile. What
+/// large buffer (parse a body into a tree, decompress, render) reserves its size first: the
+/// reservation waits until memory allows, so the allocation cannot push the process over the
+/// budget, and other requests are held back meanwhile. What
 /// the handler then allocates counts against its reservation first, so nothing is charged
 /// twice. Reservations last until the response body ends.
 ///

@@ -46,7 +46,7 @@ use crate::{
 ///         Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
 ///     }));
 ///
-/// // A body declared larger than the whole budget is refused at once.
+/// // A body declared larger than the whole budget is rejected at once.
 /// let request = Request::builder()
 ///     .header("content-length", "2000000")
 ///     .body(String::new())
@@ -136,14 +136,14 @@ where
             Acquired::Queued(ticket) => {
                 settings.ensure_heartbeat();
                 let readied = readied(&mut self.inner);
-                let refusing = Arc::clone(&settings.refusing);
+                let rejecting = Arc::clone(&settings.rejecting);
                 let client_wait = settings.client_deadline.wait(&request);
-                ResponseFuture::queued(ticket, readied, request, refusing, serving, client_wait)
+                ResponseFuture::queued(ticket, readied, request, rejecting, serving, client_wait)
             }
             Acquired::Rejected(rejection) => {
                 settings.ensure_heartbeat();
-                let refusing = &settings.refusing;
-                ResponseFuture::refused(rejection, request, refusing, serving, &self.controller)
+                let rejecting = &settings.rejecting;
+                ResponseFuture::rejected(rejection, request, rejecting, serving, &self.controller)
             }
         }
     }

@@ -35,7 +35,7 @@ pub struct Snapshot {
     /// allocated when that is more.
     pub charged_bytes: u64,
     /// Bytes held outside handlers, counted as memory spoken for beside the charges: each
-    /// queued request's connection and head, each connection discarding a refused request's
+    /// queued request's connection and head, each connection discarding a rejected request's
     /// body, each connection the pool's listener keeps open.
     pub held_bytes: u64,
     /// Whether the pool shares charges with the other processes of its memory cgroup (see
@@ -79,7 +79,7 @@ pub struct Snapshot {
     pub memory_source_errors: u64,
     /// Time since the memory source last refreshed successfully.
     pub memory_reading_age: std::time::Duration,
-    /// Bytes of refused requests' bodies read and dropped since start, so that their clients
+    /// Bytes of rejected requests' bodies read and dropped since start, so that their clients
     /// could read the answer.
     pub discarded_bytes: u64,
     /// Waiters that left at their client's deadline (`grpc-timeout`, or the header
@@ -128,12 +128,12 @@ pub struct ClassCost {
 }
 
 impl Snapshot {
-    /// Requests refused since start for `reason` at `limit`.
+    /// Requests rejected since start for `reason` at `limit`.
     pub fn rejected(&self, reason: Reason, limit: Limit) -> u64 {
         self.rejected[reason as usize][limit as usize]
     }
 
-    /// Requests admitted since start that would have been refused for `reason` at `limit`
+    /// Requests admitted since start that would have been rejected for `reason` at `limit`
     /// (observing only: see
     /// [`AdmissionConfig::observe_only`](crate::AdmissionConfig::observe_only)).
     pub fn would_reject(&self, reason: Reason, limit: Limit) -> u64 {
@@ -145,8 +145,8 @@ impl Snapshot {
         self.admitted_by[priority.rank()]
     }
 
-    /// Requests of `priority` refused admission since start for `reason` (a
-    /// [`Reservation`](crate::Reservation) refused is counted in
+    /// Requests of `priority` rejected admission since start for `reason` (a
+    /// [`Reservation`](crate::Reservation) rejected is counted in
     /// [`rejected`](Self::rejected) only).
     pub fn rejected_with(&self, priority: Priority, reason: Reason) -> u64 {
         self.rejected_by[priority.rank()][reason as usize]
@@ -158,12 +158,12 @@ impl Snapshot {
         self.cut_off[direction as usize]
     }
 
-    /// Refused requests whose unread body was dealt with as `outcome` since start.
+    /// Rejected requests whose unread body was dealt with as `outcome` since start.
     pub fn discards(&self, outcome: Discard) -> u64 {
         self.discards[outcome as usize]
     }
 
-    /// Requests refused since start, for any reason.
+    /// Requests rejected since start, for any reason.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().flatten().sum()
     }

@@ -65,21 +65,21 @@ impl AdmissionConfig {
         self
     }
 
-    /// The most of a refused request's unread body the layer reads and drops before it
+    /// The most of a rejected request's unread body the layer reads and drops before it
     /// answers (`ADMISSION_DISCARD_LIMIT`), over HTTP/1; 0 never reads one. Default 8 MiB.
     ///
     /// A client that writes its whole body before it reads (Python's `requests`, most SDKs,
     /// `curl` on a slow link) cannot read an answer sent while its body is unread: the
-    /// connection is reset under it. So the layer reads a refused request's body to its end,
+    /// connection is reset under it. So the layer reads a rejected request's body to its end,
     /// without keeping it, and then answers; the connection serves on. A body declared
     /// longer than the limit, one still coming at the limit or at the
     /// [discard timeout](Self::discard_timeout), one slower than the
     /// [minimum request body rate](Self::min_request_body_rate), and a client waiting for
     /// `100 Continue` are answered at once with `Connection: close`. Discarding holds no slot
-    /// and no charge; the connection's buffers count as memory spoken for, and a refusal
+    /// and no charge; the connection's buffers count as memory spoken for, and a rejection
     /// does not discard when the budget has no room for them, nor beyond an allowance of
     /// what admitted bodies brought in lately and 64 MiB a second (reading costs the CPU
-    /// that admitted work needs). Over HTTP/2 a refusal is
+    /// that admitted work needs). Over HTTP/2 a rejection is
     /// answered at once, and the stream reset with `NO_ERROR`: the client stops sending and
     /// reads the answer. `admission_discards_total` counts how discards ended.
     ///
@@ -101,7 +101,7 @@ impl AdmissionConfig {
         self
     }
 
-    /// How long the layer may read a refused request's body before it answers
+    /// How long the layer may read a rejected request's body before it answers
     /// (`ADMISSION_DISCARD_TIMEOUT`); default 10 s. See
     /// [`discard_limit`](Self::discard_limit).
     pub fn discard_timeout(mut self, timeout: Duration) -> Self {

@@ -46,7 +46,7 @@ pub(crate) fn describe(
         humantime::format_duration(config.queue_timeout),
     );
     let mode = if config.observe_only {
-        "\n  OBSERVE ONLY: nothing is refused; what would be is counted in admission_would_reject_total"
+        "\n  OBSERVE ONLY: nothing is rejected; what would be is counted in admission_would_reject_total"
     } else {
         ""
     };
@@ -69,7 +69,7 @@ pub(crate) fn describe(
          \x20 memory failure    fail {}\n\
          \x20 request bodies    {}\n\
          \x20 response bodies   {}\n\
-         \x20 refused bodies    {}\n\
+         \x20 rejected bodies    {}\n\
          \x20 connections       {}",
         config.max_concurrency,
         if config.adaptive_limit {

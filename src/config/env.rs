@@ -673,7 +673,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Whatever a variable holds, parsing never panics, and a refusal names the variable.
+        /// Whatever a variable holds, parsing never panics, and a rejection names the variable.
         #[test]
         fn any_value_is_parsed_or_refused_by_name(
             index in 0..vars::ALL.len(),
@@ -697,7 +697,7 @@ mod tests {
             }
         }
 
-        /// Bytes that are not UTF-8 are refused by name, whatever else they hold.
+        /// Bytes that are not UTF-8 are rejected by name, whatever else they hold.
         #[cfg(unix)]
         #[test]
         fn any_bytes_are_refused_by_name_when_not_utf8(

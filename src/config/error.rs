@@ -1,10 +1,10 @@
-//! Why a configuration was refused.
+//! Why a configuration was rejected.
 
 use std::{io, sync::Arc};
 
 use super::vars;
 
-/// Why a configuration was refused. Nothing starts with a bad configuration.
+/// Why a configuration was rejected. Nothing starts with a bad configuration.
 ///
 /// ```
 /// use tower_admission::{AdmissionConfig, ConfigError};

@@ -1,8 +1,8 @@
 //! Configuration: the builder and its validation. The limits' setters are here; those that
 //! tell requests apart and answer them are in [`requests`], the minimum body rates in
-//! [`bodies`]. The environment's `ADMISSION_*` variables are read in [`env`], the budget is
-//! resolved in [`budget`], errors are in [`error`], and the effective configuration is
-//! described in [`describe`].
+//! [`bodies`]. The environment's `ADMISSION_*` variables are read in [`env`](mod@env), the
+//! budget is resolved in [`budget`], errors are in [`error`], and the effective
+//! configuration is described in [`describe`].
 
 mod bodies;
 mod budget;
@@ -69,7 +69,7 @@ pub struct AdmissionConfig {
     /// Whether gRPC requests' bodies are cut off below the request rate too.
     pub(crate) streams_min_rate: bool,
     pub(crate) response_body: RateSetting,
-    /// How much of a refused request's unread body is read and dropped.
+    /// How much of a rejected request's unread body is read and dropped.
     pub(crate) discard: DiscardBound,
     pub(crate) priority_rules: PriorityRules,
     /// A header whose value is how long the client waits, in milliseconds.
@@ -84,7 +84,7 @@ pub struct AdmissionConfig {
     pub(crate) shared_charges: SharedCharges,
     /// Whether the live concurrency limit finds itself below `max_concurrency`.
     pub(crate) adaptive_limit: bool,
-    /// Whether the layer only counts what it would refuse, and admits everything.
+    /// Whether the layer only counts what it would reject, and admits everything.
     pub(crate) observe_only: bool,
     /// The runtime lateness above which the live concurrency limit falls.
     pub(crate) lateness_target: Duration,
@@ -96,7 +96,7 @@ impl Default for AdmissionConfig {
     /// The defaults of the `ADMISSION_*` variables (README's configuration table): 256 in
     /// flight, 75 % of memory, 1024 waiters, a 1 s queue timeout, a 10 ms sample interval,
     /// no bypass, `Retry-After` computed (at most 30 s); bodies at least 240 bytes/s each way
-    /// after a 5 s grace period; refused requests' bodies discarded up to 8 MiB within 10 s.
+    /// after a 5 s grace period; rejected requests' bodies discarded up to 8 MiB within 10 s.
     fn default() -> Self {
         Self {
             max_concurrency: 256,
@@ -240,7 +240,7 @@ impl AdmissionConfig {
     ///
     /// On, each request's CPU demand (the time spent in its own polls, never its wall time)
     /// is learned per cost class, and while the CPU is saturated the CPU work in flight is
-    /// held to what the workers finish within one and a half typical requests (refusals name
+    /// held to what the workers finish within one and a half typical requests (rejections name
     /// `limit=cpu`); the runtime's lateness moves a live limit on requests in flight, a guard
     /// against work the layer cannot see. The whole rule is in the
     /// [CPU-bound handlers](crate::guide::cpu_bound) page.
@@ -258,14 +258,14 @@ impl AdmissionConfig {
     }
 
     /// Observe only (`ADMISSION_OBSERVE_ONLY=on`), for rolling the layer out: it decides as
-    /// usual, but admits every request, and counts and logs what it would have refused
+    /// usual, but admits every request, and counts and logs what it would have rejected
     /// (`admission_would_reject_total{reason, limit}`, [`Snapshot::would_reject`], a
     /// throttled `warn` "request would be shed"). Off by default.
     ///
     /// Nothing waits: a request that would have queued goes at once, and stands for a
     /// waiter until it ends; a request that arrives while as many such requests are in
-    /// flight as the queue holds would have been refused (`queue_full`). Queue timeouts and a
-    /// standing queue are not played out: a run that counts no refusals may still have
+    /// flight as the queue holds would have been rejected (`queue_full`). Queue timeouts and a
+    /// standing queue are not played out: a run that counts no rejections may still have
     /// queued some requests for long. Watch `admission_would_reject_total` against
     /// `admission_admitted_total` under real load before turning shedding on.
     ///
@@ -296,7 +296,7 @@ impl AdmissionConfig {
 
     /// How long a request held back by a saturated CPU may wait (`ADMISSION_QUEUE_TARGET`:
     /// `auto` by default, a duration, or `off`): one predicted to wait more than twice the
-    /// target is refused as it arrives, one that has waited that long is answered `503`
+    /// target is rejected as it arrives, one that has waited that long is answered `503`
     /// (`reason=standing_queue`). [`QueueTarget::Auto`] makes the target half the CPU demand
     /// of the request's cost class: it waits at most about one service time. Waiters held
     /// back by memory keep their place; `off` also lets arrivals join a queue for memory that

@@ -1,5 +1,5 @@
 //! The settings that tell requests apart and answer them: which skip admission, which cost
-//! class and priority each has, what the `critical` ones keep, and what a refused one is told.
+//! class and priority each has, what the `critical` ones keep, and what a rejected one is told.
 
 use std::time::Duration;
 
@@ -70,7 +70,7 @@ impl AdmissionConfig {
         self
     }
 
-    /// Answers the layer's refusals (what would be a `503` or a `413`, see [`Rejection`])
+    /// Answers the layer's rejections (what would be a `503` or a `413`, see [`Rejection`])
     /// with what `shape` returns, instead of the layer's own plain-text or gRPC answers.
     ///
     /// `shape` is given the rejection, the request's head and the `Retry-After` the layer
@@ -78,7 +78,7 @@ impl AdmissionConfig {
     /// it), and [`AdmissionBody::rejection`](crate::AdmissionBody::rejection) still tells it
     /// from the service's own answers. It runs on the path that must stay cheapest under
     /// overload: keep it to building a small response. A `408` for a request body too slow
-    /// is not a refusal, and keeps the layer's answer.
+    /// is not a rejection, and keeps the layer's answer.
     ///
     /// [`Rejection`]: crate::Rejection
     ///

@@ -18,7 +18,7 @@ pub(crate) const MIN_REQUEST_BODY_RATE: &str = "ADMISSION_MIN_REQUEST_BODY_RATE"
 pub(crate) const REQUEST_BODY_GRACE: &str = "ADMISSION_REQUEST_BODY_GRACE";
 pub(crate) const MIN_RESPONSE_BODY_RATE: &str = "ADMISSION_MIN_RESPONSE_BODY_RATE";
 pub(crate) const RESPONSE_BODY_GRACE: &str = "ADMISSION_RESPONSE_BODY_GRACE";
-/// How much of a refused request's unread body is read and dropped.
+/// How much of a rejected request's unread body is read and dropped.
 pub(crate) const DISCARD_LIMIT: &str = "ADMISSION_DISCARD_LIMIT";
 pub(crate) const DISCARD_TIMEOUT: &str = "ADMISSION_DISCARD_TIMEOUT";
 /// How requests get a [`Priority`](crate::Priority), and what `Critical` ones keep.
@@ -35,7 +35,7 @@ pub(crate) const SHARED_CHARGES: &str = "ADMISSION_SHARED_CHARGES";
 pub(crate) const ADAPTIVE_LIMIT: &str = "ADMISSION_ADAPTIVE_LIMIT";
 pub(crate) const LATENESS_TARGET: &str = "ADMISSION_LATENESS_TARGET";
 pub(crate) const QUEUE_TARGET: &str = "ADMISSION_QUEUE_TARGET";
-/// Count what would be refused, and admit everything.
+/// Count what would be rejected, and admit everything.
 pub(crate) const OBSERVE_ONLY: &str = "ADMISSION_OBSERVE_ONLY";
 
 pub(crate) const ALL: [&str; 28] = [

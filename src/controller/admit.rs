@@ -1,5 +1,5 @@
 //! Admitting: a request is priced as its class stands, then admitted at once without the
-//! lock when nobody waits and it fits, refused at once when it may not wait, or handed to the
+//! lock when nobody waits and it fits, rejected at once when it may not wait, or handed to the
 //! waiting side (see [`waiting`](super::waiting)).
 
 use std::sync::{Arc, atomic::Ordering::SeqCst};
@@ -18,7 +18,7 @@ use crate::{
     rejection::{Limit, Reason, Rejection},
 };
 
-/// What [`Controller::acquire`] decided.
+/// What [`Controller::acquire_as`] decided.
 #[derive(Debug)]
 pub(crate) enum Acquired {
     Admitted(Permit),
@@ -125,8 +125,8 @@ impl Controller {
     }
 
     /// Whether a request of `class` that declared `declared` body bytes polls long enough to
-    /// keep the runtime late by itself (see [`cpu`]): one whose work comes with a `body` may,
-    /// until its class has shown its polls.
+    /// keep the runtime late by itself (see [`cpu`](super::cpu)): one whose work comes with a
+    /// `body` may, until its class has shown its polls.
     fn polls_long(&self, class: ClassId, declared: u64, body: bool) -> bool {
         let long = |ns| self.cpu.polls_long(ns);
         let poll_ns = self.classes.poll_ns(class, declared);
@@ -163,7 +163,7 @@ impl Controller {
             && (self.waitlist.len() >= self.settings.queue_capacity || self.waitlist.is_closed());
         let limit = match no_room {
             true => Some(goes.blame_queued()),
-            false => self.sheds_at_once(memory, ask),
+            false => self.rejects_at_once(memory, ask),
         };
         match limit {
             Some(limit) => {
@@ -173,20 +173,21 @@ impl Controller {
         }
     }
 
-    /// Whether a request that cannot go at once is refused instead of queueing, and for
+    /// Whether a request that cannot go at once is rejected instead of queueing, and for
     /// which limit: a `Sheddable` one, while the queue is half full or memory stands above
     /// the soft limit (whatever else holds it back).
-    pub(super) fn sheds_at_once(&self, memory: u64, ask: Ask) -> Option<Limit> {
+    pub(super) fn rejects_at_once(&self, memory: u64, ask: Ask) -> Option<Limit> {
         if ask.priority != Priority::Sheddable {
             return None;
         }
         let state = self.state.load(SeqCst);
         let fit = self.fit(state, memory, ask);
-        self.sheds(fit).then(|| fit.blame(state & QUEUED != 0))
+        self.rejects_sheddable(fit)
+            .then(|| fit.blame(state & QUEUED != 0))
     }
 
-    /// Whether a `Sheddable` request that stands as `fit` is refused instead of queueing.
-    pub(super) fn sheds(&self, fit: Fit) -> bool {
+    /// Whether a `Sheddable` request that stands as `fit` is rejected instead of queueing.
+    pub(super) fn rejects_sheddable(&self, fit: Fit) -> bool {
         self.waitlist.len() * 2 >= self.settings.queue_capacity || fit.above_soft()
     }
 

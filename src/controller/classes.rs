@@ -3,7 +3,7 @@
 //! A request whose cost is not yet known is charged its class's *recent maximum*, not an
 //! average: with mixed sizes, a burst admitted on an average overshoots by every large request
 //! in the burst. Each class keeps two figures, each the largest seen in the current or the
-//! previous window (of [`WINDOW_MS`]), so that an old outlier is forgotten after two windows
+//! previous window (of [`FORGET_AFTER_MS`]), so that an old outlier is forgotten after two windows
 //! while a recurring one never is:
 //!
 //! - **peak**: how far above its `Content-Length` a request's allocation rose at its highest;
@@ -36,8 +36,8 @@ use super::by_size::BySize;
 
 /// The classes the table holds before it sends new ones to the overflow class.
 pub(crate) const SLOTS: usize = 64;
-/// How long a figure counts: it is forgotten after one to two windows without a match.
-pub(crate) const WINDOW_MS: u64 = 4_000;
+/// How long a figure counts: it is forgotten after one to two of these without a match.
+pub(crate) const FORGET_AFTER_MS: u64 = 4_000;
 /// The longest name a class keeps (in labels and the snapshot): a longer one is cut at a
 /// character boundary, and the class's hash appended so that names stay apart.
 pub(crate) const NAME_BYTES: usize = 64;
@@ -472,7 +472,7 @@ impl Classes {
     /// Starts a new window once the current one is over; `now_ms` on the controller's clock.
     pub(crate) fn tick(&self, now_ms: u64) {
         let start = self.window_start_ms.load(Relaxed);
-        if now_ms.saturating_sub(start) < WINDOW_MS {
+        if now_ms.saturating_sub(start) < FORGET_AFTER_MS {
             return;
         }
         self.window_start_ms.store(now_ms, Relaxed);
@@ -548,12 +548,12 @@ mod tests {
         classes.observe_end(id, 0, 64 << 10);
         classes.observe_end(id, MIB, 2 * MIB);
         assert_eq!(classes.least(id, MIB), MIB + (64 << 10));
-        classes.tick(WINDOW_MS);
-        classes.tick(2 * WINDOW_MS);
+        classes.tick(FORGET_AFTER_MS);
+        classes.tick(2 * FORGET_AFTER_MS);
         assert_eq!(classes.least(id, 0), 64 << 10, "kept while idle");
         classes.observe_end(id, 0, 8 * MIB);
-        classes.tick(3 * WINDOW_MS);
-        classes.tick(4 * WINDOW_MS);
+        classes.tick(3 * FORGET_AFTER_MS);
+        classes.tick(4 * FORGET_AFTER_MS);
         assert_eq!(classes.least(id, 0), 8 * MIB, "the old minimum aged out");
     }
 
@@ -604,15 +604,15 @@ mod tests {
         let classes = Classes::new(0);
         let id = classes.find(CostClass::new("x"), String::new);
         classes.observe_peak(id, 0, 64 * MIB);
-        classes.tick(WINDOW_MS); // the outlier moves to the previous window
+        classes.tick(FORGET_AFTER_MS); // the outlier moves to the previous window
         classes.observe_peak(id, 0, MIB);
         assert_eq!(classes.estimate(id, 0), 64 * MIB);
-        classes.tick(2 * WINDOW_MS);
+        classes.tick(2 * FORGET_AFTER_MS);
         assert_eq!(classes.estimate(id, 0), MIB, "forgotten");
-        classes.tick(3 * WINDOW_MS);
-        classes.tick(4 * WINDOW_MS);
+        classes.tick(3 * FORGET_AFTER_MS);
+        classes.tick(4 * FORGET_AFTER_MS);
         assert_eq!(classes.estimate(id, 0), MIB, "idle: kept");
-        classes.tick(4 * WINDOW_MS + 1);
+        classes.tick(4 * FORGET_AFTER_MS + 1);
         assert_eq!(classes.estimate(id, 0), MIB, "not a window yet");
     }
 
@@ -647,9 +647,9 @@ mod tests {
         let work = CostClass::route(&Method::GET, "/work");
         assert_eq!(classes.find(work, String::new), ClassId::OVERFLOW, "full");
         // A window passes in which only /work comes (turned away each time)...
-        classes.tick(WINDOW_MS);
+        classes.tick(FORGET_AFTER_MS);
         assert_eq!(classes.find(work, String::new), ClassId::OVERFLOW);
-        classes.tick(2 * WINDOW_MS);
+        classes.tick(2 * FORGET_AFTER_MS);
         // ...then the old classes, unseen for a whole window, have given their slots up.
         let id = classes.find(work, || "GET /work".to_owned());
         assert_ne!(id, ClassId::OVERFLOW);
@@ -657,8 +657,8 @@ mod tests {
         assert_eq!(classes.estimate(id, 0), 0, "starts afresh");
         // Without a class turned away, an idle class keeps its slot.
         classes.observe_peak(id, 0, MIB);
-        classes.tick(3 * WINDOW_MS);
-        classes.tick(4 * WINDOW_MS);
+        classes.tick(3 * FORGET_AFTER_MS);
+        classes.tick(4 * FORGET_AFTER_MS);
         assert_eq!(classes.find(work, String::new), id);
         assert_eq!(classes.estimate(id, 0), MIB);
     }

@@ -1,6 +1,6 @@
-//! What the pool counts of its decisions: admissions and refusals (by priority too), with
+//! What the pool counts of its decisions: admissions and rejections (by priority too), with
 //! throttled logs; slow and discarded bodies; the drain rate `Retry-After` comes from; and,
-//! observing only, the refusals not made.
+//! observing only, the rejections not made.
 
 use std::{
     sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
@@ -19,7 +19,7 @@ use crate::{
 /// Shed counts, by reason and limit.
 pub(super) type ShedCounts = [[AtomicU64; Limit::ALL.len()]; Reason::ALL.len()];
 
-/// What the pool counts of its decisions, and logs (throttled): admissions and refusals (by
+/// What the pool counts of its decisions, and logs (throttled): admissions and rejections (by
 /// priority too), admissions over the budget, slow bodies, discarded bodies, and the drain
 /// rate that `Retry-After` is computed from.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ pub(super) struct Counters {
     pub(super) drain: Drain,
     /// Waiters that left at their client's deadline, before the queue timeout.
     pub(super) client_deadlines: AtomicU64,
-    /// Observe only: see [`observe`](super::observe).
+    /// Observe only: see [`observe_only`](super::observe_only).
     pub(super) past: PastLimits,
 }
 
@@ -83,16 +83,16 @@ impl Counters {
         }
     }
 
-    /// Feeds the drain rate the sampler's tick: what was admitted and refused so far.
+    /// Feeds the drain rate the sampler's tick: what was admitted and rejected so far.
     pub(super) fn tick(&self, queued: bool, now_ms: u64) {
-        let refused = self
+        let rejected = self
             .rejected
             .iter()
             .flatten()
             .map(|n| n.load(Relaxed))
             .sum();
         self.drain
-            .update(self.admitted.load(Relaxed), refused, queued, now_ms);
+            .update(self.admitted.load(Relaxed), rejected, queued, now_ms);
     }
 
     /// Counts an admission of `priority`.
@@ -115,7 +115,7 @@ impl Counters {
     }
 }
 
-/// What observing only keeps: the refusals it did not make, and how many requests are in
+/// What observing only keeps: the rejections it did not make, and how many requests are in
 /// flight past the limits (each stands for the waiter it would have been).
 #[derive(Debug, Default)]
 pub(super) struct PastLimits {
@@ -124,7 +124,7 @@ pub(super) struct PastLimits {
 }
 
 impl PastLimits {
-    /// The refusals observing only did not make.
+    /// The rejections observing only did not make.
     pub(super) fn would_reject(&self) -> &ShedCounts {
         &self.would_reject
     }

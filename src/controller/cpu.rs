@@ -38,7 +38,7 @@
 //! `charged + own ≤ workers × horizon`. With nothing in flight (nothing charged, for a
 //! last frame) a request always goes. While the CPU is not saturated, the gate still holds
 //! the work charged within [`OPEN_CAPACITIES`] times the capacity: a window in which request
-//! polls kept the workers less busy (a storm of connections and refusals keeps them busy
+//! polls kept the workers less busy (a storm of connections and rejections keeps them busy
 //! outside request polls) must not let a flood in at once.
 //!
 //! **Long polls.** A poll is not preempted: while every worker is inside one, nothing else
@@ -56,7 +56,7 @@
 //! memory for its work; one whose body is still coming (slowly, perhaps) is not ready, and
 //! does not hold the next back.
 //!
-//! **Saturated** means that, over a window of [`WINDOW_MS`] (the live limit's), request polls
+//! **Saturated** means that, over a window of [`WINDOW_MS`] (the adaptive limit's), request polls
 //! kept at least 60 % of the workers busy; it stays so until they keep fewer than 40 % busy.
 //! Requests that mostly wait (on a client, a timer, another service) leave the CPU idle, so
 //! the gate stays open for them and only `max_concurrency` and the memory budget hold them.
@@ -75,7 +75,7 @@ use std::{
 
 // The live limit's window: both judge theirs on the same sampler ticks, so that a window of
 // lateness is told whether request polls explain it.
-use super::limit::WINDOW_MS;
+use super::adaptive::WINDOW_MS;
 use crate::log_throttle::LogThrottle;
 /// The shortest horizon, in microseconds: below it, the time to hand a request to a worker
 /// would count as much as the work.
@@ -122,6 +122,40 @@ pub(crate) struct CpuGate {
     ready_long: AtomicUsize,
     /// Throttles the log of saturation coming and going.
     pub(super) log: LogThrottle,
+}
+
+impl CpuGate {
+    /// Logs a window the CPU gate judged: at debug level each one, at info level when the
+    /// CPU becomes saturated or stops being so (at most once a second).
+    pub(crate) fn log(&self, judged: Judged, was_saturated: bool, now_ms: u64) {
+        let Judged {
+            busy_workers,
+            saturated,
+        } = judged;
+        let (charged_us, capacity_us) = (self.charged_us(), self.capacity_us());
+        tracing::debug!(
+            busy_workers,
+            saturated,
+            charged_us,
+            coming_us = self.coming_us(),
+            capacity_us,
+            "cpu window"
+        );
+        if saturated != was_saturated && self.log.allow(now_ms, 1).is_some() {
+            tracing::info!(
+                busy_workers,
+                workers = self.workers(),
+                typical_us = self.typical_us(),
+                capacity_us,
+                "{}",
+                if saturated {
+                    "cpu saturated: admitting only the work the workers can finish soon"
+                } else {
+                    "cpu no longer saturated: the cpu gate is open"
+                }
+            );
+        }
+    }
 }
 
 /// What the gate judged of a window: how busy request polls kept the workers, and whether
@@ -436,7 +470,7 @@ impl CpuGate {
 
 /// How many times its capacity the gate lets be charged while the CPU is not saturated: a
 /// window in which request polls kept the workers less busy (a storm of connections and
-/// refusals keeps them busy outside request polls) must not open the gate wide.
+/// rejections keeps them busy outside request polls) must not open the gate wide.
 const OPEN_CAPACITIES: u64 = 4;
 
 /// A charge moves only by this much or more (50 µs), so that most short polls cost no shared

@@ -3,7 +3,7 @@
 //! client should wait before it tries again: the queue ahead of it divided by that rate,
 //! bounded, with jitter so that shed clients do not all come back in the same second.
 //!
-//! Only saturated time counts (someone waited, or was refused): the rate measures what the
+//! Only saturated time counts (someone waited, or was rejected): the rate measures what the
 //! pool *can* admit, and an idle spell must not make it look slow when the next burst comes.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,23 +18,23 @@ const JITTER: f64 = 0.25;
 pub(crate) struct Drain {
     /// Admissions per second, as `f64` bits.
     rate: AtomicU64,
-    /// The admissions and refusals counts, and the time (ms), at the last update.
+    /// The admissions and rejections counts, and the time (ms), at the last update.
     last_admitted: AtomicU64,
-    last_refused: AtomicU64,
+    last_rejected: AtomicU64,
     last_ms: AtomicU64,
 }
 
 impl Drain {
     /// Folds in the admissions counted up to `admitted` at `now_ms`, if the pool was
-    /// saturated since the last update: someone waits (`queued`), or `refused` (the
-    /// refusals count) has grown.
-    pub(crate) fn update(&self, admitted: u64, refused: u64, queued: bool, now_ms: u64) {
+    /// saturated since the last update: someone waits (`queued`), or `rejected` (the
+    /// rejections count) has grown.
+    pub(crate) fn update(&self, admitted: u64, rejected: u64, queued: bool, now_ms: u64) {
         let (before, then) = (self.last_admitted.load(Relaxed), self.last_ms.load(Relaxed));
         let elapsed = now_ms.saturating_sub(then);
         if elapsed == 0 {
             return;
         }
-        let saturated = queued || refused != self.last_refused.swap(refused, Relaxed);
+        let saturated = queued || rejected != self.last_rejected.swap(rejected, Relaxed);
         self.last_admitted.store(admitted, Relaxed);
         self.last_ms.store(now_ms, Relaxed);
         if !saturated {
@@ -55,7 +55,7 @@ impl Drain {
     /// Whole seconds a client shed behind `ahead` waiters should wait: `ahead + 1` over the
     /// rate, spread by `draw` (any number; the same draw gives the same value) evenly over
     /// the whole seconds within ±25 % of it, and over two of them at least (1 or 2 s for a
-    /// short wait: whole seconds would otherwise send every client refused together back in
+    /// short wait: whole seconds would otherwise send every client rejected together back in
     /// the same second), within `1..=max`. Before any saturation there is no rate to go by:
     /// 1 s, as the fixed default.
     pub(crate) fn retry_after(&self, ahead: usize, max: u32, draw: u64) -> u32 {
@@ -123,12 +123,12 @@ mod tests {
             drain.update(tick * 10, 0, true, tick * 10); // 1,000/s with a queue
         }
         let busy = drain.rate();
-        // An idle minute: nobody waits, nobody is refused.
+        // An idle minute: nobody waits, nobody is rejected.
         for tick in 501..=6500 {
             drain.update(5_000 + tick - 500, 0, false, tick * 10);
         }
         assert_eq!(drain.rate(), busy);
-        // Refusals without a queue (capacity 0) count as saturation.
+        // Rejections without a queue (capacity 0) count as saturation.
         let before = drain.rate();
         drain.update(11_000, 5, false, 65_010);
         drain.update(11_000, 9, false, 65_020);
@@ -150,8 +150,8 @@ mod tests {
             let share = waits.iter().filter(|w| **w == second).count();
             assert!((120..=220).contains(&share), "{second} s: {share} of 1000");
         }
-        // A short wait (refused with nobody ahead at 100/s): 1 or 2 s, about half each, so
-        // that clients refused together do not all come back together.
+        // A short wait (rejected with nobody ahead at 100/s): 1 or 2 s, about half each, so
+        // that clients rejected together do not all come back together.
         let short: Vec<u32> = (0..1000)
             .map(|draw| drain.retry_after(0, 60, draw))
             .collect();

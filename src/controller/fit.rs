@@ -154,7 +154,7 @@ impl Controller {
     }
 
     /// How `ask` goes in `state`: [`fit`](Self::fit)'s answer, looking no further than the
-    /// first limit that binds (the fast path, and a refusal, look at one limit only).
+    /// first limit that binds (the fast path, and a rejection, look at one limit only).
     #[inline]
     pub(super) fn goes(&self, state: u64, memory: u64, ask: Ask) -> Goes {
         let in_flight = in_flight(state);
@@ -179,12 +179,12 @@ impl Controller {
     /// taken, and at least one slot stays for them, however low the live limit.
     #[inline]
     fn slots_taken(&self, in_flight: u64, priority: Priority) -> Option<Limit> {
-        let live = self.limit.get();
+        let live = self.adaptive.get();
         let slots = match priority {
             Priority::Critical => live,
             _ => live - self.settings.critical_slots.min(live - 1),
         };
-        (in_flight >= slots as u64).then(|| match live < self.limit.ceiling() {
+        (in_flight >= slots as u64).then(|| match live < self.adaptive.ceiling() {
             true => Limit::Adaptive,
             false => Limit::Concurrency,
         })
@@ -215,7 +215,7 @@ impl Controller {
         let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
         let soft = budget.saturating_sub(self.classes.largest());
         let within =
-            |bytes: u64, limit: u64| !self.memory_refuses(spoken_for.saturating_add(bytes) > limit);
+            |bytes: u64, limit: u64| !self.memory_rejects(spoken_for.saturating_add(bytes) > limit);
         if within(ask.charge, soft) {
             Room::Soft
         } else if within(ask.charge, budget) || within(ask.least, budget - budget / PROBE_MARGIN) {
@@ -241,26 +241,26 @@ impl Controller {
         self.fit(state, memory, ask).blame(state & QUEUED != 0)
     }
 
-    /// Whether the memory limit refuses, given whether the reading puts the request `over`
+    /// Whether the memory limit rejects, given whether the reading puts the request `over`
     /// the limit. An untrusted reading decides nothing: the policy does. Failing open costs
     /// nothing until the reading says over; failing closed checks the reading's age on
     /// every decision.
     #[inline]
-    pub(super) fn memory_refuses(&self, over: bool) -> bool {
+    pub(super) fn memory_rejects(&self, over: bool) -> bool {
         let fails_closed = self.settings.memory_failure == MemoryFailure::Closed;
         // Failing open and under, or failing closed and over: the policy agrees with the
         // reading, whatever its health.
         if over == fails_closed {
             return over;
         }
-        self.trusted_reading_refuses(over)
+        self.trusted_reading_rejects(over)
     }
 
-    /// The reading refuses (`over`) or admits, unless it cannot be trusted. Out of line:
+    /// The reading rejects (`over`) or admits, unless it cannot be trusted. Out of line:
     /// it reads the clock, and keeps the admission loop small.
     #[cold]
     #[inline(never)]
-    fn trusted_reading_refuses(&self, over: bool) -> bool {
+    fn trusted_reading_rejects(&self, over: bool) -> bool {
         if self.gauge.health().is_trusted(self.clock.now_ms()) {
             over
         } else {

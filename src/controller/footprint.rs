@@ -8,7 +8,7 @@
 //!
 //! What a request holds outside its handler's polls is *held*, beside the charges: its
 //! connection's buffers and its head, queued or in flight (a figure per HTTP version, given
-//! by the HTTP side), and a refused request's connection while its body is discarded. The
+//! by the HTTP side), and a rejected request's connection while its body is discarded. The
 //! reading sees those bytes too, late like the rest; so they count with the charges, and the
 //! baseline leaves them out.
 //!
@@ -35,7 +35,7 @@ pub(crate) struct Footprint {
     /// Bytes held outside handlers' polls (see [`HeldBytes`](super::held::HeldBytes),
     /// `Permit::hold`).
     held: AtomicU64,
-    /// Of those, held by connections discarding refused bodies.
+    /// Of those, held by connections discarding rejected bodies.
     discarding: AtomicU64,
     /// What the other processes of the cgroup have admitted and not allocated yet, and how
     /// many they are.
@@ -163,18 +163,18 @@ impl Footprint {
         self.beyond.store(false, SeqCst);
     }
 
-    /// Bytes held by connections discarding refused bodies now.
+    /// Bytes held by connections discarding rejected bodies now.
     pub(crate) fn discarding(&self) -> u64 {
         self.discarding.load(Relaxed)
     }
 
-    /// Holds `bytes` for a connection discarding a refused body.
+    /// Holds `bytes` for a connection discarding a rejected body.
     pub(crate) fn hold_discarding(&self, bytes: u64) {
         self.hold(bytes);
         self.discarding.fetch_add(bytes, Relaxed);
     }
 
-    /// Lets go of `bytes` a connection discarding a refused body held.
+    /// Lets go of `bytes` a connection discarding a rejected body held.
     pub(crate) fn let_go_discarding(&self, bytes: u64) {
         self.let_go(bytes);
         self.discarding.fetch_sub(bytes, Relaxed);

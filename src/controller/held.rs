@@ -1,4 +1,4 @@
-//! Bytes a request holds while it is not in flight (queued, or refused and discarding its
+//! Bytes a request holds while it is not in flight (queued, or rejected and discarding its
 //! body): counted as spoken for until the handle is dropped (see
 //! [`footprint`](super::footprint)).
 
@@ -6,18 +6,18 @@ use std::sync::Arc;
 
 use super::Controller;
 
-/// The share of the budget that connections discarding refused bodies may hold together: a
-/// flood of refused uploads must not take the memory that admitted work needs once the
+/// The share of the budget that connections discarding rejected bodies may hold together: a
+/// flood of rejected uploads must not take the memory that admitted work needs once the
 /// flood ends.
 pub(crate) const DISCARD_SHARE: u64 = 8;
 
-/// Bytes held by a request that is not in flight (queued, or refused and discarding its
+/// Bytes held by a request that is not in flight (queued, or rejected and discarding its
 /// body), counted as spoken for until dropped.
 #[derive(Debug)]
 pub(crate) struct HeldBytes {
     controller: Arc<Controller>,
     bytes: u64,
-    /// Held by a connection discarding a refused body.
+    /// Held by a connection discarding a rejected body.
     discarding: bool,
 }
 
@@ -37,7 +37,7 @@ impl Controller {
         self.footprint.hold(bytes);
     }
 
-    /// Holds `bytes` for a connection discarding a refused body, if they fit in the memory
+    /// Holds `bytes` for a connection discarding a rejected body, if they fit in the memory
     /// budget beside what is spoken for, and in the share of it ([`DISCARD_SHARE`]) that
     /// discards may hold together.
     pub(crate) fn hold_to_discard(self: &Arc<Self>, bytes: u64) -> Option<HeldBytes> {
@@ -45,7 +45,7 @@ impl Controller {
             let discarding = self.footprint.discarding();
             let over = self.spoken_for_bytes().saturating_add(bytes) > budget
                 || discarding.saturating_add(bytes) > budget / DISCARD_SHARE;
-            if self.memory_refuses(over) {
+            if self.memory_rejects(over) {
                 return None;
             }
         }

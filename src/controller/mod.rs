@@ -1,54 +1,30 @@
-//! The shared admission state: in-flight count, charged bytes, cost classes and the bounded
-//! queue. Tokio-free: time is the response future's business, and memory comes through
-//! [`MemorySource`].
+//! The shared admission state: one pool, tokio-free, behind an `Arc`. Time comes from its
+//! [`Clock`], memory through [`MemorySource`]; the rules it decides by are in the guide
+//! ([How the layer decides](crate::guide::deciding)). Here, the mechanism.
 //!
-//! **Admission.** With `spoken for = max(memory, baseline + charged)`, where `memory` is the
-//! sampler's last reading and `charged` sums what the requests in flight are charged (see
-//! [`permit`]) and what requests hold outside their polls (see [`footprint`]), a request of
-//! `charge` (its conservative estimate, see [`classes`]) is admitted at once while
-//! `in_flight < max_concurrency` and `spoken for + charge` stays within the *soft limit*: the
-//! budget less the largest unknown part of a charge given lately (what a request was expected
-//! to allocate beyond its `Content-Length`).
+//! **The word.** In flight, the KiB charged to requests in flight, and a "someone waits" bit
+//! share one atomic word (see [`word`]). While nobody waits and a request fits below the soft
+//! limit, admission is one compare-and-swap on it and a release one subtraction, as in
+//! tokio's semaphore ([`admit`]).
 //!
-//! **A new class goes one at a time.** Where polls are measured, a request of a class that
-//! has not shown its cost yet is admitted only while every admitted request has been polled:
-//! a cold start under load would otherwise admit a burst of them on the initial estimate.
+//! **The lock.** The queue sits behind one lock with its length and whether the pool has
+//! closed ([`waitlist`]); it is taken only to queue, to leave the queue, to admit above the
+//! soft limit, and to hand slots to waiters. While the bit is set, only the lock holder adds
+//! to the word; everyone else only subtracts, so checking and then adding is safe under it. A
+//! release either sees the bit (and takes the lock to grant) or happened before it was set, in
+//! which case the waiter that set it checks again under the lock ([`waiting`]).
 //!
-//! **Near the budget, one unknown at a time.** Above the soft limit, a request is admitted
-//! only while every admitted request has shown its cost (been polled once), and only if its
-//! charge fits in the budget or, failing that, the least its class costs does (with 1/64 of
-//! the budget to spare). Estimates can be wrong (a class not seen before, a figure that aged
-//! out, sizes that differ within a class), so this bounds the overshoot to about one request.
+//! **Files.** A file either defines a part this file may name (the limits' record, the
+//! queue, the classes, the gates, the counters) and never names [`Controller`], or adds verbs
+//! to [`Controller`] and defines nothing this file needs; handles ([`permit`], [`ticket`],
+//! [`held`]) are reached by path.
 //!
-//! **Order.** While anyone of its priority or a higher one waits, an arrival queues. Waiters
-//! are admitted by priority, then in arrival order, with bounded backfill (see [`queue`]): a
-//! waiter that fits in what a blocked head cannot use may go ahead of it, until the head would
-//! fit but for those that passed it, or [`queue::MAX_PASSES`] have. A lower priority that has
-//! been overtaken [`queue::MAX_OVERTAKES`] times goes first once. A waiter is charged as its
-//! class stands when it may go, not when it queued.
-//!
-//! **Priorities.** Only `Critical` requests may use the reserved share of slots and budget,
-//! and one that finds the queue full takes the place of the newest waiter of a lower
-//! priority, if any. `Sheddable` ones are refused instead of queueing while the queue is half
-//! full or memory stands above the soft limit, so they never hold more than half the queue.
-//!
-//! **Progress.** When nothing is in flight, the head is admitted even over the memory budget,
-//! once a fresh reading confirms it: memory held by caches or leaks must not wedge the
-//! service. Such admissions are counted.
-//!
-//! **Untrusted readings.** While the memory source fails or has not refreshed for a while,
-//! the memory limit follows the [`MemoryFailure`] policy: open (never refuses) or closed
-//! (always over budget).
-//!
-//! **Closing.** After [`Controller::close`], nothing queues: waiters are answered with
-//! `queue_timeout` (their wait cut short) and arrivals that do not fit at once with
-//! `queue_full`; admitted requests run to the end.
-//!
-//! **Cancel safety.** A [`Ticket`] dropped while queued leaves the queue at once; one dropped
-//! after its grant but before it was observed gives the grant back. Wakers are collected
-//! under the lock and woken after it is released.
+//! **Cancel safety.** A [`Ticket`](ticket::Ticket) dropped while queued leaves the queue at
+//! once; one dropped after its grant but before it was observed gives the grant back. Wakers
+//! are collected under the lock and woken after it is released.
 
 pub(crate) mod accepting;
+mod adaptive;
 pub(crate) mod admit;
 mod by_size;
 mod classes;
@@ -57,14 +33,13 @@ mod connections;
 mod counters;
 mod cpu;
 mod drain;
-pub(crate) mod end;
+mod end;
 mod fit;
 mod footprint;
 pub(crate) mod held;
 mod inputs;
-mod limit;
-pub(crate) mod meter;
-mod observe;
+mod meter;
+mod observe_only;
 pub(crate) mod permit;
 pub(crate) mod progress;
 mod queue;
@@ -100,12 +75,12 @@ use crate::{
     memory::{MemorySource, gauge::Gauge},
     rejection::Discards,
 };
+use adaptive::AdaptiveLimit;
 use classes::Classes;
 use counters::Counters;
 use cpu::CpuGate;
 use footprint::Footprint;
 use inputs::{Ask, Reading};
-use limit::LiveLimit;
 use meter::Shown;
 use queue::Queue;
 use waitlist::Waitlist;
@@ -131,7 +106,7 @@ pub(crate) struct Controller {
     unsettled: AtomicUsize,
     waitlist: Waitlist,
     counters: Counters,
-    pub(crate) limit: LiveLimit,
+    pub(crate) adaptive: AdaptiveLimit,
     pub(crate) cpu: CpuGate,
     /// The connections a listener made from the pool accepted.
     connections: connections::Connections,
@@ -171,7 +146,7 @@ impl Controller {
                 settings.sample_interval,
                 settings.budget.is_some(),
             ),
-            limit: LiveLimit::new(
+            adaptive: AdaptiveLimit::new(
                 settings.max_concurrency,
                 settings.lateness_target,
                 settings.initial_limit,
@@ -286,7 +261,7 @@ impl Controller {
         self.waitlist.lock()
     }
 
-    /// Refused requests' bodies discarded, counted.
+    /// Rejected requests' bodies discarded, counted.
     pub(crate) fn discards(&self) -> &Discards {
         &self.counters.discards
     }

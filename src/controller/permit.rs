@@ -138,7 +138,7 @@ enum Way {
     /// Past a blocked head (see [`super::queue`]): until it ends, what it was charged then
     /// counts against the head's patience.
     PastAHead,
-    /// Past the limits, observing only (see [`super::observe`]).
+    /// Past the limits, observing only (see [`super::observe_only`]).
     PastLimits,
 }
 
@@ -391,17 +391,5 @@ impl Drop for Permit {
                 _ => 0,
             },
         });
-    }
-}
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!(
-            "PERMIT {} DEMAND {} CHARGED {}",
-            std::mem::size_of::<super::Permit>(),
-            std::mem::size_of::<super::Demand>(),
-            std::mem::size_of::<super::Charged>()
-        );
     }
 }

@@ -18,14 +18,14 @@
 //!
 //! **A wait bounded by service time.** A waiter held back by a CPU that cannot keep up waits
 //! only as long as its [`QueueTarget`] allows (by default its class's CPU demand, one service
-//! time, 2 ms at least): a request that would wait longer is refused when it
+//! time, 2 ms at least): a request that would wait longer is rejected when it
 //! arrives, and one that has waited longer is sent away (`503`, `standing_queue`), since a
 //! CPU-bound request's queue wait is the part of its latency the layer adds. A route of 50 µs
 //! and one of 500 ms cannot share one absolute target. Only waiters that the CPU alone held
 //! back count towards the predicted wait and are sent away: a waiter held back by memory keeps
 //! its place. A queue that has had waiters for [`STANDING_NS`] without a break stands: then
 //! an arrival that would wait for memory longer than one service time of its class is
-//! refused (see `Controller::memory_queue_stands`).
+//! rejected (see `Controller::memory_queue_stands`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -38,7 +38,7 @@ use crate::priority::Priority;
 use crate::rejection::{Limit, Reason};
 
 /// How long a request held back by the CPU may wait in the queue: twice the target, after
-/// which it is sent away (`503`, `standing_queue`); one that would wait longer is refused
+/// which it is sent away (`503`, `standing_queue`); one that would wait longer is rejected
 /// when it arrives.
 ///
 /// ```
@@ -289,7 +289,7 @@ impl Queue {
     /// Sends away, as `standing_queue`, the waiters that `too_long` says have waited too
     /// long at `now_ns` (naming the limit that held them back), looking at the oldest
     /// [`SCAN`] of each priority. Returns their wakers.
-    pub(super) fn shed_standing(
+    pub(super) fn reject_standing(
         &mut self,
         now_ns: u64,
         too_long: impl Fn(&Ask, u64) -> Option<Limit>,
@@ -662,7 +662,7 @@ mod tests {
         // Charge 64 waits for memory; the others for the CPU, 20 ms at most.
         let too_long =
             |ask: &Ask, waited: u64| (ask.charge == 1 && waited > 20_000_000).then_some(Limit::Cpu);
-        q.shed_standing(35_000_000, too_long);
+        q.reject_standing(35_000_000, too_long);
         assert!(matches!(
             q.leave(old[0]),
             Left::Evicted(Reason::StandingQueue, Limit::Cpu)

@@ -11,7 +11,6 @@ use std::{
 
 use super::{
     Controller,
-    cpu::Judged,
     word::{charged_bytes, in_flight},
 };
 use crate::{
@@ -37,7 +36,7 @@ impl Controller {
         self.counters.slow_bodies.record(slow, now_ms);
     }
 
-    /// Refuses admission to a request of `priority`: counted by priority too.
+    /// Rejects admission to a request of `priority`: counted by priority too.
     pub(super) fn reject_admission(
         &self,
         priority: Priority,
@@ -52,38 +51,6 @@ impl Controller {
         let (counters, now_ms) = (&self.counters, self.clock.last_ms());
         counters.count_shed(&counters.rejected, reason, limit, "request shed", now_ms);
         Rejection::new(reason, limit)
-    }
-
-    /// Logs a window the CPU gate judged: at debug level each one, at info level when the
-    /// CPU becomes saturated or stops being so (at most once a second).
-    pub(super) fn log_cpu(&self, judged: Judged, was_saturated: bool, now_ms: u64) {
-        let Judged {
-            busy_workers,
-            saturated,
-        } = judged;
-        let (charged_us, capacity_us) = (self.cpu.charged_us(), self.cpu.capacity_us());
-        tracing::debug!(
-            busy_workers,
-            saturated,
-            charged_us,
-            coming_us = self.cpu.coming_us(),
-            capacity_us,
-            "cpu window"
-        );
-        if saturated != was_saturated && self.cpu.log.allow(now_ms, 1).is_some() {
-            tracing::info!(
-                busy_workers,
-                workers = self.cpu.workers(),
-                typical_us = self.cpu.typical_us(),
-                capacity_us,
-                "{}",
-                if saturated {
-                    "cpu saturated: admitting only the work the workers can finish soon"
-                } else {
-                    "cpu no longer saturated: the cpu gate is open"
-                }
-            );
-        }
     }
 
     /// A waiter left at its client's deadline, before the queue timeout.
@@ -107,8 +74,8 @@ impl Controller {
             neighbour_bytes: self.footprint.neighbours_now().0,
             memory_budget_bytes: self.settings.budget,
             max_concurrency: self.settings.max_concurrency,
-            concurrency_limit: self.limit.get(),
-            runtime_lateness: self.limit.lateness(),
+            concurrency_limit: self.adaptive.get(),
+            runtime_lateness: self.adaptive.lateness(),
             cpu_saturated: self.cpu.is_saturated(),
             cpu_workers: self.cpu.workers(),
             cpu_charged: Duration::from_micros(self.cpu.charged_us()),

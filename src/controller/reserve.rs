@@ -63,7 +63,7 @@ impl Controller {
         loop {
             let fits = self.settings.budget.is_none_or(|budget| {
                 let spoken_for = self.footprint.spoken_for(memory, charged_bytes(state));
-                !self.memory_refuses(spoken_for.saturating_add(kib * 1024) > budget)
+                !self.memory_rejects(spoken_for.saturating_add(kib * 1024) > budget)
             });
             let beyond = !fits && self.footprint.take_beyond();
             if !fits && !beyond {

@@ -21,17 +21,19 @@ pub(crate) struct Settings {
     pub(crate) critical_slots: usize,
     pub(crate) critical_bytes: u64,
     /// The runtime lateness above which the live limit falls; `None`: the limit is fixed at
-    /// `max_concurrency` (see [`limit`]).
+    /// `max_concurrency` (see [`adaptive`](super::adaptive)).
     pub(crate) lateness_target: Option<Duration>,
     /// Where the live limit starts (its slow start).
     pub(crate) initial_limit: usize,
-    /// How long a waiter held back by the CPU may wait (see [`queue`]).
+    /// How long a waiter held back by the CPU may wait (see [`queue`](super::queue)).
     pub(crate) queue_target: QueueTarget,
     /// The workers that run requests, until the runtime tells.
     pub(crate) workers: usize,
-    /// Count what would be refused, and admit everything (see [`observe`]).
+    /// Count what would be rejected, and admit everything (see
+    /// [`observe_only`](super::observe_only)).
     pub(crate) observe_only: bool,
-    /// The most connections a listener made from the pool keeps open (see [`connections`]).
+    /// The most connections a listener made from the pool keeps open (see
+    /// [`connections`](super::connections)).
     pub(crate) max_connections: Option<usize>,
 }
 

@@ -93,7 +93,7 @@ impl Controller {
         self.footprint.leave_with(departure);
     }
 
-    /// How the runtime runs at `now_ms`: moves the live limit (see [`limit`](super::limit))
+    /// How the runtime runs at `now_ms`: moves the live limit (see [`adaptive`](super::adaptive))
     /// and judges whether the CPU is saturated (see [`cpu`](super::cpu)), on the same
     /// window.
     fn judge_runtime(&self, runtime: Runtime, now_ms: u64) {
@@ -104,17 +104,17 @@ impl Controller {
         self.discards().refill(now_ms);
         let was_saturated = self.cpu.is_saturated();
         if let Some(judged) = self.cpu.observe(now_ms) {
-            self.log_cpu(judged, was_saturated, now_ms);
+            self.cpu.log(judged, was_saturated, now_ms);
         }
         let state = self.state.load(SeqCst);
         let queued = state & QUEUED != 0;
         // The reserved slots count as used: below `Critical`, waiters cannot have them.
         let used = in_flight(state) as usize + self.settings.critical_slots;
-        let blocked = queued && used >= self.limit.get();
+        let blocked = queued && used >= self.adaptive.get();
         // Lateness that request polls explain is the CPU gate's: the live limit guards
         // against work the layer cannot see.
         let explained = self.cpu.explains_lateness();
-        self.limit
+        self.adaptive
             .observe(now_ms, lateness, used, blocked, explained);
     }
 
@@ -123,6 +123,6 @@ impl Controller {
     /// for I/O first: with a CPU-bound request always ready, a worker would otherwise look at
     /// sockets (a bypassed `/health` among them) only every few dozen polls.
     pub(crate) fn runtime_is_busy(&self) -> bool {
-        self.limit.is_late() || self.cpu.is_saturated()
+        self.adaptive.is_late() || self.cpu.is_saturated()
     }
 }

@@ -1,5 +1,5 @@
 //! The waiting side of the controller: a request that cannot go at once joins the queue (or
-//! is refused), and waiters are admitted in the queue's order as releases, recharges and
+//! is rejected), and waiters are admitted in the queue's order as releases, recharges and
 //! fresh readings make room; waiters held back by the CPU longer than their target are shed;
 //! a waiter leaves on its deadline or when its client goes.
 
@@ -36,7 +36,7 @@ impl Controller {
             // (A starving priority holds everyone back: see `Queue::holds_back`.)
             if let Some(over_budget) = self.may_admit_locked(fit.goes(), state, true, Reading::Last)
             {
-                // Only the lock holder adds while the fast path refuses; a racing release
+                // Only the lock holder adds while the fast path rejects; a racing release
                 // only subtracts.
                 self.admit(ask, over_budget, memory);
                 queue.admitted(ask.priority);
@@ -166,7 +166,7 @@ impl Controller {
                         self.admit(ask, over_budget, memory);
                         Verdict::Admitted
                     }
-                    None if in_flight(state) >= self.limit.get() as u64 => Verdict::Stop,
+                    None if in_flight(state) >= self.adaptive.get() as u64 => Verdict::Stop,
                     None if head
                         .is_some_and(|passing| self.fits_but_for(state, memory, ask, passing)) =>
                     {
@@ -175,7 +175,7 @@ impl Controller {
                     None => Verdict::Waits,
                 }
             });
-            wakers.extend(self.shed_standing(queue, memory));
+            wakers.extend(self.reject_standing(queue, memory));
             wakers
         };
         if queue.is_empty() {
@@ -223,16 +223,16 @@ impl Controller {
     /// While the CPU cannot keep up (saturated, or the runtime late enough for the live limit
     /// to fall), sends away the waiters held back by it longer than their target allows;
     /// those held back by memory keep their place. Returns their wakers.
-    pub(super) fn shed_standing(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
+    pub(super) fn reject_standing(&self, queue: &mut Queue, memory: u64) -> Vec<Waker> {
         let target = self.settings.queue_target;
         if target == QueueTarget::Off
             || queue.is_empty()
-            || !(self.cpu.is_saturated() || self.limit.has_fallen())
+            || !(self.cpu.is_saturated() || self.adaptive.has_fallen())
         {
             return Vec::new();
         }
         let state = self.state.load(SeqCst);
-        queue.shed_standing(self.clock.now_ns(), |ask, waited_ns| {
+        queue.reject_standing(self.clock.now_ns(), |ask, waited_ns| {
             if target
                 .longest_ns(ask.cpu_us)
                 .is_none_or(|longest| waited_ns <= longest)

@@ -38,7 +38,7 @@ const STALE_AFTER_AT_LEAST: Duration = Duration::from_secs(1);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemoryFailure {
-    /// Fail open (the default): the memory limit stops refusing requests until the reading is
+    /// Fail open (the default): the memory limit stops rejecting requests until the reading is
     /// trusted again; the concurrency limit, the queue and the per-request charges still
     /// apply. A broken gauge must not take the service down.
     #[default]

@@ -1,9 +1,9 @@
 //! Model-based property tests of the controller: random arrivals (with random declared
 //! lengths and priorities, some pools reserving a slot and 8 MiB for critical ones),
-//! cancellations while queued and while served, completions, deadlines, memory
-//! readings moving up and down, failed readings, and samples. After every step the invariants are checked;
-//! when everything has ended, every figure must be back to zero. A quarter of the sequences
-//! close the pool part-way, as a graceful shutdown does.
+//! cancellations while queued and while served, completions, deadlines, memory readings
+//! moving up and down, failed readings, and samples. After every step the invariants are
+//! checked; when everything has ended, every figure must be back to zero. A quarter of the
+//! sequences close the pool part-way, as a graceful shutdown does.
 //!
 //! A stress test hammers the lock-free paths from many threads at once: the races between
 //! admission, release, grant and cancellation that a loom model would explore exhaustively.
@@ -59,7 +59,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..12, prop::sample::select(&Priority::ALL[..])).prop_map(|(mib, p)| Op::Arrive(mib, p)),
+        4 => (0u8..12, prop::sample::select(&Priority::ALL[..]))
+            .prop_map(|(mib, p)| Op::Arrive(mib, p)),
         3 => any::<usize>().prop_map(Op::Finish),
         2 => any::<usize>().prop_map(Op::Run),
         1 => any::<usize>().prop_map(Op::Vanish),

@@ -364,7 +364,7 @@ fn a_failing_source_fails_open_by_default() {
     memory.set(50 * MIB);
     c.tick(Tick::refreshed(Ok(())));
     let mut waiting = queued(c.acquire(CLASS, None));
-    // The source breaks: its last reading (over budget) no longer refuses anyone...
+    // The source breaks: its last reading (over budget) no longer rejects anyone...
     c.tick(Tick::refreshed(refresh_failed()));
     let waker = Arc::new(CountingWaker::default());
     let Poll::Ready(_waited) = poll(&mut waiting, &waker) else {
@@ -703,7 +703,7 @@ fn observing_only_with_no_queue_counts_a_new_class_only_when_another_was_in_flig
             .would_reject(Reason::QueueFull, Limit::Estimate),
         0
     );
-    // Beside it, still unpolled, the second would have been refused: counted once.
+    // Beside it, still unpolled, the second would have been rejected: counted once.
     let second = unpolled(c.acquire(CLASS, None));
     let s = c.snapshot();
     assert_eq!(s.would_reject.iter().flatten().sum::<u64>(), 1, "{s:?}");
@@ -727,14 +727,14 @@ fn observing_only_admits_everything_and_counts_what_it_would_refuse() {
         0
     );
     // The queue it would have waited in is full: counted, and admitted all the same.
-    let refused = admitted(c.acquire(CLASS, None));
+    let rejected = admitted(c.acquire(CLASS, None));
     let too_large = admitted(c.acquire(CLASS, Some(100 * MIB)));
     let s = c.snapshot();
     assert_eq!(s.would_reject(Reason::QueueFull, Limit::Concurrency), 1);
     assert_eq!(s.would_reject(Reason::TooLarge, Limit::Memory), 1);
     assert_eq!((s.rejected_total(), s.in_flight, s.queued), (0, 4, 0));
     assert!(s.observe_only);
-    drop((first, waiter, refused, too_large));
+    drop((first, waiter, rejected, too_large));
     let s = c.snapshot();
     assert_eq!((s.in_flight, s.charged_bytes), (0, 0));
     // Nothing stands for a waiter any more: the next two go without a count.
@@ -772,7 +772,7 @@ fn fallen_pool() -> (Arc<Controller>, ManualMemory, Arc<AtomicU64>) {
         now.store(now_ms * MS, Relaxed);
         controller.tick(runtime_tick(late));
     }
-    assert!(controller.limit.has_fallen());
+    assert!(controller.adaptive.has_fallen());
     (controller, memory, now)
 }
 
@@ -963,7 +963,7 @@ fn a_saturated_cpu_admits_the_work_the_workers_finish_soon_and_bounds_the_wait()
     let mut first = queued(c.acquire(parse, None));
     // A waiter's wait is the work queued up to it, over two workers: the second would wait
     // 4 ms, twice its target (half of 4 ms), one service time; the third longer, so it is
-    // refused at once.
+    // rejected at once.
     let mut others = vec![queued(c.acquire(parse, None))];
     assert_eq!(
         rejected(c.acquire(parse, None)),
@@ -1233,7 +1233,7 @@ fn a_queue_for_memory_that_stands_turns_arrivals_away_and_a_burst_is_let_in() {
     // A burst twice the budget queues whole: a queue that has not stood is what it is for.
     let burst: Vec<Ticket> = (0..16).map(|_| queued(c.acquire(CLASS, None))).collect();
     // Once the queue has had waiters for 100 ms, 16 waiting for 8 in flight is a wait of two
-    // service times: the next is refused at once.
+    // service times: the next is rejected at once.
     now.fetch_add(100 * MS, Relaxed);
     assert_eq!(
         rejected(c.acquire(CLASS, None)),

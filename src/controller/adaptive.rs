@@ -15,7 +15,7 @@
 //! So a window in which request polls kept all workers but one busy is not late: long polls
 //! of requests explain it, and the gate holds them.
 //!
-//! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`LiveLimit::observe`]):
+//! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`AdaptiveLimit::observe`]):
 //! - late (the mean lateness above the target in this window and the one before: a single
 //!   long poll, such as a large allocation touched at once, stalls one window now and then,
 //!   and fewer requests in flight would not have prevented it): the limit falls to what was
@@ -75,7 +75,7 @@ impl Why {
 }
 
 #[derive(Debug)]
-pub(crate) struct LiveLimit {
+pub(crate) struct AdaptiveLimit {
     ceiling: usize,
     /// The lateness above which the limit falls; `None`: fixed at the ceiling.
     target: Option<Duration>,
@@ -104,7 +104,7 @@ struct Window {
     blocked: bool,
 }
 
-impl LiveLimit {
+impl AdaptiveLimit {
     /// A limit of `ceiling` at most, adaptive from `initial` when `target` is set.
     pub(crate) fn new(ceiling: usize, target: Option<Duration>, initial: usize) -> Self {
         let initial = match target {
@@ -257,7 +257,7 @@ mod tests {
 
     /// Feeds `windows` whole windows of readings (one every 10 ms) from `*now`.
     fn feed(
-        limit: &LiveLimit,
+        limit: &AdaptiveLimit,
         now: &mut u64,
         windows: u64,
         lateness: Duration,
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn starts_at_the_ceiling_and_fixed_never_moves() {
-        let fixed = LiveLimit::new(64, None, 4);
+        let fixed = AdaptiveLimit::new(64, None, 4);
         assert_eq!(
             fixed.observe(0, Duration::from_secs(1), 64, true, false),
             None
@@ -283,12 +283,12 @@ mod tests {
         );
         assert_eq!(fixed.get(), 64);
         assert!(!fixed.is_late());
-        assert_eq!(LiveLimit::new(64, Some(TARGET), 64).get(), 64);
+        assert_eq!(AdaptiveLimit::new(64, Some(TARGET), 64).get(), 64);
     }
 
     #[test]
     fn starts_slow_and_doubles_until_it_first_falls() {
-        let limit = LiveLimit::new(256, Some(TARGET), 4);
+        let limit = AdaptiveLimit::new(256, Some(TARGET), 4);
         let mut now = 0;
         feed(&limit, &mut now, 3, Duration::ZERO, 256, true);
         assert_eq!(limit.get(), 32);
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn falls_while_late_by_the_gradient_from_what_was_in_use() {
-        let limit = LiveLimit::new(256, Some(TARGET), 256);
+        let limit = AdaptiveLimit::new(256, Some(TARGET), 256);
         let mut now = 0;
         // One late window alone is a stall: nothing moves.
         feed(&limit, &mut now, 1, Duration::from_millis(200), 40, true);
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn recovers_to_the_ceiling_when_on_time_and_in_use() {
-        let limit = LiveLimit::new(256, Some(TARGET), 256);
+        let limit = AdaptiveLimit::new(256, Some(TARGET), 256);
         let mut now = 0;
         feed(&limit, &mut now, 10, Duration::from_secs(1), 256, true);
         assert_eq!(limit.get(), 1);
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn does_not_grow_while_nobody_needs_it() {
-        let limit = LiveLimit::new(256, Some(TARGET), 256);
+        let limit = AdaptiveLimit::new(256, Some(TARGET), 256);
         let mut now = 0;
         feed(&limit, &mut now, 2, Duration::from_millis(40), 16, true);
         let cut = limit.get();
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn lateness_that_request_polls_explain_moves_nothing() {
-        let limit = LiveLimit::new(64, Some(TARGET), 64);
+        let limit = AdaptiveLimit::new(64, Some(TARGET), 64);
         let mut now = 0;
         for _ in 0..3 * (WINDOW_MS / 10 + 1) {
             limit.observe(now, Duration::from_millis(80), 64, true, true);
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn a_window_needs_its_length() {
-        let limit = LiveLimit::new(8, Some(TARGET), 8);
+        let limit = AdaptiveLimit::new(8, Some(TARGET), 8);
         let late = Duration::from_secs(1);
         for t in 0..WINDOW_MS {
             assert_eq!(limit.observe(t, late, 8, true, false), None);

@@ -1,5 +1,5 @@
 //! Observe only: the pool decides as usual, admits every request anyway, and counts what it
-//! would have refused, so that operators can watch what shedding would do before they turn
+//! would have rejected, so that operators can watch what shedding would do before they turn
 //! it on.
 //!
 //! A request that would have waited goes at once and stands for that waiter until it ends:
@@ -24,7 +24,7 @@ use crate::{
 };
 
 impl Controller {
-    /// Admits `ask`, which the limits hold back, past them; counts it as refused if the
+    /// Admits `ask`, which the limits hold back, past them; counts it as rejected if the
     /// queue it would have waited in is full.
     #[cold]
     #[inline(never)]
@@ -39,7 +39,7 @@ impl Controller {
         }
         let limit = fit.blame(state & QUEUED != 0);
         if in_flight(state) >= MAX_CONCURRENCY as u64 - 1 {
-            // The state word counts no more: refuse for real, beyond any server's load.
+            // The state word counts no more: reject for real, beyond any server's load.
             return Acquired::Rejected(self.reject_admission(
                 ask.priority,
                 Reason::QueueFull,
@@ -53,7 +53,7 @@ impl Controller {
         if too_large {
             self.count_would_reject(Reason::TooLarge, Limit::Memory);
         } else if self.counters.past.in_flight.load(Relaxed) >= self.settings.queue_capacity
-            || (ask.priority == Priority::Sheddable && self.sheds(fit))
+            || (ask.priority == Priority::Sheddable && self.rejects_sheddable(fit))
         {
             self.count_would_reject(Reason::QueueFull, limit);
         }
@@ -69,7 +69,7 @@ impl Controller {
         self.counters.past.in_flight.fetch_sub(1, Relaxed);
     }
 
-    /// Counts, and logs (throttled), a refusal that observing only did not make.
+    /// Counts, and logs (throttled), a rejection that observing only did not make.
     pub(super) fn count_would_reject(&self, reason: Reason, limit: Limit) {
         let what = "request would be shed (observe only: admitted)";
         let now_ms = self.clock.last_ms();
