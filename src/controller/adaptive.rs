@@ -15,7 +15,8 @@
 //! So a window in which request polls kept all workers but one busy is not late: long polls
 //! of requests explain it, and the gate holds them.
 //!
-//! **The rule**, once per window of [`WINDOW_MS`] of readings (see [`AdaptiveLimit::observe`]):
+//! **The rule**, once per window of readings (see [`window`](super::window) and
+//! [`AdaptiveLimit::judge`]):
 //! - late (the mean lateness above the target in this window and the one before: a single
 //!   long poll, such as a large allocation touched at once, stalls one window now and then,
 //!   and fewer requests in flight would not have prevented it): the limit falls to what was
@@ -30,20 +31,15 @@
 //! is not admitted wholesale before the CPU gate has measured anything, while requests that
 //! wait on I/O reach a ceiling of 256 within a quarter of a second.
 //!
-//! Pure arithmetic on explicit readings and times: the tests drive it with a virtual clock.
+//! Pure arithmetic on closed windows: the tests drive it with a virtual clock.
 
 use std::{
-    sync::{
-        Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
-    },
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     time::Duration,
 };
 
+use super::window::Closed;
 use crate::log_throttle::LogThrottle;
-
-/// How long a window of readings lasts before the limit moves.
-pub(crate) const WINDOW_MS: u64 = 50;
 /// The least and the most a late window scales the limit by.
 const LEAST_FACTOR: f64 = 0.5;
 const MOST_FACTOR: f64 = 0.9;
@@ -84,24 +80,11 @@ pub(crate) struct AdaptiveLimit {
     slow_start: AtomicBool,
     /// Whether the last window was late: admissions then yield before their handler runs.
     late: AtomicBool,
-    window: Mutex<Window>,
     /// The runtime's lateness at the last reading, in microseconds.
     lateness_us: AtomicU64,
     log: LogThrottle,
     /// The limit last logged: a move to half or twice it is logged again.
     logged: AtomicUsize,
-}
-
-/// The readings of the current window.
-#[derive(Debug, Default)]
-struct Window {
-    started_ms: Option<u64>,
-    lateness_us: u64,
-    readings: u64,
-    /// The most in flight at any reading.
-    peak: usize,
-    /// Whether the limit held a waiter back at any reading.
-    blocked: bool,
 }
 
 impl AdaptiveLimit {
@@ -117,7 +100,6 @@ impl AdaptiveLimit {
             current: AtomicUsize::new(initial),
             slow_start: AtomicBool::new(true),
             late: AtomicBool::new(false),
-            window: Mutex::default(),
             lateness_us: AtomicU64::new(0),
             log: LogThrottle::new(Duration::from_secs(1)),
             logged: AtomicUsize::new(ceiling),
@@ -183,33 +165,21 @@ impl AdaptiveLimit {
         self.late.load(Relaxed)
     }
 
-    /// Takes one reading at `now_ms`: the runtime's `lateness`, the requests `in_flight`, and
-    /// whether the limit holds a waiter back. Closes the window once it has lasted
-    /// [`WINDOW_MS`]; a window whose lateness request polls `explained` is not late. Returns
-    /// the change, if the limit moved.
-    pub(crate) fn observe(
-        &self,
-        now_ms: u64,
-        lateness: Duration,
-        in_flight: usize,
-        blocked: bool,
-        explained: bool,
-    ) -> Option<Moved> {
+    /// The runtime's lateness at the sampler's last reading.
+    pub(crate) fn note(&self, lateness: Duration) {
         self.lateness_us.store(lateness.as_micros() as u64, Relaxed);
+    }
+
+    /// Whether the limit moves at all (a lateness target is set).
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// Judges a `closed` window at `now_ms`; a window whose lateness request polls
+    /// `explained` is not late. Returns the change, if the limit moved.
+    pub(crate) fn judge(&self, closed: &Closed, explained: bool, now_ms: u64) -> Option<Moved> {
         let target = self.target?;
-        // Only the sampler thread observes; the lock is never contended.
-        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        let started = *window.started_ms.get_or_insert(now_ms);
-        window.lateness_us += lateness.as_micros() as u64;
-        window.readings += 1;
-        window.peak = window.peak.max(in_flight);
-        window.blocked |= blocked;
-        if now_ms < started + WINDOW_MS {
-            return None;
-        }
-        let closed = std::mem::take(&mut *window);
-        drop(window);
-        let mean = Duration::from_micros(closed.lateness_us / closed.readings);
+        let mean = closed.lateness;
         // Late twice in a row: one long poll (a large allocation touched at once) stalls a
         // window now and then, and fewer requests in flight would not have prevented it.
         let late = mean > target && !explained;
@@ -244,7 +214,7 @@ impl AdaptiveLimit {
             to,
             why,
         };
-        self.log(moved, lateness, now_ms);
+        self.log(moved, self.lateness(), now_ms);
         Some(moved)
     }
 }
@@ -252,35 +222,45 @@ impl AdaptiveLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::window::{WINDOW_MS, Window};
 
     const TARGET: Duration = Duration::from_millis(10);
 
-    /// Feeds `windows` whole windows of readings (one every 10 ms) from `*now`.
+    /// Readings every 10 ms from `*now` until `windows` windows have closed, each judged.
     fn feed(
         limit: &AdaptiveLimit,
-        now: &mut u64,
+        (window, now): (&mut Window, &mut u64),
         windows: u64,
         lateness: Duration,
         in_flight: usize,
         blocked: bool,
     ) {
-        for _ in 0..windows * (WINDOW_MS / 10 + 1) {
-            limit.observe(*now, lateness, in_flight, blocked, false);
+        let mut closed = 0;
+        while closed < windows {
             *now += 10;
+            if let Some(c) = window.read(*now, lateness, in_flight, blocked) {
+                limit.judge(&c, false, *now);
+                closed += 1;
+            }
+        }
+    }
+
+    /// A window of 50 ms, as late as `lateness` throughout.
+    fn closed(lateness: Duration, peak: usize, blocked: bool) -> Closed {
+        Closed {
+            length_ms: WINDOW_MS,
+            lateness,
+            peak,
+            blocked,
         }
     }
 
     #[test]
     fn starts_at_the_ceiling_and_fixed_never_moves() {
         let fixed = AdaptiveLimit::new(64, None, 4);
-        assert_eq!(
-            fixed.observe(0, Duration::from_secs(1), 64, true, false),
-            None
-        );
-        assert_eq!(
-            fixed.observe(1000, Duration::from_secs(1), 64, true, false),
-            None
-        );
+        let late = closed(Duration::from_secs(1), 64, true);
+        assert_eq!(fixed.judge(&late, false, 50), None);
+        assert_eq!(fixed.judge(&late, false, 1000), None);
         assert_eq!(fixed.get(), 64);
         assert!(!fixed.is_late());
         assert_eq!(AdaptiveLimit::new(64, Some(TARGET), 64).get(), 64);
@@ -289,96 +269,169 @@ mod tests {
     #[test]
     fn starts_slow_and_doubles_until_it_first_falls() {
         let limit = AdaptiveLimit::new(256, Some(TARGET), 4);
-        let mut now = 0;
-        feed(&limit, &mut now, 3, Duration::ZERO, 256, true);
+        let (mut window, mut now) = (Window::default(), 0);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            3,
+            Duration::ZERO,
+            256,
+            true,
+        );
         assert_eq!(limit.get(), 32);
-        feed(&limit, &mut now, 2, Duration::from_millis(20), 32, true);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            2,
+            Duration::from_millis(20),
+            32,
+            true,
+        );
         assert_eq!(limit.get(), 16);
         // After its first fall it grows by a quarter at most.
-        feed(&limit, &mut now, 1, Duration::ZERO, 16, true);
+        feed(&limit, (&mut window, &mut now), 1, Duration::ZERO, 16, true);
         assert_eq!(limit.get(), 20);
     }
 
     #[test]
     fn falls_while_late_by_the_gradient_from_what_was_in_use() {
         let limit = AdaptiveLimit::new(256, Some(TARGET), 256);
-        let mut now = 0;
+        let (mut window, mut now) = (Window::default(), 0);
         // One late window alone is a stall: nothing moves.
-        feed(&limit, &mut now, 1, Duration::from_millis(200), 40, true);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            1,
+            Duration::from_millis(200),
+            40,
+            true,
+        );
         assert_eq!(limit.get(), 256);
         assert!(limit.is_late());
         // Late again, 200 ms with 40 in flight: the gradient clamps at one half, from 40.
-        feed(&limit, &mut now, 1, Duration::from_millis(200), 40, true);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            1,
+            Duration::from_millis(200),
+            40,
+            true,
+        );
         assert_eq!(limit.get(), 20);
         // Slightly late: a tenth off at least.
-        feed(&limit, &mut now, 1, Duration::from_millis(11), 20, true);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            1,
+            Duration::from_millis(11),
+            20,
+            true,
+        );
         assert_eq!(limit.get(), 18);
         // Later and later: never below 1.
-        feed(&limit, &mut now, 20, Duration::from_millis(500), 20, true);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            20,
+            Duration::from_millis(500),
+            20,
+            true,
+        );
         assert_eq!(limit.get(), 1);
     }
 
     #[test]
     fn recovers_to_the_ceiling_when_on_time_and_in_use() {
         let limit = AdaptiveLimit::new(256, Some(TARGET), 256);
-        let mut now = 0;
-        feed(&limit, &mut now, 10, Duration::from_secs(1), 256, true);
+        let (mut window, mut now) = (Window::default(), 0);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            10,
+            Duration::from_secs(1),
+            256,
+            true,
+        );
         assert_eq!(limit.get(), 1);
         // Well on time: a quarter (at least one) a window, up to the ceiling and no further.
-        feed(&limit, &mut now, 1, Duration::ZERO, 1, true);
+        feed(&limit, (&mut window, &mut now), 1, Duration::ZERO, 1, true);
         assert_eq!(limit.get(), 2);
         assert!(!limit.is_late());
-        feed(&limit, &mut now, 100, Duration::ZERO, 0, true);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            100,
+            Duration::ZERO,
+            0,
+            true,
+        );
         assert_eq!(limit.get(), 256);
         // Nearly late: one a window.
-        feed(&limit, &mut now, 2, Duration::from_millis(60), 256, true);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            2,
+            Duration::from_millis(60),
+            256,
+            true,
+        );
         let cut = limit.get();
         assert!(cut < 256);
-        feed(&limit, &mut now, 1, Duration::from_millis(6), cut, true);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            1,
+            Duration::from_millis(6),
+            cut,
+            true,
+        );
         assert_eq!(limit.get(), cut + 1);
     }
 
     #[test]
     fn does_not_grow_while_nobody_needs_it() {
         let limit = AdaptiveLimit::new(256, Some(TARGET), 256);
-        let mut now = 0;
-        feed(&limit, &mut now, 2, Duration::from_millis(40), 16, true);
+        let (mut window, mut now) = (Window::default(), 0);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            2,
+            Duration::from_millis(40),
+            16,
+            true,
+        );
         let cut = limit.get();
         assert!(cut < 16, "{cut}");
         // On time, but below the limit and nobody held back: it stays.
-        feed(&limit, &mut now, 10, Duration::ZERO, cut - 1, false);
+        feed(
+            &limit,
+            (&mut window, &mut now),
+            10,
+            Duration::ZERO,
+            cut - 1,
+            false,
+        );
         assert_eq!(limit.get(), cut);
     }
 
     #[test]
     fn lateness_that_request_polls_explain_moves_nothing() {
         let limit = AdaptiveLimit::new(64, Some(TARGET), 64);
-        let mut now = 0;
-        for _ in 0..3 * (WINDOW_MS / 10 + 1) {
-            limit.observe(now, Duration::from_millis(80), 64, true, true);
-            now += 10;
+        for now in [50, 100, 150] {
+            let late = closed(Duration::from_millis(80), 64, true);
+            assert_eq!(limit.judge(&late, true, now), None);
         }
         assert_eq!(limit.get(), 64);
         assert!(!limit.is_late());
     }
 
     #[test]
-    fn a_window_needs_its_length() {
+    fn late_twice_in_a_row_it_falls() {
         let limit = AdaptiveLimit::new(8, Some(TARGET), 8);
-        let late = Duration::from_secs(1);
-        for t in 0..WINDOW_MS {
-            assert_eq!(limit.observe(t, late, 8, true, false), None);
-        }
+        let late = closed(Duration::from_secs(1), 8, true);
+        assert_eq!(limit.judge(&late, false, 50), None, "late once");
         assert_eq!(
-            limit.observe(WINDOW_MS, late, 8, true, false),
-            None,
-            "late once"
-        );
-        for t in WINDOW_MS + 1..2 * WINDOW_MS + 1 {
-            assert_eq!(limit.observe(t, late, 8, true, false), None);
-        }
-        assert_eq!(
-            limit.observe(2 * WINDOW_MS + 1, late, 8, true, false),
+            limit.judge(&late, false, 100),
             Some(Moved {
                 from: 8,
                 to: 4,

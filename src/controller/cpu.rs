@@ -56,9 +56,9 @@
 //! memory for its work; one whose body is still coming (slowly, perhaps) is not ready, and
 //! does not hold the next back.
 //!
-//! **Saturated** means that, over a window of [`WINDOW_MS`] (the adaptive limit's), request polls
-//! kept at least 60 % of the workers busy; it stays so until they keep fewer than 40 % busy.
-//! Requests that mostly wait (on a client, a timer, another service) leave the CPU idle, so
+//! **Saturated** means that, over a window (the one the adaptive limit judges too, see
+//! [`window`](super::window)), request polls kept at least 60 % of the workers busy; it stays
+//! so until they keep fewer than 40 % busy. Requests that mostly wait (on a client, a timer, another service) leave the CPU idle, so
 //! the gate stays open for them and only `max_concurrency` and the memory budget hold them.
 //! (The workers' park counts were tried as a second sign, and dropped: with clients on the
 //! same cores, workers park while the few admitted requests wait for their bodies, and the
@@ -73,9 +73,7 @@ use std::{
     time::Duration,
 };
 
-// The live limit's window: both judge theirs on the same sampler ticks, so that a window of
-// lateness is told whether request polls explain it.
-use super::adaptive::WINDOW_MS;
+use super::window::Closed;
 use crate::log_throttle::LogThrottle;
 /// The shortest horizon, in microseconds: below it, the time to hand a request to a worker
 /// would count as much as the work.
@@ -109,8 +107,6 @@ pub(crate) struct CpuGate {
     typical_ns: AtomicU64,
     /// Whether the CPU is saturated: the gate holds requests back only then.
     saturated: AtomicBool,
-    /// When the current window started, in milliseconds (`u64::MAX`: not yet).
-    window_start_ms: AtomicU64,
     /// How many workers request polls kept busy in the last window, in thousandths.
     busy_milli: AtomicU64,
     /// A poll this long or longer keeps the runtime late by itself (twice the lateness
@@ -184,7 +180,6 @@ impl CpuGate {
             polled_ns: AtomicU64::new(0),
             typical_ns: AtomicU64::new(0),
             saturated: AtomicBool::new(false),
-            window_start_ms: AtomicU64::new(u64::MAX),
             busy_milli: AtomicU64::new(0),
             log: LogThrottle::new(Duration::from_secs(1)),
         }
@@ -429,24 +424,13 @@ impl CpuGate {
         self.enabled && busy >= (workers - 1.0).max(workers / 2.0)
     }
 
-    /// Takes one reading at `now_ms`; judges the window once it has lasted [`WINDOW_MS`].
-    /// Only the sampler thread observes.
-    pub(crate) fn observe(&self, now_ms: u64) -> Option<Judged> {
+    /// Judges a `closed` window: how busy request polls kept the workers in it. Only the
+    /// sampler thread judges.
+    pub(crate) fn judge(&self, closed: &Closed) -> Option<Judged> {
         if !self.enabled {
             return None;
         }
-        let started = match self.window_start_ms.load(Relaxed) {
-            u64::MAX => {
-                self.window_start_ms.store(now_ms, Relaxed);
-                now_ms
-            }
-            started => started,
-        };
-        if now_ms < started + WINDOW_MS {
-            return None;
-        }
-        self.window_start_ms.store(now_ms, Relaxed);
-        let length_ns = (now_ms - started) as f64 * 1e6;
+        let length_ns = closed.length_ms.max(1) as f64 * 1e6;
         let busy_workers = self.polled_ns.swap(0, Relaxed) as f64 / length_ns;
         self.busy_milli
             .store((busy_workers * 1000.0) as u64, Relaxed);
@@ -770,31 +754,36 @@ pub(crate) fn learn(figure: &AtomicU64, ns: u64) {
 mod tests {
     use super::*;
 
-    /// Feeds readings every 10 ms for one window, `busy` workers' worth of polls.
-    fn window(gate: &CpuGate, now: &mut u64, busy: f64) {
-        gate.polled((busy * WINDOW_MS as f64 * 1e6) as u64);
-        let mut judged = None;
-        for _ in 0..WINDOW_MS / 10 {
-            *now += 10;
-            judged = judged.or(gate.observe(*now));
-        }
-        assert!(judged.is_some(), "a window closed");
+    /// Judges one window of 50 ms in which request polls kept `busy` workers busy.
+    fn window(gate: &CpuGate, busy: f64) {
+        gate.polled((busy * 50e6) as u64);
+        let closed = Closed {
+            length_ms: 50,
+            lateness: Duration::ZERO,
+            peak: 0,
+            blocked: false,
+        };
+        assert!(gate.judge(&closed).is_some(), "judged");
     }
 
     #[test]
     fn saturated_while_request_polls_keep_most_workers_busy() {
         let gate = CpuGate::new(Some(Duration::from_millis(10)), 2);
-        let mut now = 0;
-        gate.observe(now);
-        window(&gate, &mut now, 1.1);
+        window(&gate, 1.1);
         assert!(!gate.is_saturated(), "requests that mostly wait");
-        window(&gate, &mut now, 1.3);
+        window(&gate, 1.3);
         assert!(gate.is_saturated());
-        window(&gate, &mut now, 0.9);
+        window(&gate, 0.9);
         assert!(gate.is_saturated(), "it takes clear slack to open again");
-        window(&gate, &mut now, 0.7);
+        window(&gate, 0.7);
         assert!(!gate.is_saturated());
-        assert_eq!(CpuGate::new(None, 2).observe(1_000), None, "off");
+        let closed = Closed {
+            length_ms: 50,
+            lateness: Duration::ZERO,
+            peak: 0,
+            blocked: false,
+        };
+        assert_eq!(CpuGate::new(None, 2).judge(&closed), None, "off");
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub(crate) mod tick;
 pub(crate) mod ticket;
 mod waiting;
 mod waitlist;
+mod window;
 mod word;
 
 pub(crate) use classes::ClassId;
@@ -65,7 +66,7 @@ pub(crate) use word::{MAX_BUDGET_BYTES, MAX_CONCURRENCY};
 use std::{
     fmt,
     sync::{
-        Arc, MutexGuard,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst},
     },
     task::Waker,
@@ -84,6 +85,7 @@ use inputs::{Ask, Reading};
 use meter::Shown;
 use queue::Queue;
 use waitlist::Waitlist;
+use window::Window;
 use word::{QUEUED, charge, charged_bytes, claim, in_flight, kib};
 
 /// One admission pool, shared behind an `Arc` by every layer, service, future and body.
@@ -108,6 +110,8 @@ pub(crate) struct Controller {
     counters: Counters,
     pub(crate) adaptive: AdaptiveLimit,
     pub(crate) cpu: CpuGate,
+    /// The window the CPU gate and the adaptive limit judge (only the sampler reads it).
+    window: Mutex<Window>,
     /// The connections a listener made from the pool accepted.
     connections: connections::Connections,
     /// Times polls and queue waits: the real clock, or a virtual one in tests.
@@ -152,6 +156,7 @@ impl Controller {
                 settings.initial_limit,
             ),
             cpu: CpuGate::new(settings.lateness_target, settings.workers),
+            window: Mutex::default(),
             connections: connections::Connections::new(settings.max_connections),
             clock,
             waitlist: Waitlist::default(),

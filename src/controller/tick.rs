@@ -4,7 +4,7 @@
 //! closes the window both the CPU gate and the live limit judge, and grants waiters at most
 //! once, after everything it brought is in.
 
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{PoisonError, atomic::Ordering::SeqCst};
 
 use super::{
     Controller,
@@ -93,29 +93,37 @@ impl Controller {
         self.footprint.leave_with(departure);
     }
 
-    /// How the runtime runs at `now_ms`: moves the live limit (see [`adaptive`](super::adaptive))
-    /// and judges whether the CPU is saturated (see [`cpu`](super::cpu)), on the same
-    /// window.
+    /// How the runtime runs at `now_ms`: a reading of the window that the CPU gate (see
+    /// [`cpu`](super::cpu)) and then the live limit (see [`adaptive`](super::adaptive))
+    /// judge once it closes.
     fn judge_runtime(&self, runtime: Runtime, now_ms: u64) {
         let Runtime { lateness, workers } = runtime;
         if let Some(workers) = workers {
             self.cpu.set_workers(workers);
         }
         self.discards().refill(now_ms);
-        let was_saturated = self.cpu.is_saturated();
-        if let Some(judged) = self.cpu.observe(now_ms) {
-            self.cpu.log(judged, was_saturated, now_ms);
+        self.adaptive.note(lateness);
+        // The gate is on where the limit adapts: both judge the window, or neither does.
+        if !self.adaptive.is_adaptive() {
+            return;
         }
         let state = self.state.load(SeqCst);
-        let queued = state & QUEUED != 0;
         // The reserved slots count as used: below `Critical`, waiters cannot have them.
         let used = in_flight(state) as usize + self.settings.critical_slots;
-        let blocked = queued && used >= self.adaptive.get();
+        let blocked = state & QUEUED != 0 && used >= self.adaptive.get();
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(closed) = window.read(now_ms, lateness, used, blocked) else {
+            return;
+        };
+        drop(window);
+        let was_saturated = self.cpu.is_saturated();
+        if let Some(judged) = self.cpu.judge(&closed) {
+            self.cpu.log(judged, was_saturated, now_ms);
+        }
         // Lateness that request polls explain is the CPU gate's: the live limit guards
         // against work the layer cannot see.
         let explained = self.cpu.explains_lateness();
-        self.adaptive
-            .observe(now_ms, lateness, used, blocked, explained);
+        self.adaptive.judge(&closed, explained, now_ms);
     }
 
     /// Whether the runtime is busy: it runs late, or request polls saturate the CPU. An
