@@ -58,8 +58,9 @@
 //!
 //! **Saturated** means that, over a window (the one the adaptive limit judges too, see
 //! [`window`](super::window)), request polls kept at least 60 % of the workers busy; it stays
-//! so until they keep fewer than 40 % busy. Requests that mostly wait (on a client, a timer, another service) leave the CPU idle, so
-//! the gate stays open for them and only `max_concurrency` and the memory budget hold them.
+//! so until they keep fewer than 40 % busy. Requests that mostly wait (on a client, a timer,
+//! another service) leave the CPU idle, so the gate stays open for them and only
+//! `max_concurrency` and the memory budget hold them.
 //! (The workers' park counts were tried as a second sign, and dropped: with clients on the
 //! same cores, workers park while the few admitted requests wait for their bodies, and the
 //! gate flapped open.)
