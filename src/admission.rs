@@ -5,7 +5,7 @@ use std::{fmt, path::Path, sync::Arc};
 use crate::{
     client_deadline::ClientDeadline,
     config::{AdmissionConfig, ConfigError, MemoryBudget, describe::describe, resolve_budget},
-    controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings},
+    controller::{Controller, MAX_BUDGET_BYTES, MAX_CONCURRENCY, Settings, starting_limit},
     data_rate::BodyRates,
     heartbeat::Heartbeat,
     http_settings::{HttpSettings, PathPrefixes, Prioritizer, Rejecting, RetryAfter, Serving},
@@ -183,9 +183,7 @@ impl Admission {
             critical_slots: (share(max_concurrency as f64) as usize).min(max_concurrency - 1),
             critical_bytes: budget.map_or(0, |b| share(b as f64) as u64),
             lateness_target: config.adaptive_limit.then_some(config.lateness_target),
-            // Twice the cores, at least 16: CPU-bound work needs no more, and slow start
-            // doubles it fast for work that waits.
-            initial_limit: (cores * 2).max(16),
+            initial_limit: starting_limit(cores),
             queue_target: config.queue_target,
             workers: crate::cpu_quota::cores().map_or(cores, |quota| quota.min(cores)),
             observe_only: config.observe_only,

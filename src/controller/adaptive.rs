@@ -87,6 +87,12 @@ pub(crate) struct AdaptiveLimit {
     logged: AtomicUsize,
 }
 
+/// Where the limit starts on a machine of `cores`: twice the cores, at least 16. CPU-bound
+/// work needs no more, and slow start doubles it fast for work that waits.
+pub(crate) fn starting_limit(cores: usize) -> usize {
+    cores.saturating_mul(2).max(16)
+}
+
 impl AdaptiveLimit {
     /// A limit of `ceiling` at most, adaptive from `initial` when `target` is set.
     pub(crate) fn new(ceiling: usize, target: Option<Duration>, initial: usize) -> Self {

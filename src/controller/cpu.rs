@@ -256,7 +256,8 @@ impl CpuGate {
     /// Whether a request expected to poll `poll_ns` at once polls long enough to keep the
     /// runtime late by itself.
     pub(crate) fn polls_long(&self, poll_ns: u64) -> bool {
-        self.enabled && poll_ns >= self.long_poll_ns
+        // Off, the longest poll is `u64::MAX`: none polls long.
+        poll_ns >= self.long_poll_ns
     }
 
     /// How many requests that poll long may run at once: all workers but one (one, with one
@@ -422,15 +423,13 @@ impl CpuGate {
     pub(crate) fn explains_lateness(&self) -> bool {
         let workers = self.workers() as f64;
         let busy = self.busy_milli.load(Relaxed) as f64 / 1000.0;
-        self.enabled && busy >= (workers - 1.0).max(workers / 2.0)
+        busy >= (workers - 1.0).max(workers / 2.0)
     }
 
     /// Judges a `closed` window: how busy request polls kept the workers in it. Only the
-    /// sampler thread judges.
-    pub(crate) fn judge(&self, closed: &Closed) -> Option<Judged> {
-        if !self.enabled {
-            return None;
-        }
+    /// sampler thread judges, and only where the gate is on: off, it is never judged, so it
+    /// never saturates and explains nothing.
+    pub(crate) fn judge(&self, closed: &Closed) -> Judged {
         let length_ns = closed.length_ms.max(1) as f64 * 1e6;
         let busy_workers = self.polled_ns.swap(0, Relaxed) as f64 / length_ns;
         self.busy_milli
@@ -446,10 +445,10 @@ impl CpuGate {
         if !saturated {
             self.wake_turns();
         }
-        Some(Judged {
+        Judged {
             busy_workers,
             saturated,
-        })
+        }
     }
 }
 
@@ -764,7 +763,7 @@ mod tests {
             peak: 0,
             blocked: false,
         };
-        assert!(gate.judge(&closed).is_some(), "judged");
+        gate.judge(&closed);
     }
 
     #[test]
@@ -778,13 +777,11 @@ mod tests {
         assert!(gate.is_saturated(), "it takes clear slack to open again");
         window(&gate, 0.7);
         assert!(!gate.is_saturated());
-        let closed = Closed {
-            length_ms: 50,
-            lateness: Duration::ZERO,
-            peak: 0,
-            blocked: false,
-        };
-        assert_eq!(CpuGate::new(None, 2).judge(&closed), None, "off");
+        let off = CpuGate::new(None, 2);
+        assert!(
+            !off.polls_long(u64::MAX - 1) && !off.holds_back(0, None, true, 8),
+            "off"
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ mod waitlist;
 mod window;
 mod word;
 
+pub(crate) use adaptive::starting_limit;
 pub(crate) use classes::ClassId;
 pub use classes::CostClass;
 pub(crate) use clock::Clock;

@@ -117,9 +117,8 @@ impl Controller {
         };
         drop(window);
         let was_saturated = self.cpu.is_saturated();
-        if let Some(judged) = self.cpu.judge(&closed) {
-            self.cpu.log(judged, was_saturated, now_ms);
-        }
+        let judged = self.cpu.judge(&closed);
+        self.cpu.log(judged, was_saturated, now_ms);
         // Lateness that request polls explain is the CPU gate's: the live limit guards
         // against work the layer cannot see.
         let explained = self.cpu.explains_lateness();
