@@ -89,13 +89,7 @@ impl Controller {
         let Ask {
             class, declared, ..
         } = ask;
-        let body_us = self.body_us(class, declared);
-        let ask = Ask {
-            cpu_us: self.cpu_estimate_us(class, declared),
-            body_us,
-            long: self.polls_long(class, declared, body_us.is_some()),
-            ..ask
-        };
+        let ask = self.priced_for_cpu(ask);
         let Some(budget) = self.settings.budget else {
             return ask;
         };
@@ -114,39 +108,38 @@ impl Controller {
         }
     }
 
-    /// Whether the work of a request of `class` that declared `declared` body bytes comes
-    /// once its body has arrived (it declared one, or its class has shown bodies), and how
-    /// long its class's bodies take to; `None` where the CPU gate is off.
-    fn body_us(&self, class: ClassId, declared: u64) -> Option<u64> {
+    /// `ask` with the CPU work it brings, where the CPU gate is on (none where it is off): in
+    /// microseconds, what its class demands for such a body, or what requests in general do;
+    /// whether its work comes once its body has arrived (it declared one, or its class has
+    /// shown bodies), and how long its class's bodies take to; and whether it polls long
+    /// enough to keep the runtime late by itself (see [`cpu`](super::cpu)): one whose work
+    /// comes with a body may, until its class has shown its polls.
+    fn priced_for_cpu(&self, ask: Ask) -> Ask {
+        let Ask {
+            class, declared, ..
+        } = ask;
         if !self.cpu.is_enabled() {
-            return None;
+            return Ask {
+                cpu_us: 0,
+                body_us: None,
+                long: false,
+                ..ask
+            };
         }
-        self.classes.body_us(class).or((declared > 0).then_some(0))
-    }
-
-    /// Whether a request of `class` that declared `declared` body bytes polls long enough to
-    /// keep the runtime late by itself (see [`cpu`](super::cpu)): one whose work comes with a
-    /// `body` may, until its class has shown its polls.
-    fn polls_long(&self, class: ClassId, declared: u64, body: bool) -> bool {
+        let classes = &self.classes;
+        let body_us = classes.body_us(class).or((declared > 0).then_some(0));
+        let poll_ns = classes.poll_ns(class, declared);
         let long = |ns| self.cpu.polls_long(ns);
-        let poll_ns = self.classes.poll_ns(class, declared);
-        self.cpu.is_enabled()
-            && match body {
-                true => poll_ns.is_none_or(long),
-                false => poll_ns.is_some_and(long),
-            }
-    }
-
-    /// The CPU work a request of `class` that declared `declared` body bytes brings, in
-    /// microseconds: what its class demands for such a body, or what requests in general
-    /// do; 0 where the CPU gate is off.
-    fn cpu_estimate_us(&self, class: ClassId, declared: u64) -> u64 {
-        if !self.cpu.is_enabled() {
-            return 0;
+        Ask {
+            cpu_us: (classes.cpu_ns(class, declared))
+                .map_or_else(|| self.cpu.typical_us(), |ns| ns.div_ceil(1000)),
+            body_us,
+            long: match body_us {
+                Some(_) => poll_ns.is_none_or(long),
+                None => poll_ns.is_some_and(long),
+            },
+            ..ask
         }
-        self.classes
-            .cpu_ns(class, declared)
-            .map_or_else(|| self.cpu.typical_us(), |ns| ns.div_ceil(1000))
     }
 
     fn acquire_charged(self: &Arc<Self>, ask: Ask) -> Acquired {
