@@ -232,21 +232,28 @@ mod tests {
 
     const TARGET: Duration = Duration::from_millis(10);
 
-    /// Readings every 10 ms from `*now` until `windows` windows have closed, each judged.
-    fn feed(
-        limit: &AdaptiveLimit,
-        (window, now): (&mut Window, &mut u64),
-        windows: u64,
-        lateness: Duration,
-        in_flight: usize,
-        blocked: bool,
-    ) {
-        let mut closed = 0;
-        while closed < windows {
-            *now += 10;
-            if let Some(c) = window.read(*now, lateness, in_flight, blocked) {
-                limit.judge(&c, false, *now);
-                closed += 1;
+    /// A limit fed a reading every 10 ms of a virtual clock, each window judged as it closes.
+    struct Fed {
+        limit: AdaptiveLimit,
+        window: Window,
+        now: u64,
+    }
+
+    impl Fed {
+        fn new(limit: AdaptiveLimit) -> Self {
+            let (window, now) = (Window::default(), 0);
+            Self { limit, window, now }
+        }
+
+        /// Readings until `windows` windows have closed.
+        fn feed(&mut self, windows: u64, lateness: Duration, in_flight: usize, blocked: bool) {
+            let mut closed = 0;
+            while closed < windows {
+                self.now += 10;
+                if let Some(c) = self.window.read(self.now, lateness, in_flight, blocked) {
+                    self.limit.judge(&c, false, self.now);
+                    closed += 1;
+                }
             }
         }
     }
@@ -274,150 +281,62 @@ mod tests {
 
     #[test]
     fn starts_slow_and_doubles_until_it_first_falls() {
-        let limit = AdaptiveLimit::new(256, Some(TARGET), 4);
-        let (mut window, mut now) = (Window::default(), 0);
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            3,
-            Duration::ZERO,
-            256,
-            true,
-        );
-        assert_eq!(limit.get(), 32);
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            2,
-            Duration::from_millis(20),
-            32,
-            true,
-        );
-        assert_eq!(limit.get(), 16);
+        let mut fed = Fed::new(AdaptiveLimit::new(256, Some(TARGET), 4));
+        fed.feed(3, Duration::ZERO, 256, true);
+        assert_eq!(fed.limit.get(), 32);
+        fed.feed(2, Duration::from_millis(20), 32, true);
+        assert_eq!(fed.limit.get(), 16);
         // After its first fall it grows by a quarter at most.
-        feed(&limit, (&mut window, &mut now), 1, Duration::ZERO, 16, true);
-        assert_eq!(limit.get(), 20);
+        fed.feed(1, Duration::ZERO, 16, true);
+        assert_eq!(fed.limit.get(), 20);
     }
 
     #[test]
     fn falls_while_late_by_the_gradient_from_what_was_in_use() {
-        let limit = AdaptiveLimit::new(256, Some(TARGET), 256);
-        let (mut window, mut now) = (Window::default(), 0);
+        let mut fed = Fed::new(AdaptiveLimit::new(256, Some(TARGET), 256));
         // One late window alone is a stall: nothing moves.
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            1,
-            Duration::from_millis(200),
-            40,
-            true,
-        );
-        assert_eq!(limit.get(), 256);
-        assert!(limit.is_late());
+        fed.feed(1, Duration::from_millis(200), 40, true);
+        assert_eq!(fed.limit.get(), 256);
+        assert!(fed.limit.is_late());
         // Late again, 200 ms with 40 in flight: the gradient clamps at one half, from 40.
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            1,
-            Duration::from_millis(200),
-            40,
-            true,
-        );
-        assert_eq!(limit.get(), 20);
+        fed.feed(1, Duration::from_millis(200), 40, true);
+        assert_eq!(fed.limit.get(), 20);
         // Slightly late: a tenth off at least.
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            1,
-            Duration::from_millis(11),
-            20,
-            true,
-        );
-        assert_eq!(limit.get(), 18);
+        fed.feed(1, Duration::from_millis(11), 20, true);
+        assert_eq!(fed.limit.get(), 18);
         // Later and later: never below 1.
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            20,
-            Duration::from_millis(500),
-            20,
-            true,
-        );
-        assert_eq!(limit.get(), 1);
+        fed.feed(20, Duration::from_millis(500), 20, true);
+        assert_eq!(fed.limit.get(), 1);
     }
 
     #[test]
     fn recovers_to_the_ceiling_when_on_time_and_in_use() {
-        let limit = AdaptiveLimit::new(256, Some(TARGET), 256);
-        let (mut window, mut now) = (Window::default(), 0);
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            10,
-            Duration::from_secs(1),
-            256,
-            true,
-        );
-        assert_eq!(limit.get(), 1);
+        let mut fed = Fed::new(AdaptiveLimit::new(256, Some(TARGET), 256));
+        fed.feed(10, Duration::from_secs(1), 256, true);
+        assert_eq!(fed.limit.get(), 1);
         // Well on time: a quarter (at least one) a window, up to the ceiling and no further.
-        feed(&limit, (&mut window, &mut now), 1, Duration::ZERO, 1, true);
-        assert_eq!(limit.get(), 2);
-        assert!(!limit.is_late());
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            100,
-            Duration::ZERO,
-            0,
-            true,
-        );
-        assert_eq!(limit.get(), 256);
+        fed.feed(1, Duration::ZERO, 1, true);
+        assert_eq!(fed.limit.get(), 2);
+        assert!(!fed.limit.is_late());
+        fed.feed(100, Duration::ZERO, 0, true);
+        assert_eq!(fed.limit.get(), 256);
         // Nearly late: one a window.
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            2,
-            Duration::from_millis(60),
-            256,
-            true,
-        );
-        let cut = limit.get();
+        fed.feed(2, Duration::from_millis(60), 256, true);
+        let cut = fed.limit.get();
         assert!(cut < 256);
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            1,
-            Duration::from_millis(6),
-            cut,
-            true,
-        );
-        assert_eq!(limit.get(), cut + 1);
+        fed.feed(1, Duration::from_millis(6), cut, true);
+        assert_eq!(fed.limit.get(), cut + 1);
     }
 
     #[test]
     fn does_not_grow_while_nobody_needs_it() {
-        let limit = AdaptiveLimit::new(256, Some(TARGET), 256);
-        let (mut window, mut now) = (Window::default(), 0);
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            2,
-            Duration::from_millis(40),
-            16,
-            true,
-        );
-        let cut = limit.get();
+        let mut fed = Fed::new(AdaptiveLimit::new(256, Some(TARGET), 256));
+        fed.feed(2, Duration::from_millis(40), 16, true);
+        let cut = fed.limit.get();
         assert!(cut < 16, "{cut}");
         // On time, but below the limit and nobody held back: it stays.
-        feed(
-            &limit,
-            (&mut window, &mut now),
-            10,
-            Duration::ZERO,
-            cut - 1,
-            false,
-        );
-        assert_eq!(limit.get(), cut);
+        fed.feed(10, Duration::ZERO, cut - 1, false);
+        assert_eq!(fed.limit.get(), cut);
     }
 
     #[test]

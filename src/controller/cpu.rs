@@ -118,41 +118,7 @@ pub(crate) struct CpuGate {
     /// The requests that poll that long ready to run and waiting for a worker.
     ready_long: AtomicUsize,
     /// Throttles the log of saturation coming and going.
-    pub(super) log: LogThrottle,
-}
-
-impl CpuGate {
-    /// Logs a window the CPU gate judged: at debug level each one, at info level when the
-    /// CPU becomes saturated or stops being so (at most once a second).
-    pub(crate) fn log(&self, judged: Judged, was_saturated: bool, now_ms: u64) {
-        let Judged {
-            busy_workers,
-            saturated,
-        } = judged;
-        let (charged_us, capacity_us) = (self.charged_us(), self.capacity_us());
-        tracing::debug!(
-            busy_workers,
-            saturated,
-            charged_us,
-            coming_us = self.coming_us(),
-            capacity_us,
-            "cpu window"
-        );
-        if saturated != was_saturated && self.log.allow(now_ms, 1).is_some() {
-            tracing::info!(
-                busy_workers,
-                workers = self.workers(),
-                typical_us = self.typical_us(),
-                capacity_us,
-                "{}",
-                if saturated {
-                    "cpu saturated: admitting only the work the workers can finish soon"
-                } else {
-                    "cpu no longer saturated: the cpu gate is open"
-                }
-            );
-        }
-    }
+    log: LogThrottle,
 }
 
 /// What the gate judged of a window: how busy request polls kept the workers, and whether
@@ -448,6 +414,38 @@ impl CpuGate {
         Judged {
             busy_workers,
             saturated,
+        }
+    }
+
+    /// Logs a window the CPU gate judged: at debug level each one, at info level when the
+    /// CPU becomes saturated or stops being so (at most once a second).
+    pub(crate) fn log(&self, judged: Judged, was_saturated: bool, now_ms: u64) {
+        let Judged {
+            busy_workers,
+            saturated,
+        } = judged;
+        let (charged_us, capacity_us) = (self.charged_us(), self.capacity_us());
+        tracing::debug!(
+            busy_workers,
+            saturated,
+            charged_us,
+            coming_us = self.coming_us(),
+            capacity_us,
+            "cpu window"
+        );
+        if saturated != was_saturated && self.log.allow(now_ms, 1).is_some() {
+            tracing::info!(
+                busy_workers,
+                workers = self.workers(),
+                typical_us = self.typical_us(),
+                capacity_us,
+                "{}",
+                if saturated {
+                    "cpu saturated: admitting only the work the workers can finish soon"
+                } else {
+                    "cpu no longer saturated: the cpu gate is open"
+                }
+            );
         }
     }
 }
