@@ -236,9 +236,11 @@ impl Controller {
         )
     }
 
-    /// The limit that keeps `ask` from going at once in `state` (see [`Fit::blame`]).
-    pub(super) fn blame(&self, state: u64, memory: u64, ask: Ask) -> Limit {
-        self.fit(state, memory, ask).blame(state & QUEUED != 0)
+    /// The limit that keeps `ask`, a waiter, from going in `state`: with others waiting (the
+    /// queue holds it), the first limit that binds tells (see [`Goes::blame_queued`]).
+    pub(super) fn blame_waiter(&self, state: u64, memory: u64, ask: Ask) -> Limit {
+        debug_assert!(state & QUEUED != 0, "a waiter is in the queue");
+        self.goes(state, memory, ask).blame_queued()
     }
 
     /// Whether the memory limit rejects, given whether the reading puts the request `over`

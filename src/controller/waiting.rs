@@ -58,7 +58,9 @@ impl Controller {
             && queue.len() >= self.settings.queue_capacity
             && !self.waitlist.is_closed()
         {
-            evicted = queue.evict_below(ask.priority, |lower| self.blame(state, memory, *lower));
+            evicted = queue.evict_below(ask.priority, |lower| {
+                self.blame_waiter(state, memory, *lower)
+            });
         }
         if (queue.len() >= self.settings.queue_capacity && evicted.is_none())
             || self.waitlist.is_closed()
@@ -131,7 +133,7 @@ impl Controller {
             Left::Told => Ok((ask, false)),
             Left::Evicted(reason, limit) => Err((reason, limit)),
             Left::Waiting => {
-                let limit = self.blame(self.state.load(SeqCst), memory, ask);
+                let limit = self.blame_waiter(self.state.load(SeqCst), memory, ask);
                 // The head may have left: those behind it may fit now.
                 let wakers = self.grant(&mut queue, memory, Reading::Last);
                 drop(queue);
