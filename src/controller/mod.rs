@@ -41,6 +41,7 @@ mod inputs;
 mod meter;
 mod observe_only;
 pub(crate) mod permit;
+mod polls;
 pub(crate) mod progress;
 mod queue;
 mod report;
@@ -182,6 +183,7 @@ impl Controller {
     /// counts it unsettled until its first poll, spends this process's share of the
     /// headroom, starts it in its class, lets its declared body count towards the discard
     /// allowance, and counts the admission (over the budget: the progress guarantee).
+    #[inline(always)]
     fn admitted(&self, ask: Ask, over_budget: bool, memory: u64) {
         self.cpu.recharge(0, ask.cpu_us);
         self.unsettled.fetch_add(1, SeqCst);

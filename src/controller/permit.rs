@@ -33,14 +33,8 @@ use std::{
 };
 
 use super::{
-    Controller,
-    classes::ClassId,
-    cpu::{Demand, Spent},
-    end::Ended,
-    inputs::Ask,
-    meter::Meter,
-    progress::BodyProgress,
-    word::kib,
+    Controller, classes::ClassId, cpu::Demand, end::Ended, inputs::Ask, meter::Meter,
+    progress::BodyProgress, word::kib,
 };
 use crate::data_rate::TooSlow;
 
@@ -166,13 +160,7 @@ impl Permit {
     pub(super) fn new(controller: Arc<Controller>, ask: Ask) -> Self {
         let charge = Charge::new(kib(ask.charge), ask.declared);
         Self {
-            demand: Demand::new(
-                &controller.cpu,
-                ask.cpu_us,
-                // Its body's time runs from its admission.
-                ask.body_us.map(|_| controller.clock.now_ns()),
-                ask.long,
-            ),
+            demand: controller.demand(&ask),
             charge: match controller.shares_charges() {
                 true => Charged::Shared(Arc::new(charge)),
                 false => Charged::Own(charge),
@@ -215,8 +203,8 @@ impl Permit {
     /// Where its work comes once its body has (see [`super::cpu`]), the body waits for its
     /// turn before its last frame.
     pub(crate) fn follow(&mut self, body: Arc<BodyProgress>) {
-        self.demand
-            .comes_with_body(&self.controller.cpu, &body.turn);
+        self.controller
+            .comes_with_body(&mut self.demand, &body.turn);
         self.body = Some(body);
     }
 
@@ -232,7 +220,7 @@ impl Permit {
     /// what the poll allocated and freed on this thread, and by how long it took.
     #[inline]
     pub(crate) fn track<T>(&mut self, poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
-        if !self.controller.cpu.is_enabled() {
+        if !self.controller.times_polls() {
             return self.track_memory(poll);
         }
         let started = self.controller.clock.now_ns();
@@ -245,13 +233,8 @@ impl Permit {
         // Pending while not reading its body: it waits on a timer, another service or its
         // response's reader, and has no work ready.
         let idle = result.is_pending() && !body.is_some_and(|(_, coming)| coming);
-        let controller = &self.controller;
-        if self
-            .demand
-            .polled(&controller.cpu, started, spent, body, idle)
-        {
-            controller.grant_if_queued();
-        }
+        self.controller
+            .polled(&mut self.demand, (started, spent), body, idle);
         result
     }
 
@@ -330,7 +313,7 @@ impl Permit {
     /// woken when it may.
     #[inline]
     pub(crate) fn take_turn(&self, waker: &std::task::Waker) -> bool {
-        self.demand.take_turn(&self.controller.cpu, waker)
+        self.controller.take_turn(&self.demand, waker)
     }
 
     /// The request's declared `Content-Length`.
@@ -367,13 +350,8 @@ impl fmt::Debug for Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let controller = &self.controller;
-        let spent = match controller.cpu.is_enabled() {
-            true => {
-                let turn = self.body.as_ref().map(|body| &body.turn);
-                self.demand.end(&controller.cpu, turn)
-            }
-            false => Spent::default(),
-        };
+        let turn = self.body.as_ref().map(|body| &body.turn);
+        let spent = controller.spent(&mut self.demand, turn);
         controller.end(Ended {
             class: self.class,
             declared: self.meter.declared,
