@@ -98,12 +98,13 @@ impl Controller {
         let room = budget
             .saturating_sub(self.footprint.baseline())
             .max(declared);
-        let charge = self.classes.estimate(class, declared).min(room);
+        let estimate = self.classes.estimate(class, declared);
+        let charge = estimate.charge.min(room);
         Ask {
             charge,
-            least: self.classes.least(class, declared).min(charge),
+            least: estimate.least.min(charge),
             // Only where polls are measured can a class become known.
-            known: self.gauge.thread_allocations().is_none() || self.classes.is_known(class),
+            known: self.gauge.thread_allocations().is_none() || estimate.known,
             ..ask
         }
     }
@@ -126,12 +127,13 @@ impl Controller {
                 ..ask
             };
         }
-        let classes = &self.classes;
-        let body_us = classes.body_us(class).or((declared > 0).then_some(0));
-        let poll_ns = classes.poll_ns(class, declared);
+        let work = self.classes.work(class, declared);
+        let body_us = work.body_us.or((declared > 0).then_some(0));
+        let poll_ns = work.longest_poll_ns;
         let long = |ns| self.cpu.polls_long(ns);
         Ask {
-            cpu_us: (classes.cpu_ns(class, declared))
+            cpu_us: work
+                .cpu_ns
                 .map_or_else(|| self.cpu.typical_us(), |ns| ns.div_ceil(1000)),
             body_us,
             long: match body_us {

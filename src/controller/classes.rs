@@ -97,6 +97,24 @@ impl Hasher for FxHasher {
     }
 }
 
+/// What a request is charged before its first poll, the least it will cost, and whether its
+/// class has shown its cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Estimate {
+    pub(crate) charge: u64,
+    pub(crate) least: u64,
+    pub(crate) known: bool,
+}
+
+/// The CPU work its class shows for a request, in nanoseconds, and how long its bodies take
+/// to arrive, in microseconds (each `None` until shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Work {
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) longest_poll_ns: Option<u64>,
+    pub(crate) body_us: Option<u64>,
+}
+
 /// A class's place in the table: `0..SLOTS`, or `SLOTS` for the overflow class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClassId(u32);
@@ -365,22 +383,36 @@ impl Classes {
         (class.in_flight.load(Relaxed), class.served_ns.load(Relaxed))
     }
 
-    /// What to charge a request of `id` that declared `declared` bytes, before its first poll.
-    pub(crate) fn estimate(&self, id: ClassId, declared: u64) -> u64 {
-        let peak = self.class(id).peak.get(declared).unwrap_or(self.initial);
+    /// What to charge a request of `id` that declared `declared` bytes before its first poll
+    /// (its declared length and its class's peak lately), the least it will cost (its
+    /// declared length and the least peak of its class lately, nothing for a class not seen
+    /// yet), and whether its class has shown its cost.
+    #[inline]
+    pub(crate) fn estimate(&self, id: ClassId, declared: u64) -> Estimate {
+        let class = self.class(id);
+        let peak = class.peak.get(declared);
+        let known = peak.is_some();
+        let peak = peak.unwrap_or(self.initial);
         self.largest.observe(peak);
-        declared.saturating_add(peak)
+        Estimate {
+            charge: declared.saturating_add(peak),
+            least: declared.saturating_add(class.least.get().unwrap_or(0)),
+            known,
+        }
     }
 
-    /// The least a request of `id` that declared `declared` bytes will cost: its declared
-    /// length, plus the least peak of its class lately (nothing for a class not seen yet).
-    pub(crate) fn least(&self, id: ClassId, declared: u64) -> u64 {
-        declared.saturating_add(self.class(id).least.get().unwrap_or(0))
-    }
-
-    /// Whether a request of `id` has shown its cost since the pool started.
-    pub(crate) fn is_known(&self, id: ClassId) -> bool {
-        self.class(id).peak.get(0).is_some()
+    /// What a request of `id` that declared `declared` body bytes demands of a core and how
+    /// long its longest poll will be, once measured, and how long a body of its class takes
+    /// to arrive at the quickest lately, if the class has shown bodies (the time its clients
+    /// take: a body that arrived more slowly also waited for a worker to read it).
+    #[inline]
+    pub(crate) fn work(&self, id: ClassId, declared: u64) -> Work {
+        let class = self.class(id);
+        Work {
+            cpu_ns: class.cpu.of(declared),
+            longest_poll_ns: class.poll.of(declared),
+            body_us: class.body_us.get(),
+        }
     }
 
     /// What a request of `id` that declared `declared` bytes is charged above its
@@ -412,12 +444,6 @@ impl Classes {
         self.class(id).rise.observe(rise, declared);
     }
 
-    /// What a request of `id` that declared `declared` body bytes demands of a core, in
-    /// nanoseconds, once measured.
-    pub(crate) fn cpu_ns(&self, id: ClassId, declared: u64) -> Option<u64> {
-        self.class(id).cpu.of(declared)
-    }
-
     /// A request of `id` that declared `declared` bytes ended after demanding `ns` in its
     /// polls, the longest of which took `longest_ns`.
     pub(crate) fn observe_cpu(&self, id: ClassId, declared: u64, ns: u64, longest_ns: u64) {
@@ -426,22 +452,9 @@ impl Classes {
         class.poll.learn(declared, longest_ns);
     }
 
-    /// How long the longest poll of a request of `id` that declared `declared` bytes will
-    /// be, in nanoseconds, once its class has shown its polls.
-    pub(crate) fn poll_ns(&self, id: ClassId, declared: u64) -> Option<u64> {
-        self.class(id).poll.of(declared)
-    }
-
     /// A request of the class whose body took `us` microseconds to arrive ended.
     pub(crate) fn observe_body(&self, id: ClassId, us: u64) {
         self.class(id).body_us.observe(us);
-    }
-
-    /// How long a body of the class takes to arrive at the quickest lately, in microseconds,
-    /// if the class has shown bodies: the time its clients take, for a body that arrived more
-    /// slowly also waited for a worker to read it.
-    pub(crate) fn body_us(&self, id: ClassId) -> Option<u64> {
-        self.class(id).body_us.get()
     }
 
     /// Every class that has a slot (and the overflow class, once it has a figure): its name,
@@ -527,13 +540,13 @@ mod tests {
     fn a_new_class_is_charged_the_initial_figure_then_its_recent_maximum() {
         let classes = Classes::new(256 << 10);
         let work = classes.find(CostClass::route(&Method::GET, "/work"), String::new);
-        assert_eq!(classes.estimate(work, 0), 256 << 10);
+        assert_eq!(classes.estimate(work, 0).charge, 256 << 10);
         classes.observe_peak(work, 0, 64 * MIB);
         for _ in 0..1000 {
             classes.observe_peak(work, 0, 16 << 10);
         }
         assert_eq!(
-            classes.estimate(work, MIB),
+            classes.estimate(work, MIB).charge,
             65 * MIB,
             "a maximum, not a mean"
         );
@@ -543,18 +556,22 @@ mod tests {
     fn the_least_a_class_costs_is_learned_from_ended_requests() {
         let classes = Classes::new(MIB);
         let id = classes.find(CostClass::new("mixed"), String::new);
-        assert_eq!(classes.least(id, 5), 5, "nothing known yet");
+        assert_eq!(classes.estimate(id, 5).least, 5, "nothing known yet");
         classes.observe_end(id, 0, 64 * MIB);
         classes.observe_end(id, 0, 64 << 10);
         classes.observe_end(id, MIB, 2 * MIB);
-        assert_eq!(classes.least(id, MIB), MIB + (64 << 10));
+        assert_eq!(classes.estimate(id, MIB).least, MIB + (64 << 10));
         classes.tick(FORGET_AFTER_MS);
         classes.tick(2 * FORGET_AFTER_MS);
-        assert_eq!(classes.least(id, 0), 64 << 10, "kept while idle");
+        assert_eq!(classes.estimate(id, 0).least, 64 << 10, "kept while idle");
         classes.observe_end(id, 0, 8 * MIB);
         classes.tick(3 * FORGET_AFTER_MS);
         classes.tick(4 * FORGET_AFTER_MS);
-        assert_eq!(classes.least(id, 0), 8 * MIB, "the old minimum aged out");
+        assert_eq!(
+            classes.estimate(id, 0).least,
+            8 * MIB,
+            "the old minimum aged out"
+        );
     }
 
     #[test]
@@ -562,7 +579,7 @@ mod tests {
         let classes = Classes::new(0);
         let ingest = classes.find(CostClass::route(&Method::POST, "/ingest"), String::new);
         classes.observe_peak(ingest, 4 * MIB, 30 * MIB);
-        assert_eq!(classes.estimate(ingest, 8 * MIB), 34 * MIB);
+        assert_eq!(classes.estimate(ingest, 8 * MIB).charge, 34 * MIB);
         assert_eq!(
             classes.largest(),
             26 * MIB,
@@ -579,10 +596,10 @@ mod tests {
         classes.observe_peak(parse, 4 * MIB, 4 * MIB + 64 * MIB);
         classes.observe_peak(parse, 64 * KIB, 64 * KIB + MIB);
         // At least what it cost, far below what the large one did.
-        let small = classes.estimate(parse, 64 * KIB) - 64 * KIB;
+        let small = classes.estimate(parse, 64 * KIB).charge - 64 * KIB;
         assert!((MIB..MIB + MIB / 16).contains(&small), "{small}");
         assert_eq!(
-            classes.estimate(parse, 8 * MIB),
+            classes.estimate(parse, 8 * MIB).charge,
             8 * MIB + 64 * MIB,
             "the most"
         );
@@ -590,8 +607,8 @@ mod tests {
         let fixed = classes.find(CostClass::new("fixed"), String::new);
         classes.observe_peak(fixed, KIB, KIB + 10 * MIB);
         classes.observe_peak(fixed, MIB, MIB + 10 * MIB);
-        assert_eq!(classes.estimate(fixed, KIB), KIB + 10 * MIB);
-        assert_eq!(classes.estimate(fixed, MIB), MIB + 10 * MIB);
+        assert_eq!(classes.estimate(fixed, KIB).charge, KIB + 10 * MIB);
+        assert_eq!(classes.estimate(fixed, MIB).charge, MIB + 10 * MIB);
         // What a poll may add, the same way.
         classes.observe_rise(parse, 4 * MIB, 64 * MIB);
         let rise = classes.rise(parse, 64 * KIB);
@@ -606,14 +623,14 @@ mod tests {
         classes.observe_peak(id, 0, 64 * MIB);
         classes.tick(FORGET_AFTER_MS); // the outlier moves to the previous window
         classes.observe_peak(id, 0, MIB);
-        assert_eq!(classes.estimate(id, 0), 64 * MIB);
+        assert_eq!(classes.estimate(id, 0).charge, 64 * MIB);
         classes.tick(2 * FORGET_AFTER_MS);
-        assert_eq!(classes.estimate(id, 0), MIB, "forgotten");
+        assert_eq!(classes.estimate(id, 0).charge, MIB, "forgotten");
         classes.tick(3 * FORGET_AFTER_MS);
         classes.tick(4 * FORGET_AFTER_MS);
-        assert_eq!(classes.estimate(id, 0), MIB, "idle: kept");
+        assert_eq!(classes.estimate(id, 0).charge, MIB, "idle: kept");
         classes.tick(4 * FORGET_AFTER_MS + 1);
-        assert_eq!(classes.estimate(id, 0), MIB, "not a window yet");
+        assert_eq!(classes.estimate(id, 0).charge, MIB, "not a window yet");
     }
 
     #[test]
@@ -654,13 +671,13 @@ mod tests {
         let id = classes.find(work, || "GET /work".to_owned());
         assert_ne!(id, ClassId::OVERFLOW);
         assert_eq!(classes.class(id).name().as_deref(), Some("GET /work"));
-        assert_eq!(classes.estimate(id, 0), 0, "starts afresh");
+        assert_eq!(classes.estimate(id, 0).charge, 0, "starts afresh");
         // Without a class turned away, an idle class keeps its slot.
         classes.observe_peak(id, 0, MIB);
         classes.tick(3 * FORGET_AFTER_MS);
         classes.tick(4 * FORGET_AFTER_MS);
         assert_eq!(classes.find(work, String::new), id);
-        assert_eq!(classes.estimate(id, 0), MIB);
+        assert_eq!(classes.estimate(id, 0).charge, MIB);
     }
 
     #[test]
@@ -682,7 +699,7 @@ mod tests {
             );
         }
         classes.observe_peak(ids[0], 0, MIB);
-        assert_eq!(classes.estimate(ids[1], 0), 0);
+        assert_eq!(classes.estimate(ids[1], 0).charge, 0);
         classes.observe_rise(ids[2], 0, 5);
         assert_eq!(classes.rise(ids[2], 0), 5);
         assert_eq!(classes.rise(ids[3], 0), 0);

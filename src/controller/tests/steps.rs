@@ -886,7 +886,7 @@ fn cpu_demand_is_time_in_polls_never_time_between_them() {
     serve(&c, &now, sleep, &[10_000, 10_000], 500 * MS);
     let figure = |class| {
         let id = c.classes.find(class, String::new);
-        c.classes.cpu_ns(id, 0).unwrap()
+        c.classes.work(id, 0).cpu_ns.unwrap()
     };
     assert_eq!(figure(parse), 6 * MS);
     assert_eq!(figure(sleep), 20_000);
@@ -933,7 +933,7 @@ fn a_request_whose_body_is_coming_is_charged_once_its_body_takes_its_turn() {
     assert_eq!((c.cpu.charged_us(), c.cpu.coming_us()), (0, 0));
     let id = c.classes.find(upload, String::new);
     assert_eq!(
-        c.classes.body_us(id),
+        c.classes.work(id, 0).body_us,
         Some(22_000),
         "first poll to the body's end"
     );
@@ -1127,7 +1127,7 @@ fn uploads_are_admitted_for_the_work_done_while_their_bodies_come_and_parse_in_t
         permit.responded();
     }
     let id = c.classes.find(upload, String::new);
-    assert_eq!(c.classes.body_us(id), Some(24_000));
+    assert_eq!(c.classes.work(id, 0).body_us, Some(24_000));
     let parses: Vec<Permit> = (0..3).map(|_| admitted(c.acquire(parse, None))).collect();
     window(&c, &now, 1.9);
     assert!(c.cpu.charged_us() >= c.cpu.capacity_us());
