@@ -1,6 +1,6 @@
-//! Bytes a request holds while it is not in flight (queued, or rejected and discarding its
-//! body): counted as spoken for until the handle is dropped (see
-//! [`footprint`](super::footprint)).
+//! Bytes held beside the charges, counted as spoken for (see [`footprint`](super::footprint)):
+//! by a request that is not in flight (queued, or rejected and discarding its body) until its
+//! handle is dropped, and by an admitted one until its permit goes.
 
 use std::sync::Arc;
 
