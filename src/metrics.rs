@@ -140,7 +140,7 @@ mod enabled {
         );
         describe_counter!(
             "admission_priority_rejected_total",
-            "Requests rejected admission, by priority and reason."
+            "Requests rejected, by priority and reason."
         );
         describe_histogram!(
             "admission_priority_queue_wait_seconds",

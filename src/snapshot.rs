@@ -145,7 +145,7 @@ impl Snapshot {
         self.admitted_by[priority.rank()]
     }
 
-    /// Requests of `priority` rejected admission since start for `reason` (a
+    /// Requests of `priority` rejected since start for `reason` (a
     /// [`Reservation`](crate::Reservation) rejected is counted in
     /// [`rejected`](Self::rejected) only).
     pub fn rejected_with(&self, priority: Priority, reason: Reason) -> u64 {

@@ -26,20 +26,18 @@ enum Source {
 
 impl Default for Clock {
     fn default() -> Self {
-        Self::from(Source::Real(Instant::now()))
+        Self::new(Source::Real(Instant::now()))
     }
 }
 
-impl From<Source> for Clock {
-    fn from(source: Source) -> Self {
+impl Clock {
+    fn new(source: Source) -> Self {
         Self {
             source,
             last_ms: AtomicU64::new(0),
         }
     }
-}
 
-impl Clock {
     /// Nanoseconds since the pool started.
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
@@ -72,6 +70,6 @@ impl Clock {
     #[cfg(test)]
     pub(crate) fn virtual_for_tests() -> (Self, Arc<AtomicU64>) {
         let now = Arc::new(AtomicU64::new(0));
-        (Self::from(Source::Virtual(Arc::clone(&now))), now)
+        (Self::new(Source::Virtual(Arc::clone(&now))), now)
     }
 }
